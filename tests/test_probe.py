@@ -1,0 +1,125 @@
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.wire.probe import (
+    HEADER_SIZE,
+    ProbeHeader,
+    decode,
+    encode,
+    encode_into,
+    peek_seq,
+    run_tag_of,
+)
+
+U8 = st.integers(min_value=0, max_value=2**8 - 1)
+U32 = st.integers(min_value=0, max_value=2**32 - 1)
+U64 = st.integers(min_value=0, max_value=2**64 - 1)
+
+
+def test_header_is_28_bytes_in_the_documented_layout() -> None:
+    header = encode(run_tag=0x01020304, flow=0x05060708, seq=0x090A0B0C0D0E0F10, sent_ns=17)
+    assert HEADER_SIZE == 28
+    assert header == (
+        b"SL"  # magic
+        + b"\x01"  # version
+        + b"\x00"  # flags
+        + b"\x01\x02\x03\x04"  # run tag
+        + b"\x05\x06\x07\x08"  # flow id
+        + b"\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10"  # sequence
+        + b"\x00\x00\x00\x00\x00\x00\x00\x11"  # sent ns
+    )
+
+
+def test_encode_into_writes_only_the_header_and_keeps_the_payload() -> None:
+    buf = bytearray(b"\xaa" * (HEADER_SIZE + 4))
+    encode_into(buf, 1, 2, 3, 4)
+    assert buf[:HEADER_SIZE] == encode(1, 2, 3, 4)
+    assert buf[HEADER_SIZE:] == b"\xaa" * 4
+
+
+def test_encode_into_writes_through_a_memoryview() -> None:
+    buf = bytearray(HEADER_SIZE + 2)
+    encode_into(memoryview(buf), 1, 2, 3, 4, flags=5)
+    assert decode(buf) == ProbeHeader(flags=5, run_tag=1, flow=2, seq=3, sent_ns=4)
+
+
+def test_encode_into_refuses_a_buffer_shorter_than_the_header() -> None:
+    with pytest.raises(struct.error):
+        encode_into(bytearray(HEADER_SIZE - 1), 1, 2, 3, 4)
+
+
+@given(U32, U32, U64, U64, U8, st.binary(max_size=32))
+def test_decode_returns_what_encode_into_wrote(
+    run_tag: int, flow: int, seq: int, sent_ns: int, flags: int, payload: bytes
+) -> None:
+    buf = bytearray(HEADER_SIZE) + payload
+    encode_into(buf, run_tag, flow, seq, sent_ns, flags=flags)
+    expected = ProbeHeader(flags, run_tag, flow, seq, sent_ns)
+    assert decode(bytes(buf)) == expected
+    assert decode(memoryview(buf)) == expected
+    assert peek_seq(bytes(buf)) == seq
+    assert peek_seq(memoryview(buf)) == seq
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"SL",
+        encode(1, 2, 3, 4)[:-1],
+        b"XL" + encode(1, 2, 3, 4)[2:],
+        b"Sl" + encode(1, 2, 3, 4)[2:],
+        b"SL\x02" + encode(1, 2, 3, 4)[3:],
+        b"SL\x00" + encode(1, 2, 3, 4)[3:],
+        b"GET / HTTP/1.1\r\nHost: example\r\n\r\n",
+    ],
+    ids=[
+        "empty",
+        "magic-only",
+        "short",
+        "bad-magic",
+        "magic-case",
+        "version-2",
+        "version-0",
+        "http",
+    ],
+)
+def test_foreign_traffic_decodes_to_none(data: bytes) -> None:
+    assert decode(data) is None
+    assert peek_seq(data) is None
+
+
+@given(st.binary(max_size=64))
+def test_decode_of_arbitrary_bytes_returns_a_header_or_none_never_raises(data: bytes) -> None:
+    header = decode(data)
+    assert header is None or isinstance(header, ProbeHeader)
+    assert peek_seq(data) == (None if header is None else header.seq)
+
+
+@given(st.binary(max_size=40))
+def test_decode_of_bytes_with_our_magic_never_raises(tail: bytes) -> None:
+    data = b"SL\x01" + tail
+    header = decode(data)
+    assert (header is None) == (len(data) < HEADER_SIZE)
+
+
+@pytest.mark.parametrize(
+    ("run_id", "tag"),
+    [
+        ("", 0),
+        ("a", 0xE8B7BE43),
+        ("123456789", 0xCBF43926),  # the CRC-32 check value
+    ],
+)
+def test_run_tag_is_the_crc32_of_the_run_id(run_id: str, tag: int) -> None:
+    assert run_tag_of(run_id) == tag
+
+
+@given(st.text())
+def test_run_tag_fits_in_the_header(run_id: str) -> None:
+    tag = run_tag_of(run_id)
+    assert 0 <= tag < 2**32
+    assert decode(encode(tag, 0, 0, 0)) == ProbeHeader(0, tag, 0, 0, 0)
