@@ -1,0 +1,206 @@
+"""The ``socketlab`` command: argument parsing only; the work happens in lab and runs.
+
+Exit codes: 0 success, 1 a run that failed, 2 bad arguments (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import trio
+
+from app import __version__
+from app.errors import SocketlabError
+from app.settings import Settings, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _usage_error(message: str) -> NoReturn:
+    sys.stderr.write(f"socketlab: error: {message}\n")
+    raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="socketlab",
+        description="A network traffic lab: TCP/UDP listeners, test traffic and a live dashboard.",
+    )
+    parser.add_argument("--version", action="version", version=f"socketlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the lab: listeners and the dashboard",
+        description="Run the lab: listeners, runs and the dashboard in one process. "
+        "Stop with Ctrl-C or SIGTERM.",
+    )
+    serve.add_argument(
+        "--web",
+        metavar="HOST:PORT",
+        help="where the dashboard and API listen (default 127.0.0.1:8000)",
+    )
+    serve.add_argument(
+        "--listen",
+        metavar="URL",
+        action="append",
+        help="a listener, e.g. tcp://127.0.0.1:9000?mode=echo or udp://[::1]:9000?mode=echo; "
+        "repeat for more (default: TCP and UDP echo on 127.0.0.1:9000). Options: "
+        "max_connections, idle_timeout (s), max_message_size (bytes)",
+    )
+    serve.add_argument(
+        "--token",
+        help="the API token (default: $SOCKETLAB_TOKEN, or a random one printed as a login URL)",
+    )
+    serve.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="no token at all; allowed only when the web bind is loopback",
+    )
+    serve.add_argument(
+        "--data",
+        metavar="DIR",
+        help="where the SQLite database lives (default: $SOCKETLAB_DATA or ./data)",
+    )
+    serve.add_argument("--config", metavar="FILE", help="a TOML config file (flags win over it)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    fire = sub.add_parser(
+        "fire",
+        help="fire test traffic at a target and print the measurements",
+        description="Fire test traffic at URL (tcp://host:port or udp://host:port) from this "
+        "process and print RTT percentiles, counts and errors.",
+    )
+    fire.add_argument("url", metavar="URL", help="the target, e.g. tcp://127.0.0.1:9000")
+    fire.add_argument(
+        "--pattern",
+        default="pingpong",
+        choices=["pingpong"],
+        help="pingpong: closed loop, one message in flight per connection (default)",
+    )
+    fire.add_argument(
+        "--conns", type=int, default=1, metavar="N", help="TCP connections or UDP flows (1)"
+    )
+    fire.add_argument("--size", type=int, default=64, metavar="BYTES", help="message size (64)")
+    stop = fire.add_mutually_exclusive_group()
+    stop.add_argument(
+        "--duration", type=float, metavar="SECONDS", help="how long to run (default 5)"
+    )
+    stop.add_argument("--count", type=int, metavar="N", help="messages to send in all")
+    fire.add_argument(
+        "--timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how long to wait for each reply (2)",
+    )
+    fire.add_argument(
+        "--json", action="store_true", help="print the run document the API returns, as JSON"
+    )
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(
+            web=args.web,
+            listen=args.listen,
+            token=args.token,
+            no_auth=args.no_auth,
+            data=args.data,
+            config=args.config,
+        )
+    except SocketlabError as exc:
+        _usage_error(exc.message)
+    _configure_logging(args.log_level)
+    try:
+        trio.run(_serve_async, settings)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        sys.stderr.write(f"socketlab: error: {exc}\n")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def _serve_async(settings: Settings) -> None:
+    from app.lab import Lab
+
+    lab = Lab(settings, handle_signals=True)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lab.serve)
+        host = settings.web_host
+        shown = f"[{host}]" if ":" in host else host
+        base = f"http://{shown}:{lab.web_port}/"
+        listeners = ", ".join(listener.spec_url() for listener in lab.listeners)
+        print(f"socketlab {__version__}: listeners {listeners or 'none'}", flush=True)
+        if settings.token:
+            print(f"dashboard: {base}?token={settings.token}", flush=True)
+        else:
+            print(f"dashboard: {base} (no auth)", flush=True)
+
+
+def _fire(args: argparse.Namespace) -> int:
+    from app.runs.spec import parse_run_spec
+
+    body: dict[str, Any] = {
+        "target": args.url,
+        "pattern": args.pattern,
+        "connections": args.conns,
+        "size": args.size,
+        "timeout": args.timeout,
+    }
+    if args.duration is not None:
+        body["duration"] = args.duration
+    if args.count is not None:
+        body["count"] = args.count
+    try:
+        spec = parse_run_spec(body)
+    except SocketlabError as exc:
+        _usage_error(exc.message)
+    from app.runs.fire import fire_in_process, format_result
+
+    try:
+        doc = trio.run(fire_in_process, spec, not args.json and sys.stderr.isatty())
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(format_result(doc))
+    return EXIT_OK if doc["status"] == "finished" else EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "fire":
+        return _fire(args)
+    parser.print_help()
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""The domain's error tree.
+
+Every error a user can cause carries the name of the field that was wrong, so the API can
+answer ``{"error": ..., "field": ...}`` and the CLI can print one clear line.
+"""
+
+
+class SocketlabError(Exception):
+    """Base of every error socketlab raises on purpose.
+
+    Args:
+        message: What is wrong, in words a user understands.
+        field: The input field (API body key, CLI option, URL part) that caused it.
+    """
+
+    status = 400
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"error": self.message, "field": self.field}
+
+
+class SpecError(SocketlabError):
+    """A listener URL, run spec or setting does not validate."""
+
+    status = 422
+
+
+class NotFoundError(SocketlabError):
+    """An id names nothing that exists."""
+
+    status = 404
+
+
+class ConflictError(SocketlabError):
+    """The request is valid but the current state does not allow it."""
+
+    status = 409
+
+
+class TargetNotAllowedError(SocketlabError):
+    """A run's target resolves to an address the target policy refuses."""
+
+    status = 403
+
+
+class ProtocolError(SocketlabError):
+    """Bytes on the wire that a sans-IO parser cannot accept."""

@@ -1,0 +1,120 @@
+"""The Lab supervisor: one root nursery that owns every listener, run and the web server.
+
+Shutdown order (on SIGINT/SIGTERM or :meth:`Lab.request_shutdown`): listeners stop
+accepting and close → runs stop and are stored as ``stopped`` → the web server drains (at
+most ``graceful_timeout``) → everything left is cancelled → the store is closed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from typing import Any
+
+import trio
+
+from app.hub import Hub
+from app.listeners.manager import ListenerManager
+from app.registry import Registry
+from app.runs.manager import RunManager
+from app.settings import Settings
+from app.store import open_store
+
+logger = logging.getLogger(__name__)
+
+# Rows sent in a full state to a new subscriber; the rest arrive as pages on request.
+FULL_STATE_ROWS = 5000
+
+
+class Lab:
+    """Everything one socketlab process runs. Start it with ``await nursery.start(lab.serve)``."""
+
+    def __init__(self, settings: Settings, *, handle_signals: bool = False) -> None:
+        self.settings = settings
+        self.handle_signals = handle_signals
+        self.registry = Registry()
+        self.hub = Hub()
+        self.listeners = ListenerManager(self.registry)
+        self.runs = RunManager(self.registry, settings)
+        self.shutdown = trio.Event()
+        self.stopped = trio.Event()
+        self.web_port: int | None = None
+        self.started_at = time.time()
+
+    def request_shutdown(self) -> None:
+        self.shutdown.set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[Lab] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the lab until shutdown is requested; reports itself once every port is bound."""
+        from app.web.server import serve_web  # the web layer imports the lab's types
+
+        settings = self.settings
+        try:
+            async with open_store(settings.data_dir) as store:
+                interrupted = await store.mark_interrupted(time.time())
+                if interrupted:
+                    logger.warning("%d runs were interrupted by an earlier crash", interrupted)
+                self.runs.store = store
+                async with trio.open_nursery() as nursery:
+                    if self.handle_signals:
+                        nursery.start_soon(self._watch_signals)
+                    await nursery.start(self.listeners.serve)
+                    await nursery.start(self.runs.serve)
+                    for spec in settings.listeners:
+                        await self.listeners.start(spec)
+                    nursery.start_soon(self._snapshot_loop)
+                    web_done = trio.Event()
+                    self.web_port = await nursery.start(serve_web, self, web_done)
+                    task_status.started(self)
+                    await self.shutdown.wait()
+                    await self._shut_down(web_done)
+                    nursery.cancel_scope.cancel()
+        finally:
+            self.stopped.set()
+
+    async def _shut_down(self, web_done: trio.Event) -> None:
+        logger.info("shutting down")
+        self.listeners.stop_accepting()
+        with trio.move_on_after(2.0):
+            stopped = await self.runs.stop_all()
+            if stopped:
+                logger.info("%d runs stopped and stored", stopped)
+        with trio.move_on_after(self.settings.graceful_timeout + 0.5):
+            await web_done.wait()
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                logger.info("received %s", signal.Signals(signum).name)
+                self.request_shutdown()
+                return
+
+    def full_state(self) -> dict[str, Any]:
+        rows, total = self.registry.rows(limit=FULL_STATE_ROWS)
+        return {
+            "type": "full",
+            "connections": rows,
+            "total": total,
+            "listeners": [listener.to_dict() for listener in self.listeners],
+            "runs": [run.live() for run in self.runs.live.values()],
+        }
+
+    async def _snapshot_loop(self) -> None:
+        """Publish coalesced diffs a few times a second; never awaits a subscriber."""
+        interval = self.settings.snapshot_interval
+        while True:
+            await trio.sleep(interval)
+            diff = self.registry.take_diff()
+            if not self.hub.subscriber_count:
+                continue
+            message = {
+                "type": "diff",
+                "connections": diff,
+                "total": len(self.registry),
+                "listeners": [listener.to_dict() for listener in self.listeners],
+                "runs": [run.live() for run in self.runs.live.values()],
+                "t": time.time(),
+            }
+            self.hub.publish(json.dumps(message, separators=(",", ":")))

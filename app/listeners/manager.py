@@ -1,0 +1,91 @@
+"""Start and stop listeners while the lab runs."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any
+
+import trio
+
+from app.errors import ConflictError, NotFoundError
+from app.listeners.base import Listener
+from app.listeners.tcp import serve_tcp_listener
+from app.listeners.udp import serve_udp_listener
+from app.registry import Registry
+from app.settings import ListenerSpec
+
+logger = logging.getLogger(__name__)
+
+_SERVERS = {"tcp": serve_tcp_listener, "udp": serve_udp_listener}
+
+
+class ListenerManager:
+    """Owns every listener; each runs in its own cancel scope inside the manager's nursery."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._ids = itertools.count(1)
+        self._listeners: dict[str, Listener] = {}
+        self._nursery: trio.Nursery | None = None
+        self.accepting = True
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the nursery that listeners live in, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def __iter__(self) -> Any:
+        return iter(list(self._listeners.values()))
+
+    def get(self, listener_id: str) -> Listener:
+        try:
+            return self._listeners[listener_id]
+        except KeyError:
+            raise NotFoundError(f"no listener {listener_id!r}", "id") from None
+
+    async def start(self, spec: ListenerSpec) -> Listener:
+        """Bind and start a listener; returns once its port is known.
+
+        Raises:
+            ConflictError: The address is in use or cannot be bound.
+        """
+        if self._nursery is None or not self.accepting:
+            raise ConflictError("the lab is not accepting new listeners", None)
+        listener = Listener(f"l{next(self._ids)}", spec)
+        try:
+            await self._nursery.start(self._run, listener)
+        except OSError as exc:
+            raise ConflictError(
+                f"cannot bind {spec.protocol}://{spec.host}:{spec.port}: {exc.strerror or exc}",
+                "url",
+            ) from exc
+        self._listeners[listener.id] = listener
+        logger.info("listener %s serving %s", listener.id, listener.spec_url())
+        return listener
+
+    async def _run(
+        self, listener: Listener, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        serve = _SERVERS[listener.spec.protocol]
+        try:
+            with listener.cancel_scope:
+                await serve(listener, self.registry, task_status=task_status)
+        finally:
+            self._listeners.pop(listener.id, None)
+            listener.stopped.set()
+
+    async def stop(self, listener_id: str) -> None:
+        """Stop a listener: close its socket and its connections; returns when the port is free."""
+        listener = self.get(listener_id)
+        listener.cancel_scope.cancel()
+        await listener.stopped.wait()
+        logger.info("listener %s stopped", listener_id)
+
+    def stop_accepting(self) -> None:
+        """First step of shutdown: every listener stops, no new ones start."""
+        self.accepting = False
+        for listener in self._listeners.values():
+            listener.cancel_scope.cancel()

@@ -1,0 +1,1 @@
+"""Runs: test traffic fired at a target, measured, stored."""

@@ -1,0 +1,307 @@
+"""Start, watch and stop runs; store their specs and results.
+
+Resource handling: every run is a task in the manager's nursery with its own cancel scope;
+stopping a run cancels that scope, which closes its sockets. The result is stored whatever
+ends the run (finish, stop, failure, lab shutdown), inside a shielded, time-bounded scope.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import socket as stdsocket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from app.errors import ConflictError, NotFoundError, SpecError
+from app.registry import Registry
+from app.runs.pingpong import FlowContext, tcp_pingpong_flow, udp_pingpong_flow
+from app.runs.spec import RunSpec
+from app.runs.stats import RunStats, error_kind
+from app.settings import Settings, parse_target
+from app.store import Store
+
+logger = logging.getLogger(__name__)
+
+_FLOWS = {"tcp": tcp_pingpong_flow, "udp": udp_pingpong_flow}
+# How long storing a run's result may take at the end, even during shutdown.
+_STORE_TIMEOUT = 5.0
+
+
+class Run:
+    """One run: its spec, its live statistics and how it ended."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        self.id = secrets.token_hex(6)
+        self.spec = spec
+        self.status = "running"
+        self.error: str | None = None
+        self.created_at = time.time()
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.stats = RunStats()
+        self.cancel_scope = trio.CancelScope()
+        self.done = trio.Event()
+        self._t0 = 0.0
+        self._summary: dict[str, Any] | None = None
+
+    @property
+    def elapsed(self) -> float:
+        if self.started_at is None:
+            return 0.0
+        end = self.ended_at if self.ended_at is not None else time.time()
+        return end - self.started_at
+
+    @property
+    def progress(self) -> float:
+        """Fraction done, 0 to 1."""
+        if self.status != "running":
+            return 1.0
+        spec = self.spec
+        if spec.count:
+            s = self.stats
+            return min(1.0, (s.received + s.lost + s.error_count) / spec.count)
+        duration = spec.effective_duration or 1.0
+        return min(1.0, self.elapsed / duration)
+
+    def live(self) -> dict[str, Any]:
+        """The small live record the dashboard and CLI show while a run goes."""
+        s = self.stats
+        last = s.series[-1] if s.series else None
+        return {
+            "id": self.id,
+            "status": self.status,
+            "target": self.spec.target,
+            "progress": round(self.progress, 4),
+            "elapsed": round(self.elapsed, 3),
+            "sent": s.sent,
+            "received": s.received,
+            "errors": s.error_count,
+            "msgs_per_s": last["msgs_per_s"] if last else 0.0,
+            "rtt_p50_ms": last["rtt_ms"]["p50"] if last else None,
+            "rtt_p99_ms": last["rtt_ms"]["p99"] if last else None,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        if self._summary is not None:
+            return self._summary
+        s = self.stats
+        return {
+            "sent": s.sent,
+            "received": s.received,
+            "bytes_sent": s.bytes_sent,
+            "bytes_received": s.bytes_received,
+            "errors": s.error_count,
+            "errors_by_kind": dict(s.errors),
+            "lost": s.lost,
+            "late": s.late,
+        }
+
+    def finish(self) -> None:
+        self._summary = self.stats.summary(self.elapsed)
+
+    def to_dict(self, *, series: bool = True) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "id": self.id,
+            "status": self.status,
+            "spec": self.spec.model_dump(),
+            "summary": self.summary(),
+            "error": self.error,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "progress": round(self.progress, 4),
+        }
+        if series:
+            doc["series"] = list(self.stats.series)
+        return doc
+
+
+async def resolve(host: str, port: int, protocol: str) -> tuple[int, tuple[Any, ...]]:
+    """Resolve ``host`` once and return the family and address every connection will use."""
+    kind = stdsocket.SOCK_STREAM if protocol == "tcp" else stdsocket.SOCK_DGRAM
+    infos = await trio.socket.getaddrinfo(host, port, type=kind)
+    family, _, _, _, address = infos[0]
+    return int(family), tuple(address)
+
+
+async def execute(
+    run: Run, registry: Registry, on_tick: Callable[[Run], None] | None = None
+) -> None:
+    """Run ``run`` to its end (finished, failed, or stopped by its cancel scope)."""
+    spec = run.spec
+    endpoint = parse_target(spec.target)
+    stats = run.stats
+    run.started_at = time.time()
+    clock0 = trio.current_time()
+    stats.start(0.0)
+    try:
+        family, address = await resolve(endpoint.host, endpoint.port, endpoint.protocol)
+    except OSError as exc:
+        stats.record_error(error_kind(exc))
+        run.status = "failed"
+        run.error = f"cannot resolve {endpoint.host}: {exc}"
+        return
+    ctx = FlowContext(run.id, registry, stats, address, family, spec.size, spec.timeout, b"")
+    flow = _FLOWS[endpoint.protocol]
+    n = spec.connections
+    quotas: list[int | None]
+    if spec.count is not None:
+        base, extra = divmod(spec.count, n)
+        quotas = [base + (1 if i < extra else 0) for i in range(n)]
+    else:
+        quotas = [None] * n
+
+    async def ticker() -> None:
+        next_tick = clock0 + 1.0
+        while True:
+            await trio.sleep_until(next_tick)
+            stats.tick(trio.current_time() - clock0)
+            if on_tick is not None:
+                on_tick(run)
+            next_tick += 1.0
+
+    duration = spec.effective_duration
+    deadline = clock0 + duration if duration is not None else math.inf
+    with run.cancel_scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            with trio.move_on_at(deadline):
+                async with trio.open_nursery() as flows:
+                    for i, quota in enumerate(quotas):
+                        if quota != 0:
+                            flows.start_soon(flow, ctx, i, quota)
+            nursery.cancel_scope.cancel()
+        stats.tick(trio.current_time() - clock0)
+    if run.cancel_scope.cancelled_caught:
+        run.status = "stopped"
+    elif stats.received == 0 and stats.error_count:
+        run.status = "failed"
+        kinds = ", ".join(f"{k} x{v}" for k, v in stats.errors.items())
+        run.error = f"no replies; errors: {kinds}"
+    else:
+        run.status = "finished"
+
+
+class RunManager:
+    """All runs of the lab: live ones in memory, every one in the store."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        settings: Settings,
+        store: Store | None = None,
+        on_tick: Callable[[Run], None] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.store = store
+        self.on_tick = on_tick
+        self.live: dict[str, Run] = {}
+        self._nursery: trio.Nursery | None = None
+        self.accepting = True
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the nursery that runs live in, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def check_caps(self, spec: RunSpec) -> None:
+        """Refuse specs beyond the configured caps, naming the field."""
+        s = self.settings
+        duration = spec.effective_duration
+        if duration is not None and duration > s.max_run_duration:
+            raise SpecError(f"duration: at most {s.max_run_duration:g} s per run", "duration")
+        if spec.connections > s.max_run_connections:
+            raise SpecError(f"connections: at most {s.max_run_connections} per run", "connections")
+        running = sum(1 for r in self.live.values() if r.status == "running")
+        if running >= s.max_concurrent_runs:
+            raise ConflictError(
+                f"{running} runs are going already (the limit is {s.max_concurrent_runs})", None
+            )
+
+    async def start(self, spec: RunSpec) -> Run:
+        """Create, store and start a run; returns as soon as it is stored."""
+        if self._nursery is None or not self.accepting:
+            raise ConflictError("the lab is shutting down", None)
+        self.check_caps(spec)
+        run = Run(spec)
+        if self.store is not None:
+            await self.store.insert_run(run.to_dict(series=False))
+        self.live[run.id] = run
+        self._nursery.start_soon(self._run, run)
+        logger.info("run %s started: %s %s", run.id, spec.pattern, spec.target)
+        return run
+
+    async def _run(self, run: Run) -> None:
+        try:
+            await execute(run, self.registry, self.on_tick)
+        except Exception as exc:
+            logger.exception("run %s failed", run.id)
+            run.status = "failed"
+            run.error = f"internal error: {exc!r}"
+        finally:
+            if run.status == "running":
+                run.status = "stopped"
+            run.ended_at = time.time()
+            run.finish()
+            with trio.CancelScope(shield=True), trio.move_on_after(_STORE_TIMEOUT):
+                if self.store is not None:
+                    await self.store.update_run(
+                        run.id,
+                        status=run.status,
+                        summary=run.summary(),
+                        series=run.stats.series,
+                        error=run.error,
+                        started_at=run.started_at,
+                        ended_at=run.ended_at,
+                    )
+            if self.store is not None:
+                # Stored now: readers get it from the store, memory stays bounded.
+                self.live.pop(run.id, None)
+            run.done.set()
+            logger.info("run %s %s", run.id, run.status)
+
+    def stop(self, run_id: str) -> Run:
+        run = self.live.get(run_id)
+        if run is None:
+            raise NotFoundError(f"no running run {run_id!r}", "id")
+        run.cancel_scope.cancel()
+        return run
+
+    async def stop_all(self) -> int:
+        """Stop every live run and wait until each is stored; returns how many were running."""
+        self.accepting = False
+        running = [r for r in self.live.values() if r.status == "running"]
+        for run in running:
+            run.cancel_scope.cancel()
+        for run in running:
+            await run.done.wait()
+        return len(running)
+
+    async def get(self, run_id: str) -> dict[str, Any]:
+        run = self.live.get(run_id)
+        if run is not None and run.status == "running":
+            return run.to_dict()
+        if self.store is not None:
+            stored = await self.store.get_run(run_id)
+            if stored is not None:
+                return stored
+        if run is not None:
+            return run.to_dict()
+        raise NotFoundError(f"no run {run_id!r}", "id")
+
+    async def list(self, limit: int = 100) -> list[dict[str, Any]]:
+        live = {r.id: r.to_dict(series=False) for r in self.live.values() if r.status == "running"}
+        stored = await self.store.list_runs(limit) if self.store is not None else []
+        items = [live.pop(r["id"], r) for r in stored]
+        items = list(live.values()) + items
+        if self.store is None:
+            items += [r.to_dict(series=False) for r in self.live.values() if r.status != "running"]
+        return items[:limit]

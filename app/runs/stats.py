@@ -1,0 +1,143 @@
+"""What a run measures: counters, RTT histograms, errors by kind, the per-second series.
+
+Theory of operation: the per-message code bumps integer counters and records one RTT (in
+nanoseconds) into the *interval* HDR histogram, about 0.6 µs. Once a second :meth:`tick`
+closes the interval: it computes that second's figures, folds the interval histogram into the
+run's total histogram and resets it. The summary is computed from the total histogram, so
+the percentiles are those of every message, with HDR's bounded relative error (3 significant
+digits: 0.1 %).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+# 1 ns to 60 s at 3 significant digits: every RTT a test can produce, 0.1 % precision.
+_LOWEST_NS = 1
+_HIGHEST_NS = 60_000_000_000
+_DIGITS = 3
+
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
+ERROR_KINDS = ("refused", "reset", "closed", "timeout", "unreachable", "dns", "tls", "other")
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(_LOWEST_NS, _HIGHEST_NS, _DIGITS)
+
+
+def error_kind(exc: BaseException) -> str:
+    """Classify a failure into one of :data:`ERROR_KINDS`."""
+    if isinstance(exc, socket.gaierror):
+        return "dns"
+    if isinstance(exc, ssl.SSLError):
+        return "tls"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
+        return "reset"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, OSError) and exc.errno in (
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.EHOSTDOWN,
+        errno.ENETDOWN,
+    ):
+        return "unreachable"
+    return "other"
+
+
+def rtt_summary(hist: HdrHistogram) -> dict[str, float | None]:
+    """min/p50/p90/p99/p99.9/max/mean in milliseconds; ``None`` everywhere when empty."""
+    if hist.get_total_count() == 0:
+        return {"min": None, **dict.fromkeys(PERCENTILES), "max": None, "mean": None}
+    result: dict[str, float | None] = {"min": hist.get_min_value() / 1e6}
+    for name, pct in PERCENTILES.items():
+        result[name] = hist.get_value_at_percentile(pct) / 1e6
+    result["max"] = hist.get_max_value() / 1e6
+    result["mean"] = hist.get_mean_value() / 1e6
+    return result
+
+
+class RunStats:
+    """Counters and histograms of one run. Not thread-safe; one trio loop writes it."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.received = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.lost = 0
+        self.late = 0
+        self.connections_opened = 0
+        self.errors: dict[str, int] = {}
+        self.interval = new_histogram()
+        self.total = new_histogram()
+        self.series: list[dict[str, Any]] = []
+        self._last = (0, 0, 0, 0)
+        self._last_t = 0.0
+
+    def record_error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    def start(self, now: float) -> None:
+        self._last_t = now
+
+    def tick(self, now: float) -> dict[str, Any]:
+        """Close the current interval at ``now`` (seconds since the run started)."""
+        elapsed = max(now - self._last_t, 1e-9)
+        sent, received, bsent, breceived = self._last
+        point: dict[str, Any] = {
+            "t": round(now, 3),
+            "sent": self.sent - sent,
+            "received": self.received - received,
+            "bytes_sent": self.bytes_sent - bsent,
+            "bytes_received": self.bytes_received - breceived,
+        }
+        point["msgs_per_s"] = point["received"] / elapsed
+        point["bits_per_s"] = (point["bytes_sent"] + point["bytes_received"]) * 8 / elapsed / 2
+        rtt = rtt_summary(self.interval)
+        point["rtt_ms"] = {k: rtt[k] for k in ("min", "p50", "p99", "max")}
+        self.fold()
+        self._last = (self.sent, self.received, self.bytes_sent, self.bytes_received)
+        self._last_t = now
+        self.series.append(point)
+        return point
+
+    def fold(self) -> None:
+        """Move the open interval's samples into the total histogram.
+
+        An empty histogram is never added: hdrh's ``add`` of an empty histogram resets the
+        total's minimum to 0.
+        """
+        if self.interval.get_total_count():
+            self.total.add(self.interval)
+            self.interval.reset()
+
+    def summary(self, elapsed: float) -> dict[str, Any]:
+        self.fold()
+        elapsed = max(elapsed, 1e-9)
+        return {
+            "sent": self.sent,
+            "received": self.received,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "lost": self.lost,
+            "late": self.late,
+            "errors": self.error_count,
+            "errors_by_kind": dict(self.errors),
+            "connections_opened": self.connections_opened,
+            "elapsed": round(elapsed, 6),
+            "msgs_per_s": self.received / elapsed,
+            "bits_per_s": (self.bytes_sent + self.bytes_received) * 8 / elapsed / 2,
+            "rtt_ms": rtt_summary(self.total),
+        }

@@ -1,0 +1,249 @@
+"""Configuration: config file + environment + flags → frozen :class:`Settings`.
+
+Precedence, lowest first: built-in defaults, the TOML config file, environment variables
+(``SOCKETLAB_TOKEN``, ``SOCKETLAB_DATA``), command-line flags. Every parse error is a
+:class:`~app.errors.SpecError` naming the field, so the CLI can exit 2 with one line and the
+API can answer 422.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from app.errors import SpecError
+
+LISTENER_PROTOCOLS = ("tcp", "udp")
+LISTENER_MODES = ("echo",)
+TARGET_PROTOCOLS = ("tcp", "udp")
+DEFAULT_LISTENERS = ("tcp://127.0.0.1:9000?mode=echo", "udp://127.0.0.1:9000?mode=echo")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A protocol, host and port, as written in ``tcp://host:port``."""
+
+    protocol: str
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.protocol}://{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSpec:
+    """What a listener is: where it binds, what it does, and its limits.
+
+    Attributes:
+        max_connections: TCP connections served at once; the next one is accepted and closed
+            at once (the client sees EOF), so it never waits in the kernel's backlog.
+        idle_timeout: Seconds without traffic after which a TCP connection is closed, or a
+            UDP flow forgotten.
+        max_message_size: Largest single read or datagram handled; larger UDP datagrams are
+            counted as oversized and dropped.
+    """
+
+    protocol: str
+    host: str
+    port: int
+    mode: str = "echo"
+    max_connections: int = 10_000
+    idle_timeout: float = 300.0
+    max_message_size: int = 65_536
+    options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.protocol}://{host}:{self.port}?mode={self.mode}"
+
+
+def _split_url(url: str, protocols: tuple[str, ...], field_name: str) -> tuple[str, str, int, str]:
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise SpecError(f"{url!r} is not a valid URL: {exc}", field_name) from exc
+    if parts.scheme not in protocols:
+        wanted = ", ".join(f"{p}://" for p in protocols)
+        raise SpecError(f"{url!r}: the scheme must be one of {wanted}", field_name)
+    if not parts.hostname:
+        raise SpecError(f"{url!r} has no host", field_name)
+    if port is None:
+        raise SpecError(f"{url!r} has no port (write host:port)", field_name)
+    if parts.path not in ("", "/"):
+        raise SpecError(f"{url!r}: a path is not allowed here", field_name)
+    return parts.scheme, parts.hostname, port, parts.query
+
+
+def parse_target(url: str, field_name: str = "target") -> Endpoint:
+    """Parse a run target such as ``tcp://127.0.0.1:9000``.
+
+    Raises:
+        SpecError: The URL is malformed, has another scheme, or lacks a host or port.
+    """
+    protocol, host, port, query = _split_url(url, TARGET_PROTOCOLS, field_name)
+    if query:
+        raise SpecError(f"{url!r}: a target takes no query string", field_name)
+    if port == 0:
+        raise SpecError(f"{url!r}: port 0 cannot be a target", field_name)
+    return Endpoint(protocol, host, port)
+
+
+def _number(value: str, kind: type[int] | type[float], name: str, low: float) -> Any:
+    try:
+        number = kind(value)
+    except ValueError as exc:
+        raise SpecError(f"{name} must be a number, got {value!r}", name) from exc
+    if number < low:
+        raise SpecError(f"{name} must be at least {low}, got {value!r}", name)
+    return number
+
+
+def parse_listener_url(url: str, field_name: str = "url") -> ListenerSpec:
+    """Parse ``tcp://HOST:PORT?mode=echo&max_connections=100`` into a :class:`ListenerSpec`.
+
+    Raises:
+        SpecError: Anything malformed, naming the URL part that is wrong.
+    """
+    protocol, host, port, query = _split_url(url, LISTENER_PROTOCOLS, field_name)
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    mode = params.pop("mode", "echo")
+    if mode not in LISTENER_MODES:
+        raise SpecError(f"mode must be one of {', '.join(LISTENER_MODES)}, got {mode!r}", "mode")
+    spec = ListenerSpec(protocol, host, port, mode)
+    if "max_connections" in params:
+        spec = replace(
+            spec, max_connections=_number(params.pop("max_connections"), int, "max_connections", 1)
+        )
+    if "idle_timeout" in params:
+        spec = replace(
+            spec, idle_timeout=_number(params.pop("idle_timeout"), float, "idle_timeout", 0.001)
+        )
+    if "max_message_size" in params:
+        size = _number(params.pop("max_message_size"), int, "max_message_size", 1)
+        spec = replace(spec, max_message_size=min(size, 65_536))
+    if params:
+        raise SpecError(f"unknown listener option {next(iter(params))!r}", next(iter(params)))
+    return spec
+
+
+def parse_hostport(text: str, field_name: str = "web") -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (``[::1]:8000`` for IPv6)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise SpecError(f"{text!r}: write HOST:PORT, e.g. 127.0.0.1:8000", field_name)
+    host = host.strip("[]")
+    port = _number(port_text, int, field_name, 0)
+    if port > 65535:
+        raise SpecError(f"{text!r}: port must be at most 65535", field_name)
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` names only loopback addresses (``localhost`` included)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the lab needs to start. Frozen: change it by building a new one."""
+
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
+    listeners: tuple[ListenerSpec, ...] = field(
+        default_factory=lambda: tuple(parse_listener_url(u) for u in DEFAULT_LISTENERS)
+    )
+    token: str | None = None
+    auth: bool = True
+    data_dir: Path = Path("data")
+    snapshot_interval: float = 0.25
+    graceful_timeout: float = 1.0
+    udp_flow_timeout: float = 30.0
+    max_concurrent_runs: int = 16
+    max_run_duration: float = 3600.0
+    max_run_connections: int = 1000
+    log_requests: bool = True
+
+    def with_token(self) -> Settings:
+        """Return settings with a token: the given one, or a fresh random one."""
+        if not self.auth or self.token:
+            return self
+        return replace(self, token=secrets.token_urlsafe(24))
+
+
+def load_settings(
+    *,
+    web: str | None = None,
+    listen: list[str] | None = None,
+    token: str | None = None,
+    no_auth: bool = False,
+    data: str | None = None,
+    config: str | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Build :class:`Settings` from a config file, the environment and flags.
+
+    Raises:
+        SpecError: A value is malformed, or ``--no-auth`` is combined with a non-loopback bind.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    listen_urls: list[str] | None = None
+    if config:
+        path = Path(config)
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise SpecError(f"cannot read config file {config}: {exc.strerror}", "config") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(f"config file {config}: {exc}", "config") from exc
+        if "web" in doc:
+            values["web_host"], values["web_port"] = parse_hostport(str(doc["web"]), "web")
+        if "listen" in doc:
+            listen_urls = [str(u) for u in doc["listen"]]
+        if "token" in doc:
+            values["token"] = str(doc["token"])
+        if "data" in doc:
+            values["data_dir"] = Path(str(doc["data"]))
+        if doc.get("no_auth"):
+            values["auth"] = False
+    if env.get("SOCKETLAB_TOKEN"):
+        values["token"] = env["SOCKETLAB_TOKEN"]
+    if env.get("SOCKETLAB_DATA"):
+        values["data_dir"] = Path(env["SOCKETLAB_DATA"])
+    if web:
+        values["web_host"], values["web_port"] = parse_hostport(web, "web")
+    if listen:
+        listen_urls = listen
+    if listen_urls is not None:
+        values["listeners"] = tuple(parse_listener_url(u, "listen") for u in listen_urls)
+    if token:
+        values["token"] = token
+    if data:
+        values["data_dir"] = Path(data)
+    if no_auth:
+        values["auth"] = False
+    settings = Settings(**values)
+    if not settings.auth:
+        if not is_loopback(settings.web_host):
+            raise SpecError(
+                f"--no-auth is allowed only on a loopback web bind, not {settings.web_host}",
+                "no_auth",
+            )
+        settings = replace(settings, token=None)
+    return settings.with_token()

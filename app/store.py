@@ -1,0 +1,138 @@
+"""SQLite storage: run specs, summaries and interval series, under the data directory.
+
+Resource handling: one ``sqlite3`` connection, used from worker threads one call at a time
+(a :class:`trio.Lock` makes the store its own single writer), in WAL mode with
+``synchronous=FULL`` so that every write the API acknowledged survives a crash of the
+process or the machine. Migrations are numbered and tracked with ``PRAGMA user_version``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+T = TypeVar("T")
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        summary TEXT,
+        series TEXT,
+        error TEXT,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        ended_at REAL
+    );
+    CREATE INDEX runs_created ON runs (created_at);
+    """,
+)
+
+_RUN_COLUMNS = (
+    "id",
+    "status",
+    "spec",
+    "summary",
+    "series",
+    "error",
+    "created_at",
+    "started_at",
+    "ended_at",
+)
+_JSON_COLUMNS = ("spec", "summary", "series")
+
+
+def _row_to_run(row: tuple[Any, ...]) -> dict[str, Any]:
+    run = dict(zip(_RUN_COLUMNS, row, strict=True))
+    for key in _JSON_COLUMNS:
+        if run[key] is not None:
+            run[key] = json.loads(run[key])
+    return run
+
+
+class Store:
+    """The lab's SQLite database. Open it with :func:`open_store`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = trio.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            self._db.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        async with self._lock:
+            return await trio.to_thread.run_sync(fn)
+
+    def close(self) -> None:
+        self._db.close()
+
+    async def insert_run(self, run: dict[str, Any]) -> None:
+        """Store a new run; returns once it is durable."""
+        values = tuple(
+            json.dumps(run.get(k)) if k in _JSON_COLUMNS and run.get(k) is not None else run.get(k)
+            for k in _RUN_COLUMNS
+        )
+        sql = (
+            f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(values))})"
+        )
+        await self._call(lambda: self._db.execute(sql, values))
+
+    async def update_run(self, run_id: str, **fields: Any) -> None:
+        """Update some columns of a stored run."""
+        keys = [k for k in fields if k in _RUN_COLUMNS and k != "id"]
+        values = [
+            json.dumps(fields[k]) if k in _JSON_COLUMNS and fields[k] is not None else fields[k]
+            for k in keys
+        ]
+        sql = f"UPDATE runs SET {', '.join(f'{k} = ?' for k in keys)} WHERE id = ?"
+        await self._call(lambda: self._db.execute(sql, [*values, run_id]))
+
+    async def get_run(self, run_id: str) -> dict[str, Any] | None:
+        sql = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE id = ?"
+        row = await self._call(lambda: self._db.execute(sql, (run_id,)).fetchone())
+        return None if row is None else _row_to_run(row)
+
+    async def list_runs(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Newest first, without the interval series (they can be large)."""
+        columns = [c if c != "series" else "NULL" for c in _RUN_COLUMNS]
+        sql = f"SELECT {', '.join(columns)} FROM runs ORDER BY created_at DESC LIMIT ? OFFSET ?"
+        rows = await self._call(lambda: self._db.execute(sql, (limit, offset)).fetchall())
+        return [_row_to_run(r) for r in rows]
+
+    async def mark_interrupted(self, ended_at: float) -> int:
+        """Runs left ``running`` by a process that died are stored as failed; returns how many."""
+        sql = (
+            "UPDATE runs SET status = 'failed', error = 'the lab stopped before the run ended', "
+            "ended_at = ? WHERE status = 'running'"
+        )
+        cursor = await self._call(lambda: self._db.execute(sql, (ended_at,)))
+        return cursor.rowcount
+
+
+@asynccontextmanager
+async def open_store(data_dir: Path) -> AsyncIterator[Store]:
+    """Open (and create, migrating as needed) ``socketlab.sqlite3`` in ``data_dir``."""
+    await trio.Path(data_dir).mkdir(parents=True, exist_ok=True)
+    store = await trio.to_thread.run_sync(Store, data_dir / "socketlab.sqlite3")
+    try:
+        yield store
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            async with store._lock:
+                await trio.to_thread.run_sync(store.close)

@@ -1,0 +1,135 @@
+"""Build the Quart-Trio application (``web``) for a running :class:`~app.lab.Lab`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from quart import Response, jsonify, redirect, render_template, request, websocket
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from app import __version__
+from app.errors import SocketlabError
+from app.web import security
+from app.web.api import api
+from app.web.live import live
+
+if TYPE_CHECKING:
+    from app.lab import Lab
+
+logger = logging.getLogger(__name__)
+
+# API request bodies are small JSON documents; anything larger is refused before parsing.
+MAX_BODY_BYTES = 64 * 1024
+
+
+def asset_dir(name: str) -> Path:
+    """templates/ or static/: inside the installed package, or at the top of a checkout."""
+    here = Path(__file__).resolve().parent.parent
+    packaged = here / name
+    return packaged if packaged.is_dir() else here.parent / name
+
+
+def error_response(status: int, message: str, field: str | None = None) -> Response:
+    response = jsonify({"error": message, "field": field})
+    response.status_code = status
+    return response
+
+
+def create_web(lab: Lab) -> QuartTrio:
+    """The dashboard, the JSON API and the live WebSocket of ``lab``."""
+    web = QuartTrio(
+        "socketlab",
+        template_folder=str(asset_dir("templates")),
+        static_folder=str(asset_dir("static")),
+    )
+    web.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    web.config["lab"] = lab
+    web.register_blueprint(api)
+    web.register_blueprint(live)
+
+    def _auth_ok() -> bool:
+        token = lab.settings.token
+        presented = security.bearer_token(request.headers.get("Authorization"))
+        if presented is None:
+            presented = request.cookies.get(security.COOKIE_NAME)
+        return security.token_matches(token, presented)
+
+    @web.before_request
+    async def guard_request() -> Response | None:
+        if not security.host_allowed(lab, request.headers.get("Host")):
+            return error_response(403, "this Host is not allowed", "Host")
+        path = request.path
+        if request.method in security.MUTATING_METHODS and not security.origin_allowed(
+            lab, request.headers.get("Origin"), request.headers.get("Host")
+        ):
+            return error_response(403, "cross-origin request refused", "Origin")
+        if path.startswith("/api/") and path != "/api/health":
+            if not _auth_ok():
+                return error_response(401, "missing or wrong token", "Authorization")
+            if (
+                request.method in security.MUTATING_METHODS
+                and request.content_length
+                and request.mimetype != "application/json"
+            ):
+                return error_response(415, "send the body as application/json", "Content-Type")
+        return None
+
+    @web.before_websocket
+    async def guard_websocket() -> Response | None:
+        headers = websocket.headers
+        if not security.host_allowed(lab, headers.get("Host")):
+            return error_response(403, "this Host is not allowed", "Host")
+        if not security.origin_allowed(lab, headers.get("Origin"), headers.get("Host")):
+            return error_response(403, "cross-origin WebSocket refused", "Origin")
+        token = lab.settings.token
+        presented = security.bearer_token(headers.get("Authorization"))
+        if presented is None:
+            presented = websocket.cookies.get(security.COOKIE_NAME)
+        if not security.token_matches(token, presented):
+            return error_response(401, "missing or wrong token", "Authorization")
+        return None
+
+    @web.after_request
+    async def harden(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if lab.shutdown.is_set():
+            # Hypercorn keeps idle keep-alive connections open at shutdown otherwise.
+            response.headers["Connection"] = "close"
+        return response
+
+    @web.errorhandler(SocketlabError)
+    async def domain_error(exc: SocketlabError) -> Response:
+        return error_response(exc.status, exc.message, exc.field)
+
+    @web.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Any:
+        if request.path.startswith("/api/") or request.path == "/ws":
+            return error_response(exc.code or 500, exc.description or exc.name)
+        return exc
+
+    @web.get("/")
+    async def index() -> Any:
+        token = request.args.get("token")
+        if token is not None:
+            if not security.token_matches(lab.settings.token, token):
+                return await render_template("login.html", failed=True), 401
+            # Move the token from the URL into an HttpOnly cookie, out of history and logs.
+            response = redirect("/", 303)
+            response.set_cookie(
+                security.COOKIE_NAME,
+                token,
+                httponly=True,
+                samesite="Strict",
+                path="/",
+            )
+            return response
+        if not _auth_ok():
+            return await render_template("login.html", failed=False), 401
+        return await render_template("index.html", version=__version__)
+
+    return web

@@ -1,0 +1,499 @@
+"""Rule-based replies ("smart responses") and line framing, without I/O.
+
+Theory of operation: a :class:`Rule` pairs a matcher (exact, prefix, contains, suffix or a
+bytes regex) with a reply template. Everything that can be wrong with a rule is found when it
+is built (:meth:`Rule.from_dict` or the constructor raise :class:`RuleError` naming the
+field): the pattern is decoded or compiled once, and the template is compiled to a tuple of
+literal byte strings and fields, so rendering a reply cannot fail.
+
+A :class:`Responder` holds a list of rules, an optional default reply and one hit counter per
+rule. ``respond(message, now)`` returns the reply of the first rule that matches (and counts
+the hit), else the rendered default reply, else None (stay silent). Time and randomness are
+passed in, so replies are deterministic under test.
+
+Reply templates::
+
+    {counter}      hits of this rule, this one included (1 on the first reply)
+    {time}         ISO-8601 UTC time with milliseconds, e.g. 2023-11-14T22:13:20.000Z
+    {unix}         whole Unix seconds
+    {random}       a random unsigned 32-bit integer, in decimal
+    {random:N}     N random hex digits (1 <= N <= 1024)
+    {0} .. {N}     regex groups by number ({0} is the whole match); regex rules only
+    {name}         a named regex group, (?P<name>...); regex rules only
+    {{ and }}      literal braces
+
+Literal text in a template (and a non-regex pattern) is written in ``encoding``: ``"text"``
+is UTF-8 with the escapes of :func:`app.wire.payload.parse_escaped` (``\\r \\n \\t \\\\
+\\xNN`` ...), ``"hex"`` is hex digits as :func:`app.wire.payload.parse_hex` reads them. A
+regex pattern is always regex source, matched against the raw bytes (write ``\\x00`` in the
+regex itself for a byte). Fields render as ASCII text; captures are inserted as raw bytes.
+
+:class:`LineFramer` cuts a TCP byte stream into lines for rules that answer per line.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal, NamedTuple, cast
+
+from app.errors import ProtocolError, SpecError
+from app.wire.payload import PayloadError, parse_escaped, parse_hex
+
+__all__ = [
+    "ENCODINGS",
+    "MATCH_KINDS",
+    "FrameTooLongError",
+    "LineFramer",
+    "Responder",
+    "Rule",
+    "RuleError",
+]
+
+MatchKind = Literal["exact", "prefix", "contains", "suffix", "regex"]
+Encoding = Literal["text", "hex"]
+MATCH_KINDS: tuple[MatchKind, ...] = ("exact", "prefix", "contains", "suffix", "regex")
+ENCODINGS: tuple[Encoding, ...] = ("text", "hex")
+
+_MAX_RANDOM_DIGITS = 1024
+_RULE_KEYS = ("match", "pattern", "reply", "encoding")
+
+
+class RuleError(SpecError, ValueError):
+    """A rule, template or default reply that does not validate.
+
+    Args:
+        message: What is wrong.
+        field: The rule field at fault (``"match"``, ``"pattern"``, ``"reply"``,
+            ``"encoding"``, ``"default_reply"``), or None for the rule as a whole.
+    """
+
+
+class FrameTooLongError(ProtocolError, ValueError):
+    """A line grew past ``max_line`` bytes without a newline.
+
+    Args:
+        max_line: The limit that was passed.
+        lines: Complete lines that came before the long one in the same ``feed``, so a
+            caller can still answer them before closing the connection.
+    """
+
+    def __init__(self, max_line: int, lines: list[bytes] | None = None) -> None:
+        super().__init__(f"line longer than {max_line} bytes", None)
+        self.max_line = max_line
+        self.lines = lines if lines is not None else []
+
+
+class _Field(NamedTuple):
+    """A template field: a macro (``counter``, ``time``, ``unix``, ``random``) or a group."""
+
+    kind: Literal["counter", "time", "unix", "random", "group"]
+    arg: int | str = 0
+
+
+_Part = bytes | _Field
+_MACROS: dict[str, _Field] = {
+    "counter": _Field("counter"),
+    "time": _Field("time"),
+    "unix": _Field("unix"),
+    "random": _Field("random"),
+}
+
+
+def _decode(text: str, encoding: Encoding, field_name: str) -> bytes:
+    try:
+        return parse_hex(text) if encoding == "hex" else parse_escaped(text)
+    except PayloadError as exc:
+        raise RuleError(f"{field_name}: {exc.message}", field_name) from None
+
+
+def _parse_field(body: str, at: int, field_name: str, regex: re.Pattern[bytes] | None) -> _Field:
+    name, colon, arg = body.partition(":")
+    if name == "random" and colon:
+        if not (arg.isascii() and arg.isdigit() and 1 <= int(arg) <= _MAX_RANDOM_DIGITS):
+            raise RuleError(
+                f"{field_name}: {{random:N}} at offset {at} needs N from 1 to {_MAX_RANDOM_DIGITS}",
+                field_name,
+            )
+        return _Field("random", int(arg))
+    number = body.isascii() and body.isdigit()
+    if colon or not (number or body.isidentifier()):
+        raise RuleError(f"{field_name}: unknown field {{{body}}} at offset {at}", field_name)
+    group: int | str = int(body) if number else body
+    is_group = regex is not None and (
+        group in regex.groupindex if isinstance(group, str) else group <= regex.groups
+    )
+    macro = _MACROS.get(body)
+    if is_group and macro is not None:
+        raise RuleError(
+            f"{field_name}: {{{body}}} at offset {at} is both a macro and a regex group; "
+            "rename the group",
+            field_name,
+        )
+    if is_group:
+        return _Field("group", group)
+    if macro is not None:
+        return macro
+    if regex is None:
+        raise RuleError(
+            f"{field_name}: {{{body}}} at offset {at} is not a macro; captures need a regex rule",
+            field_name,
+        )
+    raise RuleError(f"{field_name}: the regex has no group {{{body}}} (offset {at})", field_name)
+
+
+def _compile_template(
+    template: str,
+    encoding: Encoding,
+    field_name: str,
+    regex: re.Pattern[bytes] | None = None,
+) -> tuple[_Part, ...]:
+    """Compile a reply template to literal byte strings and fields.
+
+    Literal runs are decoded one by one, but first the whole template is decoded with every
+    field blanked out by spaces, so that a decoding error reports its offset in the
+    template as the user wrote it. A space ends a hex token and is not an escape, so this
+    check fails exactly when decoding one of the runs would.
+    """
+    pieces: list[str | _Part] = []  # str: a literal run still to decode
+    masked: list[str] = []
+    literal_start = 0
+    i = 0
+    end = len(template)
+
+    def close_literal(stop: int) -> None:
+        if stop > literal_start:
+            pieces.append(template[literal_start:stop])
+            masked.append(template[literal_start:stop])
+
+    while i < end:
+        char = template[i]
+        if char in "{}" and template.startswith(char * 2, i):
+            close_literal(i)
+            pieces.append(char.encode())
+            masked.append("  ")
+            i += 2
+            literal_start = i
+        elif char == "}":
+            raise RuleError(
+                f"{field_name}: lone '}}' at offset {i}; write '}}}}' for a brace", field_name
+            )
+        elif char == "{":
+            close = template.find("}", i + 1)
+            if close < 0:
+                raise RuleError(
+                    f"{field_name}: '{{' at offset {i} is never closed; write '{{{{' for a brace",
+                    field_name,
+                )
+            close_literal(i)
+            pieces.append(_parse_field(template[i + 1 : close], i, field_name, regex))
+            masked.append(" " * (close + 1 - i))
+            i = close + 1
+            literal_start = i
+        else:
+            i += 1
+    close_literal(end)
+
+    _decode("".join(masked), encoding, field_name)
+    parts: list[_Part] = []
+    for piece in pieces:
+        part = _decode(piece, encoding, field_name) if isinstance(piece, str) else piece
+        if isinstance(part, bytes) and parts and isinstance(parts[-1], bytes):
+            parts[-1] += part  # adjacent literals render as one
+        elif part != b"":
+            parts.append(part)
+    return tuple(parts)
+
+
+def _render(
+    parts: Sequence[_Part],
+    match: re.Match[bytes] | None,
+    counter: int,
+    now: float,
+    rng: random.Random,
+) -> bytes:
+    out = bytearray()
+    for part in parts:
+        if isinstance(part, bytes):
+            out += part
+        elif part.kind == "group":
+            # Compilation checked the group exists; an unmatched optional group is empty.
+            if match is not None:
+                out += match.group(part.arg) or b""
+        elif part.kind == "counter":
+            out += str(counter).encode()
+        elif part.kind == "unix":
+            out += str(int(now)).encode()
+        elif part.kind == "time":
+            stamp = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+            out += stamp.replace("+00:00", "Z").encode()
+        elif part.arg:
+            digits = int(part.arg)
+            out += f"{rng.getrandbits(4 * digits):0{digits}x}".encode()
+        else:
+            out += str(rng.getrandbits(32)).encode()
+    return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One match-and-reply rule; immutable, so rules can be shared between responders.
+
+    Args:
+        match: How ``pattern`` is compared with a message: ``exact``, ``prefix``,
+            ``contains``, ``suffix`` or ``regex`` (``re.search`` on the bytes).
+        pattern: The bytes to look for, in ``encoding``; for ``regex``, the regex source.
+        reply: The reply template (see the module docstring).
+        encoding: How literal bytes in ``pattern`` and ``reply`` are written.
+
+    Raises:
+        RuleError: Naming the field at fault: an unknown ``match`` or ``encoding``, an empty
+            or undecodable pattern, a regex that does not compile, a bad template.
+    """
+
+    match: MatchKind
+    pattern: str
+    reply: str
+    encoding: Encoding = "text"
+    _needle: bytes = field(init=False, repr=False, compare=False)
+    _regex: re.Pattern[bytes] | None = field(init=False, repr=False, compare=False)
+    _parts: tuple[_Part, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.match not in MATCH_KINDS:
+            raise RuleError(
+                f"match must be one of {', '.join(MATCH_KINDS)}, not {self.match!r}", "match"
+            )
+        if self.encoding not in ENCODINGS:
+            raise RuleError(
+                f"encoding must be one of {', '.join(ENCODINGS)}, not {self.encoding!r}",
+                "encoding",
+            )
+        regex: re.Pattern[bytes] | None = None
+        needle = b""
+        if self.match == "regex":
+            try:
+                source = self.pattern.encode("utf-8")
+            except UnicodeEncodeError:
+                raise RuleError("pattern is not valid Unicode text", "pattern") from None
+            if not source:
+                raise RuleError("pattern is empty", "pattern")
+            try:
+                regex = re.compile(source)
+            except (re.error, OverflowError, RecursionError, ValueError) as exc:
+                raise RuleError(f"pattern is not a valid regex: {exc}", "pattern") from None
+        else:
+            needle = _decode(self.pattern, self.encoding, "pattern")
+            if not needle:
+                raise RuleError("pattern is empty", "pattern")
+        object.__setattr__(self, "_needle", needle)
+        object.__setattr__(self, "_regex", regex)
+        object.__setattr__(
+            self, "_parts", _compile_template(self.reply, self.encoding, "reply", regex)
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Rule:
+        """Build a rule from its JSON form: ``match``, ``pattern``, ``reply``, ``encoding``.
+
+        ``encoding`` may be missing or null (it defaults to ``"text"``).
+
+        Raises:
+            RuleError: Naming the field at fault, including unknown keys and values that
+                are not strings.
+        """
+        if not isinstance(data, Mapping):
+            raise RuleError("a rule must be an object", None)
+        for key in data:
+            if key not in _RULE_KEYS:
+                raise RuleError(
+                    f"unknown rule field {key!r}; expected {', '.join(_RULE_KEYS)}", str(key)
+                )
+        values: dict[str, str] = {}
+        for key in _RULE_KEYS:
+            value = data.get(key)
+            if value is None:
+                if key == "encoding":
+                    continue
+                raise RuleError(f"{key} is required", key)
+            if not isinstance(value, str):
+                raise RuleError(f"{key} must be a string", key)
+            values[key] = value
+        return cls(
+            # __post_init__ checks that match and encoding are among the known names.
+            match=cast(MatchKind, values["match"]),
+            pattern=values["pattern"],
+            reply=values["reply"],
+            encoding=cast(Encoding, values.get("encoding", "text")),
+        )
+
+    def to_dict(self) -> dict[str, str]:
+        """The JSON form that :meth:`from_dict` reads back."""
+        return {
+            "match": self.match,
+            "pattern": self.pattern,
+            "reply": self.reply,
+            "encoding": self.encoding,
+        }
+
+    def matches(self, message: bytes) -> bool:
+        """Whether the rule applies to ``message``."""
+        return self._find(message)[0]
+
+    def _find(self, message: bytes) -> tuple[bool, re.Match[bytes] | None]:
+        if self._regex is not None:
+            found = self._regex.search(message)
+            return found is not None, found
+        needle = self._needle
+        if self.match == "exact":
+            return message == needle, None
+        if self.match == "prefix":
+            return message.startswith(needle), None
+        if self.match == "suffix":
+            return message.endswith(needle), None
+        return needle in message, None
+
+    def reply_to(
+        self, message: bytes, *, counter: int, now: float, rng: random.Random
+    ) -> bytes | None:
+        """Render the reply to ``message``, or None when the rule does not match.
+
+        Args:
+            message: The message as framed (a datagram, a read, or a line).
+            counter: The value of ``{counter}``.
+            now: Unix time for ``{time}`` and ``{unix}``.
+            rng: Source of ``{random}``.
+        """
+        found, match = self._find(message)
+        if not found:
+            return None
+        return _render(self._parts, match, counter, now, rng)
+
+
+class Responder:
+    """First-match-wins replies with per-rule hit counters.
+
+    Args:
+        rules: The rules, tried in order.
+        default_reply: Template for messages no rule matches (no captures; ``{counter}``
+            counts default replies), or None to stay silent.
+        default_encoding: How literal bytes in ``default_reply`` are written.
+        rng: Source of ``{random}``; inject a seeded one for deterministic replies.
+
+    Raises:
+        RuleError: ``default_reply`` (field ``"default_reply"``) does not compile.
+
+    Error handling: :meth:`respond` never raises; a regex that backtracks badly is still
+    the rule author's cost, so callers should bound message size (framing does).
+    """
+
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        default_reply: str | None = None,
+        *,
+        default_encoding: Encoding = "text",
+        rng: random.Random | None = None,
+    ) -> None:
+        if default_encoding not in ENCODINGS:
+            raise RuleError(
+                f"encoding must be one of {', '.join(ENCODINGS)}, not {default_encoding!r}",
+                "default_encoding",
+            )
+        self.rules = tuple(rules)
+        self.default_reply = default_reply
+        self._default = (
+            None
+            if default_reply is None
+            else _compile_template(default_reply, default_encoding, "default_reply")
+        )
+        self._hits = [0] * len(self.rules)
+        self.default_hits = 0
+        self._rng = rng if rng is not None else random.Random()
+
+    def respond(self, message: bytes, now: float) -> bytes | None:
+        """The reply to ``message``: the first matching rule's, else the default, else None.
+
+        Args:
+            message: The message as framed.
+            now: Unix time, for ``{time}`` and ``{unix}``.
+        """
+        for index, rule in enumerate(self.rules):
+            found, match = rule._find(message)
+            if found:
+                self._hits[index] += 1
+                return _render(rule._parts, match, self._hits[index], now, self._rng)
+        if self._default is None:
+            return None
+        self.default_hits += 1
+        return _render(self._default, None, self.default_hits, now, self._rng)
+
+    def hits(self) -> list[int]:
+        """How many messages each rule answered, in rule order."""
+        return list(self._hits)
+
+
+class LineFramer:
+    """Cuts a byte stream into lines ending in ``\\n`` (a ``\\r`` before it is dropped too).
+
+    Feeding the stream whole or one byte at a time gives the same lines.
+
+    Args:
+        max_line: Longest line accepted, terminator excluded.
+
+    Raises:
+        ValueError: ``max_line`` is below 1.
+    """
+
+    def __init__(self, max_line: int) -> None:
+        if max_line < 1:
+            raise ValueError("max_line must be at least 1")
+        self.max_line = max_line
+        self._buffer = bytearray()
+        self._failed = False
+
+    @property
+    def pending(self) -> bytes:
+        """Bytes received after the last newline (an unfinished line)."""
+        return bytes(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return the lines they complete, without terminators.
+
+        Raises:
+            FrameTooLongError: A line is longer than ``max_line``; its ``lines`` holds the
+                lines completed before it. The stream cannot be framed past that point, so
+                every later ``feed`` raises again: close the connection.
+        """
+        if self._failed:
+            raise FrameTooLongError(self.max_line)
+        data = bytes(data)
+        lines: list[bytes] = []
+        start = 0
+        while (newline := data.find(b"\n", start)) >= 0:
+            if self._buffer:
+                self._buffer += data[start:newline]
+                line = bytes(self._buffer)
+                self._buffer.clear()
+            else:
+                line = data[start:newline]
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if len(line) > self.max_line:
+                self._fail(lines)
+            lines.append(line)
+            start = newline + 1
+        self._buffer += data[start:]
+        # A trailing \r may still turn out to be part of the terminator: do not count it.
+        unfinished = len(self._buffer) - (1 if self._buffer.endswith(b"\r") else 0)
+        if unfinished > self.max_line:
+            self._fail(lines)
+        return lines
+
+    def _fail(self, lines: list[bytes]) -> None:
+        self._failed = True
+        self._buffer.clear()
+        raise FrameTooLongError(self.max_line, lines)

@@ -1,0 +1,251 @@
+"""Test helpers: a framing-aware HTTP client, condition waits, lab settings for tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h11
+import trio
+
+from app.settings import Settings, parse_listener_url
+
+TOKEN = "test-token-0123456789"
+
+
+def lab_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for an in-process lab: port 0 everywhere, loopback, a known token."""
+    values: dict[str, Any] = {
+        "web_host": "127.0.0.1",
+        "web_port": 0,
+        "listeners": (
+            parse_listener_url("tcp://127.0.0.1:0?mode=echo"),
+            parse_listener_url("udp://127.0.0.1:0?mode=echo"),
+        ),
+        "token": TOKEN,
+        "data_dir": data_dir,
+        "snapshot_interval": 0.05,
+        "graceful_timeout": 0.2,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def http(
+    port: int,
+    method: str,
+    path: str,
+    *,
+    token: str | None = TOKEN,
+    body: Any = None,
+    raw_body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
+) -> Response:
+    """One HTTP/1.1 request, read by framing up to the end of the message (never to EOF)."""
+    hdrs = {"Host": f"{host}:{port}", "Connection": "close"}
+    if token is not None:
+        hdrs["Authorization"] = f"Bearer {token}"
+    data = b""
+    if body is not None:
+        data = json.dumps(body).encode()
+        hdrs["Content-Type"] = "application/json"
+    if raw_body is not None:
+        data = raw_body
+    if data:
+        hdrs["Content-Length"] = str(len(data))
+    hdrs.update(headers or {})
+    conn = h11.Connection(h11.CLIENT)
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            out = conn.send(h11.Request(method=method, target=path, headers=list(hdrs.items())))
+            if data:
+                out += conn.send(h11.Data(data=data))
+            out += conn.send(h11.EndOfMessage())
+            await stream.send_all(out)
+            status, rheaders, chunks = 0, {}, []
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await stream.receive_some(65536))
+                    continue
+                if isinstance(event, h11.Response):
+                    status = event.status_code
+                    rheaders = {k.decode(): v.decode() for k, v in event.headers}
+                elif isinstance(event, h11.Data):
+                    chunks.append(bytes(event.data))
+                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    break
+    return Response(status, rheaders, b"".join(chunks))
+
+
+async def wait_for(condition: Callable[[], Any], timeout: float = 5.0) -> Any:  # noqa: ASYNC109
+    """Wait until ``condition()`` is truthy, with a hang guard.
+
+    For state that lives in another task or process (a kernel socket, a server's counters)
+    and has no event to wait on, this re-checks the condition a few ms apart; the guard
+    turns a condition that never holds into a failure, not a hang.
+    """
+    with trio.fail_after(timeout):
+        while not (result := condition()):  # noqa: ASYNC110
+            await trio.sleep(0.005)
+        return result
+
+
+async def wait_for_async(
+    condition: Callable[[], Any],
+    timeout: float = 5.0,  # noqa: ASYNC109
+) -> Any:
+    """Like :func:`wait_for`, for a coroutine function."""
+    with trio.fail_after(timeout):
+        while not (result := await condition()):  # noqa: ASYNC110
+            await trio.sleep(0.01)
+        return result
+
+
+@dataclass
+class ServedLab:
+    """A ``socketlab serve`` child process and what it printed at start."""
+
+    process: subprocess.Popen[str]
+    web_port: int
+    login_url: str
+    listeners: dict[str, int] = field(default_factory=dict)
+    data_dir: Path | None = None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+
+_DASHBOARD = re.compile(r"dashboard: (http://[^\s]+?:(\d+)/\S*)")
+_LISTENER = re.compile(r"(tcp|udp)://127\.0\.0\.1:(\d+)\?mode=(\w+)")
+
+
+def start_served_lab(data_dir: Path, *extra: str, token: str = TOKEN) -> ServedLab:
+    """Start ``socketlab serve`` on free ports and wait until it prints its login URL."""
+    args = [
+        sys.executable,
+        "-m",
+        "app.cli",
+        "serve",
+        "--web",
+        "127.0.0.1:0",
+        "--data",
+        str(data_dir),
+        "--token",
+        token,
+        *extra,
+    ]
+    if "--listen" not in extra:
+        args += [
+            "--listen",
+            "tcp://127.0.0.1:0?mode=echo",
+            "--listen",
+            "udp://127.0.0.1:0?mode=echo",
+        ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("SOCKETLAB_TOKEN", None)
+    process = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + 20
+    listeners: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        for proto, port, _mode in _LISTENER.findall(line):
+            listeners.setdefault(proto, int(port))
+        match = _DASHBOARD.search(line)
+        if match:
+            return ServedLab(process, int(match.group(2)), match.group(1), listeners, data_dir)
+    process.kill()
+    process.wait()
+    raise AssertionError("socketlab serve did not print its dashboard URL")
+
+
+class WebSocketClient:
+    """A minimal WebSocket client on wsproto, enough to read the live feed in tests."""
+
+    def __init__(self, stream: trio.SocketStream, ws: Any) -> None:
+        self.stream = stream
+        self.ws = ws
+        self.pending: list[str] = []
+
+    async def receive_text(self) -> str:
+        from wsproto.events import CloseConnection, Ping, TextMessage
+
+        buffer = ""
+        while True:
+            for event in self.ws.events():
+                if isinstance(event, TextMessage):
+                    buffer += event.data
+                    if event.message_finished:
+                        return buffer
+                elif isinstance(event, Ping):
+                    await self.stream.send_all(self.ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    raise EOFError("the server closed the WebSocket")
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise EOFError("the connection closed")
+            self.ws.receive_data(data)
+
+    async def receive_json(self) -> Any:
+        return json.loads(await self.receive_text())
+
+
+async def websocket_handshake(
+    port: int,
+    *,
+    token: str | None = TOKEN,
+    origin: str | None = None,
+    host: str | None = None,
+) -> tuple[int, WebSocketClient | None, trio.SocketStream]:
+    """Open ``/ws``; returns (status, client or None when refused, stream to close)."""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, RejectConnection, Request
+
+    ws = WSConnection(ConnectionType.CLIENT)
+    extra: list[tuple[bytes, bytes]] = []
+    if token is not None:
+        extra.append((b"authorization", f"Bearer {token}".encode()))
+    if origin is not None:
+        extra.append((b"origin", origin.encode()))
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(
+        ws.send(Request(host=host or f"127.0.0.1:{port}", target="/ws", extra_headers=extra))
+    )
+    while True:
+        data = await stream.receive_some(65536)
+        if not data:
+            return 0, None, stream
+        ws.receive_data(data)
+        for event in ws.events():
+            if isinstance(event, AcceptConnection):
+                return 101, WebSocketClient(stream, ws), stream
+            if isinstance(event, RejectConnection):
+                return event.status_code, None, stream

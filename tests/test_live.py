@@ -1,0 +1,70 @@
+"""The live feed: auth on the handshake, a full state first, then diffs."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from app.hub import Hub
+from app.lab import Lab
+from tests.conftest import listener_port
+from tests.helpers import websocket_handshake
+
+
+async def test_websocket_without_token_is_refused_without_upgrade(lab: Lab) -> None:
+    assert lab.web_port is not None
+    with trio.fail_after(5):
+        status, client, stream = await websocket_handshake(lab.web_port, token=None)
+        async with stream:
+            assert status == 401
+            assert client is None
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "null", "http://localhost.evil.test"])
+async def test_websocket_from_a_foreign_origin_is_refused(lab: Lab, origin: str) -> None:
+    assert lab.web_port is not None
+    with trio.fail_after(5):
+        status, client, stream = await websocket_handshake(lab.web_port, origin=origin)
+        async with stream:
+            assert status == 403
+            assert client is None
+
+
+async def test_feed_sends_full_state_then_a_diff_with_a_new_connection(lab: Lab) -> None:
+    assert lab.web_port is not None
+    with trio.fail_after(10):
+        status, client, stream = await websocket_handshake(
+            lab.web_port, origin=f"http://127.0.0.1:{lab.web_port}"
+        )
+        async with stream:
+            assert status == 101
+            assert client is not None
+            full = await client.receive_json()
+            assert full["type"] == "full"
+            assert {item["protocol"] for item in full["listeners"]} == {"tcp", "udp"}
+            async with await trio.open_tcp_stream("127.0.0.1", listener_port(lab, "tcp")) as tcp:
+                remote = f"127.0.0.1:{tcp.socket.getsockname()[1]}"
+                while True:
+                    message = await client.receive_json()
+                    if any(c["remote"] == remote for c in message["connections"]["added"]):
+                        break
+                added = next(c for c in message["connections"]["added"] if c["remote"] == remote)
+            while True:
+                message = await client.receive_json()
+                if added["id"] in message["connections"]["removed"]:
+                    break
+
+
+async def test_hub_drops_for_a_slow_subscriber_and_asks_it_to_resync() -> None:
+    hub = Hub()
+    async with hub.subscribe(max_buffer=2) as slow, hub.subscribe(max_buffer=100) as fast:
+        for i in range(10):
+            hub.publish(str(i))
+        assert slow.dropped == 8
+        assert slow.resync is True
+        assert fast.dropped == 0
+        assert [fast.receive_channel.receive_nowait() for _ in range(10)] == [
+            str(i) for i in range(10)
+        ]
+        assert slow.drain_nowait() == 2
+    assert hub.subscriber_count == 0
