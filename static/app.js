@@ -178,6 +178,7 @@ async function finishRun(id) {
   $("#progress-bar").value = 1;
   try {
     const run = await api("GET", `/api/runs/${id}`);
+    $("#progress-text").textContent = `100 % · ${run.status}`;
     showResult(run);
   } catch (e) {
     showError(e);

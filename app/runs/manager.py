@@ -81,7 +81,7 @@ class Run:
             "sent": s.sent,
             "received": s.received,
             "errors": s.error_count,
-            "msgs_per_s": last["msgs_per_s"] if last else 0.0,
+            "msgs_per_s": last["msgs_per_s"] if last else s.received / max(self.elapsed, 1e-3),
             "rtt_p50_ms": last["rtt_ms"]["p50"] if last else None,
             "rtt_p99_ms": last["rtt_ms"]["p99"] if last else None,
         }
