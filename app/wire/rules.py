@@ -111,9 +111,13 @@ def _decode(text: str, encoding: Encoding, field_name: str) -> bytes:
 
 
 def _parse_field(body: str, at: int, field_name: str, regex: re.Pattern[bytes] | None) -> _Field:
+    shown = body if len(body) <= 40 else body[:37] + "..."
     name, colon, arg = body.partition(":")
     if name == "random" and colon:
-        if not (arg.isascii() and arg.isdigit() and 1 <= int(arg) <= _MAX_RANDOM_DIGITS):
+        # The length check first: int() refuses strings of thousands of digits.
+        if not (arg.isascii() and arg.isdigit() and len(arg) <= 4) or not (
+            1 <= int(arg) <= _MAX_RANDOM_DIGITS
+        ):
             raise RuleError(
                 f"{field_name}: {{random:N}} at offset {at} needs N from 1 to {_MAX_RANDOM_DIGITS}",
                 field_name,
@@ -121,15 +125,17 @@ def _parse_field(body: str, at: int, field_name: str, regex: re.Pattern[bytes] |
         return _Field("random", int(arg))
     number = body.isascii() and body.isdigit()
     if colon or not (number or body.isidentifier()):
-        raise RuleError(f"{field_name}: unknown field {{{body}}} at offset {at}", field_name)
-    group: int | str = int(body) if number else body
+        raise RuleError(f"{field_name}: unknown field {{{shown}}} at offset {at}", field_name)
+    # A long digit string stays a string: no regex has that many groups, and int() would
+    # refuse thousands of digits.
+    group: int | str = int(body) if number and len(body) <= 6 else body
     is_group = regex is not None and (
         group in regex.groupindex if isinstance(group, str) else group <= regex.groups
     )
     macro = _MACROS.get(body)
     if is_group and macro is not None:
         raise RuleError(
-            f"{field_name}: {{{body}}} at offset {at} is both a macro and a regex group; "
+            f"{field_name}: {{{shown}}} at offset {at} is both a macro and a regex group; "
             "rename the group",
             field_name,
         )
@@ -139,10 +145,10 @@ def _parse_field(body: str, at: int, field_name: str, regex: re.Pattern[bytes] |
         return macro
     if regex is None:
         raise RuleError(
-            f"{field_name}: {{{body}}} at offset {at} is not a macro; captures need a regex rule",
+            f"{field_name}: {{{shown}}} at offset {at} is not a macro; captures need a regex rule",
             field_name,
         )
-    raise RuleError(f"{field_name}: the regex has no group {{{body}}} (offset {at})", field_name)
+    raise RuleError(f"{field_name}: the regex has no group {{{shown}}} (offset {at})", field_name)
 
 
 def _compile_template(
@@ -386,8 +392,9 @@ class Responder:
     Raises:
         RuleError: ``default_reply`` (field ``"default_reply"``) does not compile.
 
-    Error handling: :meth:`respond` never raises; a regex that backtracks badly is still
-    the rule author's cost, so callers should bound message size (framing does).
+    Error handling: :meth:`respond` never raises for any message, given a ``now`` that is a
+    real clock reading. A regex that backtracks badly is still the rule author's cost, so
+    callers should bound message size (framing does).
     """
 
     def __init__(

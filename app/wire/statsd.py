@@ -375,10 +375,12 @@ class Aggregator:
         if isinstance(value, str):  # only sets carry strings; a hand-built Metric may lie
             return
         values = (value, *metric.packed)
+        # parse_line only yields rates in (0, 1]; a hand-built Metric must not divide by 0.
+        rate = metric.rate if 0.0 < metric.rate <= 1.0 else 1.0
         if metric.type == "c":
             if not self._has_room(self._counters, key):
                 return
-            self._counters[key] = self._counters.get(key, 0.0) + sum(values) / metric.rate
+            self._counters[key] = self._counters.get(key, 0.0) + sum(values) / rate
         elif metric.type == "g":
             if not self._has_room(self._gauges, key):
                 return
@@ -393,7 +395,7 @@ class Aggregator:
                     return
                 timer = self._timers[key] = _Timer()
             for sample in values:
-                timer.add(sample, metric.rate, self.max_samples, self._rng)
+                timer.add(sample, rate, self.max_samples, self._rng)
 
     def feed(self, data: bytes) -> int:
         """Parse a datagram or stream chunk and add every metric in it.
