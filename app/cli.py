@@ -33,6 +33,75 @@ def _usage_error(message: str) -> NoReturn:
     raise SystemExit(EXIT_USAGE)
 
 
+def _size(text: str) -> tuple[int, int | None]:
+    low, sep, high = text.partition("-")
+    try:
+        return int(low), (int(high) if sep else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not BYTES or MIN-MAX") from None
+
+
+def add_fire_options(fire: argparse.ArgumentParser) -> None:
+    """Every option of a run; the names follow the API's run spec."""
+    fire.add_argument(
+        "--pattern",
+        default="pingpong",
+        choices=["pingpong", "rate", "bulk", "burst", "packet"],
+        help="pingpong: closed loop (default); rate: open loop at --rate, latency from the "
+        "intended send time; bulk: maximum throughput (UDP: at --rate); burst: --burst "
+        "messages back to back every --interval; packet: one message and its reply",
+    )
+    fire.add_argument(
+        "--conns", type=int, default=1, metavar="N", help="TCP connections or UDP flows (1)"
+    )
+    fire.add_argument(
+        "--size",
+        type=_size,
+        default=(64, None),
+        metavar="BYTES",
+        help="message size, or MIN-MAX for sizes that vary (64)",
+    )
+    stop = fire.add_mutually_exclusive_group()
+    stop.add_argument(
+        "--duration", type=float, metavar="SECONDS", help="how long to send (default 5)"
+    )
+    stop.add_argument("--count", type=int, metavar="N", help="messages to send in all")
+    pace = fire.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=float, metavar="MSG/S", help="messages per second in all")
+    pace.add_argument("--bitrate", type=float, metavar="BIT/S", help="bits per second in all")
+    fire.add_argument(
+        "--warmup", type=float, default=0.0, metavar="SECONDS", help="not counted (0)"
+    )
+    fire.add_argument(
+        "--ramp-up", type=float, default=0.0, metavar="SECONDS", help="start conns over (0)"
+    )
+    fire.add_argument("--burst", type=int, default=10, metavar="K", help="burst: K messages (10)")
+    fire.add_argument(
+        "--interval", type=float, default=1.0, metavar="SECONDS", help="burst: every (1)"
+    )
+    fire.add_argument(
+        "--in-flight", type=int, default=1, metavar="K", help="pingpong: K in flight (1)"
+    )
+    fire.add_argument(
+        "--payload",
+        default="random",
+        choices=["random", "zeros", "text", "hex"],
+        help="what the messages carry (random); text and hex take --text",
+    )
+    fire.add_argument("--text", metavar="TEXT", help=r"payload text (escapes \r \n \t \xNN) or hex")
+    fire.add_argument(
+        "--timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how long to wait for each reply (2)",
+    )
+    fire.add_argument("--insecure", action="store_true", help="tls: accept any certificate")
+    fire.add_argument(
+        "--json", action="store_true", help="print the run document the API returns, as JSON"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="socketlab",
@@ -80,35 +149,30 @@ def build_parser() -> argparse.ArgumentParser:
     fire = sub.add_parser(
         "fire",
         help="fire test traffic at a target and print the measurements",
-        description="Fire test traffic at URL (tcp://host:port or udp://host:port) from this "
-        "process and print RTT percentiles, counts and errors.",
+        description="Fire test traffic at URL (tcp://, udp:// or tls://host:port) from this "
+        "process and print RTT percentiles, throughput, loss and errors.",
     )
     fire.add_argument("url", metavar="URL", help="the target, e.g. tcp://127.0.0.1:9000")
-    fire.add_argument(
-        "--pattern",
-        default="pingpong",
-        choices=["pingpong"],
-        help="pingpong: closed loop, one message in flight per connection (default)",
+    add_fire_options(fire)
+
+    send = sub.add_parser(
+        "send",
+        help="send one packet and show the reply as hex and text",
+        description="Send one message to URL and print the reply as hex and as text "
+        "(the packet pattern).",
     )
-    fire.add_argument(
-        "--conns", type=int, default=1, metavar="N", help="TCP connections or UDP flows (1)"
+    send.add_argument("url", metavar="URL", help="the target, e.g. udp://127.0.0.1:9000")
+    send.add_argument(
+        "payload",
+        metavar="PAYLOAD",
+        help=r"text with escapes (\r \n \t \\ \xNN), or hex with --hex",
     )
-    fire.add_argument("--size", type=int, default=64, metavar="BYTES", help="message size (64)")
-    stop = fire.add_mutually_exclusive_group()
-    stop.add_argument(
-        "--duration", type=float, metavar="SECONDS", help="how long to run (default 5)"
+    send.add_argument("--hex", action="store_true", help="PAYLOAD is hex, e.g. 'de ad be ef'")
+    send.add_argument(
+        "--timeout", type=float, default=2.0, metavar="SECONDS", help="wait for a reply (2)"
     )
-    stop.add_argument("--count", type=int, metavar="N", help="messages to send in all")
-    fire.add_argument(
-        "--timeout",
-        type=float,
-        default=2.0,
-        metavar="SECONDS",
-        help="how long to wait for each reply (2)",
-    )
-    fire.add_argument(
-        "--json", action="store_true", help="print the run document the API returns, as JSON"
-    )
+    send.add_argument("--insecure", action="store_true", help="tls: accept any certificate")
+    send.add_argument("--json", action="store_true", help="print the run document as JSON")
     return parser
 
 
@@ -160,35 +224,65 @@ async def _serve_async(settings: Settings) -> None:
             print(f"dashboard: {base} (no auth)", flush=True)
 
 
-def _fire(args: argparse.Namespace) -> int:
-    from app.runs.spec import parse_run_spec
-
+def _fire_body(args: argparse.Namespace) -> dict[str, Any]:
+    size, size_max = args.size
     body: dict[str, Any] = {
         "target": args.url,
         "pattern": args.pattern,
         "connections": args.conns,
-        "size": args.size,
+        "size": size,
         "timeout": args.timeout,
+        "warmup": args.warmup,
+        "ramp_up": args.ramp_up,
+        "burst": args.burst,
+        "interval": args.interval,
+        "in_flight": args.in_flight,
+        "insecure": args.insecure,
+        "payload": {"kind": args.payload, "text": args.text},
     }
-    if args.duration is not None:
-        body["duration"] = args.duration
-    if args.count is not None:
-        body["count"] = args.count
+    optional = {
+        "size_max": size_max,
+        "duration": args.duration,
+        "count": args.count,
+        "rate": args.rate,
+        "bitrate": args.bitrate,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    return body
+
+
+def _run_and_print(body: dict[str, Any], as_json: bool) -> int:
+    from app.runs.fire import fire_in_process, format_result
+    from app.runs.spec import parse_run_spec
+
     try:
         spec = parse_run_spec(body)
     except SocketlabError as exc:
         _usage_error(exc.message)
-    from app.runs.fire import fire_in_process, format_result
-
     try:
-        doc = trio.run(fire_in_process, spec, not args.json and sys.stderr.isatty())
+        doc = trio.run(fire_in_process, spec, not as_json and sys.stderr.isatty())
     except KeyboardInterrupt:
         return EXIT_FAILED
-    if args.json:
+    if as_json:
         print(json.dumps(doc, indent=2))
     else:
         print(format_result(doc))
     return EXIT_OK if doc["status"] == "finished" else EXIT_FAILED
+
+
+def _fire(args: argparse.Namespace) -> int:
+    return _run_and_print(_fire_body(args), args.json)
+
+
+def _send(args: argparse.Namespace) -> int:
+    body = {
+        "target": args.url,
+        "pattern": "packet",
+        "timeout": args.timeout,
+        "insecure": args.insecure,
+        "payload": {"kind": "hex" if args.hex else "text", "text": args.payload},
+    }
+    return _run_and_print(body, args.json)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,6 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "fire":
         return _fire(args)
+    if args.command == "send":
+        return _send(args)
     parser.print_help()
     return EXIT_USAGE
 

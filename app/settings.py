@@ -21,7 +21,7 @@ from app.errors import SpecError
 
 LISTENER_PROTOCOLS = ("tcp", "udp")
 LISTENER_MODES = ("echo",)
-TARGET_PROTOCOLS = ("tcp", "udp")
+TARGET_PROTOCOLS = ("tcp", "udp", "tls")
 DEFAULT_LISTENERS = ("tcp://127.0.0.1:9000?mode=echo", "udp://127.0.0.1:9000?mode=echo")
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import trio
 
 from app.registry import Registry
-from app.runs.manager import Run, execute
+from app.runs.engine import execute
+from app.runs.manager import Run
 from app.runs.spec import RunSpec
 
 _BAR = 30
@@ -59,23 +60,58 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _rate(bits: float) -> str:
+    for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
+        if bits >= scale:
+            return f"{bits / scale:,.2f} {unit}"
+    return f"{bits:,.0f} bit/s"
+
+
 def format_result(doc: dict[str, Any]) -> str:
     """The human-readable result table of a run document."""
     s = doc["summary"]
-    rtt = s["rtt_ms"]
     spec = doc["spec"]
     lines = [
         f"run {doc['id']}  {spec['pattern']} {spec['target']}  {doc['status']}"
         + (f" ({doc['error']})" if doc.get("error") else ""),
-        f"  connections {spec['connections']}  size {spec['size']} B  elapsed {s['elapsed']:.2f} s",
-        f"  sent {s['sent']:,}  received {s['received']:,}  lost {s['lost']:,}  "
-        f"late {s['late']:,}  errors {s['errors']:,}",
-        f"  throughput {s['msgs_per_s']:,.0f} msg/s  {s['bits_per_s'] / 1e6:,.3f} Mbit/s",
-        "  RTT ms    min      p50      p90      p99    p99.9      max",
-        "         "
-        + " ".join(f"{_ms(rtt[k]):>8}" for k in ("min", "p50", "p90", "p99", "p999", "max")),
     ]
+    if spec["pattern"] == "packet":
+        reply = s.get("reply")
+        lines.append(f"  sent {s['bytes_sent']} B")
+        if reply and reply.get("bytes"):
+            lines.append(f"  reply {reply['bytes']} B in {_ms(reply['rtt_ms'])} ms")
+            lines.append(f"  hex   {reply['hex']}")
+            lines.append(f"  text  {reply['text']}")
+        elif reply:
+            lines.append(f"  {reply.get('note', 'no reply')}")
+    else:
+        rtt = s["rtt_ms"]
+        lines += [
+            f"  connections {spec['connections']}  size {spec['size']}"
+            + (f"-{spec['size_max']}" if spec.get("size_max") else "")
+            + " B  "
+            f"elapsed {s['elapsed']:.2f} s",
+            f"  sent {s['sent']:,}  received {s['received']:,}  lost {s['lost']:,} "
+            f"({s['loss_pct']:.2f} %)  duplicates {s['duplicates']:,}  "
+            f"reordered {s['reordered']:,}  late {s['late']:,}  errors {s['errors']:,}",
+            f"  throughput {s['sent_per_s']:,.0f} msg/s sent, {s['msgs_per_s']:,.0f} msg/s "
+            f"received, {_rate(s['bits_per_s'])}"
+            + (f"  jitter {s['jitter_ms']:.3f} ms" if s.get("jitter_ms") is not None else ""),
+            "  RTT ms      min      p50      p90      p99    p99.9      max",
+            "         "
+            + " ".join(f"{_ms(rtt[k]):>8}" for k in ("min", "p50", "p90", "p99", "p999", "max")),
+        ]
     if s["errors_by_kind"]:
         kinds = ", ".join(f"{k}: {v}" for k, v in sorted(s["errors_by_kind"].items()))
         lines.append(f"  errors by kind: {kinds}")
+    remote = s.get("remote")
+    if remote:
+        lines.append(
+            f"  receiver side: received {remote.get('received', 0):,}  lost "
+            f"{remote.get('lost', 0):,}  duplicates {remote.get('duplicates', 0):,}  "
+            f"reordered {remote.get('reordered', 0):,}  jitter {remote.get('jitter_ms', 0):.3f} ms"
+        )
+    bottleneck = s.get("bottleneck")
+    if bottleneck and bottleneck.get("limited"):
+        lines.append(f"  warning: socketlab was the bottleneck: {bottleneck['reason']}")
     return "\n".join(lines)

@@ -8,9 +8,7 @@ ends the run (finish, stop, failure, lab shutdown), inside a shielded, time-boun
 from __future__ import annotations
 
 import logging
-import math
 import secrets
-import socket as stdsocket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,15 +17,14 @@ import trio
 
 from app.errors import ConflictError, NotFoundError, SpecError
 from app.registry import Registry
-from app.runs.pingpong import FlowContext, tcp_pingpong_flow, udp_pingpong_flow
+from app.runs.engine import RemoteLookup, Resolver, execute, resolve
 from app.runs.spec import RunSpec
-from app.runs.stats import RunStats, error_kind
-from app.settings import Settings, parse_target
+from app.runs.stats import RunStats
+from app.settings import Settings
 from app.store import Store
 
 logger = logging.getLogger(__name__)
 
-_FLOWS = {"tcp": tcp_pingpong_flow, "udp": udp_pingpong_flow}
 # How long storing a run's result may take at the end, even during shutdown.
 _STORE_TIMEOUT = 5.0
 
@@ -46,6 +43,7 @@ class Run:
         self.stats = RunStats()
         self.cancel_scope = trio.CancelScope()
         self.done = trio.Event()
+        self.context: object | None = None
         self._t0 = 0.0
         self._summary: dict[str, Any] | None = None
 
@@ -62,10 +60,12 @@ class Run:
         if self.status != "running":
             return 1.0
         spec = self.spec
+        if spec.pattern == "packet":
+            return 0.0
         if spec.count:
             s = self.stats
-            return min(1.0, (s.received + s.lost + s.error_count) / spec.count)
-        duration = spec.effective_duration or 1.0
+            return min(1.0, max(s.sent, s.received + s.lost + s.error_count) / spec.count)
+        duration = (spec.effective_duration or 1.0) + spec.warmup
         return min(1.0, self.elapsed / duration)
 
     def live(self) -> dict[str, Any]:
@@ -99,6 +99,7 @@ class Run:
             "errors_by_kind": dict(s.errors),
             "lost": s.lost,
             "late": s.late,
+            "rtt_ms": None,
         }
 
     def finish(self) -> None:
@@ -121,72 +122,6 @@ class Run:
         return doc
 
 
-async def resolve(host: str, port: int, protocol: str) -> tuple[int, tuple[Any, ...]]:
-    """Resolve ``host`` once and return the family and address every connection will use."""
-    kind = stdsocket.SOCK_STREAM if protocol == "tcp" else stdsocket.SOCK_DGRAM
-    infos = await trio.socket.getaddrinfo(host, port, type=kind)
-    family, _, _, _, address = infos[0]
-    return int(family), tuple(address)
-
-
-async def execute(
-    run: Run, registry: Registry, on_tick: Callable[[Run], None] | None = None
-) -> None:
-    """Run ``run`` to its end (finished, failed, or stopped by its cancel scope)."""
-    spec = run.spec
-    endpoint = parse_target(spec.target)
-    stats = run.stats
-    run.started_at = time.time()
-    clock0 = trio.current_time()
-    stats.start(0.0)
-    try:
-        family, address = await resolve(endpoint.host, endpoint.port, endpoint.protocol)
-    except OSError as exc:
-        stats.record_error(error_kind(exc))
-        run.status = "failed"
-        run.error = f"cannot resolve {endpoint.host}: {exc}"
-        return
-    ctx = FlowContext(run.id, registry, stats, address, family, spec.size, spec.timeout, b"")
-    flow = _FLOWS[endpoint.protocol]
-    n = spec.connections
-    quotas: list[int | None]
-    if spec.count is not None:
-        base, extra = divmod(spec.count, n)
-        quotas = [base + (1 if i < extra else 0) for i in range(n)]
-    else:
-        quotas = [None] * n
-
-    async def ticker() -> None:
-        next_tick = clock0 + 1.0
-        while True:
-            await trio.sleep_until(next_tick)
-            stats.tick(trio.current_time() - clock0)
-            if on_tick is not None:
-                on_tick(run)
-            next_tick += 1.0
-
-    duration = spec.effective_duration
-    deadline = clock0 + duration if duration is not None else math.inf
-    with run.cancel_scope:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(ticker)
-            with trio.move_on_at(deadline):
-                async with trio.open_nursery() as flows:
-                    for i, quota in enumerate(quotas):
-                        if quota != 0:
-                            flows.start_soon(flow, ctx, i, quota)
-            nursery.cancel_scope.cancel()
-        stats.tick(trio.current_time() - clock0)
-    if run.cancel_scope.cancelled_caught:
-        run.status = "stopped"
-    elif stats.received == 0 and stats.error_count:
-        run.status = "failed"
-        kinds = ", ".join(f"{k} x{v}" for k, v in stats.errors.items())
-        run.error = f"no replies; errors: {kinds}"
-    else:
-        run.status = "finished"
-
-
 class RunManager:
     """All runs of the lab: live ones in memory, every one in the store."""
 
@@ -201,6 +136,8 @@ class RunManager:
         self.settings = settings
         self.store = store
         self.on_tick = on_tick
+        self.resolver: Resolver = resolve
+        self.remote_lookup: RemoteLookup | None = None
         self.live: dict[str, Run] = {}
         self._nursery: trio.Nursery | None = None
         self.accepting = True
@@ -241,7 +178,13 @@ class RunManager:
 
     async def _run(self, run: Run) -> None:
         try:
-            await execute(run, self.registry, self.on_tick)
+            await execute(
+                run,
+                self.registry,
+                self.on_tick,
+                resolver=self.resolver,
+                remote_lookup=self.remote_lookup,
+            )
         except Exception as exc:
             logger.exception("run %s failed", run.id)
             run.status = "failed"

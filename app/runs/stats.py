@@ -17,6 +17,8 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from app.runs.flowstats import FlowStats
+
 # 1 ns to 60 s at 3 significant digits: every RTT a test can produce, 0.1 % precision.
 _LOWEST_NS = 1
 _HIGHEST_NS = 60_000_000_000
@@ -52,15 +54,20 @@ def error_kind(exc: BaseException) -> str:
     return "other"
 
 
-def rtt_summary(hist: HdrHistogram) -> dict[str, float | None]:
-    """min/p50/p90/p99/p99.9/max/mean in milliseconds; ``None`` everywhere when empty."""
+def rtt_summary(hist: HdrHistogram, *, with_mean: bool = False) -> dict[str, float | None]:
+    """min/p50/p90/p99/p99.9/max (and mean) in ms; ``None`` everywhere when empty.
+
+    The percentiles come from one pass over the histogram (hdrh's per-percentile call is a
+    pass each); the mean is a slow pass in hdrh, so only final summaries ask for it.
+    """
     if hist.get_total_count() == 0:
         return {"min": None, **dict.fromkeys(PERCENTILES), "max": None, "mean": None}
+    values = hist.get_percentile_to_value_dict(list(PERCENTILES.values()))
     result: dict[str, float | None] = {"min": hist.get_min_value() / 1e6}
     for name, pct in PERCENTILES.items():
-        result[name] = hist.get_value_at_percentile(pct) / 1e6
+        result[name] = values[pct] / 1e6
     result["max"] = hist.get_max_value() / 1e6
-    result["mean"] = hist.get_mean_value() / 1e6
+    result["mean"] = hist.get_mean_value() / 1e6 if with_mean else None
     return result
 
 
@@ -79,8 +86,23 @@ class RunStats:
         self.interval = new_histogram()
         self.total = new_histogram()
         self.series: list[dict[str, Any]] = []
+        # UDP replies with a probe header: loss, duplicates, reordering, jitter per flow.
+        self.flow_list: list[FlowStats] = []
+        self.duplicates = 0
+        self.reordered = 0
+        self.packet = False
+        # Trio times: when counting began (after the warm-up) and when the last flow stopped
+        # sending; open-loop rates are over that window, not over the drain that follows.
+        self.measure_start = 0.0
+        self.send_end = 0.0
+        self.reply: dict[str, Any] | None = None
+        self.bottleneck: dict[str, Any] | None = None
+        self.remote: dict[str, Any] | None = None
         self._last = (0, 0, 0, 0)
         self._last_t = 0.0
+
+    def note_send_end(self, now: float) -> None:
+        self.send_end = max(self.send_end, now)
 
     def record_error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -104,7 +126,8 @@ class RunStats:
             "bytes_received": self.bytes_received - breceived,
         }
         point["msgs_per_s"] = point["received"] / elapsed
-        point["bits_per_s"] = (point["bytes_sent"] + point["bytes_received"]) * 8 / elapsed / 2
+        point["sent_per_s"] = point["sent"] / elapsed
+        point["bits_per_s"] = point["bytes_sent"] * 8 / elapsed
         rtt = rtt_summary(self.interval)
         point["rtt_ms"] = {k: rtt[k] for k in ("min", "p50", "p99", "max")}
         self.fold()
@@ -123,21 +146,52 @@ class RunStats:
             self.total.add(self.interval)
             self.interval.reset()
 
+    def histogram(self) -> list[list[float]]:
+        """The RTT histogram as ``[upper bound in ms, count]`` rows, buckets doubling from 1 µs."""
+        self.fold()
+        if not self.total.get_total_count():
+            return []
+        rows = []
+        for step in self.total.get_log_iterator(1000, 2.0):
+            rows.append([step.value_iterated_to / 1e6, step.count_added_in_this_iter_step])
+        while rows and rows[-1][1] == 0:
+            rows.pop()
+        start = next((i for i, row in enumerate(rows) if row[1]), 0)
+        return rows[max(start - 1, 0) :]
+
     def summary(self, elapsed: float) -> dict[str, Any]:
         self.fold()
         elapsed = max(elapsed, 1e-9)
-        return {
+        span = self.send_end - self.measure_start if self.send_end else elapsed
+        span = max(span, 1e-9)
+        jitters = [f.jitter_ms for f in self.flow_list if f.received > 1]
+        doc: dict[str, Any] = {
             "sent": self.sent,
             "received": self.received,
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
             "lost": self.lost,
+            "loss_pct": round(100.0 * self.lost / self.sent, 4) if self.sent else 0.0,
             "late": self.late,
+            "duplicates": self.duplicates,
+            "reordered": self.reordered,
+            "jitter_ms": round(sum(jitters) / len(jitters), 6) if jitters else None,
             "errors": self.error_count,
             "errors_by_kind": dict(self.errors),
             "connections_opened": self.connections_opened,
             "elapsed": round(elapsed, 6),
-            "msgs_per_s": self.received / elapsed,
-            "bits_per_s": (self.bytes_sent + self.bytes_received) * 8 / elapsed / 2,
-            "rtt_ms": rtt_summary(self.total),
+            "send_seconds": round(span, 6),
+            "msgs_per_s": self.received / span,
+            "sent_per_s": self.sent / span,
+            "bits_per_s": self.bytes_sent * 8 / span,
+            "bits_per_s_received": self.bytes_received * 8 / span,
+            "rtt_ms": rtt_summary(self.total, with_mean=True),
+            "histogram": self.histogram(),
         }
+        if self.packet:
+            doc["reply"] = self.reply
+        if self.bottleneck is not None:
+            doc["bottleneck"] = self.bottleneck
+        if self.remote is not None:
+            doc["remote"] = self.remote
+        return doc

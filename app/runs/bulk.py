@@ -1,0 +1,83 @@
+"""TCP ``bulk``: maximum throughput, one writer per connection.
+
+Each connection writes ``size``-byte chunks as fast as the kernel takes them, until its
+quota or the send deadline, and counts the bytes the kernel accepted. A reader drains and
+counts whatever comes back, so an echo server cannot stall the writer; against a sink
+nothing comes back. At the end the write side is shut down and replies still in flight get
+``timeout`` seconds. Throughput is the bytes sent over the elapsed time, which is what the
+receiving side counts once the connection is closed.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from app.runs.channel import ConnectError, connect_stream
+from app.runs.engine import FlowContext
+from app.runs.stats import error_kind
+
+
+async def tcp_bulk_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None:
+    """One TCP connection writing as fast as it can."""
+    stats = ctx.stats
+    try:
+        channel = await connect_stream(
+            ctx.family, ctx.address, ctx.timeout, tls=ctx.tls, server_hostname=ctx.server_hostname
+        )
+    except ConnectError as exc:
+        stats.record_error(exc.kind)
+        return
+    stats.connections_opened += 1
+    conn = ctx.registry.open("tcp", channel.getsockname(), channel.getpeername(), run_id=ctx.run_id)
+    flow_scope = trio.CancelScope()
+    conn.close_hook = flow_scope.cancel
+    receive_scope = trio.CancelScope()
+    sent_bytes = 0
+    done_sending = False
+
+    async def writer() -> None:
+        nonlocal sent_bytes, done_sending
+        view = memoryview(ctx.message_buffer())
+        size = ctx.size
+        chunk = view[:size]
+        count = 0
+        try:
+            while (quota is None or count < quota) and trio.current_time() < ctx.send_deadline:
+                await channel.send_all(chunk)
+                count += 1
+                sent_bytes += size
+                stats.sent += 1
+                stats.bytes_sent += size
+                conn.bytes_out += size
+                conn.msgs_out += 1
+                conn.touch()
+        finally:
+            done_sending = True
+            stats.note_send_end(trio.current_time())
+            channel.shutdown_write()
+            receive_scope.deadline = trio.current_time() + ctx.timeout
+
+    async def reader() -> None:
+        rview = memoryview(bytearray(65536))
+        received = 0
+        with receive_scope:
+            while True:
+                n = await channel.recv_into(rview, 65536)
+                if not n:
+                    return
+                received += n
+                stats.bytes_received += n
+                conn.bytes_in += n
+                if done_sending and received >= sent_bytes:
+                    return
+
+    try:
+        with flow_scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reader)
+                await writer()
+    except OSError as exc:
+        stats.record_error(error_kind(exc))
+    finally:
+        ctx.registry.close(conn)
+        channel.close()
