@@ -1,0 +1,119 @@
+"""``make bench``: build the tools, run the selected sections, write report.md and raw.jsonl.
+
+Usage: python bench/run.py [--sections abcdefgh] [--reps 3] [--duration 10] [--quick]
+                           [--out DIR]
+
+Sections: a TCP echo, b UDP echo, c TCP sink, d client side, e 10k idle connections,
+f dashboard under load, g StatsD intake, h accuracy of socketlab fire. Results go to
+bench/results/<timestamp>/ (git ignores it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+from bench import clients, dashboard, harness, report, servers
+from bench.common import Context
+from bench.harness import REPO, log
+
+SECTIONS: dict[str, Callable[[Context], None]] = {
+    "a": servers.section_a,
+    "b": servers.section_b,
+    "c": servers.section_c,
+    "d": clients.section_d,
+    "e": servers.section_e,
+    "f": dashboard.section_f,
+    "g": dashboard.section_g,
+    "h": clients.section_h,
+}
+
+
+def _git(*args: str) -> str:
+    r = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+    return r.stdout.strip()
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def header(args: argparse.Namespace, started: float) -> list[str]:
+    dirty = " (uncommitted changes in app/)" if _git("status", "--porcelain", "app") else ""
+    return [
+        "# socketlab benchmark",
+        "",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(started))}, "
+        f"took {(time.time() - started) / 60:.1f} min",
+        f"- commit: {_git('rev-parse', '--short', 'HEAD')}{dirty}",
+        f"- machine: {os.cpu_count()} CPUs ({_cpu_model()}), Linux {platform.release()}, "
+        f"Python {platform.python_version()}, trio {metadata.version('trio')}, "
+        f"uvloop {harness.UVLOOP_VERSION} (reference venv)",
+        f"- servers pinned to CPU {harness.SERVER_CPU}, load generators to CPU "
+        f"{harness.LOAD_CPU}; 64 B messages unless said; {args.reps} rep(s) of "
+        f"{args.duration:g} s; medians over reps; ratios are medians of per-rep ratios",
+        f"- sections: {args.sections}; raw figures: raw.jsonl beside this file",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--sections", default="abcdefgh", help="letters of the sections to run")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions (medians are taken)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 rep of 3 s")
+    parser.add_argument("--out", type=Path, help="results folder (default bench/results/<ts>)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.reps, args.duration = 1, 3.0
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(
+            f"unknown section(s) {''.join(sorted(unknown))}; pick from {''.join(SECTIONS)}"
+        )
+    if (os.cpu_count() or 1) < 2:
+        log("bench: needs 2 CPUs (server and load generator on different CPUs)")
+        return 2
+    started = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
+    outdir = args.out or REPO / "bench" / "results" / stamp
+    outdir.mkdir(parents=True, exist_ok=True)
+    harness.build_tools()
+    harness.ensure_refvenv()
+    nofile = harness.raise_fd_limit()
+    if "e" in args.sections and nofile < 2 * servers.IDLE + 100:
+        log(f"bench: file descriptor limit {nofile} is too low for section e")
+    ctx = Context(reps=args.reps, duration=args.duration, outdir=outdir)
+    log(f"bench: sections {args.sections}, {args.reps} rep(s) of {args.duration:g} s -> {outdir}")
+    sections = [s for s in SECTIONS if s in args.sections]
+    try:
+        for s in sections:
+            t0 = time.time()
+            try:
+                SECTIONS[s](ctx)
+            except harness.Skip as exc:
+                ctx.skip(s, "section", str(exc))
+            except Exception as exc:  # one broken section must not cost the others
+                ctx.emit({"section": s, "what": "section", "skipped": f"failed: {exc!r}"})
+                log(f"[{s}] FAILED: {exc!r} (logs in {ctx.logdir})")
+            log(f"[{s}] done in {time.time() - t0:.0f} s")
+    finally:
+        text = report.render(ctx.records, sections, header(args, started))
+        (outdir / "report.md").write_text(text)
+        log(f"bench: wrote {outdir / 'report.md'}")
+        sys.stdout.write(text)
+    return 0
