@@ -19,7 +19,7 @@ from app.hub import Hub
 from app.listeners.manager import ListenerManager
 from app.registry import Registry
 from app.runs.manager import RunManager
-from app.settings import Settings
+from app.settings import Endpoint, Settings, is_loopback
 from app.store import open_store
 
 logger = logging.getLogger(__name__)
@@ -42,9 +42,28 @@ class Lab:
         self.stopped = trio.Event()
         self.web_port: int | None = None
         self.started_at = time.time()
+        self.runs.remote_lookup = self.receiver_side
 
     def request_shutdown(self) -> None:
         self.shutdown.set()
+
+    def receiver_side(self, endpoint: Endpoint, run_tag: int) -> dict[str, Any] | None:
+        """One-way statistics that one of our own sink listeners kept for a run's probes.
+
+        A run aimed at this lab's own sink shows both ends side by side: what it sent, and
+        what arrived (loss, duplicates, reordering, jitter) as the sink counted it.
+        """
+        protocol = "udp" if endpoint.protocol == "udp" else "tcp"
+        for listener in self.listeners:
+            if listener.port != endpoint.port or listener.spec.protocol != protocol:
+                continue
+            if not (listener.host == endpoint.host or is_loopback(endpoint.host)):
+                continue
+            probe_summary = getattr(listener, "probe_summary", None)
+            if probe_summary is not None:
+                result: dict[str, Any] | None = probe_summary(run_tag)
+                return result
+        return None
 
     async def serve(self, *, task_status: trio.TaskStatus[Lab] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the lab until shutdown is requested; reports itself once every port is bound."""

@@ -15,6 +15,7 @@ from app.errors import SocketlabError
 from app.web import security
 from app.web.api import api
 from app.web.live import live
+from app.web.runs_api import runs_api
 
 if TYPE_CHECKING:
     from app.lab import Lab
@@ -49,6 +50,7 @@ def create_web(lab: Lab) -> QuartTrio:
     web.config["lab"] = lab
     web.register_blueprint(api)
     web.register_blueprint(live)
+    web.register_blueprint(runs_api)
 
     def _auth_ok() -> bool:
         token = lab.settings.token
