@@ -8,7 +8,6 @@ and swapped, the delay its echo server added, the stall it caused.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -116,9 +115,9 @@ async def serve_tcp_echo(
         task_status.started(port)
 
 
-async def finish(lab: Lab, spec: dict[str, object], timeout: float = 30) -> dict[str, object]:
+async def finish(lab: Lab, spec: dict[str, object]) -> dict[str, object]:
     run: Run = await lab.runs.start(parse_run_spec(spec))
-    with trio.fail_after(timeout):
+    with trio.fail_after(30):
         await run.done.wait()
     doc = await lab.runs.get(run.id)
     assert doc["status"] == "finished", doc
@@ -190,7 +189,3 @@ async def test_a_200_ms_stall_shows_in_open_loop_p99_but_hides_in_closed_loop(
         assert rtt["p99"] >= 100.0  # ...open loop counts every message it delayed
     else:
         assert rtt["p99"] < 100.0  # ...closed loop sent nothing while it waited
-
-
-def interval_points(summary: dict[str, object]) -> Callable[[], None]:
-    return lambda: None

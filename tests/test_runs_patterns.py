@@ -18,9 +18,9 @@ from tests.conftest import listener_port
 from tests.helpers import http
 
 
-async def run_to_end(lab: Lab, spec: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+async def run_to_end(lab: Lab, spec: dict[str, Any]) -> dict[str, Any]:
     run = await lab.runs.start(parse_run_spec(spec))
-    with trio.fail_after(timeout):
+    with trio.fail_after(30):
         await run.done.wait()
     doc = await lab.runs.get(run.id)
     assert doc["status"] == "finished", doc
