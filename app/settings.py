@@ -15,12 +15,17 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from app.errors import SpecError
 
-LISTENER_PROTOCOLS = ("tcp", "udp")
-LISTENER_MODES = ("echo",)
+# Listener specs live with the listeners; re-exported here for config and CLI code.
+from app.listeners.spec import LISTENER_MODES as LISTENER_MODES
+from app.listeners.spec import LISTENER_PROTOCOLS as LISTENER_PROTOCOLS
+from app.listeners.spec import ListenerSpec as ListenerSpec
+from app.listeners.spec import parse_listener as parse_listener
+from app.listeners.spec import parse_listener_url as parse_listener_url
+
 TARGET_PROTOCOLS = ("tcp", "udp", "tls")
 DEFAULT_LISTENERS = ("tcp://127.0.0.1:9000?mode=echo", "udp://127.0.0.1:9000?mode=echo")
 
@@ -37,34 +42,6 @@ class Endpoint:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.protocol}://{host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class ListenerSpec:
-    """What a listener is: where it binds, what it does, and its limits.
-
-    Attributes:
-        max_connections: TCP connections served at once; the next one is accepted and closed
-            at once (the client sees EOF), so it never waits in the kernel's backlog.
-        idle_timeout: Seconds without traffic after which a TCP connection is closed, or a
-            UDP flow forgotten.
-        max_message_size: Largest single read or datagram handled; larger UDP datagrams are
-            counted as oversized and dropped.
-    """
-
-    protocol: str
-    host: str
-    port: int
-    mode: str = "echo"
-    max_connections: int = 10_000
-    idle_timeout: float = 300.0
-    max_message_size: int = 65_536
-    options: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.protocol}://{host}:{self.port}?mode={self.mode}"
 
 
 def _split_url(url: str, protocols: tuple[str, ...], field_name: str) -> tuple[str, str, int, str]:
@@ -107,34 +84,6 @@ def _number(value: str, kind: type[int] | type[float], name: str, low: float) ->
     if number < low:
         raise SpecError(f"{name} must be at least {low}, got {value!r}", name)
     return number
-
-
-def parse_listener_url(url: str, field_name: str = "url") -> ListenerSpec:
-    """Parse ``tcp://HOST:PORT?mode=echo&max_connections=100`` into a :class:`ListenerSpec`.
-
-    Raises:
-        SpecError: Anything malformed, naming the URL part that is wrong.
-    """
-    protocol, host, port, query = _split_url(url, LISTENER_PROTOCOLS, field_name)
-    params = dict(parse_qsl(query, keep_blank_values=True))
-    mode = params.pop("mode", "echo")
-    if mode not in LISTENER_MODES:
-        raise SpecError(f"mode must be one of {', '.join(LISTENER_MODES)}, got {mode!r}", "mode")
-    spec = ListenerSpec(protocol, host, port, mode)
-    if "max_connections" in params:
-        spec = replace(
-            spec, max_connections=_number(params.pop("max_connections"), int, "max_connections", 1)
-        )
-    if "idle_timeout" in params:
-        spec = replace(
-            spec, idle_timeout=_number(params.pop("idle_timeout"), float, "idle_timeout", 0.001)
-        )
-    if "max_message_size" in params:
-        size = _number(params.pop("max_message_size"), int, "max_message_size", 1)
-        spec = replace(spec, max_message_size=min(size, 65_536))
-    if params:
-        raise SpecError(f"unknown listener option {next(iter(params))!r}", next(iter(params)))
-    return spec
 
 
 def parse_hostport(text: str, field_name: str = "web") -> tuple[str, int]:
@@ -203,7 +152,8 @@ def load_settings(
     """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    listen_urls: list[str] | None = None
+    listen_items: list[Any] | None = None
+    config_dir: Path | None = None
     if config:
         path = Path(config)
         try:
@@ -215,7 +165,12 @@ def load_settings(
         if "web" in doc:
             values["web_host"], values["web_port"] = parse_hostport(str(doc["web"]), "web")
         if "listen" in doc:
-            listen_urls = [str(u) for u in doc["listen"]]
+            config_listeners = doc["listen"]
+            if not isinstance(config_listeners, list):
+                raise SpecError("config file: listen must be a list", "listen")
+            # Items are URLs or tables ([[listen]] url = "..." plus options).
+            listen_items = config_listeners
+            config_dir = path.parent
         if "token" in doc:
             values["token"] = str(doc["token"])
         if "data" in doc:
@@ -229,9 +184,11 @@ def load_settings(
     if web:
         values["web_host"], values["web_port"] = parse_hostport(web, "web")
     if listen:
-        listen_urls = listen
-    if listen_urls is not None:
-        values["listeners"] = tuple(parse_listener_url(u, "listen") for u in listen_urls)
+        listen_items, config_dir = list(listen), None
+    if listen_items is not None:
+        values["listeners"] = tuple(
+            parse_listener(item, "listen", base_dir=config_dir) for item in listen_items
+        )
     if token:
         values["token"] = token
     if data:

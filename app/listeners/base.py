@@ -1,19 +1,104 @@
-"""What every listener has: its spec, its live totals, and the cancel scope that stops it."""
+"""What every listener has: its spec, its live totals, its mode and the scope that stops it.
+
+A listener is split in two: the *server* (``tcp.py``, ``udp.py``: bind, accept or drain,
+connection and flow bookkeeping, limits) and the *mode* (``modes/``: what is done with the
+bytes). The server calls its mode through the small :class:`Mode` interface, so every mode
+works over TCP, TLS and UDP alike.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import trio
 
-from app.settings import ListenerSpec
+from app.listeners.spec import ListenerSpec
+from app.registry import Conn
+
+
+class Transport(Protocol):
+    """The two calls a TCP mode makes: a trio socket has them, and so does
+    :class:`~app.listeners.tcp.StreamTransport` (TLS, or any trio Stream)."""
+
+    def recv_into(self, buffer: bytearray, nbytes: int = 0, /) -> Awaitable[int]: ...
+
+    def send(self, data: memoryview, /) -> Awaitable[int]: ...
+
+
+async def send_all(transport: Transport, data: bytes) -> None:
+    """Send every byte of ``data`` (``send`` may take only part of it)."""
+    view = memoryview(data)
+    sent = 0
+    total = len(data)
+    while sent < total:
+        sent += await transport.send(view[sent:])
+
+
+# A mode's per-datagram entry: (buffer, length, peer address, flow row).
+DatagramHandler = Callable[[memoryview, int, Any, Conn], None]
+
+
+class Mode:
+    """What a listener does with its traffic. One instance per listener.
+
+    The server calls :meth:`handle_stream` once per TCP/TLS connection, inside a cancel scope
+    whose deadline is the idle timeout (the mode pushes it forward after each read), and
+    :meth:`datagram_handler` once per UDP socket, getting back the function it calls for each
+    datagram. :meth:`run` runs beside the server for the listener's lifetime (flush timers,
+    delay lines).
+
+    Error handling: the per-datagram handler must not raise (it is the hot path: count
+    instead). ``handle_stream`` may raise ``OSError`` or trio's broken-stream errors; the
+    server counts them and ends that connection only.
+    """
+
+    name = "echo"
+    # True when the UDP server may use its built-in echo loop instead of the handler.
+    udp_fast_echo = False
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+
+    async def run(self) -> None:
+        """Background work for the listener's lifetime; the default has none."""
+
+    async def handle_stream(
+        self, conn: Conn, transport: Transport, scope: trio.CancelScope
+    ) -> None:
+        """Serve one TCP/TLS connection until EOF."""
+        raise NotImplementedError
+
+    def datagram_handler(self, sock: Any) -> DatagramHandler:
+        """The per-datagram function for the UDP socket ``sock`` (a stdlib socket)."""
+        raise NotImplementedError
+
+    def details(self) -> dict[str, Any]:
+        """Mode-specific live state, merged into :meth:`Listener.to_dict`."""
+        return {}
+
+    def probe_summary(self, run_tag: int) -> dict[str, Any] | None:
+        """One-way statistics of a run's probes as received here (sink mode only)."""
+        return None
 
 
 class Listener:
     """One running server. Counters are bumped by its connection handlers (the hot path).
 
     Resource handling: everything the listener owns (the bound socket, every connection and
-    flow) lives inside ``cancel_scope``; cancelling it closes them all and frees the port.
+    flow, its mode's background tasks) lives inside ``cancel_scope``; cancelling it closes
+    them all and frees the port.
+
+    Counters:
+        connections: Open TCP connections, or UDP flows tracked now.
+        accepted: Connections accepted (TCP) or flows started (UDP) in all.
+        rejected: Connections closed at once because ``max_connections`` were open (TCP),
+            or datagrams dropped from new peers past ``max_connections`` flows (UDP).
+        idle_closed: Connections closed (or flows forgotten) by the idle timeout.
+        closed_by_api: Connections closed through ``DELETE /api/connections/{id}``.
+        oversized: Datagrams larger than ``max_message_size`` (dropped), or lines longer
+            than it (the connection is closed).
+        errors: Resets, broken pipes, failed TLS handshakes, send failures.
     """
 
     def __init__(self, listener_id: str, spec: ListenerSpec) -> None:
@@ -23,9 +108,15 @@ class Listener:
         self.host = spec.host
         self.cancel_scope = trio.CancelScope()
         self.stopped = trio.Event()
+        self.mode: Mode = Mode(self)
+        self.tls: dict[str, Any] | None = None
+        self.cert_pem: str | None = None  # TLS: the certificate served, for clients to trust
+        self.started_at: float | None = None
         self.connections = 0
         self.accepted = 0
         self.rejected = 0
+        self.idle_closed = 0
+        self.closed_by_api = 0
         self.bytes_in = 0
         self.bytes_out = 0
         self.msgs_in = 0
@@ -34,27 +125,51 @@ class Listener:
         self.oversized = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The JSON document the API, the dashboard and the CLI show.
+
+        Keys: ``id``, ``protocol``, ``host``, ``port``, ``mode``, ``url`` (with the bound
+        port), ``options`` (those not at their defaults), the counters of the class
+        docstring, the limits, and the mode's own section: ``respond`` (rules with hit
+        counters), ``statsd`` (collector counters, kernel drops), ``probe`` (sink: one-way
+        statistics per run), ``impairment`` (echo), plus ``tls`` (certificate fingerprint).
+        """
+        spec = self.spec
+        doc: dict[str, Any] = {
             "id": self.id,
-            "protocol": self.spec.protocol,
+            "protocol": spec.protocol,
             "host": self.host,
             "port": self.port,
-            "mode": self.spec.mode,
+            "mode": spec.mode,
             "url": self.spec_url(),
+            "options": spec.options(),
             "connections": self.connections,
             "accepted": self.accepted,
             "rejected": self.rejected,
+            "idle_closed": self.idle_closed,
+            "closed_by_api": self.closed_by_api,
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "msgs_in": self.msgs_in,
             "msgs_out": self.msgs_out,
             "errors": self.errors,
             "oversized": self.oversized,
-            "max_connections": self.spec.max_connections,
-            "idle_timeout": self.spec.idle_timeout,
-            "max_message_size": self.spec.max_message_size,
+            "max_connections": spec.max_connections,
+            "idle_timeout": spec.idle_timeout,
+            "max_message_size": spec.max_message_size,
+            "started_at": self.started_at,
         }
+        if self.tls is not None:
+            doc["tls"] = self.tls
+        doc.update(self.mode.details())
+        return doc
+
+    def probe_summary(self, run_tag: int) -> dict[str, Any] | None:
+        """What a sink listener received of the run with probe tag ``run_tag``: ``received``,
+        ``lost``, ``loss_pct``, ``duplicates``, ``reordered``, ``jitter_ms``, ``flows``; None
+        when this is not a sink or none of that run's probes arrived."""
+        return self.mode.probe_summary(run_tag)
 
     def spec_url(self) -> str:
+        """``proto://host:port?mode=...`` with the bound port (not 0)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.spec.protocol}://{host}:{self.port}?mode={self.spec.mode}"

@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import trio
 
 from app.errors import ConflictError, NotFoundError
 from app.listeners.base import Listener
+from app.listeners.modes import create_listener
+from app.listeners.spec import ListenerSpec
 from app.listeners.tcp import serve_tcp_listener
 from app.listeners.udp import serve_udp_listener
 from app.registry import Registry
-from app.settings import ListenerSpec
 
 logger = logging.getLogger(__name__)
 
-_SERVERS = {"tcp": serve_tcp_listener, "udp": serve_udp_listener}
+_SERVERS = {"tcp": serve_tcp_listener, "tls": serve_tcp_listener, "udp": serve_udp_listener}
 
 
 class ListenerManager:
-    """Owns every listener; each runs in its own cancel scope inside the manager's nursery."""
+    """Owns every listener; each runs in its own cancel scope inside the manager's nursery.
+
+    Resource handling: stopping a listener (:meth:`stop`) cancels its scope, which closes
+    its socket and every connection it serves; ``stop`` returns once the port is free.
+    """
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
@@ -37,10 +44,18 @@ class ListenerManager:
             task_status.started()
             await trio.sleep_forever()
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Listener]:
         return iter(list(self._listeners.values()))
 
+    def __len__(self) -> int:
+        return len(self._listeners)
+
     def get(self, listener_id: str) -> Listener:
+        """The running listener ``listener_id``.
+
+        Raises:
+            NotFoundError: No such listener is running.
+        """
         try:
             return self._listeners[listener_id]
         except KeyError:
@@ -50,11 +65,12 @@ class ListenerManager:
         """Bind and start a listener; returns once its port is known.
 
         Raises:
-            ConflictError: The address is in use or cannot be bound.
+            ConflictError: The address is in use or cannot be bound, or the lab is stopping.
+            SpecError: A TLS certificate or key cannot be loaded.
         """
         if self._nursery is None or not self.accepting:
             raise ConflictError("the lab is not accepting new listeners", None)
-        listener = Listener(f"l{next(self._ids)}", spec)
+        listener = create_listener(f"l{next(self._ids)}", spec)
         try:
             await self._nursery.start(self._run, listener)
         except OSError as exc:
@@ -62,6 +78,7 @@ class ListenerManager:
                 f"cannot bind {spec.protocol}://{spec.host}:{spec.port}: {exc.strerror or exc}",
                 "url",
             ) from exc
+        listener.started_at = time.time()
         self._listeners[listener.id] = listener
         logger.info("listener %s serving %s", listener.id, listener.spec_url())
         return listener
@@ -77,15 +94,44 @@ class ListenerManager:
             self._listeners.pop(listener.id, None)
             listener.stopped.set()
 
-    async def stop(self, listener_id: str) -> None:
-        """Stop a listener: close its socket and its connections; returns when the port is free."""
+    async def stop(self, listener_id: str) -> Listener:
+        """Stop a listener: close its socket and its connections; returns when the port is free.
+
+        Raises:
+            NotFoundError: No such listener is running.
+        """
         listener = self.get(listener_id)
         listener.cancel_scope.cancel()
         await listener.stopped.wait()
         logger.info("listener %s stopped", listener_id)
+        return listener
 
     def stop_accepting(self) -> None:
         """First step of shutdown: every listener stops, no new ones start."""
         self.accepting = False
         for listener in self._listeners.values():
             listener.cancel_scope.cancel()
+
+    async def telemetry(self, listener_id: str | None = None) -> list[dict[str, Any]]:
+        """The documents of every StatsD listener (or just ``listener_id``), drops refreshed.
+
+        Raises:
+            NotFoundError: ``listener_id`` names no running listener.
+            ConflictError: ``listener_id`` is not a StatsD listener.
+        """
+        from app.listeners.modes.statsd import StatsdMode
+
+        if listener_id is not None:
+            listener = self.get(listener_id)
+            if not isinstance(listener.mode, StatsdMode):
+                raise ConflictError(f"listener {listener_id} is not a statsd listener", "listener")
+            listeners = [listener]
+        else:
+            listeners = [item for item in self if isinstance(item.mode, StatsdMode)]
+        docs = []
+        for listener in listeners:
+            mode = listener.mode
+            assert isinstance(mode, StatsdMode)
+            await mode.refresh_kernel_drops()
+            docs.append(mode.telemetry())
+        return docs

@@ -1,8 +1,17 @@
-"""TCP listener: accept loop plus one handler task per connection.
+"""TCP and TLS listeners: accept loop plus one handler task per connection.
+
+Limits: at most ``max_connections`` connections are served at once. The policy for the next
+one is *accept and close at once*: the client sees EOF (or a reset, if it has sent data)
+immediately, instead of hanging in the kernel's backlog until its own timeout, and the
+listener counts it in ``rejected``. Connections already open are not disturbed. A connection
+silent for ``idle_timeout`` seconds is closed and counted in ``idle_closed``; for TLS the
+handshake must finish within that time too.
 
 Error handling: an exception in one connection's handler is logged with the connection id and
-ends that connection only (trio's ``serve_listeners`` would let it kill the server). Running
-out of file descriptors pauses accepting briefly instead of crashing, as trio does.
+ends that connection only (trio's ``serve_listeners`` would let it kill the server). Resets,
+broken pipes and failed TLS handshakes are what clients do: they are counted in ``errors``
+and logged at debug level. Running out of file descriptors pauses accepting briefly instead
+of crashing, as trio does.
 
 Resource handling: the listening socket and every connection socket are closed when the
 listener's cancel scope is cancelled; closing a row from the API cancels that connection's own
@@ -14,12 +23,13 @@ from __future__ import annotations
 import errno
 import logging
 import socket as stdsocket
-from typing import NoReturn
+import ssl
+from typing import Any, NoReturn
 
 import trio
 
-from app.listeners.base import Listener
-from app.registry import Registry
+from app.listeners.base import Listener, Transport
+from app.registry import Conn, Registry
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +38,8 @@ _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 # A backlog as large as the kernel allows: connection bursts wait in the kernel, not in SYN
 # retries (trio's backlog essay).
 _BACKLOG = 65535
+# What a misbehaving client causes; the connection ends, the listener goes on.
+_CLIENT_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 async def bind_tcp(host: str, port: int) -> trio.socket.SocketType:
@@ -46,17 +58,144 @@ async def bind_tcp(host: str, port: int) -> trio.socket.SocketType:
     return sock
 
 
+class StreamTransport:
+    """Adapts a trio ``Stream`` (an ``SSLStream``, a memory stream in tests) to
+    :class:`~app.listeners.base.Transport`. Costs one copy per read, which plain TCP avoids
+    by handing modes the socket itself."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+
+    async def recv_into(self, buffer: bytearray, nbytes: int = 0, /) -> int:
+        data = await self.stream.receive_some(nbytes or len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+    async def send(self, data: memoryview, /) -> int:
+        await self.stream.send_all(data)
+        return len(data)
+
+
+def _connection_scope(listener: Listener, conn: Conn) -> tuple[trio.CancelScope, list[bool]]:
+    """A cancel scope for one connection, cancelled by the API through ``conn.close_hook``."""
+    scope = trio.CancelScope()
+    by_api = [False]
+
+    def close_from_api() -> None:
+        by_api[0] = True
+        scope.cancel()
+
+    conn.close_hook = close_from_api
+    scope.deadline = trio.current_time() + listener.spec.idle_timeout
+    return scope, by_api
+
+
+def _ended(listener: Listener, conn: Conn, scope: trio.CancelScope, by_api: list[bool]) -> None:
+    if scope.cancelled_caught:
+        if by_api[0]:
+            listener.closed_by_api += 1
+        elif not listener.cancel_scope.cancel_called:
+            listener.idle_closed += 1
+
+
+async def handle_tcp_socket(
+    listener: Listener, registry: Registry, sock: trio.socket.SocketType, remote: Any
+) -> None:
+    """Serve one plain TCP connection with the listener's mode; closes ``sock`` at the end.
+
+    The mode reads with ``sock.recv_into`` directly: no stream wrapper, no copy.
+    """
+    conn = registry.open("tcp", sock.getsockname(), remote, listener_id=listener.id)
+    scope, by_api = _connection_scope(listener, conn)
+    try:
+        with sock, scope:
+            sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, 1)
+            await listener.mode.handle_stream(conn, sock, scope)
+        _ended(listener, conn, scope, by_api)
+    except _CLIENT_ERRORS as exc:
+        listener.errors += 1
+        logger.debug("connection %s ended: %r", conn.id, exc)
+    except Exception:
+        listener.errors += 1
+        logger.exception("connection %s: handler failed", conn.id)
+    finally:
+        registry.close(conn)
+
+
+async def handle_tcp_stream(
+    listener: Listener,
+    registry: Registry,
+    stream: trio.abc.Stream,
+    local: Any,
+    remote: Any,
+    protocol: str = "tcp",
+) -> None:
+    """Serve one connection given as a trio ``Stream``; closes ``stream`` at the end.
+
+    This is the path of TLS connections (``stream`` is an ``SSLStream``) and of tests that
+    drive a handler over ``trio.testing.memory_stream_pair`` with a virtual clock.
+    """
+    conn = registry.open(protocol, local, remote, listener_id=listener.id)
+    scope, by_api = _connection_scope(listener, conn)
+    transport: Transport = StreamTransport(stream)
+    try:
+        with scope:
+            await listener.mode.handle_stream(conn, transport, scope)
+        _ended(listener, conn, scope, by_api)
+    except _CLIENT_ERRORS as exc:
+        listener.errors += 1
+        logger.debug("connection %s ended: %r", conn.id, exc)
+    except Exception:
+        listener.errors += 1
+        logger.exception("connection %s: handler failed", conn.id)
+    finally:
+        registry.close(conn)
+        await trio.aclose_forcefully(stream)
+
+
+async def _serve_one(
+    listener: Listener,
+    registry: Registry,
+    sock: trio.socket.SocketType,
+    remote: Any,
+    context: ssl.SSLContext | None,
+) -> None:
+    try:
+        if context is None:
+            await handle_tcp_socket(listener, registry, sock, remote)
+        else:
+            local = sock.getsockname()
+            stream = trio.SSLStream(trio.SocketStream(sock), context, server_side=True)
+            await handle_tcp_stream(listener, registry, stream, local, remote, "tls")
+    finally:
+        listener.connections -= 1
+
+
 async def serve_tcp_listener(
     listener: Listener,
     registry: Registry,
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """Serve ``listener`` forever; reports the bound port through ``task_status``."""
+    """Serve ``listener`` (TCP, or TLS when it has an SSL context) forever.
+
+    Reports the bound port through ``task_status``. The connection slot is taken here, at
+    accept time, so a burst of connects cannot overshoot ``max_connections``.
+    """
+    context: ssl.SSLContext | None = None
+    if listener.spec.protocol == "tls":
+        from app.listeners.tls import server_context
+
+        context = await server_context(listener)
     lsock = await bind_tcp(listener.host, listener.port)
+    max_connections = listener.spec.max_connections
     with lsock:
         listener.port = lsock.getsockname()[1]
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(listener.mode.run)
             task_status.started(listener.port)
             while True:
                 try:
@@ -71,56 +210,12 @@ async def serve_tcp_listener(
                         continue
                     raise
                 listener.accepted += 1
-                if listener.connections >= listener.spec.max_connections:
+                if listener.connections >= max_connections:
                     # Documented policy: accept, then close at once, so the client sees EOF
                     # right away instead of hanging in the backlog.
                     listener.rejected += 1
                     sock.close()
                     continue
-                nursery.start_soon(handle_tcp_echo, listener, registry, sock, remote)
+                listener.connections += 1
+                nursery.start_soon(_serve_one, listener, registry, sock, remote, context)
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-async def handle_tcp_echo(
-    listener: Listener, registry: Registry, sock: trio.socket.SocketType, remote: object
-) -> None:
-    """Echo every byte back until EOF, an error, the idle timeout or a close from the API."""
-    listener.connections += 1
-    conn = registry.open("tcp", sock.getsockname(), remote, listener_id=listener.id)
-    scope = trio.CancelScope()
-    conn.close_hook = scope.cancel
-    size = listener.spec.max_message_size
-    buf = bytearray(size)
-    view = memoryview(buf)
-    idle = listener.spec.idle_timeout
-    try:
-        with sock, scope:
-            sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, 1)
-            scope.deadline = trio.current_time() + idle
-            while True:
-                n = await sock.recv_into(buf, size)
-                if not n:
-                    break
-                conn.bytes_in += n
-                conn.msgs_in += 1
-                listener.bytes_in += n
-                listener.msgs_in += 1
-                sent = 0
-                while sent < n:
-                    sent += await sock.send(view[sent:n])
-                conn.bytes_out += n
-                conn.msgs_out += 1
-                listener.bytes_out += n
-                listener.msgs_out += 1
-                conn.touch()
-                scope.deadline = trio.current_time() + idle
-    except OSError as exc:
-        # Resets and broken pipes are what clients do; they end this connection only.
-        listener.errors += 1
-        logger.debug("connection %s ended: %s", conn.id, exc)
-    except Exception:
-        listener.errors += 1
-        logger.exception("connection %s: handler failed", conn.id)
-    finally:
-        listener.connections -= 1
-        registry.close(conn)

@@ -4,21 +4,31 @@ Theory of operation: the socket is a plain non-blocking stdlib socket. The loop 
 it is readable (``trio.lowlevel.wait_readable``), then reads datagrams until the kernel has
 none left (or a batch limit, for fairness), instead of paying one scheduler round per
 datagram. Every peer address is a flow (a registry row) that is forgotten after
-``idle_timeout`` seconds of silence.
+``idle_timeout`` seconds of silence, or when the API closes its row. Plain echo runs an
+inlined loop; every other mode gets each datagram through its handler function.
+
+Limits: at most ``max_connections`` flows are tracked; a datagram from a new peer past that
+is dropped and counted in ``rejected`` (there is no connection to refuse). A datagram larger
+than ``max_message_size`` is counted as ``oversized`` and dropped.
 
 Error handling: a failed ``sendto`` (full send buffer, ICMP error from an earlier reply) is
-counted and the datagram is dropped; a datagram larger than ``max_message_size`` is counted
-as oversized and dropped. Nothing a peer sends can end the loop.
+counted and the datagram is dropped. Nothing a peer sends can end the loop.
+
+Kernel drops: datagrams the kernel discarded because the receive buffer was full never reach
+the loop. :func:`read_kernel_drops` reads the socket's drop counter (the ``drops`` column of
+``/proc/net/udp``/``udp6``) so they can be shown; it costs nothing on the hot path.
 """
 
 from __future__ import annotations
 
+import os
 import socket as stdsocket
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 
 import trio
 
-from app.listeners.base import Listener
+from app.listeners.base import DatagramHandler, Listener
 from app.registry import Conn, Registry
 
 # Datagrams handled per wake-up before yielding to other tasks: enough to amortise the
@@ -26,7 +36,7 @@ from app.registry import Conn, Registry
 _BATCH = 64
 
 
-def bind_udp(host: str, port: int) -> stdsocket.socket:
+def bind_udp(host: str, port: int, rcvbuf: int | None = None) -> stdsocket.socket:
     """A bound, non-blocking UDP socket on ``host:port``."""
     family = stdsocket.AF_INET6 if ":" in host else stdsocket.AF_INET
     sock = stdsocket.socket(family, stdsocket.SOCK_DGRAM)
@@ -34,11 +44,61 @@ def bind_udp(host: str, port: int) -> stdsocket.socket:
         sock.setblocking(False)
         if family == stdsocket.AF_INET6:
             sock.setsockopt(stdsocket.IPPROTO_IPV6, stdsocket.IPV6_V6ONLY, 1)
+        if rcvbuf is not None:
+            sock.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_RCVBUF, rcvbuf)
         sock.bind((host, port))
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def read_kernel_drops(sock: stdsocket.socket) -> int | None:
+    """Datagrams the kernel dropped for ``sock`` since it was created (blocking file I/O).
+
+    Returns:
+        The count, or None where the kernel does not expose it (not Linux, no /proc).
+    """
+    try:
+        inode = str(os.fstat(sock.fileno()).st_ino)
+    except OSError:
+        return None
+    table = "udp6" if sock.family == stdsocket.AF_INET6 else "udp"
+    try:
+        lines = Path("/proc/net", table).read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        # sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+        if len(fields) >= 13 and fields[9] == inode:
+            return int(fields[12])
+    return None
+
+
+def _open_flow(
+    listener: Listener,
+    registry: Registry,
+    flows: dict[Any, Conn],
+    local: Any,
+    addr: Any,
+) -> Conn:
+    flow = registry.open("udp", local, addr, listener_id=listener.id)
+    flows[addr] = flow
+    listener.connections += 1
+    listener.accepted += 1
+
+    def forget() -> None:
+        # DELETE /api/connections/{id} on a flow: there is no socket to close, so the flow
+        # is forgotten; its next datagram starts a new one.
+        if flows.get(addr) is flow:
+            del flows[addr]
+            listener.connections -= 1
+            listener.closed_by_api += 1
+        registry.close(flow)
+
+    flow.close_hook = forget
+    return flow
 
 
 async def serve_udp_listener(
@@ -47,16 +107,22 @@ async def serve_udp_listener(
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """Serve ``listener`` (UDP echo) forever; reports the bound port through ``task_status``."""
-    sock = bind_udp(listener.host, listener.port)
-    flows: dict[object, Conn] = {}
+    """Serve ``listener`` forever; reports the bound port through ``task_status``."""
+    sock = bind_udp(listener.host, listener.port, listener.spec.rcvbuf)
+    flows: dict[Any, Conn] = {}
     try:
         listener.port = sock.getsockname()[1]
         local = sock.getsockname()
+        mode = listener.mode
+        handler = None if mode.udp_fast_echo else mode.datagram_handler(sock)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_expire_flows, listener, registry, flows)
+            nursery.start_soon(mode.run)
             task_status.started(listener.port)
-            await _echo_loop(listener, registry, sock, local, flows)
+            if handler is None:
+                await _echo_loop(listener, registry, sock, local, flows)
+            else:
+                await _dispatch_loop(listener, registry, sock, local, flows, handler)
     finally:
         sock.close()
         for conn in flows.values():
@@ -70,9 +136,10 @@ async def _echo_loop(
     registry: Registry,
     sock: stdsocket.socket,
     local: object,
-    flows: dict[object, Conn],
+    flows: dict[Any, Conn],
 ) -> NoReturn:
     max_size = listener.spec.max_message_size
+    max_flows = listener.spec.max_connections
     # One byte more than allowed, so an oversized datagram is seen as such, not truncated.
     buf = bytearray(max_size + 1)
     view = memoryview(buf)
@@ -91,10 +158,10 @@ async def _echo_loop(
                 continue
             flow = flows.get(addr)
             if flow is None:
-                flow = registry.open("udp", local, addr, listener_id=listener.id)
-                flows[addr] = flow
-                listener.connections += 1
-                listener.accepted += 1
+                if listener.connections >= max_flows:
+                    listener.rejected += 1
+                    continue
+                flow = _open_flow(listener, registry, flows, local, addr)
             flow.bytes_in += n
             flow.msgs_in += 1
             listener.bytes_in += n
@@ -116,7 +183,66 @@ async def _echo_loop(
             await trio.lowlevel.checkpoint()
 
 
-async def _expire_flows(listener: Listener, registry: Registry, flows: dict[object, Conn]) -> None:
+async def _dispatch_loop(
+    listener: Listener,
+    registry: Registry,
+    sock: stdsocket.socket,
+    local: object,
+    flows: dict[Any, Conn],
+    handler: DatagramHandler,
+) -> NoReturn:
+    """Like :func:`_echo_loop`, but each datagram goes to the mode's ``handler``."""
+    max_size = listener.spec.max_message_size
+    max_flows = listener.spec.max_connections
+    buf = bytearray(max_size + 1)
+    view = memoryview(buf)
+    recvfrom_into = sock.recvfrom_into
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        for _ in range(_BATCH):
+            try:
+                n, addr = recvfrom_into(buf)
+            except BlockingIOError:
+                break
+            except OSError:
+                listener.errors += 1
+                continue
+            flow = flows.get(addr)
+            if flow is None:
+                if listener.connections >= max_flows:
+                    listener.rejected += 1
+                    continue
+                flow = _open_flow(listener, registry, flows, local, addr)
+            flow.bytes_in += n
+            flow.msgs_in += 1
+            listener.bytes_in += n
+            listener.msgs_in += 1
+            flow.touch()
+            if n > max_size:
+                listener.oversized += 1
+                continue
+            handler(view, n, addr, flow)
+        else:
+            await trio.lowlevel.checkpoint()
+
+
+def send_reply(
+    listener: Listener, sock: stdsocket.socket, flow: Conn, data: Any, addr: Any
+) -> None:
+    """Send one reply datagram and count it; a failed send is counted, never raised."""
+    try:
+        sock.sendto(data, addr)
+    except OSError:
+        listener.errors += 1
+        return
+    n = len(data)
+    flow.bytes_out += n
+    flow.msgs_out += 1
+    listener.bytes_out += n
+    listener.msgs_out += 1
+
+
+async def _expire_flows(listener: Listener, registry: Registry, flows: dict[Any, Conn]) -> None:
     """Forget flows that have been silent for ``idle_timeout`` seconds."""
     idle = listener.spec.idle_timeout
     period = min(max(idle / 4, 0.05), 5.0)
@@ -128,3 +254,4 @@ async def _expire_flows(listener: Listener, registry: Registry, flows: dict[obje
                 del flows[addr]
                 registry.close(flow)
                 listener.connections -= 1
+                listener.idle_closed += 1

@@ -1,0 +1,42 @@
+"""Listener modes: what a listener does with the bytes it receives.
+
+| mode    | module     | TCP / TLS                                | UDP                           |
+| ------- | ---------- | ---------------------------------------- | ----------------------------- |
+| echo    | echo.py    | every byte back (+ delay, jitter)        | every datagram back (+ loss,  |
+|         | impair.py  |                                          | duplication, delay, jitter)   |
+| sink    | sink.py    | count; probe stats with message_size     | count; probe stats per flow   |
+| respond | respond.py | rule replies per line or per read        | rule replies per datagram     |
+| statsd  | statsd.py  | StatsD lines, cut at newlines            | StatsD datagrams              |
+"""
+
+from __future__ import annotations
+
+from app.listeners.base import Listener, Mode
+from app.listeners.spec import ListenerSpec
+
+
+def make_mode(listener: Listener) -> Mode:
+    """The mode object for ``listener``'s spec."""
+    name = listener.spec.mode
+    if name == "sink":
+        from app.listeners.modes.sink import SinkMode
+
+        return SinkMode(listener)
+    if name == "respond":
+        from app.listeners.modes.respond import RespondMode
+
+        return RespondMode(listener)
+    if name == "statsd":
+        from app.listeners.modes.statsd import StatsdMode
+
+        return StatsdMode(listener)
+    from app.listeners.modes.echo import EchoMode
+
+    return EchoMode(listener)
+
+
+def create_listener(listener_id: str, spec: ListenerSpec) -> Listener:
+    """A :class:`~app.listeners.base.Listener` with its mode attached, not yet serving."""
+    listener = Listener(listener_id, spec)
+    listener.mode = make_mode(listener)
+    return listener

@@ -1,0 +1,181 @@
+"""Sink mode: discard and count; one-way statistics of socketlab probe traffic.
+
+Every message that starts with a probe header (:mod:`app.wire.probe`) is recorded in a
+:class:`~app.runs.flowstats.FlowTable` per run tag, keyed by flow id, which gives one-way
+loss, duplicates, reordering and RFC 3550 jitter for that run as seen at this end. The
+listener's ``probe`` section holds them by run tag (``format(run_tag_of(run_id), "08x")``),
+so a run against a sink can show both ends.
+
+Framing: a UDP datagram is a message. A TCP stream has no message boundaries, so by default
+a TCP sink counts bytes and reads only (one-way loss and jitter are UDP measurements; TCP
+never loses or reorders). Given ``message_size``, a TCP sink cuts the stream into messages of
+exactly that size and reads the probe header at the start of each (:class:`FixedFramer`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Any
+
+import trio
+
+from app.listeners.base import DatagramHandler, Listener, Mode, Transport
+from app.registry import Conn
+from app.runs.flowstats import FlowTable
+from app.wire import probe
+
+# Runs remembered at once (least recently active forgotten first) and flows per run.
+MAX_RUNS = 64
+MAX_FLOWS_PER_RUN = 4096
+
+_HEADER_SIZE = probe.HEADER_SIZE
+perf_ns = time.perf_counter_ns
+
+
+class ProbeSink:
+    """One-way statistics of probe messages, per run tag and flow. No I/O, no clock reads.
+
+    Attributes:
+        probes: Messages that carried a probe header.
+        foreign: Messages that did not (another tool's traffic, or too short).
+        forgotten_runs: Runs dropped from the table to stay within ``max_runs``.
+    """
+
+    def __init__(self, max_runs: int = MAX_RUNS, max_flows: int = MAX_FLOWS_PER_RUN) -> None:
+        self.max_runs = max_runs
+        self.max_flows = max_flows
+        self.runs: OrderedDict[int, FlowTable] = OrderedDict()
+        self.probes = 0
+        self.foreign = 0
+        self.forgotten_runs = 0
+
+    def record(self, data: Any, recv_ns: int) -> None:
+        """Account for one message whose first bytes are ``data`` (at least the header)."""
+        header = probe.decode(data)
+        if header is None:
+            self.foreign += 1
+            return
+        self.probes += 1
+        runs = self.runs
+        table = runs.get(header.run_tag)
+        if table is None:
+            if len(runs) >= self.max_runs:
+                runs.popitem(last=False)
+                self.forgotten_runs += 1
+            table = runs[header.run_tag] = FlowTable(max_flows=self.max_flows)
+        elif len(runs) > 1:
+            runs.move_to_end(header.run_tag)
+        table.record(header.flow, header.seq, header.sent_ns, recv_ns)
+
+    def for_run(self, run_tag: int) -> dict[str, Any] | None:
+        """The statistics of one run (by its probe tag), or None when none of its probes came."""
+        table = self.runs.get(run_tag)
+        return None if table is None else table.summary()
+
+    def summary(self) -> dict[str, Any]:
+        """``probes``, ``foreign``, ``forgotten_runs`` and ``runs``: {run tag hex: stats}."""
+        return {
+            "probes": self.probes,
+            "foreign": self.foreign,
+            "forgotten_runs": self.forgotten_runs,
+            "runs": {f"{tag:08x}": table.summary() for tag, table in self.runs.items()},
+        }
+
+
+class FixedFramer:
+    """Cuts one TCP stream into ``message_size``-byte messages for a :class:`ProbeSink`.
+
+    Feeding the stream whole, byte by byte or in any chunks gives the same messages; the
+    header of a message split across reads is put back together in a 28-byte buffer.
+    Messages shorter than a probe header are counted but carry no probe.
+    """
+
+    def __init__(self, sink: ProbeSink, message_size: int) -> None:
+        self.sink = sink
+        self.message_size = message_size
+        self.messages = 0
+        self._pos = 0  # bytes of the current message seen so far
+        self._header = bytearray(_HEADER_SIZE)
+        self._wants_header = message_size >= _HEADER_SIZE
+
+    def feed(self, view: memoryview, n: int, recv_ns: int) -> int:
+        """Account for ``view[:n]``; returns how many messages it completed."""
+        size = self.message_size
+        header = self._header
+        pos = self._pos
+        done = 0
+        i = 0
+        while i < n:
+            if pos < _HEADER_SIZE and self._wants_header:
+                take = min(_HEADER_SIZE - pos, n - i)
+                header[pos : pos + take] = view[i : i + take]
+                pos += take
+                i += take
+                if pos == _HEADER_SIZE:
+                    self.sink.record(header, recv_ns)
+            else:
+                take = min(size - pos, n - i)
+                pos += take
+                i += take
+            if pos == size:
+                pos = 0
+                done += 1
+        self._pos = pos
+        self.messages += done
+        return done
+
+
+class SinkMode(Mode):
+    """Read everything, reply nothing, count; decode probe headers."""
+
+    name = "sink"
+
+    def __init__(self, listener: Listener) -> None:
+        super().__init__(listener)
+        self.sink = ProbeSink()
+
+    async def handle_stream(
+        self, conn: Conn, transport: Transport, scope: trio.CancelScope
+    ) -> None:
+        listener = self.listener
+        size = listener.spec.max_message_size
+        idle = listener.spec.idle_timeout
+        buf = bytearray(size)
+        view = memoryview(buf)
+        recv_into = transport.recv_into
+        message_size = listener.spec.message_size
+        framer = None if message_size is None else FixedFramer(self.sink, message_size)
+        current_time = trio.current_time
+        while True:
+            n = await recv_into(buf, size)
+            if not n:
+                return
+            conn.bytes_in += n
+            listener.bytes_in += n
+            if framer is None:
+                conn.msgs_in += 1
+                listener.msgs_in += 1
+            else:
+                done = framer.feed(view, n, perf_ns())
+                conn.msgs_in += done
+                listener.msgs_in += done
+            conn.touch()
+            scope.deadline = current_time() + idle
+
+    def datagram_handler(self, sock: Any) -> DatagramHandler:
+        sink = self.sink
+
+        def handle(view: memoryview, n: int, addr: Any, flow: Conn) -> None:
+            if n >= _HEADER_SIZE:
+                sink.record(view, perf_ns())
+            else:
+                sink.foreign += 1
+
+        return handle
+
+    def details(self) -> dict[str, Any]:
+        return {"probe": self.sink.summary()}
+
+    def probe_summary(self, run_tag: int) -> dict[str, Any] | None:
+        return self.sink.for_run(run_tag)

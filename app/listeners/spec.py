@@ -1,0 +1,448 @@
+"""What a listener is: :class:`ListenerSpec`, and its URL and JSON forms.
+
+A listener is written as a URL whose query string holds the options::
+
+    tcp://127.0.0.1:9000?mode=echo&max_connections=100&idle_timeout=30
+    udp://[::1]:9000?mode=echo&loss=10&delay=50ms
+    tcp://127.0.0.1:9001?mode=respond&rules_file=rules.toml&framing=line
+    udp://127.0.0.1:8125?mode=statsd&flush_interval=10
+    tls://127.0.0.1:9443?mode=echo                 (a self-signed certificate is made)
+
+or as a JSON object (the API body, a config file table) with the URL plus options as keys:
+``{"url": "tcp://127.0.0.1:0?mode=respond", "rules": [...], "default_reply": "?\\n"}``.
+Options given in the object win over the same option in the URL's query string, and both
+win over ``defaults`` (the CLI's ``--mode`` and friends).
+
+Durations (``idle_timeout``, ``delay``, ``jitter``, ``flush_interval``) are seconds, as a
+number or a string with a unit: ``"0.05"``, ``"50ms"``, ``"2s"``. ``loss`` and
+``duplicate`` are percentages (0 to 100).
+
+Everything that can be wrong is found here, before anything binds: unknown options,
+options that do not apply to the mode or protocol, rules that do not compile, unreadable
+rules files or certificates. Every error is a :class:`~app.errors.SpecError` naming the
+option (``rules.2.pattern`` for a field of the third rule).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qsl, quote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from app.errors import SpecError
+from app.wire.rules import Responder, Rule, RuleError
+
+__all__ = [
+    "LISTENER_MODES",
+    "LISTENER_PROTOCOLS",
+    "ListenerSpec",
+    "load_rules_file",
+    "parse_listener",
+    "parse_listener_url",
+]
+
+LISTENER_PROTOCOLS = ("tcp", "udp", "tls")
+LISTENER_MODES = ("echo", "sink", "respond", "statsd")
+
+# The largest datagram a UDP socket can return, and a sane bound for one TCP read.
+MAX_MESSAGE_SIZE = 65_536
+# A sink frames TCP by a fixed message size; larger than this is surely a mistake.
+MAX_FRAMED_MESSAGE = 16 * 1024 * 1024
+# Rules files are small; this stops a wrong path (a log file, /dev/zero) from eating memory.
+MAX_RULES_FILE = 1024 * 1024
+
+# Which options apply to which modes (None: every mode).
+_MODE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "delay": ("echo",),
+    "jitter": ("echo",),
+    "loss": ("echo",),
+    "duplicate": ("echo",),
+    "seed": ("echo",),
+    "message_size": ("sink",),
+    "rules": ("respond",),
+    "rules_file": ("respond",),
+    "default_reply": ("respond",),
+    "encoding": ("respond",),
+    "framing": ("respond",),
+    "flush_interval": ("statsd",),
+    "max_keys": ("statsd",),
+    "percentiles": ("statsd",),
+}
+_UDP_ONLY = ("loss", "duplicate", "rcvbuf")
+_STREAM_ONLY = ("message_size", "framing")
+_TLS_ONLY = ("cert", "key")
+
+_UNITS = {"ms": 1e-3, "s": 1.0}
+
+
+def _duration(value: Any) -> Any:
+    """``"50ms"`` -> 0.05, ``"2s"`` -> 2.0; numbers and other strings pass through."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        for unit in ("ms", "s"):
+            if text.endswith(unit):
+                number = text[: -len(unit)].strip()
+                try:
+                    return float(number) * _UNITS[unit]
+                except ValueError:
+                    return value  # pydantic reports it as "not a number"
+    return value
+
+
+class ListenerSpec(BaseModel):
+    """A listener: protocol, bind address, mode, limits and mode options. Immutable.
+
+    Attributes:
+        protocol: ``tcp``, ``udp`` or ``tls`` (TCP with TLS on top).
+        host: Address to bind (IPv4 or IPv6 literal, or a name).
+        port: Port to bind; 0 picks a free one (the listener reports which).
+        mode: ``echo``, ``sink``, ``respond`` or ``statsd``.
+        max_connections: TCP/TLS connections served at once. The next one is accepted and
+            closed at once (the client sees EOF right away instead of hanging in the
+            kernel's backlog) and counted in ``rejected``. For UDP, the most flows
+            (peers) tracked at once: datagrams from a new peer past it are dropped and
+            counted in ``rejected``.
+        idle_timeout: Seconds without traffic after which a TCP connection is closed (the
+            TLS handshake counts too), or a UDP flow forgotten.
+        max_message_size: Largest single read, datagram or line. A larger datagram is
+            counted in ``oversized`` and dropped; a longer line (respond and statsd over
+            TCP) is counted and closes that connection, since the stream cannot be framed
+            past it.
+        delay: Echo: added delay in seconds before each reply (TCP: each chunk, order
+            kept).
+        jitter: Echo: each delay is drawn uniformly from ``delay ± jitter`` (never below
+            0). UDP replies may then be reordered, as on a real network.
+        loss: Echo over UDP: percent of datagrams dropped instead of echoed.
+        duplicate: Echo over UDP: percent of echoed datagrams sent twice.
+        seed: Echo: seed of the impairment's random source, for repeatable runs.
+        message_size: Sink over TCP/TLS: frame the stream into messages of this many bytes
+            and read the probe header at the start of each. Without it a TCP sink counts
+            bytes and reads only (one-way loss and jitter then come from UDP sinks).
+        rules: Respond: match-and-reply rules, ``{"match", "pattern", "reply",
+            "encoding"}`` each (see :mod:`app.wire.rules`).
+        rules_file: Respond: a JSON or TOML file with ``rules`` (and optionally
+            ``default_reply`` and ``encoding``); read when the spec is parsed.
+        default_reply: Respond: the reply template for messages no rule matches; without
+            it such messages get no reply.
+        encoding: Respond: how ``default_reply`` is written (``text`` or ``hex``).
+        framing: Respond over TCP/TLS: ``line`` (one message per ``\\n``-terminated line)
+            or ``read`` (one message per read). UDP is always one message per datagram.
+        flush_interval: StatsD: seconds between flushes.
+        max_keys: StatsD: most metric keys held at once; new keys past it are dropped and
+            counted in ``overflow``.
+        percentiles: StatsD: percentiles reported for timers.
+        rcvbuf: UDP: the socket's receive buffer (SO_RCVBUF) in bytes; the kernel doubles
+            it. Larger buffers drop fewer datagrams in bursts.
+        cert: TLS: PEM certificate (chain) file; with ``key``. Without both, a self-signed
+            certificate for the bind address is made at start.
+        key: TLS: PEM private key file.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    protocol: Literal["tcp", "udp", "tls"]
+    host: str = Field(min_length=1)
+    port: int = Field(ge=0, le=65535)
+    mode: Literal["echo", "sink", "respond", "statsd"] = "echo"
+    max_connections: int = Field(10_000, ge=1, le=1_000_000)
+    idle_timeout: float = Field(300.0, gt=0, le=7 * 86_400)
+    max_message_size: int = Field(MAX_MESSAGE_SIZE, ge=1, le=MAX_MESSAGE_SIZE)
+    delay: float = Field(0.0, ge=0, le=60)
+    jitter: float = Field(0.0, ge=0, le=60)
+    loss: float = Field(0.0, ge=0, le=100)
+    duplicate: float = Field(0.0, ge=0, le=100)
+    seed: int | None = None
+    message_size: int | None = Field(None, ge=1, le=MAX_FRAMED_MESSAGE)
+    rules: tuple[dict[str, str | None], ...] = ()
+    rules_file: str | None = None
+    default_reply: str | None = None
+    encoding: Literal["text", "hex"] = "text"
+    framing: Literal["line", "read"] = "line"
+    flush_interval: float = Field(10.0, ge=0.01, le=86_400)
+    max_keys: int = Field(10_000, ge=1, le=10_000_000)
+    percentiles: tuple[float, ...] = (50.0, 90.0, 95.0, 99.0)
+    rcvbuf: int | None = Field(None, ge=1024, le=1 << 30)
+    cert: str | None = None
+    key: str | None = None
+
+    @field_validator("idle_timeout", "delay", "jitter", "flush_interval", mode="before")
+    @classmethod
+    def _durations_take_units(cls, value: Any) -> Any:
+        return _duration(value)
+
+    @field_validator("percentiles", mode="before")
+    @classmethod
+    def _split_percentiles(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("percentiles")
+    @classmethod
+    def _percentiles_in_range(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value:
+            raise ValueError("give at least one percentile")
+        for pct in value:
+            if not 0 < pct <= 100:
+                raise ValueError(f"percentile {pct:g} is not in (0, 100]")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_bare(cls, value: str) -> str:
+        return value.strip("[]")
+
+    @property
+    def url(self) -> str:
+        """The URL form, with every option that differs from its default (rules excepted)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        query = "&".join(
+            f"{name}={quote(_format_option(value), safe='')}"
+            for name, value in self.options().items()
+            if name != "rules"
+        )
+        return f"{self.protocol}://{host}:{self.port}?mode={self.mode}" + (
+            f"&{query}" if query else ""
+        )
+
+    def options(self) -> dict[str, Any]:
+        """The options that differ from their defaults (JSON ready)."""
+        data = self.model_dump(exclude_defaults=True, mode="json")
+        for name in ("protocol", "host", "port", "mode"):
+            data.pop(name, None)
+        return data
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form :func:`parse_listener` reads back."""
+        return {"url": f"{self.protocol}://{_bracket(self.host)}:{self.port}", **self.body()}
+
+    def body(self) -> dict[str, Any]:
+        return {"mode": self.mode, **self.options()}
+
+    def build_rules(self) -> list[Rule]:
+        """The respond rules, compiled (they were checked when the spec was made)."""
+        return [Rule.from_dict(rule) for rule in self.rules]
+
+    def build_responder(self) -> Responder:
+        """A fresh :class:`~app.wire.rules.Responder` with its own hit counters."""
+        return Responder(self.build_rules(), self.default_reply, default_encoding=self.encoding)
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _format_option(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(_format_option(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _split_url(url: str, field_name: str) -> tuple[str, str, int, str]:
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise SpecError(f"{url!r} is not a valid URL: {exc}", field_name) from exc
+    if parts.scheme not in LISTENER_PROTOCOLS:
+        wanted = ", ".join(f"{p}://" for p in LISTENER_PROTOCOLS)
+        raise SpecError(f"{url!r}: the scheme must be one of {wanted}", field_name)
+    if not parts.hostname:
+        raise SpecError(f"{url!r} has no host", field_name)
+    if port is None:
+        raise SpecError(f"{url!r} has no port (write host:port)", field_name)
+    if parts.path not in ("", "/"):
+        raise SpecError(f"{url!r}: a path is not allowed here", field_name)
+    return parts.scheme, parts.hostname, port, parts.query
+
+
+def load_rules_file(path: Path) -> dict[str, Any]:
+    """Read a rules file: JSON or TOML (by extension; ``.toml`` is TOML, anything else JSON).
+
+    The file holds either a list of rules (JSON only) or an object/table with ``rules`` and
+    optionally ``default_reply`` and ``encoding``. In TOML::
+
+        default_reply = "unknown command\\n"
+
+        [[rules]]
+        match = "exact"
+        pattern = "PING"
+        reply = "PONG {counter}\\n"
+
+        [[rules]]
+        match = "regex"
+        pattern = '^GET (?P<key>\\w+)'
+        reply = "VALUE {key} {unix}\\n"
+
+    Returns:
+        ``{"rules": [...], "default_reply": ..., "encoding": ...}`` with only the keys the
+        file gives.
+
+    Raises:
+        SpecError: The file cannot be read or parsed, or has other keys (field
+            ``rules_file``).
+    """
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_RULES_FILE + 1)
+    except OSError as exc:
+        raise SpecError(
+            f"cannot read rules file {path}: {exc.strerror or exc}", "rules_file"
+        ) from None
+    if len(raw) > MAX_RULES_FILE:
+        raise SpecError(f"rules file {path} is larger than {MAX_RULES_FILE} bytes", "rules_file")
+    try:
+        text = raw.decode("utf-8")
+        doc: Any = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise SpecError(f"rules file {path}: {exc}", "rules_file") from None
+    if isinstance(doc, list):
+        doc = {"rules": doc}
+    if not isinstance(doc, dict):
+        raise SpecError(f"rules file {path}: expected a list of rules or an object", "rules_file")
+    unknown = set(doc) - {"rules", "default_reply", "encoding"}
+    if unknown:
+        raise SpecError(
+            f"rules file {path}: unknown key {sorted(unknown)[0]!r}; "
+            "expected rules, default_reply, encoding",
+            "rules_file",
+        )
+    return doc
+
+
+def _check_rules(rules: Any) -> None:
+    if not isinstance(rules, list | tuple):
+        raise SpecError("rules must be a list of rule objects", "rules")
+    for index, rule in enumerate(rules):
+        try:
+            Rule.from_dict(rule)
+        except RuleError as exc:
+            where = f"rules.{index}" + (f".{exc.field}" if exc.field else "")
+            raise SpecError(f"rules.{index}: {exc.message}", where) from None
+
+
+def _error_from_validation(exc: ValidationError) -> SpecError:
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first.get("loc", ())) or None
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if first.get("type") == "extra_forbidden":
+        return SpecError(f"unknown listener option {field!r}", field)
+    if first.get("type") == "literal_error" and field:
+        return SpecError(f"{field}: {message}", field)
+    return SpecError(f"{field}: {message}" if field else message, field)
+
+
+def parse_listener(
+    data: str | Mapping[str, Any],
+    field_name: str = "url",
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    base_dir: Path | None = None,
+) -> ListenerSpec:
+    """Validate a listener from its URL, or from ``{"url": ..., **options}``.
+
+    Args:
+        data: The URL, or an object with ``url`` and options.
+        field_name: What to call the URL in errors (``url``, ``listen``).
+        defaults: Options used when neither the URL nor the object gives them.
+        base_dir: Where relative ``rules_file``, ``cert`` and ``key`` paths start (the
+            config file's folder); the current directory when None.
+
+    Returns:
+        The spec, with a ``rules_file`` already read into ``rules``.
+
+    Raises:
+        SpecError: Naming the option at fault.
+    """
+    if isinstance(data, str):
+        body: dict[str, Any] = {"url": data}
+    elif isinstance(data, Mapping):
+        body = dict(data)
+    else:
+        raise SpecError("a listener is a URL or an object with a url", field_name)
+    url = body.pop("url", None)
+    if not isinstance(url, str):
+        raise SpecError("url is required: e.g. tcp://127.0.0.1:9000?mode=echo", field_name)
+    protocol, host, port, query = _split_url(url, field_name)
+    values: dict[str, Any] = dict(defaults or {})
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name == "rules":
+            raise SpecError("rules go in a rules_file or the JSON body, not the URL", "rules")
+        values[name] = value
+    values.update(body)
+    for name in ("protocol", "host", "port"):
+        if name in values:
+            raise SpecError(f"{name} is part of the url, not an option", name)
+    values.update(protocol=protocol, host=host, port=port)
+    mode = values.get("mode", "echo")
+    if mode not in LISTENER_MODES:
+        raise SpecError(f"mode must be one of {', '.join(LISTENER_MODES)}, got {mode!r}", "mode")
+    _check_applicable(values, protocol, str(mode))
+
+    for name in ("rules_file", "cert", "key"):
+        if isinstance(values.get(name), str) and base_dir is not None:
+            path = Path(values[name]).expanduser()
+            values[name] = str(path if path.is_absolute() else base_dir / path)
+    if isinstance(values.get("rules_file"), str):
+        if values.get("rules"):
+            raise SpecError("give rules or rules_file, not both", "rules")
+        loaded = load_rules_file(Path(values["rules_file"]))
+        values["rules"] = loaded.get("rules", [])
+        for name in ("default_reply", "encoding"):
+            if name in loaded:
+                values.setdefault(name, loaded[name])
+    if "rules" in values:
+        _check_rules(values["rules"])
+    try:
+        spec = ListenerSpec.model_validate(values)
+    except ValidationError as exc:
+        raise _error_from_validation(exc) from None
+    _check_spec(spec)
+    return spec
+
+
+def parse_listener_url(url: str, field_name: str = "url") -> ListenerSpec:
+    """Parse ``tcp://HOST:PORT?mode=echo&max_connections=100`` into a :class:`ListenerSpec`.
+
+    Raises:
+        SpecError: Anything malformed, naming the URL part or option that is wrong.
+    """
+    return parse_listener(url, field_name)
+
+
+def _check_applicable(values: Mapping[str, Any], protocol: str, mode: str) -> None:
+    for name in values:
+        modes = _MODE_OPTIONS.get(name)
+        if modes is not None and mode not in modes:
+            raise SpecError(f"{name} applies to mode {' or '.join(modes)}, not {mode}", name)
+        if name in _UDP_ONLY and protocol != "udp":
+            raise SpecError(f"{name} applies to udp:// listeners only", name)
+        if name in _STREAM_ONLY and protocol == "udp":
+            raise SpecError(
+                f"{name} frames a TCP stream; a UDP datagram is one message already", name
+            )
+        if name in _TLS_ONLY and protocol != "tls":
+            raise SpecError(f"{name} applies to tls:// listeners only", name)
+
+
+def _check_spec(spec: ListenerSpec) -> None:
+    if (spec.cert is None) != (spec.key is None):
+        raise SpecError("give cert and key together (or neither, for a self-signed one)", "cert")
+    for name in ("cert", "key"):
+        path = getattr(spec, name)
+        if path is not None and not Path(path).is_file():
+            raise SpecError(f"{name}: no such file {path}", name)
+    if spec.mode == "respond":
+        if not spec.rules and spec.default_reply is None:
+            raise SpecError("a respond listener needs rules or a default_reply", "rules")
+        try:
+            spec.build_responder()
+        except RuleError as exc:
+            raise SpecError(exc.message, exc.field) from None
