@@ -10,12 +10,14 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, NoReturn
 
 import trio
 
 from app import __version__
 from app.errors import SocketlabError
+from app.runs.targets import TargetPolicy
 from app.settings import Settings, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -126,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         action="append",
         help="a listener, e.g. tcp://127.0.0.1:9000?mode=echo or udp://[::1]:9000?mode=echo; "
-        "repeat for more (default: TCP and UDP echo on 127.0.0.1:9000). Options: "
-        "max_connections, idle_timeout (s), max_message_size (bytes)",
+        "repeat for more (default: TCP and UDP echo on 127.0.0.1:9000). Modes: echo, sink, "
+        "respond, statsd; options as for `socketlab listen`",
     )
     serve.add_argument(
         "--token",
@@ -144,6 +146,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the SQLite database lives (default: $SOCKETLAB_DATA or ./data)",
     )
     serve.add_argument("--config", metavar="FILE", help="a TOML config file (flags win over it)")
+    serve.add_argument(
+        "--allow-target",
+        metavar="CIDR|HOST",
+        action="append",
+        help="a network or host runs may send to, besides loopback; repeat for more",
+    )
+    serve.add_argument(
+        "--allow-multicast", action="store_true", help="let runs send to multicast groups"
+    )
+    serve.add_argument(
+        "--allow-host",
+        metavar="NAME[:PORT]",
+        action="append",
+        help="a Host name the dashboard answers to, besides loopback and the bind address "
+        "(e.g. the name a compose service is reached by); repeat for more",
+    )
+    serve.add_argument(
+        "--allow-origin",
+        metavar="ORIGIN",
+        action="append",
+        help="an extra exact browser Origin (scheme://host:port) allowed to make changes",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     fire = sub.add_parser(
@@ -154,6 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fire.add_argument("url", metavar="URL", help="the target, e.g. tcp://127.0.0.1:9000")
     add_fire_options(fire)
+
+    kill = sub.add_parser(
+        "stop-all",
+        help="the kill switch: stop every run on a running lab",
+        description="Stop every running run on the lab at --url (POST /api/runs/stop-all).",
+    )
+    kill.add_argument(
+        "--url", default="http://127.0.0.1:8000", help="the lab (http://127.0.0.1:8000)"
+    )
+    kill.add_argument("--token", help="the lab's token (default: $SOCKETLAB_TOKEN)")
 
     send = sub.add_parser(
         "send",
@@ -173,6 +207,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.add_argument("--insecure", action="store_true", help="tls: accept any certificate")
     send.add_argument("--json", action="store_true", help="print the run document as JSON")
+
+    listen = sub.add_parser(
+        "listen",
+        help="run listeners only (no dashboard): echo, sink, respond, statsd, over tcp/udp/tls",
+        description="Run listeners without the dashboard until Ctrl-C or SIGTERM, then print "
+        "their totals. URL: tcp://, udp:// or tls://HOST:PORT?mode=MODE&option=value..., "
+        "e.g. udp://127.0.0.1:8125?mode=statsd or tcp://127.0.0.1:9000?mode=echo&delay=50ms. "
+        "Options in a URL win over the flags below.",
+    )
+    listen.add_argument("urls", metavar="URL", nargs="+", help="a listener URL; several allowed")
+    listen.add_argument(
+        "--mode", choices=["echo", "sink", "respond", "statsd"], help="mode (default echo)"
+    )
+    listen.add_argument("--rules", metavar="FILE", help="respond: rules file (JSON or TOML)")
+    listen.add_argument("--default-reply", metavar="TEMPLATE", help="respond: default reply")
+    listen.add_argument(
+        "--flush-interval", metavar="SECONDS", help="statsd: seconds between flushes (10)"
+    )
+    listen.add_argument("--max-connections", metavar="N", help="connections (TCP) or flows (UDP)")
+    listen.add_argument("--idle-timeout", metavar="SECONDS", help="close idle connections")
+    listen.add_argument("--max-message-size", metavar="BYTES", help="largest datagram or line")
+    listen.add_argument(
+        "--flushes", action="store_true", help="statsd: print every flush as a JSON line"
+    )
+    listen.add_argument(
+        "--json", action="store_true", help="at exit, print the listeners' documents as JSON"
+    )
+    listen.add_argument(
+        "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
+    )
     return parser
 
 
@@ -193,7 +257,12 @@ def _serve(args: argparse.Namespace) -> int:
             no_auth=args.no_auth,
             data=args.data,
             config=args.config,
+            allow_target=args.allow_target,
+            allow_host=args.allow_host,
+            allow_origin=args.allow_origin,
+            allow_multicast=args.allow_multicast,
         )
+        TargetPolicy(settings.allow_targets)
     except SocketlabError as exc:
         _usage_error(exc.message)
     _configure_logging(args.log_level)
@@ -285,6 +354,63 @@ def _send(args: argparse.Namespace) -> int:
     return _run_and_print(body, args.json)
 
 
+def _listen(args: argparse.Namespace) -> int:
+    from app.listeners.spec import parse_listener
+    from app.listeners.standalone import run_listeners
+
+    flags = {
+        "mode": args.mode,
+        "rules_file": args.rules,
+        "default_reply": args.default_reply,
+        "flush_interval": args.flush_interval,
+        "max_connections": args.max_connections,
+        "idle_timeout": args.idle_timeout,
+        "max_message_size": args.max_message_size,
+    }
+    defaults = {name: value for name, value in flags.items() if value is not None}
+    try:
+        specs = [parse_listener(url, "url", defaults=defaults) for url in args.urls]
+    except SocketlabError as exc:
+        _usage_error(exc.message)
+    _configure_logging(args.log_level)
+    try:
+        trio.run(partial(run_listeners, specs, print_flushes=args.flushes, as_json=args.json))
+    except SocketlabError as exc:
+        _usage_error(exc.message)
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def _stop_all(args: argparse.Namespace) -> int:
+    """The kill switch from the command line: ``POST /api/runs/stop-all`` on a lab."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    token = args.token or os.environ.get("SOCKETLAB_TOKEN")
+    request = urllib.request.Request(
+        args.url.rstrip("/") + "/api/runs/stop-all",
+        data=b"{}",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            doc = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        sys.stderr.write(f"socketlab: error: {exc.code} from {args.url}: {detail}\n")
+        return EXIT_FAILED
+    except OSError as exc:
+        sys.stderr.write(f"socketlab: error: cannot reach {args.url}: {exc}\n")
+        return EXIT_FAILED
+    print(f"stopped {doc['stopped']} runs")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -294,6 +420,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fire(args)
     if args.command == "send":
         return _send(args)
+    if args.command == "stop-all":
+        return _stop_all(args)
+    if args.command == "listen":
+        return _listen(args)
     parser.print_help()
     return EXIT_USAGE
 

@@ -17,15 +17,14 @@ import trio
 
 from app.hub import Hub
 from app.listeners.manager import ListenerManager
+from app.looplag import LoopLagMonitor
 from app.registry import Registry
 from app.runs.manager import RunManager
 from app.settings import Endpoint, Settings, is_loopback
-from app.store import open_store
+from app.store import AuditLog, open_store
+from app.timeseries import LabSeries
 
 logger = logging.getLogger(__name__)
-
-# Rows sent in a full state to a new subscriber; the rest arrive as pages on request.
-FULL_STATE_ROWS = 5000
 
 
 class Lab:
@@ -43,6 +42,9 @@ class Lab:
         self.web_port: int | None = None
         self.started_at = time.time()
         self.runs.remote_lookup = self.receiver_side
+        self.loop_lag = LoopLagMonitor()
+        self.series = LabSeries()
+        self.conn_epoch = 0
 
     def request_shutdown(self) -> None:
         self.shutdown.set()
@@ -76,6 +78,7 @@ class Lab:
                 if interrupted:
                     logger.warning("%d runs were interrupted by an earlier crash", interrupted)
                 self.runs.store = store
+                self.runs.audit = AuditLog(store)
                 async with trio.open_nursery() as nursery:
                     if self.handle_signals:
                         nursery.start_soon(self._watch_signals)
@@ -84,6 +87,7 @@ class Lab:
                     for spec in settings.listeners:
                         await self.listeners.start(spec)
                     nursery.start_soon(self._snapshot_loop)
+                    nursery.start_soon(self.loop_lag.serve)
                     web_done = trio.Event()
                     self.web_port = await nursery.start(serve_web, self, web_done)
                     task_status.started(self)
@@ -111,29 +115,46 @@ class Lab:
                 return
 
     def full_state(self) -> dict[str, Any]:
-        rows, total = self.registry.rows(limit=FULL_STATE_ROWS)
+        """What a new live subscriber needs first; ticks repeat it with ``type: "tick"``.
+
+        Connection rows are not in it: each subscriber gets its own page of them (see
+        :mod:`app.web.live`), so the size of this message does not grow with connections.
+        """
+        runs = []
+        for run in self.runs.live.values():
+            record = run.live()
+            series = run.stats.series
+            record["point"] = series[-1] if series else None
+            runs.append(record)
         return {
             "type": "full",
-            "connections": rows,
-            "total": total,
+            "t": time.time(),
+            "total": len(self.registry),
             "listeners": [listener.to_dict() for listener in self.listeners],
-            "runs": [run.live() for run in self.runs.live.values()],
+            "runs": runs,
+            "interval": self.settings.snapshot_interval,
         }
 
     async def _snapshot_loop(self) -> None:
-        """Publish coalesced diffs a few times a second; never awaits a subscriber."""
+        """Sample the lab's series and publish a tick a few times a second; never awaits a
+        subscriber.
+
+        ``conn_epoch`` goes up whenever a connection opened, closed or moved bytes since the
+        previous tick: live subscribers recompute their page of the table only then.
+        """
         interval = self.settings.snapshot_interval
         while True:
             await trio.sleep(interval)
             diff = self.registry.take_diff()
+            if diff["added"] or diff["updated"] or diff["removed"]:
+                self.conn_epoch += 1
+            point = self.series.maybe_sample(
+                trio.current_time(), time.time(), self.listeners, len(self.registry)
+            )
             if not self.hub.subscriber_count:
                 continue
-            message = {
-                "type": "diff",
-                "connections": diff,
-                "total": len(self.registry),
-                "listeners": [listener.to_dict() for listener in self.listeners],
-                "runs": [run.live() for run in self.runs.live.values()],
-                "t": time.time(),
-            }
+            message = self.full_state()
+            message["type"] = "tick"
+            if point is not None:
+                message["point"] = point
             self.hub.publish(json.dumps(message, separators=(",", ":")))

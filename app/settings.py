@@ -126,13 +126,52 @@ class Settings:
     max_concurrent_runs: int = 16
     max_run_duration: float = 3600.0
     max_run_connections: int = 1000
+    max_run_rate: float = 1_000_000.0
+    max_run_bitrate: float = 100e9
+    max_run_bytes: int = 1_000_000_000_000
     log_requests: bool = True
+    allow_targets: tuple[str, ...] = ()
+    allow_multicast: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
 
     def with_token(self) -> Settings:
         """Return settings with a token: the given one, or a fresh random one."""
         if not self.auth or self.token:
             return self
         return replace(self, token=secrets.token_urlsafe(24))
+
+
+_CAPS = {
+    "duration": ("max_run_duration", float),
+    "connections": ("max_run_connections", int),
+    "rate": ("max_run_rate", float),
+    "bitrate": ("max_run_bitrate", float),
+    "bytes": ("max_run_bytes", int),
+    "concurrent_runs": ("max_concurrent_runs", int),
+}
+
+
+def _security_values(doc: dict[str, Any]) -> dict[str, Any]:
+    """Target policy, Host/Origin allowlists and run caps from a config file."""
+    values: dict[str, Any] = {}
+    for key in ("allow_targets", "allowed_hosts", "allowed_origins"):
+        if key in doc:
+            items = doc[key]
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise SpecError(f"config file: {key} must be a list of strings", key)
+            values[key] = tuple(items)
+    if "allow_multicast" in doc:
+        values["allow_multicast"] = bool(doc["allow_multicast"])
+    caps = doc.get("caps", {})
+    if not isinstance(caps, dict):
+        raise SpecError("config file: caps must be a table", "caps")
+    for name, raw in caps.items():
+        if name not in _CAPS:
+            raise SpecError(f"config file: unknown cap {name!r}", f"caps.{name}")
+        attr, kind = _CAPS[name]
+        values[attr] = _number(str(raw), kind, f"caps.{name}", 1)
+    return values
 
 
 def load_settings(
@@ -144,6 +183,10 @@ def load_settings(
     data: str | None = None,
     config: str | None = None,
     environ: dict[str, str] | None = None,
+    allow_target: list[str] | None = None,
+    allow_host: list[str] | None = None,
+    allow_origin: list[str] | None = None,
+    allow_multicast: bool = False,
 ) -> Settings:
     """Build :class:`Settings` from a config file, the environment and flags.
 
@@ -177,6 +220,7 @@ def load_settings(
             values["data_dir"] = Path(str(doc["data"]))
         if doc.get("no_auth"):
             values["auth"] = False
+        values.update(_security_values(doc))
     if env.get("SOCKETLAB_TOKEN"):
         values["token"] = env["SOCKETLAB_TOKEN"]
     if env.get("SOCKETLAB_DATA"):
@@ -195,6 +239,15 @@ def load_settings(
         values["data_dir"] = Path(data)
     if no_auth:
         values["auth"] = False
+    for key, extra in (
+        ("allow_targets", allow_target),
+        ("allowed_hosts", allow_host),
+        ("allowed_origins", allow_origin),
+    ):
+        if extra:
+            values[key] = tuple(values.get(key, ())) + tuple(extra)
+    if allow_multicast:
+        values["allow_multicast"] = True
     settings = Settings(**values)
     if not settings.auth:
         if not is_loopback(settings.web_host):

@@ -34,6 +34,29 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX runs_created ON runs (created_at);
     """,
+    """
+    CREATE TABLE presets (
+        name TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
+    """
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT,
+        principal TEXT NOT NULL,
+        client TEXT,
+        target TEXT,
+        spec TEXT,
+        requested_at REAL NOT NULL,
+        started_at REAL,
+        ended_at REAL,
+        outcome TEXT NOT NULL
+    );
+    CREATE INDEX audit_run ON audit (run_id);
+    """,
 )
 
 _RUN_COLUMNS = (
@@ -123,6 +146,83 @@ class Store:
         )
         cursor = await self._call(lambda: self._db.execute(sql, (ended_at,)))
         return cursor.rowcount
+
+    async def list_presets(self) -> list[dict[str, Any]]:
+        """Saved run presets, by name."""
+        sql = "SELECT name, spec, created_at, updated_at FROM presets ORDER BY name"
+        rows = await self._call(lambda: self._db.execute(sql).fetchall())
+        return [
+            {"name": name, "spec": json.loads(spec), "created_at": created, "updated_at": updated}
+            for name, spec, created, updated in rows
+        ]
+
+    async def put_preset(self, name: str, spec: dict[str, Any], now: float) -> bool:
+        """Save a preset under ``name``, replacing one of the same name; True when it is new."""
+
+        def put() -> bool:
+            exists = self._db.execute("SELECT 1 FROM presets WHERE name = ?", (name,)).fetchone()
+            self._db.execute(
+                "INSERT INTO presets (name, spec, created_at, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, "
+                "updated_at = excluded.updated_at",
+                (name, json.dumps(spec), now, now),
+            )
+            return exists is None
+
+        return await self._call(put)
+
+    async def delete_preset(self, name: str) -> bool:
+        """Delete a preset; False when there was none of that name."""
+        sql = "DELETE FROM presets WHERE name = ?"
+        cursor = await self._call(lambda: self._db.execute(sql, (name,)))
+        return cursor.rowcount > 0
+
+
+_AUDIT_COLUMNS = (
+    "seq",
+    "run_id",
+    "principal",
+    "client",
+    "target",
+    "spec",
+    "requested_at",
+    "started_at",
+    "ended_at",
+    "outcome",
+)
+
+
+class AuditLog:
+    """Who asked for which run, when it ran and how it ended; refused requests included."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def record(self, entry: dict[str, Any]) -> None:
+        keys = [k for k in _AUDIT_COLUMNS if k != "seq" and k in entry]
+        values = [json.dumps(entry[k]) if k == "spec" else entry[k] for k in keys]
+        marks = ", ".join("?" * len(keys))
+        sql = f"INSERT INTO audit ({', '.join(keys)}) VALUES ({marks})"
+        db = self.store._db
+        await self.store._call(lambda: db.execute(sql, values))
+
+    async def finish(self, run_id: str, started_at: float | None, ended_at: float,
+                     outcome: str) -> None:
+        sql = "UPDATE audit SET started_at = ?, ended_at = ?, outcome = ? WHERE run_id = ?"
+        db = self.store._db
+        await self.store._call(lambda: db.execute(sql, (started_at, ended_at, outcome, run_id)))
+
+    async def entries(self, limit: int = 100) -> list[dict[str, Any]]:
+        sql = f"SELECT {', '.join(_AUDIT_COLUMNS)} FROM audit ORDER BY seq DESC LIMIT ?"
+        db = self.store._db
+        rows = await self.store._call(lambda: db.execute(sql, (limit,)).fetchall())
+        items = []
+        for row in rows:
+            item = dict(zip(_AUDIT_COLUMNS, row, strict=True))
+            if item["spec"] is not None:
+                item["spec"] = json.loads(item["spec"])
+            items.append(item)
+        return items
 
 
 @asynccontextmanager

@@ -174,6 +174,7 @@ async def execute(
     *,
     resolver: Resolver = resolve,
     remote_lookup: RemoteLookup | None = None,
+    max_bytes: int | None = None,
 ) -> None:
     """Run ``run`` to its end (finished, failed, or stopped by its cancel scope)."""
     spec = run.spec
@@ -222,11 +223,25 @@ async def execute(
                 await trio.sleep_until(ctx.clock0 + spec.ramp_up * i / (n - 1))
             flows.start_soon(flow, ctx, i, quota)
 
+    capped = trio.Event()
+
+    async def byte_cap(flows_scope: trio.CancelScope) -> None:
+        # Checked a few times a second, not per message: a run may pass the cap by what
+        # it sends in 0.1 s.
+        assert max_bytes is not None
+        while stats.bytes_sent < max_bytes:  # noqa: ASYNC110 (sampling, not waiting)
+            await trio.sleep(0.1)
+        run.error = f"stopped at the cap of {max_bytes:,} bytes per run"
+        capped.set()
+        flows_scope.cancel()
+
     with run.cancel_scope:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ticker)
             nursery.start_soon(monitor.watch)
-            with trio.move_on_at(hard_deadline):
+            with trio.move_on_at(hard_deadline) as flows_scope:
+                if max_bytes is not None:
+                    nursery.start_soon(byte_cap, flows_scope)
                 async with trio.open_nursery() as flows:
                     flows.start_soon(start_flows, flows)
             nursery.cancel_scope.cancel()
@@ -234,7 +249,7 @@ async def execute(
     stats.bottleneck = monitor.report()
     if remote_lookup is not None:
         stats.remote = remote_lookup(endpoint, ctx.run_tag)
-    if run.cancel_scope.cancelled_caught:
+    if run.cancel_scope.cancelled_caught or capped.is_set():
         run.status = "stopped"
     elif spec.pattern == "packet":
         run.status = "failed" if stats.error_count else "finished"

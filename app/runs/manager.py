@@ -15,13 +15,15 @@ from typing import Any
 
 import trio
 
-from app.errors import ConflictError, NotFoundError, SpecError
+from app.errors import ConflictError, NotFoundError, SpecError, TargetNotAllowedError
 from app.registry import Registry
-from app.runs.engine import RemoteLookup, Resolver, execute, resolve
+from app.runs.engine import RemoteLookup, execute
 from app.runs.spec import RunSpec
 from app.runs.stats import RunStats
-from app.settings import Settings
-from app.store import Store
+from app.runs.targets import TargetPolicy
+from app.runs.totals import RunTotals
+from app.settings import Endpoint, Settings, parse_target
+from app.store import AuditLog, Store
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ class Run:
         self.cancel_scope = trio.CancelScope()
         self.done = trio.Event()
         self.context: object | None = None
+        # The checked address the run connects to (or why the name did not resolve).
+        self.pinned: tuple[tuple[int, tuple[Any, ...]] | None, OSError | None] = (None, None)
         self._t0 = 0.0
         self._summary: dict[str, Any] | None = None
 
@@ -136,9 +140,12 @@ class RunManager:
         self.settings = settings
         self.store = store
         self.on_tick = on_tick
-        self.resolver: Resolver = resolve
+        self.policy = TargetPolicy(settings.allow_targets, allow_multicast=settings.allow_multicast)
+        self.audit: AuditLog | None = None
         self.remote_lookup: RemoteLookup | None = None
         self.live: dict[str, Run] = {}
+        # Counters of every ended run, for /metrics; live runs are added at scrape time.
+        self.totals = RunTotals()
         self._nursery: trio.Nursery | None = None
         self.accepting = True
 
@@ -157,33 +164,96 @@ class RunManager:
             raise SpecError(f"duration: at most {s.max_run_duration:g} s per run", "duration")
         if spec.connections > s.max_run_connections:
             raise SpecError(f"connections: at most {s.max_run_connections} per run", "connections")
+        rate = spec.message_rate
+        if rate is not None and rate > s.max_run_rate:
+            raise SpecError(f"rate: at most {s.max_run_rate:g} messages/s per run", "rate")
+        if rate is not None and rate * spec.mean_size * 8 > s.max_run_bitrate:
+            raise SpecError(f"bitrate: at most {s.max_run_bitrate:g} bit/s per run", "bitrate")
+        if spec.count is not None and spec.count * spec.largest_size > s.max_run_bytes:
+            raise SpecError(f"count: at most {s.max_run_bytes:g} bytes per run", "count")
         running = sum(1 for r in self.live.values() if r.status == "running")
         if running >= s.max_concurrent_runs:
             raise ConflictError(
                 f"{running} runs are going already (the limit is {s.max_concurrent_runs})", None
             )
 
-    async def start(self, spec: RunSpec) -> Run:
-        """Create, store and start a run; returns as soon as it is stored."""
+    async def start(
+        self, spec: RunSpec, *, principal: str = "local", client: str | None = None
+    ) -> Run:
+        """Check, resolve, store and start a run; returns as soon as it is stored.
+
+        The target is resolved here, once, and every address is checked against the target
+        policy; the run then connects to that checked address. A name that does not
+        resolve still makes a run, which fails with the ``dns`` error kind and is stored.
+
+        Raises:
+            ConflictError: The lab is shutting down, or too many runs are going.
+            SpecError: The spec exceeds a cap.
+            TargetNotAllowedError: The target is refused (audited, no traffic sent).
+        """
         if self._nursery is None or not self.accepting:
             raise ConflictError("the lab is shutting down", None)
         self.check_caps(spec)
+        endpoint = parse_target(spec.target)
+        requested_at = time.time()
+        resolved: tuple[int, tuple[Any, ...]] | None = None
+        resolve_error: OSError | None = None
+        try:
+            resolved = await self.policy.resolve(endpoint)
+        except TargetNotAllowedError as exc:
+            if self.audit is not None:
+                await self.audit.record(
+                    {
+                        "principal": principal,
+                        "client": client,
+                        "target": spec.target,
+                        "spec": spec.model_dump(mode="json"),
+                        "requested_at": requested_at,
+                        "outcome": f"refused: {exc.message}",
+                    }
+                )
+            logger.warning("run refused: %s", exc.message)
+            raise
+        except OSError as exc:
+            resolve_error = exc
         run = Run(spec)
+        run.pinned = (resolved, resolve_error)
         if self.store is not None:
             await self.store.insert_run(run.to_dict(series=False))
+        if self.audit is not None:
+            await self.audit.record(
+                {
+                    "run_id": run.id,
+                    "principal": principal,
+                    "client": client,
+                    "target": spec.target,
+                    "spec": spec.model_dump(mode="json"),
+                    "requested_at": requested_at,
+                    "outcome": "running",
+                }
+            )
         self.live[run.id] = run
         self._nursery.start_soon(self._run, run)
         logger.info("run %s started: %s %s", run.id, spec.pattern, spec.target)
         return run
 
     async def _run(self, run: Run) -> None:
+        resolved, resolve_error = run.pinned
+
+        async def pinned(endpoint: Endpoint) -> tuple[int, tuple[Any, ...]]:
+            if resolve_error is not None:
+                raise resolve_error
+            assert resolved is not None
+            return resolved
+
         try:
             await execute(
                 run,
                 self.registry,
                 self.on_tick,
-                resolver=self.resolver,
+                resolver=pinned,
                 remote_lookup=self.remote_lookup,
+                max_bytes=self.settings.max_run_bytes,
             )
         except Exception as exc:
             logger.exception("run %s failed", run.id)
@@ -194,6 +264,9 @@ class RunManager:
                 run.status = "stopped"
             run.ended_at = time.time()
             run.finish()
+            # No checkpoint since the status was final: a scrape sees the run either as
+            # running or in the totals, never both.
+            self.totals.add(run)
             with trio.CancelScope(shield=True), trio.move_on_after(_STORE_TIMEOUT):
                 if self.store is not None:
                     await self.store.update_run(
@@ -205,6 +278,8 @@ class RunManager:
                         started_at=run.started_at,
                         ended_at=run.ended_at,
                     )
+                if self.audit is not None:
+                    await self.audit.finish(run.id, run.started_at, run.ended_at, run.status)
             if self.store is not None:
                 # Stored now: readers get it from the store, memory stays bounded.
                 self.live.pop(run.id, None)
@@ -217,6 +292,15 @@ class RunManager:
             raise NotFoundError(f"no running run {run_id!r}", "id")
         run.cancel_scope.cancel()
         return run
+
+    async def stop_running(self) -> int:
+        """The kill switch: stop every running run (new ones may start later)."""
+        running = [r for r in self.live.values() if r.status == "running"]
+        for run in running:
+            run.cancel_scope.cancel()
+        for run in running:
+            await run.done.wait()
+        return len(running)
 
     async def stop_all(self) -> int:
         """Stop every live run and wait until each is stored; returns how many were running."""

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from quart import Blueprint, current_app, request
+from quart_schema import document_querystring, document_request, document_response, security_scheme
 
-from app.errors import SpecError
-from app.runs.spec import parse_run_spec
+from app.errors import ConflictError, NotFoundError, SpecError
+from app.runs.spec import parse_run_spec, validation_error_to_spec_error
+from app.store import Store
+from app.web import security
+from app.web.schemas import (
+    ConnectionPage,
+    Health,
+    LimitQuery,
+    ListenerList,
+    PageQuery,
+    RunDoc,
+    RunList,
+    RunRef,
+    RunSpec,
+    document_errors,
+)
 
 if TYPE_CHECKING:
     from app.lab import Lab
@@ -41,17 +58,26 @@ async def _json_body() -> Any:
 
 
 @api.get("/health")
+@security_scheme([])
+@document_response(Health)
 async def health() -> dict[str, Any]:
+    """Liveness check, without a token (for healthchecks and load balancers)."""
     return {"status": "ok"}
 
 
 @api.get("/listeners")
+@document_response(ListenerList)
 async def list_listeners() -> dict[str, Any]:
+    """Every running listener with its live totals."""
     return {"items": [listener.to_dict() for listener in _lab().listeners]}
 
 
 @api.get("/connections")
+@document_querystring(PageQuery)
+@document_response(ConnectionPage)
+@document_errors(422)
 async def list_connections() -> dict[str, Any]:
+    """A page of live connections and UDP flows, oldest first."""
     offset = _int_arg("offset", 0, 0, 10_000_000)
     limit = _int_arg("limit", 500, 1, 5000)
     rows, total = _lab().registry.rows(offset=offset, limit=limit)
@@ -59,25 +85,199 @@ async def list_connections() -> dict[str, Any]:
 
 
 @api.post("/runs")
+@document_request(RunSpec)
+@document_response(RunRef, 201)
+@document_errors(409, 415, 422)
 async def create_run() -> tuple[dict[str, Any], int]:
+    """Start a run; answers as soon as it is stored (201) with its id."""
     spec = parse_run_spec(await _json_body())
-    run = await _lab().runs.start(spec)
+    run = await _lab().runs.start(
+        spec, principal=security.principal(_lab(), request), client=request.remote_addr
+    )
     return {"id": run.id, "status": run.status}, 201
 
 
 @api.get("/runs")
+@document_querystring(LimitQuery)
+@document_response(RunList)
+@document_errors(422)
 async def list_runs() -> dict[str, Any]:
+    """Runs, newest first, without their per-second series."""
     limit = _int_arg("limit", 100, 1, 1000)
     return {"items": await _lab().runs.list(limit)}
 
 
 @api.get("/runs/<run_id>")
+@document_response(RunDoc)
+@document_errors(404)
 async def get_run(run_id: str) -> dict[str, Any]:
+    """One run with its summary and per-second series (live while it runs)."""
     return await _lab().runs.get(run_id)
 
 
 @api.post("/runs/<run_id>/stop")
+@document_response(RunRef)
+@document_errors(404)
 async def stop_run(run_id: str) -> dict[str, Any]:
+    """Stop a running run; answers once its result is stored. No body."""
     run = _lab().runs.stop(run_id)
     await run.done.wait()
     return {"id": run.id, "status": run.status}
+
+
+@api.get("/series")
+async def lab_series() -> dict[str, Any]:
+    """The lab's per-second totals (connections, bytes in and out per listener), oldest first."""
+    lab = _lab()
+    seconds = _int_arg("seconds", lab.series.capacity, 1, lab.series.capacity)
+    return {"interval": lab.series.interval, "points": lab.series.points(seconds)}
+
+
+class PresetBody(BaseModel):
+    """A saved run spec: ``{"name": "...", "spec": {...a POST /api/runs body...}}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=80, pattern=r"^[^/\x00-\x1f\x7f]+$")
+    spec: dict[str, Any]
+
+
+def _presets_store() -> Store:
+    store = _lab().runs.store
+    if store is None:
+        raise ConflictError("presets need the store, and the lab has none open", None)
+    return store
+
+
+@api.get("/presets")
+async def list_presets() -> dict[str, Any]:
+    return {"items": await _presets_store().list_presets()}
+
+
+@api.post("/presets")
+async def save_preset() -> tuple[dict[str, Any], int]:
+    """Save (or replace) a preset; the spec must be one ``POST /api/runs`` would accept."""
+    body = await _json_body()
+    try:
+        preset = PresetBody.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error_to_spec_error(exc) from None
+    name = preset.name.strip()
+    if not name:
+        raise SpecError("name: give the preset a name", "name")
+    spec = parse_run_spec(preset.spec).model_dump(mode="json", exclude_unset=True)
+    created = await _presets_store().put_preset(name, spec, time.time())
+    return {"name": name, "spec": spec}, 201 if created else 200
+
+
+@api.delete("/presets/<name>")
+async def delete_preset(name: str) -> tuple[str, int]:
+    if not await _presets_store().delete_preset(name):
+        raise NotFoundError(f"no preset {name!r}", "name")
+    return "", 204
+
+
+# Listeners at run time, connections and telemetry.
+
+
+@api.post("/listeners")
+async def create_listener() -> tuple[dict[str, Any], int]:
+    """Start a listener; answers 201 with its document once it is bound.
+
+    Body: ``{"url": "tcp://127.0.0.1:0?mode=echo", ...options}``: the URL, with options
+    in its query string and/or as keys of the body (the body wins). Options are those of
+    :class:`app.listeners.spec.ListenerSpec`: ``mode`` (echo, sink, respond, statsd),
+    ``max_connections``, ``idle_timeout``, ``max_message_size``; echo: ``delay``,
+    ``jitter``, ``loss``, ``duplicate``, ``seed``; sink: ``message_size``; respond:
+    ``rules`` (list of ``{"match", "pattern", "reply", "encoding"}``), ``rules_file``,
+    ``default_reply``, ``encoding``, ``framing``; statsd: ``flush_interval``,
+    ``max_keys``, ``percentiles``; udp: ``rcvbuf``; tls: ``cert``, ``key``.
+
+    The answer is the listener's document (``GET /api/listeners/{id}``): ``port`` is the
+    bound port (useful with port 0). 422 names the option at fault; 409 when the address
+    is in use or cannot be bound.
+    """
+    import trio
+
+    from app.listeners.spec import parse_listener
+
+    body = await _json_body()
+    if not isinstance(body, dict):
+        raise SpecError("the body must be a JSON object with a url", "body")
+    # Reading a rules file or checking certificate paths is file I/O: off the event loop.
+    spec = await trio.to_thread.run_sync(parse_listener, body)
+    listener = await _lab().listeners.start(spec)
+    return listener.to_dict(), 201
+
+
+@api.get("/listeners/<listener_id>")
+async def get_listener(listener_id: str) -> dict[str, Any]:
+    """One listener's document: counters, limits, options and its mode's section."""
+    return _lab().listeners.get(listener_id).to_dict()
+
+
+@api.delete("/listeners/<listener_id>")
+async def delete_listener(listener_id: str) -> dict[str, Any]:
+    """Stop a listener: its socket and every connection close; answers once the port is free.
+
+    Returns ``{"id": ..., "status": "stopped", "listener": <final document>}``; 404 for an
+    unknown id.
+    """
+    listener = await _lab().listeners.stop(listener_id)
+    return {"id": listener.id, "status": "stopped", "listener": listener.to_dict()}
+
+
+@api.get("/listeners/<listener_id>/certificate")
+async def listener_certificate(listener_id: str) -> tuple[str, int, dict[str, str]]:
+    """The PEM certificate a ``tls://`` listener serves (self-signed ones included), for
+    clients to trust; 404 for other listeners."""
+    from app.errors import NotFoundError
+
+    listener = _lab().listeners.get(listener_id)
+    if listener.cert_pem is None:
+        raise NotFoundError(f"listener {listener_id} has no certificate", "id")
+    return listener.cert_pem, 200, {"Content-Type": "application/x-pem-file"}
+
+
+@api.post("/listeners/<listener_id>/flush")
+async def flush_listener(listener_id: str) -> dict[str, Any]:
+    """Flush a statsd listener now (ends its interval early); returns the flushed snapshot.
+
+    404 for an unknown id, 409 when the listener is not a statsd collector.
+    """
+    from app.errors import ConflictError
+    from app.listeners.modes.statsd import StatsdMode
+
+    listener = _lab().listeners.get(listener_id)
+    if not isinstance(listener.mode, StatsdMode):
+        raise ConflictError(f"listener {listener_id} is not a statsd listener", "id")
+    return dict(listener.mode.flush())
+
+
+@api.delete("/connections/<conn_id>")
+async def close_connection(conn_id: str) -> dict[str, Any]:
+    """Close one live connection: its real socket is closed (the peer sees EOF). For a UDP
+    flow the listener forgets it (its next datagram starts a new flow). 404 when the id
+    names no live connection."""
+    from app.errors import NotFoundError
+
+    if not _lab().registry.close_connection(conn_id):
+        raise NotFoundError(f"no connection {conn_id!r}", "id")
+    return {"id": conn_id, "closed": True}
+
+
+@api.get("/telemetry")
+async def telemetry() -> dict[str, Any]:
+    """Every StatsD collector's current interval and last flush: ``{"items": [...]}``.
+
+    ``?listener=ID`` picks one. Each item has ``listener_id``, ``url``, ``protocol``,
+    ``metrics_received``, ``bad_lines``, ``overflow``, ``set_overflow``, ``keys``,
+    ``max_keys``, ``kernel_drops`` (datagrams the kernel dropped, read from the socket;
+    null for TCP or where unknown), ``flushes``, ``flush_interval``, ``last_flush_at``, and
+    ``current`` and ``last_flush`` snapshots: ``counters`` ({key: {value, rate}}),
+    ``gauges`` ({key: value}), ``timers`` ({key: {count, min, max, mean, sum, p50, p90,
+    p95, p99}}), ``sets`` ({key: distinct members}), ``flushed_at``, ``interval``. A key
+    is the metric name, or ``name|#tag,tag`` with its sorted tags.
+    """
+    listener_id = request.args.get("listener")
+    return {"items": await _lab().listeners.telemetry(listener_id)}

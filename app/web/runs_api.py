@@ -8,9 +8,13 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, current_app, request
+from quart_schema import document_querystring, document_request, document_response
 
 from app.errors import SpecError
 from app.runs.spec import parse_run_spec
+from app.web import security
+from app.web.openapi import document_text
+from app.web.schemas import ExportQuery, RunDoc, SendRequest, SendResult, document_errors
 
 if TYPE_CHECKING:
     from app.lab import Lab
@@ -65,6 +69,10 @@ def series_csv(doc: dict[str, Any]) -> str:
 
 
 @runs_api.get("/runs/<run_id>/export")
+@document_querystring(ExportQuery)
+@document_response(RunDoc)
+@document_text("text/csv", "the per-second series as CSV (format=csv)")
+@document_errors(404, 422)
 async def export_run(run_id: str) -> Response:
     """The run as a JSON document (spec, summary, series) or its series as CSV."""
     fmt = request.args.get("format", "json")
@@ -76,13 +84,14 @@ async def export_run(run_id: str) -> Response:
     else:
         body, mimetype = series_csv(doc), "text/csv"
     response = Response(body, mimetype=mimetype)
-    response.headers["Content-Disposition"] = (
-        f'attachment; filename="socketlab-run-{run_id}.{fmt}"'
-    )
+    response.headers["Content-Disposition"] = f'attachment; filename="socketlab-run-{run_id}.{fmt}"'
     return response
 
 
 @runs_api.post("/send")
+@document_request(SendRequest)
+@document_response(SendResult)
+@document_errors(409, 415, 422)
 async def send_packet() -> tuple[dict[str, Any], int]:
     """Send one message (the packet pattern) and answer with its reply.
 
@@ -108,7 +117,9 @@ async def send_packet() -> tuple[dict[str, Any], int]:
             "payload": {"kind": "hex" if body.get("hex") else "text", "text": payload},
         }
     )
-    run = await _lab().runs.start(spec)
+    run = await _lab().runs.start(
+        spec, principal=security.principal(_lab(), request), client=request.remote_addr
+    )
     await run.done.wait()
     summary = run.summary()
     reply = summary.get("reply")
@@ -121,3 +132,20 @@ async def send_packet() -> tuple[dict[str, Any], int]:
         "error": run.error or (None if reply else f"no reply within {spec.timeout:g} s"),
         "errors_by_kind": summary.get("errors_by_kind", {}),
     }, 200
+
+
+@runs_api.post("/runs/stop-all")
+async def stop_all_runs() -> dict[str, Any]:
+    """The kill switch: stop every running run; answers once each is stored."""
+    stopped = await _lab().runs.stop_running()
+    return {"stopped": stopped}
+
+
+@runs_api.get("/audit")
+async def audit_log() -> dict[str, Any]:
+    """Who asked for which run, when it ran and how it ended (refused requests included)."""
+    raw = request.args.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+        raise SpecError("limit must be an integer from 1 to 10000", "limit")
+    audit = _lab().runs.audit
+    return {"items": await audit.entries(int(raw)) if audit is not None else []}

@@ -9,9 +9,11 @@ and WebSocket upgrades (cross-site requests and cross-site WebSocket hijacking).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
-from typing import TYPE_CHECKING
+import socket
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from app.lab import Lab
@@ -45,40 +47,79 @@ def _is_unspecified(host: str) -> bool:
         return False
 
 
-def allowed_hosts(lab: Lab) -> set[str] | None:
-    """Host header values accepted, or ``None`` when the bind is every interface."""
+def split_host(value: str) -> tuple[str, int | None]:
+    """``name:port``, ``[v6]:port`` or ``name`` → (lower-case name, port or None)."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, _, rest = value[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif value.count(":") == 1:
+        name, _, port_text = value.partition(":")
+    else:
+        name, port_text = value, ""
+    if port_text:
+        if not port_text.isdigit():
+            return "", None
+        return name, int(port_text)
+    return name, None
+
+
+def allowed_hosts(lab: Lab) -> set[tuple[str, int | None]]:
+    """(name, port) pairs the Host header may carry; port ``None`` means any port.
+
+    Loopback names and the bind address are allowed on the web port; ``allowed_hosts``
+    entries (``name`` or ``name:port``) are added as given. A bind on every interface adds
+    the machine's host name. Anything else is refused, which defeats DNS rebinding.
+    """
     settings = lab.settings
     port = lab.web_port or settings.web_port
-    host = settings.web_host
+    host = settings.web_host.lower()
+    names = {"localhost", "127.0.0.1", "::1"}
     if _is_unspecified(host):
-        return None
-    names = {host}
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            names |= {"localhost", "127.0.0.1", "::1"}
-    except ValueError:
-        pass
-    allowed = set()
-    for name in names:
-        shown = f"[{name}]" if ":" in name else name
-        allowed.add(f"{shown}:{port}")
-        if port == 80:
-            allowed.add(shown)
+        names.add(socket.gethostname().lower())
+    else:
+        names.add(host)
+    allowed: set[tuple[str, int | None]] = {(name, port) for name in names}
+    for entry in settings.allowed_hosts:
+        allowed.add(split_host(entry))
     return allowed
 
 
 def host_allowed(lab: Lab, host_header: str | None) -> bool:
-    hosts = allowed_hosts(lab)
-    if hosts is None:
-        return True
-    return host_header is not None and host_header.lower() in hosts
+    if not host_header:
+        return False
+    name, port = split_host(host_header)
+    if not name:
+        return False
+    port = 80 if port is None else port
+    allowed = allowed_hosts(lab)
+    return (name, port) in allowed or (name, None) in allowed
 
 
 def origin_allowed(lab: Lab, origin: str | None, host_header: str | None) -> bool:
-    """An absent Origin (scripts, curl) passes; a present one must be our own, exactly."""
+    """An absent Origin (scripts, curl) passes; a present one must be exactly our own.
+
+    Exact means scheme, host and port equal to the (already checked) Host the browser
+    talked to, or one of the configured ``allowed_origins``: no prefix or pattern matching,
+    and ``null`` never passes.
+    """
     if origin is None:
         return True
-    hosts = allowed_hosts(lab)
-    if hosts is None:
-        hosts = {host_header.lower()} if host_header else set()
-    return origin.lower() in {f"http://{h}" for h in hosts}
+    origin = origin.strip().lower()
+    if host_header:
+        host = host_header.strip().lower()
+        if origin in (f"http://{host}", f"https://{host}"):
+            return True
+    return origin in {o.strip().lower().rstrip("/") for o in lab.settings.allowed_origins}
+
+
+def token_id(token: str | None) -> str:
+    """A short, stable id of a token for the audit log; never the token itself."""
+    if token is None:
+        return "no-auth"
+    return "token:" + hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def principal(lab: Lab, request: Any) -> str:
+    """Who made an authorised request, as written in the audit log."""
+    return token_id(lab.settings.token)
