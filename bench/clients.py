@@ -22,10 +22,13 @@ def fire(url: str, *opts: str) -> list[str]:
     return [str(SOCKETLAB), "fire", url, *opts, "--json"]
 
 
-def run_fire(argv: list[str], pid: int, timeout: float) -> dict[str, Any]:
-    res = harness.run_load(argv, pid, timeout=timeout, json_out=True)
+def run_fire(argv: list[str], pid: int, timeout: float, retry: bool = True) -> dict[str, Any]:
+    """``socketlab fire ... --json`` on the load CPU, flattened like netbench's output."""
+    run = harness.measure if retry else harness.run_load
+    res = run(argv, pid, timeout, json_out=True)
     out = harness.fire_summary(res)
-    out.update(rc=res["rc"], cmd=res["cmd"], server_cpu_pct=res.get("server_cpu_pct"))
+    for key in ("rc", "cmd", "server_cpu_pct", "others_pct", "attempt", "load_cpu_pct"):
+        out[key] = res.get(key)
     if res.get("error"):
         out["error"] = res["error"]
     return out
@@ -93,10 +96,12 @@ def section_d(ctx: Context) -> None:
             }
             for proto, clients in (("tcp", tcp_clients), ("udp", udp_clients)):
                 for client, argv in clients.items():
+                    if not ctx.wanted(client):
+                        continue
                     if client == "socketlab":
                         r = run_fire(argv, srv.pid, d + 60)
                     else:
-                        r = harness.run_load(argv, srv.pid, timeout=d + 60)
+                        r = harness.measure(argv, srv.pid, timeout=d + 60)
                     width = "100 conns" if proto == "tcp" else "10 flows"
                     progress("d", rep, ctx, f"{proto} client {client} ({width})", r)
                     ctx.emit({"section": "d", "rep": rep, "proto": proto, "client": client, **r})
@@ -149,7 +154,7 @@ def _bulk(ctx: Context, rep: int, d: float) -> None:
     srv, port = _c_server(ctx, f"h-bulk-{rep}", "--discard")
     try:
         argv = fire(f"tcp://127.0.0.1:{port}", "--pattern", "bulk", "--size", "131072")
-        r = run_fire([*argv, "--duration", str(d)], srv.pid, d + 60)
+        r = run_fire([*argv, "--duration", str(d)], srv.pid, d + 60, retry=False)
         time.sleep(0.5)
     finally:
         out = harness.stop_ref(srv)
@@ -175,7 +180,7 @@ def _pingpong_p50(ctx: Context, rep: int, d: float) -> None:
     try:
         for client in ("netbench", "socketlab"):
             if client == "netbench":
-                r = harness.run_load(tcp_pingpong(port, 1, d), srv.pid)
+                r = harness.measure(tcp_pingpong(port, 1, d), srv.pid)
             else:
                 argv = fire(f"tcp://127.0.0.1:{port}", "--conns", "1", "--duration", str(d))
                 r = run_fire(argv, srv.pid, d + 60)

@@ -24,6 +24,7 @@ class Context:
     reps: int
     duration: float
     outdir: Path
+    only: set[str] | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
     _data_n: int = 0
 
@@ -34,6 +35,10 @@ class Context:
     @property
     def raw_path(self) -> Path:
         return self.outdir / "raw.jsonl"
+
+    def wanted(self, name: str) -> bool:
+        """Whether the server or client ``name`` is measured in this run (``--only``)."""
+        return self.only is None or name in self.only
 
     def datadir(self) -> Path:
         """A fresh data directory for one socketlab start."""
@@ -91,6 +96,11 @@ def progress(section: str, rep: int, ctx: Context, what: str, r: dict[str, Any])
         parts.append(f"lost {int(r['lost'])}")
     if r.get("server_cpu_pct") is not None:
         parts.append(f"server CPU {r['server_cpu_pct']:.0f}%")
+    if (r.get("others_pct") or 0) > 5:
+        parts.append(
+            f"(other processes took {r.get('others_on_server_cpu_pct') or 0:.0f}% of the "
+            f"server CPU, {r.get('others_on_load_cpu_pct') or 0:.0f}% of the load CPU)"
+        )
     log(" ".join(parts))
 
 

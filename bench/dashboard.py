@@ -42,6 +42,7 @@ def section_f(ctx: Context) -> None:
                 assert sub is not None
                 probe_argv = [sys.executable, str(harness.BENCH / "health_probe.py")]
                 probe_argv += ["--port", str(lab.web_port), "--interval", str(HEALTH_INTERVAL)]
+                harness.wait_quiet()
                 probe = harness.start_load(probe_argv)
                 t_idle = time.time()
                 time.sleep(IDLE_WINDOW)

@@ -126,6 +126,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_busy() -> dict[str, float]:
+    """Seconds each CPU spent running processes (user, nice, system), from /proc/stat.
+
+    Interrupt and softirq time is left out: on loopback most of it is the network stack
+    working for the load generator and the server, and it is charged to no process.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *vals = line.split()
+            if name.startswith("cpu") and name != "cpu":
+                n = [int(v) for v in vals[:8]]
+                busy[name[3:]] = (n[0] + n[1] + n[2]) / tick
+    return busy
+
+
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -374,9 +391,14 @@ def run_load(
     """Run a load generator on the load CPU; parse its final ``k=v`` line (or JSON)."""
     cmd = ["taskset", "-c", LOAD_CPU, *argv]
     c0 = cpu_seconds(server_pid) if server_pid else None
+    busy0 = cpu_busy()
+    kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     wall = time.time() - t0
+    busy1 = cpu_busy()
+    kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load_cpu_s = (kids1.ru_utime + kids1.ru_stime) - (kids0.ru_utime + kids0.ru_stime)
     res: dict[str, Any]
     if json_out:
         try:
@@ -387,11 +409,64 @@ def run_load(
         res = last_kv(r.stdout) or {"error": r.stderr[-500:]}
     res["rc"] = r.returncode
     res["wall_s"] = wall
+    res["load_cpu_busy_pct"] = 100 * (busy1[LOAD_CPU] - busy0[LOAD_CPU]) / wall
+    res["load_cpu_pct"] = 100 * load_cpu_s / wall
+    res["others_on_load_cpu_pct"] = res["load_cpu_busy_pct"] - res["load_cpu_pct"]
+    res["server_cpu_busy_pct"] = 100 * (busy1[SERVER_CPU] - busy0[SERVER_CPU]) / wall
     if server_pid and c0 is not None:
         res["server_cpu_s"] = cpu_seconds(server_pid) - c0
         res["server_cpu_pct"] = 100 * res["server_cpu_s"] / wall
+        # Whatever else ran on the server's CPU meanwhile (other processes of the machine).
+        res["others_on_server_cpu_pct"] = res["server_cpu_busy_pct"] - res["server_cpu_pct"]
+    res["others_pct"] = max(res.get("others_on_server_cpu_pct", 0.0), res["others_on_load_cpu_pct"])
     res["cmd"] = " ".join(cmd)
     return res
+
+
+# Other processes of the machine (tests, builds) share these CPUs. A measurement during which
+# they took more than this share of the server or load CPU is repeated (the least disturbed
+# attempt is kept, and every record says how disturbed it was).
+MAX_OTHERS_PCT = 20.0
+ATTEMPTS = 3
+QUIET_WAIT_S = 5.0
+
+
+def wait_quiet(max_wait: float = QUIET_WAIT_S, busy_pct: float = 15.0) -> float:
+    """Wait (at most ``max_wait`` s) until neither CPU is busier than ``busy_pct`` for 0.5 s.
+
+    Called before a load starts, while the server under test is idle, so whatever keeps the
+    CPUs busy is someone else. Returns the seconds waited.
+    """
+    t0 = time.monotonic()
+    while True:
+        b0 = cpu_busy()
+        time.sleep(0.5)
+        b1 = cpu_busy()
+        worst = max(100 * (b1[c] - b0[c]) / 0.5 for c in (SERVER_CPU, LOAD_CPU))
+        waited = time.monotonic() - t0
+        if worst <= busy_pct or waited >= max_wait:
+            return waited
+
+
+def measure(
+    argv: list[str], server_pid: int | None, timeout: float = 180.0, json_out: bool = False
+) -> dict[str, Any]:
+    """:func:`run_load` after a quiet moment, repeated when other processes disturbed it."""
+    best: dict[str, Any] | None = None
+    for attempt in range(1, ATTEMPTS + 1):
+        waited = wait_quiet()
+        res = run_load(argv, server_pid, timeout, json_out)
+        res.update(attempt=attempt, quiet_wait_s=round(waited, 2))
+        if best is None or res.get("others_pct", 0) < best.get("others_pct", 0):
+            best = res
+        if res.get("error") or res.get("others_pct", 0) <= MAX_OTHERS_PCT:
+            break
+        log(
+            f"  (other processes took {res['others_pct']:.0f}% of a benchmark CPU: "
+            f"measuring again, attempt {attempt + 1}/{ATTEMPTS})"
+        )
+    assert best is not None
+    return best
 
 
 def start_load(argv: list[str], stderr: Any = subprocess.PIPE) -> subprocess.Popen[str]:

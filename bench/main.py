@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3, help="repetitions (medians are taken)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 rep of 3 s")
+    parser.add_argument(
+        "--only",
+        help="comma-separated servers/clients to measure (e.g. socketlab,trio); default all",
+    )
     parser.add_argument("--out", type=Path, help="results folder (default bench/results/<ts>)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -95,9 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     harness.build_tools()
     harness.ensure_refvenv()
     nofile = harness.raise_fd_limit()
-    if "e" in args.sections and nofile < 2 * servers.IDLE + 100:
+    if "e" in args.sections and nofile < servers.IDLE + 100:
         log(f"bench: file descriptor limit {nofile} is too low for section e")
-    ctx = Context(reps=args.reps, duration=args.duration, outdir=outdir)
+    only = set(args.only.split(",")) if args.only else None
+    ctx = Context(reps=args.reps, duration=args.duration, outdir=outdir, only=only)
     log(f"bench: sections {args.sections}, {args.reps} rep(s) of {args.duration:g} s -> {outdir}")
     sections = [s for s in SECTIONS if s in args.sections]
     try:

@@ -42,8 +42,8 @@ def _cpu_per_rtt(g: list[Rec]) -> float | None:
 def pingpong_table(recs: list[Rec], section: str, width: str) -> list[str]:
     out = [
         f"| server | {width} | rtt/s median | min–max | p50 µs | p99 µs | × bare trio | × C "
-        "| server CPU % | server CPU µs/rtt |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server CPU % | server CPU µs/rtt | others on server CPU % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rows = _ok([r for r in recs if r.get("section") == section and not r.get("skipped")])
     order = list(dict.fromkeys(r["server"] for r in rows))
@@ -63,7 +63,8 @@ def pingpong_table(recs: list[Rec], section: str, width: str) -> list[str]:
                 f"{fmt(med([r.get('p50_us') for r in g]), 1)} | "
                 f"{fmt(med([r.get('p99_us') for r in g]), 1)} | "
                 f"{fmt(ratio(g, trio, 'rtt_per_s'), 2)} | {fmt(ratio(g, c, 'rtt_per_s'), 2)} | "
-                f"{fmt(med([r.get('server_cpu_pct') for r in g]))} | {fmt(_cpu_per_rtt(g), 1)} |"
+                f"{fmt(med([r.get('server_cpu_pct') for r in g]))} | {fmt(_cpu_per_rtt(g), 1)} | "
+                f"{fmt(med([r.get('others_on_server_cpu_pct') for r in g]))} |"
             )
     return out
 
@@ -376,7 +377,20 @@ def render(recs: list[Rec], sections: list[str], header: list[str]) -> str:
         "g": lambda: statsd_table(recs),
         "h": lambda: accuracy_tables(recs),
     }
-    lines = [*header, "", "## Targets", "", *targets(recs), ""]
+    measured = [r for r in recs if "others_pct" in r]
+    disturbed = [r for r in measured if r["others_pct"] > 20.0]
+    retried = [r for r in measured if (r.get("attempt") or 1) > 1]
+    lines = [
+        *header,
+        f"- other processes on the machine: {len(disturbed)} of {len(measured)} measurements "
+        f"kept one where they took > 20 % of the server or load CPU; {len(retried)} were "
+        "measured again because of them (see others_* and attempt in raw.jsonl)",
+        "",
+        "## Targets",
+        "",
+        *targets(recs),
+        "",
+    ]
     for s in sections:
         lines += [f"## {SECTION_TITLES[s]}", ""]
         skipped = [r for r in recs if r.get("section") == s and r.get("skipped")]

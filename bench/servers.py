@@ -74,7 +74,7 @@ def _measure(
 
     def run_all(port: int, pid: int) -> None:
         for meta, mk in loads:
-            r = harness.run_load(mk(port), pid, timeout=ctx.duration + 120)
+            r = harness.measure(mk(port), pid, timeout=ctx.duration + 120)
             progress(section, rep, ctx, _label(server, meta), r)
             done.append((meta, r))
 
@@ -90,7 +90,7 @@ def _measure(
     else:
         port = harness.free_port(udp)
         name = f"{section}-{server}-{rep}"
-        srv = harness.start_ref(name, refs[server](str(port)), port, ctx.logdir)
+        srv = harness.start_ref(name, refs[server](str(port)), port, ctx.logdir, udp)
         try:
             run_all(port, srv.pid)
         finally:
@@ -110,7 +110,7 @@ def section_a(ctx: Context) -> None:
     """TCP echo ping-pong, 64 B, 10 and 100 connections; socketlab with a subscriber."""
     d = ctx.duration
     for rep in range(ctx.reps):
-        for server in [*TCP_REFS, "socketlab"]:
+        for server in filter(ctx.wanted, [*TCP_REFS, "socketlab"]):
             loads: list[tuple[dict[str, Any], Callable[[int], list[str]]]] = [
                 ({"conns": c}, lambda p, c=c: tcp_pingpong(p, c, d)) for c in TCP_CONNS
             ]
@@ -121,7 +121,7 @@ def section_b(ctx: Context) -> None:
     """UDP echo ping-pong, 64 B, 10 flows."""
     d = ctx.duration
     for rep in range(ctx.reps):
-        for server in [*UDP_REFS, "socketlab"]:
+        for server in filter(ctx.wanted, [*UDP_REFS, "socketlab"]):
             loads: list[tuple[dict[str, Any], Callable[[int], list[str]]]] = [
                 ({"flows": f}, lambda p, f=f: udp_pingpong(p, f, d)) for f in UDP_FLOWS
             ]
@@ -137,7 +137,7 @@ def section_c(ctx: Context) -> None:
         return [*argv, "--size", "131072", "--duration", str(d)]
 
     for rep in range(ctx.reps):
-        for server in [*SINK_REFS, "socketlab"]:
+        for server in filter(ctx.wanted, [*SINK_REFS, "socketlab"]):
             _measure(
                 ctx, "c", rep, server, SINK_REFS, "tcp://127.0.0.1:0?mode=sink", False, [({}, bulk)]
             )
@@ -148,6 +148,7 @@ def _idle_run(ctx: Context, port: int, pid: int) -> tuple[dict[str, Any], dict[s
 
     Returns the netbench result and the measurements taken while the connections were open.
     """
+    harness.wait_quiet()
     rss0 = harness.rss_kib(pid)
     c0, t0 = harness.cpu_seconds(pid), time.time()
     p = harness.start_load(tcp_pingpong(port, 10, ctx.duration, IDLE))
@@ -180,7 +181,7 @@ def section_e(ctx: Context) -> None:
     """10,000 idle TCP connections: RSS per connection, active rate kept, API page latency."""
     d = ctx.duration
     for rep in range(ctx.reps):
-        for server in ("socketlab", "trio", "c"):
+        for server in filter(ctx.wanted, ("socketlab", "trio", "c")):
             if server == "socketlab":
                 _idle_socketlab(ctx, rep, d)
                 continue
@@ -189,7 +190,7 @@ def section_e(ctx: Context) -> None:
                 f"e-{server}-{rep}", TCP_REFS[server](str(port)), port, ctx.logdir
             )
             try:
-                base = harness.run_load(tcp_pingpong(port, 10, d), srv.pid)
+                base = harness.measure(tcp_pingpong(port, 10, d), srv.pid)
                 time.sleep(1)
                 state, extra = _idle_run(ctx, port, srv.pid)
                 r = _idle_finish(state, srv.pid, ctx)
@@ -202,7 +203,7 @@ def _idle_socketlab(ctx: Context, rep: int, d: float) -> None:
     url = f"tcp://127.0.0.1:0?mode=echo&max_connections={2 * IDLE}"
     with lab_session(ctx, f"e-socketlab-{rep}", [url]) as (lab, sub):
         port = lab.ports["tcp:echo"]
-        base = harness.run_load(tcp_pingpong(port, 10, d), lab.pid)
+        base = harness.measure(tcp_pingpong(port, 10, d), lab.pid)
         time.sleep(1)
         state, extra = _idle_run(ctx, port, lab.pid)
         t_steady = time.time()
