@@ -228,3 +228,40 @@ async def test_cli_send_prints_hex_and_text(lab: Lab) -> None:
     out = result.stdout.decode()
     assert "70 69 6e 67 0a" in out
     assert r"ping\n" in out
+
+
+async def test_a_run_against_our_own_sink_shows_both_ends(lab: Lab) -> None:
+    from app.listeners.spec import parse_listener_url
+
+    sink = await lab.listeners.start(parse_listener_url("udp://127.0.0.1:0?mode=sink"))
+    doc = await run_to_end(
+        lab,
+        {
+            "target": f"udp://127.0.0.1:{sink.port}",
+            "pattern": "rate",
+            "rate": 2000,
+            "count": 500,
+            "connections": 2,
+            "timeout": 0.2,
+        },
+    )
+    s = doc["summary"]
+    # The sending end: no replies come from a sink, so every datagram looks lost here...
+    assert s["sent"] == 500
+    assert s["received"] == 0
+    # ...and the receiving end says what really arrived.
+    remote = s["remote"]
+    assert remote["received"] == 500
+    assert remote["lost"] == 0
+    assert remote["duplicates"] == 0
+    assert remote["reordered"] == 0
+    assert remote["jitter_ms"] >= 0
+
+
+async def test_summary_says_whether_socketlab_was_the_bottleneck(lab: Lab) -> None:
+    doc = await run_to_end(lab, {"target": target(lab, "udp"), "duration": 1.0})
+    bottleneck = doc["summary"]["bottleneck"]
+    assert 0 <= bottleneck["cpu_pct"] <= 200
+    assert bottleneck["loop_lag_ms_p99"] >= 0
+    assert isinstance(bottleneck["limited"], bool)
+    assert bottleneck["reason"]
