@@ -170,6 +170,6 @@ class Listener:
         return self.mode.probe_summary(run_tag)
 
     def spec_url(self) -> str:
-        """``proto://host:port?mode=...`` with the bound port (not 0)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.spec.protocol}://{host}:{self.port}?mode={self.spec.mode}"
+        """``proto://host:port?mode=...&options`` with the bound port (not 0): a URL that
+        starts the same listener again (inline rules are not part of it)."""
+        return self.spec.model_copy(update={"port": self.port}).url
