@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from quart import Blueprint, current_app, request
+from quart_schema import document_querystring, document_request, document_response, security_scheme
 
-from app.errors import SpecError
-from app.runs.spec import parse_run_spec
+from app.errors import ConflictError, NotFoundError, SpecError
+from app.runs.spec import parse_run_spec, validation_error_to_spec_error
+from app.store import Store
+from app.web import security
+from app.web.schemas import (
+    ConnectionPage,
+    Health,
+    LimitQuery,
+    ListenerList,
+    PageQuery,
+    RunDoc,
+    RunList,
+    RunRef,
+    RunSpec,
+    document_errors,
+)
 
 if TYPE_CHECKING:
     from app.lab import Lab
@@ -41,17 +58,26 @@ async def _json_body() -> Any:
 
 
 @api.get("/health")
+@security_scheme([])
+@document_response(Health)
 async def health() -> dict[str, Any]:
+    """Liveness check, without a token (for healthchecks and load balancers)."""
     return {"status": "ok"}
 
 
 @api.get("/listeners")
+@document_response(ListenerList)
 async def list_listeners() -> dict[str, Any]:
+    """Every running listener with its live totals."""
     return {"items": [listener.to_dict() for listener in _lab().listeners]}
 
 
 @api.get("/connections")
+@document_querystring(PageQuery)
+@document_response(ConnectionPage)
+@document_errors(422)
 async def list_connections() -> dict[str, Any]:
+    """A page of live connections and UDP flows, oldest first."""
     offset = _int_arg("offset", 0, 0, 10_000_000)
     limit = _int_arg("limit", 500, 1, 5000)
     rows, total = _lab().registry.rows(offset=offset, limit=limit)
@@ -59,28 +85,96 @@ async def list_connections() -> dict[str, Any]:
 
 
 @api.post("/runs")
+@document_request(RunSpec)
+@document_response(RunRef, 201)
+@document_errors(409, 415, 422)
 async def create_run() -> tuple[dict[str, Any], int]:
+    """Start a run; answers as soon as it is stored (201) with its id."""
     spec = parse_run_spec(await _json_body())
-    run = await _lab().runs.start(spec)
+    run = await _lab().runs.start(
+        spec, principal=security.principal(_lab(), request), client=request.remote_addr
+    )
     return {"id": run.id, "status": run.status}, 201
 
 
 @api.get("/runs")
+@document_querystring(LimitQuery)
+@document_response(RunList)
+@document_errors(422)
 async def list_runs() -> dict[str, Any]:
+    """Runs, newest first, without their per-second series."""
     limit = _int_arg("limit", 100, 1, 1000)
     return {"items": await _lab().runs.list(limit)}
 
 
 @api.get("/runs/<run_id>")
+@document_response(RunDoc)
+@document_errors(404)
 async def get_run(run_id: str) -> dict[str, Any]:
+    """One run with its summary and per-second series (live while it runs)."""
     return await _lab().runs.get(run_id)
 
 
 @api.post("/runs/<run_id>/stop")
+@document_response(RunRef)
+@document_errors(404)
 async def stop_run(run_id: str) -> dict[str, Any]:
+    """Stop a running run; answers once its result is stored. No body."""
     run = _lab().runs.stop(run_id)
     await run.done.wait()
     return {"id": run.id, "status": run.status}
+
+
+@api.get("/series")
+async def lab_series() -> dict[str, Any]:
+    """The lab's per-second totals (connections, bytes in and out per listener), oldest first."""
+    lab = _lab()
+    seconds = _int_arg("seconds", lab.series.capacity, 1, lab.series.capacity)
+    return {"interval": lab.series.interval, "points": lab.series.points(seconds)}
+
+
+class PresetBody(BaseModel):
+    """A saved run spec: ``{"name": "...", "spec": {...a POST /api/runs body...}}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=80, pattern=r"^[^/\x00-\x1f\x7f]+$")
+    spec: dict[str, Any]
+
+
+def _presets_store() -> Store:
+    store = _lab().runs.store
+    if store is None:
+        raise ConflictError("presets need the store, and the lab has none open", None)
+    return store
+
+
+@api.get("/presets")
+async def list_presets() -> dict[str, Any]:
+    return {"items": await _presets_store().list_presets()}
+
+
+@api.post("/presets")
+async def save_preset() -> tuple[dict[str, Any], int]:
+    """Save (or replace) a preset; the spec must be one ``POST /api/runs`` would accept."""
+    body = await _json_body()
+    try:
+        preset = PresetBody.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error_to_spec_error(exc) from None
+    name = preset.name.strip()
+    if not name:
+        raise SpecError("name: give the preset a name", "name")
+    spec = parse_run_spec(preset.spec).model_dump(mode="json", exclude_unset=True)
+    created = await _presets_store().put_preset(name, spec, time.time())
+    return {"name": name, "spec": spec}, 201 if created else 200
+
+
+@api.delete("/presets/<name>")
+async def delete_preset(name: str) -> tuple[str, int]:
+    if not await _presets_store().delete_preset(name):
+        raise NotFoundError(f"no preset {name!r}", "name")
+    return "", 204
 
 
 # Listeners at run time, connections and telemetry.
