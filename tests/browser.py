@@ -42,6 +42,7 @@ def chromium_page(width: int = 1280, height: int = 800) -> Iterator[Any]:
             browser.close()
 
 
-def screenshot(page: Any, name: str) -> None:
+def screenshot(page: Any, name: str, *, full_page: bool = False) -> None:
+    """Save what the viewport shows (1280x800 by default) as tests/screenshots/NAME.png."""
     SCREENSHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)

@@ -30,7 +30,7 @@ async def test_websocket_from_a_foreign_origin_is_refused(lab: Lab, origin: str)
             assert client is None
 
 
-async def test_feed_sends_full_state_then_a_diff_with_a_new_connection(lab: Lab) -> None:
+async def test_feed_sends_full_state_then_pages_with_a_new_connection(lab: Lab) -> None:
     assert lab.web_port is not None
     with trio.fail_after(10):
         status, client, stream = await websocket_handshake(
@@ -46,13 +46,22 @@ async def test_feed_sends_full_state_then_a_diff_with_a_new_connection(lab: Lab)
                 remote = f"127.0.0.1:{tcp.socket.getsockname()[1]}"
                 while True:
                     message = await client.receive_json()
-                    if any(c["remote"] == remote for c in message["connections"]["added"]):
+                    if message["type"] != "conns":
+                        continue
+                    rows = [
+                        dict(zip(message["cols"], r, strict=True)) for r in message.get("rows", [])
+                    ]
+                    added = next((r for r in rows if r["remote"] == remote), None)
+                    if added is not None:
                         break
-                added = next(c for c in message["connections"]["added"] if c["remote"] == remote)
+            assert added["id"] in message["ids"]
             while True:
                 message = await client.receive_json()
-                if added["id"] in message["connections"]["removed"]:
+                if message["type"] == "conns" and added["id"] not in message.get(
+                    "ids", [added["id"]]
+                ):
                     break
+            assert message["matched"] == message["total"] == 0
 
 
 async def test_hub_drops_for_a_slow_subscriber_and_asks_it_to_resync() -> None:

@@ -1,0 +1,121 @@
+// Thin wrappers around the vendored uPlot: line charts that grow point by point, and bars.
+/* global uPlot */
+
+const INTEGER_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6];
+
+export const COLORS = ["#2563eb", "#ea580c", "#16a34a", "#9333ea", "#0891b2", "#be123c"];
+
+function countPoints(data) {
+  if (!data.length || !data[0]) return 0;
+  let n = 0;
+  for (let i = 0; i < data[0].length; i += 1) {
+    for (let s = 1; s < data.length; s += 1) {
+      if (data[s][i] != null) { n += 1; break; }
+    }
+  }
+  return n;
+}
+
+/**
+ * A uPlot chart in `container` that follows the container's width.
+ *
+ * series: [{label, fmt, scale?, color?, bars?}], x: {time: bool, label?, fmt?}.
+ * The container's data-points attribute says how many x values have data, so a test (or a
+ * person with dev tools) can tell an empty chart from a drawn one.
+ */
+export class Chart {
+  constructor(container, { series, x = { time: true }, height = 220, maxPoints = 900, axes }) {
+    this.container = container;
+    this.maxPoints = maxPoints;
+    this.data = [[], ...series.map(() => [])];
+    const scales = { x: { time: x.time !== false } };
+    if (x.minSpan) {
+      // A chart of three seconds of data would label its axis in milliseconds; show at least
+      // minSpan so the axis reads in whole seconds and minutes.
+      scales.x.range = (u, min, max) => (min == null || max == null ? [0, x.minSpan]
+        : max - min < x.minSpan ? [max - x.minSpan, max] : [min, max]);
+    }
+    const yAxes = [];
+    const seen = new Set();
+    for (const s of series) {
+      const scale = s.scale || "y";
+      if (!seen.has(scale)) {
+        seen.add(scale);
+        scales[scale] = { auto: true, range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.1 : 1] };
+        const fmt = s.axisFmt || s.fmt || ((v) => String(v));
+        yAxes.push({
+          scale,
+          side: yAxes.length === 0 ? 3 : 1,
+          size: 78,
+          stroke: "#5b6577",
+          grid: { show: yAxes.length === 0, stroke: "rgba(0,0,0,0.07)" },
+          values: (u, vals) => vals.map((v) => fmt(v)),
+          incrs: s.integer ? INTEGER_STEPS : undefined,
+        });
+      }
+    }
+    const xAxis = { stroke: "#5b6577", grid: { stroke: "rgba(0,0,0,0.07)" } };
+    if (x.fmt) xAxis.values = (u, vals) => vals.map((v) => x.fmt(v));
+    if (x.label) xAxis.label = x.label;
+    if (x.integer) xAxis.incrs = INTEGER_STEPS;
+    const opts = {
+      width: this.width(),
+      height,
+      scales,
+      legend: { show: true, live: true },
+      cursor: { drag: { x: false, y: false } },
+      series: [
+        { label: x.label || (x.time === false ? "x" : "time"), value: x.value || (x.fmt ? (u, v) => (v == null ? "–" : x.fmt(v)) : undefined) },
+        ...series.map((s, i) => ({
+          label: s.label,
+          scale: s.scale || "y",
+          stroke: s.color || COLORS[i % COLORS.length],
+          fill: s.bars ? `${s.color || COLORS[i % COLORS.length]}99` : undefined,
+          width: 2,
+          spanGaps: false,
+          points: { show: s.bars ? false : (u, si, i0, i1) => i1 - i0 < 40 },
+          paths: s.bars && uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.8, 60] }) : undefined,
+          value: (u, v) => (v == null ? "–" : (s.fmt ? s.fmt(v) : String(v))),
+        })),
+      ],
+      axes: axes || [xAxis, ...yAxes],
+    };
+    this.plot = new uPlot(opts, this.data, container);
+    this.observer = new ResizeObserver(() => this.resize());
+    this.observer.observe(container);
+    container.dataset.points = "0";
+  }
+
+  width() {
+    return Math.max(this.container.clientWidth || 0, 280);
+  }
+
+  resize() {
+    const width = this.width();
+    if (this.container.clientWidth && Math.abs(width - this.plot.width) > 2) {
+      this.plot.setSize({ width, height: this.plot.height });
+    }
+  }
+
+  setData(data) {
+    this.data = data;
+    this.plot.setData(data);
+    this.container.dataset.points = String(countPoints(data));
+  }
+
+  /** Append one x with its y values (one per series); keeps at most maxPoints. */
+  push(x, ys) {
+    const xs = this.data[0];
+    if (xs.length && x <= xs[xs.length - 1]) return;
+    xs.push(x);
+    ys.forEach((y, i) => this.data[i + 1].push(y));
+    if (xs.length > this.maxPoints) for (const col of this.data) col.shift();
+    this.setData(this.data);
+  }
+
+  clear() {
+    this.setData(this.data.map(() => []));
+  }
+}
+
+export const msAxis = (v) => (v >= 100 ? `${v.toFixed(0)} ms` : v >= 1 ? `${+v.toFixed(1)} ms` : `${+v.toFixed(3)} ms`);

@@ -1,0 +1,266 @@
+// Fire: a form for every run pattern and option, saved presets, live progress and charts.
+import { $, $$, api, el, fmtMs, fmtMsgRate, fmtNum, kvRows, listenerTargets, markField, showError } from "./util.js";
+import { feed } from "./feed.js";
+import { registerSection, state } from "./state.js";
+import { pctPairs, runCharts, summaryPairs } from "./runview.js";
+
+const form = $("#fire-form");
+const f = form.elements;
+const charts = runCharts($("#chart-run-rtt"), $("#chart-run-tput"));
+const LAST_RUN = "socketlab.lastRun";
+
+let current = null; // {id, seen: bool, finishing: bool}
+
+// ---- which inputs apply to which pattern ---------------------------------------------------
+function applyVisibility() {
+  const pattern = f.pattern.value;
+  for (const node of $$("[data-for]", form)) node.hidden = !node.dataset.for.split(" ").includes(pattern);
+  const stopBy = f.stop_by.value;
+  for (const node of $$("[data-stop]", form)) node.hidden = node.dataset.stop !== stopBy;
+  const kind = f.payload_kind.value;
+  for (const node of $$("[data-payload]", form)) node.hidden = !node.dataset.payload.split(" ").includes(kind);
+}
+for (const name of ["pattern", "stop_by", "payload_kind"]) f[name].addEventListener("change", applyVisibility);
+
+function shown(name) {
+  const input = f[name];
+  return input && !input.closest("[hidden]");
+}
+
+function number(name) {
+  if (!shown(name) || f[name].value.trim() === "") return undefined;
+  return Number(f[name].value);
+}
+
+/** The POST /api/runs body the form describes; only the options that apply and are set. */
+export function specFromForm() {
+  const spec = { target: f.target.value.trim(), pattern: f.pattern.value };
+  for (const name of ["connections", "in_flight", "size", "size_max", "rate", "burst", "interval",
+    "duration", "count", "warmup", "ramp_up", "timeout"]) {
+    const value = number(name);
+    if (value !== undefined) spec[name] = value;
+  }
+  const mbit = number("bitrate_mbit");
+  if (mbit !== undefined) spec.bitrate = mbit * 1e6;
+  const kind = f.payload_kind.value;
+  if (kind !== "random") {
+    spec.payload = { kind };
+    if (kind === "text" || kind === "hex") spec.payload.text = f.payload_text.value;
+  }
+  return spec;
+}
+
+function specToForm(spec) {
+  form.reset();
+  f.target.value = spec.target || "";
+  f.pattern.value = spec.pattern || "pingpong";
+  for (const name of ["connections", "in_flight", "size", "size_max", "rate", "burst", "interval",
+    "duration", "count", "warmup", "ramp_up", "timeout"]) {
+    if (f[name]) f[name].value = spec[name] ?? "";
+  }
+  f.bitrate_mbit.value = spec.bitrate ? spec.bitrate / 1e6 : "";
+  f.stop_by.value = spec.count ? "count" : "duration";
+  const payload = spec.payload || {};
+  f.payload_kind.value = payload.kind || "random";
+  f.payload_text.value = payload.text || "";
+  applyVisibility();
+}
+
+// ---- presets ---------------------------------------------------------------------------------
+let presets = [];
+async function loadPresets() {
+  try {
+    presets = (await api("GET", "/api/presets")).items || [];
+  } catch (e) { return; }
+  const select = $("#preset-select");
+  const chosen = select.value;
+  select.replaceChildren(el("option", { value: "", text: presets.length ? "choose…" : "none saved" }),
+    ...presets.map((p) => el("option", { value: p.name, text: p.name })));
+  if (presets.some((p) => p.name === chosen)) select.value = chosen;
+}
+
+function presetMsg(text) { $("#preset-msg").textContent = text; }
+
+$("#preset-load").addEventListener("click", () => {
+  const preset = presets.find((p) => p.name === $("#preset-select").value);
+  if (!preset) { presetMsg("choose a preset first"); return; }
+  specToForm(preset.spec);
+  $("#preset-name").value = preset.name;
+  presetMsg(`loaded “${preset.name}”`);
+});
+$("#preset-select").addEventListener("change", () => $("#preset-load").click());
+$("#preset-save").addEventListener("click", async () => {
+  const name = $("#preset-name").value.trim();
+  $("#fire-error").hidden = true;
+  if (!name) { presetMsg("give the preset a name"); $("#preset-name").focus(); return; }
+  try {
+    await api("POST", "/api/presets", { name, spec: specFromForm() });
+    await loadPresets();
+    $("#preset-select").value = name;
+    presetMsg(`saved “${name}”`);
+  } catch (err) {
+    markField(form, err.field);
+    showError($("#fire-error"), err);
+  }
+});
+$("#preset-delete").addEventListener("click", async () => {
+  const name = $("#preset-select").value;
+  if (!name) { presetMsg("choose a preset first"); return; }
+  try {
+    await api("DELETE", `/api/presets/${encodeURIComponent(name)}`);
+    await loadPresets();
+    presetMsg(`deleted “${name}”`);
+  } catch (err) { showError($("#fire-error"), err); }
+});
+
+// ---- firing and following a run ---------------------------------------------------------------
+function progressText(live) {
+  const pct = `${((live.progress || 0) * 100).toFixed(0)} %`;
+  return `${pct} · ${fmtNum(live.received)} replies · ${fmtMsgRate(live.msgs_per_s)} · ` +
+    `p50 ${fmtMs(live.rtt_p50_ms)} · p99 ${fmtMs(live.rtt_p99_ms)}` +
+    (live.errors ? ` · ${fmtNum(live.errors)} errors` : "");
+}
+
+function follow(id) {
+  current = { id, seen: false, finishing: false, ticksSince: 0 };
+  localStorage.setItem(LAST_RUN, id);
+  $("#progress-run").textContent = `run ${id}`;
+  $("#run-progress").hidden = false;
+  $("#stop-button").disabled = false;
+  $("#fire-button").disabled = true;
+}
+
+function showProgress(live) {
+  const bar = $("#progress-bar");
+  bar.value = live.progress || 0;
+  bar.setAttribute("aria-valuetext", `${((live.progress || 0) * 100).toFixed(0)} percent`);
+  $("#progress-text").textContent = progressText(live);
+}
+
+function showResult(run) {
+  $("#result-id").textContent = run.id;
+  $("#result-table tbody").replaceChildren(...kvRows(summaryPairs(run)));
+  $("#result-pct tbody").replaceChildren(...kvRows(pctPairs(run)));
+  const reply = run.summary && run.summary.reply;
+  const replyNode = $("#result-reply");
+  replyNode.hidden = !reply;
+  if (reply) replyNode.replaceChildren("Reply: ", el("code", { text: reply.hex || "" }), " ", el("code", { text: JSON.stringify(reply.text ?? "") }));
+  $("#run-result").hidden = false;
+}
+
+async function finish(id) {
+  if (!current || current.id !== id || current.finishing) return;
+  current.finishing = true;
+  try {
+    const run = await api("GET", `/api/runs/${id}`);
+    if (run.status === "running") { current.finishing = false; return; }
+    current = null;
+    $("#stop-button").disabled = true;
+    $("#fire-button").disabled = false;
+    $("#progress-bar").value = 1;
+    $("#progress-text").textContent = `100 % · ${run.status}`;
+    charts.setSeries(run.series);
+    showResult(run);
+    document.dispatchEvent(new CustomEvent("socketlab:run-ended", { detail: run }));
+  } catch (err) {
+    current.finishing = false;
+    showError($("#fire-error"), err);
+  }
+}
+
+feed.on("tick", (msg) => {
+  if (!current) return;
+  const live = (msg.runs || []).find((r) => r.id === current.id);
+  if (live && live.status === "running") {
+    current.seen = true;
+    showProgress(live);
+    if (live.point && live.point.t > charts.lastT()) charts.push(live.point);
+    return;
+  }
+  finish(current.id);
+});
+
+/** Show a stored or running run: its charts from the server's series, then follow it live. */
+async function showRun(id) {
+  try {
+    const run = await api("GET", `/api/runs/${id}`);
+    localStorage.setItem(LAST_RUN, id);
+    charts.setSeries(run.series);
+    $("#run-progress").hidden = false;
+    $("#progress-run").textContent = `run ${id}`;
+    if (run.status === "running") {
+      $("#run-result").hidden = true;
+      follow(id);
+      showProgress({ progress: run.progress, received: run.summary?.received, msgs_per_s: null });
+    } else {
+      $("#progress-bar").value = 1;
+      $("#progress-text").textContent = `100 % · ${run.status}`;
+      showResult(run);
+    }
+    if (run.spec && !f.target.value) specToForm(run.spec);
+  } catch (err) {
+    if (err.status === 404) localStorage.removeItem(LAST_RUN);
+  }
+}
+
+form.addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("#fire-error").hidden = true;
+  markField(form, null);
+  const spec = specFromForm();
+  $("#fire-button").disabled = true;
+  try {
+    const run = await api("POST", "/api/runs", spec);
+    charts.setSeries([]);
+    $("#run-result").hidden = true;
+    $("#progress-bar").value = 0;
+    $("#progress-text").textContent = "starting…";
+    follow(run.id);
+  } catch (err) {
+    $("#fire-button").disabled = false;
+    markField(form, err.field);
+    showError($("#fire-error"), err);
+  }
+});
+
+$("#stop-button").addEventListener("click", async () => {
+  if (!current) return;
+  const id = current.id;
+  $("#stop-button").disabled = true;
+  try {
+    await api("POST", `/api/runs/${id}/stop`);
+    finish(id);
+  } catch (err) {
+    if (err.status === 404) finish(id);
+    else { $("#stop-button").disabled = false; showError($("#fire-error"), err); }
+  }
+});
+
+// ---- defaults from the lab's own listeners ------------------------------------------------------
+feed.on("tick", () => {
+  const list = $("#target-list");
+  const targets = listenerTargets(state.listeners);
+  const key = targets.map((t) => t.url).join(" ");
+  if (list.dataset.key !== key) {
+    list.dataset.key = key;
+    list.replaceChildren(...targets.map((t) => el("option", { value: t.url, text: `${t.listener.id} · ${t.listener.mode}` })));
+  }
+  if (!f.target.value) {
+    const echo = targets.find((t) => t.listener.protocol === "tcp" && t.listener.mode === "echo");
+    if (echo) f.target.value = echo.url;
+  }
+});
+
+applyVisibility();
+let started = false;
+registerSection("fire", {
+  show(arg) {
+    loadPresets();
+    if (arg) { showRun(arg); return; }
+    if (!started) {
+      started = true;
+      const last = localStorage.getItem(LAST_RUN);
+      if (last && !current) showRun(last);
+    }
+  },
+});
