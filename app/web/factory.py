@@ -15,6 +15,8 @@ from app.errors import SocketlabError
 from app.web import security
 from app.web.api import api
 from app.web.live import live
+from app.web.metrics import install_metrics
+from app.web.openapi import install_openapi
 from app.web.runs_api import runs_api
 
 if TYPE_CHECKING:
@@ -50,6 +52,8 @@ def create_web(lab: Lab) -> QuartTrio:
     web.config["lab"] = lab
     web.register_blueprint(api)
     web.register_blueprint(live)
+    install_metrics(web, lab)
+    install_openapi(web)
     web.register_blueprint(runs_api)
 
     def _auth_ok() -> bool:
@@ -68,7 +72,7 @@ def create_web(lab: Lab) -> QuartTrio:
             lab, request.headers.get("Origin"), request.headers.get("Host")
         ):
             return error_response(403, "cross-origin request refused", "Origin")
-        if path.startswith("/api/") and path != "/api/health":
+        if (path.startswith("/api/") and path != "/api/health") or path == "/metrics":
             if not _auth_ok():
                 return error_response(401, "missing or wrong token", "Authorization")
             if (

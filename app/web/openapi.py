@@ -1,0 +1,149 @@
+"""``/openapi.json`` and the offline API docs at ``/docs``, through quart-schema.
+
+Routes are documented with quart-schema's documentation-only decorators
+(``document_request``, ``document_querystring``, ``document_response``): the API keeps its own
+validation and its ``{"error", "field"}`` error shape, and the request models are the ones that
+validate (``RunSpec``), so the schema says what the server really accepts.
+
+What this module adds to quart-schema's generator:
+
+- only ``/api/...`` routes and ``/metrics`` are documented (the dashboard page is not an API);
+- each operation is tagged by its first path segment (``/api/runs/...`` → ``runs``);
+- every authenticated operation documents its 401 answer;
+- routes that answer text declare it with :func:`document_text`.
+
+Auth: ``/openapi.json`` and ``/docs`` are served without a token, like ``/api/health``. They
+describe the code, which is public, and hold no state of the lab; serving them openly lets
+API clients and generators fetch the schema, and lets a person read the docs before logging
+in. Every operation they describe still needs the token (the Swagger page's "Authorize"
+button takes it). Swagger UI's script and stylesheet are served from ``static/vendor``, so the
+page works with no internet access.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from quart import Blueprint, current_app, render_template
+from quart_schema import HttpSecurityScheme, Info, OpenAPIProvider, QuartSchema, Tag, hide
+from quart_schema.openapi import APIKeySecurityScheme
+from werkzeug.routing import Rule
+
+from app import __version__
+from app.web.schemas import ErrorResponse
+from app.web.security import COOKIE_NAME
+
+if TYPE_CHECKING:
+    from quart_trio import QuartTrio
+
+T = TypeVar("T", bound=Callable[..., Any])
+
+SWAGGER_JS = "/static/vendor/swagger-ui/swagger-ui-bundle.js"
+SWAGGER_CSS = "/static/vendor/swagger-ui/swagger-ui.css"
+_TEXT_ATTRIBUTE = "_socketlab_text_response"
+SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"cookieAuth": []}]
+
+
+def document_text(media_type: str, description: str) -> Callable[[T], T]:
+    """Document a 200 answer in a text ``media_type`` (``/metrics``; CSV exports).
+
+    Alongside a JSON 200 documented with ``document_response``, the text form is offered as
+    a second content type of the same response.
+    """
+
+    def decorator(func: T) -> T:
+        setattr(func, _TEXT_ATTRIBUTE, (media_type, description))
+        return func
+
+    return decorator
+
+
+def is_documented_path(path: str) -> bool:
+    return path.startswith("/api/") or path == "/metrics"
+
+
+class SocketlabOpenAPIProvider(OpenAPIProvider):
+    """quart-schema's generator, limited to the API and with the additions listed above."""
+
+    def generate_rules(self) -> Iterable[Rule]:
+        for rule in super().generate_rules():
+            if is_documented_path(rule.rule):
+                yield rule
+
+    def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
+        paths, components = super().build_paths(rule)
+        func = self._app.view_functions[rule.endpoint]
+        text = getattr(func, _TEXT_ATTRIBUTE, None)
+        parts = rule.rule.strip("/").split("/")
+        group = parts[1] if parts[0] == "api" and len(parts) > 1 else parts[0]
+        for operations in paths.values():
+            for operation in operations.values():
+                operation.setdefault("tags", [group])
+                responses = operation["responses"] = dict(operation["responses"])
+                if text is not None:
+                    media_type, description = text
+                    ok = responses[200] = dict(responses.get(200, {"description": description}))
+                    ok["content"] = {
+                        **ok.get("content", {}),
+                        media_type: {"schema": {"type": "string"}},
+                    }
+                if operation.get("security") != [] and 401 not in responses:
+                    response, extra = self.build_response_object(ErrorResponse, None)
+                    response["description"] = "missing or wrong token"
+                    responses[401] = response
+                    components.update(extra)
+        return paths, components
+
+
+docs = Blueprint("docs", __name__)
+
+
+@docs.get("/docs")
+@hide
+async def swagger_ui() -> str:
+    """Swagger UI over ``/openapi.json``.
+
+    quart-schema's own page has no doctype and names a preset the bundle does not ship; this
+    one is a standards-mode page with the same configurable asset URLs.
+    """
+    config = current_app.config
+    return await render_template(
+        "docs.html",
+        openapi_url="/openapi.json",
+        swagger_js_url=config["QUART_SCHEMA_SWAGGER_JS_URL"],
+        swagger_css_url=config["QUART_SCHEMA_SWAGGER_CSS_URL"],
+    )
+
+
+def install_openapi(web: QuartTrio) -> QuartSchema:
+    """Serve ``/openapi.json`` and ``/docs`` (Swagger UI from local assets) on ``web``."""
+    web.config["QUART_SCHEMA_SWAGGER_JS_URL"] = SWAGGER_JS
+    web.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = SWAGGER_CSS
+    web.register_blueprint(docs)
+    return QuartSchema(
+        web,
+        openapi_path="/openapi.json",
+        swagger_ui_path=None,
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        info=Info(
+            title="socketlab",
+            version=__version__,
+            description="A network traffic lab: TCP/UDP listeners, test traffic runs and their "
+            "live measurements. Send the token as `Authorization: Bearer TOKEN`.",
+        ),
+        security_schemes={
+            "bearerAuth": HttpSecurityScheme(scheme="bearer"),
+            "cookieAuth": APIKeySecurityScheme(in_="cookie", name=COOKIE_NAME),
+        },
+        security=SECURITY,
+        tags=[
+            Tag(name="health", description="Is the lab up"),
+            Tag(name="listeners", description="Servers that echo, sink, respond or collect"),
+            Tag(name="connections", description="Live TCP connections and UDP flows"),
+            Tag(name="runs", description="Test traffic and its measurements"),
+            Tag(name="metrics", description="For Prometheus"),
+        ],
+        openapi_provider_class=SocketlabOpenAPIProvider,
+    )

@@ -1,0 +1,246 @@
+"""Pydantic models of the API's responses and query strings, for ``/openapi.json``.
+
+Request bodies are documented with the models that validate them (``RunSpec``), so the
+documentation cannot drift from the validation. Responses are built as plain dicts by the
+routes; these models describe them, and ``tests/test_openapi.py`` checks real responses
+against them, so a route that changes its output without changing its model fails a test.
+
+Top-level documents forbid unknown keys. A run's summary and its per-second points grow with
+the patterns and are open: the fields listed are guaranteed, others may appear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from quart_schema import document_response
+
+from app.runs.spec import RunSpec as RunSpec  # the request model, documented as it validates
+
+T = TypeVar("T", bound=Callable[..., Any])
+
+RunStatus = Literal["running", "finished", "stopped", "failed"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorResponse(_Strict):
+    """What went wrong, and which input it is about (a field name, a header, or null)."""
+
+    error: str = Field(description="one line, meant for a person")
+    field: str | None = Field(description="the field, header or parameter at fault, if any")
+
+
+def document_errors(*status_codes: int) -> Callable[[T], T]:
+    """Document ``ErrorResponse`` bodies for each of ``status_codes`` on a route.
+
+    401 (missing or wrong token) is added to every authenticated route automatically.
+    """
+
+    def decorator(func: T) -> T:
+        for status in status_codes:
+            func = document_response(ErrorResponse, status)(func)
+        return func
+
+    return decorator
+
+
+class Health(_Strict):
+    """The lab is up (no token needed)."""
+
+    status: Literal["ok"]
+
+
+class ListenerInfo(_Strict):
+    """A listener: where it binds, its mode, limits, live totals and its mode's own section."""
+
+    id: str = Field(examples=["l1"])
+    protocol: Literal["tcp", "udp", "tls"]
+    host: str
+    port: int
+    mode: Literal["echo", "sink", "respond", "statsd"]
+    url: str = Field(
+        description="a URL that starts the same listener again",
+        examples=["tcp://127.0.0.1:9000?mode=echo"],
+    )
+    options: dict[str, Any] = Field(description="options not at their defaults")
+    connections: int = Field(description="open TCP connections or live UDP flows")
+    accepted: int
+    rejected: int = Field(description="refused by max_connections")
+    idle_closed: int = Field(description="closed after idle_timeout")
+    closed_by_api: int
+    bytes_in: int
+    bytes_out: int
+    msgs_in: int
+    msgs_out: int
+    errors: int
+    oversized: int = Field(description="messages dropped for exceeding max_message_size")
+    max_connections: int
+    idle_timeout: float
+    max_message_size: int
+    started_at: float = Field(description="Unix time")
+    tls: dict[str, Any] | None = Field(None, description="tls: the certificate's fingerprint")
+    impairment: dict[str, Any] | None = Field(None, description="echo: added delay, loss, ...")
+    respond: dict[str, Any] | None = Field(None, description="respond: rules and hit counters")
+    statsd: dict[str, Any] | None = Field(None, description="statsd: collector counters")
+    probe: dict[str, Any] | None = Field(None, description="sink: one-way figures per run")
+
+
+class ListenerList(_Strict):
+    """Every running listener."""
+
+    items: list[ListenerInfo]
+
+
+class ConnectionRow(_Strict):
+    """One live TCP connection or UDP flow; ``listener_id`` (inbound) or ``run_id`` (a run's)."""
+
+    id: str
+    protocol: str
+    local: str = Field(examples=["127.0.0.1:9000"])
+    remote: str = Field(examples=["127.0.0.1:53122"])
+    bytes_in: int
+    bytes_out: int
+    msgs_in: int
+    msgs_out: int
+    opened_at: float = Field(description="Unix time")
+    last_activity: float = Field(description="Unix time")
+    listener_id: str | None = None
+    run_id: str | None = None
+
+
+class ConnectionPage(_Strict):
+    """A page of live connections, oldest first."""
+
+    items: list[ConnectionRow]
+    total: int
+    offset: int
+    limit: int
+
+
+class PageQuery(_Strict):
+    offset: int | None = Field(None, ge=0, description="rows to skip (0)")
+    limit: int | None = Field(None, ge=1, le=5000, description="rows to return (500)")
+
+
+class LimitQuery(_Strict):
+    limit: int | None = Field(None, ge=1, le=1000, description="runs to return, newest first")
+
+
+class RunRef(_Strict):
+    """A run's id and status."""
+
+    id: str = Field(examples=["3f2a9c1b7d4e"])
+    status: RunStatus
+
+
+class RttMs(_Open):
+    """Round-trip times in milliseconds; null when nothing was measured."""
+
+    min: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+    p999: float | None = None
+    max: float | None = None
+    mean: float | None = None
+
+
+class RunSummary(_Open):
+    """Totals of a run. While it runs only the counters are filled; at the end every field
+    is, plus pattern-specific ones (``reply`` for packet, ``histogram``, ``bottleneck``)."""
+
+    sent: int
+    received: int
+    bytes_sent: int
+    bytes_received: int
+    errors: int
+    errors_by_kind: dict[str, int]
+    lost: int
+    late: int
+    rtt_ms: RttMs | None = None
+    loss_pct: float | None = None
+    duplicates: int | None = None
+    reordered: int | None = None
+    jitter_ms: float | None = None
+    connections_opened: int | None = None
+    elapsed: float | None = None
+    msgs_per_s: float | None = None
+    bits_per_s: float | None = None
+
+
+class SeriesPoint(_Open):
+    """One second of a run: counts in that second, rates, RTT of that second."""
+
+    t: float = Field(description="seconds since the run started")
+    sent: int
+    received: int
+    bytes_sent: int
+    bytes_received: int
+    msgs_per_s: float
+    bits_per_s: float
+    rtt_ms: RttMs
+
+
+class RunDoc(_Strict):
+    """A run: its spec, status and results. ``series`` only in ``GET /api/runs/{run_id}``."""
+
+    id: str
+    status: RunStatus
+    spec: RunSpec
+    summary: RunSummary | None
+    error: str | None
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    progress: float | None = Field(None, ge=0, le=1, description="while running, 0 to 1")
+    series: list[SeriesPoint] | None = None
+
+
+class RunList(_Strict):
+    """Runs, newest first (running ones first)."""
+
+    items: list[RunDoc]
+
+
+class SendRequest(_Strict):
+    """One message to send, as text with escapes (``\\r\\n``, ``\\x00``) or as hex."""
+
+    target: str = Field(examples=["tcp://127.0.0.1:9000"])
+    payload: str = Field(min_length=1, examples=["PING\\r\\n"])
+    hex: bool = Field(False, description="payload is hex ('de ad be ef')")
+    timeout: float = Field(2.0, gt=0, le=60, description="seconds to wait for the reply")
+    insecure: bool = Field(False, description="tls: accept any server certificate")
+
+
+class Reply(_Open):
+    """What came back, as hex and as text with escapes."""
+
+    bytes: int
+    hex: str
+    text: str
+    rtt_ms: float | None
+
+
+class SendResult(_Strict):
+    """The run that sent the message, and its reply (null when none came)."""
+
+    id: str
+    status: RunStatus
+    reply: Reply | None
+    error: str | None
+    errors_by_kind: dict[str, int]
+
+
+class ExportQuery(_Strict):
+    format: Literal["json", "csv"] | None = Field(
+        None, description="json (default): the whole run; csv: its per-second series"
+    )
