@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 
-from app.listeners.base import DatagramHandler, Listener, Mode, Transport
+from app.listeners.base import FIRST_READ_SIZE, DatagramHandler, Listener, Mode, Transport
 from app.listeners.modes.impair import Impairment, impaired_datagram_handler, impaired_stream
 from app.registry import Conn
 
@@ -39,8 +39,9 @@ class EchoMode(Mode):
             await impaired_stream(self.listener, self.impairment, conn, transport, scope)
             return
         listener = self.listener
-        size = listener.spec.max_message_size
+        max_size = listener.spec.max_message_size
         idle = listener.spec.idle_timeout
+        size = min(FIRST_READ_SIZE, max_size)
         buf = bytearray(size)
         view = memoryview(buf)
         recv_into = transport.recv_into
@@ -63,6 +64,10 @@ class EchoMode(Mode):
             listener.msgs_out += 1
             conn.touch()
             scope.deadline = current_time() + idle
+            if n == size and size < max_size:
+                size = min(size * 4, max_size)
+                buf = bytearray(size)
+                view = memoryview(buf)
 
     def datagram_handler(self, sock: Any) -> DatagramHandler:
         assert self.impairment is not None  # plain echo uses the UDP server's own loop

@@ -26,7 +26,7 @@ from typing import Any
 
 import trio
 
-from app.listeners.base import DatagramHandler, Listener, Transport, send_all
+from app.listeners.base import FIRST_READ_SIZE, DatagramHandler, Listener, Transport, send_all
 from app.listeners.spec import ListenerSpec
 from app.listeners.udp import send_reply
 from app.registry import Conn
@@ -184,8 +184,9 @@ async def impaired_stream(
     scope: trio.CancelScope,
 ) -> None:
     """Echo one TCP/TLS connection with every chunk delayed, byte order kept."""
-    size = listener.spec.max_message_size
+    max_size = listener.spec.max_message_size
     idle = listener.spec.idle_timeout
+    size = min(FIRST_READ_SIZE, max_size)
     buf = bytearray(size)
     view = memoryview(buf)
     send_channel, receive_channel = trio.open_memory_channel[tuple[float, bytes]](_TCP_PENDING)
@@ -219,3 +220,7 @@ async def impaired_stream(
                 impairment.delayed += 1
                 await send_channel.send((last_due, bytes(view[:n])))
                 scope.deadline = trio.current_time() + idle
+                if n == size and size < max_size:
+                    size = min(size * 4, max_size)
+                    buf = bytearray(size)
+                    view = memoryview(buf)

@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from app.listeners.base import DatagramHandler, Listener, Mode, Transport
+from app.listeners.base import FIRST_READ_SIZE, DatagramHandler, Listener, Mode, Transport
 from app.registry import Conn
 from app.runs.flowstats import FlowTable
 from app.wire import probe
@@ -139,8 +139,9 @@ class SinkMode(Mode):
         self, conn: Conn, transport: Transport, scope: trio.CancelScope
     ) -> None:
         listener = self.listener
-        size = listener.spec.max_message_size
+        max_size = listener.spec.max_message_size
         idle = listener.spec.idle_timeout
+        size = min(FIRST_READ_SIZE, max_size)
         buf = bytearray(size)
         view = memoryview(buf)
         recv_into = transport.recv_into
@@ -162,6 +163,10 @@ class SinkMode(Mode):
                 listener.msgs_in += done
             conn.touch()
             scope.deadline = current_time() + idle
+            if n == size and size < max_size:
+                size = min(size * 4, max_size)
+                buf = bytearray(size)
+                view = memoryview(buf)
 
     def datagram_handler(self, sock: Any) -> DatagramHandler:
         sink = self.sink
