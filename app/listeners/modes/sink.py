@@ -26,8 +26,12 @@ from app.runs.flowstats import FlowTable
 from app.wire import probe
 
 # Runs remembered at once (least recently active forgotten first) and flows per run.
-MAX_RUNS = 64
+MAX_RUNS = 32
 MAX_FLOWS_PER_RUN = 4096
+
+# Up to this many flows the summary is computed on every request; above it, reused 1 s.
+_FRESH_FLOWS = 1024
+_SUMMARY_REUSE = 1.0
 
 _HEADER_SIZE = probe.HEADER_SIZE
 perf_ns = time.perf_counter_ns
@@ -134,6 +138,8 @@ class SinkMode(Mode):
     def __init__(self, listener: Listener) -> None:
         super().__init__(listener)
         self.sink = ProbeSink()
+        self._summary: dict[str, Any] | None = None
+        self._summary_until = 0.0
 
     async def handle_stream(
         self, conn: Conn, transport: Transport, scope: trio.CancelScope
@@ -180,7 +186,15 @@ class SinkMode(Mode):
         return handle
 
     def details(self) -> dict[str, Any]:
-        return {"probe": self.sink.summary()}
+        # The summary walks every flow. The dashboard asks a few times a second, so a sink
+        # that tracks many flows reuses a summary for up to a second.
+        sink = self.sink
+        now = trio.current_time()
+        if self._summary is None or now >= self._summary_until:
+            self._summary = sink.summary()
+            flows = sum(len(table) for table in sink.runs.values())
+            self._summary_until = now + (_SUMMARY_REUSE if flows > _FRESH_FLOWS else 0.0)
+        return {"probe": self._summary}
 
     def probe_summary(self, run_tag: int) -> dict[str, Any] | None:
         return self.sink.for_run(run_tag)
