@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 import pytest
+import trio
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_openapi
 
@@ -149,7 +150,25 @@ async def test_real_answers_match_their_documented_schemas(lab: Lab) -> None:
         await http(port, "POST", "/api/runs", body={"target": udp, "duration": 60})
     ).json()["id"]
     await wait_for(lambda: lab.runs.live[running_id].stats.received > 5)
-    values = {"run_id": finished_id}
+    statsd = await http(
+        port, "POST", "/api/listeners", body={"url": "udp://127.0.0.1:0?mode=statsd"}
+    )
+    response_validator(doc, "/api/listeners", "post", 201).validate(statsd.json())
+    statsd_id, statsd_port = statsd.json()["id"], statsd.json()["port"]
+    with trio.socket.socket(type=trio.socket.SOCK_DGRAM) as sock:
+        await sock.sendto(b"hits:1|c\nlat:5|ms\ntemp:3|g\nusers:a|s", ("127.0.0.1", statsd_port))
+    statsd_listener = lab.listeners.get(statsd_id)
+    await wait_for(lambda: statsd_listener.to_dict()["statsd"]["metrics_received"] == 4)
+    flushed = await http(port, "POST", f"/api/listeners/{statsd_id}/flush")
+    response_validator(doc, "/api/listeners/{listener_id}/flush", "post", 200).validate(
+        flushed.json()
+    )
+    preset = await http(
+        port, "POST", "/api/presets", body={"name": "p1", "spec": {"target": tcp, "count": 3}}
+    )
+    assert preset.status == 201, preset.body
+    response_validator(doc, "/api/presets", "post", 201).validate(preset.json())
+    values = {"run_id": finished_id, "listener_id": statsd_id}
 
     checked = []
     for method, path in api_operations(lab):
@@ -176,7 +195,11 @@ async def test_real_answers_match_their_documented_schemas(lab: Lab) -> None:
     assert missing.status == 404
     response_validator(doc, "/api/runs/{run_id}", "get", 404).validate(missing.json())
     assert {"/api/health", "/api/listeners", "/api/connections", "/api/runs"} <= set(checked)
-    assert "/api/runs/{run_id}" in checked
+    assert {"/api/runs/{run_id}", "/api/telemetry", "/api/presets"} <= set(checked)
+    stopped_listener = await http(port, "DELETE", f"/api/listeners/{statsd_id}")
+    response_validator(doc, "/api/listeners/{listener_id}", "delete", 200).validate(
+        stopped_listener.json()
+    )
 
 
 async def test_a_response_that_drifts_from_its_schema_is_caught(lab: Lab) -> None:

@@ -13,16 +13,28 @@ from app.errors import ConflictError, NotFoundError, SpecError
 from app.runs.spec import parse_run_spec, validation_error_to_spec_error
 from app.store import Store
 from app.web import security
+from app.web.openapi import document_empty, document_text
 from app.web.schemas import (
+    ConnectionClosed,
     ConnectionPage,
     Health,
+    LabSeries,
     LimitQuery,
+    ListenerInfo,
     ListenerList,
+    ListenerRequest,
+    ListenerStopped,
     PageQuery,
+    Preset,
+    PresetList,
     RunDoc,
     RunList,
     RunRef,
     RunSpec,
+    SeriesQuery,
+    StatsdSnapshot,
+    TelemetryList,
+    TelemetryQuery,
     document_errors,
 )
 
@@ -126,6 +138,9 @@ async def stop_run(run_id: str) -> dict[str, Any]:
 
 
 @api.get("/series")
+@document_querystring(SeriesQuery)
+@document_response(LabSeries)
+@document_errors(422)
 async def lab_series() -> dict[str, Any]:
     """The lab's per-second totals (connections, bytes in and out per listener), oldest first."""
     lab = _lab()
@@ -150,11 +165,18 @@ def _presets_store() -> Store:
 
 
 @api.get("/presets")
+@document_response(PresetList)
+@document_errors(409)
 async def list_presets() -> dict[str, Any]:
+    """Saved run presets, by name."""
     return {"items": await _presets_store().list_presets()}
 
 
 @api.post("/presets")
+@document_request(PresetBody)
+@document_response(Preset, 201)
+@document_response(Preset, 200)
+@document_errors(409, 415, 422)
 async def save_preset() -> tuple[dict[str, Any], int]:
     """Save (or replace) a preset; the spec must be one ``POST /api/runs`` would accept."""
     body = await _json_body()
@@ -171,7 +193,10 @@ async def save_preset() -> tuple[dict[str, Any], int]:
 
 
 @api.delete("/presets/<name>")
+@document_empty(204, "deleted")
+@document_errors(404, 409)
 async def delete_preset(name: str) -> tuple[str, int]:
+    """Delete a preset."""
     if not await _presets_store().delete_preset(name):
         raise NotFoundError(f"no preset {name!r}", "name")
     return "", 204
@@ -181,6 +206,9 @@ async def delete_preset(name: str) -> tuple[str, int]:
 
 
 @api.post("/listeners")
+@document_request(ListenerRequest)
+@document_response(ListenerInfo, 201)
+@document_errors(409, 415, 422)
 async def create_listener() -> tuple[dict[str, Any], int]:
     """Start a listener; answers 201 with its document once it is bound.
 
@@ -211,12 +239,16 @@ async def create_listener() -> tuple[dict[str, Any], int]:
 
 
 @api.get("/listeners/<listener_id>")
+@document_response(ListenerInfo)
+@document_errors(404)
 async def get_listener(listener_id: str) -> dict[str, Any]:
     """One listener's document: counters, limits, options and its mode's section."""
     return _lab().listeners.get(listener_id).to_dict()
 
 
 @api.delete("/listeners/<listener_id>")
+@document_response(ListenerStopped)
+@document_errors(404)
 async def delete_listener(listener_id: str) -> dict[str, Any]:
     """Stop a listener: its socket and every connection close; answers once the port is free.
 
@@ -228,6 +260,8 @@ async def delete_listener(listener_id: str) -> dict[str, Any]:
 
 
 @api.get("/listeners/<listener_id>/certificate")
+@document_text("application/x-pem-file", "the PEM certificate")
+@document_errors(404)
 async def listener_certificate(listener_id: str) -> tuple[str, int, dict[str, str]]:
     """The PEM certificate a ``tls://`` listener serves (self-signed ones included), for
     clients to trust; 404 for other listeners."""
@@ -240,6 +274,8 @@ async def listener_certificate(listener_id: str) -> tuple[str, int, dict[str, st
 
 
 @api.post("/listeners/<listener_id>/flush")
+@document_response(StatsdSnapshot)
+@document_errors(404, 409)
 async def flush_listener(listener_id: str) -> dict[str, Any]:
     """Flush a statsd listener now (ends its interval early); returns the flushed snapshot.
 
@@ -255,6 +291,8 @@ async def flush_listener(listener_id: str) -> dict[str, Any]:
 
 
 @api.delete("/connections/<conn_id>")
+@document_response(ConnectionClosed)
+@document_errors(404)
 async def close_connection(conn_id: str) -> dict[str, Any]:
     """Close one live connection: its real socket is closed (the peer sees EOF). For a UDP
     flow the listener forgets it (its next datagram starts a new flow). 404 when the id
@@ -267,6 +305,9 @@ async def close_connection(conn_id: str) -> dict[str, Any]:
 
 
 @api.get("/telemetry")
+@document_querystring(TelemetryQuery)
+@document_response(TelemetryList)
+@document_errors(404, 409)
 async def telemetry() -> dict[str, Any]:
     """Every StatsD collector's current interval and last flush: ``{"items": [...]}``.
 

@@ -10,7 +10,8 @@ What this module adds to quart-schema's generator:
 - only ``/api/...`` routes and ``/metrics`` are documented (the dashboard page is not an API);
 - each operation is tagged by its first path segment (``/api/runs/...`` → ``runs``);
 - every authenticated operation documents its 401 answer;
-- routes that answer text declare it with :func:`document_text`.
+- routes that answer text declare it with :func:`document_text`, and answers without a
+  body with :func:`document_empty`.
 
 Auth: ``/openapi.json`` and ``/docs`` are served without a token, like ``/api/health``. They
 describe the code, which is public, and hold no state of the lab; serving them openly lets
@@ -42,6 +43,7 @@ T = TypeVar("T", bound=Callable[..., Any])
 SWAGGER_JS = "/static/vendor/swagger-ui/swagger-ui-bundle.js"
 SWAGGER_CSS = "/static/vendor/swagger-ui/swagger-ui.css"
 _TEXT_ATTRIBUTE = "_socketlab_text_response"
+_EMPTY_ATTRIBUTE = "_socketlab_empty_responses"
 SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"cookieAuth": []}]
 
 
@@ -54,6 +56,18 @@ def document_text(media_type: str, description: str) -> Callable[[T], T]:
 
     def decorator(func: T) -> T:
         setattr(func, _TEXT_ATTRIBUTE, (media_type, description))
+        return func
+
+    return decorator
+
+
+def document_empty(status_code: int, description: str) -> Callable[[T], T]:
+    """Document an answer without a body (``204 No Content``)."""
+
+    def decorator(func: T) -> T:
+        empty = dict(getattr(func, _EMPTY_ATTRIBUTE, {}))
+        empty[status_code] = description
+        setattr(func, _EMPTY_ATTRIBUTE, empty)
         return func
 
     return decorator
@@ -88,6 +102,8 @@ class SocketlabOpenAPIProvider(OpenAPIProvider):
                         **ok.get("content", {}),
                         media_type: {"schema": {"type": "string"}},
                     }
+                for status, description in getattr(func, _EMPTY_ATTRIBUTE, {}).items():
+                    responses[status] = {"description": description}
                 if operation.get("security") != [] and 401 not in responses:
                     response, extra = self.build_response_object(ErrorResponse, None)
                     response["description"] = "missing or wrong token"

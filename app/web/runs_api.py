@@ -14,7 +14,16 @@ from app.errors import SpecError
 from app.runs.spec import parse_run_spec
 from app.web import security
 from app.web.openapi import document_text
-from app.web.schemas import ExportQuery, RunDoc, SendRequest, SendResult, document_errors
+from app.web.schemas import (
+    AuditList,
+    AuditQuery,
+    ExportQuery,
+    RunDoc,
+    SendRequest,
+    SendResult,
+    StoppedRuns,
+    document_errors,
+)
 
 if TYPE_CHECKING:
     from app.lab import Lab
@@ -135,6 +144,7 @@ async def send_packet() -> tuple[dict[str, Any], int]:
 
 
 @runs_api.post("/runs/stop-all")
+@document_response(StoppedRuns)
 async def stop_all_runs() -> dict[str, Any]:
     """The kill switch: stop every running run; answers once each is stored."""
     stopped = await _lab().runs.stop_running()
@@ -142,6 +152,9 @@ async def stop_all_runs() -> dict[str, Any]:
 
 
 @runs_api.get("/audit")
+@document_querystring(AuditQuery)
+@document_response(AuditList)
+@document_errors(422)
 async def audit_log() -> dict[str, Any]:
     """Who asked for which run, when it ran and how it ended (refused requests included)."""
     raw = request.args.get("limit", "100")

@@ -14,9 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic.fields import FieldInfo
 from quart_schema import document_response
 
+from app.listeners.spec import ListenerSpec
 from app.runs.spec import RunSpec as RunSpec  # the request model, documented as it validates
 
 T = TypeVar("T", bound=Callable[..., Any])
@@ -244,3 +246,170 @@ class ExportQuery(_Strict):
     format: Literal["json", "csv"] | None = Field(
         None, description="json (default): the whole run; csv: its per-second series"
     )
+
+
+class SeriesQuery(_Strict):
+    seconds: int | None = Field(None, ge=1, description="only the last N seconds (all kept)")
+
+
+class ListenerRates(_Strict):
+    connections: int
+    bytes_in: float = Field(description="per second")
+    bytes_out: float = Field(description="per second")
+    msgs_in: float = Field(description="per second")
+
+
+class LabPoint(ListenerRates):
+    """One second of the whole lab: totals, and each listener's share by id."""
+
+    t: float = Field(description="Unix time")
+    listeners: dict[str, ListenerRates]
+
+
+class LabSeries(_Strict):
+    """The lab's per-second totals, oldest first."""
+
+    interval: float = Field(description="seconds between points")
+    points: list[LabPoint]
+
+
+class Preset(_Strict):
+    """A saved run spec."""
+
+    name: str
+    spec: RunSpec
+
+
+class PresetDoc(Preset):
+    created_at: float
+    updated_at: float
+
+
+class PresetList(_Strict):
+    """Saved presets, by name."""
+
+    items: list[PresetDoc]
+
+
+def _listener_request() -> type[BaseModel]:
+    """``{"url", ...options}``: the options are ListenerSpec's, so they validate the same."""
+    fields: dict[str, Any] = {
+        "url": (
+            str,
+            Field(
+                description="protocol://host:port, options in the query string allowed",
+                examples=["udp://127.0.0.1:8125?mode=statsd"],
+            ),
+        )
+    }
+    for name, info in ListenerSpec.model_fields.items():
+        if name not in ("protocol", "host", "port"):
+            fields[name] = (info.annotation, FieldInfo.merge_field_infos(info, default=None))
+    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        "ListenerRequest",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__="A listener to start: its URL, and options as keys (the body wins over the "
+        "URL's query string). Only the options of the listener's mode and protocol apply.",
+        **fields,
+    )
+    return model
+
+
+ListenerRequest = _listener_request()
+
+
+class ListenerStopped(_Strict):
+    """The listener stopped; its port is free. ``listener`` is its final document."""
+
+    id: str
+    status: Literal["stopped"]
+    listener: ListenerInfo
+
+
+class ConnectionClosed(_Strict):
+    """The connection's socket was closed."""
+
+    id: str
+    closed: Literal[True]
+
+
+class StatsdCounter(_Strict):
+    value: float = Field(description="the interval's total, scaled by 1/sample rate")
+    rate: float | None = Field(description="per second over the interval")
+
+
+class StatsdSnapshot(_Strict):
+    """One StatsD interval. Keys are ``name`` or ``name|#tag,tag`` (sorted tags)."""
+
+    counters: dict[str, StatsdCounter]
+    gauges: dict[str, float]
+    timers: dict[str, dict[str, float]] = Field(
+        description="count, min, max, mean, sum and the configured percentiles (p50, ...)"
+    )
+    sets: dict[str, int] = Field(description="distinct members")
+    flushed_at: float | None
+    interval: float | None
+    metrics_received: int
+    bad_lines: int
+    overflow: int
+
+
+class TelemetryQuery(_Strict):
+    listener: str | None = Field(None, description="only this listener (its id)")
+
+
+class StatsdTelemetry(_Strict):
+    """A StatsD collector: its counters, its open interval and its last flush."""
+
+    listener_id: str
+    url: str
+    protocol: Literal["tcp", "udp", "tls"]
+    metrics_received: int
+    bad_lines: int
+    overflow: int
+    set_overflow: int
+    keys: int
+    max_keys: int
+    kernel_drops: int | None = Field(description="datagrams the kernel dropped (UDP)")
+    flushes: int
+    flush_interval: float
+    last_flush_at: float | None
+    current: StatsdSnapshot
+    last_flush: StatsdSnapshot | None
+
+
+class TelemetryList(_Strict):
+    """Every StatsD collector (or the one asked for)."""
+
+    items: list[StatsdTelemetry]
+
+
+class StoppedRuns(_Strict):
+    """How many runs were running and are now stopped and stored."""
+
+    stopped: int
+
+
+class AuditQuery(_Strict):
+    limit: int | None = Field(None, ge=1, le=10_000, description="entries, newest first (100)")
+
+
+class AuditEntry(_Strict):
+    """Who asked for a run, from where, and how it ended (refused requests too)."""
+
+    seq: int
+    run_id: str | None
+    principal: str
+    client: str | None
+    target: str | None
+    spec: dict[str, Any] | None
+    requested_at: float
+    started_at: float | None
+    ended_at: float | None
+    outcome: str
+
+
+class AuditList(_Strict):
+    """The audit log, newest first."""
+
+    items: list[AuditEntry]
