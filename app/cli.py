@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -17,6 +18,7 @@ import trio
 
 from app import __version__
 from app.errors import SocketlabError
+from app.runs.spec import parse_run_spec
 from app.runs.targets import TargetPolicy
 from app.settings import Settings, load_settings
 
@@ -163,6 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. the name a compose service is reached by); repeat for more",
     )
     serve.add_argument(
+        "--peer",
+        metavar="URL",
+        action="append",
+        help="another socketlab node to show and start runs on, e.g. http://edge-a:8000; "
+        "repeat for more. Its token: --peer-token, $SOCKETLAB_PEER_TOKEN, or this node's",
+    )
+    serve.add_argument("--peer-token", metavar="TOKEN", help="the token of the peers")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="keep a gentle stream of test traffic flowing to every peer",
+    )
+    serve.add_argument(
         "--allow-origin",
         metavar="ORIGIN",
         action="append",
@@ -178,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fire.add_argument("url", metavar="URL", help="the target, e.g. tcp://127.0.0.1:9000")
     add_fire_options(fire)
+    fire.add_argument(
+        "--via",
+        metavar="LAB_URL",
+        help="start the run on the lab at LAB_URL (e.g. http://edge-a:8000) and stream its "
+        "progress here, instead of firing from this process",
+    )
+    fire.add_argument(
+        "--token", help="the token of the lab given with --via (default: $SOCKETLAB_TOKEN)"
+    )
 
     kill = sub.add_parser(
         "stop-all",
@@ -261,6 +285,9 @@ def _serve(args: argparse.Namespace) -> int:
             allow_host=args.allow_host,
             allow_origin=args.allow_origin,
             allow_multicast=args.allow_multicast,
+            peer=args.peer,
+            peer_token=args.peer_token,
+            demo=args.demo,
         )
         TargetPolicy(settings.allow_targets)
     except SocketlabError as exc:
@@ -322,7 +349,6 @@ def _fire_body(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run_and_print(body: dict[str, Any], as_json: bool) -> int:
     from app.runs.fire import fire_in_process, format_result
-    from app.runs.spec import parse_run_spec
 
     try:
         spec = parse_run_spec(body)
@@ -340,6 +366,16 @@ def _run_and_print(body: dict[str, Any], as_json: bool) -> int:
 
 
 def _fire(args: argparse.Namespace) -> int:
+    if args.via:
+        from app.runs.remote import fire_via
+
+        body = _fire_body(args)
+        try:
+            parse_run_spec(body)
+        except SocketlabError as exc:
+            _usage_error(exc.message)
+        token = args.token or os.environ.get("SOCKETLAB_TOKEN")
+        return fire_via(args.via, token, body, as_json=args.json)
     return _run_and_print(_fire_body(args), args.json)
 
 
@@ -384,7 +420,6 @@ def _listen(args: argparse.Namespace) -> int:
 
 def _stop_all(args: argparse.Namespace) -> int:
     """The kill switch from the command line: ``POST /api/runs/stop-all`` on a lab."""
-    import os
     import urllib.error
     import urllib.request
 

@@ -11,15 +11,20 @@ import json
 import logging
 import signal
 import time
+from functools import partial
 from typing import Any
 
 import trio
 
+from app.demo import serve_demo
+from app.events import publish_connection_events, publish_run_end, publish_run_interval
 from app.hub import Hub
 from app.listeners.manager import ListenerManager
 from app.looplag import LoopLagMonitor
+from app.peers import PeerManager, parse_peer
 from app.registry import Registry
 from app.runs.manager import RunManager
+from app.runs.targets import TargetPolicy
 from app.settings import Endpoint, Settings, is_loopback
 from app.store import AuditLog, open_store
 from app.timeseries import LabSeries
@@ -42,12 +47,32 @@ class Lab:
         self.web_port: int | None = None
         self.started_at = time.time()
         self.runs.remote_lookup = self.receiver_side
+        peers = [parse_peer(p, settings.peer_token or settings.token) for p in settings.peers]
+        names = [p.name for p in peers]
+        for peer in peers:
+            if names.count(peer.name) > 1:
+                # Two peers on one host (a test bench, not compose): name them by host:port.
+                peer.name = peer.url.split("://", 1)[1]
+        self.peers: PeerManager | None = PeerManager(self, peers) if peers else None
+        if peers:
+            # Peers are allowed targets: the demo profile and users fire at them.
+            self.runs.policy = TargetPolicy(
+                (*settings.allow_targets, *(p.host for p in peers)),
+                allow_multicast=settings.allow_multicast,
+            )
+        self.events = Hub()
+        self.runs.on_tick = partial(publish_run_interval, self.events)
+        self.runs.on_end = partial(publish_run_end, self.events)
         self.loop_lag = LoopLagMonitor()
         self.series = LabSeries()
         self.conn_epoch = 0
 
     def request_shutdown(self) -> None:
         self.shutdown.set()
+
+    def hub_events_subscription(self) -> Any:
+        """Subscribe to the event stream; 256 lines of buffer, then drops for this reader."""
+        return self.events.subscribe(max_buffer=256)
 
     def receiver_side(self, endpoint: Endpoint, run_tag: int) -> dict[str, Any] | None:
         """One-way statistics that one of our own sink listeners kept for a run's probes.
@@ -87,6 +112,10 @@ class Lab:
                     for spec in settings.listeners:
                         await self.listeners.start(spec)
                     nursery.start_soon(self._snapshot_loop)
+                    if self.peers is not None:
+                        await nursery.start(self.peers.serve)
+                        if settings.demo:
+                            nursery.start_soon(serve_demo, self)
                     nursery.start_soon(self.loop_lag.serve)
                     web_done = trio.Event()
                     self.web_port = await nursery.start(serve_web, self, web_done)
@@ -146,6 +175,8 @@ class Lab:
         while True:
             await trio.sleep(interval)
             diff = self.registry.take_diff()
+            if self.events.subscriber_count:
+                publish_connection_events(self.events, diff)
             if diff["added"] or diff["updated"] or diff["removed"]:
                 self.conn_epoch += 1
             point = self.series.maybe_sample(

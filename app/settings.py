@@ -134,6 +134,9 @@ class Settings:
     allow_multicast: bool = False
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
+    peers: tuple[str, ...] = ()
+    peer_token: str | None = None
+    demo: bool = False
 
     def with_token(self) -> Settings:
         """Return settings with a token: the given one, or a fresh random one."""
@@ -155,7 +158,7 @@ _CAPS = {
 def _security_values(doc: dict[str, Any]) -> dict[str, Any]:
     """Target policy, Host/Origin allowlists and run caps from a config file."""
     values: dict[str, Any] = {}
-    for key in ("allow_targets", "allowed_hosts", "allowed_origins"):
+    for key in ("allow_targets", "allowed_hosts", "allowed_origins", "peers"):
         if key in doc:
             items = doc[key]
             if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
@@ -163,6 +166,8 @@ def _security_values(doc: dict[str, Any]) -> dict[str, Any]:
             values[key] = tuple(items)
     if "allow_multicast" in doc:
         values["allow_multicast"] = bool(doc["allow_multicast"])
+    if "demo" in doc:
+        values["demo"] = bool(doc["demo"])
     caps = doc.get("caps", {})
     if not isinstance(caps, dict):
         raise SpecError("config file: caps must be a table", "caps")
@@ -187,6 +192,9 @@ def load_settings(
     allow_host: list[str] | None = None,
     allow_origin: list[str] | None = None,
     allow_multicast: bool = False,
+    peer: list[str] | None = None,
+    peer_token: str | None = None,
+    demo: bool = False,
 ) -> Settings:
     """Build :class:`Settings` from a config file, the environment and flags.
 
@@ -248,6 +256,14 @@ def load_settings(
             values[key] = tuple(values.get(key, ())) + tuple(extra)
     if allow_multicast:
         values["allow_multicast"] = True
+    if peer:
+        values["peers"] = tuple(values.get("peers", ())) + tuple(peer)
+    if env.get("SOCKETLAB_PEER_TOKEN"):
+        values["peer_token"] = env["SOCKETLAB_PEER_TOKEN"]
+    if peer_token:
+        values["peer_token"] = peer_token
+    if demo:
+        values["demo"] = True
     settings = Settings(**values)
     if not settings.auth:
         if not is_loopback(settings.web_host):

@@ -140,6 +140,7 @@ class RunManager:
         self.settings = settings
         self.store = store
         self.on_tick = on_tick
+        self.on_end: Callable[[Run], None] | None = None
         self.policy = TargetPolicy(settings.allow_targets, allow_multicast=settings.allow_multicast)
         self.audit: AuditLog | None = None
         self.remote_lookup: RemoteLookup | None = None
@@ -280,6 +281,8 @@ class RunManager:
                     )
                 if self.audit is not None:
                     await self.audit.finish(run.id, run.started_at, run.ended_at, run.status)
+            if self.on_end is not None:
+                self.on_end(run)
             if self.store is not None:
                 # Stored now: readers get it from the store, memory stays bounded.
                 self.live.pop(run.id, None)

@@ -17,6 +17,7 @@ from app.web.api import api
 from app.web.live import live
 from app.web.metrics import install_metrics
 from app.web.openapi import install_openapi
+from app.web.peers_api import peers_api
 from app.web.runs_api import runs_api
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ def create_web(lab: Lab) -> QuartTrio:
     install_metrics(web, lab)
     install_openapi(web)
     web.register_blueprint(runs_api)
+    web.register_blueprint(peers_api)
 
     def _auth_ok() -> bool:
         token = lab.settings.token
@@ -75,10 +77,10 @@ def create_web(lab: Lab) -> QuartTrio:
         if (path.startswith("/api/") and path != "/api/health") or path == "/metrics":
             if not _auth_ok():
                 return error_response(401, "missing or wrong token", "Authorization")
-            if (
-                request.method in security.MUTATING_METHODS
-                and request.content_length
-                and request.mimetype != "application/json"
+            if request.method in security.MUTATING_METHODS and not security.body_is_json(
+                request.mimetype,
+                request.content_length,
+                request.headers.get("Transfer-Encoding"),
             ):
                 return error_response(415, "send the body as application/json", "Content-Type")
         return None

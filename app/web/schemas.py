@@ -413,3 +413,34 @@ class AuditList(_Strict):
     """The audit log, newest first."""
 
     items: list[AuditEntry]
+
+
+class PeerInfo(_Strict):
+    """A peer node as last polled: up or down, its listeners and first connections."""
+
+    name: str = Field(description="the peer's host name (host:port when two share a host)")
+    url: str
+    status: Literal["unknown", "up", "down"]
+    error: str | None
+    last_seen: float | None = Field(description="unix time of the last good poll")
+    listeners: list[dict[str, Any]]
+    connections: list[dict[str, Any]] = Field(description="the first page, up to 100")
+    connection_total: int
+
+
+class PeerList(_Strict):
+    items: list[PeerInfo]
+
+
+class PeerRunRef(_Strict):
+    """A run started on a peer. ``id`` is this node's copy (``peer~remote_id``)."""
+
+    id: str
+    peer: str
+    remote_id: str
+    status: RunStatus
+
+
+class EventsQuery(_Strict):
+    types: str | None = Field(None, description="comma-separated: run, connection")
+    run: str | None = Field(None, description="follow one run; the stream ends with it")

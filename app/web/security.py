@@ -58,7 +58,9 @@ def split_host(value: str) -> tuple[str, int | None]:
     else:
         name, port_text = value, ""
     if port_text:
-        if not port_text.isdigit():
+        # ASCII digits only: str.isdigit() is also true for '²' (which int() refuses) and
+        # for other scripts' digits (which int() reads, letting '٨٠٠٠' pass for 8000).
+        if not (port_text.isascii() and port_text.isdigit()):
             return "", None
         return name, int(port_text)
     return name, None
@@ -111,6 +113,19 @@ def origin_allowed(lab: Lab, origin: str | None, host_header: str | None) -> boo
         if origin in (f"http://{host}", f"https://{host}"):
             return True
     return origin in {o.strip().lower().rstrip("/") for o in lab.settings.allowed_origins}
+
+
+def body_is_json(mimetype: str, content_length: int | None, transfer_encoding: str | None) -> bool:
+    """Whether a mutating request carries JSON or nothing at all.
+
+    A Content-Type other than ``application/json`` is refused even with an empty body, and a
+    body without a Content-Type is refused whether its length is declared or it arrives
+    chunked: ``text/plain`` and form encodings are what a cross-site page can send without
+    a CORS preflight, so accepting them would make the API forgeable.
+    """
+    if mimetype:
+        return mimetype == "application/json"
+    return not content_length and not transfer_encoding
 
 
 def token_id(token: str | None) -> str:

@@ -1,0 +1,73 @@
+"""The gentle demo profile: keep a little traffic flowing to every peer.
+
+With ``--demo``, a node keeps two long, slow runs going to each peer that is up: a TCP rate
+run (2 connections, 10 messages/s in all) and a UDP rate run (1 flow, 5 messages/s) aimed at
+the peer's first TCP and UDP echo listeners. Each lasts ``RUN_SECONDS`` and is started again
+when it ends, so a dashboard opened at any moment shows live connections and moving charts.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from app.errors import SocketlabError
+from app.runs.spec import parse_run_spec
+
+if TYPE_CHECKING:
+    from app.lab import Lab
+    from app.peers import PeerState
+
+logger = logging.getLogger(__name__)
+
+RUN_SECONDS = 300.0
+CHECK_INTERVAL = 2.0
+PROFILE = (
+    {"protocol": "tcp", "connections": 2, "rate": 10.0},
+    {"protocol": "udp", "connections": 1, "rate": 5.0},
+)
+
+
+def _echo_port(state: PeerState, protocol: str) -> int | None:
+    for item in state.listeners:
+        if item.get("protocol") == protocol and item.get("mode") == "echo":
+            port = item.get("port")
+            return int(port) if isinstance(port, int) else None
+    return None
+
+
+async def serve_demo(lab: Lab) -> None:
+    """Keep the demo profile's runs going to every peer that is up, until cancelled."""
+    assert lab.peers is not None
+    running: dict[tuple[str, str], Any] = {}
+    while True:
+        for state in lab.peers.states.values():
+            if state.status != "up":
+                continue
+            for item in PROFILE:
+                key = (state.config.name, str(item["protocol"]))
+                run = running.get(key)
+                if run is not None and not run.done.is_set():
+                    continue
+                port = _echo_port(state, str(item["protocol"]))
+                if port is None:
+                    continue
+                host = state.config.host
+                shown = f"[{host}]" if ":" in host else host
+                spec = parse_run_spec(
+                    {
+                        "target": f"{item['protocol']}://{shown}:{port}",
+                        "pattern": "rate",
+                        "rate": item["rate"],
+                        "connections": item["connections"],
+                        "duration": RUN_SECONDS,
+                        "size": 64,
+                    }
+                )
+                try:
+                    running[key] = await lab.runs.start(spec, principal="demo")
+                except SocketlabError as exc:
+                    logger.warning("demo run to %s not started: %s", spec.target, exc.message)
+        await trio.sleep(CHECK_INTERVAL)

@@ -1,0 +1,214 @@
+"""Other socketlab nodes this one shows and can start runs on.
+
+Theory of operation: each peer (``--peer URL``) is polled every ``POLL_INTERVAL`` seconds
+through its own API with its token: health, listeners and the first page of connections.
+The latest answer (or the error) is kept, so the dashboard and ``GET /api/peers`` show peers
+without waiting on them. A run started on a peer through this node is forwarded to the
+peer's ``POST /api/runs``; a watcher follows it until it ends and keeps a copy of its result
+in this node's store, so it is visible on both nodes.
+
+Error handling: a peer that is down is shown as down with the error; every request has a
+timeout; nothing a peer answers can take this node down.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+import trio
+
+from app.errors import ConflictError, NotFoundError, SocketlabError, SpecError
+
+if TYPE_CHECKING:
+    from app.lab import Lab
+
+logger = logging.getLogger(__name__)
+
+POLL_INTERVAL = 2.0
+REQUEST_TIMEOUT = 5.0
+# A remote run is followed at most this long after its expected end.
+FOLLOW_SLACK = 60.0
+
+
+@dataclass
+class PeerConfig:
+    """A peer as configured: its base URL, token, and the name it is shown by."""
+
+    url: str
+    token: str | None
+    name: str
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+
+def parse_peer(text: str, default_token: str | None) -> PeerConfig:
+    """``http://host:port`` (optionally ``http://:TOKEN@host:port``) → :class:`PeerConfig`."""
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SpecError(f"peer {text!r}: write http://host:port", "peer")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise SpecError(f"peer {text!r}: {exc}", "peer") from exc
+    token = parts.password or default_token
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = f"{host}:{port}" if port else host
+    return PeerConfig(f"{parts.scheme}://{netloc}", token, parts.hostname)
+
+
+@dataclass
+class PeerState:
+    config: PeerConfig
+    status: str = "unknown"
+    error: str | None = None
+    last_seen: float | None = None
+    listeners: list[dict[str, Any]] = field(default_factory=list)
+    connections: list[dict[str, Any]] = field(default_factory=list)
+    connection_total: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.config.name,
+            "url": self.config.url,
+            "status": self.status,
+            "error": self.error,
+            "last_seen": self.last_seen,
+            "listeners": self.listeners,
+            "connections": self.connections,
+            "connection_total": self.connection_total,
+        }
+
+
+class PeerManager:
+    """Polls peers, forwards runs to them, and follows those runs to their end."""
+
+    def __init__(self, lab: Lab, peers: list[PeerConfig]) -> None:
+        self.lab = lab
+        self.states = {p.name: PeerState(p) for p in peers}
+        self._nursery: trio.Nursery | None = None
+        self.client: httpx.AsyncClient | None = None
+
+    def get(self, name: str) -> PeerState:
+        try:
+            return self.states[name]
+        except KeyError:
+            raise NotFoundError(f"no peer {name!r}", "peer") from None
+
+    def headers(self, state: PeerState) -> dict[str, str]:
+        token = state.config.token
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with (
+            httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as client,
+            trio.open_nursery() as nursery,
+        ):
+            self.client = client
+            self._nursery = nursery
+            for state in self.states.values():
+                nursery.start_soon(self._poll, state)
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def request(self, state: PeerState, method: str, path: str, body: Any = None) -> Any:
+        """One API call to a peer. Raises :class:`ConflictError` when it cannot answer."""
+        assert self.client is not None
+        try:
+            response = await self.client.request(
+                method, state.config.url + path, json=body, headers=self.headers(state)
+            )
+        except httpx.HTTPError as exc:
+            raise ConflictError(f"peer {state.config.name} is unreachable: {exc}", "peer") from exc
+        try:
+            doc = response.json()
+        except ValueError:
+            doc = None
+        if response.status_code >= 400:
+            detail = doc.get("error") if isinstance(doc, dict) else None
+            error = SocketlabError(
+                f"peer {state.config.name}: {detail or response.text[:200]}",
+                doc.get("field") if isinstance(doc, dict) else None,
+            )
+            error.status = response.status_code if response.status_code < 500 else 502
+            raise error
+        return doc
+
+    async def _poll(self, state: PeerState) -> None:
+        while True:
+            try:
+                listeners = await self.request(state, "GET", "/api/listeners")
+                connections = await self.request(state, "GET", "/api/connections?limit=100")
+                state.listeners = list(listeners.get("items", []))
+                state.connections = list(connections.get("items", []))
+                state.connection_total = int(connections.get("total", 0))
+                state.status, state.error, state.last_seen = "up", None, time.time()
+            except SocketlabError as exc:
+                if state.status != "down":
+                    logger.warning("peer %s is down: %s", state.config.name, exc.message)
+                state.status, state.error = "down", exc.message
+            except (ValueError, TypeError, AttributeError) as exc:
+                state.status, state.error = "down", f"unexpected answer: {exc}"
+            await trio.sleep(POLL_INTERVAL)
+
+    async def start_run(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Start a run on peer ``name``; keep a local copy that follows it to its end."""
+        state = self.get(name)
+        created = await self.request(state, "POST", "/api/runs", spec)
+        remote_id = str(created["id"])
+        local_id = f"{name}~{remote_id}"
+        store = self.lab.runs.store
+        now = time.time()
+        if store is not None:
+            await store.insert_run(
+                {
+                    "id": local_id,
+                    "status": "running",
+                    "spec": spec,
+                    "summary": None,
+                    "series": None,
+                    "error": None,
+                    "created_at": now,
+                    "started_at": now,
+                    "ended_at": None,
+                }
+            )
+        assert self._nursery is not None
+        self._nursery.start_soon(self._follow, state, remote_id, local_id)
+        return {"id": local_id, "peer": name, "remote_id": remote_id, "status": "running"}
+
+    async def _follow(self, state: PeerState, remote_id: str, local_id: str) -> None:
+        """Poll the remote run until it ends, then store its result here too."""
+        store = self.lab.runs.store
+        doc: dict[str, Any] | None = None
+        with trio.move_on_after(86_400 + FOLLOW_SLACK):
+            while True:
+                await trio.sleep(0.5)
+                try:
+                    doc = await self.request(state, "GET", f"/api/runs/{remote_id}")
+                except SocketlabError:
+                    continue
+                assert doc is not None
+                if doc.get("status") != "running":
+                    break
+        if store is None or doc is None:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await store.update_run(
+                local_id,
+                status=doc.get("status", "failed"),
+                summary=doc.get("summary"),
+                series=doc.get("series"),
+                error=doc.get("error"),
+                started_at=doc.get("started_at"),
+                ended_at=doc.get("ended_at"),
+            )
+
+    async def get_run(self, name: str, remote_id: str) -> Any:
+        return await self.request(self.get(name), "GET", f"/api/runs/{remote_id}")
