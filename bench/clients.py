@@ -27,8 +27,9 @@ def run_fire(argv: list[str], pid: int, timeout: float, retry: bool = True) -> d
     run = harness.measure if retry else harness.run_load
     res = run(argv, pid, timeout, json_out=True)
     out = harness.fire_summary(res)
-    for key in ("rc", "cmd", "server_cpu_pct", "others_pct", "attempt", "load_cpu_pct"):
-        out[key] = res.get(key)
+    for key, value in res.items():
+        if key not in ("doc", "error"):
+            out[key] = value
     if res.get("error"):
         out["error"] = res["error"]
     return out
@@ -132,7 +133,9 @@ def _rates(ctx: Context, rep: int, d: float) -> None:
     try:
         for rate in RATES:
             argv = fire(f"tcp://127.0.0.1:{port}", "--pattern", "rate", "--rate", str(rate))
-            r = run_fire([*argv, "--duration", str(d)], srv.pid, d + 60)
+            # No repeats here: an open-loop schedule is what is measured, not a rate.
+            harness.wait_quiet()
+            r = run_fire([*argv, "--duration", str(d)], srv.pid, d + 60, retry=False)
             sent = r.get("sent") or 0
             r.update(
                 rate=rate,
