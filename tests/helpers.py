@@ -143,8 +143,12 @@ _DASHBOARD = re.compile(r"dashboard: (http://[^\s]+?:(\d+)/\S*)")
 _LISTENER = re.compile(r"(tcp|udp)://127\.0\.0\.1:(\d+)\?mode=(\w+)")
 
 
-def start_served_lab(data_dir: Path, *extra: str, token: str = TOKEN) -> ServedLab:
-    """Start ``socketlab serve`` on free ports and wait until it prints its login URL."""
+def start_served_lab(data_dir: Path, *extra: str, token: str = TOKEN, **popen: Any) -> ServedLab:
+    """Start ``socketlab serve`` on free ports and wait until it prints its login URL.
+
+    ``popen`` goes to :class:`subprocess.Popen` (``stderr=`` to keep the log, ``preexec_fn=``
+    to set resource limits in the child).
+    """
     args = [
         sys.executable,
         "-m",
@@ -167,9 +171,8 @@ def start_served_lab(data_dir: Path, *extra: str, token: str = TOKEN) -> ServedL
         ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("SOCKETLAB_TOKEN", None)
-    process = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
-    )
+    options: dict[str, Any] = {"stderr": subprocess.DEVNULL, "env": env, **popen}
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, **options)
     assert process.stdout is not None
     deadline = time.monotonic() + 20
     listeners: dict[str, int] = {}
