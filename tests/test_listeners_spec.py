@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.errors import SpecError
 from app.listeners.spec import ListenerSpec, parse_listener, parse_listener_url
@@ -193,3 +195,65 @@ def test_the_spec_is_immutable() -> None:
     with pytest.raises(ValueError):
         spec.port = 2  # type: ignore[misc]
     assert isinstance(spec, ListenerSpec)
+
+
+option_names = st.sampled_from(
+    [
+        "mode",
+        "max_connections",
+        "idle_timeout",
+        "max_message_size",
+        "delay",
+        "jitter",
+        "loss",
+        "duplicate",
+        "seed",
+        "message_size",
+        "rules",
+        "rules_file",
+        "default_reply",
+        "encoding",
+        "framing",
+        "flush_interval",
+        "max_keys",
+        "percentiles",
+        "rcvbuf",
+        "cert",
+        "key",
+        "url",
+        "other",
+    ]
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@given(st.text(max_size=60))
+def test_any_url_parses_or_raises_spec_error(url: str) -> None:
+    try:
+        spec = parse_listener(url)
+    except SpecError as exc:
+        assert exc.message
+    else:
+        assert parse_listener(spec.url) == spec
+
+
+@given(
+    st.sampled_from(["tcp", "udp", "tls"]),
+    st.dictionaries(option_names, json_values, max_size=4),
+)
+def test_any_json_body_parses_or_raises_spec_error(
+    protocol: str, options: dict[str, object]
+) -> None:
+    body = {"url": f"{protocol}://127.0.0.1:0", **options}
+    try:
+        spec = parse_listener(body)
+    except SpecError as exc:
+        assert exc.field
+    else:
+        assert parse_listener(spec.to_dict()) == spec
