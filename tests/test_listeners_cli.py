@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -16,34 +18,39 @@ import trio
 _LISTENING = re.compile(r"listening (\w+)://127\.0\.0\.1:(\d+)\?(\S*) \((l\d+)\)")
 
 
-def _start(*args: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
+def _start(*args: str) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+    """Start ``socketlab listen`` and read its "listening" lines, with a deadline: a child
+    that prints nothing fails the test instead of hanging it."""
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "listen", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
     )
     assert process.stdout is not None
-    ports: dict[str, int] = {}
+    expected = sum(arg.count("://") for arg in args)
+    fd = process.stdout.fileno()
+    output = b""
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and len(ports) < sum(a.count("://") for a in args):
-        line = process.stdout.readline()
-        if not line:
+    while output.count(b"\n") < expected:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
             break
-        match = _LISTENING.search(line)
-        if match:
-            ports[match.group(4)] = int(match.group(2))
-    if not ports:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        output += chunk
+    ports = {m.group(4): int(m.group(2)) for m in _LISTENING.finditer(output.decode())}
+    if len(ports) < expected:
         process.kill()
-        process.wait()
-        raise AssertionError(f"socketlab listen printed no listener: {process.stderr.read()}")
+        _, errors = process.communicate()
+        raise AssertionError(f"socketlab listen did not start: {errors.decode()}")
     return process, ports
 
 
-def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:
+def _stop(process: subprocess.Popen[bytes]) -> tuple[int, str]:
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=10)
-    return process.returncode, out
+    return process.returncode, out.decode()
 
 
 async def test_listen_serves_until_sigterm_then_prints_totals() -> None:
