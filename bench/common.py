@@ -97,10 +97,7 @@ def progress(section: str, rep: int, ctx: Context, what: str, r: dict[str, Any])
     if r.get("server_cpu_pct") is not None:
         parts.append(f"server CPU {r['server_cpu_pct']:.0f}%")
     if (r.get("others_pct") or 0) > 5:
-        parts.append(
-            f"(other processes took {r.get('others_on_server_cpu_pct') or 0:.0f}% of the "
-            f"server CPU, {r.get('others_on_load_cpu_pct') or 0:.0f}% of the load CPU)"
-        )
+        parts.append(f"(other processes took {r['others_pct']:.0f}% of a CPU meanwhile)")
     log(" ".join(parts))
 
 

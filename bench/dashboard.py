@@ -120,14 +120,25 @@ def section_g(ctx: Context) -> None:
         except Skip as exc:
             ctx.skip("g", "StatsD intake", str(exc))
             return
-        got = (after.get("msgs_in") or 0) - (before.get("msgs_in") or 0)
-        app_drops = {k: v for k, v in after.items() if "drop" in k or "bad" in k}
+        datagrams = (after.get("msgs_in") or 0) - (before.get("msgs_in") or 0)
+        st0, st1 = before.get("statsd") or {}, after.get("statsd") or {}
+        # The collector's own count of metrics, else the datagrams the listener read.
+        if "metrics_received" in st1:
+            got = st1["metrics_received"] - (st0.get("metrics_received") or 0)
+        else:
+            got = datagrams
+        app_drops = {
+            k: (st1.get(k) or 0) - (st0.get(k) or 0)
+            for k in ("bad_lines", "overflow", "set_overflow", "kernel_drops")
+            if k in st1
+        }
         rec = ctx.emit(
             {
                 "section": "g",
                 "rep": rep,
                 "server": "socketlab",
                 "received": got,
+                "datagrams_read": datagrams,
                 "kernel_drops": drops1 - drops0,
                 "app_drop_fields": app_drops,
                 "listener_after": after,

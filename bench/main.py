@@ -80,6 +80,19 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         help="comma-separated servers/clients to measure (e.g. socketlab,trio); default all",
     )
+    parser.add_argument(
+        "--attempts",
+        type=int,
+        default=harness.ATTEMPTS,
+        help="measure again (up to this many times in all) when other processes took more "
+        f"than --max-others %% of a CPU meanwhile (default {harness.ATTEMPTS})",
+    )
+    parser.add_argument(
+        "--max-others",
+        type=float,
+        default=harness.MAX_OTHERS_PCT,
+        help=f"see --attempts (default {harness.MAX_OTHERS_PCT:g})",
+    )
     parser.add_argument("--out", type=Path, help="results folder (default bench/results/<ts>)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -96,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
     outdir = args.out or REPO / "bench" / "results" / stamp
     outdir.mkdir(parents=True, exist_ok=True)
+    harness.ATTEMPTS, harness.MAX_OTHERS_PCT = max(1, args.attempts), args.max_others
     harness.build_tools()
     harness.ensure_refvenv()
     nofile = harness.raise_fd_limit()

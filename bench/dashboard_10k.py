@@ -1,0 +1,333 @@
+"""The dashboard with 10,000 TCP connections open to one listener.
+
+Measures, in Debian's Chromium driven by Playwright against a real ``socketlab serve``:
+
+- the WebSocket's bytes per second at steady state, with the connections idle and with
+  every connection sending one small message a second (so every row changes every tick);
+- how long a filter typed into the connections section takes to show in the table: from
+  the browser's ``input`` event to the end of the render of the page the server sent back
+  for it (debounce, WebSocket round trip, server-side filter over every row, DOM update);
+- the lab process's CPU while the browser watches.
+
+Usage::
+
+    python bench/dashboard_10k.py [--connections 10000] [--window 10] [--busy-rate 1]
+
+The client connections live in a child process (this file with ``--clients``) so that
+neither side's event loop slows the other's. Both processes raise RLIMIT_NOFILE to its hard
+limit. Results print as a table and go to bench/results/dashboard_10k-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+# Budgets from the dashboard's issue: the numbers this benchmark checks.
+WS_BUDGET_BYTES_PER_S = 200_000
+FILTER_BUDGET_MS = 500.0
+MESSAGE = b"socketlab-dashboard-bench-32-by\n"  # 32 bytes
+
+
+def raise_nofile(needed: int) -> int:
+    """Raise the soft open-files limit to the hard one; fail clearly if that is too low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
+    if target < needed:
+        raise SystemExit(f"RLIMIT_NOFILE hard limit {hard} is below the {needed} needed")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
+
+
+# ---- the client side (a child process) ---------------------------------------------------
+
+
+async def run_clients(port: int, count: int, rate: float) -> None:
+    """Open ``count`` connections, print ``ready``, then idle until SIGUSR1 and from then on
+    send one message per connection every ``1/rate`` seconds, reading each echo back."""
+    import trio
+
+    busy = trio.Event()
+    opened = 0
+
+    async def watch_signal() -> None:
+        with trio.open_signal_receiver(signal.SIGUSR1) as signals:
+            async for _ in signals:
+                busy.set()
+                return
+
+    async def one(index: int, limiter: trio.CapacityLimiter, task_status: Any) -> None:
+        nonlocal opened
+        async with limiter:
+            with trio.fail_after(30):
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+        opened += 1
+        task_status.started()
+        async with stream:
+            await busy.wait()
+            if rate <= 0:
+                await trio.sleep_forever()
+            # Spread the connections over the period so the load is smooth, not a pulse.
+            period = 1.0 / rate
+            await trio.sleep(period * index / count)
+            next_send = trio.current_time()
+            while True:
+                await stream.send_all(MESSAGE)
+                got = 0
+                while got < len(MESSAGE):
+                    data = await stream.receive_some(4096)
+                    if not data:
+                        return
+                    got += len(data)
+                next_send += period
+                await trio.sleep_until(next_send)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_signal)
+        limiter = trio.CapacityLimiter(256)
+        for index in range(count):
+            await nursery.start(one, index, limiter)
+        print(f"ready {opened}", flush=True)
+
+
+# ---- the lab and the browser -------------------------------------------------------------
+
+
+def api(web_port: int, token: str, path: str) -> Any:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{web_port}{path}", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class FrameMeter:
+    """Bytes of WebSocket frames the page received, with their arrival times."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[float, int]] = []
+
+    def attach(self, page: Any) -> None:
+        def on_socket(ws: Any) -> None:
+            def on_frame(payload: str | bytes) -> None:
+                size = len(payload.encode()) if isinstance(payload, str) else len(payload)
+                self.frames.append((time.monotonic(), size))
+
+            ws.on("framereceived", on_frame)
+
+        page.on("websocket", on_socket)
+
+    def rate(self, start: float, end: float) -> dict[str, float]:
+        inside = [size for t, size in self.frames if start <= t < end]
+        seconds = end - start
+        return {
+            "bytes_per_s": round(sum(inside) / seconds, 1),
+            "frames_per_s": round(len(inside) / seconds, 2),
+            "largest_frame": max(inside, default=0),
+        }
+
+
+# Records the time of the last `input` event of the address filter, in the page's clock.
+INSTALL_INPUT_CLOCK = """() => {
+  window.__lastInput = 0;
+  document.querySelector('#f-q').addEventListener('input', () => {
+    window.__lastInput = performance.now();
+  });
+}"""
+RENDERED_FOR = """([q, after]) => {
+  const c = window.socketlab.connections;
+  return c.view.q === q && c.timing.rendered.seq > after && c.timing.rendered.seq === c.view.seq;
+}"""
+
+
+def measure_filter(page: Any, query: str, *, typed: bool) -> dict[str, Any]:
+    """Type (or paste) ``query`` into the address filter; time input → table rendered."""
+    before = page.evaluate("window.socketlab.connections.view.seq")
+    page.click("#f-q")
+    page.fill("#f-q", "")
+    page.wait_for_function(RENDERED_FOR, arg=["", before], timeout=10_000)
+    before = page.evaluate("window.socketlab.connections.view.seq")
+    if typed:
+        page.type("#f-q", query, delay=60)
+    else:
+        page.fill("#f-q", query)
+    page.wait_for_function(RENDERED_FOR, arg=[query, before], timeout=10_000)
+    result = page.evaluate(
+        """() => ({
+          ms: window.socketlab.connections.timing.rendered.at - window.__lastInput,
+          matched: window.socketlab.connections.info().matched,
+          rows: document.querySelectorAll('#conn-table tbody tr').length,
+        })"""
+    )
+    return {"query": query, "typed": typed, **result}
+
+
+def measure_click(page: Any, selector: str) -> dict[str, Any]:
+    """Click a sort header or pager button; time click → table rendered for the new view."""
+    before = page.evaluate("window.socketlab.connections.view.seq")
+    start = page.evaluate("performance.now()")
+    page.click(selector)
+    page.wait_for_function(
+        """(after) => {
+          const c = window.socketlab.connections;
+          return c.timing.rendered.seq > after && c.timing.rendered.seq === c.view.seq;
+        }""",
+        arg=before,
+        timeout=10_000,
+    )
+    ms = page.evaluate("window.socketlab.connections.timing.rendered.at") - start
+    return {"action": selector, "ms": ms}
+
+
+def interactions(page: Any, ports: list[int]) -> dict[str, Any]:
+    probes = [
+        measure_filter(page, f"127.0.0.1:{ports[len(ports) // 2]}", typed=True),
+        measure_filter(page, str(ports[len(ports) // 3]), typed=False),
+        measure_filter(page, "127.0.0.1:4", typed=False),
+        measure_filter(page, "10.9.9.9", typed=False),
+        measure_filter(page, f"127.0.0.1:{ports[-1]}", typed=False),
+    ]
+    page.fill("#f-q", "")
+    clicks = [
+        measure_click(page, "#conn-table th[data-sort=remote] button"),
+        measure_click(page, "#pg-next"),
+        measure_click(page, "#pg-last"),
+        measure_click(page, "#conn-table th[data-sort=bytes_in] button"),
+        measure_click(page, "#pg-first"),
+    ]
+    every = [p["ms"] for p in probes] + [c["ms"] for c in clicks]
+    return {
+        "filters": probes,
+        "clicks": clicks,
+        "median_ms": round(statistics.median(every), 1),
+        "max_ms": round(max(every), 1),
+    }
+
+
+def remote_ports(web_port: int, token: str, count: int) -> list[int]:
+    ports: list[int] = []
+    offset = 0
+    while offset < count:
+        page = api(web_port, token, f"/api/connections?offset={offset}&limit=5000")
+        ports += [int(item["remote"].rsplit(":", 1)[1]) for item in page["items"]]
+        if not page["items"]:
+            break
+        offset += len(page["items"])
+    return ports
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--connections", type=int, default=10_000)
+    parser.add_argument("--window", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--busy-rate", type=float, default=1.0, help="msg/s per connection")
+    parser.add_argument("--clients", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    limit = raise_nofile(args.connections + 512)
+    if args.clients:
+        import trio
+
+        trio.run(run_clients, args.port, args.connections, args.busy_rate)
+        return 0
+
+    from tests.browser import chromium_page
+    from tests.helpers import start_served_lab
+
+    token = "bench-dashboard-10k-token"
+    data = Path(tempfile.mkdtemp(prefix="socketlab-bench-"))
+    listen = "tcp://127.0.0.1:0?mode=echo&max_connections=100000&idle_timeout=86400"
+    lab = start_served_lab(data, "--listen", listen, token=token)
+    clients: subprocess.Popen[str] | None = None
+    results: dict[str, Any] = {"connections": args.connections, "nofile_limit": limit}
+    try:
+        started = time.monotonic()
+        clients = subprocess.Popen(
+            [sys.executable, __file__, "--clients", "--port", str(lab.listeners["tcp"]),
+             "--connections", str(args.connections), "--busy-rate", str(args.busy_rate)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert clients.stdout is not None
+        line = clients.stdout.readline()
+        if not line.startswith("ready"):
+            raise SystemExit(f"the clients did not connect: {line!r}")
+        while api(lab.web_port, token, "/api/connections?limit=1")["total"] < (args.connections):
+            time.sleep(0.1)
+        results["connect_s"] = round(time.monotonic() - started, 2)
+        ports = remote_ports(lab.web_port, token, args.connections)
+        print(f"{args.connections} connections open in {results['connect_s']} s")
+
+        with chromium_page(1280, 800) as page:
+            meter = FrameMeter()
+            meter.attach(page)
+            page.goto(lab.login_url)
+            page.wait_for_selector("#status:text('live')", timeout=20_000)
+            page.click("#tabs a[data-tab=connections]")
+            page.wait_for_function(
+                f"window.socketlab.connections.info().total >= {args.connections}",
+                timeout=30_000,
+            )
+            page.evaluate(INSTALL_INPUT_CLOCK)
+            for phase in ("idle", "busy"):
+                if phase == "busy":
+                    clients.send_signal(signal.SIGUSR1)
+                time.sleep(3.0)  # let the phase settle: steady state, not its start
+                cpu0, t0 = cpu_seconds(lab.process.pid), time.monotonic()
+                time.sleep(args.window)
+                cpu1, t1 = cpu_seconds(lab.process.pid), time.monotonic()
+                ws = meter.rate(t0, t1)
+                listener = api(lab.web_port, token, "/api/listeners")["items"][0]
+                results[phase] = {
+                    "ws": ws,
+                    "lab_cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
+                    "listener_msgs_in": listener["msgs_in"],
+                    "interactions": interactions(page, ports),
+                }
+                print(
+                    f"{phase}: WebSocket {ws['bytes_per_s'] / 1000:.1f} kB/s "
+                    f"({ws['frames_per_s']} frames/s, largest {ws['largest_frame']} B), "
+                    f"lab CPU {results[phase]['lab_cpu_pct']} %, table updates after input: "
+                    f"median {results[phase]['interactions']['median_ms']} ms, "
+                    f"max {results[phase]['interactions']['max_ms']} ms"
+                )
+                page.screenshot(path=str(data / f"dashboard-10k-{phase}.png"))
+    finally:
+        if clients is not None:
+            clients.terminate()
+            clients.wait(10)
+        lab.stop()
+    verdict = all(
+        results[p]["ws"]["bytes_per_s"] <= WS_BUDGET_BYTES_PER_S
+        and results[p]["interactions"]["max_ms"] < FILTER_BUDGET_MS
+        for p in ("idle", "busy")
+    )
+    results["within_budget"] = verdict
+    out = REPO / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"dashboard_10k-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"within budget (<= 200 kB/s, < 500 ms): {verdict}; details in {path}")
+    return 0 if verdict else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
