@@ -174,8 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--peer-token", metavar="TOKEN", help="the token of the peers")
     serve.add_argument(
         "--demo",
-        action="store_true",
-        help="keep a gentle stream of test traffic flowing to every peer",
+        nargs="?",
+        const="gentle",
+        choices=["gentle"],
+        help="keep a demo profile of test traffic flowing to every peer: 'gentle' (the "
+        "default) is 10 msg/s over TCP and 5 msg/s over UDP to each peer's echo listeners",
     )
     serve.add_argument(
         "--allow-origin",
@@ -287,7 +290,7 @@ def _serve(args: argparse.Namespace) -> int:
             allow_multicast=args.allow_multicast,
             peer=args.peer,
             peer_token=args.peer_token,
-            demo=args.demo,
+            demo=args.demo is not None,
         )
         TargetPolicy(settings.allow_targets)
     except SocketlabError as exc:

@@ -69,19 +69,20 @@ def split_host(value: str) -> tuple[str, int | None]:
 def allowed_hosts(lab: Lab) -> set[tuple[str, int | None]]:
     """(name, port) pairs the Host header may carry; port ``None`` means any port.
 
-    Loopback names and the bind address are allowed on the web port; ``allowed_hosts``
-    entries (``name`` or ``name:port``) are added as given. A bind on every interface adds
-    the machine's host name. Anything else is refused, which defeats DNS rebinding.
+    Loopback names, the bind address (or, for a bind on every interface, the machine's host
+    name) and ``allowed_hosts`` entries (``name`` or ``name:port``) are allowed. The port
+    is not what stops DNS rebinding (the attacker's page can only send its own name), and
+    published container ports differ from the bound one, so these names pass on any port.
+    Anything else is refused.
     """
     settings = lab.settings
-    port = lab.web_port or settings.web_port
     host = settings.web_host.lower()
     names = {"localhost", "127.0.0.1", "::1"}
     if _is_unspecified(host):
         names.add(socket.gethostname().lower())
     else:
         names.add(host)
-    allowed: set[tuple[str, int | None]] = {(name, port) for name in names}
+    allowed: set[tuple[str, int | None]] = {(name, None) for name in names}
     for entry in settings.allowed_hosts:
         allowed.add(split_host(entry))
     return allowed
