@@ -23,7 +23,6 @@ ENV_EXAMPLE = ROOT / ".env.example"
 # the web server's graceful timeout plus 0.5 s, then the store closes.
 DRAIN_SECONDS = 2.0 + Settings().graceful_timeout + 0.5
 SOCKETLAB_SERVICES = {"lab", "edge-a", "edge-b"}
-PLANNED_FLAGS = {"--peer", "--demo"}  # the peers feature; see the comment in the compose file
 
 
 def docker_compose() -> str:
@@ -184,17 +183,20 @@ def test_no_service_runs_as_root(config: dict[str, Any]) -> None:
             assert str(service.get("user", "")).split(":")[0] not in ("", "root", "0"), name
 
 
-def test_socketlab_service_commands_parse(config: dict[str, Any]) -> None:
+def test_every_node_is_a_peer_of_the_others_and_the_edges_make_traffic(
+    config: dict[str, Any],
+) -> None:
     parser = build_parser()
     for name in SOCKETLAB_SERVICES:
-        command = config["services"][name]["command"]
-        args, unknown = parser.parse_known_args(command)
+        args = parser.parse_args(config["services"][name]["command"])  # no unknown flag
         assert args.command == "serve", name
         assert args.web == "0.0.0.0:8000", name
-        # Flags of the peers feature may not exist yet; nothing else may be unknown.
-        assert {arg for arg in unknown if arg.startswith("--")} <= PLANNED_FLAGS, name
-    lab = parser.parse_args(config["services"]["lab"]["command"])
-    assert lab.listen == ["tcp://0.0.0.0:9000?mode=echo", "udp://0.0.0.0:9000?mode=echo"]
+        assert args.listen == ["tcp://0.0.0.0:9000?mode=echo", "udp://0.0.0.0:9000?mode=echo"]
+        others = SOCKETLAB_SERVICES - {name}
+        assert sorted(args.peer) == sorted(f"http://{other}:8000" for other in others), name
+        # The others reach this node by its service name, which the Host check must accept.
+        assert name in (args.allow_host or []), name
+        assert args.demo == (None if name == "lab" else "gentle"), name
 
 
 def test_prometheus_scrapes_every_node_with_the_token(
