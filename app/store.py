@@ -206,8 +206,9 @@ class AuditLog:
         db = self.store._db
         await self.store._call(lambda: db.execute(sql, values))
 
-    async def finish(self, run_id: str, started_at: float | None, ended_at: float,
-                     outcome: str) -> None:
+    async def finish(
+        self, run_id: str, started_at: float | None, ended_at: float, outcome: str
+    ) -> None:
         sql = "UPDATE audit SET started_at = ?, ended_at = ?, outcome = ? WHERE run_id = ?"
         db = self.store._db
         await self.store._call(lambda: db.execute(sql, (started_at, ended_at, outcome, run_id)))

@@ -38,20 +38,56 @@ class Channel(Protocol):
 
 
 class SocketChannel:
-    """Plain TCP: the trio socket itself."""
+    """Plain TCP on a non-blocking stdlib socket, driven by trio's readiness waits.
 
-    __slots__ = ("sock",)
+    Theory of operation: each call tries the system call first and waits for readiness only
+    when the kernel says EAGAIN, so a ping-pong round trip costs one scheduler round (the
+    wait for the reply) instead of the three a trio socket takes (a checkpoint after every
+    successful call). A budget forces a checkpoint every ``_BUDGET`` calls that did not
+    wait, so one busy connection cannot starve the others and cancellation stays prompt.
+    """
 
-    def __init__(self, sock: trio.socket.SocketType) -> None:
+    __slots__ = ("_budget", "sock")
+
+    _BUDGET = 32
+
+    def __init__(self, sock: stdsocket.socket) -> None:
         self.sock = sock
+        self._budget = self._BUDGET
 
     async def send_all(self, data: memoryview) -> None:
-        sent = await self.sock.send(data)
-        while sent < len(data):
-            sent += await self.sock.send(data[sent:])
+        sock = self.sock
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        total = len(data)
+        while sent < total:
+            await trio.lowlevel.wait_writable(sock)
+            self._budget = self._BUDGET
+            try:
+                sent += sock.send(data[sent:])
+            except BlockingIOError:
+                pass
+        self._budget -= 1
+        if self._budget <= 0:
+            self._budget = self._BUDGET
+            await trio.lowlevel.checkpoint()
 
     async def recv_into(self, view: memoryview, nbytes: int) -> int:
-        return await self.sock.recv_into(view, nbytes)
+        sock = self.sock
+        while True:
+            try:
+                n = sock.recv_into(view, nbytes)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(sock)
+                self._budget = self._BUDGET
+                continue
+            self._budget -= 1
+            if self._budget <= 0:
+                self._budget = self._BUDGET
+                await trio.lowlevel.checkpoint()
+            return n
 
     def shutdown_write(self) -> None:
         try:
@@ -60,6 +96,7 @@ class SocketChannel:
             pass
 
     def close(self) -> None:
+        trio.lowlevel.notify_closing(self.sock)
         self.sock.close()
 
     def getsockname(self) -> object:
@@ -72,7 +109,9 @@ class SocketChannel:
 class TlsChannel:
     """TLS over a trio socket stream."""
 
-    def __init__(self, stream: trio.SSLStream[trio.SocketStream], sock: SocketChannel) -> None:
+    def __init__(
+        self, stream: trio.SSLStream[trio.SocketStream], sock: trio.socket.SocketType
+    ) -> None:
         self.stream = stream
         self.raw = sock
 
@@ -137,9 +176,11 @@ async def connect_stream(
         with trio.fail_after(connect_timeout):
             await sock.connect(address)
             sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, 1)
-            channel = SocketChannel(sock)
             if tls is None:
-                return channel
+                # From here on the socket is driven directly (see SocketChannel).
+                raw = stdsocket.socket(family, stdsocket.SOCK_STREAM, fileno=sock.detach())
+                raw.setblocking(False)
+                return SocketChannel(raw)
             stream = trio.SSLStream(trio.SocketStream(sock), tls, server_hostname=server_hostname)
             try:
                 await stream.do_handshake()
@@ -147,7 +188,7 @@ async def connect_stream(
                 cause = exc.__cause__
                 kind = "tls" if isinstance(cause, ssl.SSLError) else error_kind(_unwrap(exc))
                 raise ConnectError(kind, str(cause or exc)) from exc
-            return TlsChannel(stream, channel)
+            return TlsChannel(stream, sock)
     except trio.TooSlowError as exc:
         sock.close()
         raise ConnectError("timeout", f"no connection within {connect_timeout:g} s") from exc
