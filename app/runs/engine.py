@@ -14,6 +14,7 @@ compares each message's send time with ``measure_from_ns``.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import socket as stdsocket
@@ -34,6 +35,7 @@ from app.wire import probe
 if TYPE_CHECKING:
     from app.runs.manager import Run
 
+logger = logging.getLogger(__name__)
 perf_ns = time.perf_counter_ns
 
 # Sizes drawn in advance for runs with a size range: no random draw per message.
@@ -214,6 +216,16 @@ async def execute(
                 on_tick(run)
             next_tick += 1.0
 
+    async def guarded_flow(flow_id: int, quota: int | None) -> None:
+        # The per-flow boundary: a bug that raises in one flow ends that flow only (counted
+        # as an "internal" error and logged with the run and flow ids); the run goes on
+        # with the others. Cancellation is not an Exception and still propagates.
+        try:
+            await flow(ctx, flow_id, quota)
+        except Exception:
+            logger.exception("run %s: flow %d failed", run.id, flow_id)
+            stats.record_error("internal")
+
     async def start_flows(flows: trio.Nursery) -> None:
         n = len(quotas)
         for i, quota in enumerate(quotas):
@@ -221,7 +233,7 @@ async def execute(
                 continue
             if spec.ramp_up and n > 1:
                 await trio.sleep_until(ctx.clock0 + spec.ramp_up * i / (n - 1))
-            flows.start_soon(flow, ctx, i, quota)
+            flows.start_soon(guarded_flow, i, quota)
 
     capped = trio.Event()
 

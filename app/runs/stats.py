@@ -25,7 +25,18 @@ _HIGHEST_NS = 60_000_000_000
 _DIGITS = 3
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
-ERROR_KINDS = ("refused", "reset", "closed", "timeout", "unreachable", "dns", "tls", "other")
+# "internal": a flow that raised an unexpected exception (a bug), ended alone.
+ERROR_KINDS = (
+    "refused",
+    "reset",
+    "closed",
+    "timeout",
+    "unreachable",
+    "dns",
+    "tls",
+    "internal",
+    "other",
+)
 
 
 def new_histogram() -> HdrHistogram:
