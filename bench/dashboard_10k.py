@@ -120,30 +120,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class FrameMeter:
-    """Bytes of WebSocket frames the page received, with their arrival times."""
+def feed_counters(page: Any) -> tuple[float, int, int]:
+    """The page's clock (s), and the WebSocket bytes and messages it has received so far.
 
-    def __init__(self) -> None:
-        self.frames: list[tuple[float, int]] = []
+    Counted by the page itself (app's feed counts every frame's length; the JSON is ASCII),
+    so the figure is what reached the browser, timed by the browser.
+    """
+    now, size, count = page.evaluate(
+        "[performance.now() / 1000, window.socketlab.feed.bytes, window.socketlab.feed.messages]"
+    )
+    return float(now), int(size), int(count)
 
-    def attach(self, page: Any) -> None:
-        def on_socket(ws: Any) -> None:
-            def on_frame(payload: str | bytes) -> None:
-                size = len(payload.encode()) if isinstance(payload, str) else len(payload)
-                self.frames.append((time.monotonic(), size))
 
-            ws.on("framereceived", on_frame)
-
-        page.on("websocket", on_socket)
-
-    def rate(self, start: float, end: float) -> dict[str, float]:
-        inside = [size for t, size in self.frames if start <= t < end]
-        seconds = end - start
-        return {
-            "bytes_per_s": round(sum(inside) / seconds, 1),
-            "frames_per_s": round(len(inside) / seconds, 2),
-            "largest_frame": max(inside, default=0),
-        }
+def feed_rate(before: tuple[float, int, int], after: tuple[float, int, int]) -> dict[str, float]:
+    seconds = after[0] - before[0]
+    return {
+        "bytes_per_s": round((after[1] - before[1]) / seconds, 1),
+        "messages_per_s": round((after[2] - before[2]) / seconds, 2),
+        "seconds": round(seconds, 2),
+    }
 
 
 # Records the time of the last `input` event of the address filter, in the page's clock.
@@ -163,8 +158,9 @@ def measure_filter(page: Any, query: str, *, typed: bool) -> dict[str, Any]:
     """Type (or paste) ``query`` into the address filter; time input → table rendered."""
     before = page.evaluate("window.socketlab.connections.view.seq")
     page.click("#f-q")
-    page.fill("#f-q", "")
-    page.wait_for_function(RENDERED_FOR, arg=["", before], timeout=10_000)
+    if page.input_value("#f-q"):
+        page.fill("#f-q", "")
+        page.wait_for_function(RENDERED_FOR, arg=["", before], timeout=10_000)
     before = page.evaluate("window.socketlab.connections.view.seq")
     if typed:
         page.type("#f-q", query, delay=60)
@@ -206,13 +202,15 @@ def interactions(page: Any, ports: list[int]) -> dict[str, Any]:
         measure_filter(page, "10.9.9.9", typed=False),
         measure_filter(page, f"127.0.0.1:{ports[-1]}", typed=False),
     ]
+    before = page.evaluate("window.socketlab.connections.view.seq")
     page.fill("#f-q", "")
+    page.wait_for_function(RENDERED_FOR, arg=["", before], timeout=10_000)
     clicks = [
         measure_click(page, "#conn-table th[data-sort=remote] button"),
         measure_click(page, "#pg-next"),
         measure_click(page, "#pg-last"),
-        measure_click(page, "#conn-table th[data-sort=bytes_in] button"),
         measure_click(page, "#pg-first"),
+        measure_click(page, "#conn-table th[data-sort=bytes_in] button"),
     ]
     every = [p["ms"] for p in probes] + [c["ms"] for c in clicks]
     return {
@@ -277,8 +275,6 @@ def main() -> int:
         print(f"{args.connections} connections open in {results['connect_s']} s")
 
         with chromium_page(1280, 800) as page:
-            meter = FrameMeter()
-            meter.attach(page)
             page.goto(lab.login_url)
             page.wait_for_selector("#status:text('live')", timeout=20_000)
             page.click("#tabs a[data-tab=connections]")
@@ -290,11 +286,19 @@ def main() -> int:
             for phase in ("idle", "busy"):
                 if phase == "busy":
                     clients.send_signal(signal.SIGUSR1)
-                time.sleep(3.0)  # let the phase settle: steady state, not its start
-                cpu0, t0 = cpu_seconds(lab.process.pid), time.monotonic()
-                time.sleep(args.window)
-                cpu1, t1 = cpu_seconds(lab.process.pid), time.monotonic()
-                ws = meter.rate(t0, t1)
+                page.wait_for_timeout(3000)  # let the phase settle: steady state, not its start
+                cpu0, t0, feed0 = (
+                    cpu_seconds(lab.process.pid),
+                    time.monotonic(),
+                    feed_counters(page),
+                )
+                page.wait_for_timeout(args.window * 1000)
+                cpu1, t1, feed1 = (
+                    cpu_seconds(lab.process.pid),
+                    time.monotonic(),
+                    feed_counters(page),
+                )
+                ws = feed_rate(feed0, feed1)
                 listener = api(lab.web_port, token, "/api/listeners")["items"][0]
                 results[phase] = {
                     "ws": ws,
@@ -304,7 +308,7 @@ def main() -> int:
                 }
                 print(
                     f"{phase}: WebSocket {ws['bytes_per_s'] / 1000:.1f} kB/s "
-                    f"({ws['frames_per_s']} frames/s, largest {ws['largest_frame']} B), "
+                    f"({ws['messages_per_s']} messages/s), "
                     f"lab CPU {results[phase]['lab_cpu_pct']} %, table updates after input: "
                     f"median {results[phase]['interactions']['median_ms']} ms, "
                     f"max {results[phase]['interactions']['max_ms']} ms"

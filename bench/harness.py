@@ -102,6 +102,39 @@ def ensure_refvenv() -> None:
     )
 
 
+def use_revision(rev: str) -> str:
+    """Run socketlab from ``rev``'s committed app/ (exported into bench/.build/rev-SHA).
+
+    The export goes first on PYTHONPATH of every child, ahead of the editable install of the
+    working tree; dependencies are the venv's. Returns the full commit id.
+    """
+    sha = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    dest = BUILD / f"rev-{sha[:12]}"
+    if not (dest / "app").is_dir():
+        tmp = BUILD / f"rev-{sha[:12]}.tmp"
+        subprocess.run(["rm", "-rf", str(tmp)], check=True)
+        tmp.mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", "archive", sha, "app", "templates", "static"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        tmp.rename(dest)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(dest), os.environ.get("PYTHONPATH", "")) if p
+    )
+    log(f"socketlab from {rev} = {sha[:10]}")
+    return sha
+
+
 def raise_fd_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit (children inherit it); return it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -434,6 +467,7 @@ def run_load(
     res["rc"] = r.returncode
     res["wall_s"] = wall
     res["load_cpu_busy_pct"] = 100 * (busy1[LOAD_CPU] - busy0[LOAD_CPU]) / wall
+    res["load_cpu_s"] = load_cpu_s
     res["load_cpu_pct"] = 100 * load_cpu_s / wall
     res["others_on_load_cpu_pct"] = res["load_cpu_busy_pct"] - res["load_cpu_pct"]
     res["server_cpu_busy_pct"] = 100 * (busy1[SERVER_CPU] - busy0[SERVER_CPU]) / wall

@@ -53,13 +53,17 @@ def _cpu_model() -> str:
 
 
 def header(args: argparse.Namespace, started: float) -> list[str]:
-    dirty = " (uncommitted changes in app/)" if _git("status", "--porcelain", "app") else ""
+    if getattr(args, "commit", None):
+        code = f"{args.commit[:10]} (--rev {args.rev}: the committed code, not the working tree)"
+    else:
+        dirty = " + uncommitted changes in app/" if _git("status", "--porcelain", "app") else ""
+        code = f"{_git('rev-parse', '--short', 'HEAD')}{dirty} (working tree)"
     return [
         "# socketlab benchmark",
         "",
         f"- date: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(started))}, "
         f"took {(time.time() - started) / 60:.1f} min",
-        f"- commit: {_git('rev-parse', '--short', 'HEAD')}{dirty}",
+        f"- socketlab: {code}",
         f"- machine: {os.cpu_count()} CPUs ({_cpu_model()}), Linux {platform.release()}, "
         f"Python {platform.python_version()}, trio {metadata.version('trio')}, "
         f"uvloop {harness.UVLOOP_VERSION} (reference venv)",
@@ -93,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         default=harness.MAX_OTHERS_PCT,
         help=f"see --attempts (default {harness.MAX_OTHERS_PCT:g})",
     )
+    parser.add_argument(
+        "--rev",
+        help="benchmark socketlab as committed at this git revision (e.g. HEAD) instead of "
+        "the working tree, which others may be editing",
+    )
     parser.add_argument("--out", type=Path, help="results folder (default bench/results/<ts>)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -110,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     outdir = args.out or REPO / "bench" / "results" / stamp
     outdir.mkdir(parents=True, exist_ok=True)
     harness.ATTEMPTS, harness.MAX_OTHERS_PCT = max(1, args.attempts), args.max_others
+    if args.rev:
+        args.commit = harness.use_revision(args.rev)
     harness.build_tools()
     harness.ensure_refvenv()
     nofile = harness.raise_fd_limit()

@@ -39,6 +39,17 @@ def _cpu_per_rtt(g: list[Rec]) -> float | None:
     )
 
 
+def _client_cpu_per_rtt(g: list[Rec]) -> float | None:
+    """CPU of the load generator per round trip: the client's cost, whatever its rate."""
+    return med(
+        [
+            1e6 * r["load_cpu_s"] / r["rtt_total"]
+            for r in g
+            if r.get("rtt_total") and r.get("load_cpu_s") is not None
+        ]
+    )
+
+
 def pingpong_table(recs: list[Rec], section: str, width: str) -> list[str]:
     out = [
         f"| server | {width} | rtt/s median | min–max | p50 µs | p99 µs | × bare trio | × C "
@@ -94,8 +105,9 @@ def client_table(recs: list[Rec]) -> list[str]:
     rows = _ok([r for r in recs if r.get("section") == "d"])
     out = [
         "| proto | client (vs C echo server) | rtt/s median | min–max | p50 µs | p99 µs "
-        "| × netbench | × bare trio client | C server CPU % |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| × netbench | × bare trio client | client CPU µs/rtt | C server CPU % "
+        "| other processes % CPU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for proto in ("tcp", "udp"):
         at = [r for r in rows if r["proto"] == proto]
@@ -112,7 +124,9 @@ def client_table(recs: list[Rec]) -> list[str]:
                 f"{fmt(med([r.get('p50_us') for r in g]), 1)} | "
                 f"{fmt(med([r.get('p99_us') for r in g]), 1)} | "
                 f"{fmt(ratio(g, nb, 'rtt_per_s'), 2)} | {fmt(ratio(g, trio, 'rtt_per_s'), 2)} | "
-                f"{fmt(med([r.get('server_cpu_pct') for r in g]))} |"
+                f"{fmt(_client_cpu_per_rtt(g), 1)} | "
+                f"{fmt(med([r.get('server_cpu_pct') for r in g]))} | "
+                f"{fmt(med([r.get('others_pct') for r in g]))} |"
             )
     return out
 
