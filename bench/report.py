@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bench import harness
 from bench.common import fmt, med
 
 Rec = dict[str, Any]
@@ -392,12 +393,13 @@ def render(recs: list[Rec], sections: list[str], header: list[str]) -> str:
         "h": lambda: accuracy_tables(recs),
     }
     measured = [r for r in recs if "others_pct" in r]
-    disturbed = [r for r in measured if r["others_pct"] > 10.0]
+    limit = harness.MAX_OTHERS_PCT
+    disturbed = [r for r in measured if r["others_pct"] > limit]
     retried = [r for r in measured if (r.get("attempt") or 1) > 1]
     lines = [
         *header,
         f"- other processes on the machine: {len(disturbed)} of {len(measured)} measurements "
-        f"kept one where they took > 10 % of a CPU; {len(retried)} were "
+        f"kept one where they took > {limit:g} % of a CPU; {len(retried)} were "
         "measured again because of them (see others_* and attempt in raw.jsonl)",
         "",
         "## Targets",
