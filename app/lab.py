@@ -80,9 +80,8 @@ class Lab:
         A run aimed at this lab's own sink shows both ends side by side: what it sent, and
         what arrived (loss, duplicates, reordering, jitter) as the sink counted it.
         """
-        protocol = "udp" if endpoint.protocol == "udp" else "tcp"
         for listener in self.listeners:
-            if listener.port != endpoint.port or listener.spec.protocol != protocol:
+            if listener.port != endpoint.port or listener.spec.protocol != endpoint.protocol:
                 continue
             if not (listener.host == endpoint.host or is_loopback(endpoint.host)):
                 continue
