@@ -47,13 +47,17 @@ class SocketChannel:
     wait, so one busy connection cannot starve the others and cancellation stays prompt.
     """
 
-    __slots__ = ("_budget", "sock")
+    __slots__ = ("_budget", "_more", "sock")
 
     _BUDGET = 32
 
     def __init__(self, sock: stdsocket.socket) -> None:
         self.sock = sock
         self._budget = self._BUDGET
+        # Whether the last read filled its buffer. When it did not, the next read waits
+        # for readiness first: a reply to what was just sent is not there yet, and a recv
+        # would only say EAGAIN.
+        self._more = False
 
     async def send_all(self, data: memoryview) -> None:
         sock = self.sock
@@ -76,6 +80,9 @@ class SocketChannel:
 
     async def recv_into(self, view: memoryview, nbytes: int) -> int:
         sock = self.sock
+        if not self._more:
+            await trio.lowlevel.wait_readable(sock)
+            self._budget = self._BUDGET
         while True:
             try:
                 n = sock.recv_into(view, nbytes)
@@ -83,6 +90,7 @@ class SocketChannel:
                 await trio.lowlevel.wait_readable(sock)
                 self._budget = self._BUDGET
                 continue
+            self._more = n == nbytes
             self._budget -= 1
             if self._budget <= 0:
                 self._budget = self._BUDGET
