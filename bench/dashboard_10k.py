@@ -81,9 +81,11 @@ async def run_clients(port: int, count: int, rate: float) -> None:
             await busy.wait()
             if rate <= 0:
                 await trio.sleep_forever()
-            # Spread the connections over the period so the load is smooth, not a pulse.
+            # Spread the connections over the period so the load is smooth, not a pulse,
+            # and so that neighbours (the rows one page shows) send at different moments:
+            # the golden-ratio sequence scatters consecutive indexes evenly.
             period = 1.0 / rate
-            await trio.sleep(period * index / count)
+            await trio.sleep(period * ((index * 0.6180339887) % 1.0))
             next_send = trio.current_time()
             while True:
                 await stream.send_all(MESSAGE)
@@ -276,16 +278,18 @@ def main() -> int:
 
         with chromium_page(1280, 800) as page:
             page.goto(lab.login_url)
-            page.wait_for_selector("#status:text('live')", timeout=20_000)
-            page.click("#tabs a[data-tab=connections]")
-            page.wait_for_function(
-                f"window.socketlab.connections.info().total >= {args.connections}",
-                timeout=30_000,
-            )
-            page.evaluate(INSTALL_INPUT_CLOCK)
             for phase in ("idle", "busy"):
                 if phase == "busy":
                     clients.send_signal(signal.SIGUSR1)
+                # Each phase starts from a fresh page on its default view: the first 100
+                # rows in opening order, every one of which changes when the clients send.
+                page.goto(f"http://127.0.0.1:{lab.web_port}/#connections")
+                page.wait_for_selector("#status:text('live')", timeout=20_000)
+                page.wait_for_function(
+                    f"window.socketlab.connections.info().total >= {args.connections}",
+                    timeout=30_000,
+                )
+                page.evaluate(INSTALL_INPUT_CLOCK)
                 page.wait_for_timeout(3000)  # let the phase settle: steady state, not its start
                 cpu0, t0, feed0 = (
                     cpu_seconds(lab.process.pid),

@@ -42,7 +42,15 @@ def chromium_page(width: int = 1280, height: int = 800) -> Iterator[Any]:
             browser.close()
 
 
-def screenshot(page: Any, name: str, *, full_page: bool = False) -> None:
-    """Save what the viewport shows (1280x800 by default) as tests/screenshots/NAME.png."""
+def screenshot(page: Any, name: str, *, scroll_to: str | None = None) -> None:
+    """Save what the viewport shows (1280x800 by default) as tests/screenshots/NAME.png.
+
+    ``scroll_to`` names an element to bring into view first, for sections taller than
+    the screen; without it the page is shown from the top.
+    """
     SCREENSHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+    if scroll_to is not None:
+        page.locator(scroll_to).scroll_into_view_if_needed()
+    else:
+        page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))

@@ -3,6 +3,9 @@
 
 const INTEGER_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6];
 
+// Steps for an x axis in seconds since a run started: whole tenths, seconds and minutes.
+export const SECOND_STEPS = [0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200];
+
 export const COLORS = ["#2563eb", "#ea580c", "#16a34a", "#9333ea", "#0891b2", "#be123c"];
 
 function countPoints(data) {
@@ -46,7 +49,7 @@ export class Chart {
         yAxes.push({
           scale,
           side: yAxes.length === 0 ? 3 : 1,
-          size: 78,
+          size: yAxes.length === 0 ? 78 : 92,
           stroke: "#5b6577",
           grid: { show: yAxes.length === 0, stroke: "rgba(0,0,0,0.07)" },
           values: (u, vals) => vals.map((v) => fmt(v)),
@@ -58,6 +61,7 @@ export class Chart {
     if (x.fmt) xAxis.values = (u, vals) => vals.map((v) => x.fmt(v));
     if (x.label) xAxis.label = x.label;
     if (x.integer) xAxis.incrs = INTEGER_STEPS;
+    if (x.seconds) xAxis.incrs = SECOND_STEPS;
     const opts = {
       width: this.width(),
       height,
@@ -72,7 +76,7 @@ export class Chart {
           stroke: s.color || COLORS[i % COLORS.length],
           fill: s.bars ? `${s.color || COLORS[i % COLORS.length]}99` : undefined,
           width: 2,
-          spanGaps: false,
+          spanGaps: Boolean(s.spanGaps),
           points: { show: s.bars ? false : (u, si, i0, i1) => i1 - i0 < 40 },
           paths: s.bars && uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.8, 60] }) : undefined,
           value: (u, v) => (v == null ? "–" : (s.fmt ? s.fmt(v) : String(v))),

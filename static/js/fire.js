@@ -126,6 +126,7 @@ function follow(id) {
   localStorage.setItem(LAST_RUN, id);
   $("#progress-run").textContent = `run ${id}`;
   $("#run-progress").hidden = false;
+  $("#fire-idle").hidden = true;
   $("#stop-button").disabled = false;
   $("#fire-button").disabled = true;
 }
@@ -187,6 +188,7 @@ async function showRun(id) {
     localStorage.setItem(LAST_RUN, id);
     charts.setSeries(run.series);
     $("#run-progress").hidden = false;
+    $("#fire-idle").hidden = true;
     $("#progress-run").textContent = `run ${id}`;
     if (run.status === "running") {
       $("#run-result").hidden = true;

@@ -126,14 +126,18 @@ async function compare() {
       el("th", { scope: "row", text: label }), cell(va, "num"), cell(vb, "num"), cell(d, "num"))));
     if (!compareChart) {
       compareChart = new Chart($("#chart-compare"), {
-        x: { time: false, fmt: (v) => `${+v.toFixed(1)} s`, label: "since start" },
-        series: [{ label: `A p50`, fmt: fmtMs, axisFmt: msAxis }, { label: `B p50`, fmt: fmtMs, axisFmt: msAxis }],
+        x: { time: false, fmt: (v) => `${+v.toFixed(1)} s`, label: "since start", seconds: true },
+        series: [
+          { label: "A p50", fmt: fmtMs, axisFmt: msAxis, spanGaps: true },
+          { label: "B p50", fmt: fmtMs, axisFmt: msAxis, spanGaps: true },
+        ],
       });
     }
-    // Both series on one x axis (seconds since each run's start), aligned by second.
-    const xs = [...new Set([...(a.series || []), ...(b.series || [])].map((p) => Math.round(p.t)))].sort((x, y) => x - y);
+    // Both series on one x axis: seconds since each run's own start.
+    const key = (t) => Math.round(t * 100) / 100;
+    const xs = [...new Set([...(a.series || []), ...(b.series || [])].map((p) => key(p.t)))].sort((x, y) => x - y);
     const at = (series) => {
-      const map = new Map((series || []).map((p) => [Math.round(p.t), p.rtt_ms ? p.rtt_ms.p50 : null]));
+      const map = new Map((series || []).map((p) => [key(p.t), p.rtt_ms ? p.rtt_ms.p50 : null]));
       return xs.map((x) => map.get(x) ?? null);
     };
     compareChart.setData([xs, at(a.series), at(b.series)]);

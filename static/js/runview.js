@@ -58,7 +58,7 @@ export function pctPairs(run) {
 export function runCharts(rttNode, tputNode) {
   const secs = (v) => `${+v.toFixed(1)} s`;
   const rtt = new Chart(rttNode, {
-    x: { time: false, fmt: secs, label: "since start" },
+    x: { time: false, fmt: secs, label: "since start", seconds: true },
     series: [
       { label: "p50", fmt: fmtMs, axisFmt: msAxis },
       { label: "p99", fmt: fmtMs, axisFmt: msAxis },
@@ -66,7 +66,7 @@ export function runCharts(rttNode, tputNode) {
     ],
   });
   const tput = new Chart(tputNode, {
-    x: { time: false, fmt: secs, label: "since start" },
+    x: { time: false, fmt: secs, label: "since start", seconds: true },
     series: [
       { label: "replies", fmt: fmtMsgRate, axisFmt: (v) => `${fmtNum(v)}/s` },
       { label: "sent", scale: "bits", fmt: fmtBitRate, axisFmt: fmtBitRate },
