@@ -8,6 +8,7 @@ import json
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,12 +130,24 @@ class Subscriber:
         return self.result
 
 
+def periodic_kind(messages: list[list[Any]]) -> str | None:
+    """The message type the server sends on its timer: the most frequent one."""
+    kinds = Counter(m[1] for m in messages if m[1] != "full")
+    return kinds.most_common(1)[0][0] if kinds else None
+
+
 def ws_stats(
     messages: list[list[Any]], t_from: float = 0.0, t_to: float = float("inf")
 ) -> dict[str, Any]:
-    """Message count, bytes and inter-arrival times (ms) of messages in [t_from, t_to]."""
+    """Messages, bytes and snapshot period in [t_from, t_to].
+
+    The period is the gap (ms) between messages of the periodic type (snapshots, "tick"),
+    so other messages sent in between (pages of the connection table) do not halve it.
+    """
     inside = [m for m in messages if t_from <= m[0] <= t_to]
-    gaps = [1000 * (b[0] - a[0]) for a, b in itertools.pairwise(inside)]
+    kind = periodic_kind(messages)
+    ticks = [m for m in inside if m[1] == kind]
+    gaps = [1000 * (b[0] - a[0]) for a, b in itertools.pairwise(ticks)]
     span = inside[-1][0] - inside[0][0] if len(inside) > 1 else 0.0
     diff_bytes = sum(m[2] for m in inside[1:])
     return {
@@ -142,6 +155,7 @@ def ws_stats(
         "ws_full_states": sum(1 for m in inside if m[1] == "full"),
         "ws_bytes": sum(m[2] for m in inside),
         "ws_kbytes_per_s": diff_bytes / span / 1000 if span else None,
+        "ws_periodic_type": kind,
         "ws_period_ms_p50": pct(gaps, 50),
         "ws_period_ms_p99": pct(gaps, 99),
         "ws_period_ms_max": max(gaps) if gaps else None,
