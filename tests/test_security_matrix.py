@@ -54,6 +54,12 @@ OPERATIONS = sorted(
 ALL = [(m, p) for m, p, _ in OPERATIONS]
 PROTECTED = [(m, p) for m, p, is_open in OPERATIONS if not is_open]
 MUTATIONS = [(m, p) for m, p in ALL if m in MUTATING]
+BODIES = [
+    (method.upper(), path)
+    for path, ops in _openapi_document()["paths"].items()
+    for method, op in ops.items()
+    if "requestBody" in op
+]
 
 
 def op_id(op: tuple[str, str]) -> str:
@@ -399,6 +405,28 @@ async def test_a_json_body_sent_chunked_is_accepted(lab: Lab) -> None:
         chunked=True,
     )
     assert response.status == 201, response.body
+
+
+@pytest.mark.parametrize("op", MUTATIONS, ids=op_id)
+async def test_a_json_body_that_is_not_utf8_is_refused_not_a_server_error(
+    lab: Lab, op: tuple[str, str]
+) -> None:
+    method, path = op
+    port = web_port(lab)
+    for body in (b"\xff\xfe{}", b'{"target": "\xe9"}', b"\x80"):
+        response = await request(
+            port,
+            method,
+            concrete(path),
+            headers=[("Content-Type", "application/json")],
+            body=body,
+        )
+        # Refused as a bad body (routes that take none ignore it): never a 500.
+        assert response.status < 500, (body, response.status, response.body)
+        if op in BODIES:
+            assert response.status == 422
+            assert response.json()["field"] == "body"
+    await nothing_changed(lab)
 
 
 # --- No CORS, preflights included -------------------------------------------------------

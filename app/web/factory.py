@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Response, jsonify, redirect, render_template, request, websocket
 from quart_trio import QuartTrio
+from quart_trio.wrappers.request import TrioRequest
 from werkzeug.exceptions import HTTPException
 
 from app import __version__
@@ -42,6 +43,20 @@ def error_response(status: int, message: str, field: str | None = None) -> Respo
     return response
 
 
+class LabRequest(TrioRequest):
+    """Quart's request, whose ``get_json(silent=True)`` also stays silent for a body that is
+    not UTF-8 (Quart decodes before parsing, and the ``UnicodeDecodeError`` escaped as a 500).
+    """
+
+    async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        try:
+            return await super().get_json(force, silent, cache)
+        except UnicodeDecodeError:
+            if silent:
+                return None
+            raise
+
+
 def create_web(lab: Lab) -> QuartTrio:
     """The dashboard, the JSON API and the live WebSocket of ``lab``."""
     web = QuartTrio(
@@ -49,6 +64,7 @@ def create_web(lab: Lab) -> QuartTrio:
         template_folder=str(asset_dir("templates")),
         static_folder=str(asset_dir("static")),
     )
+    web.request_class = LabRequest
     web.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     web.config["lab"] = lab
     web.register_blueprint(api)

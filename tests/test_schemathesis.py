@@ -1,0 +1,192 @@
+"""Schemathesis against the lab's own OpenAPI document: no 5xx, answers match the schema.
+
+A served lab (a real ``socketlab serve`` process) publishes ``/openapi.json``; Schemathesis
+generates 100 requests per ``/api`` operation from it and checks every answer. Generated
+traffic stays on the machine and small:
+
+- every ``target`` in a generated body is pinned to the lab's own echo listeners (same
+  protocol; ``tls`` goes to the TCP echo and fails its handshake quickly), and the lab
+  allows only 127.0.0.1/32;
+- a generated listener binds 127.0.0.1 on a free port, and never names a file
+  (``rules_file``, ``cert`` and ``key`` are dropped from bodies);
+- caps from a config file bound what an accepted run may do (1 s, 1,000 msg/s, 10
+  connections, 1 MB, 4 at once): larger values are the caps' 422, which the schema
+  documents.
+
+``/api/events`` is a stream that never ends, so it is left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.generation.modes import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.helpers import TOKEN, ServedLab, start_served_lab
+
+try:
+    from schemathesis.checks import not_a_server_error
+except ImportError:  # pragma: no cover - older layout
+    from schemathesis.specs.openapi.checks import not_a_server_error  # type: ignore[no-redef]
+
+CONFIG = """
+allow_targets = ["127.0.0.1/32"]
+
+[caps]
+duration = 1
+rate = 1000
+connections = 10
+bytes = 1000000
+concurrent_runs = 4
+"""
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+FILE_OPTIONS = ("rules_file", "cert", "key")
+
+
+@pytest.fixture(scope="module")
+def fuzzed_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedLab]:
+    base = tmp_path_factory.mktemp("schemathesis")
+    config = base / "socketlab.toml"
+    config.write_text(CONFIG)
+    served = start_served_lab(base / "data", "--config", str(config))
+    try:
+        yield served
+    finally:
+        code = served.stop()
+        if served.process.stdout is not None:
+            served.process.stdout.close()
+        assert code == 0
+
+
+@pytest.fixture(scope="module")
+def api_schema(fuzzed_lab: ServedLab) -> Any:
+    schema = schemathesis.openapi.from_url(f"http://127.0.0.1:{fuzzed_lab.web_port}/openapi.json")
+    return schema.include(path_regex="^/api/").exclude(path=sorted(STREAMS))
+
+
+def _operations() -> list[tuple[str, str]]:
+    """(method, path) of every /api operation, from the app's OpenAPI document at
+    collection time (schemathesis's own fixture loader needs pytest internals that
+    pytest 9 removed, so the parametrisation is ours; the test checks it against the
+    served document)."""
+    from app.lab import Lab
+    from app.web.factory import create_web
+    from tests.helpers import lab_settings
+
+    web = create_web(Lab(lab_settings(Path("unused"))))
+    doc = web.extensions["QUART_SCHEMA"].openapi_provider.schema()
+    return sorted(
+        (method.upper(), path)
+        for path, ops in doc["paths"].items()
+        for method in ops
+        if path.startswith("/api/") and path not in STREAMS
+    )
+
+
+STREAMS = {"/api/events"}
+OPERATIONS = _operations()
+
+
+def pin(value: Any, lab: ServedLab) -> Any:
+    """``value`` with every ``target`` aimed at the lab's echo listeners and every listener
+    ``url`` on 127.0.0.1 port 0 (the protocol is kept when it is one we have)."""
+    if isinstance(value, list):
+        return [pin(item, lab) for item in value]
+    if not isinstance(value, dict):
+        return value
+    pinned = {key: pin(item, lab) for key, item in value.items() if key not in FILE_OPTIONS}
+    target = pinned.get("target")
+    if isinstance(target, str):
+        scheme = target.partition("://")[0] if "://" in target else "tcp"
+        port = lab.listeners["udp" if scheme == "udp" else "tcp"]
+        pinned["target"] = (
+            f"{scheme if scheme in ('tcp', 'udp', 'tls') else 'tcp'}://127.0.0.1:{port}"
+        )
+    url = pinned.get("url")
+    if isinstance(url, str):
+        scheme = url.partition("://")[0]
+        pinned["url"] = f"{scheme if scheme in ('tcp', 'udp', 'tls') else 'tcp'}://127.0.0.1:0"
+    return pinned
+
+
+def test_every_api_operation_is_fuzzed(api_schema: Any) -> None:
+    served = sorted(
+        (operation.method.upper(), operation.path)
+        for operation in (result.ok() for result in api_schema.get_all_operations())
+    )
+    assert served == OPERATIONS
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+def test_the_api_never_fails_and_answers_as_documented(
+    api_schema: Any, fuzzed_lab: ServedLab, method: str, path: str
+) -> None:
+    operation = api_schema[path][method]
+    calls = 0
+
+    # Valid and invalid requests alike: each must get a documented answer, never a 5xx.
+    cases = st.one_of(
+        operation.as_strategy(GenerationMode.POSITIVE),
+        operation.as_strategy(GenerationMode.NEGATIVE),
+    )
+
+    @settings(
+        max_examples=100,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=cases)
+    def check(case: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if case.body is not None and not isinstance(case.body, bytes | str):
+            case.body = pin(case.body, fuzzed_lab)
+        case.call_and_validate(
+            headers=AUTH,
+            timeout=30,
+            checks=[
+                not_a_server_error,
+                status_code_conformance,
+                content_type_conformance,
+                response_schema_conformance,
+            ],
+        )
+
+    check()
+    assert calls >= 100 or path_is_small(operation), calls
+
+
+def path_is_small(operation: Any) -> bool:
+    """An operation with nothing to vary (no parameters, no body) has fewer distinct
+    examples than 100, and Hypothesis stops when it has tried them all."""
+    definition = operation.definition.raw
+    return not definition.get("parameters") and "requestBody" not in definition
+
+
+def test_fuzzing_sent_nothing_beyond_the_lab(fuzzed_lab: ServedLab) -> None:
+    # Runs the fuzzer started went only to the lab's own echo listeners.
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{fuzzed_lab.web_port}/api/audit?limit=10000", headers=AUTH
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        audit = json.loads(response.read())["items"]
+    ports = {fuzzed_lab.listeners["tcp"], fuzzed_lab.listeners["udp"]}
+    for item in audit:
+        assert item["target"].rsplit(":", 1)[-1].isdigit()
+        assert item["target"].split("://", 1)[1].startswith("127.0.0.1:"), item["target"]
+        assert int(item["target"].rsplit(":", 1)[-1]) in ports
