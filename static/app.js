@@ -33,18 +33,22 @@ function route() {
 
 window.addEventListener("hashchange", route);
 
-feed.on("tick", () => {
-  $("#nav-conns").textContent = Number(state.total).toLocaleString("en-US");
-});
-
 let lastUpdateShown = 0;
-setInterval(() => {
-  refreshTimes();
+function showLastUpdate() {
   if (state.t && state.t !== lastUpdateShown) {
     lastUpdateShown = state.t;
-    const node = $("#last-update");
-    node.replaceChildren("last update ", timeEl(state.t));
+    $("#last-update").replaceChildren("last update ", timeEl(state.t));
   }
+}
+
+feed.on("tick", () => {
+  $("#nav-conns").textContent = Number(state.total).toLocaleString("en-US");
+  if (!lastUpdateShown) showLastUpdate();
+});
+
+setInterval(() => {
+  refreshTimes();
+  showLastUpdate();
 }, 1000);
 
 route();

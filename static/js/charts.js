@@ -1,7 +1,9 @@
 // Thin wrappers around the vendored uPlot: line charts that grow point by point, and bars.
 /* global uPlot */
 
-const INTEGER_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6];
+// Whole-number steps (1, 2, 5, 10, 20, 50, ...) for axes of counts, bytes and messages.
+const INTEGER_STEPS = [];
+for (let e = 0; e <= 13; e += 1) for (const m of [1, 2, 5]) INTEGER_STEPS.push(m * 10 ** e);
 
 // Steps for an x axis in seconds since a run started: whole tenths, seconds and minutes.
 export const SECOND_STEPS = [0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200];
@@ -33,10 +35,16 @@ export class Chart {
     this.data = [[], ...series.map(() => [])];
     const scales = { x: { time: x.time !== false } };
     if (x.minSpan) {
-      // A chart of three seconds of data would label its axis in milliseconds; show at least
-      // minSpan so the axis reads in whole seconds and minutes.
-      scales.x.range = (u, min, max) => (min == null || max == null ? [0, x.minSpan]
-        : max - min < x.minSpan ? [max - x.minSpan, max] : [min, max]);
+      // Show at least minSpan of x: a chart of three seconds of data would label its axis in
+      // milliseconds, and uPlot widens a single point to a whole day. Time charts end at
+      // their newest point; charts from 0 (seconds since a run started) start at 0.
+      scales.x.range = (u) => {
+        const xs = u.data[0] || [];
+        if (x.from0) return [0, Math.max(xs.length ? xs[xs.length - 1] : 0, x.minSpan)];
+        const hi = xs.length ? xs[xs.length - 1] : Date.now() / 1000;
+        const lo = xs.length ? xs[0] : hi;
+        return hi - lo < x.minSpan ? [hi - x.minSpan, hi] : [lo, hi];
+      };
     }
     const yAxes = [];
     const seen = new Set();

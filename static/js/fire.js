@@ -6,7 +6,7 @@ import { pctPairs, runCharts, summaryPairs } from "./runview.js";
 
 const form = $("#fire-form");
 const f = form.elements;
-const charts = runCharts($("#chart-run-rtt"), $("#chart-run-tput"));
+const charts = runCharts($("#chart-run-rtt"), $("#chart-run-tput"), 190);
 const LAST_RUN = "socketlab.lastRun";
 
 let current = null; // {id, seen: bool, finishing: bool}

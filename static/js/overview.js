@@ -7,8 +7,8 @@ import { registerSection, state } from "./state.js";
 const throughput = new Chart($("#chart-throughput"), {
   x: { time: true, minSpan: 60 },
   series: [
-    { label: "received", fmt: fmtByteRate },
-    { label: "sent", fmt: fmtByteRate },
+    { label: "received", fmt: fmtByteRate, integer: true },
+    { label: "sent", fmt: fmtByteRate, integer: true },
   ],
 });
 const conns = new Chart($("#chart-conns"), {

@@ -1,7 +1,8 @@
 // Runs: the history, one run's details (percentiles, histogram, series), two side by side.
 import { $, api, cell, el, fmtMs, fmtMsgRate, fmtNum, fmtSeconds, kvRows, showError, timeEl } from "./util.js";
 import { Chart, msAxis } from "./charts.js";
-import { registerSection } from "./state.js";
+import { feed } from "./feed.js";
+import { registerSection, state } from "./state.js";
 import { PCTS, describeSpec, pctPairs, runCharts, statusPill, summaryPairs } from "./runview.js";
 
 let items = [];
@@ -126,7 +127,7 @@ async function compare() {
       el("th", { scope: "row", text: label }), cell(va, "num"), cell(vb, "num"), cell(d, "num"))));
     if (!compareChart) {
       compareChart = new Chart($("#chart-compare"), {
-        x: { time: false, fmt: (v) => `${+v.toFixed(1)} s`, label: "since start", seconds: true },
+        x: { time: false, fmt: (v) => `${+v.toFixed(1)} s`, label: "since start", seconds: true, minSpan: 5, from0: true },
         series: [
           { label: "A p50", fmt: fmtMs, axisFmt: msAxis, spanGaps: true },
           { label: "B p50", fmt: fmtMs, axisFmt: msAxis, spanGaps: true },
@@ -151,7 +152,16 @@ async function compare() {
 
 $("#compare-button").addEventListener("click", compare);
 $("#runs-refresh").addEventListener("click", loadList);
-document.addEventListener("socketlab:run-ended", () => { if (visible) loadList(); else items = []; });
+document.addEventListener("socketlab:run-ended", () => { if (visible) loadList(); });
+
+// Runs started elsewhere (the API, the CLI, another browser) appear and end in the list too.
+let liveKey = "";
+feed.on("tick", () => {
+  const key = state.runs.map((r) => `${r.id}:${r.status}`).join(",");
+  if (key === liveKey) return;
+  liveKey = key;
+  if (visible) loadList();
+});
 
 registerSection("runs", {
   show(arg) {

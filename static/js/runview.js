@@ -55,10 +55,11 @@ export function pctPairs(run) {
 }
 
 /** Two live charts for a run: RTT percentiles and throughput, x in seconds since start. */
-export function runCharts(rttNode, tputNode) {
+export function runCharts(rttNode, tputNode, height = 220) {
   const secs = (v) => `${+v.toFixed(1)} s`;
   const rtt = new Chart(rttNode, {
-    x: { time: false, fmt: secs, label: "since start", seconds: true },
+    height,
+    x: { time: false, fmt: secs, label: "since start", seconds: true, minSpan: 5, from0: true },
     series: [
       { label: "p50", fmt: fmtMs, axisFmt: msAxis },
       { label: "p99", fmt: fmtMs, axisFmt: msAxis },
@@ -66,7 +67,8 @@ export function runCharts(rttNode, tputNode) {
     ],
   });
   const tput = new Chart(tputNode, {
-    x: { time: false, fmt: secs, label: "since start", seconds: true },
+    height,
+    x: { time: false, fmt: secs, label: "since start", seconds: true, minSpan: 5, from0: true },
     series: [
       { label: "replies", fmt: fmtMsgRate, axisFmt: (v) => `${fmtNum(v)}/s` },
       { label: "sent", scale: "bits", fmt: fmtBitRate, axisFmt: fmtBitRate },
