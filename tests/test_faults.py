@@ -375,3 +375,159 @@ async def test_a_subscriber_that_never_reads_costs_bounded_memory_and_no_latency
         code = served.stop()
         close_stdout(served)
     assert code == 0
+
+
+# --- UDP reflection limits --------------------------------------------------------------
+
+
+def local_non_loopback_ipv4() -> str | None:
+    """This machine's own address on its default route (no packet is sent), if any."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))
+        address = str(probe.getsockname()[0])
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    return None if address.startswith("127.") else address
+
+
+@pytest.mark.parametrize(
+    ("addr", "request_size", "reply_size", "allowed"),
+    [
+        (("127.0.0.1", 40000), 4, 400, True),  # loopback: respond may answer longer
+        (("127.9.9.9", 40000), 4, 400, True),
+        (("::1", 40000, 0, 0), 4, 400, True),
+        (("::ffff:127.0.0.1", 40000, 0, 0), 4, 400, True),
+        (("127.0.0.1", 1023), 4, 4, False),  # a privileged source port, even on loopback
+        (("127.0.0.1", 53), 4, 1, False),
+        (("127.0.0.1", 0), 4, 1, False),
+        (("127.0.0.1", 1024), 4, 4, True),
+        (("192.0.2.7", 40000), 100, 100, True),
+        (("192.0.2.7", 40000), 100, 101, False),  # never larger than the request
+        (("192.0.2.7", 123), 100, 10, False),
+        (("fe80::1%eth0", 40000, 0, 2), 10, 11, False),
+        (("::ffff:192.0.2.7", 40000, 0, 0), 10, 11, False),
+        (("2001:db8::1", 40000, 0, 0), 10, 10, True),
+    ],
+)
+def test_the_reply_guard_table(
+    addr: tuple[Any, ...], request_size: int, reply_size: int, allowed: bool
+) -> None:
+    from app.listeners.udp import ReplyGuard
+
+    guard = ReplyGuard(rate=100.0)
+    assert guard.allow(addr, request_size, reply_size, 0.0) is allowed
+    assert guard.dropped == (0 if allowed else 1)
+
+
+def test_the_reply_guard_limits_each_outside_source_to_its_rate() -> None:
+    from app.listeners.udp import ReplyGuard
+
+    guard = ReplyGuard(rate=100.0)
+    victim, other, local = ("192.0.2.7", 5000), ("192.0.2.8", 5000), ("127.0.0.1", 5000)
+    # A flood of 10,000 requests/s for 2 s: a burst of 100, then 100 per second.
+    sent = {victim: 0, other: 0, local: 0}
+    for i in range(20_000):
+        now = i / 10_000
+        for addr in (victim, local):
+            sent[addr] += guard.allow(addr, 64, 64, now)
+    assert 298 <= sent[victim] <= 300
+    assert sent[local] == 20_000
+    # Another source has its own bucket; a forgotten flow starts again full.
+    assert all(guard.allow(other, 64, 64, 2.0) for _ in range(100))
+    assert not guard.allow(other, 64, 64, 2.0)
+    guard.forget(victim)
+    assert guard.allow(victim, 64, 64, 2.0)
+    assert len(guard) == 3
+    assert ReplyGuard(rate=0.0).allow(victim, 64, 64, 0.0)  # 0: no rate limit
+
+
+async def test_udp_echo_never_replies_larger_than_the_request() -> None:
+    import random
+
+    from tests.listener_fixtures import open_manager, start, udp_client
+
+    rng = random.Random(10_000)
+    async with open_manager() as manager:
+        listener = await start(manager, "udp://127.0.0.1:0?mode=echo")
+        with trio.fail_after(30), udp_client() as client:
+            await client.connect(("127.0.0.1", listener.port))
+            for i in range(10_000):
+                request = rng.randbytes(rng.choice([0, 1, 28, rng.randint(0, 1400)]))
+                await client.send(request)
+                reply = await client.recv(65536)
+                assert reply == request, i
+    assert listener.bytes_out == listener.bytes_in
+    assert listener.msgs_out == listener.msgs_in == 10_000
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="binding a source port below 1024 needs root")
+async def test_no_udp_replies_go_to_source_ports_below_1024() -> None:
+    from tests.listener_fixtures import open_manager, start, udp_client
+
+    async with open_manager() as manager:
+        echo = await start(manager, "udp://127.0.0.1:0?mode=echo")
+        respond = await start(
+            manager, {"url": "udp://127.0.0.1:0?mode=respond", "default_reply": "ok"}
+        )
+        with trio.fail_after(10), udp_client() as privileged, udp_client() as normal:
+            for port in range(1023, 600, -1):
+                try:
+                    await privileged.bind(("127.0.0.1", port))
+                    break
+                except OSError:
+                    continue
+            assert privileged.getsockname()[1] < 1024
+            for listener in (echo, respond):
+                target = ("127.0.0.1", listener.port)
+                await privileged.sendto(b"amplify me", target)
+                # Datagrams are handled in order: once the second is answered, the first
+                # has been judged.
+                await normal.sendto(b"hello there", target)
+                assert (await normal.recvfrom(100))[0] in (b"hello there", b"ok")
+                assert listener.msgs_in == 2
+                assert listener.msgs_out == 1
+                assert listener.to_dict()["reflection_dropped"] == 1
+            with pytest.raises(BlockingIOError):
+                privileged._sock.recv(100, socket.MSG_DONTWAIT)
+
+
+async def test_udp_replies_to_an_outside_source_are_rate_limited_and_never_larger() -> None:
+    from tests.listener_fixtures import open_manager, start, udp_client
+
+    outside = local_non_loopback_ipv4()
+    if outside is None:
+        pytest.skip("this machine has no address besides loopback")
+    async with open_manager() as manager:
+        echo = await start(manager, "udp://127.0.0.1:0?mode=echo")
+        respond = await start(
+            manager, {"url": "udp://127.0.0.1:0?mode=respond", "default_reply": "ok"}
+        )
+        with trio.fail_after(20), udp_client() as client, udp_client() as local:
+            # A source outside loopback: the machine's own address, sending over loopback.
+            await client.bind((outside, 0))
+            # The respond listener answers "ok" (2 bytes): to a 1-byte request that would
+            # be amplification, to a 5-byte one it is not.
+            await client.sendto(b"x", ("127.0.0.1", respond.port))
+            await client.sendto(b"hello", ("127.0.0.1", respond.port))
+            assert (await client.recvfrom(100))[0] == b"ok"
+            assert respond.to_dict()["reflection_dropped"] == 1
+            # A flood of 2,000 datagrams gets a burst of 100 replies, then 100 per second.
+            t0 = trio.current_time()
+            for i in range(2000):
+                await client.sendto(b"flood %d" % i, ("127.0.0.1", echo.port))
+                if i % 100 == 99:
+                    await wait_for(lambda i=i: echo.msgs_in >= i + 1 - 50)
+            await wait_for(lambda: echo.msgs_in + echo.errors >= 1990)
+            elapsed = trio.current_time() - t0
+            received = echo.msgs_in
+            assert echo.msgs_out <= 100 + 100 * elapsed + 1
+            assert echo.msgs_out >= 100
+            assert echo.to_dict()["reflection_dropped"] == received - echo.msgs_out
+            # A loopback client of the same listener is not limited.
+            await local.connect(("127.0.0.1", echo.port))
+            for i in range(500):
+                await local.send(b"local %d" % i)
+                assert await local.recv(100) == b"local %d" % i

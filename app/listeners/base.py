@@ -9,12 +9,15 @@ works over TCP, TLS and UDP alike.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from app.listeners.spec import ListenerSpec
 from app.registry import Conn
+
+if TYPE_CHECKING:
+    from app.listeners.udp import ReplyGuard
 
 
 class Transport(Protocol):
@@ -128,6 +131,8 @@ class Listener:
         self.msgs_out = 0
         self.errors = 0
         self.oversized = 0
+        # UDP: the reflection limits every reply passes (see app.listeners.udp).
+        self.reply_guard: ReplyGuard | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document the API, the dashboard and the CLI show.
@@ -165,6 +170,8 @@ class Listener:
         }
         if self.tls is not None:
             doc["tls"] = self.tls
+        if self.reply_guard is not None:
+            doc["reflection_dropped"] = self.reply_guard.dropped
         doc.update(self.mode.details())
         return doc
 

@@ -73,7 +73,7 @@ _MODE_OPTIONS: dict[str, tuple[str, ...]] = {
     "max_keys": ("statsd",),
     "percentiles": ("statsd",),
 }
-_UDP_ONLY = ("loss", "duplicate", "rcvbuf")
+_UDP_ONLY = ("loss", "duplicate", "rcvbuf", "reply_rate")
 _STREAM_ONLY = ("message_size", "framing")
 _TLS_ONLY = ("cert", "key")
 
@@ -138,6 +138,9 @@ class ListenerSpec(BaseModel):
         percentiles: StatsD: percentiles reported for timers.
         rcvbuf: UDP: the socket's receive buffer (SO_RCVBUF) in bytes; the kernel doubles
             it. Larger buffers drop fewer datagrams in bursts.
+        reply_rate: UDP: replies per second to one source outside loopback (a token
+            bucket as deep as one second of it); 0 for no limit. See
+            :class:`~app.listeners.udp.ReplyGuard`.
         cert: TLS: PEM certificate (chain) file; with ``key``. Without both, a self-signed
             certificate for the bind address is made at start.
         key: TLS: PEM private key file.
@@ -167,6 +170,7 @@ class ListenerSpec(BaseModel):
     max_keys: int = Field(10_000, ge=1, le=10_000_000)
     percentiles: tuple[float, ...] = (50.0, 90.0, 95.0, 99.0)
     rcvbuf: int | None = Field(None, ge=1024, le=1 << 30)
+    reply_rate: float = Field(100.0, ge=0, le=10_000_000)
     cert: str | None = None
     key: str | None = None
 

@@ -11,6 +11,10 @@ Limits: at most ``max_connections`` flows are tracked; a datagram from a new pee
 is dropped and counted in ``rejected`` (there is no connection to refuse). A datagram larger
 than ``max_message_size`` is counted as ``oversized`` and dropped.
 
+Reflection: a UDP source address can be forged, so every reply passes a
+:class:`ReplyGuard` first (no replies to source ports below 1024; for sources outside
+loopback, no reply larger than its request and at most ``reply_rate`` replies per second).
+
 Error handling: a failed ``sendto`` (full send buffer, ICMP error from an earlier reply) is
 counted and the datagram is dropped. Nothing a peer sends can end the loop.
 
@@ -21,6 +25,7 @@ the loop. :func:`read_kernel_drops` reads the socket's drop counter (the ``drops
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket as stdsocket
 from pathlib import Path
@@ -34,6 +39,85 @@ from app.registry import Conn, Registry
 # Datagrams handled per wake-up before yielding to other tasks: enough to amortise the
 # scheduler round, small enough that a flood cannot starve the web server.
 _BATCH = 64
+
+
+# Source ports below this are servers' (DNS 53, NTP 123, ...): where reflected traffic
+# would be aimed. HAProxy refuses them by default for the same reason.
+MIN_SOURCE_PORT = 1024
+_UNSEEN = object()
+_SILENT = object()
+
+
+class ReplyGuard:
+    """The reflection limits of one UDP listener; sans-IO (the caller passes the time).
+
+    A datagram's source can be forged: without limits, an attacker's datagram carrying a
+    victim's address makes the listener send to the victim. Before every reply:
+
+    1. a source port below :data:`MIN_SOURCE_PORT` gets no reply;
+    2. a source outside loopback gets no reply larger than its request (no amplification)
+       and at most ``rate`` replies per second (a token bucket as deep as one second of
+       it; ``rate`` 0 means no limit).
+
+    Loopback sources are exempt from 2: they cannot be forged from off the machine (the
+    kernel drops loopback sources arriving on other interfaces), and the lab's own load
+    tests and the respond mode's longer replies to local tools must keep working.
+
+    Resource handling: state is kept per source while its flow lives; the UDP server calls
+    :meth:`forget` when it forgets the flow, so the table is bounded by ``max_connections``.
+    """
+
+    __slots__ = ("_state", "burst", "dropped", "rate")
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.burst = max(rate, 1.0)
+        self.dropped = 0
+        # Per source: None (free), _SILENT (never answered) or [tokens, last time].
+        self._state: dict[Any, Any] = {}
+
+    def _classify(self, addr: Any, now: float) -> Any:
+        if addr[1] < MIN_SOURCE_PORT:
+            state: Any = _SILENT
+        else:
+            try:
+                ip = ipaddress.ip_address(str(addr[0]).split("%", 1)[0])
+            except ValueError:
+                loopback = False
+            else:
+                if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                    ip = ip.ipv4_mapped
+                loopback = ip.is_loopback
+            state = None if loopback else [self.burst, now]
+        self._state[addr] = state
+        return state
+
+    def allow(self, addr: Any, request_size: int, reply_size: int, now: float) -> bool:
+        """Whether a reply of ``reply_size`` bytes to ``addr`` may go; counts refusals."""
+        state = self._state.get(addr, _UNSEEN)
+        if state is _UNSEEN:
+            state = self._classify(addr, now)
+        if state is None:
+            return True
+        if state is _SILENT or reply_size > request_size:
+            self.dropped += 1
+            return False
+        if not self.rate:
+            return True
+        tokens = min(self.burst, state[0] + (now - state[1]) * self.rate)
+        state[1] = now
+        if tokens < 1.0:
+            state[0] = tokens
+            self.dropped += 1
+            return False
+        state[0] = tokens - 1.0
+        return True
+
+    def forget(self, addr: Any) -> None:
+        self._state.pop(addr, None)
+
+    def __len__(self) -> int:
+        return len(self._state)
 
 
 def bind_udp(host: str, port: int, rcvbuf: int | None = None) -> stdsocket.socket:
@@ -95,6 +179,8 @@ def _open_flow(
             del flows[addr]
             listener.connections -= 1
             listener.closed_by_api += 1
+            if listener.reply_guard is not None:
+                listener.reply_guard.forget(addr)
         registry.close(flow)
 
     flow.close_hook = forget
@@ -110,6 +196,7 @@ async def serve_udp_listener(
     """Serve ``listener`` forever; reports the bound port through ``task_status``."""
     sock = bind_udp(listener.host, listener.port, listener.spec.rcvbuf)
     flows: dict[Any, Conn] = {}
+    listener.reply_guard = ReplyGuard(listener.spec.reply_rate)
     try:
         listener.port = sock.getsockname()[1]
         local = sock.getsockname()
@@ -145,8 +232,12 @@ async def _echo_loop(
     view = memoryview(buf)
     recvfrom_into = sock.recvfrom_into
     sendto = sock.sendto
+    assert listener.reply_guard is not None
+    allow = listener.reply_guard.allow
+    current_time = trio.current_time
     while True:
         await trio.lowlevel.wait_readable(sock)
+        now = current_time()
         for _ in range(_BATCH):
             try:
                 n, addr = recvfrom_into(buf)
@@ -169,6 +260,8 @@ async def _echo_loop(
             flow.touch()
             if n > max_size:
                 listener.oversized += 1
+                continue
+            if not allow(addr, n, n, now):
                 continue
             try:
                 sendto(view[:n], addr)
@@ -227,9 +320,24 @@ async def _dispatch_loop(
 
 
 def send_reply(
-    listener: Listener, sock: stdsocket.socket, flow: Conn, data: Any, addr: Any
+    listener: Listener,
+    sock: stdsocket.socket,
+    flow: Conn,
+    data: Any,
+    addr: Any,
+    request_size: int | None = None,
 ) -> None:
-    """Send one reply datagram and count it; a failed send is counted, never raised."""
+    """Send one reply datagram and count it; a failed send is counted, never raised.
+
+    The reply passes the listener's :class:`ReplyGuard` first; ``request_size`` is the
+    size of the datagram it answers (``len(data)`` when not given: an echo).
+    """
+    guard = listener.reply_guard
+    n_reply = len(data)
+    if guard is not None and not guard.allow(
+        addr, n_reply if request_size is None else request_size, n_reply, trio.current_time()
+    ):
+        return
     try:
         sock.sendto(data, addr)
     except OSError:
@@ -252,6 +360,8 @@ async def _expire_flows(listener: Listener, registry: Registry, flows: dict[Any,
         for addr, flow in list(flows.items()):
             if flow.last_active < cutoff and not flow.dirty:
                 del flows[addr]
+                if listener.reply_guard is not None:
+                    listener.reply_guard.forget(addr)
                 registry.close(flow)
                 listener.connections -= 1
                 listener.idle_closed += 1

@@ -90,6 +90,11 @@ class ListenerInfo(_Strict):
     max_message_size: int
     started_at: float = Field(description="Unix time")
     tls: dict[str, Any] | None = Field(None, description="tls: the certificate's fingerprint")
+    reflection_dropped: int | None = Field(
+        None,
+        description="udp: replies not sent by the reflection limits (source port below 1024; "
+        "for sources outside loopback, a reply larger than its request or over reply_rate)",
+    )
     impairment: dict[str, Any] | None = Field(None, description="echo: added delay, loss, ...")
     respond: dict[str, Any] | None = Field(None, description="respond: rules and hit counters")
     statsd: dict[str, Any] | None = Field(None, description="statsd: collector counters")

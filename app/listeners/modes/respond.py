@@ -119,7 +119,7 @@ class RespondMode(Mode):
         def handle(view: memoryview, n: int, addr: Any, flow: Conn) -> None:
             reply = respond(view[:n].tobytes(), time.time())
             if reply is not None:
-                send_reply(listener, sock, flow, reply, addr)
+                send_reply(listener, sock, flow, reply, addr, n)
 
         return handle
 
