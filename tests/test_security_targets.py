@@ -216,3 +216,22 @@ def test_always_denied_ranges_stay_denied_even_when_configured() -> None:
     TargetPolicy(allow_multicast=True, allow_any=True).check(
         ipaddress.ip_address("224.0.0.1"), "224.0.0.1"
     )
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"url": "tcp://127.0.0.1:0?mode=respond", "rules_file": "/etc/passwd"}, "rules_file"),
+        ({"url": "tcp://127.0.0.1:0?mode=respond&rules_file=/etc/shadow"}, "rules_file"),
+        ({"url": "tls://127.0.0.1:0?mode=echo", "cert": "/etc/ssl/x.pem"}, "cert"),
+        ({"url": "tls://127.0.0.1:0?mode=echo&key=/root/.ssh/id_rsa"}, "key"),
+    ],
+)
+async def test_the_api_never_opens_files_named_by_a_client(
+    lab: Lab, body: dict[str, str], field: str
+) -> None:
+    assert lab.web_port is not None
+    before = len(list(lab.listeners))
+    response = await http(lab.web_port, "POST", "/api/listeners", body=body)
+    assert (response.status, response.json()["field"]) == (422, field)
+    assert len(list(lab.listeners)) == before

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import trio
 
-from app.runs.channel import ConnectError, connect_stream
 from app.runs.engine import FlowContext
 from app.runs.stats import error_kind
 
@@ -20,15 +19,10 @@ from app.runs.stats import error_kind
 async def tcp_bulk_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None:
     """One TCP connection writing as fast as it can."""
     stats = ctx.stats
-    try:
-        channel = await connect_stream(
-            ctx.family, ctx.address, ctx.timeout, tls=ctx.tls, server_hostname=ctx.server_hostname
-        )
-    except ConnectError as exc:
-        stats.record_error(exc.kind)
+    opened = await ctx.open_tcp()
+    if opened is None:
         return
-    stats.connections_opened += 1
-    conn = ctx.registry.open("tcp", channel.getsockname(), channel.getpeername(), run_id=ctx.run_id)
+    channel, conn = opened
     flow_scope = trio.CancelScope()
     conn.close_hook = flow_scope.cancel
     receive_scope = trio.CancelScope()

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from app.registry import Registry
-from app.runs.channel import client_tls_context
+from app.registry import Conn, Registry
+from app.runs.channel import Channel, ConnectError, client_tls_context, connect_stream
 from app.runs.spec import RunSpec
 from app.runs.stats import RunStats, error_kind, new_histogram
 from app.settings import Endpoint, parse_target
@@ -84,6 +84,43 @@ class FlowContext:
             self.sizes = [rng.randint(spec.size, spec.size_max) for _ in range(_SIZE_TABLE)]
         else:
             self.sizes = [spec.size]
+
+    async def open_tcp(self) -> tuple[Channel, Conn] | None:
+        """Connect one TCP (or TLS) flow to the checked address and give it a registry row.
+
+        A failure is counted by its error kind and gives ``None``: the flow just ends.
+        """
+        try:
+            channel = await connect_stream(
+                self.family,
+                self.address,
+                self.timeout,
+                tls=self.tls,
+                server_hostname=self.server_hostname,
+            )
+        except ConnectError as exc:
+            self.stats.record_error(exc.kind)
+            return None
+        self.stats.connections_opened += 1
+        row = self.registry.open(
+            "tcp", channel.getsockname(), channel.getpeername(), run_id=self.run_id
+        )
+        return channel, row
+
+    def open_udp(self) -> tuple[stdsocket.socket, Conn] | None:
+        """A non-blocking UDP socket connected to the checked address (so ICMP errors reach
+        it), with a registry row; ``None`` (counted) when it cannot be made."""
+        sock = stdsocket.socket(self.family, stdsocket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.connect(self.address)
+        except OSError as exc:
+            sock.close()
+            self.stats.record_error(error_kind(exc))
+            return None
+        self.stats.connections_opened += 1
+        row = self.registry.open("udp", sock.getsockname(), sock.getpeername(), run_id=self.run_id)
+        return sock, row
 
     def message_buffer(self) -> bytearray:
         """A per-flow send buffer holding the payload template (the header goes in front)."""

@@ -22,10 +22,8 @@ from collections.abc import Callable
 
 import trio
 
-from app.runs.channel import ConnectError, connect_stream
 from app.runs.engine import FlowContext
 from app.runs.flowstats import FlowStats
-from app.runs.pingpong import open_udp_socket
 from app.runs.stats import error_kind
 from app.wire import probe
 
@@ -50,15 +48,10 @@ def schedule_for(ctx: FlowContext, flow_id: int) -> Schedule:
 async def tcp_openloop_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None:
     """One TCP connection on an open-loop schedule."""
     stats = ctx.stats
-    try:
-        channel = await connect_stream(
-            ctx.family, ctx.address, ctx.timeout, tls=ctx.tls, server_hostname=ctx.server_hostname
-        )
-    except ConnectError as exc:
-        stats.record_error(exc.kind)
+    opened = await ctx.open_tcp()
+    if opened is None:
         return
-    stats.connections_opened += 1
-    conn = ctx.registry.open("tcp", channel.getsockname(), channel.getpeername(), run_id=ctx.run_id)
+    channel, conn = opened
     schedule = schedule_for(ctx, flow_id)
     pending: deque[tuple[int, int]] = deque()
     receive_scope = trio.CancelScope()
@@ -147,11 +140,10 @@ async def tcp_openloop_flow(ctx: FlowContext, flow_id: int, quota: int | None) -
 async def udp_openloop_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None:
     """One UDP flow on an open-loop schedule; replies are optional (a sink sends none)."""
     stats = ctx.stats
-    try:
-        sock = open_udp_socket(ctx)
-    except OSError as exc:
-        stats.record_error(error_kind(exc))
+    opened = ctx.open_udp()
+    if opened is None:
         return
+    sock, conn = opened
     flow = FlowStats()
     stats.flow_list.append(flow)
     schedule = schedule_for(ctx, flow_id)
@@ -165,8 +157,6 @@ async def udp_openloop_flow(ctx: FlowContext, flow_id: int, quota: int | None) -
         return flow.received - flow.duplicates + plain
 
     with sock:
-        stats.connections_opened += 1
-        conn = ctx.registry.open("udp", sock.getsockname(), sock.getpeername(), run_id=ctx.run_id)
         flow_scope = trio.CancelScope()
         conn.close_hook = flow_scope.cancel
 

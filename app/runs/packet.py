@@ -12,9 +12,7 @@ import time
 
 import trio
 
-from app.runs.channel import ConnectError, connect_stream
 from app.runs.engine import FlowContext
-from app.runs.pingpong import open_udp_socket
 from app.runs.stats import error_kind
 from app.wire.payload import to_hex, to_text
 
@@ -59,15 +57,10 @@ async def packet_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None
 
 async def _tcp_packet(ctx: FlowContext, payload: bytes) -> None:
     stats = ctx.stats
-    try:
-        channel = await connect_stream(
-            ctx.family, ctx.address, ctx.timeout, tls=ctx.tls, server_hostname=ctx.server_hostname
-        )
-    except ConnectError as exc:
-        stats.record_error(exc.kind)
+    opened = await ctx.open_tcp()
+    if opened is None:
         return
-    stats.connections_opened += 1
-    conn = ctx.registry.open("tcp", channel.getsockname(), channel.getpeername(), run_id=ctx.run_id)
+    channel, conn = opened
     try:
         t0 = perf_ns()
         await channel.send_all(memoryview(payload))
@@ -101,14 +94,11 @@ async def _tcp_packet(ctx: FlowContext, payload: bytes) -> None:
 
 async def _udp_packet(ctx: FlowContext, payload: bytes) -> None:
     stats = ctx.stats
-    try:
-        sock = open_udp_socket(ctx)
-    except OSError as exc:
-        stats.record_error(error_kind(exc))
+    opened = ctx.open_udp()
+    if opened is None:
         return
+    sock, conn = opened
     with sock:
-        stats.connections_opened += 1
-        conn = ctx.registry.open("udp", sock.getsockname(), sock.getpeername(), run_id=ctx.run_id)
         try:
             rbuf = bytearray(MAX_REPLY)
             t0 = perf_ns()

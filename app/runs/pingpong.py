@@ -17,13 +17,11 @@ ends: end of the run, a stop, an error, or a close from the API (the registry ro
 
 from __future__ import annotations
 
-import socket as stdsocket
 import time
 from collections import deque
 
 import trio
 
-from app.runs.channel import ConnectError, connect_stream
 from app.runs.engine import FlowContext
 from app.runs.stats import error_kind
 from app.wire import probe
@@ -34,15 +32,10 @@ perf_ns = time.perf_counter_ns
 async def tcp_pingpong_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None:
     """One TCP (or TLS) connection sending ``quota`` messages, or until the send deadline."""
     stats = ctx.stats
-    try:
-        channel = await connect_stream(
-            ctx.family, ctx.address, ctx.timeout, tls=ctx.tls, server_hostname=ctx.server_hostname
-        )
-    except ConnectError as exc:
-        stats.record_error(exc.kind)
+    opened = await ctx.open_tcp()
+    if opened is None:
         return
-    stats.connections_opened += 1
-    conn = ctx.registry.open("tcp", channel.getsockname(), channel.getpeername(), run_id=ctx.run_id)
+    channel, conn = opened
     scope = trio.CancelScope()
     closed_by_api = False
 
@@ -117,29 +110,14 @@ async def tcp_pingpong_flow(ctx: FlowContext, flow_id: int, quota: int | None) -
         channel.close()
 
 
-def open_udp_socket(ctx: FlowContext) -> stdsocket.socket:
-    """A non-blocking UDP socket connected to the target (so ICMP errors reach us)."""
-    sock = stdsocket.socket(ctx.family, stdsocket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        sock.connect(ctx.address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 async def udp_pingpong_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None:
     """One UDP flow sending ``quota`` datagrams (or until the send deadline), one at a time."""
     stats = ctx.stats
-    try:
-        sock = open_udp_socket(ctx)
-    except OSError as exc:
-        stats.record_error(error_kind(exc))
+    opened = ctx.open_udp()
+    if opened is None:
         return
+    sock, conn = opened
     with sock:
-        stats.connections_opened += 1
-        conn = ctx.registry.open("udp", sock.getsockname(), sock.getpeername(), run_id=ctx.run_id)
         scope = trio.CancelScope()
         conn.close_hook = scope.cancel
         buf = ctx.message_buffer()

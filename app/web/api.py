@@ -232,10 +232,36 @@ async def create_listener() -> tuple[dict[str, Any], int]:
     body = await _json_body()
     if not isinstance(body, dict):
         raise SpecError("the body must be a JSON object with a url", "body")
+    _refuse_file_options(body)
     # Reading a rules file or checking certificate paths is file I/O: off the event loop.
     spec = await trio.to_thread.run_sync(parse_listener, body)
     listener = await _lab().listeners.start(spec)
     return listener.to_dict(), 201
+
+
+# Options that name files on the lab's machine. Over the API they would let a token holder
+# make the lab open any file it can reach, so they are taken only at start-up (config file
+# or command line); over the API, rules go inline and TLS gets a self-signed certificate.
+_FILE_OPTIONS = ("rules_file", "cert", "key")
+
+
+def _refuse_file_options(body: dict[str, Any]) -> None:
+    from urllib.parse import parse_qsl, urlsplit
+
+    url = body.get("url")
+    query: dict[str, str] = {}
+    if isinstance(url, str):
+        try:
+            query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+        except ValueError:
+            query = {}
+    for name in _FILE_OPTIONS:
+        if name in body or name in query:
+            raise SpecError(
+                f"{name}: file options are taken only at start-up (config file or command "
+                "line); give rules inline, or let TLS listeners make their own certificate",
+                name,
+            )
 
 
 @api.get("/listeners/<listener_id>")
