@@ -123,6 +123,7 @@ class Listener:
         self.connections = 0
         self.accepted = 0
         self.rejected = 0
+        self.accept_failures = 0
         self.idle_closed = 0
         self.closed_by_api = 0
         self.bytes_in = 0
@@ -155,6 +156,7 @@ class Listener:
             "connections": self.connections,
             "accepted": self.accepted,
             "rejected": self.rejected,
+            "accept_failures": self.accept_failures,
             "idle_closed": self.idle_closed,
             "closed_by_api": self.closed_by_api,
             "bytes_in": self.bytes_in,

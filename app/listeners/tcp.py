@@ -244,6 +244,7 @@ async def serve_tcp_listener(
         context = await server_context(listener)
     lsock = await bind_tcp(listener.host, listener.port)
     max_connections = listener.spec.max_connections
+    last_logged = -float("inf")
     with lsock:
         listener.port = lsock.getsockname()[1]
         async with trio.open_nursery() as nursery:
@@ -255,9 +256,18 @@ async def serve_tcp_listener(
                 except OSError as exc:
                     if exc.errno in _RESOURCE_ERRNOS:
                         listener.errors += 1
-                        logger.error(
-                            "listener %s: accept failed, pausing", listener.id, exc_info=True
-                        )
+                        listener.accept_failures += 1
+                        now = trio.current_time()
+                        if now - last_logged >= 1.0:
+                            # Once a second at most: a descriptor shortage lasts, the log
+                            # must not fill up with it.
+                            last_logged = now
+                            logger.error(
+                                "listener %s: accept failed (%s), pausing; %d so far",
+                                listener.id,
+                                exc.strerror,
+                                listener.accept_failures,
+                            )
                         await trio.sleep(0.1)
                         continue
                     raise

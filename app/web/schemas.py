@@ -77,6 +77,9 @@ class ListenerInfo(_Strict):
     connections: int = Field(description="open TCP connections or live UDP flows")
     accepted: int
     rejected: int = Field(description="refused by max_connections")
+    accept_failures: int = Field(
+        0, description="accepts that failed for lack of descriptors or memory (EMFILE, ...)"
+    )
     idle_closed: int = Field(description="closed after idle_timeout")
     closed_by_api: int
     bytes_in: int
