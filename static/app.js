@@ -9,8 +9,11 @@ import "./js/runs.js";
 import "./js/telemetry.js";
 import "./js/packet.js";
 import "./js/listeners.js";
+import "./js/peers.js";
 
-const SECTIONS = ["overview", "connections", "fire", "runs", "telemetry", "packet", "listeners"];
+const SECTIONS = [
+  "overview", "connections", "fire", "runs", "telemetry", "packet", "listeners", "peers",
+];
 
 function route() {
   const [name, ...rest] = location.hash.replace(/^#/, "").split("/");
