@@ -90,7 +90,13 @@ def _measure(
     else:
         port = harness.free_port(udp)
         name = f"{section}-{server}-{rep}"
-        srv = harness.start_ref(name, refs[server](str(port)), port, ctx.logdir, udp)
+        try:
+            srv = harness.start_ref(name, refs[server](str(port)), port, ctx.logdir, udp)
+        except RuntimeError as exc:
+            # One server that would not start costs its own figures, not the section's.
+            log(f"[{section} {rep + 1}/{ctx.reps}] {server}: ERROR {exc}")
+            ctx.emit({"section": section, "rep": rep, "server": server, "error": str(exc)})
+            return
         try:
             run_all(port, srv.pid)
         finally:
