@@ -294,7 +294,10 @@ async def execute(
                 async with trio.open_nursery() as flows:
                     flows.start_soon(start_flows, flows)
             nursery.cancel_scope.cancel()
-        stats.tick(trio.current_time() - clock0)
+        # The last, partial interval; an empty one (the drain after the last reply) would
+        # only draw a drop to zero at the end of every chart.
+        if stats.moved_since_tick() or not stats.series:
+            stats.tick(trio.current_time() - clock0)
     stats.bottleneck = monitor.report()
     if remote_lookup is not None:
         stats.remote = remote_lookup(endpoint, ctx.run_tag)

@@ -125,6 +125,10 @@ class RunStats:
     def start(self, now: float) -> None:
         self._last_t = now
 
+    def moved_since_tick(self) -> bool:
+        """Whether anything was sent or received since the last closed interval."""
+        return (self.sent, self.received, self.bytes_sent, self.bytes_received) != self._last
+
     def tick(self, now: float) -> dict[str, Any]:
         """Close the current interval at ``now`` (seconds since the run started)."""
         elapsed = max(now - self._last_t, 1e-9)
