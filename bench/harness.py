@@ -184,14 +184,14 @@ def cpu_busy() -> dict[str, float]:
     return busy
 
 
-def others_cpu_seconds() -> float:
-    """CPU seconds used so far by every process that is neither the harness nor its child.
+def others_cpu() -> dict[tuple[str, str], int]:
+    """CPU ticks used so far by each process that is neither the harness nor its child.
 
-    Summed from /proc/PID/stat (the same precise accounting as :func:`cpu_seconds`), so the
-    difference across a measurement is the CPU other work on the machine took from it.
+    Keyed by (pid, start time), read from /proc/PID/stat: the same precise accounting as
+    :func:`cpu_seconds`. See :func:`others_cpu_seconds` for the difference of two of these.
     """
     me = os.getpid()
-    total = 0
+    ticks = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
@@ -202,7 +202,19 @@ def others_cpu_seconds() -> float:
             continue
         if int(fields[1]) == me:  # ppid: a server, load generator or helper of ours
             continue
-        total += int(fields[11]) + int(fields[12])
+        ticks[(entry.name, fields[19])] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def others_cpu_seconds(before: dict[tuple[str, str], int]) -> float:
+    """CPU seconds other processes used since ``before`` (an :func:`others_cpu` snapshot).
+
+    A process that started meanwhile counts whole; one that ended meanwhile is not seen
+    (its last moments are missed, which :func:`wait_quiet` makes up for beforehand).
+    """
+    total = 0
+    for key, now in others_cpu().items():
+        total += now - before.get(key, 0)
     return total / os.sysconf("SC_CLK_TCK")
 
 
@@ -455,13 +467,13 @@ def run_load(
     cmd = ["taskset", "-c", LOAD_CPU, *argv]
     c0 = cpu_seconds(server_pid) if server_pid else None
     busy0 = cpu_busy()
-    others0 = others_cpu_seconds()
+    others0 = others_cpu()
     kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     wall = time.time() - t0
     busy1 = cpu_busy()
-    others1 = others_cpu_seconds()
+    others_s = others_cpu_seconds(others0)
     kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     load_cpu_s = (kids1.ru_utime + kids1.ru_stime) - (kids0.ru_utime + kids0.ru_stime)
     res: dict[str, Any]
@@ -486,7 +498,7 @@ def run_load(
         res["others_on_server_cpu_pct"] = res["server_cpu_busy_pct"] - res["server_cpu_pct"]
     # Percent of one CPU that other processes used meanwhile; both CPUs are ours, so any of
     # it came out of the server's or the load generator's time.
-    res["others_pct"] = 100 * (others1 - others0) / wall
+    res["others_pct"] = 100 * others_s / wall
     res["cmd"] = " ".join(cmd)
     return res
 
