@@ -216,6 +216,18 @@ class ConnWindow:
         self._counts = (-1, -1, -1)
         self.view_changed = True
 
+    def stale(self, exists: Callable[[str], object], total: int) -> bool:
+        """Whether the page sent last may be out of date though no tick reported a change.
+
+        The registry's diffs hide a connection that opened and closed between two ticks;
+        if a page was computed in between (a view changed), it may show that connection.
+        So a row of the page that no longer exists, or a different total, means recompute.
+        Costs one lookup per row of the page.
+        """
+        if total != self._counts[1]:
+            return True
+        return any(exists(conn_id) is None for conn_id in self._ids)
+
     def update(
         self, conns: Iterable[ConnRow], total: int, wall_offset: float
     ) -> dict[str, Any] | None:

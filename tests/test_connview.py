@@ -157,3 +157,20 @@ def test_bad_view_messages_raise_a_spec_error_naming_the_field(text: str, field:
 def test_a_view_message_parses() -> None:
     view = parse_view('{"type":"view","offset":100,"limit":50,"sort":"remote","q":"127","seq":4}')
     assert (view.offset, view.limit, view.sort, view.q, view.seq) == (100, 50, "remote", "127", 4)
+
+
+def test_a_row_that_vanished_without_a_reported_change_makes_the_page_stale() -> None:
+    # A connection that opens and closes between two ticks never shows in the registry's
+    # diffs; a page computed in between (after a view change) must still be corrected.
+    table = {r.id: r for r in rows(3)}
+    window = ConnWindow()
+    window.update(table.values(), 3, 0.0)
+    assert not window.stale(table.get, 3)
+    del table["c2"]
+    table["c4"] = Row("c4")
+    assert window.stale(table.get, 3)
+    message = window.update(table.values(), 3, 0.0)
+    assert message is not None
+    assert message["ids"] == ["c1", "c3", "c4"]
+    assert not window.stale(table.get, 3)
+    assert window.stale(table.get, 4)  # a row opened off the page: the counts are due

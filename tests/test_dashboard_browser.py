@@ -86,7 +86,7 @@ def wait_run(served: ServedLab, run_id: str) -> dict[str, Any]:
 def open_section(page: Any, served: ServedLab, name: str) -> None:
     if not page.url.startswith(f"http://127.0.0.1:{served.web_port}/"):
         page.goto(served.login_url)
-        page.wait_for_selector("#status:text('live')", timeout=5000)
+        page.wait_for_selector("#status:text('live')", timeout=10000)
     page.click(f"#tabs a[data-tab={name}]")
     page.wait_for_selector(f"section#{name}:not([hidden])", timeout=2000)
 

@@ -62,7 +62,12 @@ async def feed() -> None:
 
         async def send_page() -> None:
             nonlocal epoch
-            if lab.conn_epoch == epoch and not window.view_changed:
+            registry = lab.registry
+            if (
+                lab.conn_epoch == epoch
+                and not window.view_changed
+                and not window.stale(registry.get, len(registry))
+            ):
                 return
             epoch = lab.conn_epoch
             message = window.update(

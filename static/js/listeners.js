@@ -27,7 +27,7 @@ function render() {
     }
     const conns = el("a", { href: `#connections/listener=${l.id}`, text: fmtNum(l.connections) });
     const cells = [
-      cell(l.id, "mono"), cell(l.url), cell(l.mode), cell(conns, "num"),
+      cell(l.id, "mono"), cell(l.url, "url"), cell(l.mode), cell(conns, "num"),
       cell(fmtNum(l.max_connections), "num"), cell(l.idle_timeout != null ? fmtSeconds(l.idle_timeout) : "–", "num"),
       cell(`${fmtBytes(l.bytes_in)} · ${fmtNum(l.msgs_in)} msgs`, "num"),
       cell(`${fmtBytes(l.bytes_out)} · ${fmtNum(l.msgs_out)} msgs`, "num"),

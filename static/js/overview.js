@@ -40,7 +40,7 @@ function render() {
   $("#ov-listeners tbody").replaceChildren(...state.listeners.map((l) => {
     const rate = rates[l.id] || {};
     return el("tr", { dataset: { id: l.id } },
-      cell(l.id, "mono"), cell(l.url), cell(l.mode), cell(fmtNum(l.connections), "num"),
+      cell(l.id, "mono"), cell(l.url, "url"), cell(l.mode), cell(fmtNum(l.connections), "num"),
       cell(fmtNum(l.accepted), "num"), cell(fmtBytes(l.bytes_in), "num"),
       cell(fmtBytes(l.bytes_out), "num"), cell(fmtByteRate(rate.bytes_in), "num"),
       cell(fmtByteRate(rate.bytes_out), "num"), cell(fmtNum(l.msgs_in), "num"));
