@@ -9,7 +9,8 @@ What this module adds to quart-schema's generator:
 
 - only ``/api/...`` routes and ``/metrics`` are documented (the dashboard page is not an API);
 - each operation is tagged by its first path segment (``/api/runs/...`` → ``runs``);
-- every authenticated operation documents its 401 answer;
+- every authenticated operation documents its 401 answer, and every operation with a
+  request body its 413 (the body limit);
 - routes that answer text declare it with :func:`document_text`, and answers without a
   body with :func:`document_empty`.
 
@@ -108,6 +109,11 @@ class SocketlabOpenAPIProvider(OpenAPIProvider):
                     response, extra = self.build_response_object(ErrorResponse, None)
                     response["description"] = "missing or wrong token"
                     responses[401] = response
+                    components.update(extra)
+                if "requestBody" in operation and 413 not in responses:
+                    response, extra = self.build_response_object(ErrorResponse, None)
+                    response["description"] = "the body is larger than the API accepts (64 KiB)"
+                    responses[413] = response
                     components.update(extra)
         return paths, components
 
