@@ -14,8 +14,10 @@ Usage::
     python bench/dashboard_10k.py [--connections 10000] [--window 10] [--rates 0,0.2,1]
 
 The client connections live in a child process (this file with ``--clients``) so that
-neither side's event loop slows the other's. Both processes raise RLIMIT_NOFILE to its hard
-limit. Results print as a table and go to bench/results/dashboard_10k-<time>.json.
+neither side's event loop slows the other's; the lab gets the last CPU to itself and the
+clients and the browser share the others (``--no-pin`` turns that off). Both processes
+raise RLIMIT_NOFILE to its hard limit. Results print as lines and go to
+bench/results/dashboard_10k-<time>.json.
 """
 
 from __future__ import annotations
@@ -131,6 +133,20 @@ async def run_clients(port: int, count: int) -> None:
 
 
 # ---- the lab and the browser -------------------------------------------------------------
+
+
+def pin_cpus(lab_pid: int) -> dict[str, list[int]] | None:
+    """Give the lab a CPU of its own, as netbench's baselines do: the lab on the last CPU,
+    this process (and so the client process and the browser it starts) on the others."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    lab_cpus, rest = {cpus[-1]}, set(cpus[:-1])
+    os.sched_setaffinity(lab_pid, lab_cpus)
+    for task in Path(f"/proc/{lab_pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), lab_cpus)
+    os.sched_setaffinity(0, rest)
+    return {"lab": sorted(lab_cpus), "clients_and_browser": sorted(rest)}
 
 
 def api(web_port: int, token: str, path: str) -> Any:
@@ -268,6 +284,11 @@ def main() -> int:
         default="0,0.2,1",
         help="phases: messages per second per connection, comma-separated (0 is idle)",
     )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin the lab to the last CPU and the clients and browser to the others",
+    )
     parser.add_argument("--clients", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -285,6 +306,7 @@ def main() -> int:
     data = Path(tempfile.mkdtemp(prefix="socketlab-bench-"))
     listen = "tcp://127.0.0.1:0?mode=echo&max_connections=100000&idle_timeout=86400"
     lab = start_served_lab(data, "--listen", listen, token=token)
+    pinned = pin_cpus(lab.process.pid) if not args.no_pin else None
     clients: subprocess.Popen[str] | None = None
     results: dict[str, Any] = {
         "connections": args.connections,
@@ -292,6 +314,7 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "loadavg_before": os.getloadavg(),
         "phases": [],
+        "pinned": pinned,
     }
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     try:
