@@ -147,3 +147,51 @@ async def test_a_view_filters_the_page_and_the_feed_answers_with_its_seq(lab: La
             while page["total"] != 0:
                 page = await next_of(client, "conns")
             assert page["ids"] == []
+
+
+async def test_busy_pages_stay_within_the_byte_budget_but_a_view_is_answered_at_once(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.web.live
+
+    budget = 4000  # bytes per second, and as much again as a burst
+    monkeypatch.setattr(app.web.live, "PAGE_BYTES_PER_S", budget)
+    monkeypatch.setattr(app.web.live, "PAGE_BURST_BYTES", budget)
+    assert lab.web_port is not None
+    port = listener_port(lab, "tcp")
+    with trio.fail_after(20):
+        _status, client, stream = await websocket_handshake(lab.web_port)
+        async with stream, trio.open_nursery() as nursery:
+            assert client is not None
+
+            async def chatter() -> None:
+                # Every row of the page changes every tick (20 ticks a second in tests).
+                async with await trio.open_tcp_stream("127.0.0.1", port) as tcp:
+                    while True:
+                        await tcp.send_all(b"x")
+                        await tcp.receive_some(1)
+                        await trio.sleep(0.02)
+
+            for _ in range(50):
+                nursery.start_soon(chatter)
+            while (await next_of(client, "conns"))["total"] < 50:
+                pass
+            await send_view(client, limit=100, seq=1)
+            while (await next_of(client, "conns"))["seq"] != 1:
+                pass
+            sizes = []
+            start = trio.current_time()
+            while trio.current_time() - start < 3.0:
+                text = await client.receive_text()
+                if '"type":"conns"' in text:
+                    sizes.append(len(text))
+            elapsed = trio.current_time() - start
+            # Unthrottled this would be ~50 rows x ~110 B x 20 ticks = ~110 kB/s.
+            assert sum(sizes) <= budget * elapsed + budget + max(sizes)
+            assert len(sizes) >= 2  # throttled, not stopped
+            asked = trio.current_time()
+            await send_view(client, limit=10, seq=2)
+            while (await next_of(client, "conns"))["seq"] != 2:
+                pass
+            assert trio.current_time() - asked < 1.0
+            nursery.cancel_scope.cancel()

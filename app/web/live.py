@@ -17,8 +17,8 @@ Browser to server: ``{"type": "view", "offset", "limit", "sort", "desc", "listen
 "protocol", "q", "seq"}``, answered at once with a ``conns`` message carrying that ``seq``.
 
 Resource handling: one writer task is the only one that awaits the socket. Ticks reach it
-through the hub's bounded, dropping buffer; view changes through a small local channel
-that never blocks the reader. A browser that falls behind loses ticks (the hub counts
+through the hub's bounded, dropping buffer; view changes wake it through a small local
+channel that never blocks the reader. A browser that falls behind loses ticks (the hub counts
 them) and catches up with a full state; computing its page costs only its own writer.
 """
 
@@ -39,11 +39,18 @@ if TYPE_CHECKING:
 
 live = Blueprint("live", __name__)
 
-# Ticks waiting for the writer beyond the hub's own buffer: one, so that back-pressure from a
-# slow socket lands in the hub, which drops and asks for a resync.
-_INBOX = 1
-# View changes and errors waiting: a burst of keystrokes coalesces into the latest view.
-_NOTES = 8
+# Items waiting for the writer beyond the hub's own buffer: a tick and a wake-up. Small, so
+# that back-pressure from a slow socket lands in the hub, which drops and asks for a resync.
+_INBOX = 2
+# Error answers to bad view messages kept for the writer; a client sending more is broken.
+_MAX_ERRORS = 8
+# Bytes per second of connection pages one browser may get at steady state, and the burst
+# above it. A page of 500 rows that all change every tick would be ~230 kB/s; past the budget
+# the writer skips ticks and the next page carries every change since (the window diffs
+# against what was sent), so the feed stays under 200 kB/s with the ticks included. A view
+# change is always answered at once.
+PAGE_BYTES_PER_S = 120_000
+PAGE_BURST_BYTES = 120_000
 
 
 def _dumps(doc: object) -> str:
@@ -55,13 +62,16 @@ async def feed() -> None:
     lab: Lab = current_app.config["lab"]
     await websocket.accept()
     window = ConnWindow()
+    # (True, tick) from the hub; (False, "") wakes the writer for a new view or an error.
     inbox_in, inbox = trio.open_memory_channel[tuple[bool, str]](_INBOX)
-    notes_in, notes = trio.open_memory_channel[str](_NOTES)
+    errors: list[str] = []
     async with lab.hub.subscribe() as sub, trio.open_nursery() as nursery:
         epoch = -1
+        tokens = float(PAGE_BURST_BYTES)
+        refilled = trio.current_time()
 
         async def send_page() -> None:
-            nonlocal epoch
+            nonlocal epoch, tokens, refilled
             registry = lab.registry
             if (
                 lab.conn_epoch == epoch
@@ -69,34 +79,36 @@ async def feed() -> None:
                 and not window.stale(registry.get, len(registry))
             ):
                 return
+            now = trio.current_time()
+            tokens = min(PAGE_BURST_BYTES, tokens + (now - refilled) * PAGE_BYTES_PER_S)
+            refilled = now
+            if tokens <= 0 and not window.view_changed:
+                return  # over budget: a later tick sends these changes, coalesced
             epoch = lab.conn_epoch
-            message = window.update(
-                lab.registry, len(lab.registry), time.time() - trio.current_time()
-            )
+            message = window.update(registry, len(registry), time.time() - trio.current_time())
             if message is not None:
-                await websocket.send(_dumps(message))
+                text = _dumps(message)
+                tokens -= len(text)
+                await websocket.send(text)
 
         async def read_views() -> None:
             while True:
                 data = await websocket.receive()
                 try:
                     window.set_view(parse_view(data))
-                    note = ""
                 except SpecError as exc:
-                    note = _dumps({"type": "error", **exc.to_dict()})
+                    if len(errors) < _MAX_ERRORS:
+                        errors.append(_dumps({"type": "error", **exc.to_dict()}))
                 try:
-                    notes_in.send_nowait(note)
+                    # Straight to the writer: a view change costs one task switch, which
+                    # matters when thousands of connections keep the event loop busy.
+                    inbox_in.send_nowait((False, ""))
                 except trio.WouldBlock:
-                    pass  # the writer is already due to send the latest view
+                    pass  # a tick is waiting: the writer sends the new page right after it
 
         async def forward_ticks() -> None:
             async for message in sub.receive_channel:
                 await inbox_in.send((True, message))
-
-        async def forward_notes() -> None:
-            # Notes join the ticks so that the writer has one channel to wait on.
-            async for note in notes:
-                await inbox_in.send((False, note))
 
         async def end_at_shutdown() -> None:
             await lab.shutdown.wait()
@@ -105,17 +117,16 @@ async def feed() -> None:
         nursery.start_soon(end_at_shutdown)
         nursery.start_soon(read_views)
         nursery.start_soon(forward_ticks)
-        nursery.start_soon(forward_notes)
         await websocket.send(_dumps(lab.full_state()))
         await send_page()
         async for is_tick, message in inbox:
+            while errors:
+                await websocket.send(errors.pop(0))
             if is_tick:
                 if sub.resync:
                     sub.resync = False
                     sub.drain_nowait()
                     window.reset()
                     message = _dumps(lab.full_state())
-                await websocket.send(message)
-            elif message:
                 await websocket.send(message)
             await send_page()
