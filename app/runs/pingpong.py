@@ -111,7 +111,12 @@ async def tcp_pingpong_flow(ctx: FlowContext, flow_id: int, quota: int | None) -
 
 
 async def udp_pingpong_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None:
-    """One UDP flow sending ``quota`` datagrams (or until the send deadline), one at a time."""
+    """One UDP flow sending ``quota`` datagrams (or until the send deadline), one at a time.
+
+    The reply timeout is one cancel scope for many messages, its deadline moved forward
+    after each send; only a timeout (a lost datagram) costs a new scope. After a send the
+    flow waits for readiness before reading: the reply cannot be there yet.
+    """
     stats = ctx.stats
     opened = ctx.open_udp()
     if opened is None:
@@ -129,58 +134,70 @@ async def udp_pingpong_flow(ctx: FlowContext, flow_id: int, quota: int | None) -
         timeout = ctx.timeout
         measure_from = ctx.measure_from_ns
         interval = stats.interval
+        wait_readable = trio.lowlevel.wait_readable
+        current_time = trio.current_time
+        peek_seq = probe.peek_seq
         seq = 0
+        counted = False
+
+        def more() -> bool:
+            return (quota is None or seq < quota) and current_time() < ctx.send_deadline
+
         try:
             with scope:
-                while (quota is None or seq < quota) and trio.current_time() < ctx.send_deadline:
-                    size = sizes[seq % n_sizes]
-                    with_header = size >= probe.HEADER_SIZE
-                    t0 = perf_ns()
-                    if with_header:
-                        probe.encode_into(buf, run_tag, flow_id, seq, t0)
-                    counted = t0 >= measure_from
-                    try:
-                        sock.send(view[:size])
-                    except BlockingIOError:
-                        await trio.lowlevel.wait_writable(sock)
-                        sock.send(view[:size])
-                    except ConnectionRefusedError:
-                        # An ICMP port unreachable for an earlier datagram surfaced on send.
-                        stats.record_error("unreachable")
-                    if counted:
-                        stats.sent += 1
-                        stats.bytes_sent += size
-                    conn.bytes_out += size
-                    conn.msgs_out += 1
-                    answered = False
-                    with trio.move_on_after(timeout):
-                        while True:
+                while more():
+                    with trio.CancelScope() as window:
+                        while more():
+                            size = sizes[seq % n_sizes]
+                            with_header = size >= probe.HEADER_SIZE
+                            t0 = perf_ns()
+                            if with_header:
+                                probe.encode_into(buf, run_tag, flow_id, seq, t0)
+                            counted = t0 >= measure_from
                             try:
-                                n = sock.recv_into(rbuf)
+                                sock.send(view[:size])
                             except BlockingIOError:
-                                await trio.lowlevel.wait_readable(sock)
-                                continue
+                                await trio.lowlevel.wait_writable(sock)
+                                sock.send(view[:size])
                             except ConnectionRefusedError:
-                                # ICMP port unreachable: count it and wait out this message's
-                                # timeout, so a dead port is not flooded.
+                                # An ICMP port unreachable for an earlier datagram.
                                 stats.record_error("unreachable")
-                                await trio.sleep_forever()
-                            conn.bytes_in += n
-                            conn.msgs_in += 1
-                            if with_header and probe.peek_seq(rbuf) != seq:
-                                if counted:
-                                    stats.late += 1
-                                continue
                             if counted:
-                                interval.record_value(perf_ns() - t0)
-                                stats.received += 1
-                                stats.bytes_received += n
-                            answered = True
-                            break
-                    if not answered and counted:
-                        stats.lost += 1
-                    conn.touch()
-                    seq += 1
+                                stats.sent += 1
+                                stats.bytes_sent += size
+                            conn.bytes_out += size
+                            conn.msgs_out += 1
+                            window.deadline = current_time() + timeout
+                            while True:
+                                await wait_readable(sock)
+                                try:
+                                    n = sock.recv_into(rbuf)
+                                except BlockingIOError:
+                                    continue
+                                except ConnectionRefusedError:
+                                    # ICMP port unreachable: count it and wait out this
+                                    # message's timeout, so a dead port is not flooded.
+                                    stats.record_error("unreachable")
+                                    await trio.sleep_forever()
+                                conn.bytes_in += n
+                                conn.msgs_in += 1
+                                if with_header and peek_seq(rbuf) != seq:
+                                    if counted:
+                                        stats.late += 1
+                                    continue
+                                if counted:
+                                    interval.record_value(perf_ns() - t0)
+                                    stats.received += 1
+                                    stats.bytes_received += n
+                                break
+                            conn.touch()
+                            seq += 1
+                    if window.cancelled_caught:
+                        # No reply within the timeout: that datagram is lost.
+                        if counted:
+                            stats.lost += 1
+                        conn.touch()
+                        seq += 1
         except OSError as exc:
             stats.record_error(error_kind(exc))
         finally:
