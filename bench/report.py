@@ -71,7 +71,7 @@ def pingpong_table(recs: list[Rec], section: str, width: str) -> list[str]:
             lost = sum(r.get("lost") or 0 for r in g)
             name = s + (f" (lost {int(lost)})" if lost else "")
             out.append(
-                f"| {name} | {w} | {fmt(med(rps))} | {_spread(rps)} | "
+                f"| {name} | {w:g} | {fmt(med(rps))} | {_spread(rps)} | "
                 f"{fmt(med([r.get('p50_us') for r in g]), 1)} | "
                 f"{fmt(med([r.get('p99_us') for r in g]), 1)} | "
                 f"{fmt(ratio(g, trio, 'rtt_per_s'), 2)} | {fmt(ratio(g, c, 'rtt_per_s'), 2)} | "

@@ -104,7 +104,7 @@ def _measure(
         if out:
             extra["server_out"] = out.splitlines()[-1]
     for meta, r in done:
-        ctx.emit({"section": section, "rep": rep, "server": server, **meta, **r, **extra})
+        ctx.emit({"section": section, "rep": rep, "server": server, **r, **meta, **extra})
 
 
 def _label(server: str, meta: dict[str, Any]) -> str:
