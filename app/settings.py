@@ -15,7 +15,6 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from app.errors import SpecError
 
@@ -25,6 +24,7 @@ from app.listeners.spec import LISTENER_PROTOCOLS as LISTENER_PROTOCOLS
 from app.listeners.spec import ListenerSpec as ListenerSpec
 from app.listeners.spec import parse_listener as parse_listener
 from app.listeners.spec import parse_listener_url as parse_listener_url
+from app.listeners.spec import split_url
 
 TARGET_PROTOCOLS = ("tcp", "udp", "tls")
 DEFAULT_LISTENERS = ("tcp://127.0.0.1:9000?mode=echo", "udp://127.0.0.1:9000?mode=echo")
@@ -44,31 +44,13 @@ class Endpoint:
         return f"{self.protocol}://{host}:{self.port}"
 
 
-def _split_url(url: str, protocols: tuple[str, ...], field_name: str) -> tuple[str, str, int, str]:
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise SpecError(f"{url!r} is not a valid URL: {exc}", field_name) from exc
-    if parts.scheme not in protocols:
-        wanted = ", ".join(f"{p}://" for p in protocols)
-        raise SpecError(f"{url!r}: the scheme must be one of {wanted}", field_name)
-    if not parts.hostname:
-        raise SpecError(f"{url!r} has no host", field_name)
-    if port is None:
-        raise SpecError(f"{url!r} has no port (write host:port)", field_name)
-    if parts.path not in ("", "/"):
-        raise SpecError(f"{url!r}: a path is not allowed here", field_name)
-    return parts.scheme, parts.hostname, port, parts.query
-
-
 def parse_target(url: str, field_name: str = "target") -> Endpoint:
     """Parse a run target such as ``tcp://127.0.0.1:9000``.
 
     Raises:
         SpecError: The URL is malformed, has another scheme, or lacks a host or port.
     """
-    protocol, host, port, query = _split_url(url, TARGET_PROTOCOLS, field_name)
+    protocol, host, port, query = split_url(url, field_name, TARGET_PROTOCOLS)
     if query:
         raise SpecError(f"{url!r}: a target takes no query string", field_name)
     if port == 0:

@@ -249,14 +249,22 @@ def _format_option(value: Any) -> str:
     return str(value)
 
 
-def _split_url(url: str, field_name: str) -> tuple[str, str, int, str]:
+def split_url(
+    url: str, field_name: str, protocols: tuple[str, ...] = LISTENER_PROTOCOLS
+) -> tuple[str, str, int, str]:
+    """``scheme://host:port?query`` → (scheme, host, port, query), for listener URLs and
+    run targets alike.
+
+    Raises:
+        SpecError: Malformed, another scheme, no host or port, or a path; names the field.
+    """
     try:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:
         raise SpecError(f"{url!r} is not a valid URL: {exc}", field_name) from exc
-    if parts.scheme not in LISTENER_PROTOCOLS:
-        wanted = ", ".join(f"{p}://" for p in LISTENER_PROTOCOLS)
+    if parts.scheme not in protocols:
+        wanted = ", ".join(f"{p}://" for p in protocols)
         raise SpecError(f"{url!r}: the scheme must be one of {wanted}", field_name)
     if not parts.hostname:
         raise SpecError(f"{url!r} has no host", field_name)
@@ -374,7 +382,7 @@ def parse_listener(
     url = body.pop("url", None)
     if not isinstance(url, str):
         raise SpecError("url is required: e.g. tcp://127.0.0.1:9000?mode=echo", field_name)
-    protocol, host, port, query = _split_url(url, field_name)
+    protocol, host, port, query = split_url(url, field_name)
     values: dict[str, Any] = dict(defaults or {})
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name == "rules":
