@@ -45,6 +45,28 @@ def schedule_for(ctx: FlowContext, flow_id: int) -> Schedule:
     return lambda i: phase + i * period
 
 
+async def wait_until_due(
+    ctx: FlowContext, schedule: Schedule, flow_id: int, seq: int, buf: bytearray
+) -> tuple[int, int] | None:
+    """Wait for message ``seq``'s intended send time and write its probe header into ``buf``.
+
+    Returns the intended send time (ns, the sender's clock) and the message size, or
+    ``None`` when the message would be due after the send deadline. A sender that is late
+    does not wait: it catches up instead of shifting the schedule.
+    """
+    offset = schedule(seq)
+    due = ctx.clock0 + offset
+    if due >= ctx.send_deadline:
+        return None
+    if due > trio.current_time():
+        await trio.sleep_until(due)
+    intended = ctx.perf0 + int(offset * 1e9)
+    size = ctx.sizes[seq % len(ctx.sizes)]
+    if size >= probe.HEADER_SIZE:
+        probe.encode_into(buf, ctx.run_tag, flow_id, seq, intended)
+    return intended, size
+
+
 async def tcp_openloop_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None:
     """One TCP connection on an open-loop schedule."""
     stats = ctx.stats
@@ -62,20 +84,13 @@ async def tcp_openloop_flow(ctx: FlowContext, flow_id: int, quota: int | None) -
     async def sender() -> None:
         buf = ctx.message_buffer()
         view = memoryview(buf)
-        sizes, n_sizes = ctx.sizes, len(ctx.sizes)
         seq = 0
         try:
             while quota is None or seq < quota:
-                offset = schedule(seq)
-                due = ctx.clock0 + offset
-                if due >= ctx.send_deadline:
+                due = await wait_until_due(ctx, schedule, flow_id, seq, buf)
+                if due is None:
                     break
-                if due > trio.current_time():
-                    await trio.sleep_until(due)
-                intended = ctx.perf0 + int(offset * 1e9)
-                size = sizes[seq % n_sizes]
-                if size >= probe.HEADER_SIZE:
-                    probe.encode_into(buf, ctx.run_tag, flow_id, seq, intended)
+                intended, size = due
                 pending.append((intended, size))
                 await channel.send_all(view[:size])
                 if intended >= measure_from:
@@ -164,20 +179,13 @@ async def udp_openloop_flow(ctx: FlowContext, flow_id: int, quota: int | None) -
             nonlocal sent_here, done_sending
             buf = ctx.message_buffer()
             view = memoryview(buf)
-            sizes, n_sizes = ctx.sizes, len(ctx.sizes)
             seq = 0
             try:
                 while quota is None or seq < quota:
-                    offset = schedule(seq)
-                    due = ctx.clock0 + offset
-                    if due >= ctx.send_deadline:
+                    due = await wait_until_due(ctx, schedule, flow_id, seq, buf)
+                    if due is None:
                         break
-                    if due > trio.current_time():
-                        await trio.sleep_until(due)
-                    intended = ctx.perf0 + int(offset * 1e9)
-                    size = sizes[seq % n_sizes]
-                    if size >= probe.HEADER_SIZE:
-                        probe.encode_into(buf, ctx.run_tag, flow_id, seq, intended)
+                    intended, size = due
                     while True:
                         try:
                             sock.send(view[:size])
