@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 import trio
 
 from app.lab import Lab
@@ -152,3 +153,24 @@ async def test_many_connections_share_the_read_buffer_without_mixing_bytes(lab: 
             for i in range(6):
                 nursery.start_soon(client, i)
     assert results == dict.fromkeys(range(6), True)
+
+
+async def test_plain_tcp_echo_takes_the_direct_socket_path(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shared-buffer echo loop is what serves plain TCP, not a slower fallback."""
+    from app.listeners.modes.echo import EchoMode
+
+    taken: list[str] = []
+    real = EchoMode._echo_socket
+
+    async def spy(self: EchoMode, conn: object, sock: socket.socket, scope: object) -> None:
+        taken.append(conn.id)  # type: ignore[attr-defined]
+        await real(self, conn, sock, scope)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(EchoMode, "_echo_socket", spy)
+    with trio.fail_after(5):
+        async with await trio.open_tcp_stream("127.0.0.1", listener_port(lab, "tcp")) as s:
+            await s.send_all(b"ping")
+            assert await s.receive_some(4) == b"ping"
+    assert len(taken) == 1

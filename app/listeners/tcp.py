@@ -30,6 +30,7 @@ import trio
 
 from app.listeners.base import Listener, Transport
 from app.registry import Conn, Registry
+from app.sockio import DirectSocket
 
 logger = logging.getLogger(__name__)
 
@@ -79,58 +80,6 @@ class StreamTransport:
         return len(data)
 
 
-class SocketTransport:
-    """Plain TCP on a non-blocking stdlib socket, driven by trio's readiness waits.
-
-    Each call tries the system call first and waits only when the kernel says EAGAIN. A
-    trio socket checkpoints after every successful call, so an echo round trip costs it
-    three scheduler rounds; here it costs one (the wait for the next request). A budget
-    forces a checkpoint every ``_BUDGET`` calls that did not wait, so a client that never
-    pauses cannot starve the other connections, and cancellation (a close from the API, the
-    idle deadline, a stopped listener) still lands promptly.
-    """
-
-    __slots__ = ("_budget", "_more", "sock")
-
-    _BUDGET = 32
-
-    def __init__(self, sock: stdsocket.socket) -> None:
-        self.sock = sock
-        self._budget = self._BUDGET
-        # Whether the last read filled its buffer (more is probably waiting). When it did
-        # not, the kernel's buffer was drained, so the next read waits first instead of
-        # paying for a recv that would only say EAGAIN (the common case of request/reply).
-        self._more = True
-
-    async def recv_into(self, buffer: bytearray, nbytes: int = 0, /) -> int:
-        sock = self.sock
-        if not self._more:
-            await trio.lowlevel.wait_readable(sock)
-            self._budget = self._BUDGET
-        while True:
-            try:
-                n = sock.recv_into(buffer, nbytes)
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(sock)
-                self._budget = self._BUDGET
-                continue
-            self._more = n == (nbytes or len(buffer))
-            self._budget -= 1
-            if self._budget <= 0:
-                self._budget = self._BUDGET
-                await trio.lowlevel.checkpoint()
-            return n
-
-    async def send(self, data: memoryview, /) -> int:
-        sock = self.sock
-        while True:
-            try:
-                return sock.send(data)
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(sock)
-                self._budget = self._BUDGET
-
-
 def _connection_scope(listener: Listener, conn: Conn) -> tuple[trio.CancelScope, list[bool]]:
     """A cancel scope for one connection, cancelled by the API through ``conn.close_hook``."""
     scope = trio.CancelScope()
@@ -158,14 +107,29 @@ async def handle_tcp_socket(
 ) -> None:
     """Serve one plain TCP connection with the listener's mode; closes ``sock`` at the end.
 
-    The mode reads with ``sock.recv_into`` directly: no stream wrapper, no copy.
+    The mode reads with ``recv_into`` on the socket itself (see :mod:`app.sockio`): no
+    stream wrapper, no copy, one scheduler round per request.
     """
-    conn = registry.open("tcp", sock.getsockname(), remote, listener_id=listener.id)
-    scope, by_api = _connection_scope(listener, conn)
     try:
-        with sock, scope:
-            sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, 1)
-            await listener.mode.handle_stream(conn, sock, scope)
+        local = sock.getsockname()
+        sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, 1)
+    except OSError as exc:
+        # Reset before we got to it: nothing to serve.
+        sock.close()
+        listener.errors += 1
+        logger.debug("connection from %s gone before serving: %r", remote, exc)
+        return
+    raw = stdsocket.socket(sock.family, sock.type, fileno=sock.detach())
+    raw.setblocking(False)
+    conn = registry.open("tcp", local, remote, listener_id=listener.id)
+    scope, by_api = _connection_scope(listener, conn)
+    transport = DirectSocket(raw, more=True)
+    try:
+        with scope:
+            try:
+                await listener.mode.handle_stream(conn, transport, scope)
+            finally:
+                transport.close()
         _ended(listener, conn, scope, by_api)
     except _CLIENT_ERRORS as exc:
         listener.errors += 1

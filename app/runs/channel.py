@@ -18,6 +18,7 @@ from typing import Protocol
 import trio
 
 from app.runs.stats import error_kind
+from app.sockio import DirectSocket
 
 
 class ConnectError(Exception):
@@ -35,83 +36,6 @@ class Channel(Protocol):
     def close(self) -> None: ...
     def getsockname(self) -> object: ...
     def getpeername(self) -> object: ...
-
-
-class SocketChannel:
-    """Plain TCP on a non-blocking stdlib socket, driven by trio's readiness waits.
-
-    Theory of operation: each call tries the system call first and waits for readiness only
-    when the kernel says EAGAIN, so a ping-pong round trip costs one scheduler round (the
-    wait for the reply) instead of the three a trio socket takes (a checkpoint after every
-    successful call). A budget forces a checkpoint every ``_BUDGET`` calls that did not
-    wait, so one busy connection cannot starve the others and cancellation stays prompt.
-    """
-
-    __slots__ = ("_budget", "_more", "sock")
-
-    _BUDGET = 32
-
-    def __init__(self, sock: stdsocket.socket) -> None:
-        self.sock = sock
-        self._budget = self._BUDGET
-        # Whether the last read filled its buffer. When it did not, the next read waits
-        # for readiness first: a reply to what was just sent is not there yet, and a recv
-        # would only say EAGAIN.
-        self._more = False
-
-    async def send_all(self, data: memoryview) -> None:
-        sock = self.sock
-        try:
-            sent = sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        total = len(data)
-        while sent < total:
-            await trio.lowlevel.wait_writable(sock)
-            self._budget = self._BUDGET
-            try:
-                sent += sock.send(data[sent:])
-            except BlockingIOError:
-                pass
-        self._budget -= 1
-        if self._budget <= 0:
-            self._budget = self._BUDGET
-            await trio.lowlevel.checkpoint()
-
-    async def recv_into(self, view: memoryview, nbytes: int) -> int:
-        sock = self.sock
-        if not self._more:
-            await trio.lowlevel.wait_readable(sock)
-            self._budget = self._BUDGET
-        while True:
-            try:
-                n = sock.recv_into(view, nbytes)
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(sock)
-                self._budget = self._BUDGET
-                continue
-            self._more = n == nbytes
-            self._budget -= 1
-            if self._budget <= 0:
-                self._budget = self._BUDGET
-                await trio.lowlevel.checkpoint()
-            return n
-
-    def shutdown_write(self) -> None:
-        try:
-            self.sock.shutdown(stdsocket.SHUT_WR)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        trio.lowlevel.notify_closing(self.sock)
-        self.sock.close()
-
-    def getsockname(self) -> object:
-        return self.sock.getsockname()
-
-    def getpeername(self) -> object:
-        return self.sock.getpeername()
 
 
 class TlsChannel:
@@ -185,10 +109,10 @@ async def connect_stream(
             await sock.connect(address)
             sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, 1)
             if tls is None:
-                # From here on the socket is driven directly (see SocketChannel).
+                # From here on the socket is driven directly (see app.sockio).
                 raw = stdsocket.socket(family, stdsocket.SOCK_STREAM, fileno=sock.detach())
                 raw.setblocking(False)
-                return SocketChannel(raw)
+                return DirectSocket(raw)
             stream = trio.SSLStream(trio.SocketStream(sock), tls, server_hostname=server_hostname)
             try:
                 await stream.do_handshake()

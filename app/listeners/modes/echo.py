@@ -15,8 +15,8 @@ import trio
 
 from app.listeners.base import FIRST_READ_SIZE, DatagramHandler, Listener, Mode, Transport
 from app.listeners.modes.impair import Impairment, impaired_datagram_handler, impaired_stream
-from app.listeners.tcp import SocketTransport
 from app.registry import Conn
+from app.sockio import DirectSocket
 
 # Reads that did not wait before a connection yields to the others.
 _BUDGET = 32
@@ -57,7 +57,7 @@ class EchoMode(Mode):
         if self.impairment is not None:
             await impaired_stream(self.listener, self.impairment, conn, transport, scope)
             return
-        if isinstance(transport, SocketTransport):
+        if isinstance(transport, DirectSocket):
             await self._echo_socket(conn, transport.sock, scope)
             return
         listener = self.listener
