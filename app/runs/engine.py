@@ -27,6 +27,7 @@ import trio
 
 from app.registry import Conn, Registry
 from app.runs.channel import Channel, ConnectError, client_tls_context, connect_stream
+from app.runs.mux import Multiplexer
 from app.runs.spec import RunSpec
 from app.runs.stats import RunStats, error_kind, new_histogram
 from app.settings import Endpoint, parse_target
@@ -79,6 +80,8 @@ class FlowContext:
         self.measure_from_ns = 0
         self.clock0 = 0.0
         self.perf0 = 0
+        # Plain TCP and UDP pingpong flows are served by one driver task (app.runs.mux).
+        self.mux: Multiplexer | None = None
         if spec.size_max is not None and spec.size_max != spec.size:
             rng = random.Random(self.run_tag)
             self.sizes = [rng.randint(spec.size, spec.size_max) for _ in range(_SIZE_TABLE)]
@@ -232,6 +235,8 @@ async def execute(
         return
     ctx = FlowContext(run.id, spec, endpoint, registry, stats, address, family)
     run.context = ctx
+    if spec.pattern == "pingpong" and endpoint.protocol in ("tcp", "udp"):
+        ctx.mux = Multiplexer(ctx)
     flow = _flow_function(spec, ctx.protocol)
     quotas = _quotas(spec)
     ctx.clock0 = trio.current_time()
@@ -288,12 +293,16 @@ async def execute(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ticker)
             nursery.start_soon(monitor.watch)
+            if ctx.mux is not None:
+                nursery.start_soon(ctx.mux.run)
             with trio.move_on_at(hard_deadline) as flows_scope:
                 if max_bytes is not None:
                     nursery.start_soon(byte_cap, flows_scope)
                 async with trio.open_nursery() as flows:
                     flows.start_soon(start_flows, flows)
             nursery.cancel_scope.cancel()
+        if ctx.mux is not None:
+            ctx.mux.close()
         # The last, partial interval; an empty one (the drain after the last reply) would
         # only draw a drop to zero at the end of every chart.
         if stats.moved_since_tick() or not stats.series:

@@ -24,18 +24,31 @@ import trio
 
 from app.runs.engine import FlowContext
 from app.runs.stats import error_kind
+from app.sockio import DirectSocket
 from app.wire import probe
 
 perf_ns = time.perf_counter_ns
 
 
 async def tcp_pingpong_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None:
-    """One TCP (or TLS) connection sending ``quota`` messages, or until the send deadline."""
+    """One TCP (or TLS) connection sending ``quota`` messages, or until the send deadline.
+
+    Plain TCP is served by the run's multiplexer; TLS (an ``SSLStream`` per connection)
+    by the loop below, in this task.
+    """
     stats = ctx.stats
     opened = await ctx.open_tcp()
     if opened is None:
         return
     channel, conn = opened
+    if ctx.mux is not None and isinstance(channel, DirectSocket):
+        # Plain TCP: the run's multiplexer serves the messages (app.runs.mux).
+        try:
+            await ctx.mux.drive(channel.sock, conn, flow_id, quota)
+        finally:
+            ctx.registry.close(conn)
+            channel.close()
+        return
     scope = trio.CancelScope()
     closed_by_api = False
 
@@ -120,100 +133,16 @@ async def tcp_pingpong_flow(ctx: FlowContext, flow_id: int, quota: int | None) -
 async def udp_pingpong_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None:
     """One UDP flow sending ``quota`` datagrams (or until the send deadline), one at a time.
 
-    The reply timeout is one cancel scope for many messages, its deadline moved forward
-    after each send; only a timeout (a lost datagram) costs a new scope. After a send the
-    flow waits for readiness before reading: the reply cannot be there yet.
+    Its messages are served by the run's multiplexer (app.runs.mux); this task owns the
+    socket and the registry row.
     """
-    stats = ctx.stats
     opened = ctx.open_udp()
     if opened is None:
         return
     sock, conn = opened
+    assert ctx.mux is not None
     with sock:
-        scope = trio.CancelScope()
-        conn.close_hook = scope.cancel
-        buf = ctx.message_buffer()
-        view = memoryview(buf)
-        rbuf = bytearray(ctx.max_size + 1)
-        sizes = ctx.sizes
-        n_sizes = len(sizes)
-        run_tag = ctx.run_tag
-        timeout = ctx.timeout
-        measure_from = ctx.measure_from_ns
-        interval = stats.interval
-        wait_readable = trio.lowlevel.wait_readable
-        current_time = trio.current_time
-        peek_seq = probe.peek_seq
-        seq = 0
-        counted = False
-        refresh = min(timeout / 16, 0.1)
-        moved_at = -refresh
-
-        def more() -> bool:
-            return (quota is None or seq < quota) and current_time() < ctx.send_deadline
-
         try:
-            with scope:
-                while more():
-                    with trio.CancelScope() as window:
-                        while more():
-                            size = sizes[seq % n_sizes]
-                            with_header = size >= probe.HEADER_SIZE
-                            t0 = perf_ns()
-                            if with_header:
-                                probe.encode_into(buf, run_tag, flow_id, seq, t0)
-                            counted = t0 >= measure_from
-                            try:
-                                sock.send(view[:size])
-                            except BlockingIOError:
-                                await trio.lowlevel.wait_writable(sock)
-                                sock.send(view[:size])
-                            except ConnectionRefusedError:
-                                # An ICMP port unreachable for an earlier datagram.
-                                stats.record_error("unreachable")
-                            if counted:
-                                stats.sent += 1
-                                stats.bytes_sent += size
-                            conn.bytes_out += size
-                            conn.msgs_out += 1
-                            now = current_time()
-                            if now - moved_at >= refresh:
-                                # Throttled (a deadline move costs about 1.5 us); a lost
-                                # datagram is noticed between timeout and timeout + refresh.
-                                window.deadline = now + timeout + refresh
-                                moved_at = now
-                            while True:
-                                await wait_readable(sock)
-                                try:
-                                    n = sock.recv_into(rbuf)
-                                except BlockingIOError:
-                                    continue
-                                except ConnectionRefusedError:
-                                    # ICMP port unreachable: count it and wait out this
-                                    # message's timeout, so a dead port is not flooded.
-                                    stats.record_error("unreachable")
-                                    await trio.sleep_forever()
-                                conn.bytes_in += n
-                                conn.msgs_in += 1
-                                if with_header and peek_seq(rbuf) != seq:
-                                    if counted:
-                                        stats.late += 1
-                                    continue
-                                if counted:
-                                    interval.record_value(perf_ns() - t0)
-                                    stats.received += 1
-                                    stats.bytes_received += n
-                                break
-                            conn.touch()
-                            seq += 1
-                    moved_at = -refresh  # a new window has no deadline yet
-                    if window.cancelled_caught:
-                        # No reply within the timeout: that datagram is lost.
-                        if counted:
-                            stats.lost += 1
-                        conn.touch()
-                        seq += 1
-        except OSError as exc:
-            stats.record_error(error_kind(exc))
+            await ctx.mux.drive(sock, conn, flow_id, quota)
         finally:
             ctx.registry.close(conn)

@@ -313,7 +313,7 @@ def _listener_request() -> type[BaseModel]:
     for name, info in ListenerSpec.model_fields.items():
         if name not in ("protocol", "host", "port"):
             fields[name] = (info.annotation, FieldInfo.merge_field_infos(info, default=None))
-    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    model: type[BaseModel] = create_model(  # type: ignore[call-overload, unused-ignore]
         "ListenerRequest",
         __config__=ConfigDict(extra="forbid"),
         __doc__="A listener to start: its URL, and options as keys (the body wins over the "
