@@ -301,8 +301,6 @@ async def execute(
                 async with trio.open_nursery() as flows:
                     flows.start_soon(start_flows, flows)
             nursery.cancel_scope.cancel()
-        if ctx.mux is not None:
-            ctx.mux.close()
         # The last, partial interval; an empty one (the drain after the last reply) would
         # only draw a drop to zero at the end of every chart.
         if stats.moved_since_tick() or not stats.series:

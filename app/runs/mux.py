@@ -1,12 +1,10 @@
 """Pingpong flows of one run driven by one task over a private epoll.
 
 Theory of operation: a task per flow pays, for every reply, a trio scheduler round, a pair
-of ``epoll_ctl`` calls (trio registers interest per wait) and a task switch: as much CPU as
-the system calls themselves. Here the plain TCP and UDP flows of a pingpong run register
-their sockets once, level-triggered, with a private ``select.epoll``. One driver task waits
-for that epoll's descriptor with ``trio.lowlevel.wait_readable`` and then serves every ready
-socket in one pass: read the reply, record its RTT, send the next message. It checkpoints
-after each pass, so the ticker, the monitor and the rest of the process keep their turn.
+of ``epoll_ctl`` calls and a task switch: as much CPU as the system calls themselves. Here
+the plain TCP and UDP flows of a pingpong run are served by one
+:class:`~app.sockio.ReadyLoop`: for each ready socket, read the reply, record its RTT, send
+the next message.
 
 Each flow keeps its own task: it connects, owns the socket and its registry row, registers
 with :meth:`Multiplexer.drive` and waits there until the driver says the flow is done. So a
@@ -36,6 +34,7 @@ import trio
 
 from app.registry import Conn
 from app.runs.stats import error_kind
+from app.sockio import ReadyLoop
 from app.wire import probe
 
 if TYPE_CHECKING:
@@ -46,8 +45,6 @@ perf_ns = time.perf_counter_ns
 
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
-# Ready sockets taken per epoll call (one pass of the driver between checkpoints).
-BATCH = 256
 
 
 class MuxFlow:
@@ -107,8 +104,9 @@ class Multiplexer:
         self.ctx = ctx
         self.udp = ctx.protocol == "udp"
         self.refresh = min(ctx.timeout / 16, 0.1)
-        self._ep = select.epoll()
-        self._flows: dict[int, MuxFlow] = {}
+        self._loop: ReadyLoop[MuxFlow] = ReadyLoop(
+            self._on_udp if self.udp else self._on_tcp, self._on_error
+        )
         # Replies are counted, not kept: one receive buffer serves every flow.
         self._rbuf = bytearray(ctx.max_size + 1)
         self._rview = memoryview(self._rbuf)
@@ -116,16 +114,12 @@ class Multiplexer:
         self._window = ctx.spec.in_flight
         self._sizes = ctx.sizes
         self._fixed = len(ctx.sizes) == 1
-        self._now = 0.0  # trio's clock at the start of the current pass
-
-    def close(self) -> None:
-        self._ep.close()
 
     async def run(self) -> None:
         """Serve the registered flows until cancelled (after the run's flows have ended)."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sweep)
-            await self._drive()
+            await self._loop.run()
 
     async def drive(
         self, sock: stdsocket.socket, conn: Conn, flow_id: int, quota: int | None
@@ -141,9 +135,8 @@ class Multiplexer:
         if self._fixed:
             flow.msg = flow.view[: self._sizes[0]]
         conn.close_hook = lambda: self._finish(flow)
-        self._flows[flow.fd] = flow
-        self._ep.register(flow.fd, EPOLLIN)
-        self._now = trio.current_time()
+        self._loop.add(flow.fd, flow)
+        self._loop.now = trio.current_time()
         try:
             try:
                 if self.udp:
@@ -158,67 +151,42 @@ class Multiplexer:
         finally:
             self._finish(flow)
 
-    # --- the driver --------------------------------------------------------------------
-
-    async def _drive(self) -> None:
-        ep = self._ep
-        poll = ep.poll
-        flows = self._flows
-        handle = self._on_udp if self.udp else self._on_tcp
-        while True:
-            events = poll(0, BATCH)
-            if not events:
-                await trio.lowlevel.wait_readable(ep)
-                continue
-            self._now = trio.current_time()
-            for fd, mask in events:
-                flow = flows.get(fd)
-                if flow is None:
-                    continue  # ended earlier in this pass
-                try:
-                    handle(flow, mask)
-                except OSError as exc:
-                    self._fail(flow, error_kind(exc))
-                except Exception:
-                    logger.exception("run %s: flow %d failed", self.ctx.run_id, flow.flow_id)
-                    self._fail(flow, "internal")
-            await trio.lowlevel.checkpoint()
-
     async def _sweep(self) -> None:
+        loop = self._loop
         while True:
             await trio.sleep(self.refresh)
-            self._now = trio.current_time()
+            loop.now = trio.current_time()
             oldest_allowed = perf_ns() - self._timeout_ns
-            for flow in list(self._flows.values()):
+            for flow in list(loop.items.values()):
                 try:
                     if self.udp:
                         if flow.waiting and flow.t0 < oldest_allowed:
                             self._lost(flow)
                     elif flow.outstanding and flow.outstanding[0][0] < oldest_allowed:
                         self._fail(flow, "timeout")
-                except OSError as exc:
-                    self._fail(flow, error_kind(exc))
+                except Exception as exc:
+                    self._on_error(flow, exc)
+
+    def _on_error(self, flow: MuxFlow, exc: Exception) -> None:
+        if isinstance(exc, OSError):
+            self._fail(flow, error_kind(exc))
+            return
+        logger.error("run %s: flow %d failed", self.ctx.run_id, flow.flow_id, exc_info=exc)
+        self._fail(flow, "internal")
 
     def _fail(self, flow: MuxFlow, kind: str) -> None:
-        if self._flows.get(flow.fd) is flow:
+        if self._loop.items.get(flow.fd) is flow:
             self.ctx.stats.record_error(kind)
         self._finish(flow)
 
     def _finish(self, flow: MuxFlow) -> None:
         """End a flow (idempotent): no more events for it, and its task returns."""
-        # By identity: once a flow's socket is closed its descriptor number may serve a
-        # newer flow.
-        if self._flows.get(flow.fd) is flow:
-            del self._flows[flow.fd]
-            try:
-                self._ep.unregister(flow.fd)
-            except (OSError, ValueError):  # already closed
-                pass
+        self._loop.discard(flow.fd, flow)
         flow.done.set()
 
     def _watch_writable(self, flow: MuxFlow, on: bool) -> None:
         flow.blocked = on
-        self._ep.modify(flow.fd, EPOLLIN | EPOLLOUT if on else EPOLLIN)
+        self._loop.watch(flow.fd, EPOLLIN | EPOLLOUT if on else EPOLLIN)
 
     # --- TCP: replies matched by order, ``in_flight`` outstanding ---------------------
 
@@ -260,7 +228,7 @@ class Multiplexer:
     def _fill(self, flow: MuxFlow) -> None:
         """Send until ``in_flight`` messages are out (or the quota or the time is up)."""
         ctx = self.ctx
-        if flow.blocked or self._now >= ctx.send_deadline:
+        if flow.blocked or self._loop.now >= ctx.send_deadline:
             return
         outstanding = flow.outstanding
         quota = flow.quota
@@ -354,7 +322,7 @@ class Multiplexer:
 
     def _next_udp(self, flow: MuxFlow) -> None:
         quota = flow.quota
-        if (quota is not None and flow.seq >= quota) or self._now >= self.ctx.send_deadline:
+        if (quota is not None and flow.seq >= quota) or self._loop.now >= self.ctx.send_deadline:
             self._finish(flow)
         elif not flow.blocked:
             self._send_udp(flow)
