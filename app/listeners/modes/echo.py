@@ -1,13 +1,16 @@
 """Echo mode: every byte (TCP, TLS) or datagram (UDP) goes back to its sender.
 
-Plain echo over TCP is the lab's hottest path: it reads into one preallocated buffer with
-``recv_into`` and sends from a memoryview of it, touching only counters. Plain echo over UDP
+Plain echo over TCP is the lab's hottest path: one task per listener serves every
+connection through a private epoll (:class:`~app.sockio.ReadyLoop`), reading into one
+preallocated buffer with ``recv_into`` and sending from a memoryview of it, touching only
+counters. Plain echo over UDP
 uses the UDP server's inlined loop. With impairment options the work moves to
 :mod:`app.listeners.modes.impair`.
 """
 
 from __future__ import annotations
 
+import select
 import socket
 from typing import Any
 
@@ -16,21 +19,25 @@ import trio
 from app.listeners.base import FIRST_READ_SIZE, DatagramHandler, Listener, Mode, Transport
 from app.listeners.modes.impair import Impairment, impaired_datagram_handler, impaired_stream
 from app.registry import Conn
-from app.sockio import DirectSocket
-
-# Reads that did not wait before a connection yields to the others.
-_BUDGET = 32
+from app.sockio import DirectSocket, ReadyLoop
 
 
-async def _send_rest(sock: socket.socket, data: bytes) -> None:
-    """Send what the kernel did not take at once, waiting for room as needed."""
-    view = memoryview(data)
-    while view:
-        await trio.lowlevel.wait_writable(sock)
-        try:
-            view = view[sock.send(view) :]
-        except BlockingIOError:
-            pass
+class _EchoConn:
+    """One plain TCP connection served by the listener's socket loop."""
+
+    __slots__ = ("conn", "done", "error", "fd", "moved_at", "pending", "scope", "sock")
+
+    def __init__(
+        self, sock: socket.socket, conn: Conn, scope: trio.CancelScope, now: float
+    ) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.conn = conn
+        self.scope = scope
+        self.moved_at = now
+        self.pending: memoryview | None = None  # what the kernel has not taken yet
+        self.error: Exception | None = None
+        self.done = trio.Event()
 
 
 class EchoMode(Mode):
@@ -46,10 +53,19 @@ class EchoMode(Mode):
         # One read buffer for every plain TCP connection of this listener (see
         # _echo_socket): an idle connection then costs no buffer at all.
         self._shared = bytearray(spec.max_message_size)
+        self._view = memoryview(self._shared)
+        # Moving a cancel scope's deadline costs about 1.5 us (a heap push), so the idle
+        # deadline moves at most every ``refresh`` seconds: a silent connection is closed
+        # between idle and idle + refresh after its last byte.
+        self._idle = spec.idle_timeout
+        self._refresh = min(self._idle / 16, 1.0)
+        self._loop: ReadyLoop[_EchoConn] = ReadyLoop(self._on_ready, self._on_error)
 
     async def run(self) -> None:
         if self.impairment is not None:
             await self.impairment.run()
+        elif self.listener.spec.protocol == "tcp":
+            await self._loop.run()
 
     async def handle_stream(
         self, conn: Conn, transport: Transport, scope: trio.CancelScope
@@ -92,68 +108,80 @@ class EchoMode(Mode):
                 view = memoryview(buf)
 
     async def _echo_socket(self, conn: Conn, sock: socket.socket, scope: trio.CancelScope) -> None:
-        """Plain TCP echo, the lab's hottest path, on the non-blocking socket itself.
+        """Plain TCP echo, the lab's hottest path: served by the listener's socket loop.
+
+        This task owns the connection (its scope, row and socket) and waits while the loop
+        (:meth:`_on_ready`) echoes; it returns at EOF and raises what the loop ran into.
+        """
+        loop = self._loop
+        state = _EchoConn(sock, conn, scope, trio.current_time())
+        loop.add(state.fd, state)
+        try:
+            await state.done.wait()
+        finally:
+            loop.discard(state.fd, state)
+        if state.error is not None:
+            raise state.error
+
+    def _on_ready(self, state: _EchoConn, mask: int) -> None:
+        """Echo what one connection sent, without waiting.
 
         Every connection reads into the listener's one shared buffer. That is sound because
-        nothing awaits between a read and the send of what it read: a send the kernel takes
-        only in part copies the rest out of the shared buffer before it waits. Readiness
-        waits happen only when the last read did not fill the buffer (request/reply: the
-        next request is not there yet), and a budget yields every 32 reads that did not
-        wait, so a client that never pauses cannot starve the others.
+        nothing waits between a read and the send of what it read: what the kernel does not
+        take is copied out of the shared buffer, and the connection is watched for room
+        instead of data until it has gone (so a client that does not read its replies
+        stops being read: backpressure).
         """
-        listener = self.listener
-        shared = self._shared
-        view = memoryview(shared)
-        size = len(shared)
-        idle = listener.spec.idle_timeout
-        current_time = trio.current_time
-        wait_readable = trio.lowlevel.wait_readable
-        recv_into = sock.recv_into
-        send = sock.send
-        budget = _BUDGET
-        more = False
-        # Moving a cancel scope's deadline costs about 1.5 µs (a heap push), a tenth of a
-        # round trip here, so the idle deadline moves at most every ``refresh`` seconds: a
-        # silent connection is closed between idle and idle + refresh after its last byte.
-        refresh = min(idle / 16, 1.0)
-        moved_at = current_time()
-        while True:
-            if not more:
-                await wait_readable(sock)
-                budget = _BUDGET
-            elif budget <= 0:
-                await trio.lowlevel.checkpoint()
-                budget = _BUDGET
-            try:
-                n = recv_into(shared)
-            except BlockingIOError:
-                more = False
-                continue
-            if not n:
+        sock = state.sock
+        pending = state.pending
+        if pending is not None:
+            sent = sock.send(pending)
+            if sent < len(pending):
+                state.pending = pending[sent:]
                 return
-            more = n == size
-            budget -= 1
-            conn.bytes_in += n
-            conn.msgs_in += 1
-            listener.bytes_in += n
-            listener.msgs_in += 1
-            try:
-                sent = send(view[:n])
-            except BlockingIOError:
-                sent = 0
-            if sent < n:
-                # The shared buffer is the next reader's: keep the rest before waiting.
-                await _send_rest(sock, bytes(view[sent:n]))
-            conn.bytes_out += n
-            conn.msgs_out += 1
-            listener.bytes_out += n
-            listener.msgs_out += 1
-            conn.touch()
-            now = current_time()
-            if now - moved_at >= refresh:
-                # + refresh: the last byte may come up to refresh later than this move.
-                scope.deadline = now + idle + refresh
-                moved_at = now
+            state.pending = None
+            self._loop.watch(state.fd, select.EPOLLIN)
+            return
+        try:
+            n = sock.recv_into(self._shared)
+        except BlockingIOError:
+            return
+        if not n:
+            self._end(state)
+            return
+        conn = state.conn
+        listener = self.listener
+        conn.bytes_in += n
+        conn.msgs_in += 1
+        listener.bytes_in += n
+        listener.msgs_in += 1
+        view = self._view
+        try:
+            sent = sock.send(view[:n])
+        except BlockingIOError:
+            sent = 0
+        if sent < n:
+            # The shared buffer is the next reader's: keep the rest.
+            state.pending = memoryview(bytes(view[sent:n]))
+            self._loop.watch(state.fd, select.EPOLLOUT)
+        conn.bytes_out += n
+        conn.msgs_out += 1
+        listener.bytes_out += n
+        listener.msgs_out += 1
+        conn.touch()
+        now = self._loop.now
+        if now - state.moved_at >= self._refresh:
+            # + refresh: the last byte may come up to refresh later than this move.
+            state.scope.deadline = now + self._idle + self._refresh
+            state.moved_at = now
+
+    def _on_error(self, state: _EchoConn, exc: Exception) -> None:
+        state.error = exc
+        self._end(state)
+
+    def _end(self, state: _EchoConn) -> None:
+        self._loop.discard(state.fd, state)
+        state.done.set()
 
     def datagram_handler(self, sock: Any) -> DatagramHandler:
         assert self.impairment is not None  # plain echo uses the UDP server's own loop
