@@ -4,8 +4,9 @@ Theory of operation: the socket is a plain non-blocking stdlib socket. The loop 
 it is readable (``trio.lowlevel.wait_readable``), then reads datagrams until the kernel has
 none left (or a batch limit, for fairness), instead of paying one scheduler round per
 datagram. Every peer address is a flow (a registry row) that is forgotten after
-``idle_timeout`` seconds of silence, or when the API closes its row. Plain echo runs an
-inlined loop; every other mode gets each datagram through its handler function.
+``idle_timeout`` seconds of silence, or when the API closes its row. One loop serves every
+mode: plain echo replies inline, every other mode gets each datagram through its handler
+function.
 
 Limits: at most ``max_connections`` flows are tracked; a datagram from a new peer past that
 is dropped and counted in ``rejected`` (there is no connection to refuse). A datagram larger
@@ -218,10 +219,7 @@ async def serve_udp_listener(
             nursery.start_soon(_expire_flows, listener, registry, flows)
             nursery.start_soon(mode.run)
             task_status.started(listener.port)
-            if handler is None:
-                await _echo_loop(listener, registry, sock, local, flows)
-            else:
-                await _dispatch_loop(listener, registry, sock, local, flows, handler)
+            await _drain_loop(listener, registry, sock, local, flows, handler)
     finally:
         sock.close()
         for conn in flows.values():
@@ -230,13 +228,20 @@ async def serve_udp_listener(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def _echo_loop(
+async def _drain_loop(
     listener: Listener,
     registry: Registry,
     sock: stdsocket.socket,
     local: object,
     flows: dict[Any, Conn],
+    handler: DatagramHandler | None,
 ) -> NoReturn:
+    """Wait until ``sock`` is readable, then read datagrams until EAGAIN (or a batch).
+
+    Every datagram is counted against its flow first. Then, with ``handler`` None (plain
+    echo), it is sent back inline, without a call per datagram; otherwise it goes to
+    ``handler``, which sends and counts any reply itself.
+    """
     max_size = listener.spec.max_message_size
     max_flows = listener.spec.max_connections
     # One byte more than allowed, so an oversized datagram is seen as such, not truncated.
@@ -273,6 +278,9 @@ async def _echo_loop(
             if n > max_size:
                 listener.oversized += 1
                 continue
+            if handler is not None:
+                handler(view, n, addr, flow)
+                continue
             if not allow(addr, n, n, now):
                 continue
             try:
@@ -284,49 +292,6 @@ async def _echo_loop(
             flow.msgs_out += 1
             listener.bytes_out += n
             listener.msgs_out += 1
-        else:
-            await trio.lowlevel.checkpoint()
-
-
-async def _dispatch_loop(
-    listener: Listener,
-    registry: Registry,
-    sock: stdsocket.socket,
-    local: object,
-    flows: dict[Any, Conn],
-    handler: DatagramHandler,
-) -> NoReturn:
-    """Like :func:`_echo_loop`, but each datagram goes to the mode's ``handler``."""
-    max_size = listener.spec.max_message_size
-    max_flows = listener.spec.max_connections
-    buf = bytearray(max_size + 1)
-    view = memoryview(buf)
-    recvfrom_into = sock.recvfrom_into
-    while True:
-        await trio.lowlevel.wait_readable(sock)
-        for _ in range(_BATCH):
-            try:
-                n, addr = recvfrom_into(buf)
-            except BlockingIOError:
-                break
-            except OSError:
-                listener.errors += 1
-                continue
-            flow = flows.get(addr)
-            if flow is None:
-                if listener.connections >= max_flows:
-                    listener.rejected += 1
-                    continue
-                flow = _open_flow(listener, registry, flows, local, addr)
-            flow.bytes_in += n
-            flow.msgs_in += 1
-            listener.bytes_in += n
-            listener.msgs_in += 1
-            flow.touch()
-            if n > max_size:
-                listener.oversized += 1
-                continue
-            handler(view, n, addr, flow)
         else:
             await trio.lowlevel.checkpoint()
 
