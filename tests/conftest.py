@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -12,10 +14,12 @@ from app.lab import Lab
 from tests.helpers import lab_settings
 
 
-@pytest.fixture
-async def lab(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Lab]:
-    """A running lab: TCP and UDP echo listeners, the web server, all on free ports."""
-    lab = Lab(lab_settings(tmp_path / "data"))
+@asynccontextmanager
+async def running_lab(
+    nursery: trio.Nursery, data_dir: Path, **overrides: Any
+) -> AsyncIterator[Lab]:
+    """A lab served in ``nursery`` (settings from :func:`lab_settings`), stopped on exit."""
+    lab = Lab(lab_settings(data_dir, **overrides))
     await nursery.start(lab.serve)
     try:
         yield lab
@@ -23,6 +27,13 @@ async def lab(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Lab]:
         lab.request_shutdown()
         with trio.fail_after(10):
             await lab.stopped.wait()
+
+
+@pytest.fixture
+async def lab(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Lab]:
+    """A running lab: TCP and UDP echo listeners, the web server, all on free ports."""
+    async with running_lab(nursery, tmp_path / "data") as lab:
+        yield lab
 
 
 def listener_port(lab: Lab, protocol: str) -> int:

@@ -13,34 +13,22 @@ import pytest
 import trio
 
 from app.lab import Lab
-from tests.conftest import listener_port
-from tests.helpers import TOKEN, http, lab_settings, wait_for_async
+from tests.conftest import listener_port, running_lab
+from tests.helpers import TOKEN, http, wait_for_async
 
 
 @pytest.fixture
 async def edge(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Lab]:
-    lab = Lab(lab_settings(tmp_path / "edge"))
-    await nursery.start(lab.serve)
-    try:
+    async with running_lab(nursery, tmp_path / "edge") as lab:
         yield lab
-    finally:
-        lab.request_shutdown()
-        with trio.fail_after(10):
-            await lab.stopped.wait()
 
 
 @pytest.fixture
 async def hub_lab(nursery: trio.Nursery, tmp_path: Path, edge: Lab) -> AsyncIterator[Lab]:
     """A lab with the edge as its peer (same token, so no --peer-token needed)."""
-    settings = lab_settings(tmp_path / "hub", peers=(f"http://127.0.0.1:{edge.web_port}",))
-    lab = Lab(settings)
-    await nursery.start(lab.serve)
-    try:
+    peers = (f"http://127.0.0.1:{edge.web_port}",)
+    async with running_lab(nursery, tmp_path / "hub", peers=peers) as lab:
         yield lab
-    finally:
-        lab.request_shutdown()
-        with trio.fail_after(10):
-            await lab.stopped.wait()
 
 
 async def test_a_lab_shows_its_peer_with_listeners_and_connections(hub_lab: Lab, edge: Lab) -> None:
@@ -203,12 +191,8 @@ async def test_cli_fire_via_starts_the_run_on_the_remote_lab(lab: Lab) -> None:
 async def test_demo_profile_keeps_traffic_flowing_to_peers(
     nursery: trio.Nursery, tmp_path: Path, edge: Lab
 ) -> None:
-    settings = lab_settings(
-        tmp_path / "demo", peers=(f"http://127.0.0.1:{edge.web_port}",), demo=True
-    )
-    demo = Lab(settings)
-    await nursery.start(demo.serve)
-    try:
+    peers = (f"http://127.0.0.1:{edge.web_port}",)
+    async with running_lab(nursery, tmp_path / "demo", peers=peers, demo=True):
         edge_ports = {item.port for item in edge.listeners}
 
         async def demo_connections() -> bool:
@@ -217,7 +201,3 @@ async def test_demo_profile_keeps_traffic_flowing_to_peers(
             return protocols == {"tcp", "udp"}
 
         await wait_for_async(demo_connections, timeout=15)
-    finally:
-        demo.request_shutdown()
-        with trio.fail_after(10):
-            await demo.stopped.wait()
