@@ -159,7 +159,9 @@ async def test_busy_pages_stay_within_the_byte_budget_but_a_view_is_answered_at_
     monkeypatch.setattr(app.web.live, "PAGE_BURST_BYTES", budget)
     assert lab.web_port is not None
     port = listener_port(lab, "tcp")
-    with trio.fail_after(20):
+    # Every step waits for what it needs (no fixed window that a busy machine can miss);
+    # this only turns a feed that stops into a failure instead of a hang.
+    with trio.fail_after(30):
         _status, client, stream = await websocket_handshake(lab.web_port)
         async with stream, trio.open_nursery() as nursery:
             assert client is not None
@@ -176,22 +178,37 @@ async def test_busy_pages_stay_within_the_byte_budget_but_a_view_is_answered_at_
                 nursery.start_soon(chatter)
             while (await next_of(client, "conns"))["total"] < 50:
                 pass
+            # The budget holds from here on: the page answering the view may overdraw it,
+            # every page after it is sent only while it is not overdrawn.
+            start = trio.current_time()
             await send_view(client, limit=100, seq=1)
             while (await next_of(client, "conns"))["seq"] != 1:
                 pass
-            sizes = []
-            start = trio.current_time()
-            while trio.current_time() - start < 3.0:
+            sizes: list[int] = []
+            resyncs = 0
+            # At least 3 s of pages (unthrottled, ~110 kB/s would be far over), and at least
+            # two of them however long that takes: throttled, not stopped.
+            while trio.current_time() - start < 3.0 or len(sizes) < 2:
                 text = await client.receive_text()
-                if '"type":"conns"' in text:
+                kind = json.loads(text)["type"]
+                if kind == "conns":
                     sizes.append(len(text))
+                elif kind == "full":
+                    # The feed fell behind the hub and resynced: the next page is whole,
+                    # sent whatever the budget.
+                    resyncs += 1
             elapsed = trio.current_time() - start
             # Unthrottled this would be ~50 rows x ~110 B x 20 ticks = ~110 kB/s.
-            assert sum(sizes) <= budget * elapsed + budget + max(sizes)
-            assert len(sizes) >= 2  # throttled, not stopped
-            asked = trio.current_time()
+            assert sum(sizes) <= budget * elapsed + budget + max(sizes) * (1 + resyncs), (
+                sizes,
+                elapsed,
+                resyncs,
+            )
+            # With no budget left at all, no page goes out on a tick any more: the answer
+            # to a view can only come because a view is answered whatever the budget.
+            monkeypatch.setattr(app.web.live, "PAGE_BYTES_PER_S", 0)
+            monkeypatch.setattr(app.web.live, "PAGE_BURST_BYTES", 0)
             await send_view(client, limit=10, seq=2)
             while (await next_of(client, "conns"))["seq"] != 2:
                 pass
-            assert trio.current_time() - asked < 1.0
             nursery.cancel_scope.cancel()
