@@ -106,6 +106,22 @@ async def test_an_idle_real_connection_is_closed_and_counted() -> None:
     assert listener.idle_closed == 1
 
 
+async def test_a_real_connection_that_keeps_talking_outlives_its_idle_timeout() -> None:
+    """The echo's socket loop moves the idle deadline: talk every 0.1 s for 5 idle
+    timeouts and stay open; then fall silent and get closed."""
+    async with open_manager() as manager:
+        listener = await start(manager, "tcp://127.0.0.1:0?idle_timeout=0.3")
+        with trio.fail_after(10):
+            async with await trio.open_tcp_stream("127.0.0.1", listener.port) as stream:
+                t0 = trio.current_time()
+                while trio.current_time() - t0 < 1.5:
+                    await _echo_once(stream, b"still here")
+                    await trio.sleep(0.1)  # the client's pace, not a wait for a condition
+                assert listener.idle_closed == 0
+                assert await read_to_eof(stream) == b""
+    assert listener.idle_closed == 1
+
+
 async def test_an_idle_udp_flow_is_forgotten(autojump_clock: object) -> None:
     # No packets are needed: a flow row that never gets traffic ages out on the same clock.
     async with open_manager() as manager:
