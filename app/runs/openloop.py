@@ -5,7 +5,8 @@ Theory of operation: each flow has a sender and a receiver task. The sender send
 ``i`` at its *intended* time from the schedule, never waiting for replies; when it is late
 (the target or the network stalled it) it sends at once to catch up instead of shifting the
 schedule. RTT is measured from the intended send time, so a stall of the target shows up in
-the percentiles instead of hiding (no coordinated omission, as sockperf's under-load mode).
+the percentiles instead of hiding (no coordinated omission, as sockperf's under-load mode);
+only the timer's own lateness after a sleep (under 2 ms) is not charged to the target.
 
 TCP replies are matched by order (an echo returns the stream in order); UDP replies by the
 probe header, which carries the intended send time, the flow and the sequence number, so
@@ -29,6 +30,9 @@ from app.wire import probe
 
 perf_ns = time.perf_counter_ns
 Schedule = Callable[[int], float]
+# How late a sleeping sender may wake before its lateness counts as latency: a little more
+# than epoll's millisecond granularity.
+TIMER_SLACK_NS = 2_000_000
 
 
 def schedule_for(ctx: FlowContext, flow_id: int) -> Schedule:
@@ -50,17 +54,27 @@ async def wait_until_due(
 ) -> tuple[int, int] | None:
     """Wait for message ``seq``'s intended send time and write its probe header into ``buf``.
 
-    Returns the intended send time (ns, the sender's clock) and the message size, or
-    ``None`` when the message would be due after the send deadline. A sender that is late
-    does not wait: it catches up instead of shifting the schedule.
+    Returns the time to measure the message's latency from (ns, the sender's clock) and
+    its size, or ``None`` when the message would be due after the send deadline. A sender
+    that is late does not wait: it catches up instead of shifting the schedule, and its
+    messages keep their intended times.
+
+    A sender that slept wakes up to about a millisecond late, as epoll's timeout is whole
+    milliseconds rounded up. That lateness is the timer's, not the target's, and would add
+    half a millisecond to every latency of a slow schedule, so such a message is measured
+    from when it really goes out (at most :data:`TIMER_SLACK_NS` after its intended time;
+    anything later, like a stall of this process, still counts).
     """
     offset = schedule(seq)
     due = ctx.clock0 + offset
     if due >= ctx.send_deadline:
         return None
+    intended = ctx.perf0 + int(offset * 1e9)
     if due > trio.current_time():
         await trio.sleep_until(due)
-    intended = ctx.perf0 + int(offset * 1e9)
+        woke = perf_ns()
+        if intended < woke < intended + TIMER_SLACK_NS:
+            intended = woke
     size = ctx.sizes[seq % len(ctx.sizes)]
     if size >= probe.HEADER_SIZE:
         probe.encode_into(buf, ctx.run_tag, flow_id, seq, intended)
