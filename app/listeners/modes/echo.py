@@ -135,7 +135,10 @@ class EchoMode(Mode):
         sock = state.sock
         pending = state.pending
         if pending is not None:
-            sent = sock.send(pending)
+            try:
+                sent = sock.send(pending)
+            except BlockingIOError:
+                return
             if sent < len(pending):
                 state.pending = pending[sent:]
                 return
