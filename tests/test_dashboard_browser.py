@@ -255,7 +255,7 @@ def test_a_run_fired_from_the_form_shows_progress_live_points_and_its_result(
             timeout=5000,
         )
         assert coloured(page, "#chart-run-rtt") > 20
-        page.wait_for_selector("#run-result:not([hidden])", timeout=10000)
+        page.wait_for_selector("#run-result:not([hidden])", timeout=30000)
         assert page.inner_text("#result-table tr[data-key=status] td") == "finished"
         received = page.inner_text("#result-table tr[data-key=received] td")
         assert int(received.split(" ")[0].replace(",", "")) > 0
@@ -296,7 +296,7 @@ def test_every_pattern_fires_from_the_form(
         for name, value in fields.items():
             page.fill(f"#fire-form [name={name}]", value)
         page.click("#fire-button")
-        page.wait_for_selector("#run-result:not([hidden])", timeout=10000)
+        page.wait_for_selector("#run-result:not([hidden])", timeout=30000)
         assert page.inner_text("#result-table tr[data-key=status] td") == "finished"
         run_id = page.inner_text("#result-id")
         run = call(served, "GET", f"/api/runs/{run_id}")
@@ -328,7 +328,7 @@ def test_a_run_can_be_stopped_from_the_form(served: ServedLab) -> None:
         page.wait_for_selector("#stop-button:not([disabled])", timeout=2000)
         page.wait_for_function("document.querySelector('#progress-bar').value > 0", timeout=5000)
         page.click("#stop-button")
-        page.wait_for_selector("#run-result:not([hidden])", timeout=10000)
+        page.wait_for_selector("#run-result:not([hidden])", timeout=30000)
         assert page.inner_text("#result-table tr[data-key=status] td") == "stopped"
 
 
