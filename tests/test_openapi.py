@@ -91,6 +91,8 @@ async def test_every_api_route_is_documented_with_its_schemas(lab: Lab) -> None:
         for code, body in ok.items():
             if code != 204 and not any(c.get("schema") for c in body.get("content", {}).values()):
                 problems.append(f"{where} documents {code} without a schema: {HOW_TO}")
+        if 403 not in responses:
+            problems.append(f"{where} does not document the Host/Origin refusal (403)")
         if path not in OPEN_PATHS and 401 not in responses:
             problems.append(f"{where} needs the token but does not say so")
         if path in OPEN_PATHS and operation.get("security") != []:

@@ -9,8 +9,9 @@ What this module adds to quart-schema's generator:
 
 - only ``/api/...`` routes and ``/metrics`` are documented (the dashboard page is not an API);
 - each operation is tagged by its first path segment (``/api/runs/...`` → ``runs``);
-- every authenticated operation documents its 401 answer, and every operation with a
-  request body its 413 (the body limit);
+- every operation documents its 403 answer (the Host and Origin checks), every
+  authenticated operation its 401, and every operation with a request body its 413 (the
+  body limit);
 - routes that answer text declare it with :func:`document_text`, and answers without a
   body with :func:`document_empty`.
 
@@ -105,6 +106,14 @@ class SocketlabOpenAPIProvider(OpenAPIProvider):
                     }
                 for status, description in getattr(func, _EMPTY_ATTRIBUTE, {}).items():
                     responses[status] = {"description": description}
+                if 403 not in responses:
+                    # Every request passes the Host check, and every write the Origin check.
+                    response, extra = self.build_response_object(ErrorResponse, None)
+                    response["description"] = (
+                        "the Host header is not allowed, or a write came from another Origin"
+                    )
+                    responses[403] = response
+                    components.update(extra)
                 if operation.get("security") != [] and 401 not in responses:
                     response, extra = self.build_response_object(ErrorResponse, None)
                     response["description"] = "missing or wrong token"
