@@ -153,6 +153,11 @@ def test_the_api_never_fails_and_answers_as_documented(
         calls += 1
         if case.body is not None and not isinstance(case.body, bytes | str):
             case.body = pin(case.body, fuzzed_lab)
+        if case.headers:
+            # An unknown transfer coding is refused by the HTTP layer (h11) with 501, as
+            # RFC 9112 section 6.1 asks, before the request reaches the API.
+            for name in [n for n in case.headers if n.lower() == "transfer-encoding"]:
+                del case.headers[name]
         case.call_and_validate(
             headers=AUTH,
             timeout=30,
