@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +138,37 @@ class ServedLab:
         if self.process.poll() is None:
             self.process.send_signal(sig)
         return self.process.wait(timeout)
+
+    def close_stdout(self) -> None:
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def api_call(
+    served: ServedLab, method: str, path: str, body: Any = None, timeout: float = 10
+) -> Any:
+    """One API call with the token, as a script would make it; the JSON answer or None."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{served.web_port}{path}",
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        text = response.read()
+    return json.loads(text) if text else None
+
+
+async def echo_round_trip(stream: trio.SocketStream, payload: bytes) -> None:
+    """Send ``payload`` on ``stream`` and assert the same bytes come back."""
+    await stream.send_all(payload)
+    got = b""
+    while len(got) < len(payload):
+        chunk = await stream.receive_some(65536)
+        assert chunk, "the connection closed"
+        got += chunk
+    assert got == payload
 
 
 _DASHBOARD = re.compile(r"dashboard: (http://[^\s]+?:(\d+)/\S*)")

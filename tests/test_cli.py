@@ -130,8 +130,7 @@ def test_sigterm_stops_the_lab_in_order_and_exits_0_within_3_s(tmp_path: Path) -
         if served.process.poll() is None:
             served.process.kill()
         served.process.wait()
-        if served.process.stdout:
-            served.process.stdout.close()
+        served.close_stdout()
 
 
 def test_sigint_exits_0(tmp_path: Path) -> None:
@@ -139,5 +138,4 @@ def test_sigint_exits_0(tmp_path: Path) -> None:
     try:
         assert served.stop(signal.SIGINT) == 0
     finally:
-        if served.process.stdout:
-            served.process.stdout.close()
+        served.close_stdout()

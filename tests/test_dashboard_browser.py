@@ -6,10 +6,8 @@ test saves a 1280x800 screenshot of its section into tests/screenshots/.
 
 from __future__ import annotations
 
-import json
 import socket
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -18,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.browser import chromium_page, screenshot
-from tests.helpers import TOKEN, ServedLab, start_served_lab
+from tests.helpers import TOKEN, ServedLab, api_call, start_served_lab
 
 pytestmark = pytest.mark.browser
 
@@ -55,28 +53,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedLab]:
         yield served
     finally:
         assert served.stop() == 0
-        if served.process.stdout:
-            served.process.stdout.close()
-
-
-def call(served: ServedLab, method: str, path: str, body: Any = None) -> Any:
-    """One API call with the token, as a script would make it."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{served.web_port}{path}",
-        data=data,
-        method=method,
-        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        text = response.read()
-    return json.loads(text) if text else None
+        served.close_stdout()
 
 
 def wait_run(served: ServedLab, run_id: str) -> dict[str, Any]:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        run: dict[str, Any] = call(served, "GET", f"/api/runs/{run_id}")
+        run: dict[str, Any] = api_call(served, "GET", f"/api/runs/{run_id}")
         if run["status"] != "running":
             return run
         time.sleep(0.05)  # polling another process's state: there is no event to wait on
@@ -127,7 +110,9 @@ def test_overview_charts_are_rebuilt_after_a_reload_and_in_a_second_browser(
         while received < 5000:
             received += len(client.recv(65536))
         target = f"tcp://127.0.0.1:{served.listeners['tcp']}"
-        run = call(served, "POST", "/api/runs", {"target": target, "connections": 4, "duration": 6})
+        run = api_call(
+            served, "POST", "/api/runs", {"target": target, "connections": 4, "duration": 6}
+        )
         with chromium_page() as page:
             open_section(page, served, "overview")
             page.locator(f"#ov-runs tbody tr[data-id='{run['id']}']").wait_for(timeout=3000)
@@ -299,7 +284,7 @@ def test_every_pattern_fires_from_the_form(
         page.wait_for_selector("#run-result:not([hidden])", timeout=30000)
         assert page.inner_text("#result-table tr[data-key=status] td") == "finished"
         run_id = page.inner_text("#result-id")
-        run = call(served, "GET", f"/api/runs/{run_id}")
+        run = api_call(served, "GET", f"/api/runs/{run_id}")
         assert run["spec"]["pattern"] == pattern
         assert run["spec"]["duration"] == 1
         for name, value in expected.items():
@@ -346,7 +331,7 @@ def test_presets_are_saved_loaded_and_deleted_from_the_form(served: ServedLab) -
         page.fill("#preset-name", "burst of 25")
         page.click("#preset-save")
         page.wait_for_selector("#preset-msg:text('saved')", timeout=3000)
-        stored = call(served, "GET", "/api/presets")["items"]
+        stored = api_call(served, "GET", "/api/presets")["items"]
         spec = next(p["spec"] for p in stored if p["name"] == "burst of 25")
         assert spec["pattern"] == "burst"
         assert (spec["connections"], spec["burst"], spec["interval"], spec["count"]) == (
@@ -370,13 +355,19 @@ def test_presets_are_saved_loaded_and_deleted_from_the_form(served: ServedLab) -
         assert not page.is_visible("input[name=duration]")
         page.click("#preset-delete")
         page.wait_for_selector("#preset-msg:text('deleted')", timeout=2000)
-        assert all(p["name"] != "burst of 25" for p in call(served, "GET", "/api/presets")["items"])
+        assert all(
+            p["name"] != "burst of 25" for p in api_call(served, "GET", "/api/presets")["items"]
+        )
 
 
 def test_runs_history_details_export_and_compare(served: ServedLab) -> None:
     target = f"tcp://127.0.0.1:{served.listeners['tcp']}"
-    first = call(served, "POST", "/api/runs", {"target": target, "connections": 2, "count": 300})
-    second = call(served, "POST", "/api/runs", {"target": target, "connections": 5, "count": 500})
+    first = api_call(
+        served, "POST", "/api/runs", {"target": target, "connections": 2, "count": 300}
+    )
+    second = api_call(
+        served, "POST", "/api/runs", {"target": target, "connections": 5, "count": 500}
+    )
     a, b = wait_run(served, first["id"]), wait_run(served, second["id"])
     assert (a["status"], b["status"]) == ("finished", "finished")
     with chromium_page() as page:
@@ -425,7 +416,7 @@ def test_runs_history_details_export_and_compare(served: ServedLab) -> None:
 def test_telemetry_shows_a_counter_sent_by_a_statsd_client(served: ServedLab) -> None:
     import statsd
 
-    listeners = call(served, "GET", "/api/listeners")["items"]
+    listeners = api_call(served, "GET", "/api/listeners")["items"]
     port = next(item["port"] for item in listeners if item["mode"] == "statsd")
     client = statsd.StatsClient("127.0.0.1", port, prefix="dash")
     with closing(client), chromium_page() as page:
@@ -553,5 +544,4 @@ def test_a_banner_says_when_the_lab_is_away_and_the_page_reconnects(tmp_path: Pa
         for lab in (first, second):
             if lab is not None:
                 assert lab.stop() == 0
-                if lab.process.stdout:
-                    lab.process.stdout.close()
+                lab.close_stdout()

@@ -24,8 +24,7 @@ def two_labs(tmp_path: Path) -> Iterator[tuple[ServedLab, ServedLab]]:
         for lab in (hub, edge):
             if lab is not None:
                 assert lab.stop() == 0
-                if lab.process.stdout:
-                    lab.process.stdout.close()
+                lab.close_stdout()
 
 
 def test_peers_section_shows_a_peer_and_runs_on_it(two_labs: tuple[ServedLab, ServedLab]) -> None:

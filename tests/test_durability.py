@@ -35,11 +35,6 @@ def read_only_check(db_path: Path) -> tuple[str, set[str]]:
     return integrity, ids
 
 
-def close_stdout(served: ServedLab) -> None:
-    if served.process.stdout is not None:
-        served.process.stdout.close()
-
-
 async def post_runs(served: ServedLab, acknowledged: set[str], cut: list[int]) -> None:
     """POST short runs until the lab dies; record the id of every 201.
 
@@ -90,7 +85,7 @@ async def test_acknowledged_runs_survive_twenty_sigkills(tmp_path: Path) -> None
             if served.process.poll() is None:
                 served.process.kill()
                 served.process.wait()
-            close_stdout(served)
+            served.close_stdout()
         integrity, stored = read_only_check(db_path)
         assert integrity == "ok"
         missing = acknowledged - stored
@@ -108,6 +103,6 @@ async def test_acknowledged_runs_survive_twenty_sigkills(tmp_path: Path) -> None
         assert "running" not in listed.values()
     finally:
         assert served.stop() == 0
-        close_stdout(served)
+        served.close_stdout()
     integrity, _ = read_only_check(db_path)
     assert integrity == "ok"

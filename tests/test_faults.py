@@ -29,7 +29,7 @@ import trio
 from app.lab import Lab
 from app.runs import pingpong
 from tests.conftest import listener_port
-from tests.helpers import TOKEN, http, start_served_lab, wait_for, wait_for_async
+from tests.helpers import TOKEN, echo_round_trip, http, start_served_lab, wait_for, wait_for_async
 
 LINGER_RESET = struct.pack("ii", 1, 0)
 
@@ -48,14 +48,8 @@ async def echo_once(port: int, payload: bytes, timeout: float = 5.0) -> float:  
     with trio.fail_after(timeout):
         async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
             t0 = time.perf_counter()
-            await stream.send_all(payload)
-            got = b""
-            while len(got) < len(payload):
-                chunk = await stream.receive_some(65536)
-                assert chunk, "the echo server closed early"
-                got += chunk
+            await echo_round_trip(stream, payload)
             rtt = time.perf_counter() - t0
-            assert got == payload
     return rtt
 
 
@@ -245,16 +239,11 @@ async def test_out_of_descriptors_the_lab_survives_and_serves_all_clients(
         assert len(os.listdir(f"/proc/{pid}/fd")) < 64
     finally:
         code = served.stop()
-        close_stdout(served)
+        served.close_stdout()
     assert code == 0
 
 
 # --- A WebSocket subscriber that never reads --------------------------------------------
-
-
-def close_stdout(served: Any) -> None:
-    if served.process.stdout is not None:
-        served.process.stdout.close()
 
 
 def rss_bytes(pid: int) -> int:
@@ -373,7 +362,7 @@ async def test_a_subscriber_that_never_reads_costs_bounded_memory_and_no_latency
             await conn.aclose()
     finally:
         code = served.stop()
-        close_stdout(served)
+        served.close_stdout()
     assert code == 0
 
 

@@ -12,18 +12,8 @@ from app.listeners.modes import create_listener
 from app.listeners.spec import parse_listener
 from app.listeners.tcp import handle_tcp_stream
 from app.registry import Registry
-from tests.helpers import wait_for
+from tests.helpers import echo_round_trip, wait_for
 from tests.listener_fixtures import open_manager, read_to_eof, start
-
-
-async def _echo_once(stream: trio.SocketStream, payload: bytes) -> None:
-    await stream.send_all(payload)
-    got = b""
-    while len(got) < len(payload):
-        chunk = await stream.receive_some(65536)
-        assert chunk, "the connection closed"
-        got += chunk
-    assert got == payload
 
 
 async def test_the_101st_connection_is_closed_at_once_while_100_stay_served() -> None:
@@ -35,7 +25,7 @@ async def test_the_101st_connection_is_closed_at_once_while_100_stay_served() ->
                 for i in range(100):
                     stream = await trio.open_tcp_stream("127.0.0.1", listener.port)
                     streams.append(stream)
-                    await _echo_once(stream, b"hello %d" % i)
+                    await echo_round_trip(stream, b"hello %d" % i)
                 assert listener.connections == 100
                 # The documented policy: accepted, then closed at once (EOF right away).
                 async with await trio.open_tcp_stream("127.0.0.1", listener.port) as extra:
@@ -43,13 +33,13 @@ async def test_the_101st_connection_is_closed_at_once_while_100_stay_served() ->
                 assert listener.rejected == 1
                 assert listener.accepted == 101
                 for i, stream in enumerate(streams):
-                    await _echo_once(stream, b"still here %d" % i)
+                    await echo_round_trip(stream, b"still here %d" % i)
                 assert listener.connections == 100
                 # A slot freed is a slot for the next client.
                 await streams.pop().aclose()
                 await wait_for(lambda: listener.connections == 99)
                 async with await trio.open_tcp_stream("127.0.0.1", listener.port) as late:
-                    await _echo_once(late, b"welcome")
+                    await echo_round_trip(late, b"welcome")
                 assert listener.rejected == 1
         finally:
             for stream in streams:
@@ -115,7 +105,7 @@ async def test_a_real_connection_that_keeps_talking_outlives_its_idle_timeout() 
             async with await trio.open_tcp_stream("127.0.0.1", listener.port) as stream:
                 t0 = trio.current_time()
                 while trio.current_time() - t0 < 1.5:
-                    await _echo_once(stream, b"still here")
+                    await echo_round_trip(stream, b"still here")
                     await trio.sleep(0.1)  # the client's pace, not a wait for a condition
                 assert listener.idle_closed == 0
                 assert await read_to_eof(stream) == b""
@@ -189,7 +179,7 @@ async def test_listeners_bind_ipv6() -> None:
         assert tcp.spec_url().startswith("tcp://[::1]:")
         with trio.fail_after(5):
             async with await trio.open_tcp_stream("::1", tcp.port) as stream:
-                await _echo_once(stream, b"six")
+                await echo_round_trip(stream, b"six")
             with trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
                 await sock.connect(("::1", udp.port))
                 await sock.send(b"six")

@@ -64,8 +64,7 @@ def fuzzed_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedLab]:
         yield served
     finally:
         code = served.stop()
-        if served.process.stdout is not None:
-            served.process.stdout.close()
+        served.close_stdout()
         assert code == 0
 
 

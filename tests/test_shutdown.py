@@ -8,37 +8,22 @@ the run as ``stopped`` (a restart on the same data directory reads it back).
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import time
-import urllib.request
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.browser import chromium_page
-from tests.helpers import TOKEN, ServedLab, start_served_lab
+from tests.helpers import api_call, start_served_lab
 
 pytestmark = pytest.mark.browser
 
-
-def call(served: ServedLab, method: str, path: str, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{served.web_port}{path}",
-        data=data,
-        method=method,
-        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return json.loads(response.read())
-
-
-def close_stdout(served: ServedLab) -> None:
-    if served.process.stdout is not None:
-        served.process.stdout.close()
+# The API calls of these tests keep a 5 s guard.
+call = partial(api_call, timeout=5)
 
 
 def wait_until(condition: Any, timeout: float = 5.0) -> Any:
@@ -127,7 +112,7 @@ def test_sigterm_under_load_with_a_browser_exits_0_fast_and_stores_the_run_stopp
         if served.process.poll() is None:
             served.process.kill()
             served.process.wait()
-        close_stdout(served)
+        served.close_stdout()
 
     again = start_served_lab(data)
     try:
@@ -139,4 +124,4 @@ def test_sigterm_under_load_with_a_browser_exits_0_fast_and_stores_the_run_stopp
         assert [(a["run_id"], a["outcome"]) for a in audit] == [(run["id"], "stopped")]
     finally:
         assert again.stop() == 0
-        close_stdout(again)
+        again.close_stdout()
