@@ -29,8 +29,6 @@ BUDGET = 32
 # Ready sockets a :class:`ReadyLoop` takes per epoll call, served in one pass.
 PASS_SIZE = 256
 
-T = TypeVar("T")
-
 
 class DirectSocket:
     """A connected non-blocking stdlib socket; the caller closes it (:meth:`close`).
@@ -113,7 +111,25 @@ class DirectSocket:
         return self.sock.getpeername()
 
 
-class ReadyLoop(Generic[T]):
+class Served:
+    """A socket served by a :class:`ReadyLoop`, and what the task that owns it waits for.
+
+    Subclasses add the state their handler keeps between events.
+    """
+
+    __slots__ = ("done", "error", "fd", "sock")
+
+    def __init__(self, sock: stdsocket.socket) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.done = trio.Event()
+        self.error: Exception | None = None
+
+
+S = TypeVar("S", bound=Served)
+
+
+class ReadyLoop(Generic[S]):
     """Many sockets served by one task through a private epoll.
 
     Theory of operation: trio's own epoll registers interest per wait (``EPOLLONESHOT``), so
@@ -126,11 +142,16 @@ class ReadyLoop(Generic[T]):
     and cancellation lands. Level triggering makes a socket with more to read come back in
     the next pass, which keeps one busy socket from starving the others.
 
+    The task that owns a socket keeps it (its cancel scope, its registry row, closing it):
+    it calls :meth:`add`, then waits in :meth:`wait` until the handler ends the item with
+    :meth:`finish` (end of stream, an error, done sending), or until it is cancelled itself.
+
     The handler must not await: it does non-blocking socket calls and counts. A socket
     that cannot take what it must send is watched for ``EPOLLOUT`` instead (:meth:`watch`).
 
-    Error handling: an exception from the handler goes to ``on_error(item, exc)`` (which
-    typically ends that item); the loop goes on with the others.
+    Error handling: an exception from the handler goes to ``on_error(item, exc)``; by
+    default that finishes the item and its owner raises the exception. The loop goes on with
+    the others.
 
     Args:
         handler: Called with the item of each ready socket and its epoll event mask.
@@ -139,43 +160,60 @@ class ReadyLoop(Generic[T]):
 
     def __init__(
         self,
-        handler: Callable[[T, int], None],
-        on_error: Callable[[T, Exception], None],
+        handler: Callable[[S, int], None],
+        on_error: Callable[[S, Exception], object] | None = None,
     ) -> None:
         self._ep = select.epoll()
         self._handler = handler
-        self._on_error = on_error
-        self.items: dict[int, T] = {}
+        self._on_error = on_error or self.finish
+        self.items: dict[int, S] = {}
         self.now = 0.0  # trio's clock when the current pass began
 
-    def add(self, fd: int, item: T, mask: int = select.EPOLLIN) -> None:
-        """Serve ``fd`` (a non-blocking socket's descriptor) as ``item``.
+    def add(self, item: S, mask: int = select.EPOLLIN) -> None:
+        """Serve ``item`` (its socket is non-blocking).
 
         Raises:
             trio.ClosedResourceError: The loop has ended.
         """
         if self._ep.closed:
             raise trio.ClosedResourceError("the socket loop has ended")
-        self.items[fd] = item
-        self._ep.register(fd, mask)
+        self.items[item.fd] = item
+        self._ep.register(item.fd, mask)
 
-    def discard(self, fd: int, item: T) -> bool:
-        """Stop serving ``item``; False when it was not served (any more). Idempotent.
+    def finish(self, item: S, error: Exception | None = None) -> bool:
+        """Stop serving ``item`` and wake its owner, which raises ``error`` if given.
 
-        By identity: once a socket is closed, its descriptor number may serve a newer item.
+        Idempotent; returns False when the item was not served any more. By identity: once
+        a socket is closed, its descriptor number may serve a newer item.
         """
+        item.done.set()
+        fd = item.fd
         if self.items.get(fd) is not item:
             return False
         del self.items[fd]
+        item.error = error
         try:
             self._ep.unregister(fd)
         except (OSError, ValueError):  # the socket or the loop is closed already
             pass
         return True
 
-    def watch(self, fd: int, mask: int) -> None:
-        """Change the events wanted for ``fd`` (``EPOLLIN``, ``EPOLLOUT`` or both)."""
-        self._ep.modify(fd, mask)
+    async def wait(self, item: S) -> None:
+        """Wait until ``item`` is finished (or this task is cancelled: then it is finished).
+
+        Raises:
+            Exception: What the handler ran into for this item, if anything.
+        """
+        try:
+            await item.done.wait()
+        finally:
+            self.finish(item)
+        if item.error is not None:
+            raise item.error
+
+    def watch(self, item: S, mask: int) -> None:
+        """Change the events wanted for ``item`` (``EPOLLIN``, ``EPOLLOUT`` or both)."""
+        self._ep.modify(item.fd, mask)
 
     async def run(self) -> NoReturn:
         """Serve the registered sockets until cancelled; then the loop is closed."""

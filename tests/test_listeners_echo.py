@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import select
 import socket
+from typing import Any
 
 import pytest
 import trio
@@ -107,9 +108,9 @@ async def test_connections_sharing_the_read_buffer_never_mix_bytes(
     loop = mode._loop
     real_watch = loop.watch
 
-    def counted(fd: int, mask: int) -> None:
+    def counted(item: Any, mask: int) -> None:
         partial[0] += mask == select.EPOLLOUT
-        real_watch(fd, mask)
+        real_watch(item, mask)
 
     # Observe only: the real method still does the work. A partial send makes the loop
     # watch the connection for room instead of data.

@@ -34,7 +34,7 @@ import trio
 
 from app.registry import Conn
 from app.runs.stats import error_kind
-from app.sockio import ReadyLoop
+from app.sockio import ReadyLoop, Served
 from app.wire import probe
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
 
 
-class MuxFlow:
+class MuxFlow(Served):
     """The state of one flow between two events."""
 
     __slots__ = (
@@ -55,8 +55,6 @@ class MuxFlow:
         "buf",
         "conn",
         "counted",
-        "done",
-        "fd",
         "flow_id",
         "got",
         "msg",
@@ -64,7 +62,6 @@ class MuxFlow:
         "pending",
         "quota",
         "seq",
-        "sock",
         "t0",
         "view",
         "waiting",
@@ -74,8 +71,7 @@ class MuxFlow:
     def __init__(
         self, sock: stdsocket.socket, conn: Conn, flow_id: int, quota: int | None, buf: bytearray
     ) -> None:
-        self.sock = sock
-        self.fd = sock.fileno()
+        super().__init__(sock)
         self.conn = conn
         self.flow_id = flow_id
         self.quota = quota
@@ -83,7 +79,6 @@ class MuxFlow:
         self.buf = buf
         self.view = memoryview(buf)
         self.msg: memoryview | None = None  # the message view when every message has one size
-        self.done = trio.Event()
         # TCP: (send time, size) of the replies still due, bytes of the first one read so
         # far, and what the kernel did not take of the last send.
         self.outstanding: deque[tuple[int, int]] = deque()
@@ -134,22 +129,23 @@ class Multiplexer:
         flow = MuxFlow(sock, conn, flow_id, quota, buf)
         if self._fixed:
             flow.msg = flow.view[: self._sizes[0]]
-        conn.close_hook = lambda: self._finish(flow)
-        self._loop.add(flow.fd, flow)
+
+        def close_from_api() -> None:
+            self._loop.finish(flow)
+
+        conn.close_hook = close_from_api
+        self._loop.add(flow)
         self._loop.now = trio.current_time()
         try:
-            try:
-                if self.udp:
-                    self._next_udp(flow)
-                else:
-                    self._fill(flow)
-                    if not flow.outstanding:
-                        self._finish(flow)
-            except OSError as exc:
-                self._fail(flow, error_kind(exc))
-            await flow.done.wait()
-        finally:
-            self._finish(flow)
+            if self.udp:
+                self._next_udp(flow)
+            else:
+                self._fill(flow)
+                if not flow.outstanding:
+                    self._loop.finish(flow)
+        except Exception as exc:
+            self._on_error(flow, exc)
+        await self._loop.wait(flow)
 
     async def _sweep(self) -> None:
         loop = self._loop
@@ -175,18 +171,13 @@ class Multiplexer:
         self._fail(flow, "internal")
 
     def _fail(self, flow: MuxFlow, kind: str) -> None:
-        if self._loop.items.get(flow.fd) is flow:
+        """End a flow with an error, counted once (a flow that has ended already is not)."""
+        if self._loop.finish(flow):
             self.ctx.stats.record_error(kind)
-        self._finish(flow)
-
-    def _finish(self, flow: MuxFlow) -> None:
-        """End a flow (idempotent): no more events for it, and its task returns."""
-        self._loop.discard(flow.fd, flow)
-        flow.done.set()
 
     def _watch_writable(self, flow: MuxFlow, on: bool) -> None:
         flow.blocked = on
-        self._loop.watch(flow.fd, EPOLLIN | EPOLLOUT if on else EPOLLIN)
+        self._loop.watch(flow, EPOLLIN | EPOLLOUT if on else EPOLLIN)
 
     # --- TCP: replies matched by order, ``in_flight`` outstanding ---------------------
 
@@ -223,7 +214,7 @@ class Multiplexer:
             conn.touch()
         self._fill(flow)
         if not outstanding:
-            self._finish(flow)
+            self._loop.finish(flow)
 
     def _fill(self, flow: MuxFlow) -> None:
         """Send until ``in_flight`` messages are out (or the quota or the time is up)."""
@@ -323,7 +314,7 @@ class Multiplexer:
     def _next_udp(self, flow: MuxFlow) -> None:
         quota = flow.quota
         if (quota is not None and flow.seq >= quota) or self._loop.now >= self.ctx.send_deadline:
-            self._finish(flow)
+            self._loop.finish(flow)
         elif not flow.blocked:
             self._send_udp(flow)
 

@@ -3,9 +3,8 @@
 Plain echo over TCP is the lab's hottest path: one task per listener serves every
 connection through a private epoll (:class:`~app.sockio.ReadyLoop`), reading into one
 preallocated buffer with ``recv_into`` and sending from a memoryview of it, touching only
-counters. Plain echo over UDP
-uses the UDP server's inlined loop. With impairment options the work moves to
-:mod:`app.listeners.modes.impair`.
+counters. Plain echo over UDP uses the UDP server's inlined loop. With impairment options
+the work moves to :mod:`app.listeners.modes.impair`.
 """
 
 from __future__ import annotations
@@ -19,25 +18,22 @@ import trio
 from app.listeners.base import FIRST_READ_SIZE, DatagramHandler, Listener, Mode, Transport
 from app.listeners.modes.impair import Impairment, impaired_datagram_handler, impaired_stream
 from app.registry import Conn
-from app.sockio import DirectSocket, ReadyLoop
+from app.sockio import DirectSocket, ReadyLoop, Served
 
 
-class _EchoConn:
+class _EchoConn(Served):
     """One plain TCP connection served by the listener's socket loop."""
 
-    __slots__ = ("conn", "done", "error", "fd", "moved_at", "pending", "scope", "sock")
+    __slots__ = ("conn", "moved_at", "pending", "scope")
 
     def __init__(
         self, sock: socket.socket, conn: Conn, scope: trio.CancelScope, now: float
     ) -> None:
-        self.sock = sock
-        self.fd = sock.fileno()
+        super().__init__(sock)
         self.conn = conn
         self.scope = scope
         self.moved_at = now
         self.pending: memoryview | None = None  # what the kernel has not taken yet
-        self.error: Exception | None = None
-        self.done = trio.Event()
 
 
 class EchoMode(Mode):
@@ -59,7 +55,7 @@ class EchoMode(Mode):
         # between idle and idle + refresh after its last byte.
         self._idle = spec.idle_timeout
         self._refresh = min(self._idle / 16, 1.0)
-        self._loop: ReadyLoop[_EchoConn] = ReadyLoop(self._on_ready, self._on_error)
+        self._loop: ReadyLoop[_EchoConn] = ReadyLoop(self._on_ready)
 
     async def run(self) -> None:
         if self.impairment is not None:
@@ -113,15 +109,9 @@ class EchoMode(Mode):
         This task owns the connection (its scope, row and socket) and waits while the loop
         (:meth:`_on_ready`) echoes; it returns at EOF and raises what the loop ran into.
         """
-        loop = self._loop
         state = _EchoConn(sock, conn, scope, trio.current_time())
-        loop.add(state.fd, state)
-        try:
-            await state.done.wait()
-        finally:
-            loop.discard(state.fd, state)
-        if state.error is not None:
-            raise state.error
+        self._loop.add(state)
+        await self._loop.wait(state)
 
     def _on_ready(self, state: _EchoConn, mask: int) -> None:
         """Echo what one connection sent, without waiting.
@@ -143,14 +133,14 @@ class EchoMode(Mode):
                 state.pending = pending[sent:]
                 return
             state.pending = None
-            self._loop.watch(state.fd, select.EPOLLIN)
+            self._loop.watch(state, select.EPOLLIN)
             return
         try:
             n = sock.recv_into(self._shared)
         except BlockingIOError:
             return
         if not n:
-            self._end(state)
+            self._loop.finish(state)
             return
         conn = state.conn
         listener = self.listener
@@ -166,7 +156,7 @@ class EchoMode(Mode):
         if sent < n:
             # The shared buffer is the next reader's: keep the rest.
             state.pending = memoryview(bytes(view[sent:n]))
-            self._loop.watch(state.fd, select.EPOLLOUT)
+            self._loop.watch(state, select.EPOLLOUT)
         conn.bytes_out += n
         conn.msgs_out += 1
         listener.bytes_out += n
@@ -177,14 +167,6 @@ class EchoMode(Mode):
             # + refresh: the last byte may come up to refresh later than this move.
             state.scope.deadline = now + self._idle + self._refresh
             state.moved_at = now
-
-    def _on_error(self, state: _EchoConn, exc: Exception) -> None:
-        state.error = exc
-        self._end(state)
-
-    def _end(self, state: _EchoConn) -> None:
-        self._loop.discard(state.fd, state)
-        state.done.set()
 
     def datagram_handler(self, sock: Any) -> DatagramHandler:
         assert self.impairment is not None  # plain echo uses the UDP server's own loop
