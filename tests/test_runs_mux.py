@@ -143,7 +143,7 @@ async def test_a_fault_while_serving_one_flow_ends_that_flow_only(
 
     monkeypatch.setattr(mux.Multiplexer, "_on_tcp", faulty)
     port = listener_port(lab, "tcp")
-    with caplog.at_level(logging.ERROR, logger="app.runs.mux"):
+    with caplog.at_level(logging.ERROR, logger="app.runs.engine"):
         doc = await run_to_end(
             lab, {"target": f"tcp://127.0.0.1:{port}", "connections": 10, "count": 1000}
         )

@@ -17,13 +17,12 @@ counts the datagram lost and sends the next. A late reply is noticed between ``t
 and ``timeout + refresh`` after its send.
 
 Error handling: an ``OSError`` ends the flow it happened on, counted by kind; any other
-exception there is a bug, logged with the run and flow ids and counted as ``internal``;
-the other flows go on.
+exception there is a bug, raised in that flow's task, where the run's per-flow boundary
+logs it with the run and flow ids and counts it as ``internal``; the other flows go on.
 """
 
 from __future__ import annotations
 
-import logging
 import select
 import socket as stdsocket
 import time
@@ -40,7 +39,6 @@ from app.wire import probe
 if TYPE_CHECKING:
     from app.runs.engine import FlowContext
 
-logger = logging.getLogger(__name__)
 perf_ns = time.perf_counter_ns
 
 EPOLLIN = select.EPOLLIN
@@ -166,9 +164,10 @@ class Multiplexer:
     def _on_error(self, flow: MuxFlow, exc: Exception) -> None:
         if isinstance(exc, OSError):
             self._fail(flow, error_kind(exc))
-            return
-        logger.error("run %s: flow %d failed", self.ctx.run_id, flow.flow_id, exc_info=exc)
-        self._fail(flow, "internal")
+        else:
+            # A bug: the flow's task raises it, and the run's per-flow boundary logs it and
+            # counts it as "internal".
+            self._loop.finish(flow, exc)
 
     def _fail(self, flow: MuxFlow, kind: str) -> None:
         """End a flow with an error, counted once (a flow that has ended already is not)."""
