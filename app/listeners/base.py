@@ -3,45 +3,37 @@
 A listener is split in two: the *server* (``tcp.py``, ``udp.py``: bind, accept or drain,
 connection and flow bookkeeping, limits) and the *mode* (``modes/``: what is done with the
 bytes). The server calls its mode through the small :class:`Mode` interface, so every mode
-works over TCP, TLS and UDP alike.
+works over TCP, TLS and UDP alike: over a stream the mode gives a sans-IO session to the one
+read loop (``stream.py``), over UDP a handler called by the one drain loop (``udp.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import trio
 
 from app.listeners.spec import ListenerSpec
+from app.listeners.stream import StreamSession, Transport, serve_stream
 from app.registry import Conn
-
-if TYPE_CHECKING:
-    from app.listeners.udp import ReplyGuard
+from app.wire.replyguard import ReplyGuard
 
 
-class Transport(Protocol):
-    """The two calls a TCP mode makes: a trio socket has them, and so does
-    :class:`~app.listeners.tcp.StreamTransport` (TLS, or any trio Stream)."""
+class DatagramPort(Protocol):
+    """A UDP listener's socket as its mode sees it (:class:`~app.listeners.udp.UdpFlows`)."""
 
-    def recv_into(self, buffer: bytearray, nbytes: int = 0, /) -> Awaitable[int]: ...
+    @property
+    def sock(self) -> Any:
+        """The bound stdlib socket (for its kernel counters; modes do not send on it)."""
+        ...
 
-    def send(self, data: memoryview, /) -> Awaitable[int]: ...
+    def reply(
+        self, flow: Conn, data: bytes | memoryview, addr: Any, request_size: int | None = None
+    ) -> None:
+        """Send one reply to ``addr`` through the listener's reflection limits; count it."""
+        ...
 
-
-async def send_all(transport: Transport, data: bytes) -> None:
-    """Send every byte of ``data`` (``send`` may take only part of it)."""
-    view = memoryview(data)
-    sent = 0
-    total = len(data)
-    while sent < total:
-        sent += await transport.send(view[sent:])
-
-
-# First read buffer of a TCP connection. Buffers grow (x4, up to max_message_size) after a
-# read fills them, so 10,000 idle or chatty connections cost 40 MB, not 640 MB, while bulk
-# senders still get large reads after a few round trips.
-FIRST_READ_SIZE = 4096
 
 # A mode's per-datagram entry: (buffer, length, peer address, flow row).
 DatagramHandler = Callable[[memoryview, int, Any, Conn], None]
@@ -50,11 +42,13 @@ DatagramHandler = Callable[[memoryview, int, Any, Conn], None]
 class Mode:
     """What a listener does with its traffic. One instance per listener.
 
-    The server calls :meth:`handle_stream` once per TCP/TLS connection, inside a cancel scope
-    whose deadline is the idle timeout (the mode pushes it forward after each read), and
-    :meth:`datagram_handler` once per UDP socket, getting back the function it calls for each
-    datagram. :meth:`run` runs beside the server for the listener's lifetime (flush timers,
-    delay lines).
+    Over TCP and TLS a mode is a session factory: the server calls :meth:`handle_stream`
+    once per connection, inside a cancel scope whose deadline is the idle timeout, and by
+    default that runs the one stream loop (:func:`~app.listeners.stream.serve_stream`) with
+    the session :meth:`open_session` makes. Over UDP the server calls
+    :meth:`datagram_handler` once per socket and calls what it returns for each datagram.
+    :meth:`run` runs beside the server for the listener's lifetime (flush timers, delay
+    lines).
 
     Error handling: the per-datagram handler must not raise (it is the hot path: count
     instead). ``handle_stream`` may raise ``OSError`` or trio's broken-stream errors; the
@@ -71,14 +65,18 @@ class Mode:
     async def run(self) -> None:
         """Background work for the listener's lifetime; the default has none."""
 
+    def open_session(self) -> StreamSession:
+        """The sans-IO session of one new TCP/TLS connection."""
+        raise NotImplementedError
+
     async def handle_stream(
         self, conn: Conn, transport: Transport, scope: trio.CancelScope
     ) -> None:
         """Serve one TCP/TLS connection until EOF."""
-        raise NotImplementedError
+        await serve_stream(self.listener, conn, transport, scope, self.open_session())
 
-    def datagram_handler(self, sock: Any) -> DatagramHandler:
-        """The per-datagram function for the UDP socket ``sock`` (a stdlib socket)."""
+    def datagram_handler(self, port: DatagramPort) -> DatagramHandler:
+        """The per-datagram function for the UDP socket behind ``port``."""
         raise NotImplementedError
 
     def details(self) -> dict[str, Any]:
@@ -132,7 +130,7 @@ class Listener:
         self.msgs_out = 0
         self.errors = 0
         self.oversized = 0
-        # UDP: the reflection limits every reply passes (see app.listeners.udp).
+        # UDP: the reflection limits every reply passes (see app.wire.replyguard).
         self.reply_guard: ReplyGuard | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -28,7 +28,8 @@ from typing import Any, NoReturn
 
 import trio
 
-from app.listeners.base import Listener, Transport
+from app.listeners.base import Listener
+from app.listeners.stream import Transport
 from app.registry import Conn, Registry
 from app.sockio import DirectSocket
 
@@ -61,7 +62,7 @@ async def bind_tcp(host: str, port: int) -> trio.socket.SocketType:
 
 class StreamTransport:
     """Adapts a trio ``Stream`` (an ``SSLStream``, a memory stream in tests) to
-    :class:`~app.listeners.base.Transport`. Costs one copy per read, which plain TCP avoids
+    :class:`~app.listeners.stream.Transport`. Costs one copy per read, which plain TCP avoids
     by handing modes the socket itself."""
 
     __slots__ = ("stream",)
@@ -80,26 +81,43 @@ class StreamTransport:
         return len(data)
 
 
-def _connection_scope(listener: Listener, conn: Conn) -> tuple[trio.CancelScope, list[bool]]:
-    """A cancel scope for one connection, cancelled by the API through ``conn.close_hook``."""
+async def _serve_connection(
+    listener: Listener, registry: Registry, conn: Conn, transport: Transport
+) -> None:
+    """Run the listener's mode on one connection: the per-connection error boundary.
+
+    The connection gets its own cancel scope: the API closes it through
+    ``conn.close_hook``, the idle timeout through its deadline (the mode moves it after each
+    read). Whatever ends the connection is counted on the listener (``closed_by_api``,
+    ``idle_closed``, ``errors``) and its row leaves the registry; the caller closes the
+    transport.
+    """
     scope = trio.CancelScope()
-    by_api = [False]
+    by_api = False
 
     def close_from_api() -> None:
-        by_api[0] = True
+        nonlocal by_api
+        by_api = True
         scope.cancel()
 
     conn.close_hook = close_from_api
     scope.deadline = trio.current_time() + listener.spec.idle_timeout
-    return scope, by_api
-
-
-def _ended(listener: Listener, conn: Conn, scope: trio.CancelScope, by_api: list[bool]) -> None:
-    if scope.cancelled_caught:
-        if by_api[0]:
-            listener.closed_by_api += 1
-        elif not listener.cancel_scope.cancel_called:
-            listener.idle_closed += 1
+    try:
+        with scope:
+            await listener.mode.handle_stream(conn, transport, scope)
+        if scope.cancelled_caught:
+            if by_api:
+                listener.closed_by_api += 1
+            elif not listener.cancel_scope.cancel_called:
+                listener.idle_closed += 1
+    except _CLIENT_ERRORS as exc:
+        listener.errors += 1
+        logger.debug("connection %s ended: %r", conn.id, exc)
+    except Exception:
+        listener.errors += 1
+        logger.exception("connection %s: handler failed", conn.id)
+    finally:
+        registry.close(conn)
 
 
 async def handle_tcp_socket(
@@ -121,24 +139,12 @@ async def handle_tcp_socket(
         return
     raw = stdsocket.socket(sock.family, sock.type, fileno=sock.detach())
     raw.setblocking(False)
-    conn = registry.open("tcp", local, remote, listener_id=listener.id)
-    scope, by_api = _connection_scope(listener, conn)
     transport = DirectSocket(raw, more=True)
     try:
-        with scope:
-            try:
-                await listener.mode.handle_stream(conn, transport, scope)
-            finally:
-                transport.close()
-        _ended(listener, conn, scope, by_api)
-    except _CLIENT_ERRORS as exc:
-        listener.errors += 1
-        logger.debug("connection %s ended: %r", conn.id, exc)
-    except Exception:
-        listener.errors += 1
-        logger.exception("connection %s: handler failed", conn.id)
+        conn = registry.open("tcp", local, remote, listener_id=listener.id)
+        await _serve_connection(listener, registry, conn, transport)
     finally:
-        registry.close(conn)
+        transport.close()
 
 
 async def handle_tcp_stream(
@@ -154,21 +160,10 @@ async def handle_tcp_stream(
     This is the path of TLS connections (``stream`` is an ``SSLStream``) and of tests that
     drive a handler over ``trio.testing.memory_stream_pair`` with a virtual clock.
     """
-    conn = registry.open(protocol, local, remote, listener_id=listener.id)
-    scope, by_api = _connection_scope(listener, conn)
-    transport: Transport = StreamTransport(stream)
     try:
-        with scope:
-            await listener.mode.handle_stream(conn, transport, scope)
-        _ended(listener, conn, scope, by_api)
-    except _CLIENT_ERRORS as exc:
-        listener.errors += 1
-        logger.debug("connection %s ended: %r", conn.id, exc)
-    except Exception:
-        listener.errors += 1
-        logger.exception("connection %s: handler failed", conn.id)
+        conn = registry.open(protocol, local, remote, listener_id=listener.id)
+        await _serve_connection(listener, registry, conn, StreamTransport(stream))
     finally:
-        registry.close(conn)
         await trio.aclose_forcefully(stream)
 
 

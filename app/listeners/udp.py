@@ -4,17 +4,18 @@ Theory of operation: the socket is a plain non-blocking stdlib socket. The loop 
 it is readable (``trio.lowlevel.wait_readable``), then reads datagrams until the kernel has
 none left (or a batch limit, for fairness), instead of paying one scheduler round per
 datagram. Every peer address is a flow (a registry row) that is forgotten after
-``idle_timeout`` seconds of silence, or when the API closes its row. One loop serves every
-mode: plain echo replies inline, every other mode gets each datagram through its handler
-function.
+``idle_timeout`` seconds of silence, or when the API closes its row; :class:`UdpFlows` keeps
+that bookkeeping for every mode. One loop serves every mode: plain echo replies inline,
+every other mode gets each datagram through its handler function.
 
 Limits: at most ``max_connections`` flows are tracked; a datagram from a new peer past that
 is dropped and counted in ``rejected`` (there is no connection to refuse). A datagram larger
 than ``max_message_size`` is counted as ``oversized`` and dropped.
 
 Reflection: a UDP source address can be forged, so every reply passes a
-:class:`ReplyGuard` first (no replies to source ports below 1024; for sources outside
-loopback, no reply larger than its request and at most ``reply_rate`` replies per second).
+:class:`~app.wire.replyguard.ReplyGuard` first (no replies to source ports below 1024; for
+sources outside loopback, no reply larger than its request and at most ``reply_rate``
+replies per second).
 
 Error handling: a failed ``sendto`` (full send buffer, ICMP error from an earlier reply) is
 counted and the datagram is dropped. Nothing a peer sends can end the loop.
@@ -26,7 +27,6 @@ the loop. :func:`read_kernel_drops` reads the socket's drop counter (the ``drops
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket as stdsocket
 from pathlib import Path
@@ -36,6 +36,7 @@ import trio
 
 from app.listeners.base import DatagramHandler, Listener
 from app.registry import Conn, Registry
+from app.wire.replyguard import ReplyGuard
 
 # Datagrams handled per wake-up before yielding to other tasks: enough to amortise the
 # scheduler round, small enough that a flood cannot starve the web server.
@@ -43,85 +44,6 @@ _BATCH = 64
 # Receive buffer of a StatsD listener when none is given: about 40,000 small datagrams.
 STATSD_RCVBUF = 8 * 1024 * 1024
 _SO_RCVBUFFORCE = getattr(stdsocket, "SO_RCVBUFFORCE", 33)
-
-
-# Source ports below this are servers' (DNS 53, NTP 123, ...): where reflected traffic
-# would be aimed. HAProxy refuses them by default for the same reason.
-MIN_SOURCE_PORT = 1024
-_UNSEEN = object()
-_SILENT = object()
-
-
-class ReplyGuard:
-    """The reflection limits of one UDP listener; sans-IO (the caller passes the time).
-
-    A datagram's source can be forged: without limits, an attacker's datagram carrying a
-    victim's address makes the listener send to the victim. Before every reply:
-
-    1. a source port below :data:`MIN_SOURCE_PORT` gets no reply;
-    2. a source outside loopback gets no reply larger than its request (no amplification)
-       and at most ``rate`` replies per second (a token bucket as deep as one second of
-       it; ``rate`` 0 means no limit).
-
-    Loopback sources are exempt from 2: they cannot be forged from off the machine (the
-    kernel drops loopback sources arriving on other interfaces), and the lab's own load
-    tests and the respond mode's longer replies to local tools must keep working.
-
-    Resource handling: state is kept per source while its flow lives; the UDP server calls
-    :meth:`forget` when it forgets the flow, so the table is bounded by ``max_connections``.
-    """
-
-    __slots__ = ("_state", "burst", "dropped", "rate")
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.burst = max(rate, 1.0)
-        self.dropped = 0
-        # Per source: None (free), _SILENT (never answered) or [tokens, last time].
-        self._state: dict[Any, Any] = {}
-
-    def _classify(self, addr: Any, now: float) -> Any:
-        if addr[1] < MIN_SOURCE_PORT:
-            state: Any = _SILENT
-        else:
-            try:
-                ip = ipaddress.ip_address(str(addr[0]).split("%", 1)[0])
-            except ValueError:
-                loopback = False
-            else:
-                if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-                    ip = ip.ipv4_mapped
-                loopback = ip.is_loopback
-            state = None if loopback else [self.burst, now]
-        self._state[addr] = state
-        return state
-
-    def allow(self, addr: Any, request_size: int, reply_size: int, now: float) -> bool:
-        """Whether a reply of ``reply_size`` bytes to ``addr`` may go; counts refusals."""
-        state = self._state.get(addr, _UNSEEN)
-        if state is _UNSEEN:
-            state = self._classify(addr, now)
-        if state is None:
-            return True
-        if state is _SILENT or reply_size > request_size:
-            self.dropped += 1
-            return False
-        if not self.rate:
-            return True
-        tokens = min(self.burst, state[0] + (now - state[1]) * self.rate)
-        state[1] = now
-        if tokens < 1.0:
-            state[0] = tokens
-            self.dropped += 1
-            return False
-        state[0] = tokens - 1.0
-        return True
-
-    def forget(self, addr: Any) -> None:
-        self._state.pop(addr, None)
-
-    def __len__(self) -> int:
-        return len(self._state)
 
 
 def bind_udp(host: str, port: int, rcvbuf: int | None = None) -> stdsocket.socket:
@@ -168,31 +90,103 @@ def read_kernel_drops(sock: stdsocket.socket) -> int | None:
     return None
 
 
-def _open_flow(
-    listener: Listener,
-    registry: Registry,
-    flows: dict[Any, Conn],
-    local: Any,
-    addr: Any,
-) -> Conn:
-    flow = registry.open("udp", local, addr, listener_id=listener.id)
-    flows[addr] = flow
-    listener.connections += 1
-    listener.accepted += 1
+class UdpFlows:
+    """The flows of one UDP listener: one registry row per peer address, and its replies.
 
-    def forget() -> None:
-        # DELETE /api/connections/{id} on a flow: there is no socket to close, so the flow
-        # is forgotten; its next datagram starts a new one.
-        if flows.get(addr) is flow:
-            del flows[addr]
-            listener.connections -= 1
-            listener.closed_by_api += 1
-            if listener.reply_guard is not None:
-                listener.reply_guard.forget(addr)
-        registry.close(flow)
+    A flow opens with its peer's first datagram (:meth:`open`) and is forgotten after
+    ``idle_timeout`` seconds of silence (:meth:`expire_forever`) or when the API closes its
+    row (there is no socket to close: its next datagram starts a new flow). The listener's
+    ``connections``, ``accepted``, ``rejected``, ``idle_closed`` and ``closed_by_api`` are
+    counted here, and every reply a mode sends goes through :meth:`reply`, past the
+    listener's :class:`~app.wire.replyguard.ReplyGuard`.
 
-    flow.close_hook = forget
-    return flow
+    Hot path: the drain loop looks flows up in :attr:`rows` itself (a dict lookup per
+    datagram); only a new peer costs a call.
+
+    Resource handling: :meth:`close_all` removes every row from the registry; the reply
+    guard keeps state only for flows that are tracked.
+    """
+
+    __slots__ = ("guard", "listener", "local", "registry", "rows", "sock")
+
+    def __init__(self, listener: Listener, registry: Registry, sock: stdsocket.socket) -> None:
+        self.listener = listener
+        self.registry = registry
+        self.sock = sock
+        self.local = sock.getsockname()
+        self.rows: dict[Any, Conn] = {}
+        self.guard = ReplyGuard(listener.spec.reply_rate)
+        listener.reply_guard = self.guard
+
+    def open(self, addr: Any) -> Conn | None:
+        """A new flow for ``addr``; None (counted in ``rejected``) past ``max_connections``."""
+        listener = self.listener
+        if listener.connections >= listener.spec.max_connections:
+            listener.rejected += 1
+            return None
+        flow = self.registry.open("udp", self.local, addr, listener_id=listener.id)
+        self.rows[addr] = flow
+        listener.connections += 1
+        listener.accepted += 1
+
+        def close_from_api() -> None:
+            if self.rows.get(addr) is flow:
+                self._forget(addr)
+                listener.closed_by_api += 1
+            self.registry.close(flow)
+
+        flow.close_hook = close_from_api
+        return flow
+
+    def _forget(self, addr: Any) -> None:
+        del self.rows[addr]
+        self.guard.forget(addr)
+        self.listener.connections -= 1
+
+    async def expire_forever(self) -> NoReturn:
+        """Forget flows that have been silent for ``idle_timeout`` seconds, forever."""
+        listener = self.listener
+        idle = listener.spec.idle_timeout
+        period = min(max(idle / 4, 0.05), 5.0)
+        while True:
+            await trio.sleep(period)
+            cutoff = trio.current_time() - idle
+            for addr, flow in list(self.rows.items()):
+                if flow.last_active < cutoff and not flow.dirty:
+                    self._forget(addr)
+                    self.registry.close(flow)
+                    listener.idle_closed += 1
+
+    def close_all(self) -> None:
+        """The listener stopped: every flow's row leaves the registry."""
+        for flow in self.rows.values():
+            self.registry.close(flow)
+        self.rows.clear()
+        self.listener.connections = 0
+
+    def reply(
+        self, flow: Conn, data: bytes | memoryview, addr: Any, request_size: int | None = None
+    ) -> None:
+        """Send one reply datagram and count it; a failed send is counted, never raised.
+
+        The reply passes the reply guard first; ``request_size`` is the size of the
+        datagram it answers (``len(data)`` when not given: an echo).
+        """
+        listener = self.listener
+        sent = len(data)
+        if not self.guard.allow(
+            addr, sent if request_size is None else request_size, sent, trio.current_time()
+        ):
+            return
+        try:
+            self.sock.sendto(data, addr)
+        except OSError:
+            listener.errors += 1
+            return
+        flow.bytes_out += sent
+        flow.msgs_out += 1
+        listener.bytes_out += sent
+        listener.msgs_out += 1
 
 
 async def serve_udp_listener(
@@ -208,49 +202,45 @@ async def serve_udp_listener(
         # kernel dropping datagrams: StatsD's most common complaint.
         rcvbuf = STATSD_RCVBUF
     sock = bind_udp(listener.host, listener.port, rcvbuf)
-    flows: dict[Any, Conn] = {}
-    listener.reply_guard = ReplyGuard(listener.spec.reply_rate)
     try:
-        listener.port = sock.getsockname()[1]
-        local = sock.getsockname()
+        flows = UdpFlows(listener, registry, sock)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        listener.port = flows.local[1]
         mode = listener.mode
-        handler = None if mode.udp_fast_echo else mode.datagram_handler(sock)
+        handler = None if mode.udp_fast_echo else mode.datagram_handler(flows)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_expire_flows, listener, registry, flows)
+            nursery.start_soon(flows.expire_forever)
             nursery.start_soon(mode.run)
             task_status.started(listener.port)
-            await _drain_loop(listener, registry, sock, local, flows, handler)
+            await _drain_loop(listener, flows, handler)
     finally:
         sock.close()
-        for conn in flows.values():
-            registry.close(conn)
-        listener.connections = 0
+        flows.close_all()
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _drain_loop(
-    listener: Listener,
-    registry: Registry,
-    sock: stdsocket.socket,
-    local: object,
-    flows: dict[Any, Conn],
-    handler: DatagramHandler | None,
+    listener: Listener, flows: UdpFlows, handler: DatagramHandler | None
 ) -> NoReturn:
-    """Wait until ``sock`` is readable, then read datagrams until EAGAIN (or a batch).
+    """Wait until the socket is readable, then read datagrams until EAGAIN (or a batch).
 
     Every datagram is counted against its flow first. Then, with ``handler`` None (plain
     echo), it is sent back inline, without a call per datagram; otherwise it goes to
-    ``handler``, which sends and counts any reply itself.
+    ``handler``, which replies through ``flows.reply``.
     """
     max_size = listener.spec.max_message_size
-    max_flows = listener.spec.max_connections
     # One byte more than allowed, so an oversized datagram is seen as such, not truncated.
     buf = bytearray(max_size + 1)
     view = memoryview(buf)
+    sock = flows.sock
     recvfrom_into = sock.recvfrom_into
     sendto = sock.sendto
-    assert listener.reply_guard is not None
-    allow = listener.reply_guard.allow
+    get_flow = flows.rows.get
+    open_flow = flows.open
+    allow = flows.guard.allow
     current_time = trio.current_time
     while True:
         await trio.lowlevel.wait_readable(sock)
@@ -264,12 +254,11 @@ async def _drain_loop(
                 # An ICMP error queued for an earlier reply surfaces here; it is not fatal.
                 listener.errors += 1
                 continue
-            flow = flows.get(addr)
+            flow = get_flow(addr)
             if flow is None:
-                if listener.connections >= max_flows:
-                    listener.rejected += 1
+                flow = open_flow(addr)
+                if flow is None:
                     continue
-                flow = _open_flow(listener, registry, flows, local, addr)
             flow.bytes_in += n
             flow.msgs_in += 1
             listener.bytes_in += n
@@ -294,51 +283,3 @@ async def _drain_loop(
             listener.msgs_out += 1
         else:
             await trio.lowlevel.checkpoint()
-
-
-def send_reply(
-    listener: Listener,
-    sock: stdsocket.socket,
-    flow: Conn,
-    data: Any,
-    addr: Any,
-    request_size: int | None = None,
-) -> None:
-    """Send one reply datagram and count it; a failed send is counted, never raised.
-
-    The reply passes the listener's :class:`ReplyGuard` first; ``request_size`` is the
-    size of the datagram it answers (``len(data)`` when not given: an echo).
-    """
-    guard = listener.reply_guard
-    n_reply = len(data)
-    if guard is not None and not guard.allow(
-        addr, n_reply if request_size is None else request_size, n_reply, trio.current_time()
-    ):
-        return
-    try:
-        sock.sendto(data, addr)
-    except OSError:
-        listener.errors += 1
-        return
-    n = len(data)
-    flow.bytes_out += n
-    flow.msgs_out += 1
-    listener.bytes_out += n
-    listener.msgs_out += 1
-
-
-async def _expire_flows(listener: Listener, registry: Registry, flows: dict[Any, Conn]) -> None:
-    """Forget flows that have been silent for ``idle_timeout`` seconds."""
-    idle = listener.spec.idle_timeout
-    period = min(max(idle / 4, 0.05), 5.0)
-    while True:
-        await trio.sleep(period)
-        cutoff = trio.current_time() - idle
-        for addr, flow in list(flows.items()):
-            if flow.last_active < cutoff and not flow.dirty:
-                del flows[addr]
-                if listener.reply_guard is not None:
-                    listener.reply_guard.forget(addr)
-                registry.close(flow)
-                listener.connections -= 1
-                listener.idle_closed += 1

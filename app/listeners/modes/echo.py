@@ -3,8 +3,9 @@
 Plain echo over TCP is the lab's hottest path: one task per listener serves every
 connection through a private epoll (:class:`~app.sockio.ReadyLoop`), reading into one
 preallocated buffer with ``recv_into`` and sending from a memoryview of it, touching only
-counters. Plain echo over UDP uses the UDP server's inlined loop. With impairment options
-the work moves to :mod:`app.listeners.modes.impair`.
+counters. Plain echo over UDP uses the UDP server's inlined loop. TLS (and any other
+stream) goes through the one stream loop with an :class:`EchoSession`. With impairment
+options the work moves to :mod:`app.listeners.modes.impair`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,29 @@ from typing import Any
 
 import trio
 
-from app.listeners.base import FIRST_READ_SIZE, DatagramHandler, Listener, Mode, Transport
+from app.listeners.base import DatagramHandler, DatagramPort, Listener, Mode
 from app.listeners.modes.impair import Impairment, impaired_datagram_handler, impaired_stream
+from app.listeners.stream import Replies, Transport
 from app.registry import Conn
 from app.sockio import DirectSocket, ReadyLoop, Served
+
+
+class EchoSession:
+    """Echo as a stream session: every read is one message, sent back as it came."""
+
+    __slots__ = ("messages",)
+
+    whole_reads = False
+
+    def __init__(self) -> None:
+        self.messages = 0
+
+    def receive(self, view: memoryview, n: int) -> Replies:
+        self.messages += 1
+        return (view[:n],)
+
+    def close(self) -> None:
+        pass
 
 
 class _EchoConn(Served):
@@ -63,45 +83,20 @@ class EchoMode(Mode):
         elif self.listener.spec.protocol == "tcp":
             await self._loop.run()
 
+    def open_session(self) -> EchoSession:
+        return EchoSession()
+
     async def handle_stream(
         self, conn: Conn, transport: Transport, scope: trio.CancelScope
     ) -> None:
         if self.impairment is not None:
-            await impaired_stream(self.listener, self.impairment, conn, transport, scope)
-            return
-        if isinstance(transport, DirectSocket):
+            await impaired_stream(
+                self.listener, self.impairment, conn, transport, scope, EchoSession()
+            )
+        elif isinstance(transport, DirectSocket):
             await self._echo_socket(conn, transport.sock, scope)
-            return
-        listener = self.listener
-        max_size = listener.spec.max_message_size
-        idle = listener.spec.idle_timeout
-        size = min(FIRST_READ_SIZE, max_size)
-        buf = bytearray(size)
-        view = memoryview(buf)
-        recv_into = transport.recv_into
-        send = transport.send
-        current_time = trio.current_time
-        while True:
-            n = await recv_into(buf, size)
-            if not n:
-                return
-            conn.bytes_in += n
-            conn.msgs_in += 1
-            listener.bytes_in += n
-            listener.msgs_in += 1
-            sent = 0
-            while sent < n:
-                sent += await send(view[sent:n])
-            conn.bytes_out += n
-            conn.msgs_out += 1
-            listener.bytes_out += n
-            listener.msgs_out += 1
-            conn.touch()
-            scope.deadline = current_time() + idle
-            if n == size and size < max_size:
-                size = min(size * 4, max_size)
-                buf = bytearray(size)
-                view = memoryview(buf)
+        else:
+            await super().handle_stream(conn, transport, scope)
 
     async def _echo_socket(self, conn: Conn, sock: socket.socket, scope: trio.CancelScope) -> None:
         """Plain TCP echo, the lab's hottest path: served by the listener's socket loop.
@@ -168,9 +163,9 @@ class EchoMode(Mode):
             state.scope.deadline = now + self._idle + self._refresh
             state.moved_at = now
 
-    def datagram_handler(self, sock: Any) -> DatagramHandler:
+    def datagram_handler(self, port: DatagramPort) -> DatagramHandler:
         assert self.impairment is not None  # plain echo uses the UDP server's own loop
-        return impaired_datagram_handler(self.listener, self.impairment, sock)
+        return impaired_datagram_handler(self.impairment, port)
 
     def details(self) -> dict[str, Any]:
         if self.impairment is None:

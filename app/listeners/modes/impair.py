@@ -26,9 +26,9 @@ from typing import Any
 
 import trio
 
-from app.listeners.base import FIRST_READ_SIZE, DatagramHandler, Listener, Transport, send_all
+from app.listeners.base import DatagramHandler, DatagramPort, Listener
 from app.listeners.spec import ListenerSpec
-from app.listeners.udp import send_reply
+from app.listeners.stream import Replies, StreamSession, Transport, send_counted, serve_stream
 from app.registry import Conn
 
 # Datagrams waiting in one listener's delay line: 50 ms at 100k datagrams/s fits.
@@ -137,19 +137,18 @@ class Impairment:
         }
 
 
-def impaired_datagram_handler(
-    listener: Listener, impairment: Impairment, sock: Any
-) -> DatagramHandler:
+def impaired_datagram_handler(impairment: Impairment, port: DatagramPort) -> DatagramHandler:
     """The per-datagram function of an impaired UDP echo listener."""
     rng = impairment.rng
     loss = impairment.loss
     duplicate = impairment.duplicate
     delays = impairment.delays
     line = impairment.line
+    reply = port.reply
 
     def deliver(item: tuple[bytes, Any, Conn]) -> None:
         data, addr, flow = item
-        send_reply(listener, sock, flow, data, addr)
+        reply(flow, data, addr)
 
     impairment.deliver = deliver
 
@@ -163,7 +162,7 @@ def impaired_datagram_handler(
             impairment.duplicated += 1
         if not delays:
             for _ in range(copies):
-                send_reply(listener, sock, flow, view[:n], addr)
+                reply(flow, view[:n], addr)
             return
         data = bytes(view[:n])
         now = trio.current_time()
@@ -182,45 +181,34 @@ async def impaired_stream(
     conn: Conn,
     transport: Transport,
     scope: trio.CancelScope,
+    session: StreamSession,
 ) -> None:
-    """Echo one TCP/TLS connection with every chunk delayed, byte order kept."""
-    max_size = listener.spec.max_message_size
-    idle = listener.spec.idle_timeout
-    size = min(FIRST_READ_SIZE, max_size)
-    buf = bytearray(size)
-    view = memoryview(buf)
+    """Serve one TCP/TLS connection with every reply delayed, byte order kept.
+
+    The stream loop reads and counts as for any mode; its replies go to a writer task
+    through a bounded channel instead of straight to the socket, each due no earlier than
+    the one before it. A full channel stops the loop reading (TCP's own backpressure).
+    """
     send_channel, receive_channel = trio.open_memory_channel[tuple[float, bytes]](_TCP_PENDING)
 
     async def writer() -> None:
         async with receive_channel:
             async for due, data in receive_channel:
                 await trio.sleep_until(due)
-                await send_all(transport, data)
-                n = len(data)
-                conn.bytes_out += n
-                conn.msgs_out += 1
-                listener.bytes_out += n
-                listener.msgs_out += 1
+                await send_counted(listener, conn, transport, data)
                 conn.touch()
 
     last_due = 0.0
+
+    async def delay(replies: Replies) -> None:
+        nonlocal last_due
+        for reply in replies:
+            last_due = max(trio.current_time() + impairment.draw_delay(), last_due)
+            impairment.delayed += 1
+            # A copy: the reply may be a view of the read buffer, reused by the next read.
+            await send_channel.send((last_due, bytes(reply)))
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(writer)
         async with send_channel:
-            while True:
-                n = await transport.recv_into(buf, size)
-                if not n:
-                    break
-                conn.bytes_in += n
-                conn.msgs_in += 1
-                listener.bytes_in += n
-                listener.msgs_in += 1
-                conn.touch()
-                last_due = max(trio.current_time() + impairment.draw_delay(), last_due)
-                impairment.delayed += 1
-                await send_channel.send((last_due, bytes(view[:n])))
-                scope.deadline = trio.current_time() + idle
-                if n == size and size < max_size:
-                    size = min(size * 4, max_size)
-                    buf = bytearray(size)
-                    view = memoryview(buf)
+            await serve_stream(listener, conn, transport, scope, session, delay)

@@ -16,12 +16,11 @@ returned, as Packet Sender does). A line longer than ``max_message_size`` is cou
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
-import trio
-
-from app.listeners.base import DatagramHandler, Listener, Mode, Transport, send_all
-from app.listeners.udp import send_reply
+from app.listeners.base import DatagramHandler, DatagramPort, Listener, Mode
+from app.listeners.stream import Replies
 from app.registry import Conn
 from app.wire.rules import FrameTooLongError, LineFramer, Responder
 
@@ -29,13 +28,30 @@ from app.wire.rules import FrameTooLongError, LineFramer, Responder
 class RespondSession:
     """The sans-IO half of one TCP connection: bytes in, replies out.
 
-    Feeding a stream whole or byte by byte gives the same replies in line framing.
+    Feeding a stream whole or byte by byte gives the same replies in line framing. As a
+    :class:`~app.listeners.stream.StreamSession` it reads whole buffers (in read framing a
+    read is the message) and takes the time for reply macros from ``clock``.
     """
 
-    def __init__(self, responder: Responder, framing: str, max_line: int) -> None:
+    whole_reads = True
+
+    def __init__(
+        self,
+        responder: Responder,
+        framing: str,
+        max_line: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.responder = responder
         self.framer = LineFramer(max_line) if framing == "line" else None
         self.messages = 0
+        self._clock = clock
+
+    def receive(self, view: memoryview, n: int) -> Replies:
+        return self.feed(bytes(view[:n]), self._clock())
+
+    def close(self) -> None:
+        pass
 
     def feed(self, data: bytes, now: float) -> list[bytes]:
         """The replies to the messages ``data`` completes.
@@ -74,52 +90,18 @@ class RespondMode(Mode):
         super().__init__(listener)
         self.responder = listener.spec.build_responder()
 
-    async def handle_stream(
-        self, conn: Conn, transport: Transport, scope: trio.CancelScope
-    ) -> None:
-        listener = self.listener
-        spec = listener.spec
-        size = spec.max_message_size
-        idle = spec.idle_timeout
-        session = RespondSession(self.responder, spec.framing, size)
-        buf = bytearray(size)
-        while True:
-            n = await transport.recv_into(buf, size)
-            if not n:
-                return
-            conn.bytes_in += n
-            listener.bytes_in += n
-            before = session.messages
-            try:
-                replies = session.feed(bytes(buf[:n]), time.time())
-            except FrameTooLongError as exc:
-                listener.oversized += 1
-                await self._send(conn, transport, exc.lines)
-                return
-            done = session.messages - before
-            conn.msgs_in += done
-            listener.msgs_in += done
-            await self._send(conn, transport, replies)
-            conn.touch()
-            scope.deadline = trio.current_time() + idle
+    def open_session(self) -> RespondSession:
+        spec = self.listener.spec
+        return RespondSession(self.responder, spec.framing, spec.max_message_size)
 
-    async def _send(self, conn: Conn, transport: Transport, replies: list[bytes]) -> None:
-        listener = self.listener
-        for reply in replies:
-            await send_all(transport, reply)
-            conn.bytes_out += len(reply)
-            conn.msgs_out += 1
-            listener.bytes_out += len(reply)
-            listener.msgs_out += 1
-
-    def datagram_handler(self, sock: Any) -> DatagramHandler:
-        listener = self.listener
+    def datagram_handler(self, port: DatagramPort) -> DatagramHandler:
         respond = self.responder.respond
+        send = port.reply
 
         def handle(view: memoryview, n: int, addr: Any, flow: Conn) -> None:
             reply = respond(view[:n].tobytes(), time.time())
             if reply is not None:
-                send_reply(listener, sock, flow, reply, addr, n)
+                send(flow, reply, addr, n)
 
         return handle
 

@@ -20,7 +20,8 @@ from typing import Any
 
 import trio
 
-from app.listeners.base import FIRST_READ_SIZE, DatagramHandler, Listener, Mode, Transport
+from app.listeners.base import DatagramHandler, DatagramPort, Listener, Mode
+from app.listeners.stream import Replies
 from app.registry import Conn
 from app.runs.flowstats import FlowTable
 from app.wire import probe
@@ -130,6 +131,29 @@ class FixedFramer:
         return done
 
 
+class SinkSession:
+    """Sink as a stream session: count, answer nothing; with ``framer``, each fixed-size
+    message is one message and its probe header is recorded."""
+
+    __slots__ = ("_framer", "messages")
+
+    whole_reads = False
+
+    def __init__(self, framer: FixedFramer | None) -> None:
+        self._framer = framer
+        self.messages = 0
+
+    def receive(self, view: memoryview, n: int) -> Replies:
+        if self._framer is None:
+            self.messages += 1
+        else:
+            self.messages += self._framer.feed(view, n, perf_ns())
+        return ()
+
+    def close(self) -> None:
+        pass
+
+
 class SinkMode(Mode):
     """Read everything, reply nothing, count; decode probe headers."""
 
@@ -141,40 +165,11 @@ class SinkMode(Mode):
         self._summary: dict[str, Any] | None = None
         self._summary_until = 0.0
 
-    async def handle_stream(
-        self, conn: Conn, transport: Transport, scope: trio.CancelScope
-    ) -> None:
-        listener = self.listener
-        max_size = listener.spec.max_message_size
-        idle = listener.spec.idle_timeout
-        size = min(FIRST_READ_SIZE, max_size)
-        buf = bytearray(size)
-        view = memoryview(buf)
-        recv_into = transport.recv_into
-        message_size = listener.spec.message_size
-        framer = None if message_size is None else FixedFramer(self.sink, message_size)
-        current_time = trio.current_time
-        while True:
-            n = await recv_into(buf, size)
-            if not n:
-                return
-            conn.bytes_in += n
-            listener.bytes_in += n
-            if framer is None:
-                conn.msgs_in += 1
-                listener.msgs_in += 1
-            else:
-                done = framer.feed(view, n, perf_ns())
-                conn.msgs_in += done
-                listener.msgs_in += done
-            conn.touch()
-            scope.deadline = current_time() + idle
-            if n == size and size < max_size:
-                size = min(size * 4, max_size)
-                buf = bytearray(size)
-                view = memoryview(buf)
+    def open_session(self) -> SinkSession:
+        message_size = self.listener.spec.message_size
+        return SinkSession(None if message_size is None else FixedFramer(self.sink, message_size))
 
-    def datagram_handler(self, sock: Any) -> DatagramHandler:
+    def datagram_handler(self, port: DatagramPort) -> DatagramHandler:
         sink = self.sink
 
         def handle(view: memoryview, n: int, addr: Any, flow: Conn) -> None:

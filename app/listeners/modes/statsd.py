@@ -25,7 +25,8 @@ from typing import Any
 
 import trio
 
-from app.listeners.base import DatagramHandler, Listener, Mode, Transport
+from app.listeners.base import DatagramHandler, DatagramPort, Listener, Mode
+from app.listeners.stream import Replies
 from app.listeners.udp import read_kernel_drops
 from app.registry import Conn
 from app.wire.rules import FrameTooLongError
@@ -41,17 +42,27 @@ class StatsdStream:
     """Cuts one TCP stream at newlines and feeds whole lines to an aggregator. No I/O.
 
     Feeding a stream whole, byte by byte or in any chunks aggregates the same. At EOF,
-    :meth:`close` feeds an unterminated last line too.
+    :meth:`close` feeds an unterminated last line too. As a
+    :class:`~app.listeners.stream.StreamSession` each read counts as one message and
+    nothing is answered.
 
     Args:
         aggregator: Where the metrics go.
         max_line: Longest unterminated tail kept; past it :meth:`feed` raises.
     """
 
+    whole_reads = True
+
     def __init__(self, aggregator: Aggregator, max_line: int) -> None:
         self.aggregator = aggregator
         self.max_line = max_line
+        self.messages = 0
         self._pending = bytearray()
+
+    def receive(self, view: memoryview, n: int) -> Replies:
+        self.messages += 1
+        self.feed(view[:n].tobytes())
+        return ()
 
     def feed(self, data: bytes) -> None:
         """Add received bytes; every line they complete is aggregated.
@@ -132,36 +143,11 @@ class StatsdMode(Mode):
                 self.kernel_drops = drops
         return self.kernel_drops
 
-    async def handle_stream(
-        self, conn: Conn, transport: Transport, scope: trio.CancelScope
-    ) -> None:
-        listener = self.listener
-        size = listener.spec.max_message_size
-        idle = listener.spec.idle_timeout
-        stream = StatsdStream(self.aggregator, size)
-        buf = bytearray(size)
-        view = memoryview(buf)
-        try:
-            while True:
-                n = await transport.recv_into(buf, size)
-                if not n:
-                    return
-                conn.bytes_in += n
-                conn.msgs_in += 1
-                listener.bytes_in += n
-                listener.msgs_in += 1
-                try:
-                    stream.feed(view[:n].tobytes())
-                except FrameTooLongError:
-                    listener.oversized += 1
-                    return
-                conn.touch()
-                scope.deadline = trio.current_time() + idle
-        finally:
-            stream.close()
+    def open_session(self) -> StatsdStream:
+        return StatsdStream(self.aggregator, self.listener.spec.max_message_size)
 
-    def datagram_handler(self, sock: Any) -> DatagramHandler:
-        self._sock = sock
+    def datagram_handler(self, port: DatagramPort) -> DatagramHandler:
+        self._sock = port.sock
         feed = self.aggregator.feed
 
         def handle(view: memoryview, n: int, addr: Any, flow: Conn) -> None:

@@ -1,0 +1,174 @@
+"""The one read loop of every stream (TCP, TLS) listener mode, and the seam modes plug into.
+
+Theory of operation: a mode does not read or write sockets. For each connection it gives
+the loop a :class:`StreamSession`, a sans-IO object in the manner of h11: the loop reads,
+tells the session that data arrived (:meth:`StreamSession.receive`), and sends back what the
+session answers. Everything else lives here once: the byte and message counters of the
+connection and its listener, the idle deadline (pushed forward after every read), the read
+buffer (small at first, grown x4 up to ``max_message_size`` after a read fills it) and the
+end of a connection whose message is too long (:class:`~app.wire.rules.FrameTooLongError`:
+counted in ``oversized``, the replies before it sent, then the connection ends).
+
+Plain TCP echo does not come here: it is served by one socket loop per listener
+(:mod:`app.listeners.modes.echo`), the lab's hottest path.
+
+Error handling: what the transport raises (resets, broken pipes) and what a session raises
+besides ``FrameTooLongError`` propagate to the caller, the per-connection error boundary in
+:mod:`app.listeners.tcp`, which counts it and ends that connection only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+import trio
+
+from app.listeners.spec import ListenerSpec
+from app.registry import Conn
+from app.wire.rules import FrameTooLongError
+
+# First read buffer of a TCP connection. Buffers grow (x4, up to max_message_size) after a
+# read fills them, so 10,000 idle or chatty connections cost 40 MB, not 640 MB, while bulk
+# senders still get large reads after a few round trips.
+FIRST_READ_SIZE = 4096
+
+# What a session answers: bytes, or views of the read buffer (valid until the next read).
+Replies = Sequence[bytes | memoryview]
+# Where replies go instead of straight to the transport (impairment's delayed writer).
+Outlet = Callable[[Replies], Awaitable[None]]
+
+
+class Transport(Protocol):
+    """The two calls the loop makes: :class:`~app.sockio.DirectSocket` has them, and so
+    does :class:`~app.listeners.tcp.StreamTransport` (TLS, or any trio Stream)."""
+
+    def recv_into(self, buffer: bytearray, nbytes: int = 0, /) -> Awaitable[int]: ...
+
+    def send(self, data: memoryview, /) -> Awaitable[int]: ...
+
+
+class StreamCounters(Protocol):
+    """What the loop reads and counts on a listener (:class:`~app.listeners.base.Listener`)."""
+
+    spec: ListenerSpec
+    bytes_in: int
+    msgs_in: int
+    bytes_out: int
+    msgs_out: int
+    oversized: int
+
+
+class StreamSession(Protocol):
+    """The sans-IO half of one connection: told that data arrived, it answers what to send.
+
+    Attributes:
+        whole_reads: Read ``max_message_size`` bytes at a time from the first read (a mode
+            whose messages are the reads themselves), instead of growing the buffer.
+        messages: Messages received so far (whole reads, lines, fixed-size frames): the
+            loop counts ``msgs_in`` from it.
+    """
+
+    whole_reads: bool
+    messages: int
+
+    def receive(self, view: memoryview, n: int) -> Replies:
+        """Take the ``n`` bytes at the start of ``view``; return the replies, in order.
+
+        Raises:
+            FrameTooLongError: A message outgrew ``max_message_size``; its ``lines`` are
+                the replies still to send before the connection ends.
+        """
+        ...
+
+    def close(self) -> None:
+        """The connection ended (EOF, idle, closed, an error): finish what is pending."""
+        ...
+
+
+async def send_all(transport: Transport, data: bytes | memoryview) -> None:
+    """Send every byte of ``data`` (``send`` may take only part of it)."""
+    view = memoryview(data)
+    sent = 0
+    total = len(view)
+    while sent < total:
+        sent += await transport.send(view[sent:])
+
+
+async def send_counted(
+    listener: StreamCounters, conn: Conn, transport: Transport, data: bytes | memoryview
+) -> None:
+    """Send one reply whole and count it on ``conn`` and ``listener``."""
+    await send_all(transport, data)
+    size = len(data)
+    conn.bytes_out += size
+    conn.msgs_out += 1
+    listener.bytes_out += size
+    listener.msgs_out += 1
+
+
+async def serve_stream(
+    listener: StreamCounters,
+    conn: Conn,
+    transport: Transport,
+    scope: trio.CancelScope,
+    session: StreamSession,
+    outlet: Outlet | None = None,
+) -> None:
+    """Serve one connection with ``session`` until EOF or a too-long message.
+
+    Args:
+        listener: Whose limits apply and whose counters are bumped (beside ``conn``'s).
+        conn: The connection's registry row.
+        transport: The connection.
+        scope: The connection's cancel scope; its deadline is moved to ``idle_timeout``
+            after each read.
+        session: The mode's session for this connection; closed when this returns.
+        outlet: Where replies go instead of being sent at once (it sends and counts them
+            itself); it may wait, which stops reading: backpressure.
+    """
+    spec = listener.spec
+    max_size = spec.max_message_size
+    idle = spec.idle_timeout
+    size = max_size if session.whole_reads else min(FIRST_READ_SIZE, max_size)
+    buf = bytearray(size)
+    view = memoryview(buf)
+    recv_into = transport.recv_into
+    receive = session.receive
+    current_time = trio.current_time
+    counted = session.messages
+    try:
+        while True:
+            n = await recv_into(buf, size)
+            if not n:
+                return
+            conn.bytes_in += n
+            listener.bytes_in += n
+            too_long = False
+            try:
+                replies: Replies = receive(view, n)
+            except FrameTooLongError as exc:
+                listener.oversized += 1
+                replies = exc.lines
+                too_long = True
+            done = session.messages - counted
+            if done:
+                counted += done
+                conn.msgs_in += done
+                listener.msgs_in += done
+            if replies:
+                if outlet is None:
+                    for reply in replies:
+                        await send_counted(listener, conn, transport, reply)
+                else:
+                    await outlet(replies)
+            if too_long:
+                return
+            conn.touch()
+            scope.deadline = current_time() + idle
+            if n == size and size < max_size:
+                size = min(size * 4, max_size)
+                buf = bytearray(size)
+                view = memoryview(buf)
+    finally:
+        session.close()
