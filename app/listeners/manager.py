@@ -13,6 +13,7 @@ import trio
 from app.errors import ConflictError, NotFoundError
 from app.listeners.base import Listener
 from app.listeners.modes import create_listener
+from app.listeners.modes.statsd import StatsdMode
 from app.listeners.spec import ListenerSpec
 from app.listeners.tcp import serve_tcp_listener
 from app.listeners.udp import serve_udp_listener
@@ -39,8 +40,7 @@ class ListenerManager:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the nursery that listeners live in, until cancelled."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
+        async with trio.open_nursery() as self._nursery:
             task_status.started()
             await trio.sleep_forever()
 
@@ -119,8 +119,6 @@ class ListenerManager:
             NotFoundError: ``listener_id`` names no running listener.
             ConflictError: ``listener_id`` is not a StatsD listener.
         """
-        from app.listeners.modes.statsd import StatsdMode
-
         if listener_id is not None:
             listener = self.get(listener_id)
             if not isinstance(listener.mode, StatsdMode):

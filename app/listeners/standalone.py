@@ -19,6 +19,7 @@ import trio
 from app.errors import SocketlabError
 from app.listeners.base import Listener
 from app.listeners.manager import ListenerManager
+from app.listeners.modes.statsd import StatsdMode
 from app.listeners.spec import ListenerSpec
 from app.registry import Registry
 
@@ -70,8 +71,6 @@ async def run_listeners(
         ConflictError: A listener cannot bind (nothing is left running).
         SpecError: A TLS certificate cannot be loaded.
     """
-    from app.listeners.modes.statsd import StatsdMode
-
     registry = Registry()
     manager = ListenerManager(registry)
     stop = shutdown if shutdown is not None else trio.Event()

@@ -12,27 +12,24 @@
 from __future__ import annotations
 
 from app.listeners.base import Listener, Mode
+from app.listeners.modes.echo import EchoMode
+from app.listeners.modes.respond import RespondMode
+from app.listeners.modes.sink import SinkMode
+from app.listeners.modes.statsd import StatsdMode
 from app.listeners.spec import ListenerSpec
+
+# The mode class of each ``mode=`` value (LISTENER_MODES in app.listeners.spec).
+MODES: dict[str, type[Mode]] = {
+    "echo": EchoMode,
+    "sink": SinkMode,
+    "respond": RespondMode,
+    "statsd": StatsdMode,
+}
 
 
 def make_mode(listener: Listener) -> Mode:
     """The mode object for ``listener``'s spec."""
-    name = listener.spec.mode
-    if name == "sink":
-        from app.listeners.modes.sink import SinkMode
-
-        return SinkMode(listener)
-    if name == "respond":
-        from app.listeners.modes.respond import RespondMode
-
-        return RespondMode(listener)
-    if name == "statsd":
-        from app.listeners.modes.statsd import StatsdMode
-
-        return StatsdMode(listener)
-    from app.listeners.modes.echo import EchoMode
-
-    return EchoMode(listener)
+    return MODES[listener.spec.mode](listener)
 
 
 def create_listener(listener_id: str, spec: ListenerSpec) -> Listener:
