@@ -150,7 +150,7 @@ async def test_event_stream_reports_connections(lab: Lab) -> None:
 
 
 async def _subscribed(lab: Lab) -> bool:
-    return lab.events.subscriber_count > 0
+    return lab.hub.subscriber_count > 0
 
 
 async def _seen(events: list[dict[str, Any]], kind: str) -> bool:
