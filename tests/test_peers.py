@@ -14,7 +14,7 @@ import trio
 
 from app.lab import Lab
 from tests.conftest import listener_port, running_lab
-from tests.helpers import TOKEN, http, wait_for_async
+from tests.helpers import TOKEN, http, read_ndjson, wait_for_async
 
 
 @pytest.fixture
@@ -76,37 +76,6 @@ async def test_a_run_started_on_a_peer_is_visible_on_both_nodes(hub_lab: Lab, ed
     assert live.json()["id"] == remote_id
     missing = await http(hub_lab.web_port, "POST", "/api/peers/nobody/runs", body=spec)
     assert (missing.status, missing.json()["field"]) == (404, "peer")
-
-
-async def read_ndjson(
-    port: int, path: str, limit: int = 200, lines: list[dict[str, Any]] | None = None
-) -> list[dict[str, Any]]:
-    """Read an NDJSON stream into ``lines`` until the server ends it (or ``limit`` lines)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    lines = [] if lines is None else lines
-    async with stream:
-        request = (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Authorization: Bearer {TOKEN}\r\n\r\n"
-        )
-        await stream.send_all(request.encode())
-        import h11
-
-        conn = h11.Connection(h11.CLIENT)
-        buffer = b""
-        while len(lines) < limit:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-                continue
-            if isinstance(event, h11.Data):
-                buffer += bytes(event.data)
-                while b"\n" in buffer:
-                    raw, buffer = buffer.split(b"\n", 1)
-                    lines.append(json.loads(raw))
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                break
-    return lines
 
 
 async def test_event_stream_follows_a_run_to_its_end(lab: Lab) -> None:
