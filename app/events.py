@@ -9,8 +9,8 @@ Every event has its wire ``TYPE`` and ``doc()``, the JSON document both transpor
 - :class:`RunInterval`: a run closed a 1 s interval; :class:`RunEnded`: a run is over and
   stored (its final status, error and summary);
 - :class:`ListenerChanged`: a listener started or stopped;
-- :class:`Tick`: the dashboard's shared state, every snapshot interval (the same fields as
-  the full state a new subscriber gets first, see :mod:`app.web.feed`).
+- :class:`Tick`: the dashboard's shared state, every snapshot interval; :class:`Full`: the
+  same state, sent to one dashboard first and whenever it fell behind (:mod:`app.web.feed`).
 """
 
 from __future__ import annotations
@@ -95,7 +95,18 @@ class Tick:
         return {**self.state, "type": self.TYPE}
 
 
-Event = ConnectionOpened | ConnectionClosed | RunInterval | RunEnded | ListenerChanged | Tick
+@dataclass(frozen=True, slots=True)
+class Full:
+    """The dashboard's shared state for one subscriber that starts or catches up."""
+
+    TYPE: ClassVar[str] = "full"
+    state: dict[str, Any]
+
+    def doc(self) -> dict[str, Any]:
+        return {**self.state, "type": self.TYPE}
+
+
+Event = ConnectionOpened | ConnectionClosed | RunInterval | RunEnded | ListenerChanged | Tick | Full
 
 
 def connection_events(diff: dict[str, list[Any]]) -> list[ConnectionOpened | ConnectionClosed]:

@@ -21,6 +21,7 @@ import trio
 from app.events import (
     ConnectionClosed,
     ConnectionOpened,
+    Full,
     ListenerChanged,
     RunEnded,
     Tick,
@@ -37,13 +38,15 @@ def dumps(doc: object) -> str:
     return json.dumps(doc, separators=(",", ":"))
 
 
-def _encode_ws(event: Tick | RunEnded) -> str:
+def encode_ws(event: Tick | Full | RunEnded) -> str:
+    """One ``/ws`` text frame."""
     return dumps(event.doc())
 
 
 # The dashboard's transport: ticks (which carry listeners, runs and totals) and run ends.
-# Connection rows reach a browser as its own page instead, so connection events are not sent.
-WS_ENCODER = Encoder(_encode_ws, frozenset({Tick, RunEnded}))
+# Connection rows reach a browser as its own page instead, so connection events are not sent;
+# a Full is never published, each subscriber's writer sends its own.
+WS_ENCODER = Encoder(encode_ws, frozenset({Tick, RunEnded}))
 
 
 class Feed:
@@ -53,6 +56,10 @@ class Feed:
         self.deps = deps
         self.conn_epoch = 0
         self._listener_ids = tuple(listener.id for listener in deps.listeners)
+
+    def full(self) -> Full:
+        """What a new live subscriber gets first (and after it fell behind)."""
+        return Full(self.full_state())
 
     def full_state(self) -> dict[str, Any]:
         """What a new live subscriber needs first; ticks repeat it with ``type: "tick"``.

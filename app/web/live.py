@@ -36,7 +36,7 @@ from quart import Blueprint, current_app, websocket
 
 from app.connview import ConnWindow, parse_view
 from app.errors import SpecError
-from app.web.feed import WS_ENCODER, Feed, dumps
+from app.web.feed import WS_ENCODER, Feed, dumps, encode_ws
 
 if TYPE_CHECKING:
     from app.web.deps import WebDeps
@@ -121,7 +121,7 @@ async def feed() -> None:
         nursery.start_soon(end_at_shutdown)
         nursery.start_soon(read_views)
         nursery.start_soon(forward_ticks)
-        await websocket.send(dumps(state.full_state()))
+        await websocket.send(encode_ws(state.full()))
         await send_page()
         async for is_tick, message in inbox:
             while errors:
@@ -131,6 +131,6 @@ async def feed() -> None:
                     sub.resync = False
                     sub.drain_nowait()
                     window.reset()
-                    message = dumps(state.full_state())
+                    message = encode_ws(state.full())
                 await websocket.send(message)
             await send_page()
