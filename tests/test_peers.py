@@ -170,3 +170,25 @@ async def test_demo_profile_keeps_traffic_flowing_to_peers(
             return protocols == {"tcp", "udp"}
 
         await wait_for_async(demo_connections, timeout=15)
+
+
+async def test_event_stream_says_when_a_listener_starts(lab: Lab) -> None:
+    assert lab.web_port is not None
+    port = lab.web_port
+    got: list[dict[str, Any]] = []
+
+    async def reader() -> None:
+        await read_ndjson(port, "/api/events?types=listener", limit=1000, lines=got)
+
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await wait_for_async(lambda: _subscribed(lab), timeout=10)
+            created = await http(port, "POST", "/api/listeners", body={"url": "tcp://127.0.0.1:0"})
+            assert created.status == 201, created.body
+            new_id = created.json()["id"]
+            await wait_for_async(lambda: _seen(got, "listener.changed"), timeout=10)
+            nursery.cancel_scope.cancel()
+    changed = next(e for e in got if e["type"] == "listener.changed")
+    assert new_id in {item["id"] for item in changed["listeners"]}
+    assert {e["type"] for e in got} <= {"listener.changed", "heartbeat"}
