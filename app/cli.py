@@ -308,8 +308,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _serve_async(settings: Settings) -> None:
     from app.lab import Lab
+    from app.web.server import serve_web
 
-    lab = Lab(settings, handle_signals=True)
+    lab = Lab(settings, web=serve_web, handle_signals=True)
     async with trio.open_nursery() as nursery:
         await nursery.start(lab.serve)
         host = settings.web_host

@@ -17,8 +17,8 @@ from app.errors import SocketlabError
 from app.runs.spec import parse_run_spec
 
 if TYPE_CHECKING:
-    from app.lab import Lab
-    from app.peers import PeerState
+    from app.peers import PeerManager, PeerState
+    from app.runs.manager import RunManager
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +38,11 @@ def _echo_port(state: PeerState, protocol: str) -> int | None:
     return None
 
 
-async def serve_demo(lab: Lab) -> None:
+async def serve_demo(peers: PeerManager, runs: RunManager) -> None:
     """Keep the demo profile's runs going to every peer that is up, until cancelled."""
-    assert lab.peers is not None
     running: dict[tuple[str, str], Any] = {}
     while True:
-        for state in lab.peers.states.values():
+        for state in peers.states.values():
             if state.status != "up":
                 continue
             for item in PROFILE:
@@ -67,7 +66,7 @@ async def serve_demo(lab: Lab) -> None:
                     }
                 )
                 try:
-                    running[key] = await lab.runs.start(spec, principal="demo")
+                    running[key] = await runs.start(spec, principal="demo")
                 except SocketlabError as exc:
                     logger.warning("demo run to %s not started: %s", spec.target, exc.message)
         await trio.sleep(CHECK_INTERVAL)

@@ -1,5 +1,9 @@
 """The Lab supervisor: one root nursery that owns every listener, run and the web server.
 
+The Lab is handed its web server (``Lab(settings, web=serve_web)``) and gives it a
+:class:`~app.web.deps.WebDeps`, never itself: it does not import the web layer's server,
+and a lab without one (``web=None``) serves no HTTP at all.
+
 Shutdown order (on SIGINT/SIGTERM or :meth:`Lab.request_shutdown`): listeners stop
 accepting and close → runs stop and are stored as ``stopped`` → the web server drains (at
 most ``graceful_timeout``) → everything left is cancelled → the store is closed.
@@ -7,36 +11,43 @@ most ``graceful_timeout``) → everything left is cancelled → the store is clo
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import time
-from functools import partial
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
 from app.demo import serve_demo
-from app.events import publish_connection_events, publish_run_end, publish_run_interval
+from app.events import RunEnded, RunInterval, run_ended, run_interval
 from app.hub import Hub
 from app.listeners.manager import ListenerManager
 from app.looplag import LoopLagMonitor
 from app.peers import PeerManager, parse_peer
 from app.registry import Registry
-from app.runs.manager import RunManager
+from app.runs.manager import Run, RunManager
 from app.runs.targets import TargetPolicy
 from app.settings import Endpoint, Settings, is_loopback
-from app.store import AuditLog, open_store
+from app.store import AuditLog, Store, open_store
 from app.timeseries import LabSeries
+from app.web.deps import WebDeps
 
 logger = logging.getLogger(__name__)
+
+# The web server a lab is handed: ``web(deps, done, task_status=...)`` serves until
+# ``deps.shutdown``, reports its port and sets ``done`` once drained (app.web.server).
+WebServer = Callable[..., Awaitable[None]]
 
 
 class Lab:
     """Everything one socketlab process runs. Start it with ``await nursery.start(lab.serve)``."""
 
-    def __init__(self, settings: Settings, *, handle_signals: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, *, web: WebServer | None = None, handle_signals: bool = False
+    ) -> None:
         self.settings = settings
+        self.web = web
         self.handle_signals = handle_signals
         self.registry = Registry()
         self.hub = Hub()
@@ -53,26 +64,48 @@ class Lab:
             if names.count(peer.name) > 1:
                 # Two peers on one host (a test bench, not compose): name them by host:port.
                 peer.name = peer.url.split("://", 1)[1]
-        self.peers: PeerManager | None = PeerManager(self, peers) if peers else None
+        self.peers: PeerManager | None = PeerManager(self.runs, peers) if peers else None
         if peers:
             # Peers are allowed targets: the demo profile and users fire at them.
             self.runs.policy = TargetPolicy(
                 (*settings.allow_targets, *(p.host for p in peers)),
                 allow_multicast=settings.allow_multicast,
             )
-        self.events = Hub()
-        self.runs.on_tick = partial(publish_run_interval, self.events)
-        self.runs.on_end = partial(publish_run_end, self.events)
+        self.runs.on_tick = self._publish_interval
+        self.runs.on_end = self._publish_end
         self.loop_lag = LoopLagMonitor()
         self.series = LabSeries()
-        self.conn_epoch = 0
 
     def request_shutdown(self) -> None:
         self.shutdown.set()
 
-    def hub_events_subscription(self) -> Any:
-        """Subscribe to the event stream; 256 lines of buffer, then drops for this reader."""
-        return self.events.subscribe(max_buffer=256)
+    def _publish_interval(self, run: Run) -> None:
+        # Built only when someone streams intervals: run.live() is not free at 1 Hz per run.
+        if self.hub.wants(RunInterval):
+            event = run_interval(run)
+            if event is not None:
+                self.hub.publish(event)
+
+    def _publish_end(self, run: Run) -> None:
+        if self.hub.wants(RunEnded):
+            self.hub.publish(run_ended(run))
+
+    def web_deps(self, store: Store | None = None) -> WebDeps:
+        """What the web layer gets of this lab (``store`` once it is open)."""
+        return WebDeps(
+            settings=self.settings,
+            listeners=self.listeners,
+            runs=self.runs,
+            registry=self.registry,
+            hub=self.hub,
+            series=self.series,
+            loop_lag=self.loop_lag,
+            peers=self.peers,
+            store=store,
+            audit=None if store is None else AuditLog(store),
+            shutdown=self.shutdown,
+            started_at=self.started_at,
+        )
 
     def receiver_side(self, endpoint: Endpoint, run_tag: int) -> dict[str, Any] | None:
         """One-way statistics that one of our own sink listeners kept for a run's probes.
@@ -93,8 +126,6 @@ class Lab:
 
     async def serve(self, *, task_status: trio.TaskStatus[Lab] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the lab until shutdown is requested; reports itself once every port is bound."""
-        from app.web.server import serve_web  # the web layer imports the lab's types
-
         settings = self.settings
         try:
             async with open_store(settings.data_dir) as store:
@@ -110,14 +141,17 @@ class Lab:
                     await nursery.start(self.runs.serve)
                     for spec in settings.listeners:
                         await self.listeners.start(spec)
-                    nursery.start_soon(self._snapshot_loop)
                     if self.peers is not None:
                         await nursery.start(self.peers.serve)
                         if settings.demo:
-                            nursery.start_soon(serve_demo, self)
+                            nursery.start_soon(serve_demo, self.peers, self.runs)
                     nursery.start_soon(self.loop_lag.serve)
                     web_done = trio.Event()
-                    self.web_port = await nursery.start(serve_web, self, web_done)
+                    if self.web is None:
+                        web_done.set()
+                    else:
+                        deps = self.web_deps(store)
+                        self.web_port = await nursery.start(self.web, deps, web_done)
                     task_status.started(self)
                     await self.shutdown.wait()
                     await self._shut_down(web_done)
@@ -141,50 +175,3 @@ class Lab:
                 logger.info("received %s", signal.Signals(signum).name)
                 self.request_shutdown()
                 return
-
-    def full_state(self) -> dict[str, Any]:
-        """What a new live subscriber needs first; ticks repeat it with ``type: "tick"``.
-
-        Connection rows are not in it: each subscriber gets its own page of them (see
-        :mod:`app.web.live`), so the size of this message does not grow with connections.
-        """
-        runs = []
-        for run in self.runs.live.values():
-            record = run.live()
-            series = run.stats.series
-            record["point"] = series[-1] if series else None
-            runs.append(record)
-        return {
-            "type": "full",
-            "t": time.time(),
-            "total": len(self.registry),
-            "listeners": [listener.to_dict() for listener in self.listeners],
-            "runs": runs,
-            "interval": self.settings.snapshot_interval,
-        }
-
-    async def _snapshot_loop(self) -> None:
-        """Sample the lab's series and publish a tick a few times a second; never awaits a
-        subscriber.
-
-        ``conn_epoch`` goes up whenever a connection opened, closed or moved bytes since the
-        previous tick: live subscribers recompute their page of the table only then.
-        """
-        interval = self.settings.snapshot_interval
-        while True:
-            await trio.sleep(interval)
-            diff = self.registry.take_diff()
-            if self.events.subscriber_count:
-                publish_connection_events(self.events, diff)
-            if diff["added"] or diff["updated"] or diff["removed"]:
-                self.conn_epoch += 1
-            point = self.series.maybe_sample(
-                trio.current_time(), time.time(), self.listeners, len(self.registry)
-            )
-            if not self.hub.subscriber_count:
-                continue
-            message = self.full_state()
-            message["type"] = "tick"
-            if point is not None:
-                message["point"] = point
-            self.hub.publish(json.dumps(message, separators=(",", ":")))

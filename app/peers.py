@@ -25,7 +25,7 @@ import trio
 from app.errors import ConflictError, NotFoundError, SocketlabError, SpecError
 
 if TYPE_CHECKING:
-    from app.lab import Lab
+    from app.runs.manager import RunManager
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ class PeerState:
 class PeerManager:
     """Polls peers, forwards runs to them, and follows those runs to their end."""
 
-    def __init__(self, lab: Lab, peers: list[PeerConfig]) -> None:
-        self.lab = lab
+    def __init__(self, runs: RunManager, peers: list[PeerConfig]) -> None:
+        self.runs = runs
         self.states = {p.name: PeerState(p) for p in peers}
         self._nursery: trio.Nursery | None = None
         self.client: httpx.AsyncClient | None = None
@@ -163,7 +163,7 @@ class PeerManager:
         created = await self.request(state, "POST", "/api/runs", spec)
         remote_id = str(created["id"])
         local_id = f"{name}~{remote_id}"
-        store = self.lab.runs.store
+        store = self.runs.store
         now = time.time()
         if store is not None:
             await store.insert_run(
@@ -185,7 +185,7 @@ class PeerManager:
 
     async def _follow(self, state: PeerState, remote_id: str, local_id: str) -> None:
         """Poll the remote run until it ends, then store its result here too."""
-        store = self.lab.runs.store
+        store = self.runs.store
         doc: dict[str, Any] | None = None
         with trio.move_on_after(86_400 + FOLLOW_SLACK):
             while True:

@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from app.lab import Lab
+from app.web.server import serve_web
 from tests.helpers import lab_settings
 
 
@@ -19,7 +20,7 @@ async def running_lab(
     nursery: trio.Nursery, data_dir: Path, **overrides: Any
 ) -> AsyncIterator[Lab]:
     """A lab served in ``nursery`` (settings from :func:`lab_settings`), stopped on exit."""
-    lab = Lab(lab_settings(data_dir, **overrides))
+    lab = Lab(lab_settings(data_dir, **overrides), web=serve_web)
     await nursery.start(lab.serve)
     try:
         yield lab

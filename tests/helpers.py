@@ -222,6 +222,35 @@ def start_served_lab(data_dir: Path, *extra: str, token: str = TOKEN, **popen: A
     raise AssertionError("socketlab serve did not print its dashboard URL")
 
 
+async def read_ndjson(
+    port: int, path: str, limit: int = 200, lines: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Read an NDJSON stream into ``lines`` until the server ends it (or ``limit`` lines)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    lines = [] if lines is None else lines
+    async with stream:
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {TOKEN}\r\n\r\n"
+        )
+        await stream.send_all(request.encode())
+        conn = h11.Connection(h11.CLIENT)
+        buffer = b""
+        while len(lines) < limit:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+                continue
+            if isinstance(event, h11.Data):
+                buffer += bytes(event.data)
+                while b"\n" in buffer:
+                    raw, buffer = buffer.split(b"\n", 1)
+                    lines.append(json.loads(raw))
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                break
+    return lines
+
+
 class WebSocketClient:
     """A minimal WebSocket client on wsproto, enough to read the live feed in tests."""
 

@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from app.lab import Lab
+from app.web.server import serve_web
 from tests.conftest import listener_port
 from tests.helpers import WebSocketClient, http, lab_settings, wait_for, websocket_handshake
 
@@ -72,7 +73,7 @@ async def test_a_bad_preset_is_refused_naming_the_field(
 async def test_presets_survive_a_restart(nursery: trio.Nursery, tmp_path: Path) -> None:
     spec = {"target": "udp://127.0.0.1:9000", "size": 100}
     for attempt in range(2):
-        lab = Lab(lab_settings(tmp_path / "data"))
+        lab = Lab(lab_settings(tmp_path / "data"), web=serve_web)
         await nursery.start(lab.serve)
         assert lab.web_port is not None
         if attempt == 0:

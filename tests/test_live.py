@@ -8,7 +8,7 @@ import trio
 from app.hub import Hub
 from app.lab import Lab
 from tests.conftest import listener_port
-from tests.helpers import websocket_handshake
+from tests.helpers import http, read_ndjson, websocket_handshake
 
 
 async def test_websocket_without_token_is_refused_without_upgrade(lab: Lab) -> None:
@@ -77,3 +77,27 @@ async def test_hub_drops_for_a_slow_subscriber_and_asks_it_to_resync() -> None:
         ]
         assert slow.drain_nowait() == 2
     assert hub.subscriber_count == 0
+
+
+async def test_a_run_end_reaches_the_websocket_as_the_same_event_the_stream_gets(
+    lab: Lab,
+) -> None:
+    assert lab.web_port is not None
+    port = lab.web_port
+    spec = {"target": f"tcp://127.0.0.1:{listener_port(lab, 'tcp')}", "count": 20}
+    with trio.fail_after(20):
+        status, client, stream = await websocket_handshake(port)
+        async with stream:
+            assert (status, client is not None) == (101, True)
+            assert client is not None
+            assert (await client.receive_json())["type"] == "full"
+            run_id = (await http(port, "POST", "/api/runs", body=spec)).json()["id"]
+            while True:
+                message = await client.receive_json()
+                if message["type"] == "run.ended" and message["run_id"] == run_id:
+                    break
+        # The stream of a run that is over answers with its end from the store at once.
+        streamed = await read_ndjson(port, f"/api/events?run={run_id}")
+    assert message["status"] == "finished"
+    assert message["summary"]["received"] == 20
+    assert streamed == [message]

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.lab import Lab
 from app.runs.totals import RTT_BUCKETS
 from tests.conftest import listener_port
-from tests.helpers import http, wait_for, wait_for_async
+from tests.helpers import http, read_ndjson, wait_for, wait_for_async, websocket_handshake
 
 Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
 
@@ -356,3 +356,23 @@ async def test_statsd_metrics_are_re_exported_and_counters_survive_a_flush(lab: 
             [promtool, "check", "metrics"], stdin=text.encode(), capture_stdout=True, check=False
         )
     assert result.returncode == 0, result.stdout.decode()
+
+
+async def test_live_subscribers_count_websockets_and_event_streams_open_at_once(lab: Lab) -> None:
+    port = web_port(lab)
+
+    async def subscribers() -> float:
+        return (await scrape(lab))[1]["socketlab_live_subscribers"][()]
+
+    with trio.fail_after(15):
+        assert await subscribers() == 0
+        status, client, stream = await websocket_handshake(port)
+        async with stream, trio.open_nursery() as nursery:
+            assert (status, client is not None) == (101, True)
+            nursery.start_soon(read_ndjson, port, "/api/events?types=run")
+            await wait_for(lambda: lab.hub.subscriber_count == 2, timeout=10)
+            assert await subscribers() == 2
+            nursery.cancel_scope.cancel()
+    with trio.fail_after(15):
+        await wait_for(lambda: lab.hub.subscriber_count == 0, timeout=10)
+    assert await subscribers() == 0

@@ -43,7 +43,7 @@ def openapi_path(rule: str) -> str:
 
 def api_operations(lab: Lab) -> list[tuple[str, str]]:
     """(method, OpenAPI path) of every HTTP route under /api in the app's url_map."""
-    web = create_web(lab)
+    web = create_web(lab.web_deps())
     operations = []
     for rule in web.url_map.iter_rules():
         if rule.websocket or not rule.rule.startswith("/api/"):

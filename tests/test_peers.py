@@ -14,7 +14,7 @@ import trio
 
 from app.lab import Lab
 from tests.conftest import listener_port, running_lab
-from tests.helpers import TOKEN, http, wait_for_async
+from tests.helpers import TOKEN, http, read_ndjson, wait_for_async
 
 
 @pytest.fixture
@@ -78,37 +78,6 @@ async def test_a_run_started_on_a_peer_is_visible_on_both_nodes(hub_lab: Lab, ed
     assert (missing.status, missing.json()["field"]) == (404, "peer")
 
 
-async def read_ndjson(
-    port: int, path: str, limit: int = 200, lines: list[dict[str, Any]] | None = None
-) -> list[dict[str, Any]]:
-    """Read an NDJSON stream into ``lines`` until the server ends it (or ``limit`` lines)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    lines = [] if lines is None else lines
-    async with stream:
-        request = (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Authorization: Bearer {TOKEN}\r\n\r\n"
-        )
-        await stream.send_all(request.encode())
-        import h11
-
-        conn = h11.Connection(h11.CLIENT)
-        buffer = b""
-        while len(lines) < limit:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-                continue
-            if isinstance(event, h11.Data):
-                buffer += bytes(event.data)
-                while b"\n" in buffer:
-                    raw, buffer = buffer.split(b"\n", 1)
-                    lines.append(json.loads(raw))
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                break
-    return lines
-
-
 async def test_event_stream_follows_a_run_to_its_end(lab: Lab) -> None:
     assert lab.web_port is not None
     spec = {"target": f"udp://127.0.0.1:{listener_port(lab, 'udp')}", "duration": 2.2}
@@ -150,7 +119,7 @@ async def test_event_stream_reports_connections(lab: Lab) -> None:
 
 
 async def _subscribed(lab: Lab) -> bool:
-    return lab.events.subscriber_count > 0
+    return lab.hub.subscriber_count > 0
 
 
 async def _seen(events: list[dict[str, Any]], kind: str) -> bool:
@@ -201,3 +170,25 @@ async def test_demo_profile_keeps_traffic_flowing_to_peers(
             return protocols == {"tcp", "udp"}
 
         await wait_for_async(demo_connections, timeout=15)
+
+
+async def test_event_stream_says_when_a_listener_starts(lab: Lab) -> None:
+    assert lab.web_port is not None
+    port = lab.web_port
+    got: list[dict[str, Any]] = []
+
+    async def reader() -> None:
+        await read_ndjson(port, "/api/events?types=listener", limit=1000, lines=got)
+
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await wait_for_async(lambda: _subscribed(lab), timeout=10)
+            created = await http(port, "POST", "/api/listeners", body={"url": "tcp://127.0.0.1:0"})
+            assert created.status == 201, created.body
+            new_id = created.json()["id"]
+            await wait_for_async(lambda: _seen(got, "listener.changed"), timeout=10)
+            nursery.cancel_scope.cancel()
+    changed = next(e for e in got if e["type"] == "listener.changed")
+    assert new_id in {item["id"] for item in changed["listeners"]}
+    assert {e["type"] for e in got} <= {"listener.changed", "heartbeat"}

@@ -83,7 +83,7 @@ def _operations() -> list[tuple[str, str]]:
     from app.web.factory import create_web
     from tests.helpers import lab_settings
 
-    web = create_web(Lab(lab_settings(Path("unused"))))
+    web = create_web(Lab(lab_settings(Path("unused"))).web_deps())
     doc = web.extensions["QUART_SCHEMA"].openapi_provider.schema()
     return sorted(
         (method.upper(), path)

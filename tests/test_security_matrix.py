@@ -41,7 +41,7 @@ MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
 def _openapi_document() -> dict[str, Any]:
     """The app's OpenAPI document, generated from a lab that is not running."""
-    web = create_web(Lab(lab_settings(Path("unused"))))
+    web = create_web(Lab(lab_settings(Path("unused"))).web_deps())
     doc: dict[str, Any] = web.extensions["QUART_SCHEMA"].openapi_provider.schema()
     return doc
 
@@ -151,7 +151,7 @@ async def nothing_changed(lab: Lab) -> None:
 
 
 def test_the_matrix_covers_every_api_route_of_the_app() -> None:
-    web = create_web(Lab(lab_settings(Path("unused"))))
+    web = create_web(Lab(lab_settings(Path("unused"))).web_deps())
     routes = set()
     for rule in web.url_map.iter_rules():
         if rule.websocket or not (rule.rule.startswith("/api/") or rule.rule == "/metrics"):

@@ -21,7 +21,7 @@ from app.runs.engine import RemoteLookup, execute
 from app.runs.spec import RunSpec
 from app.runs.stats import RunStats
 from app.runs.targets import TargetPolicy
-from app.runs.totals import RunTotals
+from app.runs.totals import PatternTotals, RunTotals
 from app.settings import Endpoint, Settings, parse_target
 from app.store import AuditLog, Store
 
@@ -108,6 +108,11 @@ class Run:
 
     def finish(self) -> None:
         self._summary = self.stats.summary(self.elapsed)
+
+    def latest_point(self) -> dict[str, Any] | None:
+        """The newest closed 1 s interval, or ``None`` before the first one."""
+        series = self.stats.series
+        return series[-1] if series else None
 
     def to_dict(self, *, series: bool = True) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -335,3 +340,21 @@ class RunManager:
         if self.store is None:
             items += [r.to_dict(series=False) for r in self.live.values() if r.status != "running"]
         return items[:limit]
+
+    # Read-only views for the web layer, so it asks the manager instead of reaching into it.
+
+    def live_runs(self) -> tuple[Run, ...]:
+        """Runs held in memory now: running, or ended and not stored yet."""
+        return tuple(self.live.values())
+
+    def live_run(self, run_id: str) -> Run | None:
+        """The run ``run_id`` if it is still held in memory (see :meth:`live_runs`)."""
+        return self.live.get(run_id)
+
+    def running(self) -> tuple[Run, ...]:
+        """The runs going now."""
+        return tuple(run for run in self.live.values() if run.status == "running")
+
+    def totals_now(self) -> dict[tuple[str, str], PatternTotals]:
+        """Totals of every run, ended and running, by (protocol, pattern), as fresh copies."""
+        return self.totals.snapshot(self.running())

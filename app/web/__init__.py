@@ -1,5 +1,5 @@
-"""The web layer: dashboard, JSON API and live WebSocket, on Hypercorn's trio worker."""
+"""The web layer: dashboard, JSON API and live feeds, on Hypercorn's trio worker.
 
-from app.web.factory import create_web
-
-__all__ = ["create_web"]
+It depends on :class:`app.web.deps.WebDeps` only, never on the Lab; build it with
+:func:`app.web.factory.create_web` and serve it with :func:`app.web.server.serve_web`.
+"""

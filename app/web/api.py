@@ -39,14 +39,14 @@ from app.web.schemas import (
 )
 
 if TYPE_CHECKING:
-    from app.lab import Lab
+    from app.web.deps import WebDeps
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
 
-def _lab() -> Lab:
-    lab: Lab = current_app.config["lab"]
-    return lab
+def _deps() -> WebDeps:
+    deps: WebDeps = current_app.config["deps"]
+    return deps
 
 
 def _int_arg(name: str, default: int, low: int, high: int) -> int:
@@ -81,7 +81,7 @@ async def health() -> dict[str, Any]:
 @document_response(ListenerList)
 async def list_listeners() -> dict[str, Any]:
     """Every running listener with its live totals."""
-    return {"items": [listener.to_dict() for listener in _lab().listeners]}
+    return {"items": [listener.to_dict() for listener in _deps().listeners]}
 
 
 @api.get("/connections")
@@ -92,7 +92,7 @@ async def list_connections() -> dict[str, Any]:
     """A page of live connections and UDP flows, oldest first."""
     offset = _int_arg("offset", 0, 0, 10_000_000)
     limit = _int_arg("limit", 500, 1, 5000)
-    rows, total = _lab().registry.rows(offset=offset, limit=limit)
+    rows, total = _deps().registry.rows(offset=offset, limit=limit)
     return {"items": rows, "total": total, "offset": offset, "limit": limit}
 
 
@@ -103,8 +103,8 @@ async def list_connections() -> dict[str, Any]:
 async def create_run() -> tuple[dict[str, Any], int]:
     """Start a run; answers as soon as it is stored (201) with its id."""
     spec = parse_run_spec(await _json_body())
-    run = await _lab().runs.start(
-        spec, principal=security.principal(_lab(), request), client=request.remote_addr
+    run = await _deps().runs.start(
+        spec, principal=security.principal(_deps().settings, request), client=request.remote_addr
     )
     return {"id": run.id, "status": run.status}, 201
 
@@ -116,7 +116,7 @@ async def create_run() -> tuple[dict[str, Any], int]:
 async def list_runs() -> dict[str, Any]:
     """Runs, newest first, without their per-second series."""
     limit = _int_arg("limit", 100, 1, 1000)
-    return {"items": await _lab().runs.list(limit)}
+    return {"items": await _deps().runs.list(limit)}
 
 
 @api.get("/runs/<run_id>")
@@ -124,7 +124,7 @@ async def list_runs() -> dict[str, Any]:
 @document_errors(404)
 async def get_run(run_id: str) -> dict[str, Any]:
     """One run with its summary and per-second series (live while it runs)."""
-    return await _lab().runs.get(run_id)
+    return await _deps().runs.get(run_id)
 
 
 @api.post("/runs/<run_id>/stop")
@@ -132,7 +132,7 @@ async def get_run(run_id: str) -> dict[str, Any]:
 @document_errors(404)
 async def stop_run(run_id: str) -> dict[str, Any]:
     """Stop a running run; answers once its result is stored. No body."""
-    run = _lab().runs.stop(run_id)
+    run = _deps().runs.stop(run_id)
     await run.done.wait()
     return {"id": run.id, "status": run.status}
 
@@ -143,9 +143,9 @@ async def stop_run(run_id: str) -> dict[str, Any]:
 @document_errors(422)
 async def lab_series() -> dict[str, Any]:
     """The lab's per-second totals (connections, bytes in and out per listener), oldest first."""
-    lab = _lab()
-    seconds = _int_arg("seconds", lab.series.capacity, 1, lab.series.capacity)
-    return {"interval": lab.series.interval, "points": lab.series.points(seconds)}
+    series = _deps().series
+    seconds = _int_arg("seconds", series.capacity, 1, series.capacity)
+    return {"interval": series.interval, "points": series.points(seconds)}
 
 
 class PresetBody(BaseModel):
@@ -158,7 +158,7 @@ class PresetBody(BaseModel):
 
 
 def _presets_store() -> Store:
-    store = _lab().runs.store
+    store = _deps().store
     if store is None:
         raise ConflictError("presets need the store, and the lab has none open", None)
     return store
@@ -235,7 +235,7 @@ async def create_listener() -> tuple[dict[str, Any], int]:
     _refuse_file_options(body)
     # Reading a rules file or checking certificate paths is file I/O: off the event loop.
     spec = await trio.to_thread.run_sync(parse_listener, body)
-    listener = await _lab().listeners.start(spec)
+    listener = await _deps().listeners.start(spec)
     return listener.to_dict(), 201
 
 
@@ -269,7 +269,7 @@ def _refuse_file_options(body: dict[str, Any]) -> None:
 @document_errors(404)
 async def get_listener(listener_id: str) -> dict[str, Any]:
     """One listener's document: counters, limits, options and its mode's section."""
-    return _lab().listeners.get(listener_id).to_dict()
+    return _deps().listeners.get(listener_id).to_dict()
 
 
 @api.delete("/listeners/<listener_id>")
@@ -281,7 +281,7 @@ async def delete_listener(listener_id: str) -> dict[str, Any]:
     Returns ``{"id": ..., "status": "stopped", "listener": <final document>}``; 404 for an
     unknown id.
     """
-    listener = await _lab().listeners.stop(listener_id)
+    listener = await _deps().listeners.stop(listener_id)
     return {"id": listener.id, "status": "stopped", "listener": listener.to_dict()}
 
 
@@ -293,7 +293,7 @@ async def listener_certificate(listener_id: str) -> tuple[str, int, dict[str, st
     clients to trust; 404 for other listeners."""
     from app.errors import NotFoundError
 
-    listener = _lab().listeners.get(listener_id)
+    listener = _deps().listeners.get(listener_id)
     if listener.cert_pem is None:
         raise NotFoundError(f"listener {listener_id} has no certificate", "id")
     return listener.cert_pem, 200, {"Content-Type": "application/x-pem-file"}
@@ -310,7 +310,7 @@ async def flush_listener(listener_id: str) -> dict[str, Any]:
     from app.errors import ConflictError
     from app.listeners.modes.statsd import StatsdMode
 
-    listener = _lab().listeners.get(listener_id)
+    listener = _deps().listeners.get(listener_id)
     if not isinstance(listener.mode, StatsdMode):
         raise ConflictError(f"listener {listener_id} is not a statsd listener", "id")
     return dict(listener.mode.flush())
@@ -325,7 +325,7 @@ async def close_connection(conn_id: str) -> dict[str, Any]:
     names no live connection."""
     from app.errors import NotFoundError
 
-    if not _lab().registry.close_connection(conn_id):
+    if not _deps().registry.close_connection(conn_id):
         raise NotFoundError(f"no connection {conn_id!r}", "id")
     return {"id": conn_id, "closed": True}
 
@@ -347,4 +347,4 @@ async def telemetry() -> dict[str, Any]:
     is the metric name, or ``name|#tag,tag`` with its sorted tags.
     """
     listener_id = request.args.get("listener")
-    return {"items": await _lab().listeners.telemetry(listener_id)}
+    return {"items": await _deps().listeners.telemetry(listener_id)}

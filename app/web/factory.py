@@ -1,4 +1,4 @@
-"""Build the Quart-Trio application (``web``) for a running :class:`~app.lab.Lab`."""
+"""Build the Quart-Trio application (``web``) over a lab's :class:`~app.web.deps.WebDeps`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from app import __version__
 from app.errors import SocketlabError
 from app.web import security
 from app.web.api import api
+from app.web.events_api import events_api
+from app.web.feed import Feed
 from app.web.live import live
 from app.web.metrics import install_metrics
 from app.web.openapi import install_openapi
@@ -22,7 +24,7 @@ from app.web.peers_api import peers_api
 from app.web.runs_api import runs_api
 
 if TYPE_CHECKING:
-    from app.lab import Lab
+    from app.web.deps import WebDeps
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +59,12 @@ class LabRequest(TrioRequest):
             raise
 
 
-def create_web(lab: Lab) -> QuartTrio:
-    """The dashboard, the JSON API and the live WebSocket of ``lab``."""
+def create_web(deps: WebDeps, feed: Feed | None = None) -> QuartTrio:
+    """The dashboard, the JSON API and the live feeds over ``deps``.
+
+    ``feed`` is the dashboard's live state (a new one when not given); whoever serves the
+    application runs its tick loop (:func:`app.web.server.serve_web`).
+    """
     web = QuartTrio(
         "socketlab",
         template_folder=str(asset_dir("templates")),
@@ -66,16 +72,19 @@ def create_web(lab: Lab) -> QuartTrio:
     )
     web.request_class = LabRequest
     web.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    web.config["lab"] = lab
+    web.config["deps"] = deps
+    web.config["feed"] = feed if feed is not None else Feed(deps)
     web.register_blueprint(api)
     web.register_blueprint(live)
-    install_metrics(web, lab)
+    install_metrics(web, deps)
     install_openapi(web)
     web.register_blueprint(runs_api)
     web.register_blueprint(peers_api)
+    web.register_blueprint(events_api)
+    settings = deps.settings
 
     def _auth_ok() -> bool:
-        token = lab.settings.token
+        token = settings.token
         presented = security.bearer_token(request.headers.get("Authorization"))
         if presented is None:
             presented = request.cookies.get(security.COOKIE_NAME)
@@ -83,11 +92,11 @@ def create_web(lab: Lab) -> QuartTrio:
 
     @web.before_request
     async def guard_request() -> Response | None:
-        if not security.host_allowed(lab, request.headers.get("Host")):
+        if not security.host_allowed(settings, request.headers.get("Host")):
             return error_response(403, "this Host is not allowed", "Host")
         path = request.path
         if request.method in security.MUTATING_METHODS and not security.origin_allowed(
-            lab, request.headers.get("Origin"), request.headers.get("Host")
+            settings, request.headers.get("Origin"), request.headers.get("Host")
         ):
             return error_response(403, "cross-origin request refused", "Origin")
         if (path.startswith("/api/") and path != "/api/health") or path == "/metrics":
@@ -104,11 +113,11 @@ def create_web(lab: Lab) -> QuartTrio:
     @web.before_websocket
     async def guard_websocket() -> Response | None:
         headers = websocket.headers
-        if not security.host_allowed(lab, headers.get("Host")):
+        if not security.host_allowed(settings, headers.get("Host")):
             return error_response(403, "this Host is not allowed", "Host")
-        if not security.origin_allowed(lab, headers.get("Origin"), headers.get("Host")):
+        if not security.origin_allowed(settings, headers.get("Origin"), headers.get("Host")):
             return error_response(403, "cross-origin WebSocket refused", "Origin")
-        token = lab.settings.token
+        token = settings.token
         presented = security.bearer_token(headers.get("Authorization"))
         if presented is None:
             presented = websocket.cookies.get(security.COOKIE_NAME)
@@ -121,7 +130,7 @@ def create_web(lab: Lab) -> QuartTrio:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if lab.shutdown.is_set():
+        if deps.shutdown.is_set():
             # Hypercorn keeps idle keep-alive connections open at shutdown otherwise.
             response.headers["Connection"] = "close"
         return response
@@ -140,7 +149,7 @@ def create_web(lab: Lab) -> QuartTrio:
     async def index() -> Any:
         token = request.args.get("token")
         if token is not None:
-            if not security.token_matches(lab.settings.token, token):
+            if not security.token_matches(settings.token, token):
                 return await render_template("login.html", failed=True), 401
             # Move the token from the URL into an HttpOnly cookie, out of history and logs.
             response = redirect("/", 303)

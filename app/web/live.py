@@ -7,6 +7,9 @@ The protocol, server to browser (JSON text frames):
 - ``{"type": "tick", ...same fields..., "point"?}`` every snapshot interval, shared by every
   subscriber (``point`` is the lab's new per-second sample, see :mod:`app.timeseries`; each
   live run carries its latest interval as ``point`` too);
+- ``{"type": "run.ended", "run_id", "status", "error", "summary"}`` when a run is over and
+  stored, as on ``/api/events``: this, not a run missing from a tick, is how a browser learns
+  it ended;
 - ``{"type": "conns", "seq", "offset", "limit", "matched", "total", "ids"?, "cols"?,
   "rows"?}``: this browser's page of connections, only when it changed (see
   :mod:`app.connview`): ``ids`` is the page's order, ``rows`` the rows it lacks, as arrays
@@ -16,15 +19,15 @@ The protocol, server to browser (JSON text frames):
 Browser to server: ``{"type": "view", "offset", "limit", "sort", "desc", "listener", "run",
 "protocol", "q", "seq"}``, answered at once with a ``conns`` message carrying that ``seq``.
 
-Resource handling: one writer task is the only one that awaits the socket. Ticks reach it
-through the hub's bounded, dropping buffer; view changes wake it through a small local
-channel that never blocks the reader. A browser that falls behind loses ticks (the hub counts
-them) and catches up with a full state; computing its page costs only its own writer.
+Resource handling: one writer task is the only one that awaits the socket. Ticks and run ends
+reach it through the hub's bounded, dropping buffer (encoded once for all browsers); view
+changes wake it through a small local channel that never blocks the reader. A browser that
+falls behind loses ticks (the hub counts them) and catches up with a full state; computing
+its page costs only its own writer.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING
 
@@ -33,9 +36,10 @@ from quart import Blueprint, current_app, websocket
 
 from app.connview import ConnWindow, parse_view
 from app.errors import SpecError
+from app.web.feed import WS_ENCODER, Feed, dumps, encode_ws
 
 if TYPE_CHECKING:
-    from app.lab import Lab
+    from app.web.deps import WebDeps
 
 live = Blueprint("live", __name__)
 
@@ -53,28 +57,28 @@ PAGE_BYTES_PER_S = 120_000
 PAGE_BURST_BYTES = 120_000
 
 
-def _dumps(doc: object) -> str:
-    return json.dumps(doc, separators=(",", ":"))
-
-
 @live.websocket("/ws")
 async def feed() -> None:
-    lab: Lab = current_app.config["lab"]
+    deps: WebDeps = current_app.config["deps"]
+    state: Feed = current_app.config["feed"]
+    registry = deps.registry
     await websocket.accept()
     window = ConnWindow()
     # (True, tick) from the hub; (False, "") wakes the writer for a new view or an error.
     inbox_in, inbox = trio.open_memory_channel[tuple[bool, str]](_INBOX)
     errors: list[str] = []
-    async with lab.hub.subscribe() as sub, trio.open_nursery() as nursery:
+    async with (
+        deps.hub.subscribe(encoder=WS_ENCODER) as sub,
+        trio.open_nursery() as nursery,
+    ):
         epoch = -1
         tokens = float(PAGE_BURST_BYTES)
         refilled = trio.current_time()
 
         async def send_page() -> None:
             nonlocal epoch, tokens, refilled
-            registry = lab.registry
             if (
-                lab.conn_epoch == epoch
+                state.conn_epoch == epoch
                 and not window.view_changed
                 and not window.stale(registry.get, len(registry))
             ):
@@ -84,10 +88,10 @@ async def feed() -> None:
             refilled = now
             if tokens <= 0 and not window.view_changed:
                 return  # over budget: a later tick sends these changes, coalesced
-            epoch = lab.conn_epoch
+            epoch = state.conn_epoch
             message = window.update(registry, len(registry), time.time() - trio.current_time())
             if message is not None:
-                text = _dumps(message)
+                text = dumps(message)
                 tokens -= len(text)
                 await websocket.send(text)
 
@@ -98,7 +102,7 @@ async def feed() -> None:
                     window.set_view(parse_view(data))
                 except SpecError as exc:
                     if len(errors) < _MAX_ERRORS:
-                        errors.append(_dumps({"type": "error", **exc.to_dict()}))
+                        errors.append(dumps({"type": "error", **exc.to_dict()}))
                 try:
                     # Straight to the writer: a view change costs one task switch, which
                     # matters when thousands of connections keep the event loop busy.
@@ -111,13 +115,13 @@ async def feed() -> None:
                 await inbox_in.send((True, message))
 
         async def end_at_shutdown() -> None:
-            await lab.shutdown.wait()
+            await deps.shutdown.wait()
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(end_at_shutdown)
         nursery.start_soon(read_views)
         nursery.start_soon(forward_ticks)
-        await websocket.send(_dumps(lab.full_state()))
+        await websocket.send(encode_ws(state.full()))
         await send_page()
         async for is_tick, message in inbox:
             while errors:
@@ -127,6 +131,6 @@ async def feed() -> None:
                     sub.resync = False
                     sub.drain_nowait()
                     window.reset()
-                    message = _dumps(lab.full_state())
+                    message = encode_ws(state.full())
                 await websocket.send(message)
             await send_page()

@@ -45,7 +45,7 @@ from app.web.statsd_metrics import StatsdExporter
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
-    from app.lab import Lab
+    from app.web.deps import WebDeps
 
 metrics = Blueprint("metrics", __name__)
 
@@ -97,20 +97,20 @@ def _add_buckets(
 class LabCollector(Collector):
     """Reads one lab's live state on every scrape. Register it in a per-lab registry."""
 
-    def __init__(self, lab: Lab) -> None:
-        self.lab = lab
+    def __init__(self, deps: WebDeps) -> None:
+        self.deps = deps
         self.statsd = StatsdExporter()
-        self.statsd.attach_all(lab.listeners)
+        self.statsd.attach_all(deps.listeners)
 
     def collect(self) -> Iterator[Metric]:
         yield from self._lab_metrics()
         yield from self._listener_metrics()
         yield from self._run_metrics()
         yield from self._loop_metrics()
-        yield from self.statsd.collect(self.lab.listeners)
+        yield from self.statsd.collect(self.deps.listeners)
 
     def _lab_metrics(self) -> Iterator[Metric]:
-        lab = self.lab
+        deps = self.deps
         info = GaugeMetricFamily(
             "socketlab_build_info", "socketlab version (always 1)", labels=["version"]
         )
@@ -119,10 +119,10 @@ class LabCollector(Collector):
         yield GaugeMetricFamily(
             "socketlab_start_time_seconds",
             "When the lab started, in seconds since the Unix epoch",
-            value=lab.started_at,
+            value=deps.started_at,
         )
         inbound = outbound = 0
-        for conn in lab.registry:
+        for conn in deps.registry:
             if conn.run_id is None:
                 inbound += 1
             else:
@@ -138,16 +138,16 @@ class LabCollector(Collector):
         yield GaugeMetricFamily(
             "socketlab_live_subscribers",
             "Dashboards and event streams subscribed to live updates",
-            value=lab.hub.subscriber_count,
+            value=deps.hub.subscriber_count,
         )
         yield CounterMetricFamily(
             "socketlab_live_messages_published",
             "Live update messages published to subscribers",
-            value=lab.hub.published,
+            value=deps.hub.published,
         )
 
     def _listener_metrics(self) -> Iterator[Metric]:
-        listeners = list(self.lab.listeners)
+        listeners = list(self.deps.listeners)
         rows = []
         for listener in listeners:
             host = f"[{listener.host}]" if ":" in listener.host else listener.host
@@ -170,9 +170,9 @@ class LabCollector(Collector):
             yield family
 
     def _run_metrics(self) -> Iterator[Metric]:
-        runs = self.lab.runs
-        running = [run for run in runs.live.values() if run.status == "running"]
-        totals = runs.totals.snapshot(running)
+        runs = self.deps.runs
+        running = runs.running()
+        totals = runs.totals_now()
         keys = sorted(totals)
         active = GaugeMetricFamily("socketlab_runs_running", "Runs going now", labels=_RUN_LABELS)
         counts: dict[tuple[str, str], int] = {}
@@ -214,7 +214,7 @@ class LabCollector(Collector):
         yield rtt
 
     def _loop_metrics(self) -> Iterator[Metric]:
-        monitor = self.lab.loop_lag
+        monitor = self.deps.loop_lag
         lag = HistogramMetricFamily(
             "socketlab_event_loop_lag_seconds",
             f"How late the event loop woke a sleeping task (sampled every {monitor.interval:g} s)",
@@ -236,19 +236,19 @@ class LabCollector(Collector):
         )
 
 
-def create_registry(lab: Lab) -> CollectorRegistry:
+def create_registry(deps: WebDeps) -> CollectorRegistry:
     """A registry of its own per lab (tests run several labs in one process)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LabCollector(lab))
+    registry.register(LabCollector(deps))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry
 
 
-def install_metrics(web: QuartTrio, lab: Lab) -> None:
-    """Serve ``GET /metrics`` for ``lab`` on ``web``."""
-    web.extensions["socketlab_metrics"] = create_registry(lab)
+def install_metrics(web: QuartTrio, deps: WebDeps) -> None:
+    """Serve ``GET /metrics`` for the lab behind ``deps`` on ``web``."""
+    web.extensions["socketlab_metrics"] = create_registry(deps)
     web.register_blueprint(metrics)
 
 

@@ -26,7 +26,7 @@ from app.web.schemas import (
 )
 
 if TYPE_CHECKING:
-    from app.lab import Lab
+    from app.web.deps import WebDeps
 
 runs_api = Blueprint("runs_api", __name__, url_prefix="/api")
 
@@ -46,9 +46,9 @@ SERIES_COLUMNS = (
 )
 
 
-def _lab() -> Lab:
-    lab: Lab = current_app.config["lab"]
-    return lab
+def _deps() -> WebDeps:
+    deps: WebDeps = current_app.config["deps"]
+    return deps
 
 
 def series_csv(doc: dict[str, Any]) -> str:
@@ -87,7 +87,7 @@ async def export_run(run_id: str) -> Response:
     fmt = request.args.get("format", "json")
     if fmt not in ("json", "csv"):
         raise SpecError("format must be json or csv", "format")
-    doc = await _lab().runs.get(run_id)
+    doc = await _deps().runs.get(run_id)
     if fmt == "json":
         body, mimetype = json.dumps(doc, indent=2), "application/json"
     else:
@@ -126,8 +126,8 @@ async def send_packet() -> tuple[dict[str, Any], int]:
             "payload": {"kind": "hex" if body.get("hex") else "text", "text": payload},
         }
     )
-    run = await _lab().runs.start(
-        spec, principal=security.principal(_lab(), request), client=request.remote_addr
+    run = await _deps().runs.start(
+        spec, principal=security.principal(_deps().settings, request), client=request.remote_addr
     )
     await run.done.wait()
     summary = run.summary()
@@ -147,7 +147,7 @@ async def send_packet() -> tuple[dict[str, Any], int]:
 @document_response(StoppedRuns)
 async def stop_all_runs() -> dict[str, Any]:
     """The kill switch: stop every running run; answers once each is stored."""
-    stopped = await _lab().runs.stop_running()
+    stopped = await _deps().runs.stop_running()
     return {"stopped": stopped}
 
 
@@ -160,5 +160,5 @@ async def audit_log() -> dict[str, Any]:
     raw = request.args.get("limit", "100")
     if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
         raise SpecError("limit must be an integer from 1 to 10000", "limit")
-    audit = _lab().runs.audit
+    audit = _deps().audit
     return {"items": await audit.entries(int(raw)) if audit is not None else []}

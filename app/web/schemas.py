@@ -450,5 +450,5 @@ class PeerRunRef(_Strict):
 
 
 class EventsQuery(_Strict):
-    types: str | None = Field(None, description="comma-separated: run, connection")
+    types: str | None = Field(None, description="comma-separated: run, connection, listener")
     run: str | None = Field(None, description="follow one run; the stream ends with it")

@@ -16,7 +16,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from app.lab import Lab
+    from app.settings import Settings
 
 COOKIE_NAME = "socketlab_token"
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -66,7 +66,7 @@ def split_host(value: str) -> tuple[str, int | None]:
     return name, None
 
 
-def allowed_hosts(lab: Lab) -> set[tuple[str, int | None]]:
+def allowed_hosts(settings: Settings) -> set[tuple[str, int | None]]:
     """(name, port) pairs the Host header may carry; port ``None`` means any port.
 
     Loopback names, the bind address (or, for a bind on every interface, the machine's host
@@ -75,7 +75,6 @@ def allowed_hosts(lab: Lab) -> set[tuple[str, int | None]]:
     published container ports differ from the bound one, so these names pass on any port.
     Anything else is refused.
     """
-    settings = lab.settings
     host = settings.web_host.lower()
     names = {"localhost", "127.0.0.1", "::1"}
     if _is_unspecified(host):
@@ -88,18 +87,18 @@ def allowed_hosts(lab: Lab) -> set[tuple[str, int | None]]:
     return allowed
 
 
-def host_allowed(lab: Lab, host_header: str | None) -> bool:
+def host_allowed(settings: Settings, host_header: str | None) -> bool:
     if not host_header:
         return False
     name, port = split_host(host_header)
     if not name:
         return False
     port = 80 if port is None else port
-    allowed = allowed_hosts(lab)
+    allowed = allowed_hosts(settings)
     return (name, port) in allowed or (name, None) in allowed
 
 
-def origin_allowed(lab: Lab, origin: str | None, host_header: str | None) -> bool:
+def origin_allowed(settings: Settings, origin: str | None, host_header: str | None) -> bool:
     """An absent Origin (scripts, curl) passes; a present one must be exactly our own.
 
     Exact means scheme, host and port equal to the (already checked) Host the browser
@@ -113,7 +112,7 @@ def origin_allowed(lab: Lab, origin: str | None, host_header: str | None) -> boo
         host = host_header.strip().lower()
         if origin in (f"http://{host}", f"https://{host}"):
             return True
-    return origin in {o.strip().lower().rstrip("/") for o in lab.settings.allowed_origins}
+    return origin in {o.strip().lower().rstrip("/") for o in settings.allowed_origins}
 
 
 def body_is_json(mimetype: str, content_length: int | None, transfer_encoding: str | None) -> bool:
@@ -136,6 +135,6 @@ def token_id(token: str | None) -> str:
     return "token:" + hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
-def principal(lab: Lab, request: Any) -> str:
+def principal(settings: Settings, request: Any) -> str:
     """Who made an authorised request, as written in the audit log."""
-    return token_id(lab.settings.token)
+    return token_id(settings.token)

@@ -1,9 +1,13 @@
-"""Run the web application on Hypercorn's trio worker, inside the lab's nursery."""
+"""Run the web application on Hypercorn's trio worker, inside the lab's nursery.
+
+:func:`serve_web` is the lab's web server: the Lab is handed it (``Lab(settings,
+web=serve_web)``) and starts it with its :class:`~app.web.deps.WebDeps`, so the Lab never
+imports this layer.
+"""
 
 from __future__ import annotations
 
 import logging
-from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -11,9 +15,11 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from app.web.factory import create_web
+from app.web.feed import Feed
 
 if TYPE_CHECKING:
-    from app.lab import Lab
+    from app.settings import Settings
+    from app.web.deps import WebDeps
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +28,7 @@ logger = logging.getLogger(__name__)
 WEBSOCKET_MAX_MESSAGE = 1024 * 1024
 
 
-def hypercorn_config(lab: Lab) -> Config:
-    settings = lab.settings
+def hypercorn_config(settings: Settings) -> Config:
     config = Config()
     host = f"[{settings.web_host}]" if ":" in settings.web_host else settings.web_host
     config.bind = [f"{host}:{settings.web_port}"]
@@ -39,23 +44,32 @@ def hypercorn_config(lab: Lab) -> Config:
 
 
 async def serve_web(
-    lab: Lab,
+    deps: WebDeps,
     done: trio.Event,
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the dashboard until ``lab.shutdown`` is set, then drain; reports the bound port.
+    """Serve the dashboard and its tick loop until ``deps.shutdown`` is set, then drain;
+    reports the bound port.
 
     Hypercorn is stopped through its ``shutdown_trigger``, never by cancellation, which
-    would skip its socket shutdown. ``done`` is set once it has drained.
+    would skip its socket shutdown; the tick loop is cancelled once Hypercorn has drained.
+    ``done`` is set then.
     """
-    web = create_web(lab)
-    config = hypercorn_config(lab)
+    feed = Feed(deps)
+    web = create_web(deps, feed)
+    config = hypercorn_config(deps.settings)
     try:
         async with trio.open_nursery() as nursery:
-            binds: list[str] = await nursery.start(
-                partial(serve, web, config, shutdown_trigger=lab.shutdown.wait)
-            )
+
+            async def run_hypercorn(*, task_status: trio.TaskStatus[list[str]]) -> None:
+                await serve(
+                    web, config, shutdown_trigger=deps.shutdown.wait, task_status=task_status
+                )
+                nursery.cancel_scope.cancel()
+
+            await nursery.start(feed.serve)
+            binds: list[str] = await nursery.start(run_hypercorn)
             port = int(binds[0].rsplit(":", 1)[1])
             task_status.started(port)
     finally:

@@ -1,8 +1,9 @@
 // The live feed: one WebSocket, a visible banner while the lab is away, reconnecting by itself.
 //
 // Messages (see app/web/live.py): "full" and "tick" carry the shared state (listeners, runs,
-// totals, the lab's newest per-second point); "conns" carries this browser's page of the
-// connections table; "error" a view the server refused. The browser sends "view" messages.
+// totals, the lab's newest per-second point); "run.ended" says a run is over and stored;
+// "conns" carries this browser's page of the connections table; "error" a view the server
+// refused. The browser sends "view" messages.
 
 import { $, relTime } from "./util.js";
 

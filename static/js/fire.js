@@ -10,6 +10,10 @@ const charts = runCharts($("#chart-run-rtt"), $("#chart-run-tput"), 190);
 const LAST_RUN = "socketlab.lastRun";
 
 let current = null; // {id, seen: bool, finishing: bool}
+// Runs the feed said ended (its "run.ended" messages), newest last: a short run can end
+// before the POST that started it has answered, so follow() looks here first.
+const endedRuns = [];
+const ENDED_KEPT = 50;
 
 // ---- which inputs apply to which pattern ---------------------------------------------------
 function applyVisibility() {
@@ -129,6 +133,7 @@ function follow(id) {
   $("#fire-idle").hidden = true;
   $("#stop-button").disabled = false;
   $("#fire-button").disabled = true;
+  if (endedRuns.includes(id)) finish(id);
 }
 
 function showProgress(live) {
@@ -176,9 +181,20 @@ feed.on("tick", (msg) => {
     current.seen = true;
     showProgress(live);
     if (live.point && live.point.t > charts.lastT()) charts.push(live.point);
-    return;
   }
-  finish(current.id);
+});
+
+// The lab says when a run is over (once it is stored), on the same feed as the ticks.
+feed.on("run.ended", (msg) => {
+  endedRuns.push(msg.run_id);
+  if (endedRuns.length > ENDED_KEPT) endedRuns.shift();
+  if (current && current.id === msg.run_id) finish(msg.run_id);
+});
+
+// A full state comes after a reconnect or after this browser fell behind, when "run.ended"
+// messages may have been lost: a followed run missing from it is asked about once.
+feed.on("full", (msg) => {
+  if (current && !(msg.runs || []).some((r) => r.id === current.id)) finish(current.id);
 });
 
 /** Show a stored or running run: its charts from the server's series, then follow it live. */

@@ -154,14 +154,17 @@ $("#compare-button").addEventListener("click", compare);
 $("#runs-refresh").addEventListener("click", loadList);
 document.addEventListener("socketlab:run-ended", () => { if (visible) loadList(); });
 
-// Runs started elsewhere (the API, the CLI, another browser) appear and end in the list too.
+// Runs started elsewhere (the API, the CLI, another browser) appear in the list when a tick
+// first carries them, and take their final status when the feed says they ended.
 let liveKey = "";
 feed.on("tick", () => {
-  const key = state.runs.map((r) => `${r.id}:${r.status}`).join(",");
+  const key = state.runs.map((r) => r.id).join(",");
   if (key === liveKey) return;
+  const appeared = state.runs.some((r) => !liveKey.split(",").includes(r.id));
   liveKey = key;
-  if (visible) loadList();
+  if (appeared && visible) loadList();
 });
+feed.on("run.ended", () => { if (visible) loadList(); });
 
 registerSection("runs", {
   show(arg) {

@@ -1,0 +1,58 @@
+"""What the web layer needs of a lab: a small interface, not the supervisor itself.
+
+The Lab builds one :class:`WebDeps` once its store is open and hands it to the web server
+it was given (see :func:`app.web.server.serve_web`), the way hypercorn's ``TCPServer`` gets
+a context and a config rather than the worker. Nothing here imports the web server, so the
+Lab can depend on this module without depending on Quart or Hypercorn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import trio
+
+    from app.hub import Hub
+    from app.listeners.manager import ListenerManager
+    from app.looplag import LoopLagMonitor
+    from app.peers import PeerManager
+    from app.registry import Registry
+    from app.runs.manager import RunManager
+    from app.settings import Settings
+    from app.store import AuditLog, Store
+    from app.timeseries import LabSeries
+
+
+@dataclass(frozen=True, eq=False)
+class WebDeps:
+    """The collaborators of the web layer.
+
+    Attributes:
+        settings: the lab's settings (token, hosts, snapshot interval, ...).
+        listeners: start, stop and list listeners.
+        runs: start, stop, get and list runs (ask it, never its attributes).
+        registry: live connections and flows.
+        hub: the one hub of live events; the web layer publishes the dashboard's ticks.
+        series: the lab's per-second totals, sampled by the web layer's tick loop.
+        loop_lag: the event-loop lag monitor, for ``/metrics``.
+        peers: the peer manager, or ``None`` on a lab without peers.
+        store: the open store (presets), or ``None`` when the lab is not serving.
+        audit: the audit log over that store, or ``None`` likewise.
+        shutdown: set when the lab shuts down; live feeds end and the server drains.
+        started_at: when the lab started (Unix time).
+    """
+
+    settings: Settings
+    listeners: ListenerManager
+    runs: RunManager
+    registry: Registry
+    hub: Hub
+    series: LabSeries
+    loop_lag: LoopLagMonitor
+    peers: PeerManager | None
+    store: Store | None
+    audit: AuditLog | None
+    shutdown: trio.Event
+    started_at: float
