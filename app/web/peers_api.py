@@ -13,6 +13,7 @@ from quart_schema import document_querystring, document_request, document_respon
 from app.errors import NotFoundError, SpecError
 from app.runs.spec import RunSpec, parse_run_spec
 from app.web.openapi import document_text
+from app.web.query import check_query
 from app.web.schemas import (
     EventsQuery,
     PeerList,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from app.peers import PeerManager
 
 peers_api = Blueprint("peers_api", __name__, url_prefix="/api")
+peers_api.before_request(check_query)
 
 # With no event for this long, the stream sends a heartbeat line: it keeps proxies from
 # closing an idle stream, and writing is how a reader that went away is noticed.
