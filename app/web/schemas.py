@@ -454,5 +454,11 @@ class PeerRunRef(_Strict):
 
 
 class EventsQuery(_Strict):
-    types: str | None = Field(None, description="comma-separated: run, connection")
-    run: str | None = Field(None, description="follow one run; the stream ends with it")
+    types: str | None = Field(
+        None,
+        pattern=r"^(run|connection)(,(run|connection))*$",
+        description="comma-separated: run, connection (both when not given)",
+    )
+    run: str | None = Field(
+        None, max_length=200, description="follow one run; the stream ends with it"
+    )
