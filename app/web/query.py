@@ -47,7 +47,11 @@ def _whole_number(value: Any) -> Any:
 
 
 # An integer in a query string: ASCII digits with an optional minus sign, nothing else.
-QueryInt = Annotated[int, BeforeValidator(_whole_number)]
+# Bounds go before ASCII_INTEGER in an Annotated (``Annotated[int, Field(ge=1),
+# ASCII_INTEGER] | None``): after it, inside an optional, pydantic's JSON schema says "ge"
+# instead of "minimum".
+ASCII_INTEGER = BeforeValidator(_whole_number)
+QueryInt = Annotated[int, ASCII_INTEGER]
 
 
 class NoQuery(BaseModel):

@@ -13,7 +13,7 @@ the patterns and are open: the fields listed are guaranteed, others may appear.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
@@ -21,7 +21,7 @@ from quart_schema import document_response
 
 from app.listeners.spec import ListenerSpec
 from app.runs.spec import RunSpec as RunSpec  # the request model, documented as it validates
-from app.web.query import QueryInt
+from app.web.query import ASCII_INTEGER, QueryInt
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -259,8 +259,8 @@ class ExportQuery(_Strict):
 
 
 class SeriesQuery(_Strict):
-    seconds: QueryInt | None = Field(
-        None, ge=1, description="only the last N seconds, at most the seconds kept (all kept)"
+    seconds: Annotated[int, Field(ge=1), ASCII_INTEGER] | None = Field(
+        None, description="only the last N seconds, at most the seconds kept (all kept)"
     )
 
 
