@@ -132,8 +132,10 @@ async def stop_run(run_id: str) -> dict[str, Any]:
 async def lab_series() -> dict[str, Any]:
     """The lab's per-second totals (connections, bytes in and out per listener), oldest first."""
     lab = _lab()
-    seconds = query_args(SeriesQuery).seconds or lab.series.capacity
-    if seconds > lab.series.capacity:
+    seconds = query_args(SeriesQuery).seconds
+    if seconds is None:
+        seconds = lab.series.capacity
+    elif seconds > lab.series.capacity:
         # The bound is the lab's (its series length), so it is checked here, not in the model.
         raise SpecError(f"seconds: must be at most {lab.series.capacity}", "seconds")
     return {"interval": lab.series.interval, "points": lab.series.points(seconds)}
