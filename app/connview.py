@@ -18,9 +18,10 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import SpecError
+from app.validation import validate
 
 # Columns of a row as the feed sends it: arrays in this order, named once per message.
 COLUMNS = (
@@ -100,13 +101,7 @@ def parse_view(text: str | bytes) -> ConnView:
         raise SpecError("a feed message must be a JSON object", "body") from None
     if not isinstance(doc, dict) or doc.pop("type", None) != "view":
         raise SpecError('a feed message must be {"type": "view", ...}', "type")
-    try:
-        return ConnView.model_validate(doc)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first.get("loc", ())) or None
-        message = first.get("msg", "invalid value")
-        raise SpecError(f"{field}: {message}" if field else message, field) from None
+    return validate(ConnView, doc)
 
 
 def _owner(conn: ConnRow) -> str:

@@ -185,3 +185,26 @@ async def test_login_url_sets_an_httponly_cookie_and_drops_the_token_from_the_ur
     assert token.encode() not in page.body
     refused = await http(port, "GET", "/?token=wrong", token=None)
     assert refused.status == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"target": "udp://127.0.0.1:9"}, "payload"),
+        ({"target": "udp://127.0.0.1:9", "payload": ""}, "payload"),
+        ({"target": "udp://127.0.0.1:9", "payload": "zz", "hex": True}, "payload"),
+        ({"target": "udp://127.0.0.1:9", "payload": "a", "timeout": 0}, "timeout"),
+        ({"target": "udp://127.0.0.1:9", "payload": "a", "hex": "maybe"}, "hex"),
+        ({"target": "udp://127.0.0.1:9", "payload": "a", "colour": "red"}, "colour"),
+        ({"target": "ftp://127.0.0.1:9", "payload": "a"}, "target"),
+        ({"payload": "a"}, "target"),
+        (["payload"], "body"),
+    ],
+)
+async def test_a_bad_send_body_is_422_naming_the_field_it_sent(
+    lab: Lab, body: object, field: str
+) -> None:
+    # The body's own names: "payload", never the run spec's "payload.text".
+    response = await http(web_port(lab), "POST", "/api/send", body=body)
+    assert (response.status, response.json()["field"]) == (422, field), response.json()
+    assert await lab.runs.list() == []

@@ -133,6 +133,7 @@ def test_the_api_never_fails_and_answers_as_documented(
 ) -> None:
     operation = api_schema[path][method]
     calls = 0
+    queried = 0
 
     # Valid and invalid requests alike: each must get a documented answer, never a 5xx.
     cases = st.one_of(
@@ -148,8 +149,9 @@ def test_the_api_never_fails_and_answers_as_documented(
     )
     @given(case=cases)
     def check(case: Any) -> None:
-        nonlocal calls
+        nonlocal calls, queried
         calls += 1
+        queried += bool(case.query)
         if case.body is not None and not isinstance(case.body, bytes | str):
             case.body = pin(case.body, fuzzed_lab)
         if case.headers:
@@ -170,6 +172,14 @@ def test_the_api_never_fails_and_answers_as_documented(
 
     check()
     assert calls >= 100 or path_is_small(operation), calls
+    # Query strings are fuzzed too (odd values, wrong types), not only bodies.
+    assert queried > 0 or not query_parameters(operation), queried
+
+
+def query_parameters(operation: Any) -> list[str]:
+    """The names of the operation's query parameters, from the document."""
+    parameters = operation.definition.raw.get("parameters") or []
+    return [p["name"] for p in parameters if p.get("in") == "query"]
 
 
 def path_is_small(operation: Any) -> bool:

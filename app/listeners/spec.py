@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.errors import SpecError
+from app.validation import spec_error_from
 from app.wire.rules import Responder, Rule, RuleError
 
 __all__ = [
@@ -340,17 +341,6 @@ def _check_rules(rules: Any) -> None:
             raise SpecError(f"rules.{index}: {exc.message}", where) from None
 
 
-def _error_from_validation(exc: ValidationError) -> SpecError:
-    first = exc.errors()[0]
-    field = ".".join(str(part) for part in first.get("loc", ())) or None
-    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-    if first.get("type") == "extra_forbidden":
-        return SpecError(f"unknown listener option {field!r}", field)
-    if first.get("type") == "literal_error" and field:
-        return SpecError(f"{field}: {message}", field)
-    return SpecError(f"{field}: {message}" if field else message, field)
-
-
 def parse_listener(
     data: str | Mapping[str, Any],
     field_name: str = "url",
@@ -415,7 +405,7 @@ def parse_listener(
     try:
         spec = ListenerSpec.model_validate(values)
     except ValidationError as exc:
-        raise _error_from_validation(exc) from None
+        raise spec_error_from(exc, values, noun="listener option") from None
     _check_spec(spec)
     return spec
 

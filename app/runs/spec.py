@@ -15,6 +15,7 @@ from pydantic import (
 
 from app.errors import SpecError
 from app.settings import parse_target
+from app.validation import spec_error_from as validation_error_to_spec_error
 from app.wire.payload import PayloadError, make_payload, parse_escaped, parse_hex
 
 # The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers).
@@ -158,25 +159,6 @@ class RunSpec(BaseModel):
         return self.duration
 
 
-def validation_error_to_spec_error(exc: ValidationError) -> SpecError:
-    """The first problem of a pydantic error, as our one-line ``SpecError``."""
-    first = exc.errors()[0]
-    loc = [str(part) for part in first.get("loc", ())]
-    field = ".".join(loc) or None
-    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-    ctx = first.get("ctx") or {}
-    inner = ctx.get("error")
-    if isinstance(inner, SpecError):
-        return SpecError(inner.message, field or inner.field)
-    # Model-level checks say which field they are about as "field: message".
-    head, sep, rest = message.partition(": ")
-    if sep and " " not in head:
-        if field is None or field == "payload":
-            field = head
-        message = rest
-    return SpecError(f"{field}: {message}" if field else message, field)
-
-
 def parse_run_spec(data: Any) -> RunSpec:
     """Validate a JSON-like mapping into a :class:`RunSpec`.
 
@@ -188,4 +170,4 @@ def parse_run_spec(data: Any) -> RunSpec:
     try:
         return RunSpec.model_validate(data)
     except ValidationError as exc:
-        raise validation_error_to_spec_error(exc) from None
+        raise validation_error_to_spec_error(exc, data) from None

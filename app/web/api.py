@@ -5,15 +5,17 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, current_app, request
 from quart_schema import document_querystring, document_request, document_response, security_scheme
 
 from app.errors import ConflictError, NotFoundError, SpecError
-from app.runs.spec import parse_run_spec, validation_error_to_spec_error
+from app.runs.spec import parse_run_spec
 from app.store import Store
+from app.validation import validate
 from app.web import security
 from app.web.openapi import document_empty, document_text
+from app.web.query import check_query, query_args
 from app.web.schemas import (
     ConnectionClosed,
     ConnectionPage,
@@ -42,24 +44,12 @@ if TYPE_CHECKING:
     from app.web.deps import WebDeps
 
 api = Blueprint("api", __name__, url_prefix="/api")
+api.before_request(check_query)
 
 
 def _deps() -> WebDeps:
     deps: WebDeps = current_app.config["deps"]
     return deps
-
-
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SpecError(f"{name} must be an integer, got {raw!r}", name) from None
-    if not low <= value <= high:
-        raise SpecError(f"{name} must be between {low} and {high}", name)
-    return value
 
 
 async def _json_body() -> Any:
@@ -90,10 +80,9 @@ async def list_listeners() -> dict[str, Any]:
 @document_errors(422)
 async def list_connections() -> dict[str, Any]:
     """A page of live connections and UDP flows, oldest first."""
-    offset = _int_arg("offset", 0, 0, 10_000_000)
-    limit = _int_arg("limit", 500, 1, 5000)
-    rows, total = _deps().registry.rows(offset=offset, limit=limit)
-    return {"items": rows, "total": total, "offset": offset, "limit": limit}
+    page = query_args(PageQuery)
+    rows, total = _deps().registry.rows(offset=page.offset, limit=page.limit)
+    return {"items": rows, "total": total, "offset": page.offset, "limit": page.limit}
 
 
 @api.post("/runs")
@@ -115,8 +104,7 @@ async def create_run() -> tuple[dict[str, Any], int]:
 @document_errors(422)
 async def list_runs() -> dict[str, Any]:
     """Runs, newest first, without their per-second series."""
-    limit = _int_arg("limit", 100, 1, 1000)
-    return {"items": await _deps().runs.list(limit)}
+    return {"items": await _deps().runs.list(query_args(LimitQuery).limit)}
 
 
 @api.get("/runs/<run_id>")
@@ -144,7 +132,12 @@ async def stop_run(run_id: str) -> dict[str, Any]:
 async def lab_series() -> dict[str, Any]:
     """The lab's per-second totals (connections, bytes in and out per listener), oldest first."""
     series = _deps().series
-    seconds = _int_arg("seconds", series.capacity, 1, series.capacity)
+    seconds = query_args(SeriesQuery).seconds
+    if seconds is None:
+        seconds = series.capacity
+    elif seconds > series.capacity:
+        # The bound is the lab's (its series length), so it is checked here, not in the model.
+        raise SpecError(f"seconds: must be at most {series.capacity}", "seconds")
     return {"interval": series.interval, "points": series.points(seconds)}
 
 
@@ -179,11 +172,7 @@ async def list_presets() -> dict[str, Any]:
 @document_errors(409, 415, 422)
 async def save_preset() -> tuple[dict[str, Any], int]:
     """Save (or replace) a preset; the spec must be one ``POST /api/runs`` would accept."""
-    body = await _json_body()
-    try:
-        preset = PresetBody.model_validate(body)
-    except ValidationError as exc:
-        raise validation_error_to_spec_error(exc) from None
+    preset = validate(PresetBody, await _json_body())
     name = preset.name.strip()
     if not name:
         raise SpecError("name: give the preset a name", "name")
@@ -346,5 +335,5 @@ async def telemetry() -> dict[str, Any]:
     p95, p99}}), ``sets`` ({key: distinct members}), ``flushed_at``, ``interval``. A key
     is the metric name, or ``name|#tag,tag`` with its sorted tags.
     """
-    listener_id = request.args.get("listener")
+    listener_id = query_args(TelemetryQuery).listener
     return {"items": await _deps().listeners.telemetry(listener_id)}

@@ -13,10 +13,9 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import trio
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Response, current_app
 from quart_schema import document_querystring
 
-from app.errors import SpecError
 from app.events import (
     ConnectionClosed,
     ConnectionOpened,
@@ -27,12 +26,14 @@ from app.events import (
 )
 from app.hub import Encoder
 from app.web.openapi import document_text
+from app.web.query import check_query, query_args
 from app.web.schemas import EventsQuery, document_errors
 
 if TYPE_CHECKING:
     from app.web.deps import WebDeps
 
 events_api = Blueprint("events_api", __name__, url_prefix="/api")
+events_api.before_request(check_query)
 
 # With no event for this long, the stream sends a heartbeat line: it keeps proxies from
 # closing an idle stream, and writing is how a reader that went away is noticed.
@@ -74,11 +75,9 @@ async def events() -> Response:
     """
     deps: WebDeps = current_app.config["deps"]
     runs = deps.runs
-    types = set((request.args.get("types") or ",".join(EVENT_TYPES)).split(","))
-    unknown = types - set(EVENT_TYPES)
-    if unknown:
-        raise SpecError(f"types: unknown event type {sorted(unknown)[0]!r}", "types")
-    run_id = request.args.get("run")
+    query = query_args(EventsQuery)
+    types = set((query.types or ",".join(EVENT_TYPES)).split(","))
+    run_id = query.run
 
     async def ended_line(run_id: str) -> bytes:
         doc = await runs.get(run_id)

@@ -10,8 +10,8 @@ What this module adds to quart-schema's generator:
 - only ``/api/...`` routes and ``/metrics`` are documented (the dashboard page is not an API);
 - each operation is tagged by its first path segment (``/api/runs/...`` → ``runs``);
 - every operation documents its 403 answer (the Host and Origin checks), every
-  authenticated operation its 401, and every operation with a request body its 413 (the
-  body limit);
+  authenticated operation its 401, every operation with a request body its 413 (the
+  body limit), and every ``/api`` operation its 422 (the query string check);
 - routes that answer text declare it with :func:`document_text`, and answers without a
   body with :func:`document_empty`.
 
@@ -25,7 +25,7 @@ page works with no internet access.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from quart import Blueprint, current_app, render_template
@@ -79,6 +79,19 @@ def is_documented_path(path: str) -> bool:
     return path.startswith("/api/") or path == "/metrics"
 
 
+def _common_errors(path: str, operation: dict[str, Any]) -> Iterator[tuple[int, str]]:
+    """The error answers an operation has because of the checks every request passes."""
+    # Every request passes the Host check, and every write the Origin check.
+    yield 403, "the Host header is not allowed, or a write came from another Origin"
+    if operation.get("security") != []:
+        yield 401, "missing or wrong token"
+    if "requestBody" in operation:
+        yield 413, "the body is larger than the API accepts (64 KiB)"
+    if path.startswith("/api/"):
+        # app.web.query checks every API query string, parameters or not.
+        yield 422, "a query parameter the operation does not take, given twice, or invalid"
+
+
 class SocketlabOpenAPIProvider(OpenAPIProvider):
     """quart-schema's generator, limited to the API and with the additions listed above."""
 
@@ -106,24 +119,12 @@ class SocketlabOpenAPIProvider(OpenAPIProvider):
                     }
                 for status, description in getattr(func, _EMPTY_ATTRIBUTE, {}).items():
                     responses[status] = {"description": description}
-                if 403 not in responses:
-                    # Every request passes the Host check, and every write the Origin check.
-                    response, extra = self.build_response_object(ErrorResponse, None)
-                    response["description"] = (
-                        "the Host header is not allowed, or a write came from another Origin"
-                    )
-                    responses[403] = response
-                    components.update(extra)
-                if operation.get("security") != [] and 401 not in responses:
-                    response, extra = self.build_response_object(ErrorResponse, None)
-                    response["description"] = "missing or wrong token"
-                    responses[401] = response
-                    components.update(extra)
-                if "requestBody" in operation and 413 not in responses:
-                    response, extra = self.build_response_object(ErrorResponse, None)
-                    response["description"] = "the body is larger than the API accepts (64 KiB)"
-                    responses[413] = response
-                    components.update(extra)
+                for status, description in _common_errors(rule.rule, operation):
+                    if status not in responses:
+                        response, extra = self.build_response_object(ErrorResponse, None)
+                        response["description"] = description
+                        responses[status] = response
+                        components.update(extra)
         return paths, components
 
 

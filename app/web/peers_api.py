@@ -9,6 +9,7 @@ from quart_schema import document_request, document_response
 
 from app.errors import NotFoundError, SpecError
 from app.runs.spec import RunSpec, parse_run_spec
+from app.web.query import check_query
 from app.web.schemas import (
     PeerList,
     PeerRunRef,
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from app.web.deps import WebDeps
 
 peers_api = Blueprint("peers_api", __name__, url_prefix="/api")
+peers_api.before_request(check_query)
 
 
 def _deps() -> WebDeps:

@@ -12,8 +12,10 @@ from quart_schema import document_querystring, document_request, document_respon
 
 from app.errors import SpecError
 from app.runs.spec import parse_run_spec
+from app.validation import validate
 from app.web import security
 from app.web.openapi import document_text
+from app.web.query import check_query, query_args
 from app.web.schemas import (
     AuditList,
     AuditQuery,
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from app.web.deps import WebDeps
 
 runs_api = Blueprint("runs_api", __name__, url_prefix="/api")
+runs_api.before_request(check_query)
 
 SERIES_COLUMNS = (
     "t",
@@ -84,9 +87,7 @@ def series_csv(doc: dict[str, Any]) -> str:
 @document_errors(404, 422)
 async def export_run(run_id: str) -> Response:
     """The run as a JSON document (spec, summary, series) or its series as CSV."""
-    fmt = request.args.get("format", "json")
-    if fmt not in ("json", "csv"):
-        raise SpecError("format must be json or csv", "format")
+    fmt = query_args(ExportQuery).format
     doc = await _deps().runs.get(run_id)
     if fmt == "json":
         body, mimetype = json.dumps(doc, indent=2), "application/json"
@@ -108,24 +109,22 @@ async def send_packet() -> tuple[dict[str, Any], int]:
     is stored like any other. Answers ``{"id", "status", "reply": {"hex", "text", "bytes",
     "rtt_ms"} | null, "error"}``.
     """
-    body = await request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise SpecError("the body must be a JSON object", "body")
-    payload = body.get("payload")
-    if not isinstance(payload, str) or not payload:
-        raise SpecError("payload: give the text (or hex) to send", "payload")
-    unknown = set(body) - {"target", "payload", "hex", "timeout", "insecure"}
-    if unknown:
-        raise SpecError(f"unknown field {sorted(unknown)[0]!r}", sorted(unknown)[0])
-    spec = parse_run_spec(
-        {
-            "target": body.get("target"),
-            "pattern": "packet",
-            "timeout": body.get("timeout", 2.0),
-            "insecure": bool(body.get("insecure", False)),
-            "payload": {"kind": "hex" if body.get("hex") else "text", "text": payload},
-        }
-    )
+    send = validate(SendRequest, await request.get_json(silent=True))
+    try:
+        spec = parse_run_spec(
+            {
+                "target": send.target,
+                "pattern": "packet",
+                "timeout": send.timeout,
+                "insecure": send.insecure,
+                "payload": {"kind": "hex" if send.hex else "text", "text": send.payload},
+            }
+        )
+    except SpecError as exc:
+        # The run spec's payload.text is this body's payload: name the field the user sent.
+        if exc.field is not None and exc.field.startswith("payload"):
+            raise SpecError(exc.message.replace("payload.text", "payload"), "payload") from None
+        raise
     run = await _deps().runs.start(
         spec, principal=security.principal(_deps().settings, request), client=request.remote_addr
     )
@@ -157,8 +156,6 @@ async def stop_all_runs() -> dict[str, Any]:
 @document_errors(422)
 async def audit_log() -> dict[str, Any]:
     """Who asked for which run, when it ran and how it ended (refused requests included)."""
-    raw = request.args.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
-        raise SpecError("limit must be an integer from 1 to 10000", "limit")
+    limit = query_args(AuditQuery).limit
     audit = _deps().audit
-    return {"items": await audit.entries(int(raw)) if audit is not None else []}
+    return {"items": await audit.entries(limit) if audit is not None else []}

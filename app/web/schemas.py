@@ -1,6 +1,7 @@
 """Pydantic models of the API's responses and query strings, for ``/openapi.json``.
 
-Request bodies are documented with the models that validate them (``RunSpec``), so the
+Request bodies and query strings are documented with the models that validate them
+(``RunSpec``, ``SendRequest``, the ``*Query`` models, checked by :mod:`app.web.query`), so the
 documentation cannot drift from the validation. Responses are built as plain dicts by the
 routes; these models describe them, and ``tests/test_openapi.py`` checks real responses
 against them, so a route that changes its output without changing its model fails a test.
@@ -12,7 +13,7 @@ the patterns and are open: the fields listed are guaranteed, others may appear.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
@@ -20,6 +21,7 @@ from quart_schema import document_response
 
 from app.listeners.spec import ListenerSpec
 from app.runs.spec import RunSpec as RunSpec  # the request model, documented as it validates
+from app.web.query import ASCII_INTEGER, QueryInt
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -137,12 +139,12 @@ class ConnectionPage(_Strict):
 
 
 class PageQuery(_Strict):
-    offset: int | None = Field(None, ge=0, description="rows to skip (0)")
-    limit: int | None = Field(None, ge=1, le=5000, description="rows to return (500)")
+    offset: QueryInt = Field(0, ge=0, le=10_000_000, description="rows to skip")
+    limit: QueryInt = Field(500, ge=1, le=5000, description="rows to return")
 
 
 class LimitQuery(_Strict):
-    limit: int | None = Field(None, ge=1, le=1000, description="runs to return, newest first")
+    limit: QueryInt = Field(100, ge=1, le=1000, description="runs to return, newest first")
 
 
 class RunRef(_Strict):
@@ -251,13 +253,15 @@ class SendResult(_Strict):
 
 
 class ExportQuery(_Strict):
-    format: Literal["json", "csv"] | None = Field(
-        None, description="json (default): the whole run; csv: its per-second series"
+    format: Literal["json", "csv"] = Field(
+        "json", description="json: the whole run; csv: its per-second series"
     )
 
 
 class SeriesQuery(_Strict):
-    seconds: int | None = Field(None, ge=1, description="only the last N seconds (all kept)")
+    seconds: Annotated[int, Field(ge=1), ASCII_INTEGER] | None = Field(
+        None, description="only the last N seconds, at most the seconds kept (all kept)"
+    )
 
 
 class ListenerRates(_Strict):
@@ -363,7 +367,7 @@ class StatsdSnapshot(_Strict):
 
 
 class TelemetryQuery(_Strict):
-    listener: str | None = Field(None, description="only this listener (its id)")
+    listener: str | None = Field(None, max_length=64, description="only this listener (its id)")
 
 
 class StatsdTelemetry(_Strict):
@@ -399,7 +403,7 @@ class StoppedRuns(_Strict):
 
 
 class AuditQuery(_Strict):
-    limit: int | None = Field(None, ge=1, le=10_000, description="entries, newest first (100)")
+    limit: QueryInt = Field(100, ge=1, le=10_000, description="entries, newest first")
 
 
 class AuditEntry(_Strict):
@@ -450,5 +454,11 @@ class PeerRunRef(_Strict):
 
 
 class EventsQuery(_Strict):
-    types: str | None = Field(None, description="comma-separated: run, connection, listener")
-    run: str | None = Field(None, description="follow one run; the stream ends with it")
+    types: str | None = Field(
+        None,
+        pattern=r"^(run|connection|listener)(,(run|connection|listener))*$",
+        description="comma-separated: run, connection, listener (all when not given)",
+    )
+    run: str | None = Field(
+        None, max_length=200, description="follow one run; the stream ends with it"
+    )
