@@ -8,6 +8,7 @@ and swapped, the delay its echo server added, the stall it caused.
 from __future__ import annotations
 
 import socket
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import pytest
@@ -169,7 +170,7 @@ async def test_an_added_20_ms_delay_shows_as_p50_within_2_ms(
 async def test_a_200_ms_stall_shows_in_open_loop_p99_but_hides_in_closed_loop(
     nursery: trio.Nursery, lab: Lab, pattern: str, stall_seen: bool
 ) -> None:
-    def server(task_status: trio.TaskStatus[int]) -> object:
+    def server(task_status: trio.TaskStatus[int]) -> Awaitable[None]:
         return serve_tcp_echo(stall_after=500, stall=0.2, task_status=task_status)
 
     port = await nursery.start(server)
