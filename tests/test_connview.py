@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pytest
 
-from app.connview import COLUMNS, ConnView, ConnWindow, parse_view, select
+from app.connview import COLUMNS, ConnRow, ConnView, ConnWindow, parse_view, select
 from app.errors import SpecError
 
 
@@ -30,7 +31,7 @@ def rows(n: int) -> list[Row]:
     return [Row(f"c{i}", remote=f"127.0.0.1:{40000 + i}", bytes_in=i % 7) for i in range(1, n + 1)]
 
 
-def ids(page: list[Row]) -> list[str]:
+def ids(page: Sequence[ConnRow]) -> list[str]:
     return [r.id for r in page]
 
 

@@ -97,7 +97,7 @@ async def test_series_has_a_point_a_second_with_the_bytes_a_client_sent(lab: Lab
 
         def in_series() -> bool:
             points = lab.series.points()
-            return sum(p["bytes_in"] for p in points) > 0 and points[-1]["connections"] == 1
+            return bool(sum(p["bytes_in"] for p in points) > 0 and points[-1]["connections"] == 1)
 
         await wait_for(in_series, timeout=5)
     response = await http(lab.web_port, "GET", "/api/series?seconds=60")

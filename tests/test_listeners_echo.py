@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from app.lab import Lab
+from app.listeners.modes.echo import EchoMode
 from tests.conftest import listener_port
 from tests.helpers import wait_for
 
@@ -77,6 +78,7 @@ async def test_connections_sharing_the_read_buffer_never_mix_bytes(
     sends are partial, stream distinct bytes at once: each gets exactly its own back."""
     tcp = next(item for item in lab.listeners if item.spec.protocol == "tcp")
     mode = tcp.mode
+    assert isinstance(mode, EchoMode)
     results: dict[int, bool] = {}
     partial = [0]
 

@@ -3,7 +3,8 @@
 SIGTERM arrives while a run has 20 connections open against the lab's own echo listener,
 a few more clients sit idle on it, and Chromium shows the dashboard over the live
 WebSocket. The lab must refuse new connections at once, exit 0 within 3 s, and have stored
-the run as ``stopped`` (a restart on the same data directory reads it back).
+the run as ``stopped`` (a restart on the same data directory reads it back). How soon "at
+once" is (within 0.5 s) is a ``timing`` test, left out of the functional suite.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import pytest
 
 from tests.browser import chromium_page
 from tests.helpers import api_call, start_served_lab
-
-pytestmark = pytest.mark.browser
 
 # The API calls of these tests keep a 5 s guard.
 call = partial(api_call, timeout=5)
@@ -54,6 +53,7 @@ def connect_outcome(port: int) -> str:
         return "served" if data else "eof"
 
 
+@pytest.mark.browser
 def test_sigterm_under_load_with_a_browser_exits_0_fast_and_stores_the_run_stopped(
     tmp_path: Path,
 ) -> None:
@@ -82,12 +82,12 @@ def test_sigterm_under_load_with_a_browser_exits_0_fast_and_stores_the_run_stopp
 
             t0 = time.monotonic()
             served.process.send_signal(signal.SIGTERM)
-            # New connections are refused at once: well before the lab exits.
+            # New connections are refused before the lab exits (how soon: the timing test
+            # below).
             outcomes = []
             while (outcome := connect_outcome(echo)) != "refused":
                 outcomes.append(outcome)
-                assert time.monotonic() - t0 < 0.5, outcomes
-            refused_after = time.monotonic() - t0
+                assert time.monotonic() - t0 < 5, outcomes  # a hang guard
             # Refused by the shutdown order (listeners first), not because the lab is gone.
             assert served.process.poll() is None
             # Connects that raced the signal were closed at once, never left hanging.
@@ -105,7 +105,6 @@ def test_sigterm_under_load_with_a_browser_exits_0_fast_and_stores_the_run_stopp
             )
         assert code == 0
         assert elapsed < 3.0, f"exit took {elapsed:.2f} s"
-        assert refused_after < 0.5, f"new connections were refused after {refused_after:.3f} s"
     finally:
         for conn in idle:
             conn.close()
@@ -125,3 +124,33 @@ def test_sigterm_under_load_with_a_browser_exits_0_fast_and_stores_the_run_stopp
     finally:
         assert again.stop() == 0
         again.close_stdout()
+
+
+@pytest.mark.timing
+def test_sigterm_under_load_refuses_new_connections_within_half_a_second(tmp_path: Path) -> None:
+    served = start_served_lab(tmp_path / "data")
+    try:
+        echo = served.listeners["tcp"]
+        run = call(
+            served,
+            "POST",
+            "/api/runs",
+            {"target": f"tcp://127.0.0.1:{echo}", "connections": 20, "duration": 60},
+        )
+        wait_until(
+            lambda: call(served, "GET", f"/api/runs/{run['id']}")["summary"]["received"] > 100
+        )
+        t0 = time.monotonic()
+        served.process.send_signal(signal.SIGTERM)
+        outcomes = []
+        while (outcome := connect_outcome(echo)) != "refused":
+            outcomes.append(outcome)
+            assert time.monotonic() - t0 < 5, outcomes  # a hang guard
+        refused_after = time.monotonic() - t0
+        assert served.process.wait(timeout=5) == 0
+    finally:
+        if served.process.poll() is None:
+            served.process.kill()
+            served.process.wait()
+        served.close_stdout()
+    assert refused_after < 0.5, f"new connections were refused after {refused_after:.3f} s"
