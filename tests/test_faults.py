@@ -424,7 +424,7 @@ def local_non_loopback_ipv4() -> str | None:
 def test_the_reply_guard_table(
     addr: tuple[Any, ...], request_size: int, reply_size: int, allowed: bool
 ) -> None:
-    from app.listeners.udp import ReplyGuard
+    from app.wire.replyguard import ReplyGuard
 
     guard = ReplyGuard(rate=100.0)
     assert guard.allow(addr, request_size, reply_size, 0.0) is allowed
@@ -432,7 +432,7 @@ def test_the_reply_guard_table(
 
 
 def test_the_reply_guard_limits_each_outside_source_to_its_rate() -> None:
-    from app.listeners.udp import ReplyGuard
+    from app.wire.replyguard import ReplyGuard
 
     guard = ReplyGuard(rate=100.0)
     victim, other, local = ("192.0.2.7", 5000), ("192.0.2.8", 5000), ("127.0.0.1", 5000)

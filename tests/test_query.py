@@ -46,7 +46,7 @@ ODD_VALUES = (
 
 
 def _openapi() -> dict[str, Any]:
-    web = create_web(Lab(lab_settings(Path("unused"))))
+    web = create_web(Lab(lab_settings(Path("unused"))).web_deps())
     doc: dict[str, Any] = web.extensions["QUART_SCHEMA"].openapi_provider.schema()
     return doc
 
