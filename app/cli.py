@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import trio
 
 from app import __version__
+from app.endpoint import host_port
 from app.errors import SocketlabError
 from app.runs.spec import parse_run_spec
 from app.runs.targets import TargetPolicy
@@ -313,8 +314,7 @@ async def _serve_async(settings: Settings) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(lab.serve)
         host = settings.web_host
-        shown = f"[{host}]" if ":" in host else host
-        base = f"http://{shown}:{lab.web_port}/"
+        base = f"http://{host_port(host, lab.web_port or 0)}/"
         listeners = ", ".join(listener.spec_url() for listener in lab.listeners)
         print(f"socketlab {__version__}: listeners {listeners or 'none'}", flush=True)
         if settings.token:

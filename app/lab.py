@@ -17,6 +17,7 @@ from typing import Any
 import trio
 
 from app.demo import serve_demo
+from app.endpoint import Endpoint
 from app.events import publish_connection_events, publish_run_end, publish_run_interval
 from app.hub import Hub
 from app.listeners.manager import ListenerManager
@@ -25,7 +26,7 @@ from app.peers import PeerManager, parse_peer
 from app.registry import Registry
 from app.runs.manager import RunManager
 from app.runs.targets import TargetPolicy
-from app.settings import Endpoint, Settings, is_loopback
+from app.settings import Settings, is_loopback
 from app.store import AuditLog, open_store
 from app.timeseries import LabSeries
 

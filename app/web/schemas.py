@@ -1,7 +1,8 @@
 """Pydantic models of the API's responses and query strings, for ``/openapi.json``.
 
-Request bodies are documented with the models that validate them (``RunSpec``), so the
-documentation cannot drift from the validation. Responses are built as plain dicts by the
+Request bodies are documented with the models that validate them (``RunSpecBody``: the run
+spec models, one per pattern, chosen by ``pattern``), so the documentation cannot drift from
+the validation. Responses are built as plain dicts by the
 routes; these models describe them, and ``tests/test_openapi.py`` checks real responses
 against them, so a route that changes its output without changing its model fails a test.
 
@@ -14,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 from pydantic.fields import FieldInfo
 from quart_schema import document_response
 
 from app.listeners.spec import ListenerSpec
-from app.runs.spec import RunSpec as RunSpec  # the request model, documented as it validates
+from app.runs.spec import RunSpec
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -53,6 +54,10 @@ def document_errors(*status_codes: int) -> Callable[[T], T]:
         return func
 
     return decorator
+
+
+class RunSpecBody(RootModel[RunSpec]):
+    """A run spec: the fields of its pattern and only those (one model per pattern)."""
 
 
 class Health(_Strict):
@@ -205,7 +210,7 @@ class RunDoc(_Strict):
 
     id: str
     status: RunStatus
-    spec: RunSpec
+    spec: RunSpecBody
     summary: RunSummary | None
     error: str | None
     created_at: float
@@ -285,7 +290,7 @@ class Preset(_Strict):
     """A saved run spec."""
 
     name: str
-    spec: RunSpec
+    spec: RunSpecBody
 
 
 class PresetDoc(Preset):

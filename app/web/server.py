@@ -10,6 +10,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from app.endpoint import host_port
 from app.web.factory import create_web
 
 if TYPE_CHECKING:
@@ -25,8 +26,7 @@ WEBSOCKET_MAX_MESSAGE = 1024 * 1024
 def hypercorn_config(lab: Lab) -> Config:
     settings = lab.settings
     config = Config()
-    host = f"[{settings.web_host}]" if ":" in settings.web_host else settings.web_host
-    config.bind = [f"{host}:{settings.web_port}"]
+    config.bind = [host_port(settings.web_host, settings.web_port)]
     config.graceful_timeout = settings.graceful_timeout
     config.websocket_max_message_size = WEBSOCKET_MAX_MESSAGE
     # The login URL carries the token in its query string: no access log, so it is never
