@@ -380,9 +380,19 @@ for _pattern, _model in MODELS.items():
 RUN_SPEC_FIELDS = tuple(FIELD_PATTERNS)
 
 
-def pattern_fields() -> dict[str, list[str]]:
-    """Pattern → the names of its fields (for the dashboard's form)."""
-    return {pattern: list(model.model_fields) for pattern, model in MODELS.items()}
+def run_form() -> dict[str, Any]:
+    """What the dashboard's form needs from the models: each pattern's fields, and the
+    defaults to show (fields without one, or whose default is ``None``, are left out)."""
+    defaults: dict[str, Any] = {}
+    for model in MODELS.values():
+        for name, info in model.model_fields.items():
+            default = info.get_default(call_default_factory=False)
+            if isinstance(default, int | float) and not isinstance(default, bool):
+                defaults.setdefault(name, default)
+    return {
+        "fields": {pattern: list(model.model_fields) for pattern, model in MODELS.items()},
+        "defaults": defaults,
+    }
 
 
 def validation_error_to_spec_error(exc: ValidationError) -> SpecError:
