@@ -19,7 +19,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from app.errors import SpecError
-from app.runs.spec import EXCLUSIVE, FIELD_PATTERNS, MODELS, PATTERNS, PayloadSpec
+from app.runs.payload_spec import PayloadSpec
+from app.runs.spec import EXCLUSIVE, FIELD_PATTERNS, MODELS, PATTERNS
 
 # Short names that scripts and the README already use.
 _ALIASES = {"connections": ("--conns",)}

@@ -11,7 +11,7 @@ location is the user's field name; :data:`RunSpec` is the union, discriminated b
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self, TypeAlias
+from typing import Annotated, Any, Literal, Self, TypeAlias, get_args
 
 from pydantic import (
     BaseModel,
@@ -26,49 +26,12 @@ from pydantic import (
 
 from app.endpoint import Endpoint
 from app.errors import SpecError
-from app.wire.payload import PayloadError, make_payload, parse_escaped, parse_hex
+from app.runs.payload_spec import PayloadSpec
 
 # The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers).
 MAX_UDP_SIZE = 65_507
 MAX_TCP_SIZE = 1_048_576
 DEFAULT_DURATION = 5.0
-
-
-class PayloadSpec(BaseModel):
-    """What the bytes of each message are (the probe header overwrites the first 28)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["random", "zeros", "text", "hex"] = Field(
-        "random", description="random bytes, zeros, repeated text (escapes allowed) or hex"
-    )
-    text: str | None = Field(
-        None,
-        max_length=65_536,
-        description=r"for text: e.g. 'GET / HTTP/1.0\r\n\r\n'; for hex: 'de ad be ef'",
-    )
-
-    @model_validator(mode="after")
-    def _text_parses(self) -> PayloadSpec:
-        if self.kind in ("text", "hex") and not self.text:
-            raise ValueError(f"payload.text: give the {self.kind} to send")
-        if self.text is not None:
-            try:
-                (parse_hex if self.kind == "hex" else parse_escaped)(self.text)
-            except PayloadError as exc:
-                raise ValueError(f"payload.text: {exc}") from None
-        return self
-
-    def raw(self) -> bytes | None:
-        """The bytes given by text or hex; ``None`` for random and zeros."""
-        if self.kind == "hex":
-            return parse_hex(self.text or "")
-        if self.kind == "text":
-            return parse_escaped(self.text or "")
-        return None
-
-    def build(self, size: int) -> bytes:
-        return make_payload(self.kind, size, text=self.text)
 
 
 def _to_endpoint(value: Any) -> Endpoint:
@@ -130,9 +93,9 @@ class _Common(BaseModel):
                 if name not in cls.model_fields and name in FIELD_PATTERNS:
                     *others, last = FIELD_PATTERNS[name]
                     users = f"{', '.join(others)} and {last}" if others else last
+                    pattern = get_args(cls.model_fields["pattern"].annotation)[0]
                     raise ValueError(
-                        f"{name}: a {cls.model_fields['pattern'].default} run does not use "
-                        f"{name} (it applies to {users})"
+                        f"{name}: a {pattern} run does not use {name} (it applies to {users})"
                     )
         return data
 
@@ -244,6 +207,7 @@ class _OneInFlight:
 class PingpongSpec(_Unpaced, _NoBursts, _Load):
     """Closed loop: each flow sends its next message when a reply has come back."""
 
+    # The one pattern whose name may be left out: a spec without one is a pingpong run.
     pattern: Literal["pingpong"] = Field("pingpong", description=PATTERN_HELP)
     in_flight: int = Field(
         DEFAULT_IN_FLIGHT, ge=1, le=1024, description="messages in flight per flow"
@@ -262,7 +226,7 @@ class PingpongSpec(_Unpaced, _NoBursts, _Load):
 class RateSpec(_NoBursts, _OneInFlight, _Paced):
     """Open loop at a fixed rate; latency from each message's intended send time."""
 
-    pattern: Literal["rate"] = Field("rate", description=PATTERN_HELP)
+    pattern: Literal["rate"] = Field(description=PATTERN_HELP)
 
     @model_validator(mode="after")
     def _has_rate(self) -> Self:
@@ -274,7 +238,7 @@ class RateSpec(_NoBursts, _OneInFlight, _Paced):
 class BulkSpec(_NoBursts, _OneInFlight, _Paced):
     """Maximum throughput: a TCP stream as fast as it goes, or a UDP blast at a rate cap."""
 
-    pattern: Literal["bulk"] = Field("bulk", description=PATTERN_HELP)
+    pattern: Literal["bulk"] = Field(description=PATTERN_HELP)
 
     @model_validator(mode="after")
     def _pace_by_protocol(self) -> Self:
@@ -299,7 +263,7 @@ class BulkSpec(_NoBursts, _OneInFlight, _Paced):
 class BurstSpec(_Unpaced, _OneInFlight, _Load):
     """``burst`` messages back to back every ``interval`` seconds."""
 
-    pattern: Literal["burst"] = Field("burst", description=PATTERN_HELP)
+    pattern: Literal["burst"] = Field(description=PATTERN_HELP)
     burst: int = Field(DEFAULT_BURST, ge=1, le=1_000_000, description="messages per burst")
     interval: float = Field(DEFAULT_INTERVAL, gt=0, le=3600, description="seconds between bursts")
 
@@ -307,7 +271,7 @@ class BurstSpec(_Unpaced, _OneInFlight, _Load):
 class PacketSpec(_Unpaced, _NoBursts, _OneInFlight, _Common):
     """One message and its reply, shown as hex and text."""
 
-    pattern: Literal["packet"] = Field("packet", description=PATTERN_HELP)
+    pattern: Literal["packet"] = Field(description=PATTERN_HELP)
 
     @model_validator(mode="after")
     def _fits(self) -> Self:
@@ -429,8 +393,6 @@ def parse_run_spec(data: Any) -> RunSpec:
             f"pattern: must be one of {', '.join(PATTERNS)}, got {pattern!r}", "pattern"
         )
     try:
-        # The pattern counts as given even when defaulted, so every dump of a spec
-        # (``exclude_unset`` included) says which model reads it back.
-        return model.model_validate({**data, "pattern": pattern})
+        return model.model_validate(data)
     except ValidationError as exc:
         raise validation_error_to_spec_error(exc) from None
