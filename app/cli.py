@@ -17,7 +17,9 @@ from typing import Any, NoReturn
 import trio
 
 from app import __version__
-from app.errors import SocketlabError
+from app.endpoint import host_port
+from app.errors import SocketlabError, SpecError
+from app.runs.options import add_spec_options, option_message, spec_body
 from app.runs.spec import parse_run_spec
 from app.runs.targets import TargetPolicy
 from app.settings import Settings, load_settings
@@ -37,70 +39,9 @@ def _usage_error(message: str) -> NoReturn:
     raise SystemExit(EXIT_USAGE)
 
 
-def _size(text: str) -> tuple[int, int | None]:
-    low, sep, high = text.partition("-")
-    try:
-        return int(low), (int(high) if sep else None)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not BYTES or MIN-MAX") from None
-
-
 def add_fire_options(fire: argparse.ArgumentParser) -> None:
-    """Every option of a run; the names follow the API's run spec."""
-    fire.add_argument(
-        "--pattern",
-        default="pingpong",
-        choices=["pingpong", "rate", "bulk", "burst", "packet"],
-        help="pingpong: closed loop (default); rate: open loop at --rate, latency from the "
-        "intended send time; bulk: maximum throughput (UDP: at --rate); burst: --burst "
-        "messages back to back every --interval; packet: one message and its reply",
-    )
-    fire.add_argument(
-        "--conns", type=int, default=1, metavar="N", help="TCP connections or UDP flows (1)"
-    )
-    fire.add_argument(
-        "--size",
-        type=_size,
-        default=(64, None),
-        metavar="BYTES",
-        help="message size, or MIN-MAX for sizes that vary (64)",
-    )
-    stop = fire.add_mutually_exclusive_group()
-    stop.add_argument(
-        "--duration", type=float, metavar="SECONDS", help="how long to send (default 5)"
-    )
-    stop.add_argument("--count", type=int, metavar="N", help="messages to send in all")
-    pace = fire.add_mutually_exclusive_group()
-    pace.add_argument("--rate", type=float, metavar="MSG/S", help="messages per second in all")
-    pace.add_argument("--bitrate", type=float, metavar="BIT/S", help="bits per second in all")
-    fire.add_argument(
-        "--warmup", type=float, default=0.0, metavar="SECONDS", help="not counted (0)"
-    )
-    fire.add_argument(
-        "--ramp-up", type=float, default=0.0, metavar="SECONDS", help="start conns over (0)"
-    )
-    fire.add_argument("--burst", type=int, default=10, metavar="K", help="burst: K messages (10)")
-    fire.add_argument(
-        "--interval", type=float, default=1.0, metavar="SECONDS", help="burst: every (1)"
-    )
-    fire.add_argument(
-        "--in-flight", type=int, default=1, metavar="K", help="pingpong: K in flight (1)"
-    )
-    fire.add_argument(
-        "--payload",
-        default="random",
-        choices=["random", "zeros", "text", "hex"],
-        help="what the messages carry (random); text and hex take --text",
-    )
-    fire.add_argument("--text", metavar="TEXT", help=r"payload text (escapes \r \n \t \xNN) or hex")
-    fire.add_argument(
-        "--timeout",
-        type=float,
-        default=2.0,
-        metavar="SECONDS",
-        help="how long to wait for each reply (2)",
-    )
-    fire.add_argument("--insecure", action="store_true", help="tls: accept any certificate")
+    """Every option of a run, generated from the run spec models, plus ``--json``."""
+    add_spec_options(fire)
     fire.add_argument(
         "--json", action="store_true", help="print the run document the API returns, as JSON"
     )
@@ -229,10 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=r"text with escapes (\r \n \t \\ \xNN), or hex with --hex",
     )
     send.add_argument("--hex", action="store_true", help="PAYLOAD is hex, e.g. 'de ad be ef'")
-    send.add_argument(
-        "--timeout", type=float, default=2.0, metavar="SECONDS", help="wait for a reply (2)"
-    )
-    send.add_argument("--insecure", action="store_true", help="tls: accept any certificate")
+    add_spec_options(send, ["packet"], payload=False)
     send.add_argument("--json", action="store_true", help="print the run document as JSON")
 
     listen = sub.add_parser(
@@ -314,8 +252,7 @@ async def _serve_async(settings: Settings) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(lab.serve)
         host = settings.web_host
-        shown = f"[{host}]" if ":" in host else host
-        base = f"http://{shown}:{lab.web_port}/"
+        base = f"http://{host_port(host, lab.web_port or 0)}/"
         listeners = ", ".join(listener.spec_url() for listener in lab.listeners)
         print(f"socketlab {__version__}: listeners {listeners or 'none'}", flush=True)
         if settings.token:
@@ -324,71 +261,38 @@ async def _serve_async(settings: Settings) -> None:
             print(f"dashboard: {base} (no auth)", flush=True)
 
 
-def _fire_body(args: argparse.Namespace) -> dict[str, Any]:
-    size, size_max = args.size
-    body: dict[str, Any] = {
-        "target": args.url,
-        "pattern": args.pattern,
-        "connections": args.conns,
-        "size": size,
-        "timeout": args.timeout,
-        "warmup": args.warmup,
-        "ramp_up": args.ramp_up,
-        "burst": args.burst,
-        "interval": args.interval,
-        "in_flight": args.in_flight,
-        "insecure": args.insecure,
-        "payload": {"kind": args.payload, "text": args.text},
-    }
-    optional = {
-        "size_max": size_max,
-        "duration": args.duration,
-        "count": args.count,
-        "rate": args.rate,
-        "bitrate": args.bitrate,
-    }
-    body.update({k: v for k, v in optional.items() if v is not None})
-    return body
-
-
 def _run_and_print(body: dict[str, Any], as_json: bool) -> int:
-    from app.runs.fire import fire_in_process, format_result
+    from app.runs.fire import fire_in_process, print_result
 
     try:
         spec = parse_run_spec(body)
-    except SocketlabError as exc:
-        _usage_error(exc.message)
+    except SpecError as exc:
+        _usage_error(option_message(exc))
     try:
         doc = trio.run(fire_in_process, spec, not as_json and sys.stderr.isatty())
     except KeyboardInterrupt:
         return EXIT_FAILED
-    if as_json:
-        print(json.dumps(doc, indent=2))
-    else:
-        print(format_result(doc))
-    return EXIT_OK if doc["status"] == "finished" else EXIT_FAILED
+    return EXIT_OK if print_result(doc, as_json) else EXIT_FAILED
 
 
 def _fire(args: argparse.Namespace) -> int:
     if args.via:
         from app.runs.remote import fire_via
 
-        body = _fire_body(args)
+        body = spec_body(args.url, args)
         try:
             parse_run_spec(body)
-        except SocketlabError as exc:
-            _usage_error(exc.message)
+        except SpecError as exc:
+            _usage_error(option_message(exc))
         token = args.token or os.environ.get("SOCKETLAB_TOKEN")
         return fire_via(args.via, token, body, as_json=args.json)
-    return _run_and_print(_fire_body(args), args.json)
+    return _run_and_print(spec_body(args.url, args), args.json)
 
 
 def _send(args: argparse.Namespace) -> int:
     body = {
-        "target": args.url,
+        **spec_body(args.url, args),
         "pattern": "packet",
-        "timeout": args.timeout,
-        "insecure": args.insecure,
         "payload": {"kind": "hex" if args.hex else "text", "text": args.payload},
     }
     return _run_and_print(body, args.json)

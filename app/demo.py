@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from app.endpoint import Endpoint
 from app.errors import SocketlabError
 from app.runs.spec import parse_run_spec
 
@@ -53,11 +54,10 @@ async def serve_demo(peers: PeerManager, runs: RunManager) -> None:
                 port = _echo_port(state, str(item["protocol"]))
                 if port is None:
                     continue
-                host = state.config.host
-                shown = f"[{host}]" if ":" in host else host
+                target = Endpoint(str(item["protocol"]), state.config.host, port)
                 spec = parse_run_spec(
                     {
-                        "target": f"{item['protocol']}://{shown}:{port}",
+                        "target": target.url,
                         "pattern": "rate",
                         "rate": item["rate"],
                         "connections": item["connections"],

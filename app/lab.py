@@ -20,6 +20,7 @@ from typing import Any
 import trio
 
 from app.demo import serve_demo
+from app.endpoint import Endpoint
 from app.events import RunEnded, RunInterval, run_ended, run_interval
 from app.hub import Hub
 from app.listeners.manager import ListenerManager
@@ -28,7 +29,7 @@ from app.peers import PeerManager, parse_peer
 from app.registry import Registry
 from app.runs.manager import Run, RunManager
 from app.runs.targets import TargetPolicy
-from app.settings import Endpoint, Settings, is_loopback
+from app.settings import Settings, is_loopback
 from app.store import AuditLog, Store, open_store
 from app.timeseries import LabSeries
 from app.web.deps import WebDeps

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
+from app.endpoint import bracket, host_port
 from app.errors import ConflictError, NotFoundError, SocketlabError, SpecError
 
 if TYPE_CHECKING:
@@ -58,8 +59,7 @@ def parse_peer(text: str, default_token: str | None) -> PeerConfig:
     except ValueError as exc:
         raise SpecError(f"peer {text!r}: {exc}", "peer") from exc
     token = parts.password or default_token
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    netloc = f"{host}:{port}" if port else host
+    netloc = host_port(parts.hostname, port) if port else bracket(parts.hostname)
     return PeerConfig(f"{parts.scheme}://{netloc}", token, parts.hostname)
 
 

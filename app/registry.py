@@ -18,6 +18,8 @@ from typing import Any
 
 import trio
 
+from app.endpoint import host_port
+
 _CLOCK: Callable[[], float] = trio.current_time
 
 
@@ -104,8 +106,7 @@ class Conn:
 def format_address(address: Any) -> str:
     """``host:port`` for IPv4, ``[host]:port`` for IPv6, ``str()`` for anything else."""
     if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        return host_port(str(address[0]), address[1])
     return str(address)
 
 

@@ -24,38 +24,8 @@ from app.listeners.spec import LISTENER_PROTOCOLS as LISTENER_PROTOCOLS
 from app.listeners.spec import ListenerSpec as ListenerSpec
 from app.listeners.spec import parse_listener as parse_listener
 from app.listeners.spec import parse_listener_url as parse_listener_url
-from app.listeners.spec import split_url
 
-TARGET_PROTOCOLS = ("tcp", "udp", "tls")
 DEFAULT_LISTENERS = ("tcp://127.0.0.1:9000?mode=echo", "udp://127.0.0.1:9000?mode=echo")
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """A protocol, host and port, as written in ``tcp://host:port``."""
-
-    protocol: str
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.protocol}://{host}:{self.port}"
-
-
-def parse_target(url: str, field_name: str = "target") -> Endpoint:
-    """Parse a run target such as ``tcp://127.0.0.1:9000``.
-
-    Raises:
-        SpecError: The URL is malformed, has another scheme, or lacks a host or port.
-    """
-    protocol, host, port, query = split_url(url, field_name, TARGET_PROTOCOLS)
-    if query:
-        raise SpecError(f"{url!r}: a target takes no query string", field_name)
-    if port == 0:
-        raise SpecError(f"{url!r}: port 0 cannot be a target", field_name)
-    return Endpoint(protocol, host, port)
 
 
 def _number(value: str, kind: type[int] | type[float], name: str, low: float) -> Any:

@@ -292,6 +292,26 @@ def test_every_pattern_fires_from_the_form(
         assert run["summary"]["sent"] > 0
 
 
+def test_switching_pattern_shows_only_the_fields_of_that_pattern(served: ServedLab) -> None:
+    with chromium_page() as page:
+        open_section(page, served, "fire")
+        page.select_option("#fire-pattern", "pingpong")
+        assert page.is_visible("input[name=in_flight]")
+        assert not page.is_visible("input[name=rate]")  # pingpong sets its own pace
+        page.select_option("#fire-pattern", "rate")
+        assert page.is_visible("input[name=rate]")
+        assert not page.is_visible("input[name=in_flight]")
+        assert not page.is_visible("input[name=burst]")
+        page.select_option("#fire-pattern", "packet")
+        for name in ("size", "connections", "rate", "duration"):
+            assert not page.is_visible(f"input[name={name}]"), name
+        assert page.is_visible("input[name=timeout]")
+        # The shown defaults are the model's.
+        page.select_option("#fire-pattern", "burst")
+        assert page.get_attribute("input[name=burst]", "placeholder") == "10"
+        assert page.get_attribute("input[name=connections]", "placeholder") == "1"
+
+
 def test_a_packet_run_from_the_form_shows_the_reply(served: ServedLab) -> None:
     with chromium_page() as page:
         open_section(page, served, "fire")

@@ -6,7 +6,7 @@ field); never ``ValueError``, ``KeyError``, ``TypeError``, ``UnicodeError`` or a
 that would reach a user as a 500 or a traceback.
 
 Covered here: listener URLs and JSON listener bodies (``parse_listener``), run targets
-(``parse_target``), ``HOST:PORT`` (``parse_hostport``), the run-spec validator
+(``Endpoint.parse``), ``HOST:PORT`` (``parse_hostport``), the run-spec validator
 (``parse_run_spec``), the live feed's view messages (``parse_view``) and the web server's
 Host and Origin checks (``split_host``, ``host_allowed``, ``origin_allowed``). The wire
 formats (probe header, payload escapes, StatsD, responder rules) have their own fuzz tests.
@@ -23,11 +23,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from app.connview import ConnView, parse_view
+from app.endpoint import Endpoint
 from app.errors import SocketlabError
 from app.lab import Lab
 from app.listeners.spec import ListenerSpec, parse_listener, parse_listener_url
-from app.runs.spec import RunSpec, parse_run_spec
-from app.settings import Endpoint, parse_hostport, parse_target
+from app.runs.spec import RUN_SPEC_FIELDS, RUN_SPEC_MODELS, parse_run_spec
+from app.settings import parse_hostport
 from app.web import security
 from tests.helpers import lab_settings
 
@@ -86,7 +87,7 @@ JSON = st.recursive(
 # Options that would read files are left to the table tests: a fuzzer must not open paths.
 _FILE_OPTIONS = {"rules_file", "cert", "key"}
 LISTENER_OPTIONS = [*sorted(set(ListenerSpec.model_fields) - _FILE_OPTIONS), "url", "colour"]
-RUN_FIELDS = [*sorted(RunSpec.model_fields), "colour"]
+RUN_FIELDS = [*sorted(RUN_SPEC_FIELDS), "colour"]
 
 
 @st.composite
@@ -208,13 +209,13 @@ def test_a_listener_body_parses_or_raises_our_error(body: Any, url: str | None) 
 @example("tcp://:80")
 @example("tls://host:80?x=1")
 def test_a_target_parses_or_raises_our_error(url: str) -> None:
-    endpoint = only_our_errors(parse_target, url)
+    endpoint = only_our_errors(Endpoint.parse, url)
     if endpoint is not None:
         assert isinstance(endpoint, Endpoint)
         assert endpoint.protocol in ("tcp", "udp", "tls")
         assert 1 <= endpoint.port <= 65535
         assert endpoint.host
-        assert parse_target(endpoint.url) == endpoint
+        assert Endpoint.parse(endpoint.url) == endpoint
 
 
 @FUZZ
@@ -246,7 +247,7 @@ def test_a_hostport_parses_or_raises_our_error(text: str) -> None:
 def test_a_run_spec_validates_or_raises_our_error(body: Any) -> None:
     spec = only_our_errors(parse_run_spec, body)
     if spec is not None:
-        assert isinstance(spec, RunSpec)
+        assert isinstance(spec, RUN_SPEC_MODELS)
         # A valid spec is valid again from its own JSON (what the store keeps).
         assert parse_run_spec(json.loads(spec.model_dump_json(exclude_unset=True))) == spec
 

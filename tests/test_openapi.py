@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_openapi
 
 from app.lab import Lab
-from app.runs.spec import RunSpec
+from app.runs.spec import MODELS
 from app.web.factory import create_web
 from tests.conftest import listener_port
 from tests.helpers import http, wait_for, wait_for_async
@@ -118,10 +118,18 @@ async def test_the_run_request_schema_is_the_model_that_validates_runs(lab: Lab)
     schema = body["schema"]
     if "$ref" in schema:
         schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
-    expected = RunSpec.model_json_schema()
-    assert set(schema["properties"]) == set(expected["properties"])
-    assert schema.get("required", []) == expected.get("required", [])
-    assert schema["properties"]["pattern"]["enum"] == expected["properties"]["pattern"]["enum"]
+    # One model per pattern, told apart by ``pattern``: each lists exactly its own fields.
+    assert schema["discriminator"]["propertyName"] == "pattern"
+    components = doc["components"]["schemas"]
+    documented = {}
+    for ref in schema["oneOf"]:
+        model = components[ref["$ref"].rsplit("/", 1)[1]]
+        documented[model["properties"]["pattern"]["const"]] = model
+    assert set(documented) == set(MODELS)
+    for pattern, model in documented.items():
+        expected = MODELS[pattern].model_json_schema()
+        assert set(model["properties"]) == set(expected["properties"])
+        assert model.get("required", []) == expected.get("required", [])
     # The documented 422 is the API's own error shape.
     error = doc["paths"]["/api/runs"]["post"]["responses"]["422"]["content"]["application/json"]
     assert error["schema"]["required"] == ["error", "field"]

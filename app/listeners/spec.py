@@ -30,10 +30,11 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from app.endpoint import Endpoint
 from app.errors import SpecError
 from app.validation import spec_error_from
 from app.wire.rules import Responder, Rule, RuleError
@@ -203,17 +204,19 @@ class ListenerSpec(BaseModel):
         return value.strip("[]")
 
     @property
+    def endpoint(self) -> Endpoint:
+        """Where the listener binds, as an :class:`~app.endpoint.Endpoint`."""
+        return Endpoint(self.protocol, self.host, self.port)
+
+    @property
     def url(self) -> str:
         """The URL form, with every option that differs from its default (rules excepted)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
         query = "&".join(
             f"{name}={quote(_format_option(value), safe='')}"
             for name, value in self.options().items()
             if name != "rules"
         )
-        return f"{self.protocol}://{host}:{self.port}?mode={self.mode}" + (
-            f"&{query}" if query else ""
-        )
+        return f"{self.endpoint.url}?mode={self.mode}" + (f"&{query}" if query else "")
 
     def options(self) -> dict[str, Any]:
         """The options that differ from their defaults (JSON ready)."""
@@ -224,7 +227,7 @@ class ListenerSpec(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form :func:`parse_listener` reads back."""
-        return {"url": f"{self.protocol}://{_bracket(self.host)}:{self.port}", **self.body()}
+        return {"url": self.endpoint.url, **self.body()}
 
     def body(self) -> dict[str, Any]:
         return {"mode": self.mode, **self.options()}
@@ -238,42 +241,12 @@ class ListenerSpec(BaseModel):
         return Responder(self.build_rules(), self.default_reply, default_encoding=self.encoding)
 
 
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
 def _format_option(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ",".join(_format_option(v) for v in value)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
-
-
-def split_url(
-    url: str, field_name: str, protocols: tuple[str, ...] = LISTENER_PROTOCOLS
-) -> tuple[str, str, int, str]:
-    """``scheme://host:port?query`` → (scheme, host, port, query), for listener URLs and
-    run targets alike.
-
-    Raises:
-        SpecError: Malformed, another scheme, no host or port, or a path; names the field.
-    """
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise SpecError(f"{url!r} is not a valid URL: {exc}", field_name) from exc
-    if parts.scheme not in protocols:
-        wanted = ", ".join(f"{p}://" for p in protocols)
-        raise SpecError(f"{url!r}: the scheme must be one of {wanted}", field_name)
-    if not parts.hostname:
-        raise SpecError(f"{url!r} has no host", field_name)
-    if port is None:
-        raise SpecError(f"{url!r} has no port (write host:port)", field_name)
-    if parts.path not in ("", "/"):
-        raise SpecError(f"{url!r}: a path is not allowed here", field_name)
-    return parts.scheme, parts.hostname, port, parts.query
 
 
 def load_rules_file(path: Path) -> dict[str, Any]:
@@ -372,7 +345,8 @@ def parse_listener(
     url = body.pop("url", None)
     if not isinstance(url, str):
         raise SpecError("url is required: e.g. tcp://127.0.0.1:9000?mode=echo", field_name)
-    protocol, host, port, query = split_url(url, field_name)
+    endpoint, query = Endpoint.split(url, field_name, LISTENER_PROTOCOLS)
+    protocol, host, port = endpoint.protocol, endpoint.host, endpoint.port
     values: dict[str, Any] = dict(defaults or {})
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name == "rules":

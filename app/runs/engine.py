@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from app.endpoint import Endpoint
 from app.registry import Conn, Registry
 from app.runs.channel import Channel, ConnectError, client_tls_context, connect_stream
 from app.runs.mux import Multiplexer
 from app.runs.spec import RunSpec
 from app.runs.stats import RunStats, error_kind, new_histogram
-from app.settings import Endpoint, parse_target
 from app.wire import probe
 
 if TYPE_CHECKING:
@@ -220,7 +220,7 @@ async def execute(
 ) -> None:
     """Run ``run`` to its end (finished, failed, or stopped by its cancel scope)."""
     spec = run.spec
-    endpoint = parse_target(spec.target)
+    endpoint = spec.target
     stats = run.stats
     run.started_at = time.time()
     clock0 = trio.current_time()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any
@@ -119,3 +120,9 @@ def format_result(doc: dict[str, Any]) -> str:
     if bottleneck and bottleneck.get("limited"):
         lines.append(f"  warning: socketlab was the bottleneck: {bottleneck['reason']}")
     return "\n".join(lines)
+
+
+def print_result(doc: dict[str, Any], as_json: bool) -> bool:
+    """Print a finished run's document (JSON) or its table; True when the run finished."""
+    print(json.dumps(doc, indent=2) if as_json else format_result(doc))
+    return doc.get("status") == "finished"

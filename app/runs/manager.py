@@ -15,6 +15,7 @@ from typing import Any
 
 import trio
 
+from app.endpoint import Endpoint
 from app.errors import ConflictError, NotFoundError, SpecError, TargetNotAllowedError
 from app.registry import Registry
 from app.runs.engine import RemoteLookup, execute
@@ -22,7 +23,7 @@ from app.runs.spec import RunSpec
 from app.runs.stats import RunStats
 from app.runs.targets import TargetPolicy
 from app.runs.totals import PatternTotals, RunTotals
-from app.settings import Endpoint, Settings, parse_target
+from app.settings import Settings
 from app.store import AuditLog, Store
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class Run:
         return {
             "id": self.id,
             "status": self.status,
-            "target": self.spec.target,
+            "target": self.spec.target.url,
             "progress": round(self.progress, 4),
             "elapsed": round(self.elapsed, 3),
             "sent": s.sent,
@@ -200,7 +201,7 @@ class RunManager:
         if self._nursery is None or not self.accepting:
             raise ConflictError("the lab is shutting down", None)
         self.check_caps(spec)
-        endpoint = parse_target(spec.target)
+        endpoint = spec.target
         requested_at = time.time()
         resolved: tuple[int, tuple[Any, ...]] | None = None
         resolve_error: OSError | None = None
@@ -212,7 +213,7 @@ class RunManager:
                     {
                         "principal": principal,
                         "client": client,
-                        "target": spec.target,
+                        "target": spec.target.url,
                         "spec": spec.model_dump(mode="json"),
                         "requested_at": requested_at,
                         "outcome": f"refused: {exc.message}",
@@ -232,7 +233,7 @@ class RunManager:
                     "run_id": run.id,
                     "principal": principal,
                     "client": client,
-                    "target": spec.target,
+                    "target": spec.target.url,
                     "spec": spec.model_dump(mode="json"),
                     "requested_at": requested_at,
                     "outcome": "running",

@@ -1,92 +1,118 @@
-"""The run spec: one model validates API bodies, CLI options and stored specs alike."""
+"""The run spec: one model per pattern validates API bodies, CLI options and stored specs.
+
+Each pattern's model has only the fields that pattern uses, so a field it would ignore is
+refused by name (``rate`` on a pingpong run is a 422 naming ``rate``). The engine and the
+flows read every attribute of every pattern (``spec.rate``, ``spec.in_flight``...): where a
+pattern has no such field, its model answers with the fixed value it runs with.
+:func:`parse_run_spec` picks the model by ``pattern`` (default ``pingpong``), so an error's
+location is the user's field name; :data:`RunSpec` is the union, discriminated by
+``pattern``, for annotations and the OpenAPI document.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self, TypeAlias, get_args
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
-    field_validator,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
     model_validator,
 )
 
+from app.endpoint import Endpoint
 from app.errors import SpecError
-from app.settings import parse_target
-from app.validation import spec_error_from as validation_error_to_spec_error
-from app.wire.payload import PayloadError, make_payload, parse_escaped, parse_hex
+from app.runs.payload_spec import PayloadSpec
+from app.validation import validate
 
 # The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers).
 MAX_UDP_SIZE = 65_507
 MAX_TCP_SIZE = 1_048_576
 DEFAULT_DURATION = 5.0
-PATTERNS = ("pingpong", "rate", "bulk", "burst", "packet")
 
 
-class PayloadSpec(BaseModel):
-    """What the bytes of each message are (the probe header overwrites the first 28)."""
+def _to_endpoint(value: Any) -> Endpoint:
+    # Looked up on the class at each call, so a test can count the parses.
+    if isinstance(value, Endpoint):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("target: give a URL such as tcp://127.0.0.1:9000")
+    return Endpoint.parse(value, field="target")
+
+
+# A run's target: parsed once into an Endpoint, written back as its URL (JSON, OpenAPI).
+Target = Annotated[
+    Endpoint,
+    PlainValidator(_to_endpoint),
+    PlainSerializer(lambda endpoint: endpoint.url, return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "tcp://host:port, udp://host:port or tls://host:port",
+            "examples": ["tcp://127.0.0.1:9000"],
+        }
+    ),
+]
+
+PATTERN_HELP = (
+    "pingpong: closed loop; rate: open loop at a fixed rate; bulk: maximum throughput "
+    "(UDP: at the rate cap); burst: K messages back to back every interval; packet: one "
+    "message and its reply"
+)
+# Fields that exclude each other: the models refuse both, the CLI makes them alternatives.
+EXCLUSIVE = (("duration", "count"), ("rate", "bitrate"))
+
+# The values a pattern without such a field runs with (the engine reads them all).
+DEFAULT_CONNECTIONS = 1
+DEFAULT_SIZE = 64
+DEFAULT_BURST = 10
+DEFAULT_INTERVAL = 1.0
+DEFAULT_IN_FLIGHT = 1
+
+
+class _Common(BaseModel):
+    """The fields every pattern has."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["random", "zeros", "text", "hex"] = Field(
-        "random", description="random bytes, zeros, repeated text (escapes allowed) or hex"
+    target: Target
+    pattern: str = Field(description=PATTERN_HELP)
+    payload: PayloadSpec = Field(default_factory=PayloadSpec)  # type: ignore[arg-type]
+    timeout: float = Field(2.0, gt=0, le=60, description="seconds to wait for each reply")
+    insecure: bool = Field(False, description="tls: accept any server certificate")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_own_fields(cls, data: Any) -> Any:
+        # A field of another pattern is named, not lumped with unknown keys.
+        if isinstance(data, dict):
+            for name in data:
+                if name not in cls.model_fields and name in FIELD_PATTERNS:
+                    *others, last = FIELD_PATTERNS[name]
+                    users = f"{', '.join(others)} and {last}" if others else last
+                    pattern = get_args(cls.model_fields["pattern"].annotation)[0]
+                    raise ValueError(
+                        f"{name}: a {pattern} run does not use {name} (it applies to {users})"
+                    )
+        return data
+
+    @property
+    def largest_size_cap(self) -> int:
+        return MAX_UDP_SIZE if self.target.protocol == "udp" else MAX_TCP_SIZE
+
+
+class _Load(_Common):
+    """The fields of the patterns that send many messages over many flows."""
+
+    connections: int = Field(
+        DEFAULT_CONNECTIONS, ge=1, le=100_000, description="TCP connections or UDP flows"
     )
-    text: str | None = Field(
-        None,
-        max_length=65_536,
-        description=r"for text: e.g. 'GET / HTTP/1.0\r\n\r\n'; for hex: 'de ad be ef'",
-    )
-
-    @model_validator(mode="after")
-    def _text_parses(self) -> PayloadSpec:
-        if self.kind in ("text", "hex") and not self.text:
-            raise ValueError(f"payload.text: give the {self.kind} to send")
-        if self.text is not None:
-            try:
-                (parse_hex if self.kind == "hex" else parse_escaped)(self.text)
-            except PayloadError as exc:
-                raise ValueError(f"payload.text: {exc}") from None
-        return self
-
-    def raw(self) -> bytes | None:
-        """The bytes given by text or hex; ``None`` for random and zeros."""
-        if self.kind == "hex":
-            return parse_hex(self.text or "")
-        if self.kind == "text":
-            return parse_escaped(self.text or "")
-        return None
-
-    def build(self, size: int) -> bytes:
-        return make_payload(self.kind, size, text=self.text)
-
-
-class RunSpec(BaseModel):
-    """What to fire, where, for how long, and with which bytes."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    target: str = Field(
-        description="tcp://host:port, udp://host:port or tls://host:port",
-        examples=["tcp://127.0.0.1:9000"],
-    )
-    pattern: Literal["pingpong", "rate", "bulk", "burst", "packet"] = Field(
-        "pingpong",
-        description="pingpong: closed loop; rate: open loop at a fixed rate; bulk: maximum "
-        "throughput (UDP: at the rate cap); burst: K messages back to back every interval; "
-        "packet: one message and its reply",
-    )
-    connections: int = Field(1, ge=1, le=100_000, description="TCP connections or UDP flows")
-    size: int = Field(64, ge=1, le=MAX_TCP_SIZE, description="message size in bytes")
+    size: int = Field(DEFAULT_SIZE, ge=1, le=MAX_TCP_SIZE, description="message size in bytes")
     size_max: int | None = Field(
         None, ge=1, le=MAX_TCP_SIZE, description="if given, sizes vary from size to size_max"
-    )
-    rate: float | None = Field(
-        None, gt=0, le=10_000_000, description="messages per second, all connections together"
-    )
-    bitrate: float | None = Field(
-        None, gt=0, le=100e9, description="bits per second of payload, instead of rate"
     )
     duration: float | None = Field(
         None, gt=0, le=86_400, description="seconds to run (default 5 when count is not given)"
@@ -94,39 +120,15 @@ class RunSpec(BaseModel):
     count: int | None = Field(None, ge=1, le=1_000_000_000, description="messages to send in all")
     warmup: float = Field(0.0, ge=0, le=3600, description="seconds excluded from the statistics")
     ramp_up: float = Field(0.0, ge=0, le=3600, description="seconds over which connections start")
-    burst: int = Field(10, ge=1, le=1_000_000, description="burst: messages per burst")
-    interval: float = Field(1.0, gt=0, le=3600, description="burst: seconds between bursts")
-    in_flight: int = Field(1, ge=1, le=1024, description="pingpong: messages in flight per flow")
-    payload: PayloadSpec = Field(default_factory=PayloadSpec)  # type: ignore[arg-type]
-    timeout: float = Field(2.0, gt=0, le=60, description="seconds to wait for each reply")
-    insecure: bool = Field(False, description="tls: accept any server certificate")
-
-    @field_validator("target")
-    @classmethod
-    def _target_parses(cls, value: str) -> str:
-        parse_target(value)
-        return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> RunSpec:
+    def _load_consistent(self) -> Self:
         if self.duration is not None and self.count is not None:
             raise ValueError("count: give duration or count, not both")
-        if self.rate is not None and self.bitrate is not None:
-            raise ValueError("bitrate: give rate or bitrate, not both")
         if self.size_max is not None and self.size_max < self.size:
             raise ValueError("size_max: must be at least size")
-        endpoint = parse_target(self.target)
-        if endpoint.protocol == "udp" and self.largest_size > MAX_UDP_SIZE:
+        if self.target.protocol == "udp" and self.largest_size > MAX_UDP_SIZE:
             raise ValueError(f"size: a UDP datagram carries at most {MAX_UDP_SIZE} bytes")
-        if self.pattern == "rate" and self.message_rate is None:
-            raise ValueError("rate: the rate pattern needs rate or bitrate")
-        if self.pattern == "bulk" and endpoint.protocol == "udp" and self.message_rate is None:
-            raise ValueError("rate: a UDP bulk run needs a rate cap (rate or bitrate)")
-        if endpoint.protocol == "tls" and self.pattern == "bulk" and self.size > 65_536:
-            raise ValueError("size: TLS records carry at most 65536 bytes per write here")
-        raw = self.payload.raw()
-        if self.pattern == "packet" and raw is not None and len(raw) > self.largest_size_cap:
-            raise ValueError("payload.text: longer than one datagram can carry")
         return self
 
     @property
@@ -134,12 +136,31 @@ class RunSpec(BaseModel):
         return self.size_max or self.size
 
     @property
-    def largest_size_cap(self) -> int:
-        return MAX_UDP_SIZE if parse_target(self.target).protocol == "udp" else MAX_TCP_SIZE
-
-    @property
     def mean_size(self) -> float:
         return (self.size + self.largest_size) / 2
+
+    @property
+    def effective_duration(self) -> float | None:
+        if self.count is None and self.duration is None:
+            return DEFAULT_DURATION
+        return self.duration
+
+
+class _Paced(_Load):
+    """A load with a message rate (or a bitrate it is computed from)."""
+
+    rate: float | None = Field(
+        None, gt=0, le=10_000_000, description="messages per second, all connections together"
+    )
+    bitrate: float | None = Field(
+        None, gt=0, le=100e9, description="bits per second of payload, instead of rate"
+    )
+
+    @model_validator(mode="after")
+    def _one_pace(self) -> Self:
+        if self.rate is not None and self.bitrate is not None:
+            raise ValueError("bitrate: give rate or bitrate, not both")
+        return self
 
     @property
     def message_rate(self) -> float | None:
@@ -150,24 +171,206 @@ class RunSpec(BaseModel):
             return self.bitrate / (8 * self.mean_size)
         return None
 
+
+class _Unpaced:
+    """A pattern that sets its own pace: no rate."""
+
+    @property
+    def rate(self) -> float | None:
+        return None
+
+    @property
+    def bitrate(self) -> float | None:
+        return None
+
+    @property
+    def message_rate(self) -> float | None:
+        return None
+
+
+class _NoBursts:
+    @property
+    def burst(self) -> int:
+        return DEFAULT_BURST
+
+    @property
+    def interval(self) -> float:
+        return DEFAULT_INTERVAL
+
+
+class _OneInFlight:
+    @property
+    def in_flight(self) -> int:
+        return DEFAULT_IN_FLIGHT
+
+
+class PingpongSpec(_Unpaced, _NoBursts, _Load):
+    """Closed loop: each flow sends its next message when a reply has come back."""
+
+    # The one pattern whose name may be left out: a spec without one is a pingpong run.
+    pattern: Literal["pingpong"] = Field("pingpong", description=PATTERN_HELP)
+    in_flight: int = Field(
+        DEFAULT_IN_FLIGHT, ge=1, le=1024, description="messages in flight per flow"
+    )
+
+    @model_validator(mode="after")
+    def _udp_window(self) -> Self:
+        if self.target.protocol == "udp" and self.in_flight > 1:
+            raise ValueError(
+                "in_flight: a UDP pingpong flow keeps one datagram in flight (more is not "
+                "implemented yet); use more connections instead"
+            )
+        return self
+
+
+class RateSpec(_NoBursts, _OneInFlight, _Paced):
+    """Open loop at a fixed rate; latency from each message's intended send time."""
+
+    pattern: Literal["rate"] = Field(description=PATTERN_HELP)
+
+    @model_validator(mode="after")
+    def _has_rate(self) -> Self:
+        if self.message_rate is None:
+            raise ValueError("rate: the rate pattern needs rate or bitrate")
+        return self
+
+
+class BulkSpec(_NoBursts, _OneInFlight, _Paced):
+    """Maximum throughput: a TCP stream as fast as it goes, or a UDP blast at a rate cap."""
+
+    pattern: Literal["bulk"] = Field(description=PATTERN_HELP)
+
+    @model_validator(mode="after")
+    def _pace_by_protocol(self) -> Self:
+        if self.target.protocol == "udp":
+            if self.message_rate is None:
+                raise ValueError("rate: a UDP bulk run needs a rate cap (rate or bitrate)")
+            return self
+        for name in ("rate", "bitrate", "size_max"):
+            if getattr(self, name) is not None:
+                raise ValueError(
+                    f"{name}: a {self.target.protocol.upper()} bulk run writes size bytes at a "
+                    f"time as fast as it can; {name} applies to UDP bulk only"
+                    if name != "size_max"
+                    else f"size_max: a {self.target.protocol.upper()} bulk run writes size "
+                    "bytes at a time; sizes do not vary"
+                )
+        if self.target.protocol == "tls" and self.size > 65_536:
+            raise ValueError("size: TLS records carry at most 65536 bytes per write here")
+        return self
+
+
+class BurstSpec(_Unpaced, _OneInFlight, _Load):
+    """``burst`` messages back to back every ``interval`` seconds."""
+
+    pattern: Literal["burst"] = Field(description=PATTERN_HELP)
+    burst: int = Field(DEFAULT_BURST, ge=1, le=1_000_000, description="messages per burst")
+    interval: float = Field(DEFAULT_INTERVAL, gt=0, le=3600, description="seconds between bursts")
+
+
+class PacketSpec(_Unpaced, _NoBursts, _OneInFlight, _Common):
+    """One message and its reply, shown as hex and text."""
+
+    pattern: Literal["packet"] = Field(description=PATTERN_HELP)
+
+    @model_validator(mode="after")
+    def _fits(self) -> Self:
+        raw = self.payload.raw()
+        if raw is not None and len(raw) > self.largest_size_cap:
+            raise ValueError("payload.text: longer than one datagram can carry")
+        return self
+
+    # One message on one flow, sent at once: the load fields have their fixed values.
+    @property
+    def connections(self) -> int:
+        return DEFAULT_CONNECTIONS
+
+    @property
+    def size(self) -> int:
+        return DEFAULT_SIZE
+
+    @property
+    def size_max(self) -> int | None:
+        return None
+
+    @property
+    def largest_size(self) -> int:
+        return DEFAULT_SIZE
+
+    @property
+    def mean_size(self) -> float:
+        return DEFAULT_SIZE
+
+    @property
+    def duration(self) -> float | None:
+        return None
+
     @property
     def effective_duration(self) -> float | None:
-        if self.pattern == "packet":
-            return None
-        if self.count is None and self.duration is None:
-            return DEFAULT_DURATION
-        return self.duration
+        return None
+
+    @property
+    def count(self) -> int | None:
+        return None
+
+    @property
+    def warmup(self) -> float:
+        return 0.0
+
+    @property
+    def ramp_up(self) -> float:
+        return 0.0
+
+
+AnyRunSpec = PingpongSpec | RateSpec | BulkSpec | BurstSpec | PacketSpec
+# The type everyone imports; as a pydantic annotation it validates by ``pattern``.
+RunSpec: TypeAlias = Annotated[AnyRunSpec, Field(discriminator="pattern")]
+
+MODELS: dict[str, type[AnyRunSpec]] = {
+    "pingpong": PingpongSpec,
+    "rate": RateSpec,
+    "bulk": BulkSpec,
+    "burst": BurstSpec,
+    "packet": PacketSpec,
+}
+PATTERNS = tuple(MODELS)
+RUN_SPEC_MODELS = tuple(MODELS.values())
+
+# Every field of any pattern → the patterns that have it (in PATTERNS order).
+FIELD_PATTERNS: dict[str, tuple[str, ...]] = {}
+for _pattern, _model in MODELS.items():
+    for _name in _model.model_fields:
+        FIELD_PATTERNS[_name] = (*FIELD_PATTERNS.get(_name, ()), _pattern)
+RUN_SPEC_FIELDS = tuple(FIELD_PATTERNS)
+
+
+def run_form() -> dict[str, Any]:
+    """What the dashboard's form needs from the models: each pattern's fields, and the
+    defaults to show (fields without one, or whose default is ``None``, are left out)."""
+    defaults: dict[str, Any] = {}
+    for model in MODELS.values():
+        for name, info in model.model_fields.items():
+            default = info.get_default(call_default_factory=False)
+            if isinstance(default, int | float) and not isinstance(default, bool):
+                defaults.setdefault(name, default)
+    return {
+        "fields": {pattern: list(model.model_fields) for pattern, model in MODELS.items()},
+        "defaults": defaults,
+    }
 
 
 def parse_run_spec(data: Any) -> RunSpec:
-    """Validate a JSON-like mapping into a :class:`RunSpec`.
+    """Validate a JSON-like mapping with the model of its ``pattern`` (default pingpong).
 
     Raises:
         SpecError: The first thing wrong, naming the field.
     """
     if not isinstance(data, dict):
         raise SpecError("the run spec must be a JSON object", None)
-    try:
-        return RunSpec.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error_to_spec_error(exc, data) from None
+    pattern = data.get("pattern", "pingpong")
+    model = MODELS.get(pattern) if isinstance(pattern, str) else None
+    if model is None:
+        raise SpecError(
+            f"pattern: must be one of {', '.join(PATTERNS)}, got {pattern!r}", "pattern"
+        )
+    return validate(model, data)

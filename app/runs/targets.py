@@ -29,8 +29,8 @@ from typing import Any
 
 import trio
 
+from app.endpoint import Endpoint
 from app.errors import SpecError, TargetNotAllowedError
-from app.settings import Endpoint
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING
 
 from hdrh.histogram import HdrHistogram
 
-from app.settings import parse_target
-
 if TYPE_CHECKING:
     from app.runs.manager import Run
     from app.runs.stats import RunStats
@@ -159,7 +157,7 @@ class PatternTotals:
 
 def run_key(run: Run) -> tuple[str, str]:
     """(protocol, pattern) of a run: the labels its totals are kept under."""
-    return parse_target(run.spec.target).protocol, run.spec.pattern
+    return run.spec.target.protocol, run.spec.pattern
 
 
 class RunTotals:

@@ -32,7 +32,7 @@ from app.web.schemas import (
     RunDoc,
     RunList,
     RunRef,
-    RunSpec,
+    RunSpecBody,
     SeriesQuery,
     StatsdSnapshot,
     TelemetryList,
@@ -86,7 +86,7 @@ async def list_connections() -> dict[str, Any]:
 
 
 @api.post("/runs")
-@document_request(RunSpec)
+@document_request(RunSpecBody)
 @document_response(RunRef, 201)
 @document_errors(409, 415, 422)
 async def create_run() -> tuple[dict[str, Any], int]:

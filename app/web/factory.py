@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from app import __version__
 from app.errors import SocketlabError
+from app.runs.spec import run_form
 from app.web import security
 from app.web.api import api
 from app.web.events_api import events_api
@@ -163,6 +164,6 @@ def create_web(deps: WebDeps, feed: Feed | None = None) -> QuartTrio:
             return response
         if not _auth_ok():
             return await render_template("login.html", failed=False), 401
-        return await render_template("index.html", version=__version__)
+        return await render_template("index.html", version=__version__, run_form=run_form())
 
     return web

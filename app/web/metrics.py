@@ -38,6 +38,7 @@ from prometheus_client.registry import Collector
 from quart import Blueprint, Response, current_app, request
 
 from app import __version__
+from app.endpoint import host_port
 from app.runs.totals import RTT_BUCKETS, BucketCounts, run_key
 from app.web.openapi import document_text
 from app.web.statsd_metrics import StatsdExporter
@@ -150,9 +151,8 @@ class LabCollector(Collector):
         listeners = list(self.deps.listeners)
         rows = []
         for listener in listeners:
-            host = f"[{listener.host}]" if ":" in listener.host else listener.host
             labels = [listener.id, listener.spec.protocol, listener.spec.mode]
-            rows.append((listener, [*labels, f"{host}:{listener.port}"]))
+            rows.append((listener, [*labels, host_port(listener.host, listener.port)]))
         gauge = GaugeMetricFamily(
             "socketlab_listener_connections",
             "Open TCP connections or live UDP flows of the listener",

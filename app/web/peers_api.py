@@ -8,12 +8,13 @@ from quart import Blueprint, current_app, request
 from quart_schema import document_request, document_response
 
 from app.errors import NotFoundError, SpecError
-from app.runs.spec import RunSpec, parse_run_spec
+from app.runs.spec import parse_run_spec
 from app.web.query import check_query
 from app.web.schemas import (
     PeerList,
     PeerRunRef,
     RunDoc,
+    RunSpecBody,
     document_errors,
 )
 
@@ -46,7 +47,7 @@ async def list_peers() -> dict[str, Any]:
 
 
 @peers_api.post("/peers/<name>/runs")
-@document_request(RunSpec)
+@document_request(RunSpecBody)
 @document_response(PeerRunRef, 201)
 @document_errors(404, 409, 415, 422)
 async def start_peer_run(name: str) -> tuple[dict[str, Any], int]:

@@ -1,8 +1,9 @@
 """Pydantic models of the API's responses and query strings, for ``/openapi.json``.
 
 Request bodies and query strings are documented with the models that validate them
-(``RunSpec``, ``SendRequest``, the ``*Query`` models, checked by :mod:`app.web.query`), so the
-documentation cannot drift from the validation. Responses are built as plain dicts by the
+(``RunSpecBody``: the run spec models, one per pattern, chosen by ``pattern``; ``SendRequest``;
+the ``*Query`` models, checked by :mod:`app.web.query`), so the documentation cannot drift
+from the validation. Responses are built as plain dicts by the
 routes; these models describe them, and ``tests/test_openapi.py`` checks real responses
 against them, so a route that changes its output without changing its model fails a test.
 
@@ -15,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 from pydantic.fields import FieldInfo
 from quart_schema import document_response
 
 from app.listeners.spec import ListenerSpec
-from app.runs.spec import RunSpec as RunSpec  # the request model, documented as it validates
+from app.runs.spec import RunSpec
 from app.web.query import ASCII_INTEGER, QueryInt
 
 T = TypeVar("T", bound=Callable[..., Any])
@@ -55,6 +56,10 @@ def document_errors(*status_codes: int) -> Callable[[T], T]:
         return func
 
     return decorator
+
+
+class RunSpecBody(RootModel[RunSpec]):
+    """A run spec: the fields of its pattern and only those (one model per pattern)."""
 
 
 class Health(_Strict):
@@ -207,7 +212,7 @@ class RunDoc(_Strict):
 
     id: str
     status: RunStatus
-    spec: RunSpec
+    spec: RunSpecBody
     summary: RunSummary | None
     error: str | None
     created_at: float
@@ -289,7 +294,7 @@ class Preset(_Strict):
     """A saved run spec."""
 
     name: str
-    spec: RunSpec
+    spec: RunSpecBody
 
 
 class PresetDoc(Preset):

@@ -14,6 +14,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from app.endpoint import host_port
 from app.web.factory import create_web
 from app.web.feed import Feed
 
@@ -30,8 +31,7 @@ WEBSOCKET_MAX_MESSAGE = 1024 * 1024
 
 def hypercorn_config(settings: Settings) -> Config:
     config = Config()
-    host = f"[{settings.web_host}]" if ":" in settings.web_host else settings.web_host
-    config.bind = [f"{host}:{settings.web_port}"]
+    config.bind = [host_port(settings.web_host, settings.web_port)]
     config.graceful_timeout = settings.graceful_timeout
     config.websocket_max_message_size = WEBSOCKET_MAX_MESSAGE
     # The login URL carries the token in its query string: no access log, so it is never

@@ -16,9 +16,18 @@ const endedRuns = [];
 const ENDED_KEPT = 50;
 
 // ---- which inputs apply to which pattern ---------------------------------------------------
+// The fields of each pattern and their defaults come from the server's run spec models, so
+// the form shows exactly what the API accepts for the chosen pattern.
+const RUN_FORM = JSON.parse(form.dataset.runForm);
+for (const node of $$("[data-field]", form)) {
+  const input = node.querySelector("input");
+  const fallback = RUN_FORM.defaults[node.dataset.field];
+  if (input && !input.placeholder && fallback !== undefined) input.placeholder = String(fallback);
+}
+
 function applyVisibility() {
-  const pattern = f.pattern.value;
-  for (const node of $$("[data-for]", form)) node.hidden = !node.dataset.for.split(" ").includes(pattern);
+  const fields = RUN_FORM.fields[f.pattern.value] || [];
+  for (const node of $$("[data-field]", form)) node.hidden = !fields.includes(node.dataset.field);
   const stopBy = f.stop_by.value;
   for (const node of $$("[data-stop]", form)) node.hidden = node.dataset.stop !== stopBy;
   const kind = f.payload_kind.value;
