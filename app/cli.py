@@ -351,7 +351,7 @@ def _fire_body(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_and_print(body: dict[str, Any], as_json: bool) -> int:
-    from app.runs.fire import fire_in_process, format_result
+    from app.runs.fire import fire_in_process, print_result
 
     try:
         spec = parse_run_spec(body)
@@ -361,10 +361,7 @@ def _run_and_print(body: dict[str, Any], as_json: bool) -> int:
         doc = trio.run(fire_in_process, spec, not as_json and sys.stderr.isatty())
     except KeyboardInterrupt:
         return EXIT_FAILED
-    if as_json:
-        print(json.dumps(doc, indent=2))
-    else:
-        print(format_result(doc))
+    print_result(doc, as_json=as_json)
     return EXIT_OK if doc["status"] == "finished" else EXIT_FAILED
 
 

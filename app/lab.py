@@ -26,7 +26,7 @@ from app.registry import Registry
 from app.runs.manager import RunManager
 from app.runs.targets import TargetPolicy
 from app.settings import Endpoint, Settings, is_loopback
-from app.store import AuditLog, open_store
+from app.store import AuditLog, Store, open_store
 from app.timeseries import LabSeries
 
 logger = logging.getLogger(__name__)
@@ -41,12 +41,13 @@ class Lab:
         self.registry = Registry()
         self.hub = Hub()
         self.listeners = ListenerManager(self.registry)
-        self.runs = RunManager(self.registry, settings)
+        # Built by serve() once the store is open: the manager gets every collaborator then.
+        self.runs: RunManager
+        self.store: Store
         self.shutdown = trio.Event()
         self.stopped = trio.Event()
         self.web_port: int | None = None
         self.started_at = time.time()
-        self.runs.remote_lookup = self.receiver_side
         peers = [parse_peer(p, settings.peer_token or settings.token) for p in settings.peers]
         names = [p.name for p in peers]
         for peer in peers:
@@ -54,15 +55,12 @@ class Lab:
                 # Two peers on one host (a test bench, not compose): name them by host:port.
                 peer.name = peer.url.split("://", 1)[1]
         self.peers: PeerManager | None = PeerManager(self, peers) if peers else None
-        if peers:
-            # Peers are allowed targets: the demo profile and users fire at them.
-            self.runs.policy = TargetPolicy(
-                (*settings.allow_targets, *(p.host for p in peers)),
-                allow_multicast=settings.allow_multicast,
-            )
+        # Peers are allowed targets: the demo profile and users fire at them.
+        self.run_policy = TargetPolicy(
+            (*settings.allow_targets, *(p.host for p in peers)),
+            allow_multicast=settings.allow_multicast,
+        )
         self.events = Hub()
-        self.runs.on_tick = partial(publish_run_interval, self.events)
-        self.runs.on_end = partial(publish_run_end, self.events)
         self.loop_lag = LoopLagMonitor()
         self.series = LabSeries()
         self.conn_epoch = 0
@@ -101,8 +99,17 @@ class Lab:
                 interrupted = await store.mark_interrupted(time.time())
                 if interrupted:
                     logger.warning("%d runs were interrupted by an earlier crash", interrupted)
-                self.runs.store = store
-                self.runs.audit = AuditLog(store)
+                self.store = store
+                self.runs = RunManager(
+                    self.registry,
+                    settings,
+                    store=store,
+                    audit=AuditLog(store),
+                    policy=self.run_policy,
+                    remote_lookup=self.receiver_side,
+                    on_tick=partial(publish_run_interval, self.events),
+                    on_end=partial(publish_run_end, self.events),
+                )
                 async with trio.open_nursery() as nursery:
                     if self.handle_signals:
                         nursery.start_soon(self._watch_signals)

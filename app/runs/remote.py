@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from app.runs.fire import format_result
+from app.runs.fire import print_result
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -75,8 +75,5 @@ def fire_via(base: str, token: str | None, body: dict[str, Any], *, as_json: boo
     except RemoteError as exc:
         sys.stderr.write(f"socketlab: error: {exc}\n")
         return EXIT_FAILED
-    if as_json:
-        print(json.dumps(doc, indent=2))
-    else:
-        print(format_result(doc))
+    print_result(doc, as_json=as_json)
     return EXIT_OK if doc.get("status") == "finished" else EXIT_FAILED

@@ -30,7 +30,8 @@ from typing import Any
 import trio
 
 from app.errors import SpecError, TargetNotAllowedError
-from app.settings import Endpoint
+from app.runs.spec import RunSpec
+from app.settings import Endpoint, parse_target
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -50,6 +51,11 @@ _MULTICAST_V6 = ipaddress.IPv6Network("ff00::/8")
 _NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 _COMPAT = ipaddress.IPv6Network("::/96")
 _SIXTOFOUR = ipaddress.IPv6Network("2002::/16")
+
+
+def run_endpoint(spec: RunSpec) -> Endpoint:
+    """The parsed target of a run; called once per run (by :class:`~app.runs.manager.Run`)."""
+    return parse_target(spec.target)
 
 
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:

@@ -158,7 +158,7 @@ class PresetBody(BaseModel):
 
 
 def _presets_store() -> Store:
-    store = _lab().runs.store
+    store = _lab().store
     if store is None:
         raise ConflictError("presets need the store, and the lab has none open", None)
     return store

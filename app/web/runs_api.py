@@ -160,5 +160,4 @@ async def audit_log() -> dict[str, Any]:
     raw = request.args.get("limit", "100")
     if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
         raise SpecError("limit must be an integer from 1 to 10000", "limit")
-    audit = _lab().runs.audit
-    return {"items": await audit.entries(int(raw)) if audit is not None else []}
+    return {"items": await _lab().runs.audit_entries(int(raw))}
