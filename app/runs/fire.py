@@ -19,16 +19,21 @@ from app.runs.targets import TargetPolicy
 _BAR = 30
 
 
+def progress_text(live: dict[str, Any]) -> str:
+    """One progress line from a run's live record (:meth:`Run.live`)."""
+    p50 = live["rtt_p50_ms"]
+    rtt = f"p50 {p50:.3f} ms" if p50 is not None else "p50 -"
+    return (
+        f"{live['progress'] * 100:5.1f}%  {live['received']:>10,} replies  "
+        f"{live['msgs_per_s']:>10,.0f} msg/s  {rtt}  errors {live['errors']}"
+    )
+
+
 def _progress_line(run: Run) -> str:
     live = run.live()
     filled = int(live["progress"] * _BAR)
     bar = "#" * filled + "-" * (_BAR - filled)
-    p50 = live["rtt_p50_ms"]
-    rtt = f"p50 {p50:.3f} ms" if p50 is not None else "p50 -"
-    return (
-        f"\r[{bar}] {live['progress'] * 100:5.1f}%  {live['received']:>10,} replies  "
-        f"{live['msgs_per_s']:>10,.0f} msg/s  {rtt}  errors {live['errors']}"
-    )
+    return f"\r[{bar}] {progress_text(live)}"
 
 
 async def fire_in_process(spec: RunSpec, show_progress: bool) -> dict[str, Any]:
