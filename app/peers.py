@@ -20,19 +20,17 @@ import logging
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 import trio
 
 from app.errors import ConflictError, NotFoundError, SocketlabError, SpecError
-from app.runs.manager import Run
+from app.runs.manager import RunManager
 from app.runs.outcome import Outcome, conclude
+from app.runs.run import Run
 from app.runs.spec import parse_run_spec
-
-if TYPE_CHECKING:
-    from app.lab import Lab
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +38,14 @@ POLL_INTERVAL = 2.0
 REQUEST_TIMEOUT = 5.0
 # A remote run is followed at most this long after its expected end.
 FOLLOW_SLACK = 60.0
+
+
+class RunsOwner(Protocol):
+    """What the peer manager needs of the lab: its run manager (built once the store is
+    open, so it is looked up when a run starts, not when the peers are configured)."""
+
+    @property
+    def runs(self) -> RunManager: ...
 
 
 @dataclass
@@ -96,7 +102,7 @@ class PeerState:
 class PeerManager:
     """Polls peers, forwards runs to them, and follows those runs to their end."""
 
-    def __init__(self, lab: Lab, peers: list[PeerConfig]) -> None:
+    def __init__(self, lab: RunsOwner, peers: list[PeerConfig]) -> None:
         self.lab = lab
         self.states = {p.name: PeerState(p) for p in peers}
         self._nursery: trio.Nursery | None = None

@@ -11,8 +11,8 @@ import trio
 
 from app.registry import Registry
 from app.runs.engine import execute
-from app.runs.manager import Run
 from app.runs.outcome import Outcome, conclude
+from app.runs.run import Run
 from app.runs.spec import RunSpec
 from app.runs.targets import TargetPolicy
 

@@ -12,7 +12,6 @@ caps, store and audit, and ends in one :class:`~app.runs.outcome.Outcome`.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -24,9 +23,9 @@ from app.errors import ConflictError, NotFoundError, SpecError, TargetNotAllowed
 from app.registry import Registry
 from app.runs.engine import RemoteLookup, execute
 from app.runs.outcome import Outcome, conclude
+from app.runs.run import Run as Run  # re-exported: callers and tests import it from here
 from app.runs.spec import RunSpec
-from app.runs.stats import RunStats
-from app.runs.targets import TargetPolicy, run_endpoint
+from app.runs.targets import TargetPolicy
 from app.runs.totals import PatternTotals, RunTotals, run_key
 from app.settings import Endpoint, Settings
 from app.store import AuditLog, Store
@@ -35,104 +34,6 @@ logger = logging.getLogger(__name__)
 
 # How long storing a run's result may take at the end, even during shutdown.
 _STORE_TIMEOUT = 5.0
-
-
-class Run:
-    """One run: its spec, its live statistics and, once it has ended, its outcome.
-
-    Only the manager (or ``socketlab fire``) ends a run, with :meth:`end`; until then its
-    status is ``running`` and its summary is the live one.
-    """
-
-    def __init__(self, spec: RunSpec, *, run_id: str | None = None) -> None:
-        self.id = run_id or secrets.token_hex(6)
-        self.spec = spec
-        self.endpoint = run_endpoint(spec)
-        self.created_at = time.time()
-        self.started_at: float | None = None
-        self.ended_at: float | None = None
-        self.stats = RunStats()
-        self.cancel_scope = trio.CancelScope()
-        self.done = trio.Event()
-        self.outcome: Outcome | None = None
-
-    @property
-    def status(self) -> str:
-        return "running" if self.outcome is None else self.outcome.status
-
-    @property
-    def error(self) -> str | None:
-        return None if self.outcome is None else self.outcome.error
-
-    def end(self, outcome: Outcome) -> float:
-        """Record how the run ended (once); returns when it ended."""
-        self.outcome = outcome
-        self.ended_at = ended_at = time.time()
-        return ended_at
-
-    @property
-    def elapsed(self) -> float:
-        if self.started_at is None:
-            return 0.0
-        end = self.ended_at if self.ended_at is not None else time.time()
-        return end - self.started_at
-
-    @property
-    def progress(self) -> float:
-        """Fraction done, 0 to 1."""
-        if self.status != "running":
-            return 1.0
-        spec = self.spec
-        if spec.pattern == "packet":
-            return 0.0
-        if spec.count:
-            s = self.stats
-            return min(1.0, max(s.sent, s.received + s.lost + s.error_count) / spec.count)
-        duration = (spec.effective_duration or 1.0) + spec.warmup
-        return min(1.0, self.elapsed / duration)
-
-    def summary(self) -> dict[str, Any]:
-        """The run's summary: live while it runs, the outcome's once it has ended; the same
-        keys either way (see :meth:`RunStats.summary`)."""
-        if self.outcome is not None:
-            return self.outcome.summary
-        return self.stats.summary(self.elapsed, final=False)
-
-    def live(self) -> dict[str, Any]:
-        """The small live record the dashboard and CLI show while a run goes: counters from
-        the summary, rates and RTT from the last closed second."""
-        s = self.summary()
-        series = self.stats.series
-        last = series[-1] if series else None
-        return {
-            "id": self.id,
-            "status": self.status,
-            "target": self.spec.target,
-            "progress": round(self.progress, 4),
-            "elapsed": round(self.elapsed, 3),
-            "sent": s["sent"],
-            "received": s["received"],
-            "errors": s["errors"],
-            "msgs_per_s": last["msgs_per_s"] if last else s["msgs_per_s"],
-            "rtt_p50_ms": last["rtt_ms"]["p50"] if last else None,
-            "rtt_p99_ms": last["rtt_ms"]["p99"] if last else None,
-        }
-
-    def to_dict(self, *, series: bool = True) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "id": self.id,
-            "status": self.status,
-            "spec": self.spec.model_dump(),
-            "summary": self.summary(),
-            "error": self.error,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "progress": round(self.progress, 4),
-        }
-        if series:
-            doc["series"] = list(self.stats.series)
-        return doc
 
 
 Executor = Callable[[Run], Awaitable[Outcome]]
