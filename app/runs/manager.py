@@ -68,14 +68,14 @@ class RunManager:
         on_tick: RunCallback,
         on_end: RunCallback,
     ) -> None:
-        self.registry = registry
-        self.settings = settings
-        self.store = store
-        self.audit = audit
-        self.policy = policy
-        self.remote_lookup = remote_lookup
-        self.on_tick = on_tick
-        self.on_end = on_end
+        self._registry = registry
+        self._settings = settings
+        self._store = store
+        self._audit = audit
+        self._policy = policy
+        self._remote_lookup = remote_lookup
+        self._on_tick = on_tick
+        self._on_end = on_end
         self.accepting = True
         self.live: dict[str, Run] = {}
         # Counters of every ended run, for /metrics; live runs are added at scrape time.
@@ -90,7 +90,7 @@ class RunManager:
 
     def check_caps(self, spec: RunSpec) -> None:
         """Refuse specs beyond the configured caps, naming the field."""
-        s = self.settings
+        s = self._settings
         duration = spec.effective_duration
         if duration is not None and duration > s.max_run_duration:
             raise SpecError(f"duration: at most {s.max_run_duration:g} s per run", "duration")
@@ -132,9 +132,9 @@ class RunManager:
         requested_at = time.time()
         pinned: tuple[int, tuple[Any, ...]] | OSError
         try:
-            pinned = await self.policy.resolve(run.endpoint)
+            pinned = await self._policy.resolve(run.endpoint)
         except TargetNotAllowedError as exc:
-            await self.audit.record(
+            await self._audit.record(
                 self._audit_entry(run, principal, client, requested_at, f"refused: {exc.message}")
                 | {"run_id": None}
             )
@@ -162,7 +162,7 @@ class RunManager:
             SpecError: The spec exceeds a cap.
         """
         self.admit(spec)
-        run = Run(spec, run_id=run_id)
+        run = Run(spec, run_id=run_id, followed=True)
         await self._launch(run, executor, principal, client, time.time())
         return run
 
@@ -195,8 +195,8 @@ class RunManager:
         requested_at: float,
     ) -> None:
         assert self._nursery is not None
-        await self.store.insert_run(run.to_dict(series=False))
-        await self.audit.record(self._audit_entry(run, principal, client, requested_at, "running"))
+        await self._store.insert_run(run.to_dict(series=False))
+        await self._audit.record(self._audit_entry(run, principal, client, requested_at, "running"))
         self.live[run.id] = run
         self._nursery.start_soon(self._run, run, executor)
         logger.info("run %s started: %s %s", run.id, run.spec.pattern, run.spec.target)
@@ -214,12 +214,12 @@ class RunManager:
             run.spec,
             run.endpoint,
             run.stats,
-            self.registry,
+            self._registry,
             stop=run.cancel_scope,
             resolver=resolved,
-            remote_lookup=self.remote_lookup,
-            on_tick=partial(self.on_tick, run),
-            max_bytes=self.settings.max_run_bytes,
+            remote_lookup=self._remote_lookup,
+            on_tick=partial(self._on_tick, run),
+            max_bytes=self._settings.max_run_bytes,
         )
 
     async def _run(self, run: Run, executor: Executor) -> None:
@@ -238,10 +238,12 @@ class RunManager:
                 outcome = conclude(run.spec.pattern, run.stats, run.elapsed, stopped=True)
             ended_at = run.end(outcome)
             # No checkpoint since the status was final: a scrape sees the run either as
-            # running or in the totals, never both.
-            self.totals.add(run)
+            # running or in the totals, never both. A followed run's traffic is counted by
+            # the node that sent it, so that a sum over nodes counts it once.
+            if not run.followed:
+                self.totals.add(run)
             with trio.CancelScope(shield=True), trio.move_on_after(_STORE_TIMEOUT):
-                await self.store.update_run(
+                await self._store.update_run(
                     run.id,
                     status=run.status,
                     summary=run.summary(),
@@ -250,8 +252,8 @@ class RunManager:
                     started_at=run.started_at,
                     ended_at=ended_at,
                 )
-                await self.audit.finish(run.id, run.started_at, ended_at, run.status)
-            self.on_end(run)
+                await self._audit.finish(run.id, run.started_at, ended_at, run.status)
+            self._on_end(run)
             # Stored now: readers get it from the store, memory stays bounded.
             self.live.pop(run.id, None)
             run.done.set()
@@ -261,8 +263,9 @@ class RunManager:
         self,
     ) -> tuple[dict[tuple[str, str], PatternTotals], dict[tuple[str, str], int]]:
         """For ``/metrics``: totals by (protocol, pattern), ended runs and running ones
-        together (read from their summaries), and how many runs of each key are going."""
-        running = self.running()
+        together (read from their summaries), and how many runs of each key are going.
+        Runs followed on a peer are the peer's figures and left out."""
+        running = [r for r in self.running() if not r.followed]
         counts: dict[tuple[str, str], int] = {}
         for run in running:
             key = run_key(run)
@@ -271,7 +274,7 @@ class RunManager:
 
     async def audit_entries(self, limit: int) -> list[dict[str, Any]]:
         """The newest ``limit`` audit entries (refused requests included)."""
-        return await self.audit.entries(limit)
+        return await self._audit.entries(limit)
 
     def stop(self, run_id: str) -> Run:
         run = self.live.get(run_id)
@@ -298,7 +301,7 @@ class RunManager:
         run = self.live.get(run_id)
         if run is not None and run.status == "running":
             return run.to_dict()
-        stored = await self.store.get_run(run_id)
+        stored = await self._store.get_run(run_id)
         if stored is not None:
             return stored
         if run is not None:
@@ -307,6 +310,6 @@ class RunManager:
 
     async def list(self, limit: int = 100) -> list[dict[str, Any]]:
         live = {r.id: r.to_dict(series=False) for r in self.running()}
-        stored = await self.store.list_runs(limit)
+        stored = await self._store.list_runs(limit)
         items = [live.pop(r["id"], r) for r in stored]
         return (list(live.values()) + items)[:limit]

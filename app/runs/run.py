@@ -25,8 +25,10 @@ class Run:
     status is ``running`` and its summary is the live one.
     """
 
-    def __init__(self, spec: RunSpec, *, run_id: str | None = None) -> None:
+    def __init__(self, spec: RunSpec, *, run_id: str | None = None, followed: bool = False) -> None:
         self.id = run_id or secrets.token_hex(6)
+        # A copy of a run that another node fires: its traffic is not this node's.
+        self.followed = followed
         self.spec = spec
         self.endpoint = run_endpoint(spec)
         self.created_at = time.time()
