@@ -11,6 +11,7 @@ import trio
 
 from app.lab import Lab
 from app.runs.spec import parse_run_spec
+from app.runs.stats import RunStats
 from app.web.schemas import RunSummary
 from tests.conftest import listener_port
 from tests.helpers import wait_for
@@ -57,3 +58,20 @@ async def test_a_running_and_a_finished_run_have_the_same_summary_keys(
     # Not known while running, known at the end.
     assert running[0]["bottleneck"] is None and finished["bottleneck"] is not None
     assert (finished["reply"] is not None) == (pattern == "packet")
+
+
+def test_a_live_summary_leaves_the_open_second_to_the_series() -> None:
+    stats = RunStats()
+    for rtt_ns in (40_000, 50_000):
+        stats.sent += 1
+        stats.received += 1
+        stats.interval.record_value(rtt_ns)
+    live = stats.summary(0.5, final=False)
+    assert live["received"] == 2
+    assert live["rtt_ms"]["p50"] is None  # no second closed yet
+    point = stats.tick(1.0)
+    assert point["received"] == 2 and point["rtt_ms"]["max"] == pytest.approx(0.05, rel=1e-3)
+    assert stats.summary(1.0, final=False)["rtt_ms"]["max"] == pytest.approx(0.05, rel=1e-3)
+    final = stats.summary(1.0, final=True)
+    assert final["rtt_ms"]["mean"] == pytest.approx(0.045, rel=1e-2)
+    assert set(final) == set(live)

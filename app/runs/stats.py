@@ -3,9 +3,11 @@
 Theory of operation: the per-message code bumps integer counters and records one RTT (in
 nanoseconds) into the *interval* HDR histogram, about 0.6 µs. Once a second :meth:`tick`
 closes the interval: it computes that second's figures, folds the interval histogram into the
-run's total histogram and resets it. The summary is computed from the total histogram, so
-the percentiles are those of every message, with HDR's bounded relative error (3 significant
-digits: 0.1 %).
+run's total histogram and resets it. :meth:`RunStats.summary` is the one computation of a
+run's summary, live or final, with the same keys either way: the final one folds the open
+interval in first, so its percentiles are those of every message, with HDR's bounded
+relative error (3 significant digits: 0.1 %); a live one leaves the interval alone and shows
+the closed seconds.
 """
 
 from __future__ import annotations
