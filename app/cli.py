@@ -272,7 +272,8 @@ def _run_and_print(body: dict[str, Any], as_json: bool) -> int:
         doc = trio.run(fire_in_process, spec, not as_json and sys.stderr.isatty())
     except KeyboardInterrupt:
         return EXIT_FAILED
-    return EXIT_OK if print_result(doc, as_json) else EXIT_FAILED
+    print_result(doc, as_json=as_json)
+    return EXIT_OK if doc["status"] == "finished" else EXIT_FAILED
 
 
 def _fire(args: argparse.Namespace) -> int:

@@ -53,27 +53,34 @@ class Lab:
         self.registry = Registry()
         self.hub = Hub()
         self.listeners = ListenerManager(self.registry)
-        self.runs = RunManager(self.registry, settings)
         self.shutdown = trio.Event()
         self.stopped = trio.Event()
         self.web_port: int | None = None
         self.started_at = time.time()
-        self.runs.remote_lookup = self.receiver_side
         peers = [parse_peer(p, settings.peer_token or settings.token) for p in settings.peers]
         names = [p.name for p in peers]
         for peer in peers:
             if names.count(peer.name) > 1:
                 # Two peers on one host (a test bench, not compose): name them by host:port.
                 peer.name = peer.url.split("://", 1)[1]
+        # Peers are allowed targets: the demo profile and users fire at them.
+        policy = TargetPolicy(
+            (*settings.allow_targets, *(p.host for p in peers)),
+            allow_multicast=settings.allow_multicast,
+        )
+        # Opened by serve(); every collaborator of the run manager exists from here on.
+        self.store = Store(settings.data_dir)
+        self.runs = RunManager(
+            self.registry,
+            settings,
+            store=self.store,
+            audit=AuditLog(self.store),
+            policy=policy,
+            remote_lookup=self.receiver_side,
+            on_tick=self._publish_interval,
+            on_end=self._publish_end,
+        )
         self.peers: PeerManager | None = PeerManager(self.runs, peers) if peers else None
-        if peers:
-            # Peers are allowed targets: the demo profile and users fire at them.
-            self.runs.policy = TargetPolicy(
-                (*settings.allow_targets, *(p.host for p in peers)),
-                allow_multicast=settings.allow_multicast,
-            )
-        self.runs.on_tick = self._publish_interval
-        self.runs.on_end = self._publish_end
         self.loop_lag = LoopLagMonitor()
         self.series = LabSeries()
 
@@ -91,8 +98,8 @@ class Lab:
         if self.hub.wants(RunEnded):
             self.hub.publish(run_ended(run))
 
-    def web_deps(self, store: Store | None = None) -> WebDeps:
-        """What the web layer gets of this lab (``store`` once it is open)."""
+    def web_deps(self) -> WebDeps:
+        """What the web layer gets of this lab."""
         return WebDeps(
             settings=self.settings,
             listeners=self.listeners,
@@ -102,8 +109,7 @@ class Lab:
             series=self.series,
             loop_lag=self.loop_lag,
             peers=self.peers,
-            store=store,
-            audit=None if store is None else AuditLog(store),
+            store=self.store,
             shutdown=self.shutdown,
             started_at=self.started_at,
         )
@@ -129,12 +135,10 @@ class Lab:
         """Run the lab until shutdown is requested; reports itself once every port is bound."""
         settings = self.settings
         try:
-            async with open_store(settings.data_dir) as store:
+            async with open_store(self.store) as store:
                 interrupted = await store.mark_interrupted(time.time())
                 if interrupted:
                     logger.warning("%d runs were interrupted by an earlier crash", interrupted)
-                self.runs.store = store
-                self.runs.audit = AuditLog(store)
                 async with trio.open_nursery() as nursery:
                     if self.handle_signals:
                         nursery.start_soon(self._watch_signals)
@@ -151,7 +155,7 @@ class Lab:
                     if self.web is None:
                         web_done.set()
                     else:
-                        deps = self.web_deps(store)
+                        deps = self.web_deps()
                         self.web_port = await nursery.start(self.web, deps, web_done)
                     task_status.started(self)
                     await self.shutdown.wait()

@@ -5,7 +5,10 @@ through its own API with its token: health, listeners and the first page of conn
 The latest answer (or the error) is kept, so the dashboard and ``GET /api/peers`` show peers
 without waiting on them. A run started on a peer through this node is forwarded to the
 peer's ``POST /api/runs``; a watcher follows it until it ends and keeps a copy of its result
-in this node's store, so it is visible on both nodes.
+in this node's store, so it is visible on both nodes. That local copy is a run of this node's
+:class:`~app.runs.manager.RunManager` whose executor follows the peer's run instead of
+opening sockets: it counts against the same caps (concurrent runs) and is audited like any
+other run.
 
 Error handling: a peer that is down is shown as down with the error; every request has a
 timeout; nothing a peer answers can take this node down.
@@ -16,7 +19,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -24,9 +28,10 @@ import trio
 
 from app.endpoint import bracket, host_port
 from app.errors import ConflictError, NotFoundError, SocketlabError, SpecError
-
-if TYPE_CHECKING:
-    from app.runs.manager import RunManager
+from app.runs.manager import RunManager
+from app.runs.outcome import Outcome, conclude
+from app.runs.run import Run
+from app.runs.spec import parse_run_spec
 
 logger = logging.getLogger(__name__)
 
@@ -157,37 +162,48 @@ class PeerManager:
                 state.status, state.error = "down", f"unexpected answer: {exc}"
             await trio.sleep(POLL_INTERVAL)
 
-    async def start_run(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        """Start a run on peer ``name``; keep a local copy that follows it to its end."""
+    async def start_run(
+        self,
+        name: str,
+        spec: dict[str, Any],
+        *,
+        principal: str = "local",
+        client: str | None = None,
+    ) -> dict[str, Any]:
+        """Start a run on peer ``name``; a local run of the same spec follows it to its end.
+
+        Raises:
+            NotFoundError: No such peer.
+            ConflictError: The peer cannot answer, this lab is shutting down, or too many
+                runs are going here.
+            SpecError: The spec is invalid or exceeds one of this lab's caps.
+        """
         state = self.get(name)
+        run_spec = parse_run_spec(spec)
+        runs = self.runs
+        # Refused here before the peer starts anything; checked again when the copy starts.
+        runs.admit(run_spec)
         created = await self.request(state, "POST", "/api/runs", spec)
         remote_id = str(created["id"])
-        local_id = f"{name}~{remote_id}"
-        store = self.runs.store
-        now = time.time()
-        if store is not None:
-            await store.insert_run(
-                {
-                    "id": local_id,
-                    "status": "running",
-                    "spec": spec,
-                    "summary": None,
-                    "series": None,
-                    "error": None,
-                    "created_at": now,
-                    "started_at": now,
-                    "ended_at": None,
-                }
-            )
-        assert self._nursery is not None
-        self._nursery.start_soon(self._follow, state, remote_id, local_id)
-        return {"id": local_id, "peer": name, "remote_id": remote_id, "status": "running"}
+        await runs.start_followed(
+            run_spec,
+            partial(self._follow, state, remote_id),
+            run_id=f"{name}~{remote_id}",
+            principal=principal,
+            client=client,
+        )
+        return {
+            "id": f"{name}~{remote_id}",
+            "peer": name,
+            "remote_id": remote_id,
+            "status": "running",
+        }
 
-    async def _follow(self, state: PeerState, remote_id: str, local_id: str) -> None:
-        """Poll the remote run until it ends, then store its result here too."""
-        store = self.runs.store
+    async def _follow(self, state: PeerState, remote_id: str, run: Run) -> Outcome:
+        """The executor of a run followed on a peer: poll it until it ends, then end the
+        same way here (a stop here stops it there too)."""
         doc: dict[str, Any] | None = None
-        with trio.move_on_after(86_400 + FOLLOW_SLACK):
+        with run.cancel_scope, trio.move_on_after(86_400 + FOLLOW_SLACK):
             while True:
                 await trio.sleep(0.5)
                 try:
@@ -197,18 +213,21 @@ class PeerManager:
                 assert doc is not None
                 if doc.get("status") != "running":
                     break
-        if store is None or doc is None:
-            return
-        with trio.CancelScope(shield=True), trio.move_on_after(5):
-            await store.update_run(
-                local_id,
-                status=doc.get("status", "failed"),
-                summary=doc.get("summary"),
-                series=doc.get("series"),
-                error=doc.get("error"),
-                started_at=doc.get("started_at"),
-                ended_at=doc.get("ended_at"),
-            )
+        pattern = run.spec.pattern
+        if run.cancel_scope.cancelled_caught:
+            with trio.CancelScope(shield=True), trio.move_on_after(REQUEST_TIMEOUT):
+                try:
+                    await self.request(state, "POST", f"/api/runs/{remote_id}/stop", {})
+                except SocketlabError as exc:
+                    logger.warning("run %s: the peer did not stop it: %s", run.id, exc.message)
+            return conclude(pattern, run.stats, run.elapsed, stopped=True)
+        if doc is None or doc.get("status") == "running":
+            failure = f"lost track of run {remote_id} on peer {state.config.name}"
+            return conclude(pattern, run.stats, run.elapsed, failure=failure)
+        series = doc.get("series")
+        if isinstance(series, list):
+            run.stats.series[:] = series
+        return conclude(pattern, run.stats, run.elapsed, reported=doc)
 
     async def get_run(self, name: str, remote_id: str) -> Any:
         return await self.request(self.get(name), "GET", f"/api/runs/{remote_id}")

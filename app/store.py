@@ -81,17 +81,32 @@ def _row_to_run(row: tuple[Any, ...]) -> dict[str, Any]:
     return run
 
 
-class Store:
-    """The lab's SQLite database. Open it with :func:`open_store`."""
+DB_NAME = "socketlab.sqlite3"
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+
+class Store:
+    """The lab's SQLite database in ``data_dir``. Open it with :func:`open_store`.
+
+    Made without I/O, so the objects that use it can be given it at construction; its
+    methods work once :func:`open_store` has opened (and migrated) the file.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.path = data_dir / DB_NAME
+        self._db: sqlite3.Connection
         self._lock = trio.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+
+    def _open(self) -> None:
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
 
     def _migrate(self) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
@@ -227,10 +242,12 @@ class AuditLog:
 
 
 @asynccontextmanager
-async def open_store(data_dir: Path) -> AsyncIterator[Store]:
-    """Open (and create, migrating as needed) ``socketlab.sqlite3`` in ``data_dir``."""
-    await trio.Path(data_dir).mkdir(parents=True, exist_ok=True)
-    store = await trio.to_thread.run_sync(Store, data_dir / "socketlab.sqlite3")
+async def open_store(data_dir: Path | Store) -> AsyncIterator[Store]:
+    """Open (and create, migrating as needed) ``socketlab.sqlite3`` in a data directory,
+    or the not yet opened ``Store`` given; closes it at the end."""
+    store = data_dir if isinstance(data_dir, Store) else Store(data_dir)
+    await trio.Path(store.data_dir).mkdir(parents=True, exist_ok=True)
+    await trio.to_thread.run_sync(store._open)
     try:
         yield store
     finally:

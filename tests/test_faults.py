@@ -29,6 +29,7 @@ import trio
 
 from app.lab import Lab
 from app.runs import pingpong
+from app.runs.flows import FLOWS, FlowKind
 from tests.conftest import listener_port
 from tests.helpers import TOKEN, echo_round_trip, http, start_served_lab, wait_for, wait_for_async
 
@@ -163,7 +164,8 @@ async def test_a_fault_in_one_of_a_hundred_run_flows_leaves_the_others(
             raise RuntimeError("injected fault in one flow")
         await original(ctx, flow_id, quota)
 
-    monkeypatch.setattr(pingpong, "tcp_pingpong_flow", flow)
+    row = FLOWS["pingpong", "tcp"]
+    monkeypatch.setitem(FLOWS, ("pingpong", "tcp"), FlowKind(flow, row.prepare))
     target = f"tcp://127.0.0.1:{listener_port(lab, 'tcp')}"
     created = await http(
         web_port(lab),

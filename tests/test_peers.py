@@ -192,3 +192,48 @@ async def test_event_stream_says_when_a_listener_starts(lab: Lab) -> None:
     changed = next(e for e in got if e["type"] == "listener.changed")
     assert new_id in {item["id"] for item in changed["listeners"]}
     assert {e["type"] for e in got} <= {"listener.changed", "heartbeat"}
+
+
+async def test_a_run_on_a_peer_counts_against_this_labs_caps_and_is_audited(
+    nursery: trio.Nursery, tmp_path: Path, edge: Lab
+) -> None:
+    assert edge.web_port is not None
+    peers = (f"http://127.0.0.1:{edge.web_port}",)
+    async with running_lab(nursery, tmp_path / "hub", peers=peers, max_concurrent_runs=1) as hub:
+        assert hub.web_port is not None
+        target = f"tcp://127.0.0.1:{listener_port(edge, 'tcp')}"
+        created = await http(
+            hub.web_port,
+            "POST",
+            "/api/peers/127.0.0.1/runs",
+            body={"target": target, "duration": 30},
+        )
+        assert created.status == 201, created.body
+        local_id = created.json()["id"]
+        # The followed run is one of this lab's runs: a second run here is over the cap.
+        local = await http(hub.web_port, "POST", "/api/runs", body={"target": target, "count": 1})
+        assert local.status == 409, local.body
+        again = await http(
+            hub.web_port, "POST", "/api/peers/127.0.0.1/runs", body={"target": target, "count": 1}
+        )
+        assert again.status == 409, again.body
+        audit = (await http(hub.web_port, "GET", "/api/audit")).json()["items"]
+        assert [e["outcome"] for e in audit if e["run_id"] == local_id] == ["running"]
+        # Stopping the copy here stops the run on the peer too.
+        stopped = await http(hub.web_port, "POST", f"/api/runs/{local_id}/stop", body={})
+        assert stopped.status in (200, 202), stopped.body
+        remote_id = created.json()["remote_id"]
+
+        async def ended_there() -> dict[str, Any] | None:
+            doc = (await http(edge.web_port or 0, "GET", f"/api/runs/{remote_id}")).json()
+            return doc if doc["status"] != "running" else None
+
+        async def ended_here() -> dict[str, Any] | None:
+            doc = (await http(hub.web_port or 0, "GET", f"/api/runs/{local_id}")).json()
+            return doc if doc["status"] != "running" else None
+
+        there = await wait_for_async(ended_there, timeout=10)
+        here = await wait_for_async(ended_here, timeout=10)
+        assert there["status"] == here["status"] == "stopped"
+        audit = (await http(hub.web_port, "GET", "/api/audit")).json()["items"]
+        assert [e["outcome"] for e in audit if e["run_id"] == local_id] == ["stopped"]

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.runs.manager import Run
+from app.runs.outcome import conclude
 from app.runs.spec import parse_run_spec
 from app.runs.stats import new_histogram
 from app.runs.totals import RTT_BUCKETS, RunTotals, hdr_buckets
@@ -86,8 +87,7 @@ def test_a_run_moves_from_running_to_ended_without_a_counter_going_down() -> Non
     assert live.ended == {}
     assert live.errors == {"timeout": 1}
 
-    run.status = "finished"
-    run.finish()
+    run.end(conclude("pingpong", run.stats, 1.0))
     totals.add(run)
     ended = totals.snapshot([])[("tcp", "pingpong")]
     assert (ended.sent, ended.received, ended.bytes_sent, ended.rtt.count) == (5, 5, 320, 5)

@@ -46,7 +46,7 @@ async def run_to_end(lab: Lab, spec: dict[str, object]) -> dict[str, Any]:
     with trio.fail_after(20):
         await run.done.wait()
     doc = await lab.runs.get(run.id)
-    stored = await lab.runs.store.get_run(run.id) if lab.runs.store else None
+    stored = await lab.store.get_run(run.id)
     assert stored is not None and stored["summary"] is not None  # a stored summary
     return doc
 

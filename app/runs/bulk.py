@@ -10,19 +10,24 @@ receiving side counts once the connection is closed.
 
 from __future__ import annotations
 
+from functools import partial
+
 import trio
 
-from app.runs.engine import FlowContext
-from app.runs.stats import error_kind
+from app.registry import Conn
+from app.runs.channel import Channel
+from app.runs.context import FlowContext, serve_tcp_flow
 
 
 async def tcp_bulk_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None:
     """One TCP connection writing as fast as it can."""
+    await serve_tcp_flow(ctx, partial(_write_and_drain, ctx, quota))
+
+
+async def _write_and_drain(
+    ctx: FlowContext, quota: int | None, channel: Channel, conn: Conn
+) -> None:
     stats = ctx.stats
-    opened = await ctx.open_tcp()
-    if opened is None:
-        return
-    channel, conn = opened
     flow_scope = trio.CancelScope()
     conn.close_hook = flow_scope.cancel
     receive_scope = trio.CancelScope()
@@ -65,13 +70,7 @@ async def tcp_bulk_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> No
                 if done_sending and received >= sent_bytes:
                     return
 
-    try:
-        with flow_scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(reader)
-                await writer()
-    except OSError as exc:
-        stats.record_error(error_kind(exc))
-    finally:
-        ctx.registry.close(conn)
-        channel.close()
+    with flow_scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await writer()

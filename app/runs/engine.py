@@ -1,12 +1,15 @@
-"""Running one run: resolve the target once, start the flows, tick the series, end cleanly.
+"""Running one run: start the flows at the checked address, tick the series, end cleanly.
 
-Theory of operation: :func:`execute` resolves the target (once; every connection goes to the
-address that was resolved and checked), builds a :class:`FlowContext` shared by all flows,
-then starts ``connections`` flow tasks of the pattern, spread over ``ramp_up`` seconds. Flows
-send until their quota is used or ``send_deadline`` passes, then wait (at most ``timeout``)
-for replies still in flight, so a healthy run ends with ``sent == received``. A ticker closes
-a 1 s interval of the statistics every second; a monitor measures event-loop lag and CPU so
-the summary can say when socketlab itself was the bottleneck.
+Theory of operation: :func:`execute` gets the address the manager resolved and checked
+(every connection goes to it), builds a :class:`~app.runs.context.FlowContext` shared by
+all flows, runs the preparation of the pattern's row in :data:`~app.runs.flows.FLOWS`, then
+starts ``connections`` flow tasks, spread over ``ramp_up`` seconds. Flows send until their
+quota is used or ``send_deadline`` passes, then wait (at most ``timeout``) for replies
+still in flight, so a healthy run ends with ``sent == received``. A ticker closes a 1 s
+interval of the statistics every second; a monitor measures event-loop lag and CPU so the
+summary can say when socketlab itself was the bottleneck. The engine writes only to the
+run's :class:`RunStats`; it returns an :class:`~app.runs.outcome.Outcome` and leaves the
+run's record to its caller.
 
 Messages sent before ``warmup`` seconds have passed are sent but not counted: every flow
 compares each message's send time with ``measure_from_ns``.
@@ -15,126 +18,35 @@ compares each message's send time with ``measure_from_ns``.
 from __future__ import annotations
 
 import logging
-import math
-import random
 import socket as stdsocket
-import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
 from app.endpoint import Endpoint
-from app.registry import Conn, Registry
-from app.runs.channel import Channel, ConnectError, client_tls_context, connect_stream
-from app.runs.mux import Multiplexer
+from app.registry import Registry
+from app.runs.context import FlowContext
+from app.runs.flows import FLOWS
+from app.runs.outcome import Outcome, conclude
 from app.runs.spec import RunSpec
 from app.runs.stats import RunStats, error_kind, new_histogram
-from app.wire import probe
-
-if TYPE_CHECKING:
-    from app.runs.manager import Run
 
 logger = logging.getLogger(__name__)
 perf_ns = time.perf_counter_ns
-
-# Sizes drawn in advance for runs with a size range: no random draw per message.
-_SIZE_TABLE = 4096
 
 Resolver = Callable[[Endpoint], Awaitable[tuple[int, tuple[Any, ...]]]]
 RemoteLookup = Callable[[Endpoint, int], dict[str, Any] | None]
 
 
-class FlowContext:
-    """What every flow of one run shares. Read-only once the flows start."""
+def no_remote(endpoint: Endpoint, run_tag: int) -> dict[str, Any] | None:
+    """A remote lookup for runs fired outside a lab: nobody keeps the receiver's side."""
+    return None
 
-    def __init__(
-        self,
-        run_id: str,
-        spec: RunSpec,
-        endpoint: Endpoint,
-        registry: Registry,
-        stats: RunStats,
-        address: tuple[Any, ...],
-        family: int,
-    ) -> None:
-        self.run_id = run_id
-        self.run_tag = probe.run_tag_of(run_id)
-        self.spec = spec
-        self.endpoint = endpoint
-        self.protocol = "udp" if endpoint.protocol == "udp" else "tcp"
-        self.registry = registry
-        self.stats = stats
-        self.address = address
-        self.family = family
-        self.size = spec.size
-        self.max_size = spec.largest_size
-        self.timeout = spec.timeout
-        self.tls: ssl.SSLContext | None = (
-            client_tls_context(spec.insecure) if endpoint.protocol == "tls" else None
-        )
-        self.server_hostname = endpoint.host
-        self.template = spec.payload.build(self.max_size)
-        self.send_deadline = math.inf
-        self.measure_from_ns = 0
-        self.clock0 = 0.0
-        self.perf0 = 0
-        # Plain TCP and UDP pingpong flows are served by one driver task (app.runs.mux).
-        self.mux: Multiplexer | None = None
-        if spec.size_max is not None and spec.size_max != spec.size:
-            rng = random.Random(self.run_tag)
-            self.sizes = [rng.randint(spec.size, spec.size_max) for _ in range(_SIZE_TABLE)]
-        else:
-            self.sizes = [spec.size]
 
-    async def open_tcp(self) -> tuple[Channel, Conn] | None:
-        """Connect one TCP (or TLS) flow to the checked address and give it a registry row.
-
-        A failure is counted by its error kind and gives ``None``: the flow just ends.
-        """
-        try:
-            channel = await connect_stream(
-                self.family,
-                self.address,
-                self.timeout,
-                tls=self.tls,
-                server_hostname=self.server_hostname,
-            )
-        except ConnectError as exc:
-            self.stats.record_error(exc.kind)
-            return None
-        self.stats.connections_opened += 1
-        row = self.registry.open(
-            "tcp", channel.getsockname(), channel.getpeername(), run_id=self.run_id
-        )
-        return channel, row
-
-    def open_udp(self) -> tuple[stdsocket.socket, Conn] | None:
-        """A non-blocking UDP socket connected to the checked address (so ICMP errors reach
-        it), with a registry row; ``None`` (counted) when it cannot be made."""
-        sock = stdsocket.socket(self.family, stdsocket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            sock.connect(self.address)
-        except OSError as exc:
-            sock.close()
-            self.stats.record_error(error_kind(exc))
-            return None
-        self.stats.connections_opened += 1
-        row = self.registry.open("udp", sock.getsockname(), sock.getpeername(), run_id=self.run_id)
-        return sock, row
-
-    def message_buffer(self) -> bytearray:
-        """A per-flow send buffer holding the payload template (the header goes in front)."""
-        return bytearray(self.template)
-
-    def sending(self) -> bool:
-        return trio.current_time() < self.send_deadline
-
-    def per_flow_rate(self) -> float | None:
-        rate = self.spec.message_rate
-        return None if rate is None else rate / self.spec.connections
+def _no_tick() -> None:
+    return None
 
 
 def _quotas(spec: RunSpec) -> list[int | None]:
@@ -196,33 +108,36 @@ class LoadMonitor:
         }
 
 
-def _flow_function(spec: RunSpec, protocol: str) -> Callable[..., Awaitable[None]]:
-    from app.runs import bulk, openloop, packet, pingpong
-
-    if spec.pattern == "packet":
-        return packet.packet_flow
-    if spec.pattern == "pingpong":
-        return pingpong.udp_pingpong_flow if protocol == "udp" else pingpong.tcp_pingpong_flow
-    if spec.pattern == "bulk" and protocol == "tcp":
-        return bulk.tcp_bulk_flow
-    # rate, burst, and UDP bulk (a blast at the rate cap) are open-loop schedules.
-    return openloop.udp_openloop_flow if protocol == "udp" else openloop.tcp_openloop_flow
-
-
 async def execute(
-    run: Run,
+    run_id: str,
+    spec: RunSpec,
+    endpoint: Endpoint,
+    stats: RunStats,
     registry: Registry,
-    on_tick: Callable[[Run], None] | None = None,
     *,
-    resolver: Resolver = resolve,
-    remote_lookup: RemoteLookup | None = None,
+    stop: trio.CancelScope,
+    resolver: Resolver,
+    remote_lookup: RemoteLookup = no_remote,
+    on_tick: Callable[[], None] = _no_tick,
     max_bytes: int | None = None,
-) -> None:
-    """Run ``run`` to its end (finished, failed, or stopped by its cancel scope)."""
-    spec = run.spec
-    endpoint = spec.target
-    stats = run.stats
-    run.started_at = time.time()
+) -> Outcome:
+    """Run one run to its end and say how it ended.
+
+    Args:
+        run_id: The run's id (its probe tag and its registry rows are derived from it).
+        spec: What to run.
+        endpoint: The run's target, parsed once by the caller.
+        stats: Where the run counts; the engine writes nothing else.
+        registry: Where the flows' connections are shown.
+        stop: Cancelled to stop the run; the run then ends ``stopped``.
+        resolver: Gives the family and address to connect to.
+        remote_lookup: The receiver's side of the run, if a sink here kept it.
+        on_tick: Called after each closed second of the series.
+        max_bytes: Stop the run once it has sent this many bytes.
+
+    Returns:
+        The outcome from :func:`~app.runs.outcome.conclude`.
+    """
     clock0 = trio.current_time()
     stats.start(0.0)
     monitor = LoadMonitor()
@@ -230,14 +145,11 @@ async def execute(
         family, address = await resolver(endpoint)
     except OSError as exc:
         stats.record_error(error_kind(exc))
-        run.status = "failed"
-        run.error = f"cannot resolve {endpoint.host}: {exc}"
-        return
-    ctx = FlowContext(run.id, spec, endpoint, registry, stats, address, family)
-    run.context = ctx
-    if spec.pattern == "pingpong" and endpoint.protocol in ("tcp", "udp"):
-        ctx.mux = Multiplexer(ctx)
-    flow = _flow_function(spec, ctx.protocol)
+        return conclude(spec.pattern, stats, 0.0, failure=f"cannot resolve {endpoint.host}: {exc}")
+    ctx = FlowContext(run_id, spec, endpoint, registry, stats, address, family)
+    kind = FLOWS[spec.pattern, endpoint.protocol]
+    background = kind.prepare(ctx)
+    flow = kind.flow
     quotas = _quotas(spec)
     ctx.clock0 = trio.current_time()
     ctx.perf0 = perf_ns()
@@ -254,8 +166,7 @@ async def execute(
         while True:
             await trio.sleep_until(next_tick)
             stats.tick(trio.current_time() - clock0)
-            if on_tick is not None:
-                on_tick(run)
+            on_tick()
             next_tick += 1.0
 
     async def guarded_flow(flow_id: int, quota: int | None) -> None:
@@ -265,7 +176,7 @@ async def execute(
         try:
             await flow(ctx, flow_id, quota)
         except Exception:
-            logger.exception("run %s: flow %d failed", run.id, flow_id)
+            logger.exception("run %s: flow %d failed", run_id, flow_id)
             stats.record_error("internal")
 
     async def start_flows(flows: trio.Nursery) -> None:
@@ -277,27 +188,26 @@ async def execute(
                 await trio.sleep_until(ctx.clock0 + spec.ramp_up * i / (n - 1))
             flows.start_soon(guarded_flow, i, quota)
 
-    capped = trio.Event()
+    cap_note: str | None = None
 
-    async def byte_cap(flows_scope: trio.CancelScope) -> None:
+    async def byte_cap(flows_scope: trio.CancelScope, limit: int) -> None:
         # Checked a few times a second, not per message: a run may pass the cap by what
         # it sends in 0.1 s.
-        assert max_bytes is not None
-        while stats.bytes_sent < max_bytes:  # noqa: ASYNC110 (sampling, not waiting)
+        nonlocal cap_note
+        while stats.bytes_sent < limit:  # noqa: ASYNC110 (sampling, not waiting)
             await trio.sleep(0.1)
-        run.error = f"stopped at the cap of {max_bytes:,} bytes per run"
-        capped.set()
+        cap_note = f"stopped at the cap of {limit:,} bytes per run"
         flows_scope.cancel()
 
-    with run.cancel_scope:
+    with stop:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ticker)
             nursery.start_soon(monitor.watch)
-            if ctx.mux is not None:
-                nursery.start_soon(ctx.mux.run)
+            if background is not None:
+                nursery.start_soon(background)
             with trio.move_on_at(hard_deadline) as flows_scope:
                 if max_bytes is not None:
-                    nursery.start_soon(byte_cap, flows_scope)
+                    nursery.start_soon(byte_cap, flows_scope, max_bytes)
                 async with trio.open_nursery() as flows:
                     flows.start_soon(start_flows, flows)
             nursery.cancel_scope.cancel()
@@ -306,17 +216,11 @@ async def execute(
         if stats.moved_since_tick() or not stats.series:
             stats.tick(trio.current_time() - clock0)
     stats.bottleneck = monitor.report()
-    if remote_lookup is not None:
-        stats.remote = remote_lookup(endpoint, ctx.run_tag)
-    if run.cancel_scope.cancelled_caught or capped.is_set():
-        run.status = "stopped"
-    elif spec.pattern == "packet":
-        run.status = "failed" if stats.error_count else "finished"
-        if stats.error_count:
-            run.error = ", ".join(sorted(stats.errors))
-    elif stats.received == 0 and stats.bytes_sent == 0 and stats.error_count:
-        run.status = "failed"
-        kinds = ", ".join(f"{k} x{v}" for k, v in sorted(stats.errors.items()))
-        run.error = f"nothing got through; errors: {kinds}"
-    else:
-        run.status = "finished"
+    stats.remote = remote_lookup(endpoint, ctx.run_tag)
+    return conclude(
+        spec.pattern,
+        stats,
+        trio.current_time() - clock0,
+        stopped=stop.cancelled_caught or cap_note is not None,
+        note=cap_note,
+    )

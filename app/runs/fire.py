@@ -11,29 +11,37 @@ import trio
 
 from app.registry import Registry
 from app.runs.engine import execute
-from app.runs.manager import Run
+from app.runs.outcome import Outcome, conclude
+from app.runs.run import Run
 from app.runs.spec import RunSpec
 from app.runs.targets import TargetPolicy
 
 _BAR = 30
 
 
+def progress_text(live: dict[str, Any]) -> str:
+    """One progress line from a run's live record (:meth:`Run.live`)."""
+    p50 = live["rtt_p50_ms"]
+    rtt = f"p50 {p50:.3f} ms" if p50 is not None else "p50 -"
+    return (
+        f"{live['progress'] * 100:5.1f}%  {live['received']:>10,} replies  "
+        f"{live['msgs_per_s']:>10,.0f} msg/s  {rtt}  errors {live['errors']}"
+    )
+
+
 def _progress_line(run: Run) -> str:
     live = run.live()
     filled = int(live["progress"] * _BAR)
     bar = "#" * filled + "-" * (_BAR - filled)
-    p50 = live["rtt_p50_ms"]
-    rtt = f"p50 {p50:.3f} ms" if p50 is not None else "p50 -"
-    return (
-        f"\r[{bar}] {live['progress'] * 100:5.1f}%  {live['received']:>10,} replies  "
-        f"{live['msgs_per_s']:>10,.0f} msg/s  {rtt}  errors {live['errors']}"
-    )
+    return f"\r[{bar}] {progress_text(live)}"
 
 
 async def fire_in_process(spec: RunSpec, show_progress: bool) -> dict[str, Any]:
     """Run ``spec`` to its end here and return the same document the API returns."""
     run = Run(spec)
     registry = Registry()
+    outcome: Outcome | None = None
+    run.started_at = time.time()
     async with trio.open_nursery() as nursery:
         if show_progress:
 
@@ -48,14 +56,20 @@ async def fire_in_process(spec: RunSpec, show_progress: bool) -> dict[str, Any]:
             # The user of the command line has the machine already: any target outside
             # the always-denied ranges is allowed.
             policy = TargetPolicy(allow_any=True)
-            await execute(run, registry, resolver=policy.resolve)
+            outcome = await execute(
+                run.id,
+                spec,
+                run.endpoint,
+                run.stats,
+                registry,
+                stop=run.cancel_scope,
+                resolver=policy.resolve,
+            )
         finally:
             nursery.cancel_scope.cancel()
-    if run.status == "running":
-        run.status = "stopped"
-
-    run.ended_at = time.time()
-    run.finish()
+    if outcome is None:  # the progress line raised: the run did not get to its end
+        outcome = conclude(spec.pattern, run.stats, run.elapsed, stopped=True)
+    run.end(outcome)
     if show_progress:
         sys.stderr.write(_progress_line(run) + "\n")
     return run.to_dict()
@@ -81,7 +95,7 @@ def format_result(doc: dict[str, Any]) -> str:
         + (f" ({doc['error']})" if doc.get("error") else ""),
     ]
     if spec["pattern"] == "packet":
-        reply = s.get("reply")
+        reply = s["reply"]
         lines.append(f"  sent {s['bytes_sent']} B")
         if reply and reply.get("bytes"):
             lines.append(f"  reply {reply['bytes']} B in {_ms(reply['rtt_ms'])} ms")
@@ -101,7 +115,7 @@ def format_result(doc: dict[str, Any]) -> str:
             f"reordered {s['reordered']:,}  late {s['late']:,}  errors {s['errors']:,}",
             f"  throughput {s['sent_per_s']:,.0f} msg/s sent, {s['msgs_per_s']:,.0f} msg/s "
             f"received, {_rate(s['bits_per_s'])}"
-            + (f"  jitter {s['jitter_ms']:.3f} ms" if s.get("jitter_ms") is not None else ""),
+            + (f"  jitter {s['jitter_ms']:.3f} ms" if s["jitter_ms"] is not None else ""),
             "  RTT ms      min      p50      p90      p99    p99.9      max",
             "         "
             + " ".join(f"{_ms(rtt[k]):>8}" for k in ("min", "p50", "p90", "p99", "p999", "max")),
@@ -109,20 +123,19 @@ def format_result(doc: dict[str, Any]) -> str:
     if s["errors_by_kind"]:
         kinds = ", ".join(f"{k}: {v}" for k, v in sorted(s["errors_by_kind"].items()))
         lines.append(f"  errors by kind: {kinds}")
-    remote = s.get("remote")
+    remote = s["remote"]
     if remote:
         lines.append(
             f"  receiver side: received {remote.get('received', 0):,}  lost "
             f"{remote.get('lost', 0):,}  duplicates {remote.get('duplicates', 0):,}  "
             f"reordered {remote.get('reordered', 0):,}  jitter {remote.get('jitter_ms', 0):.3f} ms"
         )
-    bottleneck = s.get("bottleneck")
+    bottleneck = s["bottleneck"]
     if bottleneck and bottleneck.get("limited"):
         lines.append(f"  warning: socketlab was the bottleneck: {bottleneck['reason']}")
     return "\n".join(lines)
 
 
-def print_result(doc: dict[str, Any], as_json: bool) -> bool:
-    """Print a finished run's document (JSON) or its table; True when the run finished."""
+def print_result(doc: dict[str, Any], *, as_json: bool) -> None:
+    """Print a run document: as JSON, or as the result table."""
     print(json.dumps(doc, indent=2) if as_json else format_result(doc))
-    return doc.get("status") == "finished"

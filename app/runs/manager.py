@@ -3,14 +3,18 @@
 Resource handling: every run is a task in the manager's nursery with its own cancel scope;
 stopping a run cancels that scope, which closes its sockets. The result is stored whatever
 ends the run (finish, stop, failure, lab shutdown), inside a shielded, time-bounded scope.
+
+A run is carried out by an *executor*: the engine for runs fired from here, or a follower
+of the same run on a peer (:mod:`app.peers`). Either way the run goes through the same
+caps, store and audit, and ends in one :class:`~app.runs.outcome.Outcome`.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import trio
@@ -19,10 +23,11 @@ from app.endpoint import Endpoint
 from app.errors import ConflictError, NotFoundError, SpecError, TargetNotAllowedError
 from app.registry import Registry
 from app.runs.engine import RemoteLookup, execute
+from app.runs.outcome import Outcome, conclude
+from app.runs.run import Run as Run  # re-exported: callers and tests import it from here
 from app.runs.spec import RunSpec
-from app.runs.stats import RunStats
 from app.runs.targets import TargetPolicy
-from app.runs.totals import PatternTotals, RunTotals
+from app.runs.totals import PatternTotals, RunTotals, run_key
 from app.settings import Settings
 from app.store import AuditLog, Store
 
@@ -32,140 +37,61 @@ logger = logging.getLogger(__name__)
 _STORE_TIMEOUT = 5.0
 
 
-class Run:
-    """One run: its spec, its live statistics and how it ended."""
+Executor = Callable[[Run], Awaitable[Outcome]]
+"""Carries a run out and says how it ended; it writes only to the run's statistics."""
 
-    def __init__(self, spec: RunSpec) -> None:
-        self.id = secrets.token_hex(6)
-        self.spec = spec
-        self.status = "running"
-        self.error: str | None = None
-        self.created_at = time.time()
-        self.started_at: float | None = None
-        self.ended_at: float | None = None
-        self.stats = RunStats()
-        self.cancel_scope = trio.CancelScope()
-        self.done = trio.Event()
-        self.context: object | None = None
-        # The checked address the run connects to (or why the name did not resolve).
-        self.pinned: tuple[tuple[int, tuple[Any, ...]] | None, OSError | None] = (None, None)
-        self._t0 = 0.0
-        self._summary: dict[str, Any] | None = None
-
-    @property
-    def elapsed(self) -> float:
-        if self.started_at is None:
-            return 0.0
-        end = self.ended_at if self.ended_at is not None else time.time()
-        return end - self.started_at
-
-    @property
-    def progress(self) -> float:
-        """Fraction done, 0 to 1."""
-        if self.status != "running":
-            return 1.0
-        spec = self.spec
-        if spec.pattern == "packet":
-            return 0.0
-        if spec.count:
-            s = self.stats
-            return min(1.0, max(s.sent, s.received + s.lost + s.error_count) / spec.count)
-        duration = (spec.effective_duration or 1.0) + spec.warmup
-        return min(1.0, self.elapsed / duration)
-
-    def live(self) -> dict[str, Any]:
-        """The small live record the dashboard and CLI show while a run goes."""
-        s = self.stats
-        last = s.series[-1] if s.series else None
-        return {
-            "id": self.id,
-            "status": self.status,
-            "target": self.spec.target.url,
-            "progress": round(self.progress, 4),
-            "elapsed": round(self.elapsed, 3),
-            "sent": s.sent,
-            "received": s.received,
-            "errors": s.error_count,
-            "msgs_per_s": last["msgs_per_s"] if last else s.received / max(self.elapsed, 1e-3),
-            "rtt_p50_ms": last["rtt_ms"]["p50"] if last else None,
-            "rtt_p99_ms": last["rtt_ms"]["p99"] if last else None,
-        }
-
-    def summary(self) -> dict[str, Any]:
-        if self._summary is not None:
-            return self._summary
-        s = self.stats
-        return {
-            "sent": s.sent,
-            "received": s.received,
-            "bytes_sent": s.bytes_sent,
-            "bytes_received": s.bytes_received,
-            "errors": s.error_count,
-            "errors_by_kind": dict(s.errors),
-            "lost": s.lost,
-            "late": s.late,
-            "rtt_ms": None,
-        }
-
-    def finish(self) -> None:
-        self._summary = self.stats.summary(self.elapsed)
-
-    def latest_point(self) -> dict[str, Any] | None:
-        """The newest closed 1 s interval, or ``None`` before the first one."""
-        series = self.stats.series
-        return series[-1] if series else None
-
-    def to_dict(self, *, series: bool = True) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "id": self.id,
-            "status": self.status,
-            "spec": self.spec.model_dump(),
-            "summary": self.summary(),
-            "error": self.error,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "progress": round(self.progress, 4),
-        }
-        if series:
-            doc["series"] = list(self.stats.series)
-        return doc
+RunCallback = Callable[[Run], None]
 
 
 class RunManager:
-    """All runs of the lab: live ones in memory, every one in the store."""
+    """All runs of the lab: live ones in memory, every one in the store.
+
+    Args:
+        registry: Where runs show their connections.
+        settings: The caps (duration, connections, rate, bytes, concurrent runs).
+        store: Where every run's spec and result is kept (open before the first run).
+        audit: Who asked for which run, and how it ended.
+        policy: Which targets runs may go to.
+        remote_lookup: The receiver's side of a run, when one of the lab's sinks kept it.
+        on_tick: Called after each closed second of a run.
+        on_end: Called once a run has ended and is stored.
+    """
 
     def __init__(
         self,
         registry: Registry,
         settings: Settings,
-        store: Store | None = None,
-        on_tick: Callable[[Run], None] | None = None,
+        *,
+        store: Store,
+        audit: AuditLog,
+        policy: TargetPolicy,
+        remote_lookup: RemoteLookup,
+        on_tick: RunCallback,
+        on_end: RunCallback,
     ) -> None:
-        self.registry = registry
-        self.settings = settings
-        self.store = store
-        self.on_tick = on_tick
-        self.on_end: Callable[[Run], None] | None = None
-        self.policy = TargetPolicy(settings.allow_targets, allow_multicast=settings.allow_multicast)
-        self.audit: AuditLog | None = None
-        self.remote_lookup: RemoteLookup | None = None
+        self._registry = registry
+        self._settings = settings
+        self._store = store
+        self._audit = audit
+        self._policy = policy
+        self._remote_lookup = remote_lookup
+        self._on_tick = on_tick
+        self._on_end = on_end
+        self.accepting = True
         self.live: dict[str, Run] = {}
         # Counters of every ended run, for /metrics; live runs are added at scrape time.
         self.totals = RunTotals()
         self._nursery: trio.Nursery | None = None
-        self.accepting = True
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the nursery that runs live in, until cancelled."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
+        async with trio.open_nursery() as self._nursery:
             task_status.started()
             await trio.sleep_forever()
 
     def check_caps(self, spec: RunSpec) -> None:
         """Refuse specs beyond the configured caps, naming the field."""
-        s = self.settings
+        s = self._settings
         duration = spec.effective_duration
         if duration is not None and duration > s.max_run_duration:
             raise SpecError(f"duration: at most {s.max_run_duration:g} s per run", "duration")
@@ -178,11 +104,25 @@ class RunManager:
             raise SpecError(f"bitrate: at most {s.max_run_bitrate:g} bit/s per run", "bitrate")
         if spec.count is not None and spec.count * spec.largest_size > s.max_run_bytes:
             raise SpecError(f"count: at most {s.max_run_bytes:g} bytes per run", "count")
-        running = sum(1 for r in self.live.values() if r.status == "running")
+        running = len(self.running())
         if running >= s.max_concurrent_runs:
             raise ConflictError(
                 f"{running} runs are going already (the limit is {s.max_concurrent_runs})", None
             )
+
+    def running(self) -> list[Run]:
+        """The runs going now (local and followed ones)."""
+        return [r for r in self.live.values() if r.status == "running"]
+
+    # Read-only views for the web layer, so it asks the manager instead of reaching into it.
+
+    def live_runs(self) -> tuple[Run, ...]:
+        """Runs held in memory now: running, or ended and not stored yet."""
+        return tuple(self.live.values())
+
+    def live_run(self, run_id: str) -> Run | None:
+        """The run ``run_id`` if it is still held in memory (see :meth:`live_runs`)."""
+        return self.live.get(run_id)
 
     async def start(
         self, spec: RunSpec, *, principal: str = "local", client: str | None = None
@@ -198,102 +138,154 @@ class RunManager:
             SpecError: The spec exceeds a cap.
             TargetNotAllowedError: The target is refused (audited, no traffic sent).
         """
-        if self._nursery is None or not self.accepting:
-            raise ConflictError("the lab is shutting down", None)
-        self.check_caps(spec)
-        endpoint = spec.target
+        self.admit(spec)
+        run = Run(spec)
         requested_at = time.time()
-        resolved: tuple[int, tuple[Any, ...]] | None = None
-        resolve_error: OSError | None = None
+        pinned: tuple[int, tuple[Any, ...]] | OSError
         try:
-            resolved = await self.policy.resolve(endpoint)
+            pinned = await self._policy.resolve(run.endpoint)
         except TargetNotAllowedError as exc:
-            if self.audit is not None:
-                await self.audit.record(
-                    {
-                        "principal": principal,
-                        "client": client,
-                        "target": spec.target.url,
-                        "spec": spec.model_dump(mode="json"),
-                        "requested_at": requested_at,
-                        "outcome": f"refused: {exc.message}",
-                    }
-                )
+            await self._audit.record(
+                self._audit_entry(run, principal, client, requested_at, f"refused: {exc.message}")
+                | {"run_id": None}
+            )
             logger.warning("run refused: %s", exc.message)
             raise
         except OSError as exc:
-            resolve_error = exc
-        run = Run(spec)
-        run.pinned = (resolved, resolve_error)
-        if self.store is not None:
-            await self.store.insert_run(run.to_dict(series=False))
-        if self.audit is not None:
-            await self.audit.record(
-                {
-                    "run_id": run.id,
-                    "principal": principal,
-                    "client": client,
-                    "target": spec.target.url,
-                    "spec": spec.model_dump(mode="json"),
-                    "requested_at": requested_at,
-                    "outcome": "running",
-                }
-            )
-        self.live[run.id] = run
-        self._nursery.start_soon(self._run, run)
-        logger.info("run %s started: %s %s", run.id, spec.pattern, spec.target)
+            pinned = exc
+        await self._launch(run, partial(self._execute, pinned), principal, client, requested_at)
         return run
 
-    async def _run(self, run: Run) -> None:
-        resolved, resolve_error = run.pinned
+    async def start_followed(
+        self,
+        spec: RunSpec,
+        executor: Executor,
+        *,
+        run_id: str,
+        principal: str = "local",
+        client: str | None = None,
+    ) -> Run:
+        """Start a run that ``executor`` follows elsewhere (a run on a peer), with the same
+        caps, store and audit as a local one; no traffic leaves from here.
 
-        async def pinned(endpoint: Endpoint) -> tuple[int, tuple[Any, ...]]:
-            if resolve_error is not None:
-                raise resolve_error
-            assert resolved is not None
-            return resolved
+        Raises:
+            ConflictError: The lab is shutting down, or too many runs are going.
+            SpecError: The spec exceeds a cap.
+        """
+        self.admit(spec)
+        run = Run(spec, run_id=run_id, followed=True)
+        await self._launch(run, executor, principal, client, time.time())
+        return run
 
+    def admit(self, spec: RunSpec) -> None:
+        """Refuse a run now: the lab is shutting down, or the spec exceeds a cap."""
+        if self._nursery is None or not self.accepting:
+            raise ConflictError("the lab is shutting down", None)
+        self.check_caps(spec)
+
+    @staticmethod
+    def _audit_entry(
+        run: Run, principal: str, client: str | None, requested_at: float, outcome: str
+    ) -> dict[str, Any]:
+        return {
+            "run_id": run.id,
+            "principal": principal,
+            "client": client,
+            "target": run.spec.target.url,
+            "spec": run.spec.model_dump(mode="json"),
+            "requested_at": requested_at,
+            "outcome": outcome,
+        }
+
+    async def _launch(
+        self,
+        run: Run,
+        executor: Executor,
+        principal: str,
+        client: str | None,
+        requested_at: float,
+    ) -> None:
+        assert self._nursery is not None
+        await self._store.insert_run(run.to_dict(series=False))
+        await self._audit.record(self._audit_entry(run, principal, client, requested_at, "running"))
+        self.live[run.id] = run
+        self._nursery.start_soon(self._run, run, executor)
+        logger.info("run %s started: %s %s", run.id, run.spec.pattern, run.spec.target)
+
+    async def _execute(self, pinned: tuple[int, tuple[Any, ...]] | OSError, run: Run) -> Outcome:
+        """The local executor: the engine, at the address checked when the run started."""
+
+        async def resolved(endpoint: Endpoint) -> tuple[int, tuple[Any, ...]]:
+            if isinstance(pinned, OSError):
+                raise pinned
+            return pinned
+
+        return await execute(
+            run.id,
+            run.spec,
+            run.endpoint,
+            run.stats,
+            self._registry,
+            stop=run.cancel_scope,
+            resolver=resolved,
+            remote_lookup=self._remote_lookup,
+            on_tick=partial(self._on_tick, run),
+            max_bytes=self._settings.max_run_bytes,
+        )
+
+    async def _run(self, run: Run, executor: Executor) -> None:
+        run.started_at = time.time()
+        outcome: Outcome | None = None
         try:
-            await execute(
-                run,
-                self.registry,
-                self.on_tick,
-                resolver=pinned,
-                remote_lookup=self.remote_lookup,
-                max_bytes=self.settings.max_run_bytes,
-            )
+            outcome = await executor(run)
         except Exception as exc:
             logger.exception("run %s failed", run.id)
-            run.status = "failed"
-            run.error = f"internal error: {exc!r}"
+            outcome = conclude(
+                run.spec.pattern, run.stats, run.elapsed, failure=f"internal error: {exc!r}"
+            )
         finally:
-            if run.status == "running":
-                run.status = "stopped"
-            run.ended_at = time.time()
-            run.finish()
+            if outcome is None:
+                # Cancelled from outside (the lab's last resort at shutdown): stopped.
+                outcome = conclude(run.spec.pattern, run.stats, run.elapsed, stopped=True)
+            ended_at = run.end(outcome)
             # No checkpoint since the status was final: a scrape sees the run either as
-            # running or in the totals, never both.
-            self.totals.add(run)
+            # running or in the totals, never both. A followed run's traffic is counted by
+            # the node that sent it, so that a sum over nodes counts it once.
+            if not run.followed:
+                self.totals.add(run)
             with trio.CancelScope(shield=True), trio.move_on_after(_STORE_TIMEOUT):
-                if self.store is not None:
-                    await self.store.update_run(
-                        run.id,
-                        status=run.status,
-                        summary=run.summary(),
-                        series=run.stats.series,
-                        error=run.error,
-                        started_at=run.started_at,
-                        ended_at=run.ended_at,
-                    )
-                if self.audit is not None:
-                    await self.audit.finish(run.id, run.started_at, run.ended_at, run.status)
-            if self.on_end is not None:
-                self.on_end(run)
-            if self.store is not None:
-                # Stored now: readers get it from the store, memory stays bounded.
-                self.live.pop(run.id, None)
+                await self._store.update_run(
+                    run.id,
+                    status=run.status,
+                    summary=run.summary(),
+                    series=run.stats.series,
+                    error=run.error,
+                    started_at=run.started_at,
+                    ended_at=ended_at,
+                )
+                await self._audit.finish(run.id, run.started_at, ended_at, run.status)
+            self._on_end(run)
+            # Stored now: readers get it from the store, memory stays bounded.
+            self.live.pop(run.id, None)
             run.done.set()
             logger.info("run %s %s", run.id, run.status)
+
+    def totals_snapshot(
+        self,
+    ) -> tuple[dict[tuple[str, str], PatternTotals], dict[tuple[str, str], int]]:
+        """For ``/metrics``: totals by (protocol, pattern), ended runs and running ones
+        together (read from their summaries), and how many runs of each key are going.
+        Runs followed on a peer are the peer's figures and left out."""
+        running = [r for r in self.running() if not r.followed]
+        counts: dict[tuple[str, str], int] = {}
+        for run in running:
+            key = run_key(run)
+            counts[key] = counts.get(key, 0) + 1
+        return self.totals.snapshot(running), counts
+
+    async def audit_entries(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` audit entries (refused requests included)."""
+        return await self._audit.entries(limit)
 
     def stop(self, run_id: str) -> Run:
         run = self.live.get(run_id)
@@ -304,7 +296,7 @@ class RunManager:
 
     async def stop_running(self) -> int:
         """The kill switch: stop every running run (new ones may start later)."""
-        running = [r for r in self.live.values() if r.status == "running"]
+        running = self.running()
         for run in running:
             run.cancel_scope.cancel()
         for run in running:
@@ -314,48 +306,21 @@ class RunManager:
     async def stop_all(self) -> int:
         """Stop every live run and wait until each is stored; returns how many were running."""
         self.accepting = False
-        running = [r for r in self.live.values() if r.status == "running"]
-        for run in running:
-            run.cancel_scope.cancel()
-        for run in running:
-            await run.done.wait()
-        return len(running)
+        return await self.stop_running()
 
     async def get(self, run_id: str) -> dict[str, Any]:
         run = self.live.get(run_id)
         if run is not None and run.status == "running":
             return run.to_dict()
-        if self.store is not None:
-            stored = await self.store.get_run(run_id)
-            if stored is not None:
-                return stored
+        stored = await self._store.get_run(run_id)
+        if stored is not None:
+            return stored
         if run is not None:
             return run.to_dict()
         raise NotFoundError(f"no run {run_id!r}", "id")
 
     async def list(self, limit: int = 100) -> list[dict[str, Any]]:
-        live = {r.id: r.to_dict(series=False) for r in self.live.values() if r.status == "running"}
-        stored = await self.store.list_runs(limit) if self.store is not None else []
+        live = {r.id: r.to_dict(series=False) for r in self.running()}
+        stored = await self._store.list_runs(limit)
         items = [live.pop(r["id"], r) for r in stored]
-        items = list(live.values()) + items
-        if self.store is None:
-            items += [r.to_dict(series=False) for r in self.live.values() if r.status != "running"]
-        return items[:limit]
-
-    # Read-only views for the web layer, so it asks the manager instead of reaching into it.
-
-    def live_runs(self) -> tuple[Run, ...]:
-        """Runs held in memory now: running, or ended and not stored yet."""
-        return tuple(self.live.values())
-
-    def live_run(self, run_id: str) -> Run | None:
-        """The run ``run_id`` if it is still held in memory (see :meth:`live_runs`)."""
-        return self.live.get(run_id)
-
-    def running(self) -> tuple[Run, ...]:
-        """The runs going now."""
-        return tuple(run for run in self.live.values() if run.status == "running")
-
-    def totals_now(self) -> dict[tuple[str, str], PatternTotals]:
-        """Totals of every run, ended and running, by (protocol, pattern), as fresh copies."""
-        return self.totals.snapshot(self.running())
+        return (list(live.values()) + items)[:limit]

@@ -27,17 +27,14 @@ import select
 import socket as stdsocket
 import time
 from collections import deque
-from typing import TYPE_CHECKING
 
 import trio
 
 from app.registry import Conn
+from app.runs.context import FlowContext
 from app.runs.stats import error_kind
 from app.sockio import ReadyLoop, Served
 from app.wire import probe
-
-if TYPE_CHECKING:
-    from app.runs.engine import FlowContext
 
 perf_ns = time.perf_counter_ns
 

@@ -17,15 +17,18 @@ lost.
 
 from __future__ import annotations
 
+import socket as stdsocket
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 
 import trio
 
-from app.runs.engine import FlowContext
+from app.registry import Conn
+from app.runs.channel import Channel
+from app.runs.context import FlowContext, serve_tcp_flow, serve_udp_flow
 from app.runs.flowstats import FlowStats
-from app.runs.stats import error_kind
 from app.wire import probe
 
 perf_ns = time.perf_counter_ns
@@ -97,11 +100,13 @@ class Pacer:
 
 async def tcp_openloop_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None:
     """One TCP connection on an open-loop schedule."""
+    await serve_tcp_flow(ctx, partial(_tcp_openloop, ctx, flow_id, quota))
+
+
+async def _tcp_openloop(
+    ctx: FlowContext, flow_id: int, quota: int | None, channel: Channel, conn: Conn
+) -> None:
     stats = ctx.stats
-    opened = await ctx.open_tcp()
-    if opened is None:
-        return
-    channel, conn = opened
     pacer = Pacer(ctx, flow_id)
     pending: deque[tuple[int, int]] = deque()
     receive_scope = trio.CancelScope()
@@ -164,29 +169,25 @@ async def tcp_openloop_flow(ctx: FlowContext, flow_id: int, quota: int | None) -
                         stats.bytes_received += size
                 conn.touch()
 
-    try:
-        with flow_scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(receiver)
-                await sender()
-        lost = sum(1 for intended, _ in pending if intended >= measure_from)
-        if lost:
-            stats.lost += lost
-            stats.record_error("timeout")
-    except OSError as exc:
-        stats.record_error(error_kind(exc))
-    finally:
-        ctx.registry.close(conn)
-        channel.close()
+    with flow_scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receiver)
+            await sender()
+    lost = sum(1 for intended, _ in pending if intended >= measure_from)
+    if lost:
+        stats.lost += lost
+        stats.record_error("timeout")
 
 
 async def udp_openloop_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None:
     """One UDP flow on an open-loop schedule; replies are optional (a sink sends none)."""
+    await serve_udp_flow(ctx, partial(_udp_openloop, ctx, flow_id, quota))
+
+
+async def _udp_openloop(
+    ctx: FlowContext, flow_id: int, quota: int | None, sock: stdsocket.socket, conn: Conn
+) -> None:
     stats = ctx.stats
-    opened = ctx.open_udp()
-    if opened is None:
-        return
-    sock, conn = opened
     flow = FlowStats()
     stats.flow_list.append(flow)
     pacer = Pacer(ctx, flow_id)
@@ -199,100 +200,96 @@ async def udp_openloop_flow(ctx: FlowContext, flow_id: int, quota: int | None) -
     def unique_replies() -> int:
         return flow.received - flow.duplicates + plain
 
-    with sock:
-        flow_scope = trio.CancelScope()
-        conn.close_hook = flow_scope.cancel
+    flow_scope = trio.CancelScope()
+    conn.close_hook = flow_scope.cancel
 
-        async def sender() -> None:
-            nonlocal sent_here, done_sending
-            buf = ctx.message_buffer()
-            view = memoryview(buf)
-            seq = 0
-            try:
-                while quota is None or seq < quota:
-                    due = await pacer.next(seq, buf)
-                    if due is None:
-                        break
-                    intended, size = due
-                    while True:
-                        try:
-                            sock.send(view[:size])
-                        except BlockingIOError:
-                            await trio.lowlevel.wait_writable(sock)
-                            continue
-                        except ConnectionRefusedError:
-                            stats.record_error("unreachable")
-                        break
-                    if intended >= measure_from:
-                        stats.sent += 1
-                        stats.bytes_sent += size
-                        sent_here += 1
-                    conn.bytes_out += size
-                    conn.msgs_out += 1
-                    seq += 1
-            finally:
-                done_sending = True
-                stats.note_send_end(trio.current_time())
-                receive_scope.deadline = trio.current_time() + ctx.timeout
-                if unique_replies() >= sent_here:
-                    receive_scope.cancel()
-
-        async def receiver() -> None:
-            nonlocal plain
-            rbuf = bytearray(ctx.max_size + 1)
-            interval = stats.interval
-            run_tag = ctx.run_tag
-            with receive_scope:
+    async def sender() -> None:
+        nonlocal sent_here, done_sending
+        buf = ctx.message_buffer()
+        view = memoryview(buf)
+        seq = 0
+        try:
+            while quota is None or seq < quota:
+                due = await pacer.next(seq, buf)
+                if due is None:
+                    break
+                intended, size = due
                 while True:
                     try:
-                        n = sock.recv_into(rbuf)
+                        sock.send(view[:size])
                     except BlockingIOError:
-                        await trio.lowlevel.wait_readable(sock)
+                        await trio.lowlevel.wait_writable(sock)
                         continue
                     except ConnectionRefusedError:
                         stats.record_error("unreachable")
-                        continue
-                    now = perf_ns()
-                    conn.bytes_in += n
-                    conn.msgs_in += 1
-                    header = probe.decode(rbuf) if n >= probe.HEADER_SIZE else None
-                    if header is None or header.run_tag != run_tag:
-                        # Too small for a header: counted, but an RTT by order would be a
-                        # guess once a datagram is lost.
-                        if header is None and n < probe.HEADER_SIZE:
-                            plain += 1
-                            stats.received += 1
-                            stats.bytes_received += n
-                            if done_sending and unique_replies() >= sent_here:
-                                return
-                        else:
-                            stats.late += 1
-                        continue
-                    if header.sent_ns < measure_from:
-                        continue
-                    dups = flow.duplicates
-                    flow.record(header.seq, header.sent_ns, now)
-                    if flow.duplicates != dups:
-                        stats.duplicates += 1
-                        continue
-                    interval.record_value(now - header.sent_ns)
-                    stats.received += 1
-                    stats.bytes_received += n
-                    conn.touch()
-                    if done_sending and unique_replies() >= sent_here:
-                        return
-
-        try:
-            with flow_scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(receiver)
-                    await sender()
-        except OSError as exc:
-            stats.record_error(error_kind(exc))
+                    break
+                if intended >= measure_from:
+                    stats.sent += 1
+                    stats.bytes_sent += size
+                    sent_here += 1
+                conn.bytes_out += size
+                conn.msgs_out += 1
+                seq += 1
         finally:
-            ctx.registry.close(conn)
-            flow.expected = sent_here
-            stats.reordered += flow.reordered
-            if unique_replies() or ctx.spec.pattern != "bulk":
-                # Replies seen (or expected, for rate and burst): what is missing is lost.
-                stats.lost += max(sent_here - unique_replies(), 0)
+            done_sending = True
+            stats.note_send_end(trio.current_time())
+            receive_scope.deadline = trio.current_time() + ctx.timeout
+            if unique_replies() >= sent_here:
+                receive_scope.cancel()
+
+    async def receiver() -> None:
+        nonlocal plain
+        rbuf = bytearray(ctx.max_size + 1)
+        interval = stats.interval
+        run_tag = ctx.run_tag
+        with receive_scope:
+            while True:
+                try:
+                    n = sock.recv_into(rbuf)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(sock)
+                    continue
+                except ConnectionRefusedError:
+                    stats.record_error("unreachable")
+                    continue
+                now = perf_ns()
+                conn.bytes_in += n
+                conn.msgs_in += 1
+                header = probe.decode(rbuf) if n >= probe.HEADER_SIZE else None
+                if header is None or header.run_tag != run_tag:
+                    # Too small for a header: counted, but an RTT by order would be a
+                    # guess once a datagram is lost.
+                    if header is None and n < probe.HEADER_SIZE:
+                        plain += 1
+                        stats.received += 1
+                        stats.bytes_received += n
+                        if done_sending and unique_replies() >= sent_here:
+                            return
+                    else:
+                        stats.late += 1
+                    continue
+                if header.sent_ns < measure_from:
+                    continue
+                dups = flow.duplicates
+                flow.record(header.seq, header.sent_ns, now)
+                if flow.duplicates != dups:
+                    stats.duplicates += 1
+                    continue
+                interval.record_value(now - header.sent_ns)
+                stats.received += 1
+                stats.bytes_received += n
+                conn.touch()
+                if done_sending and unique_replies() >= sent_here:
+                    return
+
+    try:
+        with flow_scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receiver)
+                await sender()
+    finally:
+        flow.expected = sent_here
+        stats.reordered += flow.reordered
+        if unique_replies() or ctx.spec.pattern != "bulk":
+            # Replies seen (or expected, for rate and burst): what is missing is lost.
+            stats.lost += max(sent_here - unique_replies(), 0)

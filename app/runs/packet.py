@@ -8,12 +8,15 @@ comes back within ``timeout`` the run still finishes, and its reply says so.
 
 from __future__ import annotations
 
+import socket as stdsocket
 import time
+from functools import partial
 
 import trio
 
-from app.runs.engine import FlowContext
-from app.runs.stats import error_kind
+from app.registry import Conn
+from app.runs.channel import Channel
+from app.runs.context import FlowContext, serve_tcp_flow, serve_udp_flow
 from app.wire.payload import to_hex, to_text
 
 perf_ns = time.perf_counter_ns
@@ -39,7 +42,6 @@ def _reply(data: bytes, rtt_ns: int | None) -> dict[str, object]:
 async def packet_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None:
     """Send one message and keep what comes back in ``stats.reply``."""
     stats = ctx.stats
-    stats.packet = True
     payload = _payload(ctx)
     if ctx.protocol == "udp":
         await _udp_packet(ctx, payload)
@@ -56,73 +58,62 @@ async def packet_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None
 
 
 async def _tcp_packet(ctx: FlowContext, payload: bytes) -> None:
+    await serve_tcp_flow(ctx, partial(_tcp_exchange, ctx, payload))
+
+
+async def _tcp_exchange(ctx: FlowContext, payload: bytes, channel: Channel, conn: Conn) -> None:
     stats = ctx.stats
-    opened = await ctx.open_tcp()
-    if opened is None:
-        return
-    channel, conn = opened
-    try:
-        t0 = perf_ns()
-        await channel.send_all(memoryview(payload))
-        stats.sent = 1
-        stats.bytes_sent = len(payload)
-        rview = memoryview(bytearray(MAX_REPLY))
-        got = 0
-        first_ns = None
-        with trio.move_on_after(ctx.timeout):
-            n = await channel.recv_into(rview, MAX_REPLY)
-            first_ns = perf_ns() - t0
-            got = n
-            while n and got < MAX_REPLY:
-                with trio.move_on_after(_QUIET) as quiet:
-                    n = await channel.recv_into(rview[got:], MAX_REPLY - got)
-                    got += n
-                if quiet.cancelled_caught:
-                    break
-        if got:
-            stats.received = 1
-            stats.bytes_received = got
-            assert first_ns is not None
-            stats.interval.record_value(first_ns)
-            stats.reply = _reply(bytes(rview[:got]), first_ns)
-    except OSError as exc:
-        stats.record_error(error_kind(exc))
-    finally:
-        ctx.registry.close(conn)
-        channel.close()
+    t0 = perf_ns()
+    await channel.send_all(memoryview(payload))
+    stats.sent = 1
+    stats.bytes_sent = len(payload)
+    rview = memoryview(bytearray(MAX_REPLY))
+    got = 0
+    first_ns = None
+    with trio.move_on_after(ctx.timeout):
+        n = await channel.recv_into(rview, MAX_REPLY)
+        first_ns = perf_ns() - t0
+        got = n
+        while n and got < MAX_REPLY:
+            with trio.move_on_after(_QUIET) as quiet:
+                n = await channel.recv_into(rview[got:], MAX_REPLY - got)
+                got += n
+            if quiet.cancelled_caught:
+                break
+    if got:
+        stats.received = 1
+        stats.bytes_received = got
+        assert first_ns is not None
+        stats.interval.record_value(first_ns)
+        stats.reply = _reply(bytes(rview[:got]), first_ns)
 
 
 async def _udp_packet(ctx: FlowContext, payload: bytes) -> None:
+    await serve_udp_flow(ctx, partial(_udp_exchange, ctx, payload))
+
+
+async def _udp_exchange(
+    ctx: FlowContext, payload: bytes, sock: stdsocket.socket, conn: Conn
+) -> None:
     stats = ctx.stats
-    opened = ctx.open_udp()
-    if opened is None:
-        return
-    sock, conn = opened
-    with sock:
-        try:
-            rbuf = bytearray(MAX_REPLY)
-            t0 = perf_ns()
-            sock.send(payload)
-            stats.sent = 1
-            stats.bytes_sent = len(payload)
-            with trio.move_on_after(ctx.timeout):
-                while True:
-                    try:
-                        n = sock.recv_into(rbuf)
-                    except BlockingIOError:
-                        await trio.lowlevel.wait_readable(sock)
-                        continue
-                    rtt = perf_ns() - t0
-                    stats.received = 1
-                    stats.bytes_received = n
-                    stats.interval.record_value(rtt)
-                    stats.reply = _reply(bytes(rbuf[:n]), rtt)
-                    break
-            if stats.reply is None:
-                stats.lost = 1
-        except ConnectionRefusedError:
-            stats.record_error("unreachable")
-        except OSError as exc:
-            stats.record_error(error_kind(exc))
-        finally:
-            ctx.registry.close(conn)
+    rbuf = bytearray(MAX_REPLY)
+    t0 = perf_ns()
+    sock.send(payload)
+    stats.sent = 1
+    stats.bytes_sent = len(payload)
+    with trio.move_on_after(ctx.timeout):
+        # The first datagram back is the reply; a spurious wake-up just waits again.
+        await trio.lowlevel.wait_readable(sock)
+        n = -1
+        while n < 0:
+            try:
+                n = sock.recv_into(rbuf)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(sock)
+        rtt = perf_ns() - t0
+        stats.received = 1
+        stats.bytes_received = n
+        stats.interval.record_value(rtt)
+        stats.reply = _reply(bytes(rbuf[:n]), rtt)
+    if stats.reply is None:
+        stats.lost = 1

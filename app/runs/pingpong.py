@@ -17,13 +17,16 @@ ends: end of the run, a stop, an error, or a close from the API (the registry ro
 
 from __future__ import annotations
 
+import socket as stdsocket
 import time
 from collections import deque
+from functools import partial
 
 import trio
 
-from app.runs.engine import FlowContext
-from app.runs.stats import error_kind
+from app.registry import Conn
+from app.runs.channel import Channel
+from app.runs.context import FlowContext, serve_tcp_flow, serve_udp_flow
 from app.sockio import DirectSocket
 from app.wire import probe
 
@@ -36,19 +39,17 @@ async def tcp_pingpong_flow(ctx: FlowContext, flow_id: int, quota: int | None) -
     Plain TCP is served by the run's multiplexer; TLS (an ``SSLStream`` per connection)
     by the loop below, in this task.
     """
-    stats = ctx.stats
-    opened = await ctx.open_tcp()
-    if opened is None:
-        return
-    channel, conn = opened
+    await serve_tcp_flow(ctx, partial(_tcp_pingpong, ctx, flow_id, quota))
+
+
+async def _tcp_pingpong(
+    ctx: FlowContext, flow_id: int, quota: int | None, channel: Channel, conn: Conn
+) -> None:
     if ctx.mux is not None and isinstance(channel, DirectSocket):
         # Plain TCP: the run's multiplexer serves the messages (app.runs.mux).
-        try:
-            await ctx.mux.drive(channel.sock, conn, flow_id, quota)
-        finally:
-            ctx.registry.close(conn)
-            channel.close()
+        await ctx.mux.drive(channel.sock, conn, flow_id, quota)
         return
+    stats = ctx.stats
     scope = trio.CancelScope()
     closed_by_api = False
 
@@ -73,61 +74,55 @@ async def tcp_pingpong_flow(ctx: FlowContext, flow_id: int, quota: int | None) -
     seq = 0
     refresh = min(timeout / 16, 0.1)
     moved_at = -refresh
-    try:
-        with scope:
-            while True:
-                # Keep the window full while there is quota and time left.
-                while (
-                    len(outstanding) < window
-                    and (quota is None or seq < quota)
-                    and trio.current_time() < ctx.send_deadline
-                ):
-                    size = sizes[seq % n_sizes]
-                    t0 = perf_ns()
-                    if size >= header_room:
-                        probe.encode_into(buf, run_tag, flow_id, seq, t0)
-                    await channel.send_all(view[:size])
-                    outstanding.append((t0, size))
-                    if t0 >= measure_from:
-                        stats.sent += 1
-                        stats.bytes_sent += size
-                    conn.bytes_out += size
-                    conn.msgs_out += 1
-                    seq += 1
-                if not outstanding:
-                    break
-                now = trio.current_time()
-                if now - moved_at >= refresh:
-                    # Throttled: moving a deadline costs about 1.5 us. A reply is late after
-                    # timeout, and noticed at most refresh later.
-                    scope.deadline = now + timeout + refresh
-                    moved_at = now
-                t0, size = outstanding[0]
-                got = await channel.recv_into(rview, size)
-                while 0 < got < size:
-                    n = await channel.recv_into(rview[got:], size - got)
-                    if not n:
-                        got = 0
-                        break
-                    got += n
-                if not got:
-                    stats.record_error("closed")
-                    return
-                outstanding.popleft()
+    with scope:
+        while True:
+            # Keep the window full while there is quota and time left.
+            while (
+                len(outstanding) < window
+                and (quota is None or seq < quota)
+                and trio.current_time() < ctx.send_deadline
+            ):
+                size = sizes[seq % n_sizes]
+                t0 = perf_ns()
+                if size >= header_room:
+                    probe.encode_into(buf, run_tag, flow_id, seq, t0)
+                await channel.send_all(view[:size])
+                outstanding.append((t0, size))
                 if t0 >= measure_from:
-                    interval.record_value(perf_ns() - t0)
-                    stats.received += 1
-                    stats.bytes_received += size
-                conn.bytes_in += size
-                conn.msgs_in += 1
-                conn.touch()
-        if scope.cancelled_caught and not closed_by_api:
-            stats.record_error("timeout")
-    except OSError as exc:
-        stats.record_error(error_kind(exc))
-    finally:
-        ctx.registry.close(conn)
-        channel.close()
+                    stats.sent += 1
+                    stats.bytes_sent += size
+                conn.bytes_out += size
+                conn.msgs_out += 1
+                seq += 1
+            if not outstanding:
+                break
+            now = trio.current_time()
+            if now - moved_at >= refresh:
+                # Throttled: moving a deadline costs about 1.5 us. A reply is late after
+                # timeout, and noticed at most refresh later.
+                scope.deadline = now + timeout + refresh
+                moved_at = now
+            t0, size = outstanding[0]
+            got = await channel.recv_into(rview, size)
+            while 0 < got < size:
+                n = await channel.recv_into(rview[got:], size - got)
+                if not n:
+                    got = 0
+                    break
+                got += n
+            if not got:
+                stats.record_error("closed")
+                return
+            outstanding.popleft()
+            if t0 >= measure_from:
+                interval.record_value(perf_ns() - t0)
+                stats.received += 1
+                stats.bytes_received += size
+            conn.bytes_in += size
+            conn.msgs_in += 1
+            conn.touch()
+    if scope.cancelled_caught and not closed_by_api:
+        stats.record_error("timeout")
 
 
 async def udp_pingpong_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None:
@@ -136,13 +131,11 @@ async def udp_pingpong_flow(ctx: FlowContext, flow_id: int, quota: int | None) -
     Its messages are served by the run's multiplexer (app.runs.mux); this task owns the
     socket and the registry row.
     """
-    opened = ctx.open_udp()
-    if opened is None:
-        return
-    sock, conn = opened
+    await serve_udp_flow(ctx, partial(_udp_pingpong, ctx, flow_id, quota))
+
+
+async def _udp_pingpong(
+    ctx: FlowContext, flow_id: int, quota: int | None, sock: stdsocket.socket, conn: Conn
+) -> None:
     assert ctx.mux is not None
-    with sock:
-        try:
-            await ctx.mux.drive(sock, conn, flow_id, quota)
-        finally:
-            ctx.registry.close(conn)
+    await ctx.mux.drive(sock, conn, flow_id, quota)

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from app.runs.fire import print_result
+from app.runs.fire import print_result, progress_text
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -42,12 +42,7 @@ def _request(url: str, token: str | None, body: Any = None, timeout: float = 30)
 
 
 def _progress(live: dict[str, Any]) -> str:
-    p50 = live.get("rtt_p50_ms")
-    rtt = f"p50 {p50:.3f} ms" if p50 is not None else "p50 -"
-    return (
-        f"\r{live.get('progress', 0) * 100:5.1f}%  {live.get('received', 0):>10,} replies  "
-        f"{live.get('msgs_per_s', 0):>10,.0f} msg/s  {rtt}  errors {live.get('errors', 0)}"
-    )
+    return "\r" + progress_text(live)
 
 
 def fire_via(base: str, token: str | None, body: dict[str, Any], *, as_json: bool) -> int:
@@ -75,4 +70,5 @@ def fire_via(base: str, token: str | None, body: dict[str, Any], *, as_json: boo
     except RemoteError as exc:
         sys.stderr.write(f"socketlab: error: {exc}\n")
         return EXIT_FAILED
-    return EXIT_OK if print_result(doc, as_json) else EXIT_FAILED
+    print_result(doc, as_json=as_json)
+    return EXIT_OK if doc.get("status") == "finished" else EXIT_FAILED

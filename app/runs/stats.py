@@ -3,9 +3,11 @@
 Theory of operation: the per-message code bumps integer counters and records one RTT (in
 nanoseconds) into the *interval* HDR histogram, about 0.6 µs. Once a second :meth:`tick`
 closes the interval: it computes that second's figures, folds the interval histogram into the
-run's total histogram and resets it. The summary is computed from the total histogram, so
-the percentiles are those of every message, with HDR's bounded relative error (3 significant
-digits: 0.1 %).
+run's total histogram and resets it. :meth:`RunStats.summary` is the one computation of a
+run's summary, live or final, with the same keys either way: the final one folds the open
+interval in first, so its percentiles are those of every message, with HDR's bounded
+relative error (3 significant digits: 0.1 %); a live one leaves the interval alone and shows
+the closed seconds.
 """
 
 from __future__ import annotations
@@ -101,7 +103,6 @@ class RunStats:
         self.flow_list: list[FlowStats] = []
         self.duplicates = 0
         self.reordered = 0
-        self.packet = False
         # Trio times: when counting began (after the warm-up) and when the last flow stopped
         # sending; open-loop rates are over that window, not over the drain that follows.
         self.measure_start = 0.0
@@ -111,6 +112,9 @@ class RunStats:
         self.remote: dict[str, Any] | None = None
         self._last = (0, 0, 0, 0)
         self._last_t = 0.0
+        # How many intervals were folded into ``total``, and the live RTT figures of then.
+        self._folds = 0
+        self._rtt_cache: tuple[int, dict[str, float | None], list[list[float]]] | None = None
 
     def note_send_end(self, now: float) -> None:
         self.send_end = max(self.send_end, now)
@@ -160,10 +164,11 @@ class RunStats:
         if self.interval.get_total_count():
             self.total.add(self.interval)
             self.interval.reset()
+            self._folds += 1
 
     def histogram(self) -> list[list[float]]:
-        """The RTT histogram as ``[upper bound in ms, count]`` rows, buckets doubling from 1 µs."""
-        self.fold()
+        """The RTT histogram of the folded intervals as ``[upper bound in ms, count]`` rows,
+        buckets doubling from 1 µs."""
         if not self.total.get_total_count():
             return []
         rows = []
@@ -174,13 +179,28 @@ class RunStats:
         start = next((i for i, row in enumerate(rows) if row[1]), 0)
         return rows[max(start - 1, 0) :]
 
-    def summary(self, elapsed: float) -> dict[str, Any]:
-        self.fold()
+    def summary(self, elapsed: float, *, final: bool) -> dict[str, Any]:
+        """The run's summary: the same keys while it runs and when it has ended.
+
+        This is the one place a run's figures are computed; the API, the browser, the CLI
+        and ``/metrics`` read them from here. While the run goes (``final=False``) nothing
+        is folded, so the per-second series keeps its intervals whole: the RTT figures and
+        the histogram are those of the closed seconds (recomputed once per second, not per
+        call), and what is not known yet is ``None`` (the RTT mean, the bottleneck, the
+        receiver's side, a packet's reply).
+
+        Args:
+            elapsed: Seconds since the run started.
+            final: The run has ended: fold the open interval in and compute everything.
+        """
+        if final:
+            self.fold()
         elapsed = max(elapsed, 1e-9)
         span = self.send_end - self.measure_start if self.send_end else elapsed
         span = max(span, 1e-9)
         jitters = [f.jitter_ms for f in self.flow_list if f.received > 1]
-        doc: dict[str, Any] = {
+        rtt, histogram = self._rtt_figures(final)
+        return {
             "sent": self.sent,
             "received": self.received,
             "bytes_sent": self.bytes_sent,
@@ -200,13 +220,17 @@ class RunStats:
             "sent_per_s": self.sent / span,
             "bits_per_s": self.bytes_sent * 8 / span,
             "bits_per_s_received": self.bytes_received * 8 / span,
-            "rtt_ms": rtt_summary(self.total, with_mean=True),
-            "histogram": self.histogram(),
+            "rtt_ms": rtt,
+            "histogram": histogram,
+            "reply": self.reply,
+            "bottleneck": self.bottleneck,
+            "remote": self.remote,
         }
-        if self.packet:
-            doc["reply"] = self.reply
-        if self.bottleneck is not None:
-            doc["bottleneck"] = self.bottleneck
-        if self.remote is not None:
-            doc["remote"] = self.remote
-        return doc
+
+    def _rtt_figures(self, final: bool) -> tuple[dict[str, float | None], list[list[float]]]:
+        if final:
+            return rtt_summary(self.total, with_mean=True), self.histogram()
+        # The total histogram changes only when an interval is folded in: reuse the figures.
+        if self._rtt_cache is None or self._rtt_cache[0] != self._folds:
+            self._rtt_cache = (self._folds, rtt_summary(self.total), self.histogram())
+        return self._rtt_cache[1], self._rtt_cache[2]

@@ -18,36 +18,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from hdrh.histogram import HdrHistogram
 
-if TYPE_CHECKING:
-    from app.runs.manager import Run
-    from app.runs.stats import RunStats
+from app.endpoint import Endpoint
+from app.runs.stats import RunStats
 
-# Seconds. Loopback RTTs are tens of microseconds, LAN ones about a millisecond, WAN ones tens
-# to hundreds; a run's reply timeout is at most 60 s.
-RTT_BUCKETS: tuple[float, ...] = (
-    0.000025,
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
+
+def one_two_five(low_exp: int, high_exp: int) -> tuple[float, ...]:
+    """Bounds 1, 2.5 and 5 times each power of ten from ``10**low_exp`` to ``10**high_exp``."""
+    return tuple(
+        round(m * 10.0**e, 12) for e in range(low_exp, high_exp + 1) for m in (1.0, 2.5, 5.0)
+    )
+
+
+# Seconds, 25 us to 10 s. Loopback RTTs are tens of microseconds, LAN ones about a
+# millisecond, WAN ones tens to hundreds; a run's reply timeout is at most 60 s.
+RTT_BUCKETS: tuple[float, ...] = one_two_five(-5, 1)[1:-2]
 
 
 @dataclass
@@ -126,16 +114,17 @@ class PatternTotals:
     errors: dict[str, int] = field(default_factory=dict)
     rtt: BucketCounts = field(default_factory=BucketCounts)
 
-    def add_stats(self, stats: RunStats) -> None:
-        """Add a run's counters and both of its histograms (the open interval included)."""
-        self.sent += stats.sent
-        self.received += stats.received
-        self.bytes_sent += stats.bytes_sent
-        self.bytes_received += stats.bytes_received
-        self.lost += stats.lost
-        self.late += stats.late
-        self.connections_opened += stats.connections_opened
-        for kind, count in stats.errors.items():
+    def add_run(self, summary: dict[str, Any], stats: RunStats) -> None:
+        """Add a run's counters (read from its summary) and both of its histograms (the
+        open interval included: the summary's percentiles are not buckets)."""
+        self.sent += summary["sent"]
+        self.received += summary["received"]
+        self.bytes_sent += summary["bytes_sent"]
+        self.bytes_received += summary["bytes_received"]
+        self.lost += summary["lost"]
+        self.late += summary["late"]
+        self.connections_opened += summary["connections_opened"]
+        for kind, count in summary["errors_by_kind"].items():
             self.errors[kind] = self.errors.get(kind, 0) + count
         self.rtt.add(hdr_buckets(stats.total))
         self.rtt.add(hdr_buckets(stats.interval))
@@ -155,7 +144,21 @@ class PatternTotals:
         )
 
 
-def run_key(run: Run) -> tuple[str, str]:
+class TotalledRun(Protocol):
+    """What the totals read of a run (app.runs.manager.Run)."""
+
+    @property
+    def endpoint(self) -> Endpoint: ...
+    @property
+    def spec(self) -> Any: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def stats(self) -> RunStats: ...
+    def summary(self) -> dict[str, Any]: ...
+
+
+def run_key(run: TotalledRun) -> tuple[str, str]:
     """(protocol, pattern) of a run: the labels its totals are kept under."""
     return run.spec.target.protocol, run.spec.pattern
 
@@ -166,15 +169,15 @@ class RunTotals:
     def __init__(self) -> None:
         self.by_key: dict[tuple[str, str], PatternTotals] = {}
 
-    def add(self, run: Run) -> None:
-        """Fold an ended run in; call once per run, after its final status is set."""
+    def add(self, run: TotalledRun) -> None:
+        """Fold an ended run in; call once per run, after its outcome is recorded."""
         totals = self.by_key.setdefault(run_key(run), PatternTotals())
         totals.ended[run.status] = totals.ended.get(run.status, 0) + 1
-        totals.add_stats(run.stats)
+        totals.add_run(run.summary(), run.stats)
 
-    def snapshot(self, running: Iterable[Run]) -> dict[tuple[str, str], PatternTotals]:
-        """Ended totals plus the runs still ``running``, as fresh copies."""
+    def snapshot(self, running: Iterable[TotalledRun]) -> dict[tuple[str, str], PatternTotals]:
+        """Ended totals plus the runs still ``running`` (their live summaries), as copies."""
         out = {key: totals.copy() for key, totals in self.by_key.items()}
         for run in running:
-            out.setdefault(run_key(run), PatternTotals()).add_stats(run.stats)
+            out.setdefault(run_key(run), PatternTotals()).add_run(run.summary(), run.stats)
         return out

@@ -1,6 +1,6 @@
 """What the web layer needs of a lab: a small interface, not the supervisor itself.
 
-The Lab builds one :class:`WebDeps` once its store is open and hands it to the web server
+The Lab builds one :class:`WebDeps` when it serves and hands it to the web server
 it was given (see :func:`app.web.server.serve_web`), the way hypercorn's ``TCPServer`` gets
 a context and a config rather than the worker. Nothing here imports the web server, so the
 Lab can depend on this module without depending on Quart or Hypercorn.
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from app.registry import Registry
     from app.runs.manager import RunManager
     from app.settings import Settings
-    from app.store import AuditLog, Store
+    from app.store import Store
     from app.timeseries import LabSeries
 
 
@@ -38,8 +38,7 @@ class WebDeps:
         series: the lab's per-second totals, sampled by the web layer's tick loop.
         loop_lag: the event-loop lag monitor, for ``/metrics``.
         peers: the peer manager, or ``None`` on a lab without peers.
-        store: the open store (presets), or ``None`` when the lab is not serving.
-        audit: the audit log over that store, or ``None`` likewise.
+        store: the store (presets); open while the lab serves.
         shutdown: set when the lab shuts down; live feeds end and the server drains.
         started_at: when the lab started (Unix time).
     """
@@ -52,7 +51,6 @@ class WebDeps:
     series: LabSeries
     loop_lag: LoopLagMonitor
     peers: PeerManager | None
-    store: Store | None
-    audit: AuditLog | None
+    store: Store
     shutdown: trio.Event
     started_at: float

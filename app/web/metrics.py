@@ -39,7 +39,7 @@ from quart import Blueprint, Response, current_app, request
 
 from app import __version__
 from app.endpoint import host_port
-from app.runs.totals import RTT_BUCKETS, BucketCounts, run_key
+from app.runs.totals import RTT_BUCKETS, BucketCounts
 from app.web.openapi import document_text
 from app.web.statsd_metrics import StatsdExporter
 
@@ -170,15 +170,9 @@ class LabCollector(Collector):
             yield family
 
     def _run_metrics(self) -> Iterator[Metric]:
-        runs = self.deps.runs
-        running = runs.running()
-        totals = runs.totals_now()
+        totals, counts = self.deps.runs.totals_snapshot()
         keys = sorted(totals)
         active = GaugeMetricFamily("socketlab_runs_running", "Runs going now", labels=_RUN_LABELS)
-        counts: dict[tuple[str, str], int] = {}
-        for run in running:
-            key = run_key(run)
-            counts[key] = counts.get(key, 0) + 1
         for key in keys:
             active.add_metric(list(key), counts.get(key, 0))
         yield active

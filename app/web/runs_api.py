@@ -156,6 +156,4 @@ async def stop_all_runs() -> dict[str, Any]:
 @document_errors(422)
 async def audit_log() -> dict[str, Any]:
     """Who asked for which run, when it ran and how it ended (refused requests included)."""
-    limit = query_args(AuditQuery).limit
-    audit = _deps().audit
-    return {"items": await audit.entries(limit) if audit is not None else []}
+    return {"items": await _deps().runs.audit_entries(query_args(AuditQuery).limit)}

@@ -171,27 +171,58 @@ class RttMs(_Open):
     mean: float | None = None
 
 
-class RunSummary(_Open):
-    """Totals of a run. While it runs only the counters are filled; at the end every field
-    is, plus pattern-specific ones (``reply`` for packet, ``histogram``, ``bottleneck``)."""
+class PacketReply(_Open):
+    """What came back to a packet run, as hex and as text."""
+
+    bytes: int
+    hex: str
+    text: str
+    rtt_ms: float | None
+    note: str | None = Field(None, description="why there is no reply, when there is none")
+
+
+class Bottleneck(_Open):
+    """Whether socketlab itself limited the run (CPU, event-loop lag)."""
+
+    cpu_pct: float
+    loop_lag_ms_p99: float
+    loop_lag_ms_max: float
+    limited: bool
+    reason: str
+
+
+class RunSummary(_Strict):
+    """Totals of a run: the same keys while it runs and once it has ended; a figure not
+    known yet (or not measured by the pattern) is ``null``. While a run goes, the RTT
+    figures and the histogram are those of its closed seconds and ``rtt_ms.mean``,
+    ``bottleneck``, ``remote`` and ``reply`` are ``null``."""
 
     sent: int
     received: int
     bytes_sent: int
     bytes_received: int
+    lost: int
+    loss_pct: float
+    late: int
+    duplicates: int
+    reordered: int
+    jitter_ms: float | None = Field(description="UDP runs with replies that carry a header")
     errors: int
     errors_by_kind: dict[str, int]
-    lost: int
-    late: int
-    rtt_ms: RttMs | None = None
-    loss_pct: float | None = None
-    duplicates: int | None = None
-    reordered: int | None = None
-    jitter_ms: float | None = None
-    connections_opened: int | None = None
-    elapsed: float | None = None
-    msgs_per_s: float | None = None
-    bits_per_s: float | None = None
+    connections_opened: int
+    elapsed: float = Field(description="seconds since the run started")
+    send_seconds: float = Field(description="seconds over which the rates are computed")
+    msgs_per_s: float
+    sent_per_s: float
+    bits_per_s: float
+    bits_per_s_received: float
+    rtt_ms: RttMs
+    histogram: list[list[float]] = Field(description="[upper bound in ms, count] rows")
+    reply: PacketReply | None = Field(description="packet runs, once the reply is in")
+    bottleneck: Bottleneck | None = Field(description="once the run has ended")
+    remote: dict[str, Any] | None = Field(
+        description="the receiver's side, when one of this lab's sinks counted the run"
+    )
 
 
 class SeriesPoint(_Open):

@@ -128,7 +128,7 @@ $("#preset-delete").addEventListener("click", async () => {
 
 // ---- firing and following a run ---------------------------------------------------------------
 function progressText(live) {
-  const pct = `${((live.progress || 0) * 100).toFixed(0)} %`;
+  const pct = `${(live.progress * 100).toFixed(0)} %`;
   return `${pct} · ${fmtNum(live.received)} replies · ${fmtMsgRate(live.msgs_per_s)} · ` +
     `p50 ${fmtMs(live.rtt_p50_ms)} · p99 ${fmtMs(live.rtt_p99_ms)}` +
     (live.errors ? ` · ${fmtNum(live.errors)} errors` : "");
@@ -147,8 +147,8 @@ function follow(id) {
 
 function showProgress(live) {
   const bar = $("#progress-bar");
-  bar.value = live.progress || 0;
-  bar.setAttribute("aria-valuetext", `${((live.progress || 0) * 100).toFixed(0)} percent`);
+  bar.value = live.progress;
+  bar.setAttribute("aria-valuetext", `${(live.progress * 100).toFixed(0)} percent`);
   $("#progress-text").textContent = progressText(live);
 }
 
@@ -156,10 +156,10 @@ function showResult(run) {
   $("#result-id").textContent = run.id;
   $("#result-table tbody").replaceChildren(...kvRows(summaryPairs(run)));
   $("#result-pct tbody").replaceChildren(...kvRows(pctPairs(run)));
-  const reply = run.summary && run.summary.reply;
+  const reply = run.summary.reply;
   const replyNode = $("#result-reply");
   replyNode.hidden = !reply;
-  if (reply) replyNode.replaceChildren("Reply: ", el("code", { text: reply.hex || "" }), " ", el("code", { text: JSON.stringify(reply.text ?? "") }));
+  if (reply) replyNode.replaceChildren("Reply: ", el("code", { text: reply.hex }), " ", el("code", { text: JSON.stringify(reply.text) }));
   $("#run-result").hidden = false;
 }
 
@@ -218,7 +218,8 @@ async function showRun(id) {
     if (run.status === "running") {
       $("#run-result").hidden = true;
       follow(id);
-      showProgress({ progress: run.progress, received: run.summary?.received, msgs_per_s: null });
+      const s = run.summary;
+      showProgress({ progress: run.progress, received: s.received, errors: s.errors, msgs_per_s: s.msgs_per_s });
     } else {
       $("#progress-bar").value = 1;
       $("#progress-text").textContent = `100 % · ${run.status}`;

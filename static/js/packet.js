@@ -48,10 +48,9 @@ async function viaRun(target, payload, isHex, timeout) {
   for (;;) {
     const run = await api("GET", `/api/runs/${id}`);
     if (run.status !== "running") {
-      const s = run.summary || {};
-      const reply = s.reply;
+      const reply = run.summary.reply;
       if (!reply) return { error: run.error || "no reply" };
-      return { hex: reply.hex, text: reply.text, rtt_ms: reply.rtt_ms ?? s.rtt_ms?.max ?? null };
+      return { hex: reply.hex, text: reply.text, rtt_ms: reply.rtt_ms };
     }
     if (Date.now() > deadline) return { error: "the run did not end" };
     await new Promise((resolve) => setTimeout(resolve, 100));

@@ -54,8 +54,8 @@ async function poll() {
     renderPeers();
     for (const [localId, ref] of watching) {
       const run = await api("GET", `/api/peers/${encodeURIComponent(ref.peer)}/runs/${ref.remote_id}`);
-      const s = run.summary || {};
-      const rtt = s.rtt_ms || {};
+      const s = run.summary;
+      const rtt = s.rtt_ms;
       $("#peer-run-status").textContent =
         `run ${localId} on ${ref.peer}: ${run.status} · ${fmtNum(s.received)} replies` +
         (rtt.p50 != null ? ` · p50 ${fmtMs(rtt.p50)}` : "");

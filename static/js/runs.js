@@ -12,16 +12,10 @@ let histChart = null;
 let compareChart = null;
 let visible = false;
 
-function took(r) {
-  const s = r.summary || {};
-  if (s.elapsed != null) return s.elapsed;
-  return r.started_at && r.ended_at ? r.ended_at - r.started_at : null;
-}
-
 function renderList() {
   $("#runs-table tbody").replaceChildren(...items.map((r) => {
-    const s = r.summary || {};
-    const rtt = s.rtt_ms || {};
+    const s = r.summary;
+    const rtt = s.rtt_ms;
     const box = el("input", { type: "checkbox", "aria-label": `compare run ${r.id}`, checked: ticked.has(r.id) });
     box.addEventListener("change", () => {
       if (box.checked) ticked.add(r.id); else ticked.delete(r.id);
@@ -33,7 +27,7 @@ function renderList() {
       cell(box), cell(open), cell(statusPill(r.status)), cell(r.spec?.pattern || "pingpong"),
       cell(r.spec?.target || "–"), cell(fmtNum(s.sent), "num"), cell(fmtNum(s.received), "num"),
       cell(fmtMs(rtt.p50), "num"), cell(fmtMs(rtt.p99), "num"), cell(fmtMsgRate(s.msgs_per_s), "num"),
-      cell(timeEl(r.started_at || r.created_at)), cell(fmtSeconds(took(r)), "num"));
+      cell(timeEl(r.started_at || r.created_at)), cell(fmtSeconds(s.elapsed), "num"));
   }));
   $("#compare-button").disabled = ticked.size !== 2;
   $("#runs-msg").textContent = items.length ? `${fmtNum(items.length)} runs, newest first` : "no runs yet";
@@ -82,7 +76,7 @@ async function showDetail(id) {
     $("#export-csv").download = `run-${run.id}.csv`;
     $("#detail-summary tbody").replaceChildren(...kvRows(summaryPairs(run)));
     $("#detail-pct tbody").replaceChildren(...kvRows(pctPairs(run)));
-    const hist = (run.summary && run.summary.histogram) || [];
+    const hist = run.summary.histogram;
     histLabels = hist.map((b) => b[0]);
     histChart.setData([hist.map((b, i) => i), hist.map((b) => b[1])]);
     $("#chart-detail-hist").closest("figure").hidden = hist.length === 0;
@@ -106,10 +100,10 @@ async function compare() {
   if (ids.length !== 2) return;
   try {
     const [a, b] = await Promise.all(ids.map((id) => api("GET", `/api/runs/${id}`)));
-    const sa = a.summary || {};
-    const sb = b.summary || {};
-    const ra = sa.rtt_ms || {};
-    const rb = sb.rtt_ms || {};
+    const sa = a.summary;
+    const sb = b.summary;
+    const ra = sa.rtt_ms;
+    const rb = sb.rtt_ms;
     $("#compare-table thead").replaceChildren(el("tr", {},
       el("th", { scope: "col", text: "" }), el("th", { scope: "col", class: "num", text: `run ${a.id}` }),
       el("th", { scope: "col", class: "num", text: `run ${b.id}` }), el("th", { scope: "col", class: "num", text: "B vs A" })));

@@ -22,27 +22,26 @@ export function describeSpec(spec) {
 }
 
 function errorsText(s) {
-  const kinds = Object.entries(s.errors_by_kind || {}).filter(([, n]) => n);
-  const total = fmtNum(s.errors ?? 0);
+  const kinds = Object.entries(s.errors_by_kind).filter(([, n]) => n);
+  const total = fmtNum(s.errors);
   return kinds.length ? `${total} (${kinds.map(([k, n]) => `${k} ${fmtNum(n)}`).join(", ")})` : total;
 }
 
-/** [label, value, key] rows of a run's summary. */
+/** [label, value, key] rows of a run's summary (the same keys while running and after). */
 export function summaryPairs(run) {
-  const s = run.summary || {};
-  const lossPct = s.loss_pct ?? (s.sent ? (100 * (s.lost || 0)) / s.sent : null);
-  const elapsed = s.elapsed ?? (run.started_at && run.ended_at ? run.ended_at - run.started_at : null);
+  const s = run.summary;
   const pairs = [
     ["status", run.status + (run.error ? ` (${run.error})` : ""), "status"],
     ["started", run.started_at ? timeEl(run.started_at) : "–", "started"],
-    ["took", fmtSeconds(elapsed), "elapsed"],
+    ["took", fmtSeconds(s.elapsed), "elapsed"],
     ["sent", `${fmtNum(s.sent)} msgs · ${fmtBytes(s.bytes_sent)}`, "sent"],
     ["received", `${fmtNum(s.received)} msgs · ${fmtBytes(s.bytes_received)}`, "received"],
-    ["lost", s.lost == null ? "–" : `${fmtNum(s.lost)} (${fmtPct(lossPct)})`, "lost"],
+    ["lost", `${fmtNum(s.lost)} (${fmtPct(s.loss_pct)})`, "lost"],
+    ["duplicates", fmtNum(s.duplicates), "duplicates"],
+    ["reordered", fmtNum(s.reordered), "reordered"],
   ];
-  if (s.duplicates != null) pairs.push(["duplicates", fmtNum(s.duplicates), "duplicates"]);
-  if (s.reordered != null) pairs.push(["reordered", fmtNum(s.reordered), "reordered"]);
-  if (s.jitter_ms != null) pairs.push(["jitter", fmtMs(s.jitter_ms), "jitter"]);
+  // null: a pattern that does not measure jitter (TCP, or UDP replies without a header).
+  if (s.jitter_ms !== null) pairs.push(["jitter", fmtMs(s.jitter_ms), "jitter"]);
   pairs.push(["errors", errorsText(s), "errors"]);
   pairs.push(["message rate", fmtMsgRate(s.msgs_per_s), "msgs_per_s"]);
   pairs.push(["throughput", fmtBitRate(s.bits_per_s), "bits_per_s"]);
@@ -50,7 +49,7 @@ export function summaryPairs(run) {
 }
 
 export function pctPairs(run) {
-  const rtt = (run.summary && run.summary.rtt_ms) || {};
+  const rtt = run.summary.rtt_ms;
   return PCTS.map(([label, key]) => [label, fmtMs(rtt[key]), key]);
 }
 

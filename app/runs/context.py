@@ -1,0 +1,174 @@
+"""What the flows of one run share: the checked address, the spec, the counters.
+
+:class:`FlowContext` is built by the engine once the target is resolved and is read-only
+once the flows start. It also opens a flow's socket (TCP, TLS or UDP) with its registry
+row; :func:`serve_tcp_flow` and :func:`serve_udp_flow` wrap a flow's body with the error
+boundary and the clean-up every flow shares (the error counted by kind, the row and the
+socket closed).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import socket as stdsocket
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import trio
+
+from app.endpoint import Endpoint
+from app.registry import Conn, Registry
+from app.runs.channel import Channel, ConnectError, client_tls_context, connect_stream
+from app.runs.spec import RunSpec
+from app.runs.stats import RunStats, error_kind
+from app.wire import probe
+
+# Sizes drawn in advance for runs with a size range: no random draw per message.
+_SIZE_TABLE = 4096
+
+
+class FlowDriver(Protocol):
+    """A task that serves the messages of several flows of one run (app.runs.mux)."""
+
+    async def drive(
+        self, sock: stdsocket.socket, conn: Conn, flow_id: int, quota: int | None
+    ) -> None: ...
+
+
+class FlowContext:
+    """What every flow of one run shares. Read-only once the flows start."""
+
+    def __init__(
+        self,
+        run_id: str,
+        spec: RunSpec,
+        endpoint: Endpoint,
+        registry: Registry,
+        stats: RunStats,
+        address: tuple[Any, ...],
+        family: int,
+    ) -> None:
+        self.run_id = run_id
+        self.run_tag = probe.run_tag_of(run_id)
+        self.spec = spec
+        self.endpoint = endpoint
+        self.protocol = "udp" if endpoint.protocol == "udp" else "tcp"
+        self.registry = registry
+        self.stats = stats
+        self.address = address
+        self.family = family
+        self.size = spec.size
+        self.max_size = spec.largest_size
+        self.timeout = spec.timeout
+        self.tls: ssl.SSLContext | None = (
+            client_tls_context(spec.insecure) if endpoint.protocol == "tls" else None
+        )
+        self.server_hostname = endpoint.host
+        self.template = spec.payload.build(self.max_size)
+        self.send_deadline = math.inf
+        self.measure_from_ns = 0
+        self.clock0 = 0.0
+        self.perf0 = 0
+        # Plain TCP and UDP pingpong flows are served by one driver task (app.runs.mux),
+        # set by the pattern's preparation (app.runs.flows).
+        self.mux: FlowDriver | None = None
+        if spec.size_max is not None and spec.size_max != spec.size:
+            rng = random.Random(self.run_tag)
+            self.sizes = [rng.randint(spec.size, spec.size_max) for _ in range(_SIZE_TABLE)]
+        else:
+            self.sizes = [spec.size]
+
+    async def open_tcp(self) -> tuple[Channel, Conn] | None:
+        """Connect one TCP (or TLS) flow to the checked address and give it a registry row.
+
+        A failure is counted by its error kind and gives ``None``: the flow just ends.
+        """
+        try:
+            channel = await connect_stream(
+                self.family,
+                self.address,
+                self.timeout,
+                tls=self.tls,
+                server_hostname=self.server_hostname,
+            )
+        except ConnectError as exc:
+            self.stats.record_error(exc.kind)
+            return None
+        self.stats.connections_opened += 1
+        row = self.registry.open(
+            "tcp", channel.getsockname(), channel.getpeername(), run_id=self.run_id
+        )
+        return channel, row
+
+    def open_udp(self) -> tuple[stdsocket.socket, Conn] | None:
+        """A non-blocking UDP socket connected to the checked address (so ICMP errors reach
+        it), with a registry row; ``None`` (counted) when it cannot be made."""
+        sock = stdsocket.socket(self.family, stdsocket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.connect(self.address)
+        except OSError as exc:
+            sock.close()
+            self.stats.record_error(error_kind(exc))
+            return None
+        self.stats.connections_opened += 1
+        row = self.registry.open("udp", sock.getsockname(), sock.getpeername(), run_id=self.run_id)
+        return sock, row
+
+    def message_buffer(self) -> bytearray:
+        """A per-flow send buffer holding the payload template (the header goes in front)."""
+        return bytearray(self.template)
+
+    def sending(self) -> bool:
+        return trio.current_time() < self.send_deadline
+
+    def per_flow_rate(self) -> float | None:
+        rate = self.spec.message_rate
+        return None if rate is None else rate / self.spec.connections
+
+
+TcpBody = Callable[[Channel, Conn], Awaitable[None]]
+UdpBody = Callable[[stdsocket.socket, Conn], Awaitable[None]]
+
+
+async def serve_tcp_flow(ctx: FlowContext, body: TcpBody) -> None:
+    """Open one TCP (or TLS) flow and run ``body`` on it.
+
+    Error handling: an ``OSError`` out of ``body`` ends this flow only and is counted by
+    its kind. Resource handling: the registry row and the channel are closed however
+    ``body`` ends. A connection that cannot be made is counted and ``body`` never runs.
+    """
+    opened = await ctx.open_tcp()
+    if opened is None:
+        return
+    channel, conn = opened
+    try:
+        await body(channel, conn)
+    except OSError as exc:
+        ctx.stats.record_error(error_kind(exc))
+    finally:
+        ctx.registry.close(conn)
+        channel.close()
+
+
+async def serve_udp_flow(ctx: FlowContext, body: UdpBody) -> None:
+    """Open one UDP flow and run ``body`` on it; the same boundary as :func:`serve_tcp_flow`.
+
+    A connected UDP socket reports an earlier ICMP port-unreachable as
+    ``ConnectionRefusedError``: that is the ``unreachable`` kind here, not ``refused``.
+    """
+    opened = ctx.open_udp()
+    if opened is None:
+        return
+    sock, conn = opened
+    with sock:
+        try:
+            await body(sock, conn)
+        except ConnectionRefusedError:
+            ctx.stats.record_error("unreachable")
+        except OSError as exc:
+            ctx.stats.record_error(error_kind(exc))
+        finally:
+            ctx.registry.close(conn)

@@ -1,0 +1,64 @@
+"""Which flow serves which run: one row per (pattern, protocol).
+
+A row names the flow function (one per connection or UDP flow) and its preparation, which
+runs once per run before the flows start and may return a background task the run keeps
+going beside them (the pingpong multiplexer). Adding a pattern is one row here, its flow
+module, its spec model and its tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from app.runs.bulk import tcp_bulk_flow
+from app.runs.context import FlowContext
+from app.runs.mux import Multiplexer
+from app.runs.openloop import tcp_openloop_flow, udp_openloop_flow
+from app.runs.packet import packet_flow
+from app.runs.pingpong import tcp_pingpong_flow, udp_pingpong_flow
+
+Flow = Callable[[FlowContext, int, int | None], Awaitable[None]]
+Background = Callable[[], Awaitable[None]]
+Preparation = Callable[[FlowContext], Background | None]
+
+
+def no_preparation(ctx: FlowContext) -> Background | None:
+    """Flows that need nothing shared beyond the context."""
+    return None
+
+
+def with_multiplexer(ctx: FlowContext) -> Background | None:
+    """One driver task serves every plain TCP or UDP pingpong flow of the run."""
+    mux = Multiplexer(ctx)
+    ctx.mux = mux
+    return mux.run
+
+
+@dataclass(frozen=True)
+class FlowKind:
+    """How one (pattern, protocol) runs: its flow function and its preparation."""
+
+    flow: Flow
+    prepare: Preparation = no_preparation
+
+
+# Protocols are the target's: TLS pingpong is served per connection (an SSLStream each),
+# and rate, burst and UDP bulk (a blast at the rate cap) are open-loop schedules.
+FLOWS: dict[tuple[str, str], FlowKind] = {
+    ("pingpong", "tcp"): FlowKind(tcp_pingpong_flow, with_multiplexer),
+    ("pingpong", "udp"): FlowKind(udp_pingpong_flow, with_multiplexer),
+    ("pingpong", "tls"): FlowKind(tcp_pingpong_flow),
+    ("rate", "tcp"): FlowKind(tcp_openloop_flow),
+    ("rate", "udp"): FlowKind(udp_openloop_flow),
+    ("rate", "tls"): FlowKind(tcp_openloop_flow),
+    ("burst", "tcp"): FlowKind(tcp_openloop_flow),
+    ("burst", "udp"): FlowKind(udp_openloop_flow),
+    ("burst", "tls"): FlowKind(tcp_openloop_flow),
+    ("bulk", "tcp"): FlowKind(tcp_bulk_flow),
+    ("bulk", "udp"): FlowKind(udp_openloop_flow),
+    ("bulk", "tls"): FlowKind(tcp_bulk_flow),
+    ("packet", "tcp"): FlowKind(packet_flow),
+    ("packet", "udp"): FlowKind(packet_flow),
+    ("packet", "tls"): FlowKind(packet_flow),
+}
