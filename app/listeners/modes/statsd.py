@@ -82,24 +82,30 @@ class StatsdStream:
     Feeding a stream whole, byte by byte or in any chunks aggregates the same. At EOF,
     :meth:`close` feeds an unterminated last line too. As a
     :class:`~app.listeners.stream.StreamSession` each read counts as one message and
-    nothing is answered: :meth:`receive` returns the complete lines it read, for the
-    mode's outlet to aggregate in steps (:meth:`StatsdMode.handle_stream`).
+    nothing is answered; with ``deferred``, :meth:`receive` returns the complete lines it
+    read instead of aggregating them, for the mode's outlet to aggregate in steps
+    (:meth:`StatsdMode.handle_stream`).
 
     Args:
         aggregator: Where the metrics go.
         max_line: Longest unterminated tail kept; past it :meth:`feed` raises.
+        deferred: Return complete lines from :meth:`receive` rather than aggregate them.
     """
 
     whole_reads = True
 
-    def __init__(self, aggregator: Aggregator, max_line: int) -> None:
+    def __init__(self, aggregator: Aggregator, max_line: int, *, deferred: bool = False) -> None:
         self.aggregator = aggregator
         self.max_line = max_line
+        self.deferred = deferred
         self.messages = 0
         self._pending = bytearray()
 
     def receive(self, view: memoryview, n: int) -> Replies:
         self.messages += 1
+        if not self.deferred:
+            self.feed(view[:n].tobytes())
+            return ()
         chunk = self.cut(view[:n].tobytes())
         return (chunk,) if chunk else ()
 
@@ -140,7 +146,7 @@ class StatsdStream:
         except FrameTooLongError as exc:
             for lines in exc.lines:
                 self.aggregator.feed(lines)
-            raise
+            raise FrameTooLongError(self.max_line) from None  # nothing left to answer
         if chunk is not None:
             self.aggregator.feed(chunk)
 
@@ -242,7 +248,7 @@ class StatsdMode(Mode):
         return self.kernel_drops
 
     def open_session(self) -> StatsdStream:
-        return StatsdStream(self.aggregator, self.listener.spec.max_message_size)
+        return StatsdStream(self.aggregator, self.listener.spec.max_message_size, deferred=True)
 
     async def handle_stream(
         self, conn: Conn, transport: Transport, scope: trio.CancelScope
