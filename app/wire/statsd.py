@@ -79,10 +79,10 @@ class Snapshot(TypedDict):
     flushed_at: float | None
     interval: float | None
     metrics_received: int
-    events_received: int
-    service_checks_received: int
     bad_lines: int
     overflow: int
+    events_received: int
+    service_checks_received: int
 
 
 class FlushJob:

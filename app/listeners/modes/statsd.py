@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 # How often the kernel drop counter is read between flushes.
 _DROPS_PERIOD = 1.0
 # Lines parsed between two checkpoints: about a millisecond of work.
-_LINES_PER_STEP = 500
+_LINES_PER_STEP = 250
 # Timer samples sorted and summarized between two checkpoints of a flush: a few ms.
 _SAMPLES_PER_STEP = 20_000
 # Bytes of UDP datagrams waiting to be parsed; a datagram past this is dropped, counted.
