@@ -24,7 +24,7 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, TypedDict
 
-from app.wire.dogstatsd import DogstatsdError, Event
+from app.wire.dogstatsd import DogstatsdError, Event, is_dogstatsd_line
 from app.wire.statsd_line import (
     METRIC_TYPES,
     TIMER_TYPES,
@@ -298,7 +298,7 @@ class Aggregator:
         for line in lines:
             if not line.rstrip(b"\r"):
                 continue
-            if line.startswith((b"_e{", b"_sc|")):
+            if is_dogstatsd_line(line):
                 self._add_dogstatsd(line)
                 continue
             try:

@@ -23,6 +23,7 @@ from app.wire.dogstatsd import (
     DogstatsdError,
     Event,
     ServiceCheck,
+    is_dogstatsd_line,
     parse_event,
     parse_service_check,
 )
@@ -212,7 +213,7 @@ def parse_packet(data: bytes) -> tuple[list[Metric], int]:
     for line in data.split(b"\n"):
         if not line.rstrip(b"\r"):
             continue
-        if line.startswith((b"_e{", b"_sc|")):
+        if is_dogstatsd_line(line):
             try:
                 parse_dogstatsd(line)
             except DogstatsdError:

@@ -63,7 +63,7 @@ def etsy_rank(pct: float, count: int) -> int:
 
 def summarize(timer: TimerSamples, percentiles: Sequence[float]) -> dict[str, float]:
     """The summary of one timer: count, min, max, mean, sum and ``p<N>`` per percentile."""
-    ordered = sorted(timer.samples)
+    ordered = sorted(timer.samples) if percentiles else timer.samples
     out = {
         "count": timer.count,
         "min": timer.minimum,
