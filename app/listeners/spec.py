@@ -74,6 +74,8 @@ _MODE_OPTIONS: dict[str, tuple[str, ...]] = {
     "flush_interval": ("statsd",),
     "max_keys": ("statsd",),
     "percentiles": ("statsd",),
+    "signed_gauges": ("statsd",),
+    "delete_counters": ("statsd",),
 }
 _UDP_ONLY = ("loss", "duplicate", "rcvbuf", "reply_rate")
 _STREAM_ONLY = ("message_size", "framing")
@@ -138,6 +140,10 @@ class ListenerSpec(BaseModel):
         max_keys: StatsD: most metric keys held at once; new keys past it are dropped and
             counted in ``overflow``.
         percentiles: StatsD: percentiles reported for timers.
+        signed_gauges: StatsD: ``delta`` (etsy's StatsD) moves a gauge by ``+N|g`` or
+            ``-N|g``; ``set`` (the DogStatsD agent) sets it to the signed value.
+        delete_counters: StatsD: drop a counter idle for an interval instead of flushing
+            it as 0 (etsy's ``deleteCounters``; off by default, as in etsy's StatsD).
         rcvbuf: UDP: the socket's receive buffer (SO_RCVBUF) in bytes; the kernel doubles
             it. Larger buffers drop fewer datagrams in bursts.
         reply_rate: UDP: replies per second to one source outside loopback (a token
@@ -171,6 +177,8 @@ class ListenerSpec(BaseModel):
     flush_interval: float = Field(10.0, ge=0.01, le=86_400)
     max_keys: int = Field(10_000, ge=1, le=10_000_000)
     percentiles: tuple[float, ...] = (50.0, 90.0, 95.0, 99.0)
+    signed_gauges: Literal["delta", "set"] = "delta"
+    delete_counters: bool = False
     rcvbuf: int | None = Field(None, ge=1024, le=1 << 30)
     reply_rate: float = Field(100.0, ge=0, le=10_000_000)
     cert: str | None = None

@@ -298,7 +298,7 @@ async def flush_listener(listener_id: str) -> dict[str, Any]:
     listener = _deps().listeners.get(listener_id)
     if not isinstance(listener.mode, StatsdMode):
         raise ConflictError(f"listener {listener_id} is not a statsd listener", "id")
-    return dict(listener.mode.flush())
+    return dict(await listener.mode.flush_in_steps())
 
 
 @api.delete("/connections/<conn_id>")

@@ -395,9 +395,13 @@ class StatsdSnapshot(_Strict):
         description="count, min, max, mean, sum and the configured percentiles (p50, ...)"
     )
     sets: dict[str, int] = Field(description="distinct members")
+    events: list[dict[str, Any]] = Field(description="DogStatsD events of the interval")
+    service_checks: dict[str, dict[str, Any]] = Field(description="last run per check")
     flushed_at: float | None
     interval: float | None
     metrics_received: int
+    events_received: int
+    service_checks_received: int
     bad_lines: int
     overflow: int
 
@@ -419,6 +423,9 @@ class StatsdTelemetry(_Strict):
     keys: int
     max_keys: int
     kernel_drops: int | None = Field(description="datagrams the kernel dropped (UDP)")
+    backlog_drops: int = Field(description="datagrams dropped: the parse queue was full")
+    events_received: int
+    service_checks_received: int
     flushes: int
     flush_interval: float
     last_flush_at: float | None

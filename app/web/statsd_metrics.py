@@ -154,7 +154,7 @@ class StatsdExporter:
         for listener_id, mode in sources:
             totals = self.attach(mode)
             aggregator = mode.aggregator
-            current = aggregator.current()
+            current = aggregator.current(percentiles=False)  # counts and sums only
             last = aggregator.last_flush
             open_counters = {k: c["value"] for k, c in current["counters"].items()}
             for key in sorted(totals.counters.keys() | open_counters.keys()):

@@ -1,205 +1,63 @@
-"""StatsD and DogStatsD line protocol: parsing and per-interval aggregation, without I/O.
+"""StatsD and DogStatsD per-interval aggregation, without I/O (parsing: :mod:`.statsd_line`).
 
-Theory of operation: a datagram (or a chunk of a TCP stream cut at a newline) holds one
-metric per line, ``name:value|type[|@rate][|#tag,tag:v][|c:container][|T1700000000]``.
-:func:`parse_line` turns one line into a :class:`Metric` or raises :class:`StatsdError`;
-:func:`parse_packet` splits on newlines and never raises, it returns the metrics and a count
-of the lines it could not read, because one bad line must not cost the good ones next to it.
+Theory of operation: :class:`Aggregator` has two states per interval: *collecting* (``add``
+folds metrics into counters, gauges, timers and sets keyed by sanitized name plus sorted
+tags; ``feed`` parses lines first, keeping DogStatsD events and service checks too) and, at
+each flush, *reporting*: it returns a JSON-ready snapshot, keeps it as ``last_flush`` and
+starts a new interval. As in etsy's StatsD, timers and sets start each interval empty,
+gauges keep their value until changed and counters keep their key, flushed as 0 when idle
+(``deleteCounters: false``; ``delete_counters=True`` drops idle ones instead).
 
-:class:`Aggregator` has two states per interval: *collecting* (``add`` folds metrics into
-counters, gauges, timers and sets keyed by name plus sorted tags) and, at each ``flush(now)``,
-*reporting*: it returns a JSON-ready snapshot, keeps it as ``last_flush`` and starts a new
-interval. As in StatsD, counters, timers and sets start each interval empty; gauges keep
-their value until changed. Every structure is bounded (keys, samples per timer, values per
-set) so a flood of distinct names costs a counter, not memory.
+A flush swaps the interval's tables for fresh ones at once and then summarizes the timers
+in bounded steps (:meth:`Aggregator.begin_flush`, :class:`FlushJob`), so a caller on an
+event loop can checkpoint between steps; :meth:`Aggregator.flush` runs them all at once.
+Every structure is bounded (keys, samples per timer, values per set, events per interval)
+so a flood of distinct names costs a counter, not memory.
+
+This module also re-exports the parsing names of :mod:`app.wire.statsd_line`.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
-from app.errors import ProtocolError
+from app.wire.dogstatsd import DogstatsdError, Event, is_dogstatsd_line
+from app.wire.statsd_line import (
+    METRIC_TYPES,
+    TIMER_TYPES,
+    Metric,
+    MetricType,
+    StatsdError,
+    metric_key,
+    parse_dogstatsd,
+    parse_line,
+    parse_packet,
+    sanitize_name,
+)
+from app.wire.statsd_summary import SummaryJob, TimerSamples, summarize
 
 __all__ = [
     "METRIC_TYPES",
     "Aggregator",
     "CounterSnapshot",
+    "FlushJob",
     "Metric",
     "MetricType",
+    "SignedGauges",
     "Snapshot",
     "StatsdError",
     "metric_key",
     "parse_line",
     "parse_packet",
+    "sanitize_name",
 ]
 
-MetricType = Literal["c", "g", "ms", "h", "d", "s"]
-METRIC_TYPES: tuple[MetricType, ...] = ("c", "g", "ms", "h", "d", "s")
-_TYPES: dict[str, MetricType] = {kind: kind for kind in METRIC_TYPES}
-
-# DogStatsD packs several values into one line only for these types (protocol v1.1).
-_PACKABLE = frozenset({"c", "ms", "h", "d"})
-_TIMER_TYPES = frozenset({"ms", "h", "d"})
-
-# Python's float() also takes "nan", "inf", "1_0" and surrounding spaces; the wire does not.
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-_BAD_NAME_CHARS = re.compile(r"[\x00-\x20\x7f]")
-
-
-class StatsdError(ProtocolError, ValueError):
-    """A line that is not a StatsD metric.
-
-    Args:
-        message: What is wrong with the line.
-        line: The offending line, as received.
-    """
-
-    def __init__(self, message: str, line: bytes) -> None:
-        super().__init__(message, "line")
-        self.line = line
-
-
-@dataclass(frozen=True, slots=True)
-class Metric:
-    """One parsed metric line.
-
-    Attributes:
-        name: Metric name, as sent.
-        value: The (first) value: a float, or the member string of a set.
-        type: One of ``c g ms h d s``.
-        rate: Sample rate in (0, 1]; a counter adds ``value / rate``.
-        tags: DogStatsD tags in the order sent.
-        delta: True for a gauge whose value had a sign: it changes the gauge, not sets it.
-        packed: Further values of a DogStatsD packed line (``name:1:2:3|h`` has value 1.0
-            and packed ``(2.0, 3.0)``).
-    """
-
-    name: str
-    value: float | str
-    type: MetricType
-    rate: float = 1.0
-    tags: tuple[str, ...] = ()
-    delta: bool = False
-    packed: tuple[float, ...] = ()
-
-    @property
-    def key(self) -> str:
-        """The aggregation key: the name plus the sorted tags."""
-        return metric_key(self.name, self.tags)
-
-
-def metric_key(name: str, tags: Iterable[str] = ()) -> str:
-    """Build the aggregation key of a metric: ``name`` or ``name|#tag_a,tag_b`` (tags sorted).
-
-    Tags are sorted and deduplicated, so the order a client sends them in does not matter.
-    """
-    unique = sorted(set(tags))
-    return f"{name}|#{','.join(unique)}" if unique else name
-
-
-def _number(text: str, line: bytes, what: str) -> float:
-    if not _NUMBER.fullmatch(text):
-        raise StatsdError(f"{what} {text!r} is not a number", line)
-    number = float(text)
-    if not math.isfinite(number):
-        raise StatsdError(f"{what} {text!r} is out of range", line)
-    return number
-
-
-def parse_line(line: bytes) -> Metric:
-    """Parse one metric line (a trailing ``\\r\\n`` or ``\\n`` is ignored).
-
-    Unknown ``|x...`` sections (DogStatsD container ids ``|c:...``, timestamps ``|T...``,
-    external data ``|e:...``) are accepted and ignored.
-
-    Args:
-        line: One line of a StatsD packet.
-
-    Returns:
-        The metric.
-
-    Raises:
-        StatsdError: The line is not UTF-8, or a part of it is missing or malformed; the
-            message says which.
-    """
-    try:
-        text = line.rstrip(b"\r\n").decode("utf-8")
-    except UnicodeDecodeError:
-        raise StatsdError("line is not UTF-8", line) from None
-    name, colon, rest = text.partition(":")
-    if not colon:
-        raise StatsdError("no ':' between name and value", line)
-    if not name:
-        raise StatsdError("empty metric name", line)
-    if _BAD_NAME_CHARS.search(name):
-        raise StatsdError(f"metric name {name!r} has spaces or control characters", line)
-    sections = rest.split("|")
-    if len(sections) < 2:
-        raise StatsdError("no '|type' after the value", line)
-    raw_value, kind = sections[0], sections[1]
-    metric_type = _TYPES.get(kind)
-    if metric_type is None:
-        raise StatsdError(f"unknown metric type {kind!r}", line)
-
-    rate = 1.0
-    seen_rate = False
-    tags: tuple[str, ...] = ()
-    seen_tags = False
-    for section in sections[2:]:
-        if section.startswith("@"):
-            if seen_rate:
-                raise StatsdError("sample rate given twice", line)
-            seen_rate = True
-            rate = _number(section[1:], line, "sample rate")
-            if not 0.0 < rate <= 1.0:
-                raise StatsdError(f"sample rate {section[1:]} is not in (0, 1]", line)
-        elif section.startswith("#"):
-            if seen_tags:
-                raise StatsdError("tags given twice", line)
-            seen_tags = True
-            tags = tuple(tag for tag in section[1:].split(",") if tag)
-        # Anything else is an extension we do not use (container id, timestamp, ...).
-
-    if metric_type == "s":
-        if not raw_value:
-            raise StatsdError("empty set member", line)
-        # A set member is any string, colons included: "users:a:b|s" counts "a:b".
-        return Metric(name, raw_value, metric_type, rate, tags)
-
-    parts = raw_value.split(":")
-    if len(parts) > 1 and metric_type not in _PACKABLE:
-        raise StatsdError(f"packed values are not allowed for type {metric_type!r}", line)
-    values = [_number(part, line, "value") for part in parts]
-    delta = metric_type == "g" and raw_value[:1] in ("+", "-")
-    return Metric(name, values[0], metric_type, rate, tags, delta, tuple(values[1:]))
-
-
-def parse_packet(data: bytes) -> tuple[list[Metric], int]:
-    """Parse every line of a datagram or stream chunk.
-
-    Empty lines are skipped; a line that does not parse is counted, never raised.
-
-    Args:
-        data: Newline-separated metric lines.
-
-    Returns:
-        The metrics in order, and the number of bad lines.
-    """
-    metrics: list[Metric] = []
-    bad = 0
-    for line in data.split(b"\n"):
-        if not line.rstrip(b"\r"):
-            continue
-        try:
-            metrics.append(parse_line(line))
-        except StatsdError:
-            bad += 1
-    return metrics, bad
+# How a gauge value with a sign is read: etsy's StatsD moves the gauge by it, the
+# DogStatsD agent sets the gauge to it.
+SignedGauges = Literal["delta", "set"]
 
 
 class CounterSnapshot(TypedDict):
@@ -216,57 +74,39 @@ class Snapshot(TypedDict):
     gauges: dict[str, float]
     timers: dict[str, dict[str, float]]
     sets: dict[str, int]
+    events: list[dict[str, Any]]
+    service_checks: dict[str, dict[str, Any]]
     flushed_at: float | None
     interval: float | None
     metrics_received: int
     bad_lines: int
     overflow: int
+    events_received: int
+    service_checks_received: int
 
 
-class _Timer:
-    """Samples of one timer/histogram key: exact count, sum, min and max, plus a reservoir.
+class FlushJob:
+    """One flush in progress: the closed interval's tables, its timers summarized by steps.
 
-    Percentiles are exact over the reservoir, which holds every sample until ``max_samples``
-    and a uniform random subset after that (Vitter's algorithm R).
+    Made by :meth:`Aggregator.begin_flush`. When the last step is done, ``snapshot`` holds
+    the interval's :class:`Snapshot` and the aggregator's ``last_flush`` is updated (unless
+    a later flush finished first).
     """
 
-    __slots__ = ("count", "maximum", "minimum", "samples", "seen", "total")
+    def __init__(self, owner: Aggregator, snapshot: Snapshot, timers: SummaryJob, seq: int):
+        self._owner = owner
+        self._partial = snapshot
+        self._timers = timers
+        self._seq = seq
+        self.snapshot: Snapshot | None = None
 
-    def __init__(self) -> None:
-        self.samples: list[float] = []
-        self.seen = 0
-        self.count = 0.0
-        self.total = 0.0
-        self.minimum = math.inf
-        self.maximum = -math.inf
-
-    def add(self, value: float, rate: float, max_samples: int, rng: random.Random) -> None:
-        self.seen += 1
-        self.count += 1.0 / rate
-        self.total += value
-        self.minimum = min(self.minimum, value)
-        self.maximum = max(self.maximum, value)
-        if len(self.samples) < max_samples:
-            self.samples.append(value)
-        else:
-            slot = rng.randrange(self.seen)
-            if slot < max_samples:
-                self.samples[slot] = value
-
-    def summary(self, percentiles: Sequence[float]) -> dict[str, float]:
-        ordered = sorted(self.samples)
-        out = {
-            "count": self.count,
-            "min": self.minimum,
-            "max": self.maximum,
-            "mean": self.total / self.seen,
-            "sum": self.total,
-        }
-        for pct in percentiles:
-            # Nearest rank: always a sample that was really seen, as StatsD's upper_N.
-            rank = max(math.ceil(pct / 100.0 * len(ordered)), 1)
-            out[f"p{pct:g}"] = ordered[rank - 1]
-        return out
+    def step(self, budget: float) -> bool:
+        """Summarize about ``budget`` timer samples (at least one timer); True when done."""
+        if self.snapshot is None and self._timers.step(budget):
+            self._partial["timers"] = self._timers.summaries
+            self.snapshot = self._partial
+            self._owner._publish(self.snapshot, self._seq)
+        return self.snapshot is not None
 
 
 class Aggregator:
@@ -279,20 +119,23 @@ class Aggregator:
           "gauges":   {key: float},
           "timers":   {key: {"count", "min", "max", "mean", "sum", "p50", "p90", ...}},
           "sets":     {key: int},
+          "events":   [{"title", "text", "alert_type", "tags", ...}],   # this interval's
+          "service_checks": {key: {"name", "status", "status_name", "message", ...}},
           "flushed_at": float | None,   # the `now` of the flush (or of `current`)
           "interval": float | None,     # seconds since the previous flush
-          "metrics_received": int, "bad_lines": int, "overflow": int   # totals since start
+          "metrics_received": int, "events_received": int, "service_checks_received": int,
+          "bad_lines": int, "overflow": int   # totals since start
         }
 
-    A key is the metric name plus its sorted tags (:func:`metric_key`). Timers, histograms
-    (``h``) and distributions (``d``) share the ``timers`` section. A counter's ``value`` is
-    scaled by 1/sample rate and its ``rate`` is per second over the interval; a timer's
-    ``count`` is scaled the same way, while ``min``, ``max``, ``mean`` and ``sum`` are exact
-    over the samples received and the percentiles exact over the kept samples. Rates are None
-    when the interval is unknown (first flush without ``started_at``) or zero.
-
-    Counters, timers and sets are removed at each flush, so an idle key frees its slot;
-    gauges persist.
+    A key is the sanitized metric name plus its sorted tags (:func:`metric_key`,
+    :func:`sanitize_name`). Timers, histograms (``h``) and distributions (``d``) share the
+    ``timers`` section. A counter's ``value`` is scaled by 1/sample rate and its ``rate`` is
+    per second over the interval; a timer's ``count`` is scaled the same way, while ``min``,
+    ``max``, ``mean`` and ``sum`` are exact over the samples received and each ``pN`` is
+    etsy's ``upper_N`` over the kept samples (:func:`~app.wire.statsd_summary.summarize`).
+    Rates are None when the interval is unknown (first flush without ``started_at``) or
+    zero. A service check's key is its name plus sorted tags; the last run of the interval
+    is kept.
 
     Args:
         max_keys: Most keys held at once over all sections. A metric that would create a
@@ -303,6 +146,11 @@ class Aggregator:
         max_set_values: Distinct values kept per set key; further new values are dropped
             and counted in ``set_overflow``.
         rng: Random source for the sample reservoir (inject a seeded one in tests).
+        signed_gauges: ``delta`` (etsy): ``+3|g`` / ``-3|g`` move the gauge; ``set``
+            (DogStatsD): they set it to 3 / -3.
+        delete_counters: False (etsy's default): a counter idle for an interval is flushed
+            as 0 and keeps its key; True: it is dropped at the flush, freeing its key.
+        max_events: Events kept per interval (the rest are counted in ``overflow``).
 
     Raises:
         ValueError: A bound is below 1 or a percentile is outside (0, 100].
@@ -317,9 +165,14 @@ class Aggregator:
         max_samples: int = 10_000,
         max_set_values: int = 10_000,
         rng: random.Random | None = None,
+        signed_gauges: SignedGauges = "delta",
+        delete_counters: bool = False,
+        max_events: int = 100,
     ) -> None:
-        if min(max_keys, max_samples, max_set_values) < 1:
-            raise ValueError("max_keys, max_samples and max_set_values must be at least 1")
+        if min(max_keys, max_samples, max_set_values, max_events) < 1:
+            raise ValueError(
+                "max_keys, max_samples, max_set_values and max_events must be at least 1"
+            )
         for pct in percentiles:
             if not 0 < pct <= 100:
                 raise ValueError(f"percentile {pct} is not in (0, 100]")
@@ -327,17 +180,31 @@ class Aggregator:
         self.percentiles = tuple(percentiles)
         self.max_samples = max_samples
         self.max_set_values = max_set_values
+        self.max_events = max_events
+        self.gauge_deltas = signed_gauges == "delta"
+        self.delete_counters = delete_counters
         self._rng = rng if rng is not None else random.Random()
         self._interval_start = started_at
         self._counters: dict[str, float] = {}
         self._gauges: dict[str, float] = {}
-        self._timers: dict[str, _Timer] = {}
+        self._timers: dict[str, TimerSamples] = {}
         self._sets: dict[str, set[str]] = {}
+        self._events: list[dict[str, Any]] = []
+        self._checks: dict[str, dict[str, Any]] = {}
         self.metrics_received = 0
+        self.events_received = 0
+        self.service_checks_received = 0
         self.bad_lines = 0
         self.overflow = 0
         self.set_overflow = 0
         self.last_flush: Snapshot | None = None
+        self._flush_seq = 0
+        self._published_seq = 0
+
+    @property
+    def samples_held(self) -> int:
+        """Timer samples kept in the open interval (what summarizing it would sort)."""
+        return sum(len(timer.samples) for timer in self._timers.values())
 
     @property
     def keys(self) -> int:
@@ -354,10 +221,14 @@ class Aggregator:
         """Fold one metric into the current interval.
 
         Error handling: a metric that would need a new key past ``max_keys`` is dropped and
-        counted in ``overflow``; nothing raises.
+        counted in ``overflow``; one whose name has no character StatsD keeps (``é€``) is
+        counted in ``bad_lines``; nothing raises.
         """
-        self.metrics_received += 1
         key = metric.key
+        if not key or key.startswith("|#"):
+            self.bad_lines += 1
+            return
+        self.metrics_received += 1
         value = metric.value
         if metric.type == "s":
             members = self._sets.get(key)
@@ -384,34 +255,70 @@ class Aggregator:
         elif metric.type == "g":
             if not self._has_room(self._gauges, key):
                 return
-            if metric.delta:
+            if metric.delta and self.gauge_deltas:
                 self._gauges[key] = self._gauges.get(key, 0.0) + sum(values)
             else:
                 self._gauges[key] = values[-1]
-        elif metric.type in _TIMER_TYPES:
+        elif metric.type in TIMER_TYPES:
             timer = self._timers.get(key)
             if timer is None:
                 if not self._has_room(self._timers, key):
                     return
-                timer = self._timers[key] = _Timer()
+                timer = self._timers[key] = TimerSamples()
             for sample in values:
                 timer.add(sample, rate, self.max_samples, self._rng)
 
-    def feed(self, data: bytes) -> int:
-        """Parse a datagram or stream chunk and add every metric in it.
+    def _add_dogstatsd(self, line: bytes) -> None:
+        try:
+            item = parse_dogstatsd(line)
+        except DogstatsdError:
+            self.bad_lines += 1
+            return
+        if isinstance(item, Event):
+            self.events_received += 1
+            if len(self._events) < self.max_events:
+                self._events.append(item.to_dict())
+            else:
+                self.overflow += 1
+            return
+        self.service_checks_received += 1
+        key = metric_key(item.name, item.tags)
+        if key in self._checks or len(self._checks) < self.max_keys:
+            self._checks[key] = item.to_dict()
+        else:
+            self.overflow += 1
 
-        Bad lines are counted in ``bad_lines``.
+    def feed_lines(self, lines: Iterable[bytes]) -> int:
+        """Parse lines (metrics, events, service checks) and add each; count bad ones.
 
         Returns:
             The number of metrics added (before any key-bound drop).
         """
-        metrics, bad = parse_packet(data)
-        self.bad_lines += bad
-        for metric in metrics:
+        added = 0
+        for line in lines:
+            if not line.rstrip(b"\r"):
+                continue
+            if is_dogstatsd_line(line):
+                self._add_dogstatsd(line)
+                continue
+            try:
+                metric = parse_line(line)
+            except StatsdError:
+                self.bad_lines += 1
+                continue
             self.add(metric)
-        return len(metrics)
+            added += 1
+        return added
 
-    def _snapshot(self, now: float | None) -> Snapshot:
+    def feed(self, data: bytes) -> int:
+        """Parse a datagram or stream chunk and add everything in it (see :meth:`feed_lines`).
+
+        Returns:
+            The number of metrics added (before any key-bound drop).
+        """
+        return self.feed_lines(data.split(b"\n"))
+
+    def _snapshot(self, now: float | None, timers: dict[str, dict[str, float]]) -> Snapshot:
         interval = None
         if now is not None and self._interval_start is not None:
             interval = max(now - self._interval_start, 0.0)
@@ -422,36 +329,70 @@ class Aggregator:
                 for key, value in self._counters.items()
             },
             "gauges": dict(self._gauges),
-            "timers": {key: timer.summary(self.percentiles) for key, timer in self._timers.items()},
+            "timers": timers,
             "sets": {key: len(members) for key, members in self._sets.items()},
+            "events": list(self._events),
+            "service_checks": dict(self._checks),
             "flushed_at": now,
             "interval": interval,
             "metrics_received": self.metrics_received,
+            "events_received": self.events_received,
+            "service_checks_received": self.service_checks_received,
             "bad_lines": self.bad_lines,
             "overflow": self.overflow,
         }
 
-    def current(self, now: float | None = None) -> Snapshot:
+    def current(self, now: float | None = None, *, percentiles: bool = True) -> Snapshot:
         """The not-yet-flushed state, in the shape of :meth:`flush`; nothing is reset.
 
         Args:
             now: Clock reading, to compute rates over the interval so far; without it
                 ``interval`` and every counter ``rate`` are None.
+            percentiles: False leaves the timers' percentiles out (no sorting: cheap
+                however many samples are held).
         """
-        return self._snapshot(now)
+        wanted = self.percentiles if percentiles else ()
+        timers = {key: summarize(timer, wanted) for key, timer in self._timers.items()}
+        return self._snapshot(now, timers)
 
-    def flush(self, now: float) -> Snapshot:
-        """End the interval: return its snapshot, keep it as ``last_flush``, start anew.
+    def begin_flush(self, now: float) -> FlushJob:
+        """End the interval now; its timers are summarized by the job's steps.
 
-        Counters, timers and sets are cleared; gauges keep their values.
+        New metrics go to the next interval at once. Counters are reset to 0 (or dropped,
+        with ``delete_counters``), timers, sets, events and service checks cleared; gauges
+        keep their values.
 
         Args:
             now: Clock reading (any monotonic clock, the same one on every call).
         """
-        snapshot = self._snapshot(now)
-        self._counters.clear()
-        self._timers.clear()
-        self._sets.clear()
+        snapshot = self._snapshot(now, {})
+        timers = SummaryJob(self._timers, self.percentiles)
+        if self.delete_counters:
+            self._counters = {}
+        else:
+            self._counters = dict.fromkeys(self._counters, 0.0)
+        self._timers = {}
+        self._sets = {}
+        self._events = []
+        self._checks = {}
         self._interval_start = now
-        self.last_flush = snapshot
-        return snapshot
+        self._flush_seq += 1
+        return FlushJob(self, snapshot, timers, self._flush_seq)
+
+    def _publish(self, snapshot: Snapshot, seq: int) -> None:
+        if seq > self._published_seq:
+            self._published_seq = seq
+            self.last_flush = snapshot
+
+    def flush(self, now: float) -> Snapshot:
+        """End the interval: return its snapshot, keep it as ``last_flush``, start anew.
+
+        The whole flush at once; see :meth:`begin_flush` for one in steps.
+
+        Args:
+            now: Clock reading (any monotonic clock, the same one on every call).
+        """
+        job = self.begin_flush(now)
+        job.step(math.inf)
+        assert job.snapshot is not None
+        return job.snapshot

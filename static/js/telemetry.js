@@ -33,6 +33,8 @@ function render(doc) {
   const gauges = [];
   const timers = [];
   const sets = [];
+  const checks = [];
+  const events = [];
   let received = 0;
   let bad = 0;
   let dropped = 0;
@@ -64,6 +66,17 @@ function render(doc) {
         cell(fmtMs(v.min), "num"), cell(fmtMs(v.p50), "num"), cell(fmtMs(v.p90), "num"),
         cell(fmtMs(v.p99), "num"), cell(fmtMs(v.max), "num"), cell(fmtMs(v.mean), "num")));
     }
+    // DogStatsD: the newest run of each service check, and the events of both intervals.
+    const sc = { ...(last.service_checks || {}), ...(cur.service_checks || {}) };
+    for (const key of Object.keys(sc).sort()) {
+      const c = sc[key];
+      checks.push(el("tr", { dataset: { name: key, status: c.status_name || "" } }, cell(name(s, key), "mono"),
+        cell(c.status_name || String(c.status)), cell(c.message || "")));
+    }
+    for (const e of [...(cur.events || []), ...(last.events || [])]) {
+      events.push(el("tr", { dataset: { title: e.title } }, cell(e.title), cell(e.text),
+        cell(e.alert_type || "info"), cell((e.tags || []).join(", "), "mono")));
+    }
     const st = Object.keys(cur.sets || {}).length ? cur.sets : last.sets || {};
     for (const key of Object.keys(st).sort()) {
       sets.push(el("tr", { dataset: { name: key } }, cell(name(s, key), "mono"), cell(fmtNum(st[key]), "num")));
@@ -74,6 +87,8 @@ function render(doc) {
   $("#tm-gauges tbody").replaceChildren(...(gauges.length ? gauges : empty(2, "no gauges")));
   $("#tm-timers tbody").replaceChildren(...(timers.length ? timers : empty(8, "no timers")));
   $("#tm-sets tbody").replaceChildren(...(sets.length ? sets : empty(2, "no sets")));
+  $("#tm-checks tbody").replaceChildren(...(checks.length ? checks : empty(3, "no service checks")));
+  $("#tm-events tbody").replaceChildren(...(events.length ? events : empty(4, "no events")));
   const status = $("#tm-status");
   if (!srcs.length) {
     status.textContent = "No statsd listener. Add one in Listeners (mode statsd).";

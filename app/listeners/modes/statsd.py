@@ -2,10 +2,20 @@
 
 Every datagram (UDP) or newline-terminated chunk of the stream (TCP, :class:`StatsdStream`)
 is parsed and folded into the listener's :class:`~app.wire.statsd.Aggregator`: counters
-with sample rates, gauges with ``+``/``-`` deltas, timers/histograms/distributions with
-percentiles, sets, tags, several metrics per datagram. A task flushes it every
-``flush_interval`` seconds; ``GET /api/telemetry`` shows the open interval and the last
-flush (:meth:`StatsdMode.telemetry`).
+with sample rates, gauges with ``+``/``-`` deltas (or set, ``signed_gauges=set``),
+timers/histograms/distributions with percentiles, sets, tags, DogStatsD events and service
+checks, several lines per datagram. A task flushes it every ``flush_interval`` seconds;
+``GET /api/telemetry`` shows the open interval and the last flush
+(:meth:`StatsdMode.telemetry`).
+
+No datagram and no flush holds the event loop for long: a datagram of thousands of lines
+or a flush of millions of timer samples would freeze the lab's API while it is processed.
+The UDP handler only queues the datagram (bounded in bytes: past the bound a datagram is
+dropped and counted in ``backlog_drops``); a task of the mode parses the queue with a
+checkpoint every ``_LINES_PER_STEP`` lines. Over TCP the connection's own task parses what
+it read, with the same checkpoints (a fast sender is held back by TCP, not queued). A flush
+swaps in a fresh interval at once and summarizes the timers ``_SAMPLES_PER_STEP`` samples
+at a time (:meth:`StatsdMode.flush_in_steps`).
 
 Nothing is dropped silently: lines that do not parse are counted (``bad_lines``), metrics
 that would need a key past ``max_keys`` are counted (``overflow``), set members past the
@@ -20,13 +30,14 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import trio
 
 from app.listeners.base import DatagramHandler, DatagramPort, Listener, Mode
-from app.listeners.stream import Replies
+from app.listeners.stream import Replies, Transport, serve_stream
 from app.listeners.udp import read_kernel_drops
 from app.registry import Conn
 from app.wire.rules import FrameTooLongError
@@ -36,42 +47,78 @@ logger = logging.getLogger(__name__)
 
 # How often the kernel drop counter is read between flushes.
 _DROPS_PERIOD = 1.0
+# Lines parsed between two checkpoints: about a millisecond of work.
+_LINES_PER_STEP = 250
+# Timer samples sorted and summarized between two checkpoints of a flush: a few ms.
+_SAMPLES_PER_STEP = 20_000
+# Bytes of UDP datagrams waiting to be parsed; a datagram past this is dropped, counted.
+_MAX_BACKLOG = 8 * 1024 * 1024
+
+
+async def feed_in_steps(aggregator: Aggregator, lines: list[bytes], credit: int) -> int:
+    """Feed ``lines`` to ``aggregator``, checkpointing whenever ``credit`` lines are spent.
+
+    Args:
+        aggregator: Where the lines go.
+        lines: The lines (a datagram or chunk split at newlines).
+        credit: Lines that may still be parsed before the next checkpoint.
+
+    Returns:
+        The credit left for the caller's next call.
+    """
+    start = 0
+    while len(lines) - start > credit:
+        aggregator.feed_lines(lines[start : start + credit])
+        start += credit
+        await trio.lowlevel.checkpoint()
+        credit = _LINES_PER_STEP
+    aggregator.feed_lines(lines[start:] if start else lines)
+    return credit - (len(lines) - start)
 
 
 class StatsdStream:
-    """Cuts one TCP stream at newlines and feeds whole lines to an aggregator. No I/O.
+    """Cuts one TCP stream at newlines; whole lines go to an aggregator. No I/O.
 
     Feeding a stream whole, byte by byte or in any chunks aggregates the same. At EOF,
     :meth:`close` feeds an unterminated last line too. As a
     :class:`~app.listeners.stream.StreamSession` each read counts as one message and
-    nothing is answered.
+    nothing is answered; with ``deferred``, :meth:`receive` returns the complete lines it
+    read instead of aggregating them, for the mode's outlet to aggregate in steps
+    (:meth:`StatsdMode.handle_stream`).
 
     Args:
         aggregator: Where the metrics go.
         max_line: Longest unterminated tail kept; past it :meth:`feed` raises.
+        deferred: Return complete lines from :meth:`receive` rather than aggregate them.
     """
 
     whole_reads = True
 
-    def __init__(self, aggregator: Aggregator, max_line: int) -> None:
+    def __init__(self, aggregator: Aggregator, max_line: int, *, deferred: bool = False) -> None:
         self.aggregator = aggregator
         self.max_line = max_line
+        self.deferred = deferred
         self.messages = 0
         self._pending = bytearray()
 
     def receive(self, view: memoryview, n: int) -> Replies:
         self.messages += 1
-        self.feed(view[:n].tobytes())
-        return ()
+        if not self.deferred:
+            self.feed(view[:n].tobytes())
+            return ()
+        chunk = self.cut(view[:n].tobytes())
+        return (chunk,) if chunk else ()
 
-    def feed(self, data: bytes) -> None:
-        """Add received bytes; every line they complete is aggregated.
+    def cut(self, data: bytes) -> bytes | None:
+        """Add received bytes; return the lines they complete (None when none).
 
         Raises:
-            FrameTooLongError: A line grew past ``max_line`` without a newline.
+            FrameTooLongError: A line grew past ``max_line`` without a newline; its
+                ``lines`` hold the complete lines before it.
         """
         cut = data.rfind(b"\n")
         pending = self._pending
+        chunk = None
         if cut < 0:
             pending += data
         else:
@@ -82,10 +129,26 @@ class StatsdStream:
             else:
                 chunk = data[:cut]
             pending += data[cut + 1 :]
-            self.aggregator.feed(chunk)
         if len(pending) > self.max_line:
             pending.clear()
-            raise FrameTooLongError(self.max_line)
+            raise FrameTooLongError(self.max_line, [chunk] if chunk else None)
+        return chunk
+
+    def feed(self, data: bytes) -> None:
+        """Add received bytes; every line they complete is aggregated now.
+
+        Raises:
+            FrameTooLongError: A line grew past ``max_line`` without a newline (the lines
+                before it are aggregated).
+        """
+        try:
+            chunk = self.cut(data)
+        except FrameTooLongError as exc:
+            for lines in exc.lines:
+                self.aggregator.feed(lines)
+            raise FrameTooLongError(self.max_line) from None  # nothing left to answer
+        if chunk is not None:
+            self.aggregator.feed(chunk)
 
     def close(self) -> None:
         """End of stream: aggregate the last line even without its newline."""
@@ -103,29 +166,57 @@ class StatsdMode(Mode):
         super().__init__(listener)
         spec = listener.spec
         self.aggregator = Aggregator(
-            max_keys=spec.max_keys, percentiles=spec.percentiles, started_at=time.time()
+            max_keys=spec.max_keys,
+            percentiles=spec.percentiles,
+            started_at=time.time(),
+            signed_gauges=spec.signed_gauges,
+            delete_counters=spec.delete_counters,
         )
         self.flushes = 0
         self.kernel_drops: int | None = None
+        self.backlog_drops = 0
         self.on_flush: Callable[[Snapshot], None] | None = None
         self._sock: Any = None
+        self._backlog: deque[bytes] = deque()
+        self._backlog_bytes = 0
+        self._wake = trio.Event()
 
     async def run(self) -> None:
-        """Flush every ``flush_interval`` seconds; read the kernel drop counter meanwhile."""
+        """Parse queued datagrams; flush every ``flush_interval`` seconds; read the kernel
+        drop counter meanwhile."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._parse_backlog)
+            await self._flush_timer()
+
+    async def _flush_timer(self) -> None:
         interval = self.listener.spec.flush_interval
         next_flush = trio.current_time() + interval
         while True:
             await trio.sleep_until(min(next_flush, trio.current_time() + _DROPS_PERIOD))
             await self.refresh_kernel_drops()
             if trio.current_time() >= next_flush:
-                self.flush()
+                await self.flush_in_steps()
                 next_flush += interval * max(
                     1, math.ceil((trio.current_time() - next_flush) / interval)
                 )
 
-    def flush(self) -> Snapshot:
-        """End the interval now (the timer does this; tests and the API may too)."""
-        snapshot = self.aggregator.flush(time.time())
+    async def _parse_backlog(self) -> None:
+        backlog = self._backlog
+        aggregator = self.aggregator
+        while True:
+            credit = _LINES_PER_STEP
+            while backlog:
+                data = backlog.popleft()
+                self._backlog_bytes -= len(data)
+                credit = await feed_in_steps(aggregator, data.split(b"\n"), credit)
+                if credit <= 0:
+                    await trio.lowlevel.checkpoint()
+                    credit = _LINES_PER_STEP
+            # Nothing awaits between the emptiness check and the wait: no wake-up is lost.
+            self._wake = trio.Event()
+            await self._wake.wait()
+
+    def _published(self, snapshot: Snapshot) -> Snapshot:
         self.flushes += 1
         if self.on_flush is not None:
             try:
@@ -133,6 +224,19 @@ class StatsdMode(Mode):
             except Exception:
                 logger.exception("listener %s: flush callback failed", self.listener.id)
         return snapshot
+
+    def flush(self) -> Snapshot:
+        """End the interval now, all in one go (tests, the CLI)."""
+        return self._published(self.aggregator.flush(time.time()))
+
+    async def flush_in_steps(self) -> Snapshot:
+        """End the interval now; summarize its timers with a checkpoint every
+        ``_SAMPLES_PER_STEP`` samples (the timer does this; the API may too)."""
+        job = self.aggregator.begin_flush(time.time())
+        while not job.step(_SAMPLES_PER_STEP):
+            await trio.lowlevel.checkpoint()
+        assert job.snapshot is not None
+        return self._published(job.snapshot)
 
     async def refresh_kernel_drops(self) -> int | None:
         """Read the UDP socket's kernel drop counter (in a thread: it is file I/O)."""
@@ -144,14 +248,31 @@ class StatsdMode(Mode):
         return self.kernel_drops
 
     def open_session(self) -> StatsdStream:
-        return StatsdStream(self.aggregator, self.listener.spec.max_message_size)
+        return StatsdStream(self.aggregator, self.listener.spec.max_message_size, deferred=True)
+
+    async def handle_stream(
+        self, conn: Conn, transport: Transport, scope: trio.CancelScope
+    ) -> None:
+        """Serve one TCP/TLS connection; what it reads is aggregated in steps."""
+        await serve_stream(
+            self.listener, conn, transport, scope, self.open_session(), self._aggregate
+        )
+
+    async def _aggregate(self, chunks: Replies) -> None:
+        for chunk in chunks:
+            await feed_in_steps(self.aggregator, bytes(chunk).split(b"\n"), _LINES_PER_STEP)
 
     def datagram_handler(self, port: DatagramPort) -> DatagramHandler:
         self._sock = port.sock
-        feed = self.aggregator.feed
+        backlog = self._backlog
 
         def handle(view: memoryview, n: int, addr: Any, flow: Conn) -> None:
-            feed(view[:n].tobytes())
+            if self._backlog_bytes + n > _MAX_BACKLOG:
+                self.backlog_drops += 1
+                return
+            backlog.append(view[:n].tobytes())
+            self._backlog_bytes += n
+            self._wake.set()
 
         return handle
 
@@ -166,6 +287,9 @@ class StatsdMode(Mode):
             "keys": agg.keys,
             "max_keys": agg.max_keys,
             "kernel_drops": self.kernel_drops,
+            "backlog_drops": self.backlog_drops,
+            "events_received": agg.events_received,
+            "service_checks_received": agg.service_checks_received,
             "flushes": self.flushes,
             "flush_interval": self.listener.spec.flush_interval,
             "last_flush_at": None if last is None else last["flushed_at"],
@@ -182,7 +306,9 @@ class StatsdMode(Mode):
         ``last_flush`` (the last closed interval, or None before the first flush). Both
         snapshots have ``counters`` ({key: {value, rate}}), ``gauges``, ``timers`` ({key:
         {count, min, max, mean, sum, p50, ...}}), ``sets`` (distinct members) and
-        ``flushed_at`` (Unix time). Keys are ``name`` or ``name|#tag,tag`` (sorted tags).
+        ``events`` and ``service_checks`` (DogStatsD) and ``flushed_at`` (Unix time). Keys
+        are ``name`` or ``name|#tag,tag`` (sorted tags). The open interval's timers leave
+        their percentiles out while it holds more than ``_SAMPLES_PER_STEP`` samples.
         """
         listener = self.listener
         return {
@@ -190,6 +316,10 @@ class StatsdMode(Mode):
             "url": listener.spec_url(),
             "protocol": listener.spec.protocol,
             **self._counters(),
-            "current": self.aggregator.current(time.time()),
+            # Percentiles of the open interval only while sorting them is cheap; a flush
+            # computes them in steps, and the last flush has them.
+            "current": self.aggregator.current(
+                time.time(), percentiles=self.aggregator.samples_held <= _SAMPLES_PER_STEP
+            ),
             "last_flush": self.aggregator.last_flush,
         }
