@@ -47,15 +47,15 @@ _HINTS = (
     ("invalid perl operator: (?!", "lookahead is not supported"),
     ("invalid perl operator: (?<=", "lookbehind is not supported"),
     ("invalid perl operator: (?<!", "lookbehind is not supported"),
-    ("invalid perl operator: (?P=", "backreferences are not supported"),
     ("invalid perl operator: (?>", "atomic groups are not supported"),
     ("invalid perl operator: (?(", "conditionals are not supported"),
+    ("invalid perl operator: (?#", "comments are not supported"),
     ("invalid perl operator: (?x", "verbose mode (?x) is not supported"),
-    ("bad repetition operator: *+", "possessive repeats are not supported"),
-    ("bad repetition operator: ++", "possessive repeats are not supported"),
-    ("bad repetition operator: ?+", "possessive repeats are not supported"),
 )
+_BAD_REPEAT = "bad repetition operator: "
 _BACKREFERENCE = tuple(f"invalid escape sequence: \\{digit}" for digit in "123456789")
+# RE2 quotes only "(?P" of "(?P=name)"; a bad "(?P<name>" gets its own message.
+_NAMED_BACKREFERENCE = "invalid perl operator: (?P"
 
 
 class RegexError(ValueError):
@@ -137,8 +137,10 @@ def _explain(error: Exception) -> str:
     else:
         text = str(raw)
     hint = next((hint for start, hint in _HINTS if text.startswith(start)), None)
-    if hint is None and text.startswith(_BACKREFERENCE):
+    if hint is None and (text.startswith(_BACKREFERENCE) or text == _NAMED_BACKREFERENCE):
         hint = "backreferences are not supported"
+    if hint is None and text.startswith(_BAD_REPEAT) and text.endswith("+"):
+        hint = "possessive repeats are not supported"  # a*+, a++, a?+, a{2}+
     if hint is not None:
         text += f" ({hint}: RE2 matches in linear time)"
     return f"not a valid regex: {text}"
