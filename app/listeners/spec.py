@@ -478,7 +478,7 @@ def _check_regex_work(rules: Sequence[Rule], max_message_size: int) -> None:
             if fit:
                 remedy += f" or set max_message_size to {fit} or less"
             raise SpecError(
-                f"rules.{index}.pattern: the regexes up to this rule cost {total} steps a "
+                f"rules.{index}: the regexes up to this rule cost {total} steps a "
                 f"byte (RE2 program size), more than {MAX_MESSAGE_WORK} steps on a "
                 f"{max_message_size}-byte message; {remedy}",
                 f"rules.{index}.pattern",
