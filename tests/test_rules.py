@@ -525,6 +525,7 @@ def test_catastrophic_patterns_answer_a_hostile_line(
         ("(?P<é>a)", "not a valid regex: invalid named capture group: (?P<é>"),
         ("a{1000}" * 5, "too complex a regex: it compiles to"),
         ("(" * 5000 + ")" * 5000, "too complex a regex"),
+        ("(a)" * 100_000, "too complex a regex: it needs more than RE2's 1 MiB budget"),
     ],
 )
 def test_patterns_re2_cannot_match_in_linear_time_are_refused(pattern: str, words: str) -> None:

@@ -40,6 +40,10 @@ MAX_PROGRAM_SIZE = 4096
 # (RE2 falls back from its DFA to the NFA) is about 13 ns a unit, so a message costs at
 # most some 50 ms, and realistic rules well under 5 ms on a 64 KiB line.
 MAX_MESSAGE_WORK = 1 << 22
+# RE2's memory budget per regex (program and DFA cache; the default is 8 MiB). A program
+# within MAX_PROGRAM_SIZE needs well under this, and when the DFA cache fills RE2 falls back
+# to its NFA, which the work cap above already prices in; measured no slower.
+_MAX_MEMORY = 1 << 20
 
 # Hints for what Python's re has and RE2 refuses on purpose, by the start of RE2's error.
 _HINTS = (
@@ -136,6 +140,8 @@ def _explain(error: Exception) -> str:
             pass
     else:
         text = str(raw)
+    if text.startswith("pattern too large"):
+        return f"too complex a regex: it needs more than RE2's {_MAX_MEMORY >> 20} MiB budget"
     hint = next((hint for start, hint in _HINTS if text.startswith(start)), None)
     if hint is None and (text.startswith(_BACKREFERENCE) or text == _NAMED_BACKREFERENCE):
         hint = "backreferences are not supported"
@@ -165,6 +171,7 @@ def compile_regex(source: str, *, captures: bool = True) -> Regex:
     options = re2.Options()
     options.encoding = re2.Options.Encoding.LATIN1
     options.log_errors = False  # RE2 would print every refused pattern on stderr
+    options.max_mem = _MAX_MEMORY
     options.never_capture = not captures
     try:
         compiled = re2.compile(_python_z(pattern), options)
