@@ -554,6 +554,8 @@ def test_patterns_re2_cannot_match_in_linear_time_are_refused(pattern: str, word
         ("(?:é)+", "{0}", "éé".encode(), "éé".encode()),  # non-ASCII stands for its UTF-8
         ("é+", "{0}", "éé".encode(), "é".encode()),  # bytes, so + repeats the last one
         (r"[\x80-\xff]+", "{0}", b"a\x80\xfe\xffb", b"\x80\xfe\xff"),
+        (r"(?i)\xe9", "yes", b"\xc9", None),  # case folds ASCII only, as Python's re did
+        (r"\s", "yes", b"\x0b", None),  # RE2's \s has no \v (Python's had)
     ],
 )
 def test_re2_syntax_on_raw_bytes(

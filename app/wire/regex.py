@@ -20,8 +20,8 @@ features above, and these differences for patterns written for Python's ``re`` o
   Write ``\n?$`` to allow one, or ``(?m)$`` for the end of any line.
 - ``\Z`` is accepted and read as RE2's ``\z`` (both mean the very end).
 - Flags are inline: ``(?i)``, ``(?m)``, ``(?s)`` as in Python, and RE2's ``(?U)``
-  (ungreedy); there is no ``(?x)``. ``\s`` does not match ``\v``; ``(?i)`` also folds the
-  Latin-1 letters above 0x7f.
+  (ungreedy); there is no ``(?x)``. ``(?i)`` folds ASCII letters only, as before.
+- ``\d``, ``\w``, ``\b`` are ASCII, as before; ``\s`` no longer matches ``\v``.
 - Named groups may also be written ``(?<name>...)``.
 """
 
