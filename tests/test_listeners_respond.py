@@ -14,7 +14,10 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.errors import SpecError
 from app.listeners.modes.respond import RespondSession
+from app.listeners.spec import MAX_MESSAGE_SIZE, parse_listener
+from app.wire.regex import MAX_MESSAGE_WORK
 from app.wire.rules import FrameTooLongError, Responder, Rule
 from tests.listener_fixtures import open_manager, read_to_eof, read_until, start
 
@@ -193,3 +196,106 @@ def test_nc_is_the_openbsd_one_with_shutdown_on_eof() -> None:
         pytest.skip("netcat-openbsd is not installed")
     result = subprocess.run(["nc", "-h"], capture_output=True, text=True, check=False)
     assert "-N" in result.stdout + result.stderr
+
+
+# A hostile line against a catastrophic regex: RE2 answers it in linear time.
+
+REDOS_RULES = [
+    {"match": "exact", "pattern": "PING", "reply": "PONG\\n"},
+    {"match": "regex", "pattern": r"(a+)+$", "reply": "tail {1}\\n"},
+    {"match": "regex", "pattern": r"^(a|aa)+$", "reply": "all a\\n"},
+]
+# 29 bytes: Python's backtracking re spent 6 s on 27 of them, doubling per byte, with the
+# loop blocked; the hang guard would then fail the test (a longer line would hang it).
+REDOS_LINE = b"a" * 28 + b"!"
+
+
+async def test_a_redos_line_is_answered_and_other_clients_are_served_meanwhile() -> None:
+    spec = {"url": "tcp://127.0.0.1:0?mode=respond", "rules": REDOS_RULES, "default_reply": "?\\n"}
+    async with open_manager() as manager:
+        listener = await start(manager, spec)
+        with trio.fail_after(10):  # a hang guard only: the answers come at once
+            attacker = await trio.open_tcp_stream("127.0.0.1", listener.port)
+            other = await trio.open_tcp_stream("127.0.0.1", listener.port)
+            async with attacker, other:
+                await attacker.send_all(REDOS_LINE + b"\n" + b"a" * 40 + b"\n")
+                await other.send_all(b"PING\n")
+                assert await read_until(other, b"\n") == b"PONG\n"
+                assert await read_until(attacker, b"a\n") == b"?\ntail " + b"a" * 40 + b"\n"
+    hits = [rule["hits"] for rule in listener.to_dict()["respond"]["rules"]]
+    assert hits == [1, 1, 0]
+
+
+async def test_a_redos_datagram_is_answered() -> None:
+    spec = {"url": "udp://127.0.0.1:0?mode=respond", "rules": REDOS_RULES[2:]}
+    async with open_manager() as manager:
+        listener = await start(manager, spec)
+        with trio.fail_after(10), trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            await sock.connect(("127.0.0.1", listener.port))
+            await sock.send(REDOS_LINE)  # no reply: no rule matches and there is no default
+            await sock.send(b"a" * 39)
+            assert await sock.recv(100) == b"all a\n"
+    assert listener.msgs_in == 2
+
+
+@pytest.mark.parametrize(
+    ("rules", "options", "field", "words"),
+    [
+        (
+            [{"match": "regex", "pattern": r"(\w)\1", "reply": "x"}],
+            {},
+            "rules.0.pattern",
+            "backref",
+        ),
+        (
+            [REDOS_RULES[0], {"match": "regex", "pattern": "a(?=b)", "reply": "x"}],
+            {},
+            "rules.1.pattern",
+            "lookahead is not supported",
+        ),
+        (
+            [{"match": "regex", "pattern": "(?<!a)b", "reply": "x"}],
+            {},
+            "rules.0.pattern",
+            "lookbehind is not supported",
+        ),
+        (
+            [{"match": "regex", "pattern": "x{400}", "reply": "x"}],
+            {},
+            "rules.0.pattern",
+            "set max_message_size to",
+        ),
+        (
+            [{"match": "regex", "pattern": "x{160}", "reply": "x"}] * 2,
+            {},
+            "rules.1.pattern",
+            "the regexes up to this rule cost",
+        ),
+        (
+            [{"match": "regex", "pattern": "x{4000}", "reply": "x"}],
+            {"max_message_size": 1},
+            "rules.0.pattern",
+            "not a valid regex",
+        ),
+    ],
+)
+def test_rules_re2_cannot_bound_are_refused_naming_the_rule(
+    rules: list[dict[str, str]], options: dict[str, object], field: str, words: str
+) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_listener({"url": "tcp://127.0.0.1:0?mode=respond", "rules": rules, **options})
+    assert caught.value.field == field
+    assert words in caught.value.message
+    assert caught.value.message.startswith(field.removesuffix(".pattern") + ": ")
+
+
+def test_a_costly_regex_is_fine_with_shorter_messages() -> None:
+    rule = {"match": "regex", "pattern": "x{400}", "reply": "x"}
+    cost = Rule.from_dict(rule).cost
+    assert cost * MAX_MESSAGE_SIZE > MAX_MESSAGE_WORK
+    size = MAX_MESSAGE_WORK // cost
+    url = f"tcp://127.0.0.1:0?mode=respond&max_message_size={size}"
+    spec = parse_listener({"url": url, "rules": [rule]})
+    assert spec.build_responder().respond(b"x" * 400, 0.0) == b"x"
+    with pytest.raises(SpecError):
+        parse_listener({"url": url, "rules": [rule], "max_message_size": size + 1})

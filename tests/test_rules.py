@@ -1,4 +1,5 @@
 import random
+import re
 from itertools import pairwise
 from typing import Any
 
@@ -477,3 +478,203 @@ def test_line_framer_byte_by_byte_or_in_any_chunks_equals_whole(
     assert chunked == whole
     if not whole[1]:
         assert b"\n".join([*whole[0], whole[2]]) == stream.replace(b"\r\n", b"\n")
+
+
+# Regexes are RE2: linear time, so no message can stall the loop.
+
+# Python's backtracking re took 6 s on the first pattern at 27 bytes, doubling per byte.
+REDOS_LINE = b"a" * 28 + b"!"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message", "expected"),
+    [
+        (r"(a+)+$", REDOS_LINE, None),
+        (r"^(a|aa)+$", REDOS_LINE, None),
+        (r"^(a|a?)+$", REDOS_LINE, None),
+        (r"(\w+\s?)*!x", REDOS_LINE, None),
+        (r"^(a|aa)+$", b"a" * 40, b"<a>"),  # {1} is the last repetition, as in Python
+        (r"(a+)+!", REDOS_LINE, b"<" + b"a" * 28 + b">"),
+    ],
+)
+def test_catastrophic_patterns_answer_a_hostile_line(
+    pattern: str, message: bytes, expected: bytes | None
+) -> None:
+    assert reply(Rule("regex", pattern, "<{1}>"), message) == expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "words"),
+    [
+        (r"(a)\1", "backreferences are not supported"),
+        (r"(?P<x>a)(?P=x)", "backreferences are not supported"),
+        (r"a(?=b)", "lookahead is not supported"),
+        (r"a(?!b)", "lookahead is not supported"),
+        (r"(?<=a)b", "lookbehind is not supported"),
+        (r"(?<!a)b", "lookbehind is not supported"),
+        (r"(?>a+)b", "atomic groups are not supported"),
+        (r"a++b", "possessive repeats are not supported"),
+        (r"a*+b", "possessive repeats are not supported"),
+        (r"a{2}+b", "possessive repeats are not supported"),
+        (r"(?x) a b", "verbose mode (?x) is not supported"),
+        (r"(a)?(?(1)b|c)", "conditionals are not supported"),
+        (r"\x{100}", "not a valid regex"),  # beyond a byte
+        (r"a{1001}", "not a valid regex"),
+        (r"(?#note)a", "comments are not supported"),
+        (r"(?a)\w", "not a valid regex: invalid perl operator: (?a"),
+        ("(?P<é>a)", "not a valid regex: invalid named capture group: (?P<é>"),
+        ("a{1000}" * 5, "too complex a regex: it compiles to"),
+        ("(" * 5000 + ")" * 5000, "too complex a regex"),
+        ("(a)" * 100_000, "too complex a regex: it needs more than RE2's 1 MiB budget"),
+    ],
+)
+def test_patterns_re2_cannot_match_in_linear_time_are_refused(pattern: str, words: str) -> None:
+    with pytest.raises(RuleError) as caught:
+        Rule.from_dict({"match": "regex", "pattern": pattern, "reply": "x"})
+    assert caught.value.field == "pattern"
+    assert words in str(caught.value)
+    assert str(caught.value).startswith("pattern is ")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "template", "message", "expected"),
+    [
+        (r"^PING$", "yes", b"PING", b"yes"),
+        (r"^PING$", "yes", b"PING\n", None),  # RE2's $ is the very end (Python's was not)
+        (r"^PING\n?$", "yes", b"PING\n", b"yes"),
+        (r"(?m)^PING$", "yes", b"PING\nmore", b"yes"),
+        (r"PING\Z", "yes", b"PING", b"yes"),  # Python's \Z is RE2's \z
+        (r"PING\Z", "yes", b"PING\n", None),
+        (r"\\Z", "yes", b"\\Z", b"yes"),  # an escaped backslash then Z stays literal
+        (r"(?<key>\w+)=", "{key}", b"k=v", b"k"),  # RE2's spelling of a named group
+        (r"(?s)a.b", "yes", b"a\nb", b"yes"),
+        (r"a.b", "yes", b"a\nb", None),
+        (r"(?U)a+", "{0}", b"aaa", b"a"),  # RE2's ungreedy flag
+        (r"(\w+)@(\w+)", "{0}", b"ann@box", b"ann@box"),  # groups compiled away, match kept
+        ("(?:é)+", "{0}", "éé".encode(), "éé".encode()),  # non-ASCII stands for its UTF-8
+        ("é+", "{0}", "éé".encode(), "é".encode()),  # bytes, so + repeats the last one
+        (r"[\x80-\xff]+", "{0}", b"a\x80\xfe\xffb", b"\x80\xfe\xff"),
+        (r"(?i)\xe9", "yes", b"\xc9", None),  # case folds ASCII only, as Python's re did
+        (r"\s", "yes", b"\x0b", None),  # RE2's \s has no \v (Python's had)
+    ],
+)
+def test_re2_syntax_on_raw_bytes(
+    pattern: str, template: str, message: bytes, expected: bytes | None
+) -> None:
+    assert reply(Rule("regex", pattern, template), message) == expected
+
+
+def test_rule_cost_is_the_regex_program_size() -> None:
+    assert Rule("exact", "a", "b").cost == 0
+    small = Rule("regex", "^GET (\\S+)", "{1}")
+    large = Rule("regex", "x{200}", "b")
+    assert 0 < small.cost < 50 < 200 <= large.cost
+    assert Responder([small, large, Rule("prefix", "a", "b")]).cost == small.cost + large.cost
+
+
+regex_tokens = st.sampled_from(
+    [
+        "a",
+        "b",
+        "\\x00",
+        "\\xff",
+        "é",
+        ".",
+        "[ab]",
+        "[^a]",
+        "\\d",
+        "\\w",
+        "\\s",
+        "\\b",
+        "*",
+        "+",
+        "?",
+        "{2}",
+        "{1,3}",
+        "{1001}",
+        "(",
+        ")",
+        "(?:",
+        "(?P<n>",
+        "(?P=n)",
+        "(?=",
+        "(?<=",
+        "|",
+        "^",
+        "$",
+        "\\Z",
+        "\\z",
+        "\\1",
+        "\\",
+        "(?i)",
+        "(?m)",
+        "(?x)",
+        "[",
+        "]",
+        "{",
+        "}",
+    ]
+)
+regex_patterns = st.lists(regex_tokens, max_size=12).map("".join) | st.text(max_size=12)
+
+
+@given(
+    regex_patterns,
+    st.sampled_from(["{0}", "{1}", "{n}", "r", "{counter}"]),
+    st.lists(st.binary(max_size=40) | st.just(REDOS_LINE), max_size=5),
+)
+def test_regex_rules_build_or_raise_spec_error_and_never_raise_when_matching(
+    pattern: str, template: str, messages: list[bytes]
+) -> None:
+    try:
+        rule = Rule.from_dict({"match": "regex", "pattern": pattern, "reply": template})
+    except SpecError as exc:
+        assert isinstance(exc, RuleError)
+        assert exc.field in ("pattern", "reply")
+        return
+    responder = Responder([rule], rng=random.Random(0))
+    for message in messages:
+        answer = responder.respond(message, NOW)
+        assert answer is None or isinstance(answer, bytes)
+        assert rule.matches(message) is (answer is not None)
+
+
+common_tokens = st.sampled_from(
+    [
+        *("a", "b", "A", "1", "\\x00", "\\xff", "\n", ".", "[ab]", "[^a]", "\\d", "\\w", "\\b"),
+        *("*", "+", "?", "*?", "+?", "{2}", "{1,3}", "(", ")", "(?:", "(?P<n>", "|", "^"),
+        *("\\Z", "(?i)", "(?m)", "(?s)"),
+    ]
+)
+short_messages = st.lists(
+    st.lists(st.sampled_from([b"a", b"b", b"A", b"1", b"\n", b"\xff", b"\x00"]), max_size=8).map(
+        b"".join
+    )
+    | st.binary(max_size=8),
+    max_size=4,
+)
+
+
+@given(st.lists(common_tokens, min_size=1, max_size=10).map("".join), short_messages)
+def test_re2_finds_what_python_re_found_on_their_common_syntax(
+    pattern: str, messages: list[bytes]
+) -> None:
+    """Rules written for Python's re (before RE2) still match and capture the same bytes."""
+    try:
+        python = re.compile(pattern.encode())
+    except re.error:
+        return
+    template = "{0}|{1}" if python.groups else "{0}"
+    try:
+        rule = Rule("regex", pattern, template)
+    except RuleError as exc:
+        assert "possessive repeats are not supported" in str(exc)  # Python 3.11 has a*+
+        return
+    for message in messages:
+        found = python.search(message)
+        expected = None
+        if found is not None:
+            expected = found.group(0)
+            if python.groups:
+                expected += b"|" + (found.group(1) or b"")
+        assert reply(rule, message) == expected

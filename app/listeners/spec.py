@@ -18,8 +18,9 @@ number or a string with a unit: ``"0.05"``, ``"50ms"``, ``"2s"``. ``loss`` and
 ``duplicate`` are percentages (0 to 100).
 
 Everything that can be wrong is found here, before anything binds: unknown options,
-options that do not apply to the mode or protocol, rules that do not compile, unreadable
-rules files or certificates. Every error is a :class:`~app.errors.SpecError` naming the
+options that do not apply to the mode or protocol, rules that do not compile (or whose
+regexes could cost too much on a message of ``max_message_size``), unreadable rules files
+or certificates. Every error is a :class:`~app.errors.SpecError` naming the
 option (``rules.2.pattern`` for a field of the third rule).
 """
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote
@@ -37,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from app.endpoint import Endpoint
 from app.errors import SpecError
 from app.validation import spec_error_from
+from app.wire.regex import MAX_MESSAGE_WORK
 from app.wire.rules import Responder, Rule, RuleError
 
 __all__ = [
@@ -427,6 +429,29 @@ def _check_spec(spec: ListenerSpec) -> None:
         if not spec.rules and spec.default_reply is None:
             raise SpecError("a respond listener needs rules or a default_reply", "rules")
         try:
-            spec.build_responder()
+            responder = spec.build_responder()
         except RuleError as exc:
             raise SpecError(exc.message, exc.field) from None
+        _check_regex_work(responder.rules, spec.max_message_size)
+
+
+def _check_regex_work(rules: Sequence[Rule], max_message_size: int) -> None:
+    """Refuse regex rules that together could cost too much on one message.
+
+    A message may be tried against every rule, and an RE2 search costs up to its program
+    size per byte, so the bound is the sum of the costs times the longest message.
+    """
+    total = 0
+    for index, rule in enumerate(rules):
+        total += rule.cost
+        if total * max_message_size > MAX_MESSAGE_WORK:
+            fit = MAX_MESSAGE_WORK // total
+            remedy = "simplify the regexes"
+            if fit:
+                remedy += f" or set max_message_size to {fit} or less"
+            raise SpecError(
+                f"rules.{index}: the regexes up to this rule cost {total} steps a "
+                f"byte (RE2 program size), more than {MAX_MESSAGE_WORK} steps on a "
+                f"{max_message_size}-byte message; {remedy}",
+                f"rules.{index}.pattern",
+            )

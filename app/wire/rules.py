@@ -1,10 +1,12 @@
 """Rule-based replies ("smart responses") and line framing, without I/O.
 
 Theory of operation: a :class:`Rule` pairs a matcher (exact, prefix, contains, suffix or a
-bytes regex) with a reply template. Everything that can be wrong with a rule is found when it
-is built (:meth:`Rule.from_dict` or the constructor raise :class:`RuleError` naming the
-field): the pattern is decoded or compiled once, and the template is compiled to a tuple of
-literal byte strings and fields, so rendering a reply cannot fail.
+bytes regex) with a reply template. Regexes are RE2 (:mod:`app.wire.regex`), which matches in
+time linear in the message, so no line a client sends can stall the loop. Everything that
+can be wrong with a rule is found when it is built (:meth:`Rule.from_dict` or the
+constructor raise :class:`RuleError` naming the field): the pattern is decoded or compiled
+once, and the template is compiled to a tuple of literal byte strings and fields, so
+rendering a reply cannot fail.
 
 A :class:`Responder` holds a list of rules, an optional default reply and one hit counter per
 rule. ``respond(message, now)`` returns the reply of the first rule that matches (and counts
@@ -25,8 +27,9 @@ Reply templates::
 Literal text in a template (and a non-regex pattern) is written in ``encoding``: ``"text"``
 is UTF-8 with the escapes of :func:`app.wire.payload.parse_escaped` (``\\r \\n \\t \\\\
 \\xNN`` ...), ``"hex"`` is hex digits as :func:`app.wire.payload.parse_hex` reads them. A
-regex pattern is always regex source, matched against the raw bytes (write ``\\x00`` in the
-regex itself for a byte). Fields render as ASCII text; captures are inserted as raw bytes.
+regex pattern is always regex source in RE2 syntax, matched against the raw bytes (write
+``\\x00`` in the regex itself for a byte); backreferences and lookaround are refused. Fields
+render as ASCII text; captures are inserted as raw bytes.
 
 :class:`LineFramer` cuts a TCP byte stream into lines for rules that answer per line.
 """
@@ -34,7 +37,6 @@ regex itself for a byte). Fields render as ASCII text; captures are inserted as 
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +44,7 @@ from typing import Literal, NamedTuple, cast
 
 from app.errors import ProtocolError, SpecError
 from app.wire.payload import PayloadError, parse_escaped, parse_hex
+from app.wire.regex import Regex, RegexError, RegexMatch, compile_regex
 
 __all__ = [
     "ENCODINGS",
@@ -88,7 +91,10 @@ class FrameTooLongError(ProtocolError, ValueError):
 
 
 class _Field(NamedTuple):
-    """A template field: a macro (``counter``, ``time``, ``unix``, ``random``) or a group."""
+    """A template field: a macro (``counter``, ``time``, ``unix``, ``random``) or a group.
+
+    A group is always held by number, a named group too.
+    """
 
     kind: Literal["counter", "time", "unix", "random", "group"]
     arg: int | str = 0
@@ -110,7 +116,7 @@ def _decode(text: str, encoding: Encoding, field_name: str) -> bytes:
         raise RuleError(f"{field_name}: {exc.message}", field_name) from None
 
 
-def _parse_field(body: str, at: int, field_name: str, regex: re.Pattern[bytes] | None) -> _Field:
+def _parse_field(body: str, at: int, field_name: str, regex: Regex | None) -> _Field:
     shown = body if len(body) <= 40 else body[:37] + "..."
     name, colon, arg = body.partition(":")
     if name == "random" and colon:
@@ -139,8 +145,8 @@ def _parse_field(body: str, at: int, field_name: str, regex: re.Pattern[bytes] |
             "rename the group",
             field_name,
         )
-    if is_group:
-        return _Field("group", group)
+    if is_group and regex is not None:
+        return _Field("group", regex.groupindex[group] if isinstance(group, str) else group)
     if macro is not None:
         return macro
     if regex is None:
@@ -155,7 +161,7 @@ def _compile_template(
     template: str,
     encoding: Encoding,
     field_name: str,
-    regex: re.Pattern[bytes] | None = None,
+    regex: Regex | None = None,
 ) -> tuple[_Part, ...]:
     """Compile a reply template to literal byte strings and fields.
 
@@ -214,9 +220,21 @@ def _compile_template(
     return tuple(parts)
 
 
+def _compile(pattern: str, *, captures: bool = True) -> Regex:
+    try:
+        return compile_regex(pattern, captures=captures)
+    except RegexError as exc:
+        raise RuleError(f"pattern is {exc}", "pattern") from None
+
+
+def _uses_groups(parts: Sequence[_Part]) -> bool:
+    """Whether a template reads a capture group (``{0}`` is the match itself, not a group)."""
+    return any(isinstance(part, _Field) and part.kind == "group" and part.arg for part in parts)
+
+
 def _render(
     parts: Sequence[_Part],
-    match: re.Match[bytes] | None,
+    match: RegexMatch | None,
     counter: int,
     now: float,
     rng: random.Random,
@@ -228,7 +246,7 @@ def _render(
         elif part.kind == "group":
             # Compilation checked the group exists; an unmatched optional group is empty.
             if match is not None:
-                out += match.group(part.arg) or b""
+                out += match.group(int(part.arg)) or b""
         elif part.kind == "counter":
             out += str(counter).encode()
         elif part.kind == "unix":
@@ -250,14 +268,15 @@ class Rule:
 
     Args:
         match: How ``pattern`` is compared with a message: ``exact``, ``prefix``,
-            ``contains``, ``suffix`` or ``regex`` (``re.search`` on the bytes).
+            ``contains``, ``suffix`` or ``regex`` (an RE2 search on the bytes).
         pattern: The bytes to look for, in ``encoding``; for ``regex``, the regex source.
         reply: The reply template (see the module docstring).
         encoding: How literal bytes in ``pattern`` and ``reply`` are written.
 
     Raises:
         RuleError: Naming the field at fault: an unknown ``match`` or ``encoding``, an empty
-            or undecodable pattern, a regex that does not compile, a bad template.
+            or undecodable pattern, a regex RE2 refuses (backreferences, lookaround) or
+            that is too complex, a bad template.
     """
 
     match: MatchKind
@@ -265,7 +284,7 @@ class Rule:
     reply: str
     encoding: Encoding = "text"
     _needle: bytes = field(init=False, repr=False, compare=False)
-    _regex: re.Pattern[bytes] | None = field(init=False, repr=False, compare=False)
+    _regex: Regex | None = field(init=False, repr=False, compare=False)
     _parts: tuple[_Part, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -278,28 +297,23 @@ class Rule:
                 f"encoding must be one of {', '.join(ENCODINGS)}, not {self.encoding!r}",
                 "encoding",
             )
-        regex: re.Pattern[bytes] | None = None
+        regex: Regex | None = None
         needle = b""
         if self.match == "regex":
-            try:
-                source = self.pattern.encode("utf-8")
-            except UnicodeEncodeError:
-                raise RuleError("pattern is not valid Unicode text", "pattern") from None
-            if not source:
+            if not self.pattern:
                 raise RuleError("pattern is empty", "pattern")
-            try:
-                regex = re.compile(source)
-            except (re.error, OverflowError, RecursionError, ValueError) as exc:
-                raise RuleError(f"pattern is not a valid regex: {exc}", "pattern") from None
+            regex = _compile(self.pattern)
         else:
             needle = _decode(self.pattern, self.encoding, "pattern")
             if not needle:
                 raise RuleError("pattern is empty", "pattern")
+        parts = _compile_template(self.reply, self.encoding, "reply", regex)
+        if regex is not None and regex.groups and not _uses_groups(parts):
+            # Without submatches RE2 finds a match with its DFA alone: far faster.
+            regex = _compile(self.pattern, captures=False)
         object.__setattr__(self, "_needle", needle)
         object.__setattr__(self, "_regex", regex)
-        object.__setattr__(
-            self, "_parts", _compile_template(self.reply, self.encoding, "reply", regex)
-        )
+        object.__setattr__(self, "_parts", parts)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Rule:
@@ -345,11 +359,16 @@ class Rule:
             "encoding": self.encoding,
         }
 
+    @property
+    def cost(self) -> int:
+        """Steps per message byte of a regex rule (its RE2 program size); 0 for the others."""
+        return 0 if self._regex is None else self._regex.cost
+
     def matches(self, message: bytes) -> bool:
         """Whether the rule applies to ``message``."""
         return self._find(message)[0]
 
-    def _find(self, message: bytes) -> tuple[bool, re.Match[bytes] | None]:
+    def _find(self, message: bytes) -> tuple[bool, RegexMatch | None]:
         if self._regex is not None:
             found = self._regex.search(message)
             return found is not None, found
@@ -393,8 +412,9 @@ class Responder:
         RuleError: ``default_reply`` (field ``"default_reply"``) does not compile.
 
     Error handling: :meth:`respond` never raises for any message, given a ``now`` that is a
-    real clock reading. A regex that backtracks badly is still the rule author's cost, so
-    callers should bound message size (framing does).
+    real clock reading. Its cost is linear in the message: at most about :attr:`cost` steps
+    per byte (RE2 does not backtrack), so callers bound it by bounding message size
+    (framing does; :mod:`app.listeners.spec` checks the product).
     """
 
     def __init__(
@@ -441,6 +461,11 @@ class Responder:
     def hits(self) -> list[int]:
         """How many messages each rule answered, in rule order."""
         return list(self._hits)
+
+    @property
+    def cost(self) -> int:
+        """Steps per message byte, at most, when every rule is tried: the rules' costs."""
+        return sum(rule.cost for rule in self.rules)
 
 
 class LineFramer:
