@@ -14,7 +14,6 @@ the caller runs it only when the registry changed or the view did.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, Protocol
 
@@ -22,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import SpecError
 from app.validation import validate
+from app.wire import jsondoc
 
 # Columns of a row as the feed sends it: arrays in this order, named once per message.
 COLUMNS = (
@@ -54,6 +54,9 @@ SortKey = Literal[
 # message to about 60 kB even when every row on it changed.
 MAX_LIMIT = 500
 ANY = "*"
+# A view message is a few short fields (about 200 bytes); anything much larger is refused
+# before it is parsed, so a client cannot make each message cost a megabyte of decoding.
+MAX_VIEW_MESSAGE = 4096
 
 
 class ConnRow(Protocol):
@@ -93,10 +96,13 @@ def parse_view(text: str | bytes) -> ConnView:
     """Validate one ``{"type": "view", ...}`` message from a browser.
 
     Raises:
-        SpecError: Not JSON, not a view message, or a field out of range (named).
+        SpecError: Too large, not JSON (nested too deep included), not a view message, or
+            a field out of range (named).
     """
+    if len(text) > MAX_VIEW_MESSAGE:
+        raise SpecError(f"a feed message is at most {MAX_VIEW_MESSAGE} characters", "body")
     try:
-        doc = json.loads(text)
+        doc = jsondoc.loads(text)
     except ValueError:
         raise SpecError("a feed message must be a JSON object", "body") from None
     if not isinstance(doc, dict) or doc.pop("type", None) != "view":

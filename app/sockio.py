@@ -153,6 +153,11 @@ class ReadyLoop(Generic[S]):
     default that finishes the item and its owner raises the exception. The loop goes on with
     the others.
 
+    Resource handling: the epoll descriptor is opened by the first :meth:`add` or
+    :meth:`run`, whichever comes first, and closed when :meth:`run` ends. A loop that is
+    made but never used (a mode built for a listener that serves UDP or TLS, or that failed
+    to bind) opens nothing, so nothing waits for the garbage collector to close it.
+
     Args:
         handler: Called with the item of each ready socket and its epoll event mask.
         on_error: Called when ``handler`` raised an ``Exception`` for that item.
@@ -163,7 +168,8 @@ class ReadyLoop(Generic[S]):
         handler: Callable[[S, int], None],
         on_error: Callable[[S, Exception], object] | None = None,
     ) -> None:
-        self._ep = select.epoll()
+        self._ep: select.epoll | None = None  # opened on first use: see Resource handling
+        self._ended = False
         self._handler = handler
         self._on_error = on_error or self.finish
         self.items: dict[int, S] = {}
@@ -175,10 +181,22 @@ class ReadyLoop(Generic[S]):
         Raises:
             trio.ClosedResourceError: The loop has ended.
         """
-        if self._ep.closed:
-            raise trio.ClosedResourceError("the socket loop has ended")
+        ep = self._open()
         self.items[item.fd] = item
-        self._ep.register(item.fd, mask)
+        ep.register(item.fd, mask)
+
+    def _open(self) -> select.epoll:
+        """The loop's epoll, opened now if it was not yet.
+
+        Raises:
+            trio.ClosedResourceError: The loop has ended.
+        """
+        if self._ended:
+            raise trio.ClosedResourceError("the socket loop has ended")
+        ep = self._ep
+        if ep is None:
+            ep = self._ep = select.epoll()
+        return ep
 
     def finish(self, item: S, error: Exception | None = None) -> bool:
         """Stop serving ``item`` and wake its owner, which raises ``error`` if given.
@@ -193,7 +211,8 @@ class ReadyLoop(Generic[S]):
         del self.items[fd]
         item.error = error
         try:
-            self._ep.unregister(fd)
+            if self._ep is not None:  # it is once an item was added
+                self._ep.unregister(fd)
         except (OSError, ValueError):  # the socket or the loop is closed already
             pass
         return True
@@ -213,11 +232,15 @@ class ReadyLoop(Generic[S]):
 
     def watch(self, item: S, mask: int) -> None:
         """Change the events wanted for ``item`` (``EPOLLIN``, ``EPOLLOUT`` or both)."""
-        self._ep.modify(item.fd, mask)
+        self._open().modify(item.fd, mask)
 
     async def run(self) -> NoReturn:
-        """Serve the registered sockets until cancelled; then the loop is closed."""
-        ep = self._ep
+        """Serve the registered sockets until cancelled; then the loop is closed.
+
+        Raises:
+            trio.ClosedResourceError: The loop has ended already.
+        """
+        ep = self._open()
         poll = ep.poll
         items = self.items
         handler = self._handler
@@ -238,4 +261,5 @@ class ReadyLoop(Generic[S]):
                         self._on_error(item, exc)
                 await trio.lowlevel.checkpoint()
         finally:
+            self._ended = True
             ep.close()

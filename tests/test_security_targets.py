@@ -235,3 +235,72 @@ async def test_the_api_never_opens_files_named_by_a_client(
     response = await http(lab.web_port, "POST", "/api/listeners", body=body)
     assert (response.status, response.json()["field"]) == (422, field)
     assert len(list(lab.listeners)) == before
+
+
+# Teredo (2001::/32) carries a server address in bits 32-63 and a client address, inverted,
+# in the last 32 bits (RFC 4380's example: server 65.54.227.120, client 192.0.2.45);
+# IPv4-translated (SIIT) is ::ffff:0:a.b.c.d. With ::/0 allowed, only rule 1 stands between
+# these and a denied IPv4 address.
+@pytest.mark.parametrize(
+    ("address", "refused"),
+    [
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", None),
+        ("2001:0:a9fe:a9fe:8000:63bf:3fff:fdd2", "169.254.169.254"),  # denied server
+        ("2001:0:4136:e378:8000:63bf:5601:5601", "169.254.169.254"),  # denied client
+        ("2001:0:4136:e378:8000:63bf:ffff:ffff", "0.0.0.0"),  # client 0.0.0.0
+        ("2001:0:4136:e378:8000:63bf:0:0", "255.255.255.255"),  # client broadcast
+        ("2001:0:4136:e378:8000:63bf:1fff:fffe", "224.0.0.1"),  # client multicast
+        ("2001:0:ffff:ffff:8000:63bf:3fff:fdd2", "255.255.255.255"),  # server broadcast
+        ("2001::", "0.0.0.0"),  # server 0.0.0.0 (and client 255.255.255.255)
+        ("2001:db8::a9fe:a9fe", None),  # documentation range, not Teredo
+        ("::ffff:0:a9fe:a9fe", "169.254.169.254"),
+        ("::ffff:0:169.254.169.254", "169.254.169.254"),
+        ("::ffff:0:0:0", "0.0.0.0"),
+        ("::ffff:0:ffff:ffff", "255.255.255.255"),
+        ("::ffff:0:e000:1", "224.0.0.1"),
+        ("::ffff:0:808:808", None),
+        ("::ffff:0:7f00:1", None),
+    ],
+)
+def test_teredo_and_siit_forms_are_unwrapped_where_ipv6_is_allowed(
+    address: str, refused: str | None
+) -> None:
+    import ipaddress
+
+    from app.errors import TargetNotAllowedError
+
+    policy = TargetPolicy(["::/0"])
+    ip = ipaddress.ip_address(address)
+    if refused is None:
+        policy.check(ip, address)
+        return
+    with pytest.raises(TargetNotAllowedError) as info:
+        policy.check(ip, address)
+    assert "always refused" in info.value.message
+    assert f"embedded in {ip}" in info.value.message
+    reason = policy.denied_reason(ipaddress.ip_address(refused))
+    assert reason is not None and reason in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("address", "embedded"),
+    [
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", ("65.54.227.120", "192.0.2.45")),
+        ("::ffff:0:c000:22d", ("192.0.2.45",)),
+        ("::ffff:c000:22d", ("192.0.2.45",)),
+        ("64:ff9b::c000:22d", ("192.0.2.45",)),
+        ("2002:c000:22d::1", ("192.0.2.45",)),
+        ("::c000:22d", ("192.0.2.45",)),
+        ("2001:db8::c000:22d", ()),
+        ("::1", ()),
+    ],
+)
+def test_embedded_ipv4s_names_every_ipv4_address_an_ipv6_address_carries(
+    address: str, embedded: tuple[str, ...]
+) -> None:
+    import ipaddress
+
+    from app.runs.targets import embedded_ipv4s
+
+    got = embedded_ipv4s(ipaddress.IPv6Address(address))
+    assert tuple(str(ip) for ip in got) == embedded

@@ -9,8 +9,10 @@ rebinding). An address is refused when
    (0.0.0.0/8), link-local (169.254.0.0/16, where cloud metadata services live), reserved
    and broadcast (240.0.0.0/4), multicast (224.0.0.0/4) unless multicast is enabled, and
    their IPv6 counterparts (::, fe80::/10, ff00::/8); IPv4 addresses embedded in IPv6
-   (IPv4-mapped ::ffff:0:0/96, IPv4-compatible ::/96, NAT64 64:ff9b::/96 and 64:ff9b:1::/48,
-   6to4 2002::/16) are unwrapped and judged as IPv4; or
+   (IPv4-mapped ::ffff:0:0/96, IPv4-translated or SIIT ::ffff:0:0:0/96, IPv4-compatible
+   ::/96, NAT64 64:ff9b::/96 and 64:ff9b:1::/48, 6to4 2002::/16, Teredo 2001::/32 with both
+   its server and its client address) are unwrapped and judged as IPv4, so allowing ::/0
+   does not let a denied IPv4 address through in IPv6 clothes; or
 2. it is not allowed: loopback always is; so are the networks and host names given at
    start-up (``allow_targets``: CIDRs, addresses or names, e.g. compose peers). A name in the
    allowlist matches the target's name as written; its addresses must still pass rule 1.
@@ -50,20 +52,30 @@ _MULTICAST_V6 = ipaddress.IPv6Network("ff00::/8")
 _NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 _COMPAT = ipaddress.IPv6Network("::/96")
 _SIXTOFOUR = ipaddress.IPv6Network("2002::/16")
+# IPv4-translated (RFC 2765, SIIT): ::ffff:0:a.b.c.d, one 16-bit group off IPv4-mapped.
+_SIIT = ipaddress.IPv6Network("::ffff:0:0:0/96")
 
 
-def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address carries (mapped, compatible, NAT64, 6to4), if any."""
+def embedded_ipv4s(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses an IPv6 address carries; empty when it carries none.
+
+    Mapped, translated (SIIT), compatible, NAT64 and 6to4 addresses carry one. A Teredo
+    address (2001::/32, RFC 4380) carries two: its server's (bits 32-63) and its client's
+    (the last 32 bits, inverted), and traffic to it reaches both, so both are returned.
+    """
     if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+        return (address.ipv4_mapped,)
+    if address.teredo is not None:
+        return address.teredo  # (server, client), the client already un-inverted
     value = int(address)
-    if any(address in net for net in _NAT64):
-        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    low = ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    if address in _SIIT or any(address in net for net in _NAT64):
+        return (low,)
     if address in _COMPAT and value > 1:
-        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
+        return (low,)
     if address in _SIXTOFOUR:
-        return ipaddress.IPv4Address((value >> 80) & 0xFFFFFFFF)
-    return None
+        return (ipaddress.IPv4Address((value >> 80) & 0xFFFFFFFF),)
+    return ()
 
 
 class TargetPolicy:
@@ -101,10 +113,13 @@ class TargetPolicy:
     def denied_reason(self, address: IPAddress) -> str | None:
         """Why ``address`` is always denied, or ``None``."""
         if isinstance(address, ipaddress.IPv6Address):
-            inner = embedded_ipv4(address)
-            if inner is not None:
-                reason = self.denied_reason(inner)
-                return f"{reason}, embedded in {address}" if reason else None
+            inner = embedded_ipv4s(address)
+            if inner:
+                for ipv4 in inner:
+                    reason = self.denied_reason(ipv4)
+                    if reason is not None:
+                        return f"{reason}, embedded in {address}"
+                return None
             for net, why in _DENIED_V6:
                 if address in net:
                     return why
@@ -123,8 +138,9 @@ class TargetPolicy:
         if self.allow_any:
             return True
         plain: IPAddress = address
-        # Only an IPv4-mapped address is the IPv4 host itself; a NAT64 or 6to4 address of
-        # 127.0.0.1 is somebody else's gateway, so it must be allowed as IPv6.
+        # Only an IPv4-mapped address is the IPv4 host itself; a NAT64, SIIT, 6to4 or
+        # Teredo address of 127.0.0.1 is somebody else's gateway or relay, so it must be
+        # allowed as IPv6.
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             plain = address.ipv4_mapped
         if plain.is_loopback:

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quart import Response, jsonify, redirect, render_template, request, websocket
+from quart.wrappers import BaseRequestWebsocket
 from quart_trio import QuartTrio
 from quart_trio.wrappers.request import TrioRequest
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadHost, HTTPException
+from werkzeug.routing import MapAdapter
 
 from app import __version__
 from app.errors import SocketlabError
@@ -23,6 +25,7 @@ from app.web.metrics import install_metrics
 from app.web.openapi import install_openapi
 from app.web.peers_api import peers_api
 from app.web.runs_api import runs_api
+from app.wire import jsondoc
 
 if TYPE_CHECKING:
     from app.web.deps import WebDeps
@@ -47,17 +50,44 @@ def error_response(status: int, message: str, field: str | None = None) -> Respo
 
 
 class LabRequest(TrioRequest):
-    """Quart's request, whose ``get_json(silent=True)`` also stays silent for a body that is
-    not UTF-8 (Quart decodes before parsing, and the ``UnicodeDecodeError`` escaped as a 500).
+    """Quart's request, whose body is parsed by :func:`app.wire.jsondoc.loads`: strict
+    UTF-8 JSON, bounded in depth.
+
+    Quart's own ``get_json`` catches ``ValueError`` only, so a deeply nested body (the
+    decoder's ``RecursionError``) and one that is not UTF-8 (Quart's ``UnicodeDecodeError``)
+    were 500s with a traceback on every JSON route. Here every body that is not a JSON
+    document gives None with ``silent`` (the routes answer 422 naming ``body``), and goes
+    to ``on_json_loading_failed`` without. The parsed document is not cached: each route
+    reads its body once.
     """
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        if not (force or self.is_json):
+            return None
+        data = await self.get_data(cache=cache, as_text=False)
         try:
-            return await super().get_json(force, silent, cache)
-        except UnicodeDecodeError:
+            return jsondoc.loads(data)
+        except ValueError as error:
             if silent:
                 return None
-            raise
+            return self.on_json_loading_failed(error)
+
+
+class LabWeb(QuartTrio):
+    """QuartTrio, where a Host that werkzeug cannot route reaches the Host check.
+
+    werkzeug IDNA-encodes the Host while the request context is built, before any handler
+    runs, and a name it cannot encode (an empty label: ``localhost..``; a label longer than
+    63 bytes) escaped as a 500 with a traceback. Without a URL adapter the request goes on
+    to ``guard_request``/``guard_websocket``, which refuse that Host (403) as they refuse
+    every Host :func:`app.web.security.split_host` does not take.
+    """
+
+    def create_url_adapter(self, request: BaseRequestWebsocket | None) -> MapAdapter | None:
+        try:
+            return super().create_url_adapter(request)
+        except BadHost:
+            return None
 
 
 def create_web(deps: WebDeps, feed: Feed | None = None) -> QuartTrio:
@@ -66,7 +96,7 @@ def create_web(deps: WebDeps, feed: Feed | None = None) -> QuartTrio:
     ``feed`` is the dashboard's live state (a new one when not given); whoever serves the
     application runs its tick loop (:func:`app.web.server.serve_web`).
     """
-    web = QuartTrio(
+    web = LabWeb(
         "socketlab",
         template_folder=str(asset_dir("templates")),
         static_folder=str(asset_dir("static")),
@@ -97,7 +127,7 @@ def create_web(deps: WebDeps, feed: Feed | None = None) -> QuartTrio:
             return error_response(403, "this Host is not allowed", "Host")
         path = request.path
         if request.method in security.MUTATING_METHODS and not security.origin_allowed(
-            settings, request.headers.get("Origin"), request.headers.get("Host")
+            settings, request.headers.get("Origin"), request.headers.get("Host"), request.scheme
         ):
             return error_response(403, "cross-origin request refused", "Origin")
         if (path.startswith("/api/") and path != "/api/health") or path == "/metrics":
@@ -116,7 +146,9 @@ def create_web(deps: WebDeps, feed: Feed | None = None) -> QuartTrio:
         headers = websocket.headers
         if not security.host_allowed(settings, headers.get("Host")):
             return error_response(403, "this Host is not allowed", "Host")
-        if not security.origin_allowed(settings, headers.get("Origin"), headers.get("Host")):
+        if not security.origin_allowed(
+            settings, headers.get("Origin"), headers.get("Host"), websocket.scheme
+        ):
             return error_response(403, "cross-origin WebSocket refused", "Origin")
         token = settings.token
         presented = security.bearer_token(headers.get("Authorization"))

@@ -2,9 +2,11 @@
 
 The token arrives as ``Authorization: Bearer TOKEN`` (scripts) or as an HttpOnly,
 SameSite=Strict cookie set by the login URL (browsers). It is compared in constant time and
-never logged. Host is checked against an allowlist (DNS rebinding); Origin, when a browser
-sends one, must match an allowed host exactly (scheme, host and port) on mutating requests
-and WebSocket upgrades (cross-site requests and cross-site WebSocket hijacking).
+never logged. Host is parsed strictly (:func:`split_host`: a bracketed IPv6 literal or a
+name, each with an optional port; nothing else) and checked against an allowlist (DNS
+rebinding); Origin, when a browser sends one, must match the Host exactly (the scheme this
+server serves, host and port) on mutating requests and WebSocket upgrades (cross-site
+requests and cross-site WebSocket hijacking).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import re
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -47,23 +50,55 @@ def _is_unspecified(host: str) -> bool:
         return False
 
 
+# A name or an IPv4 address in a Host header: ASCII letters, digits, '-' and '_' (compose
+# service names) in dot-separated labels of 1 to 63 bytes (DNS's limit, which werkzeug's
+# IDNA step enforces too), with one trailing dot at most. No userinfo, no percent-escapes,
+# no spaces: nothing a browser sends for a host it reached by name.
+_NAME = re.compile(r"[a-z0-9_-]{1,63}(?:\.[a-z0-9_-]{1,63})*\.?", re.ASCII)
+# A port: ASCII digits without a leading zero (str.isdigit() is also true for '²', which
+# int() refuses, and for other scripts' digits, which int() reads: '٨٠٠٠' for 8000).
+_PORT = re.compile(r"[1-9][0-9]{0,4}", re.ASCII)
+
+
 def split_host(value: str) -> tuple[str, int | None]:
-    """``name:port``, ``[v6]:port`` or ``name`` → (lower-case name, port or None)."""
+    """A Host header (or an origin's host part) as (lower-case name, port or None).
+
+    Exactly two forms are taken: ``[IPv6]`` and ``name`` (a host name or an IPv4 address),
+    each with an optional ``:port`` (1 to 65535). An IPv6 literal is given in its compressed
+    form (``[0:0::1]`` is ``::1``). Anything else (``[::1]evil``, ``[127.0.0.1]:8000``, a
+    zone id, ``name:``, a second colon, non-ASCII) is refused as ``("", None)``.
+    """
     value = value.strip().lower()
+    port_text: str | None = None
     if value.startswith("["):
-        name, _, rest = value[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif value.count(":") == 1:
-        name, _, port_text = value.partition(":")
-    else:
-        name, port_text = value, ""
-    if port_text:
-        # ASCII digits only: str.isdigit() is also true for '²' (which int() refuses) and
-        # for other scripts' digits (which int() reads, letting '٨٠٠٠' pass for 8000).
-        if not (port_text.isascii() and port_text.isdigit()):
+        literal, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")) or "%" in literal:
             return "", None
-        return name, int(port_text)
-    return name, None
+        try:
+            name = str(ipaddress.IPv6Address(literal))
+        except ValueError:  # not IPv6 ('[127.0.0.1]', '[evil]'), or with a zone id
+            return "", None
+        if rest:
+            port_text = rest[1:]
+    else:
+        name, sep, port = value.partition(":")
+        if not _NAME.fullmatch(name):
+            return "", None
+        if sep:
+            port_text = port
+    if port_text is None:
+        return name, None
+    if not _PORT.fullmatch(port_text) or int(port_text) > 65535:
+        return "", None
+    return name, int(port_text)
+
+
+def served_scheme(scheme: str) -> str:
+    """The scheme of the page a browser loaded from a connection served as ``scheme``.
+
+    A request's ASGI scheme is ``http`` or ``https``, a WebSocket's ``ws`` or ``wss``.
+    """
+    return "https" if scheme in ("https", "wss") else "http"
 
 
 def allowed_hosts(settings: Settings) -> set[tuple[str, int | None]]:
@@ -80,11 +115,20 @@ def allowed_hosts(settings: Settings) -> set[tuple[str, int | None]]:
     if _is_unspecified(host):
         names.add(socket.gethostname().lower())
     else:
-        names.add(host)
+        names.add(_configured_host(host)[0])
     allowed: set[tuple[str, int | None]] = {(name, None) for name in names}
     for entry in settings.allowed_hosts:
-        allowed.add(split_host(entry))
+        allowed.add(_configured_host(entry))
     return allowed
+
+
+def _configured_host(entry: str) -> tuple[str, int | None]:
+    """A configured host as :func:`split_host` gives it; a bare IPv6 address is taken too
+    (a bind address is written so), in the compressed form a Host header's is compared in."""
+    try:
+        return str(ipaddress.IPv6Address(entry.strip())), None
+    except ValueError:
+        return split_host(entry)
 
 
 def host_allowed(settings: Settings, host_header: str | None) -> bool:
@@ -98,20 +142,28 @@ def host_allowed(settings: Settings, host_header: str | None) -> bool:
     return (name, port) in allowed or (name, None) in allowed
 
 
-def origin_allowed(settings: Settings, origin: str | None, host_header: str | None) -> bool:
+def origin_allowed(
+    settings: Settings, origin: str | None, host_header: str | None, scheme: str = "http"
+) -> bool:
     """An absent Origin (scripts, curl) passes; a present one must be exactly our own.
 
-    Exact means scheme, host and port equal to the (already checked) Host the browser
-    talked to, or one of the configured ``allowed_origins``: no prefix or pattern matching,
-    and ``null`` never passes.
+    Exact means the scheme this server serves the request on (``scheme``: ``http`` unless
+    the connection is TLS, so an ``https://`` origin never passes for a plain-HTTP Host),
+    and the host and port of the (already checked) Host header the browser talked to; or
+    one of the configured ``allowed_origins`` (the way to name a TLS-terminating proxy's
+    origin). No prefix or pattern matching, no path or userinfo, and ``null`` never passes.
     """
     if origin is None:
         return True
     origin = origin.strip().lower()
     if host_header:
-        host = host_header.strip().lower()
-        if origin in (f"http://{host}", f"https://{host}"):
-            return True
+        origin_scheme, sep, authority = origin.partition("://")
+        if sep and origin_scheme == served_scheme(scheme):
+            name, port = split_host(authority)
+            host = split_host(host_header)
+            default = 443 if origin_scheme == "https" else 80
+            if name and (name, port or default) == (host[0], host[1] or default):
+                return True
     return origin in {o.strip().lower().rstrip("/") for o in settings.allowed_origins}
 
 
