@@ -366,7 +366,7 @@ def parse_run_spec(data: Any) -> RunSpec:
         SpecError: The first thing wrong, naming the field.
     """
     if not isinstance(data, dict):
-        raise SpecError("the run spec must be a JSON object", None)
+        raise SpecError("body: the run spec must be a JSON object", "body")
     pattern = data.get("pattern", "pingpong")
     model = MODELS.get(pattern) if isinstance(pattern, str) else None
     if model is None:
