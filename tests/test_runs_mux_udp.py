@@ -52,13 +52,15 @@ async def serve_forwarder(
     delay: float = 0.0,
     drop: Callable[[int], bool] = lambda seq: False,
     duplicate: Callable[[int], bool] = lambda seq: False,
+    hold: dict[int, float] | None = None,
     task_status: trio.TaskStatus[tuple[int, tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Forward one client's datagrams to ``upstream`` and the replies back.
 
     Each request waits ``delay`` seconds (a 20 ms path is ``delay=0.02``); a request whose
     sequence number ``drop`` accepts is not sent; a reply whose sequence number
-    ``duplicate`` accepts is sent back twice. Starts with (the port to send to, the address
+    ``duplicate`` accepts is sent back twice; request ``seq`` waits ``hold[seq]`` seconds
+    more. Starts with (the port to send to, the address
     the forwarder sends to ``upstream`` from).
     """
     front = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -98,8 +100,9 @@ async def serve_forwarder(
                     log.seen.set()
                 if drop(seq):
                     log.dropped.append(seq)
-                elif delay:
-                    nursery.start_soon(later, data, trio.current_time() + delay)
+                elif delay or hold:
+                    extra = hold.get(seq, 0.0) if hold else 0.0
+                    nursery.start_soon(later, data, trio.current_time() + delay + extra)
                 else:
                     await back.send(data)
 
@@ -176,16 +179,16 @@ async def test_duplicated_replies_are_counted_as_duplicates_not_late(
     port, _ = await nursery.start(
         partial(serve_forwarder, echo, log, delay=0.02, duplicate=lambda seq: seq % 10 == 3)
     )
-    summary = await finish(await start_run(lab, port, in_flight=in_flight, count=200))
-    assert len(log.duplicated) == 20
+    summary = await finish(await start_run(lab, port, in_flight=in_flight, count=100))
+    assert len(log.duplicated) == 10
     assert summary["duplicates"] == len(log.duplicated)
     assert (summary["sent"], summary["received"], summary["lost"], summary["late"]) == (
-        200,
-        200,
+        100,
+        100,
         0,
         0,
     )
-    assert summary["bytes_received"] == log.reply_bytes == 64 * (200 + 20)
+    assert summary["bytes_received"] == log.reply_bytes == 64 * (100 + 10)
 
 
 @pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed")
@@ -216,3 +219,36 @@ async def test_bytes_received_are_the_bytes_on_the_wire_from_an_echo_that_merges
     assert summary["bytes_received"] == log.reply_bytes
     assert summary["sent"] == 800
     assert summary["received"] + summary["lost"] == 800
+
+
+async def test_replies_to_warm_up_datagrams_are_left_out_duplicates_included(
+    lab: Lab, nursery: trio.Nursery
+) -> None:
+    echo = ("127.0.0.1", listener_port(lab, "udp"))
+    log = ForwarderLog()
+    port, _ = await nursery.start(
+        partial(serve_forwarder, echo, log, delay=0.02, duplicate=lambda seq: seq % 10 == 3)
+    )
+    summary = await finish(await start_run(lab, port, in_flight=8, count=300, warmup=0.2))
+    # One flow numbers its datagrams 0..299; the counted ones are the last ``sent``.
+    first_counted = 300 - summary["sent"]
+    counted_duplicates = [seq for seq in log.duplicated if seq >= first_counted]
+    assert 0 < len(counted_duplicates) < len(log.duplicated) == 30
+    assert summary["duplicates"] == len(counted_duplicates)
+    assert (summary["received"], summary["lost"], summary["late"]) == (summary["sent"], 0, 0)
+    assert summary["bytes_received"] == 64 * (summary["sent"] + len(counted_duplicates))
+
+
+async def test_a_reply_after_its_deadline_is_late_not_a_duplicate(
+    lab: Lab, nursery: trio.Nursery
+) -> None:
+    echo = ("127.0.0.1", listener_port(lab, "udp"))
+    log = ForwarderLog()
+    # Datagram 5 comes back 0.4 s late, past its 0.2 s timeout, while the flow still runs
+    # (400 datagrams, 8 at a time through 20 ms: about 1 s).
+    port, _ = await nursery.start(partial(serve_forwarder, echo, log, delay=0.02, hold={5: 0.4}))
+    summary = await finish(await start_run(lab, port, in_flight=8, count=400, timeout=0.2))
+    assert log.replies == 400
+    assert (summary["sent"], summary["received"], summary["lost"]) == (400, 399, 1)
+    assert (summary["late"], summary["duplicates"]) == (1, 0)
+    assert summary["bytes_received"] == log.reply_bytes == 400 * 64
