@@ -42,7 +42,59 @@ async def test_tcp_replies_that_never_come_end_each_flow_as_a_timeout(
     summary = doc["summary"]
     assert summary["errors_by_kind"] == {"timeout": 2}
     assert (summary["sent"], summary["received"]) == (2, 0)  # one in flight per flow
+    assert summary["lost"] == 2  # given up on at the timeout: lost, not merely unanswered
     assert received[0] == 2 * 64
+
+
+async def serve_silent(
+    protocol: str, read: list[int], *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A server on 127.0.0.1 that reads every message (64 bytes each) and never answers;
+    ``read[0]`` is how many it read."""
+    if protocol == "tcp":
+
+        async def silent(stream: trio.SocketStream) -> None:
+            bytes_read = 0
+            async for data in stream:
+                bytes_read += len(data)
+                read[0] += bytes_read // 64
+                bytes_read %= 64
+
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        task_status.started(listeners[0].socket.getsockname()[1])
+        await trio.serve_listeners(silent, listeners)
+    else:
+        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            await sock.bind(("127.0.0.1", 0))
+            task_status.started(sock.getsockname()[1])
+            while True:
+                await sock.recv(65536)
+                read[0] += 1
+
+
+@pytest.mark.parametrize(("protocol", "sent"), [("tcp", 8), ("udp", 20)])
+async def test_every_message_a_server_reads_and_never_answers_is_lost(
+    nursery: trio.Nursery, lab: Lab, protocol: str, sent: int
+) -> None:
+    # TCP: each flow sends its window and gives up at the first timeout; UDP: each flow
+    # sends its whole quota, a window at a time, every datagram lost at its deadline.
+    read = [0]
+    port = await nursery.start(serve_silent, protocol, read)
+    doc = await run_to_end(
+        lab,
+        {
+            "target": f"{protocol}://127.0.0.1:{port}",
+            "connections": 2,
+            "in_flight": 4,
+            "count": 20,
+            "timeout": 0.2,
+        },
+    )
+    summary = doc["summary"]
+    await wait_for(lambda: read[0] == sent)  # the server's own count: what was on the wire
+    assert (summary["sent"], summary["received"], summary["lost"]) == (sent, 0, sent)
+    assert summary["loss_pct"] == 100.0
+    assert summary["errors_by_kind"] == ({"timeout": 2} if protocol == "tcp" else {})
 
 
 async def test_udp_datagrams_without_a_reply_are_lost_and_the_flow_goes_on(

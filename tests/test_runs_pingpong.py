@@ -9,8 +9,9 @@ import trio
 
 from app.lab import Lab
 from app.runs.spec import parse_run_spec
+from app.settings import parse_listener_url
 from tests.conftest import listener_port
-from tests.helpers import lab_settings
+from tests.helpers import lab_settings, wait_for
 
 
 @pytest.mark.parametrize("protocol", ["tcp", "udp"])
@@ -98,3 +99,25 @@ async def test_stored_run_is_listed_after_the_lab_restarts(tmp_path: Path) -> No
                 assert listed[0]["summary"]["received"] == 20
                 assert len((await lab.runs.get(run_id))["series"]) >= 1
             lab.request_shutdown()
+
+
+async def test_tls_messages_still_unanswered_at_the_timeout_are_lost(lab: Lab) -> None:
+    # An echo that holds every reply for 30 s: nothing comes back within the 0.3 s timeout.
+    listener = await lab.listeners.start(parse_listener_url("tls://127.0.0.1:0?delay=30"))
+    spec = parse_run_spec(
+        {
+            "target": f"tls://127.0.0.1:{listener.port}",
+            "insecure": True,
+            "in_flight": 3,
+            "count": 9,
+            "timeout": 0.3,
+        }
+    )
+    run = await lab.runs.start(spec)
+    with trio.fail_after(10):
+        await run.done.wait()
+    summary = (await lab.runs.get(run.id))["summary"]
+    assert summary["errors_by_kind"] == {"timeout": 1}
+    assert (summary["sent"], summary["received"], summary["lost"]) == (3, 0, 3)
+    # What the listener read: the three messages, all lost.
+    await wait_for(lambda: listener.bytes_in == 3 * 64)

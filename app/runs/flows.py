@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from app.runs.bulk import tcp_bulk_flow
 from app.runs.context import FlowContext
 from app.runs.mux import Multiplexer
+from app.runs.mux_udp import UdpMultiplexer
 from app.runs.openloop import tcp_openloop_flow, udp_openloop_flow
 from app.runs.packet import packet_flow
 from app.runs.pingpong import tcp_pingpong_flow, udp_pingpong_flow
@@ -30,7 +31,7 @@ def no_preparation(ctx: FlowContext) -> Background | None:
 
 def with_multiplexer(ctx: FlowContext) -> Background | None:
     """One driver task serves every plain TCP or UDP pingpong flow of the run."""
-    mux = Multiplexer(ctx)
+    mux = UdpMultiplexer(ctx) if ctx.protocol == "udp" else Multiplexer(ctx)
     ctx.mux = mux
     return mux.run
 

@@ -4,7 +4,8 @@ Theory of operation: a task per flow pays, for every reply, a trio scheduler rou
 of ``epoll_ctl`` calls and a task switch: as much CPU as the system calls themselves. Here
 the plain TCP and UDP flows of a pingpong run are served by one
 :class:`~app.sockio.ReadyLoop`: for each ready socket, read the reply, record its RTT, send
-the next message.
+the next message. :class:`Multiplexer` serves TCP (replies matched by order);
+:class:`~app.runs.mux_udp.UdpMultiplexer` serves UDP on the same driver.
 
 Each flow keeps its own task: it connects, owns the socket and its registry row, registers
 with :meth:`Multiplexer.drive` and waits there until the driver says the flow is done. So a
@@ -12,13 +13,16 @@ stop (cancellation), a close from the API (the row's ``close_hook``) and a flow'
 exactly one flow, and the flow's task closes what it opened, as before.
 
 Timeouts: a sweep every ``refresh`` seconds (not a cancel scope per message) looks at the
-oldest reply each flow still waits for. TCP ends the flow with a ``timeout`` error; UDP
-counts the datagram lost and sends the next. A late reply is noticed between ``timeout``
-and ``timeout + refresh`` after its send.
+oldest reply each flow still waits for. TCP ends the flow with a ``timeout`` error and
+counts every message still unanswered lost; UDP counts each datagram past its deadline
+lost and sends another in its place, so one loss costs one slot of the window for a
+timeout, not the whole flow. A late reply is noticed between ``timeout`` and ``timeout +
+refresh`` after its send.
 
-Error handling: an ``OSError`` ends the flow it happened on, counted by kind; any other
-exception there is a bug, raised in that flow's task, where the run's per-flow boundary
-logs it with the run and flow ids and counts it as ``internal``; the other flows go on.
+Error handling: an ``OSError`` ends the flow it happened on, counted by kind, and its
+unanswered messages are lost; any other exception there is a bug, raised in that flow's
+task, where the run's per-flow boundary logs it with the run and flow ids and counts it as
+``internal``; the other flows go on.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import select
 import socket as stdsocket
 import time
 from collections import deque
+from collections.abc import Callable
 
 import trio
 
@@ -40,6 +45,9 @@ perf_ns = time.perf_counter_ns
 
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
+HEADER_SIZE = probe.HEADER_SIZE
+# ``first_counted`` until a UDP flow sends a counted message (above every u64 seq number).
+NOT_COUNTED = 1 << 64
 
 
 class MuxFlow(Served):
@@ -49,18 +57,17 @@ class MuxFlow(Served):
         "blocked",
         "buf",
         "conn",
-        "counted",
+        "first_counted",
         "flow_id",
         "got",
+        "inflight",
+        "lost_seqs",
         "msg",
         "outstanding",
         "pending",
         "quota",
         "seq",
-        "t0",
         "view",
-        "waiting",
-        "with_header",
     )
 
     def __init__(
@@ -79,31 +86,43 @@ class MuxFlow(Served):
         self.outstanding: deque[tuple[int, int]] = deque()
         self.got = 0
         self.pending: memoryview | None = None
-        # UDP: the datagram in flight.
-        self.t0 = 0
-        self.waiting = False
-        self.counted = False
-        self.with_header = False
+        # UDP: sequence number → send time of the datagrams in flight (in send order), the
+        # lost ones remembered, and the first one counted (after the warm-up).
+        self.inflight: dict[int, int] = {}
+        self.lost_seqs: dict[int, bool] = {}
+        self.first_counted = NOT_COUNTED
         self.blocked = False
 
 
 class Multiplexer:
-    """Drives the pingpong flows of one run (plain TCP or UDP, not TLS)."""
+    """Drives the pingpong flows of one run: plain TCP here, UDP in a subclass.
+
+    A subclass gives the ready handler (:meth:`_handler`), the first sends of a flow
+    (:meth:`_start`), what the sweep does with a flow's overdue replies (:meth:`_overdue`),
+    what a flow that fails leaves unanswered (:meth:`_abandon`), and the size of the one
+    receive buffer (:meth:`receive_size`).
+    """
 
     def __init__(self, ctx: FlowContext) -> None:
         self.ctx = ctx
-        self.udp = ctx.protocol == "udp"
         self.refresh = min(ctx.timeout / 16, 0.1)
-        self._loop: ReadyLoop[MuxFlow] = ReadyLoop(
-            self._on_udp if self.udp else self._on_tcp, self._on_error
-        )
-        # Replies are counted, not kept: one receive buffer serves every flow.
-        self._rbuf = bytearray(ctx.max_size + 1)
+        self._loop: ReadyLoop[MuxFlow] = ReadyLoop(self._handler(), self._on_error)
+        # Replies are counted, not kept: one receive buffer, made once, serves every flow
+        # (a handler never awaits, so no two replies are in it at once).
+        self._rbuf = bytearray(self.receive_size(ctx))
         self._rview = memoryview(self._rbuf)
         self._timeout_ns = int(ctx.timeout * 1e9)
         self._window = ctx.spec.in_flight
         self._sizes = ctx.sizes
         self._fixed = len(ctx.sizes) == 1
+
+    @staticmethod
+    def receive_size(ctx: FlowContext) -> int:
+        """A TCP read takes at most the rest of one reply."""
+        return ctx.max_size
+
+    def _handler(self) -> Callable[[MuxFlow, int], None]:
+        return self._on_tcp
 
     async def run(self) -> None:
         """Serve the registered flows until cancelled (after the run's flows have ended)."""
@@ -116,9 +135,9 @@ class Multiplexer:
     ) -> None:
         """Run one flow on ``sock`` (connected, non-blocking) until it is done.
 
-        Returns when the quota is used and answered, after the send deadline once the
-        replies are in, after an error (counted), or after a close from the API. The caller
-        closes ``sock`` and the row.
+        Returns when the quota is used and answered (for UDP: answered or lost), after the
+        send deadline once the replies are in, after an error (counted), or after a close
+        from the API. The caller closes ``sock`` and the row.
         """
         buf = self.ctx.message_buffer()
         flow = MuxFlow(sock, conn, flow_id, quota, buf)
@@ -132,12 +151,7 @@ class Multiplexer:
         self._loop.add(flow)
         self._loop.now = trio.current_time()
         try:
-            if self.udp:
-                self._next_udp(flow)
-            else:
-                self._fill(flow)
-                if not flow.outstanding:
-                    self._loop.finish(flow)
+            self._start(flow)
         except Exception as exc:
             self._on_error(flow, exc)
         await self._loop.wait(flow)
@@ -150,11 +164,7 @@ class Multiplexer:
             oldest_allowed = perf_ns() - self._timeout_ns
             for flow in list(loop.items.values()):
                 try:
-                    if self.udp:
-                        if flow.waiting and flow.t0 < oldest_allowed:
-                            self._lost(flow)
-                    elif flow.outstanding and flow.outstanding[0][0] < oldest_allowed:
-                        self._fail(flow, "timeout")
+                    self._overdue(flow, oldest_allowed)
                 except Exception as exc:
                     self._on_error(flow, exc)
 
@@ -167,15 +177,32 @@ class Multiplexer:
             self._loop.finish(flow, exc)
 
     def _fail(self, flow: MuxFlow, kind: str) -> None:
-        """End a flow with an error, counted once (a flow that has ended already is not)."""
+        """End a flow with an error, counted once (a flow that has ended already is not);
+        the messages it still waited for will never be answered: they are lost."""
         if self._loop.finish(flow):
             self.ctx.stats.record_error(kind)
+            self._abandon(flow)
 
     def _watch_writable(self, flow: MuxFlow, on: bool) -> None:
         flow.blocked = on
         self._loop.watch(flow, EPOLLIN | EPOLLOUT if on else EPOLLIN)
 
     # --- TCP: replies matched by order, ``in_flight`` outstanding ---------------------
+
+    def _start(self, flow: MuxFlow) -> None:
+        self._fill(flow)
+        if not flow.outstanding:
+            self._loop.finish(flow)
+
+    def _overdue(self, flow: MuxFlow, oldest_allowed: int) -> None:
+        # Replies come in order: once the oldest is overdue, the stream is of no more use.
+        if flow.outstanding and flow.outstanding[0][0] < oldest_allowed:
+            self._fail(flow, "timeout")
+
+    def _abandon(self, flow: MuxFlow) -> None:
+        outstanding = flow.outstanding
+        self.ctx.stats.count_unanswered((t0 for t0, _ in outstanding), self.ctx.measure_from_ns)
+        outstanding.clear()
 
     def _on_tcp(self, flow: MuxFlow, mask: int) -> None:
         if mask & EPOLLOUT:
@@ -226,7 +253,7 @@ class Multiplexer:
             seq = flow.seq
             size = sizes[seq % len(sizes)]
             t0 = perf_ns()
-            if size >= probe.HEADER_SIZE:
+            if size >= HEADER_SIZE:
                 probe.encode_into(flow.buf, ctx.run_tag, flow.flow_id, seq, t0)
             data = flow.msg if flow.msg is not None else flow.view[:size]
             try:
@@ -261,85 +288,3 @@ class Multiplexer:
             return
         flow.pending = None
         self._watch_writable(flow, False)
-
-    # --- UDP: one datagram in flight, matched by the probe header's sequence number ---
-
-    def _on_udp(self, flow: MuxFlow, mask: int) -> None:
-        if mask & EPOLLOUT:
-            self._watch_writable(flow, False)
-            self._send_udp(flow)
-            if mask == EPOLLOUT:
-                return
-        try:
-            n = flow.sock.recv_into(self._rbuf)
-        except BlockingIOError:
-            return
-        except ConnectionRefusedError:
-            # ICMP port unreachable: counted, and this datagram's timeout is waited out,
-            # so a dead port is not flooded.
-            self.ctx.stats.record_error("unreachable")
-            return
-        conn = flow.conn
-        conn.bytes_in += n
-        conn.msgs_in += 1
-        if not flow.waiting:
-            return  # a reply after its datagram was counted lost
-        stats = self.ctx.stats
-        if flow.with_header and probe.peek_seq(self._rbuf) != flow.seq:
-            if flow.counted:
-                stats.late += 1
-            return
-        if flow.counted:
-            stats.interval.record_value(perf_ns() - flow.t0)
-            stats.received += 1
-            stats.bytes_received += n
-        conn.touch()
-        flow.waiting = False
-        flow.seq += 1
-        self._next_udp(flow)
-
-    def _lost(self, flow: MuxFlow) -> None:
-        """No reply within the timeout: that datagram is lost; on to the next."""
-        if flow.counted:
-            self.ctx.stats.lost += 1
-        flow.conn.touch()
-        flow.waiting = False
-        flow.seq += 1
-        self._next_udp(flow)
-
-    def _next_udp(self, flow: MuxFlow) -> None:
-        quota = flow.quota
-        if (quota is not None and flow.seq >= quota) or self._loop.now >= self.ctx.send_deadline:
-            self._loop.finish(flow)
-        elif not flow.blocked:
-            self._send_udp(flow)
-
-    def _send_udp(self, flow: MuxFlow) -> None:
-        ctx = self.ctx
-        sizes = self._sizes
-        seq = flow.seq
-        size = sizes[seq % len(sizes)]
-        t0 = perf_ns()
-        with_header = size >= probe.HEADER_SIZE
-        if with_header:
-            probe.encode_into(flow.buf, ctx.run_tag, flow.flow_id, seq, t0)
-        try:
-            flow.sock.send(flow.msg if flow.msg is not None else flow.view[:size])
-        except BlockingIOError:
-            self._watch_writable(flow, True)  # sent (with a new send time) when writable
-            return
-        except ConnectionRefusedError:
-            # An ICMP port unreachable for an earlier datagram: this one was not sent and
-            # will be counted lost after the timeout, as a dead port deserves.
-            ctx.stats.record_error("unreachable")
-        flow.t0 = t0
-        flow.with_header = with_header
-        flow.counted = counted = t0 >= ctx.measure_from_ns
-        flow.waiting = True
-        if counted:
-            stats = ctx.stats
-            stats.sent += 1
-            stats.bytes_sent += size
-        conn = flow.conn
-        conn.bytes_out += size
-        conn.msgs_out += 1

@@ -2,14 +2,17 @@
 
 TCP: a flow sends ``in_flight`` messages, then one more each time a whole reply has come
 back. An echo returns the byte stream in order, so replies are matched by order (sound for
-any message size) and the RTT of each is measured from its own send time.
+any message size) and the RTT of each is measured from its own send time. A flow whose
+oldest reply misses ``timeout`` ends with a ``timeout`` error.
 
-UDP: one datagram in flight per flow; a reply is matched by the probe header's sequence
-number when the message is large enough to carry one. Replies that miss ``timeout`` count
-as lost, replies to an earlier datagram as late. Messages too small for a header are matched
-by order and counted, which is all UDP allows.
+UDP: ``in_flight`` datagrams out per flow, each on its own deadline; a reply is matched by
+the probe header's sequence number when the message is large enough to carry one. A
+datagram whose reply misses ``timeout`` counts as lost and another is sent in its place; a
+reply to it after that is late, a second reply to an answered one a duplicate. Messages too
+small for a header are matched by order and counted, which is all UDP allows.
 
-Error handling: a failure ends only the flow it happened on and is counted by kind; the run
+Error handling: a failure ends only the flow it happened on and is counted by kind, and the
+messages that flow still waited for are counted lost (they will never be answered); the run
 goes on with the other flows. Resource handling: each flow's socket is closed when its task
 ends: end of the run, a stop, an error, or a close from the API (the registry row's
 ``close_hook``).
@@ -74,62 +77,71 @@ async def _tcp_pingpong(
     seq = 0
     refresh = min(timeout / 16, 0.1)
     moved_at = -refresh
-    with scope:
-        while True:
-            # Keep the window full while there is quota and time left.
-            while (
-                len(outstanding) < window
-                and (quota is None or seq < quota)
-                and trio.current_time() < ctx.send_deadline
-            ):
-                size = sizes[seq % n_sizes]
-                t0 = perf_ns()
-                if size >= header_room:
-                    probe.encode_into(buf, run_tag, flow_id, seq, t0)
-                await channel.send_all(view[:size])
-                outstanding.append((t0, size))
-                if t0 >= measure_from:
-                    stats.sent += 1
-                    stats.bytes_sent += size
-                conn.bytes_out += size
-                conn.msgs_out += 1
-                seq += 1
-            if not outstanding:
-                break
-            now = trio.current_time()
-            if now - moved_at >= refresh:
-                # Throttled: moving a deadline costs about 1.5 us. A reply is late after
-                # timeout, and noticed at most refresh later.
-                scope.deadline = now + timeout + refresh
-                moved_at = now
-            t0, size = outstanding[0]
-            got = await channel.recv_into(rview, size)
-            while 0 < got < size:
-                n = await channel.recv_into(rview[got:], size - got)
-                if not n:
-                    got = 0
+    # A flow that ends on an error or a timeout gives up on the replies it still waits
+    # for: they are lost. A close from the API (or a stop) is not the peer's doing.
+    try:
+        with scope:
+            while True:
+                # Keep the window full while there is quota and time left.
+                while (
+                    len(outstanding) < window
+                    and (quota is None or seq < quota)
+                    and trio.current_time() < ctx.send_deadline
+                ):
+                    size = sizes[seq % n_sizes]
+                    t0 = perf_ns()
+                    if size >= header_room:
+                        probe.encode_into(buf, run_tag, flow_id, seq, t0)
+                    await channel.send_all(view[:size])
+                    outstanding.append((t0, size))
+                    if t0 >= measure_from:
+                        stats.sent += 1
+                        stats.bytes_sent += size
+                    conn.bytes_out += size
+                    conn.msgs_out += 1
+                    seq += 1
+                if not outstanding:
                     break
-                got += n
-            if not got:
-                stats.record_error("closed")
-                return
-            outstanding.popleft()
-            if t0 >= measure_from:
-                interval.record_value(perf_ns() - t0)
-                stats.received += 1
-                stats.bytes_received += size
-            conn.bytes_in += size
-            conn.msgs_in += 1
-            conn.touch()
+                now = trio.current_time()
+                if now - moved_at >= refresh:
+                    # Throttled: moving a deadline costs about 1.5 us. A reply is late after
+                    # timeout, and noticed at most refresh later.
+                    scope.deadline = now + timeout + refresh
+                    moved_at = now
+                t0, size = outstanding[0]
+                got = await channel.recv_into(rview, size)
+                while 0 < got < size:
+                    n = await channel.recv_into(rview[got:], size - got)
+                    if not n:
+                        got = 0
+                        break
+                    got += n
+                if not got:
+                    stats.record_error("closed")
+                    break
+                outstanding.popleft()
+                if t0 >= measure_from:
+                    interval.record_value(perf_ns() - t0)
+                    stats.received += 1
+                    stats.bytes_received += size
+                conn.bytes_in += size
+                conn.msgs_in += 1
+                conn.touch()
+    except OSError:
+        stats.count_unanswered((t0 for t0, _ in outstanding), measure_from)
+        raise
     if scope.cancelled_caught and not closed_by_api:
         stats.record_error("timeout")
+    if not closed_by_api:
+        stats.count_unanswered((t0 for t0, _ in outstanding), measure_from)
 
 
 async def udp_pingpong_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None:
-    """One UDP flow sending ``quota`` datagrams (or until the send deadline), one at a time.
+    """One UDP flow sending ``quota`` datagrams (or until the send deadline), ``in_flight``
+    at a time.
 
-    Its messages are served by the run's multiplexer (app.runs.mux); this task owns the
-    socket and the registry row.
+    Its messages are served by the run's multiplexer (app.runs.mux_udp); this task owns
+    the socket and the registry row.
     """
     await serve_udp_flow(ctx, partial(_udp_pingpong, ctx, flow_id, quota))
 

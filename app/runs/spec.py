@@ -213,15 +213,6 @@ class PingpongSpec(_Unpaced, _NoBursts, _Load):
         DEFAULT_IN_FLIGHT, ge=1, le=1024, description="messages in flight per flow"
     )
 
-    @model_validator(mode="after")
-    def _udp_window(self) -> Self:
-        if self.target.protocol == "udp" and self.in_flight > 1:
-            raise ValueError(
-                "in_flight: a UDP pingpong flow keeps one datagram in flight (more is not "
-                "implemented yet); use more connections instead"
-            )
-        return self
-
 
 class RateSpec(_NoBursts, _OneInFlight, _Paced):
     """Open loop at a fixed rate; latency from each message's intended send time."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import socket
 import ssl
+from collections.abc import Iterable
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
@@ -121,6 +122,10 @@ class RunStats:
 
     def record_error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def count_unanswered(self, send_times_ns: Iterable[int], measure_from_ns: int) -> None:
+        """Count lost the messages a flow gave up on, those sent after the warm-up."""
+        self.lost += sum(1 for t0 in send_times_ns if t0 >= measure_from_ns)
 
     @property
     def error_count(self) -> int:

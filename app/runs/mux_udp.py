@@ -1,0 +1,188 @@
+"""UDP pingpong on the multiplexer: ``in_flight`` datagrams out per flow, each on its own
+deadline.
+
+Theory of operation: each flow keeps up to ``in_flight`` datagrams out, each with its own
+send time in ``MuxFlow.inflight`` (sequence number → send time, in send order, so the
+oldest is first). A reply is matched by the probe header's sequence number, or by order
+when messages are too small to carry a header; its RTT is measured from its own datagram's
+send time. A datagram past its deadline (``timeout``, noticed by the sweep) is counted lost
+and another is sent in its place, so a loss holds one slot of the window for a timeout while
+the others go on. A reply to a datagram that is no longer in flight is a *duplicate* when
+that datagram was answered, *late* when it was counted lost. Every datagram a flow receives
+counts its bytes, whatever its size (an echo may merge or split datagrams): the one receive
+buffer holds the largest datagram there is.
+
+Error handling: as for TCP (:mod:`app.runs.mux`); an ICMP port unreachable is counted
+as ``unreachable`` and the flow goes on, its datagrams waiting out their deadlines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from app.runs.context import FlowContext
+from app.runs.mux import EPOLLOUT, HEADER_SIZE, Multiplexer, MuxFlow, perf_ns
+from app.wire import probe
+
+# Larger than any UDP payload (65,507 bytes over IPv4, 65,527 over IPv6): a reply is never
+# cut, whatever the size of its request.
+MAX_DATAGRAM = 65_536
+# Sequence numbers of lost datagrams a flow remembers, to tell a late reply from a duplicate.
+LATE_MEMORY = 1024
+
+
+class UdpMultiplexer(Multiplexer):
+    """Drives the UDP pingpong flows of one run."""
+
+    def __init__(self, ctx: FlowContext) -> None:
+        super().__init__(ctx)
+        # Every message carries a probe header: a reply without one answers nothing.
+        self._all_headers = min(ctx.sizes) >= HEADER_SIZE
+
+    @staticmethod
+    def receive_size(ctx: FlowContext) -> int:
+        return MAX_DATAGRAM
+
+    def _handler(self) -> Callable[[MuxFlow, int], None]:
+        return self._on_udp
+
+    def _start(self, flow: MuxFlow) -> None:
+        self._fill_udp(flow)
+
+    def _overdue(self, flow: MuxFlow, oldest_allowed: int) -> None:
+        inflight = flow.inflight
+        if inflight and next(iter(inflight.values())) < oldest_allowed:
+            self._expire(flow, oldest_allowed)
+
+    def _abandon(self, flow: MuxFlow) -> None:
+        self.ctx.stats.count_unanswered(flow.inflight.values(), self.ctx.measure_from_ns)
+        flow.inflight.clear()
+
+    def _on_udp(self, flow: MuxFlow, mask: int) -> None:
+        if mask & EPOLLOUT:
+            self._watch_writable(flow, False)
+            if mask == EPOLLOUT:
+                self._fill_udp(flow)
+                return
+        sock = flow.sock
+        rbuf = self._rbuf
+        inflight = flow.inflight
+        conn = flow.conn
+        measure_from = self.ctx.measure_from_ns
+        stats = self.ctx.stats
+        # Up to a window of replies per event, then the window is refilled in one go; with
+        # one in flight that is one recv, as before (no recv that only says EAGAIN).
+        reads = self._window
+        while reads:
+            reads -= 1
+            try:
+                n = sock.recv_into(rbuf)
+            except BlockingIOError:
+                break
+            except ConnectionRefusedError:
+                # ICMP port unreachable: counted; the datagrams in flight wait out their
+                # deadlines, so a dead port is not flooded.
+                stats.record_error("unreachable")
+                break
+            conn.bytes_in += n
+            conn.msgs_in += 1
+            seq = probe.peek_seq(rbuf) if n >= HEADER_SIZE else None
+            if seq is None and not self._all_headers:
+                seq = next(iter(inflight), None)  # no header to match: the oldest one
+            t0 = inflight.pop(seq, None) if seq is not None else None
+            if t0 is None:
+                self._unmatched(flow, seq, n)
+                continue
+            if t0 >= measure_from:
+                stats.interval.record_value(perf_ns() - t0)
+                stats.received += 1
+                stats.bytes_received += n
+            conn.touch()
+        self._fill_udp(flow)
+
+    def _unmatched(self, flow: MuxFlow, seq: int | None, n: int) -> None:
+        """A datagram that answers nothing in flight: a duplicate, a late reply or a stray.
+
+        Its bytes were on the wire, so they count once the flow counts (not for the
+        replies to warm-up messages); a datagram without a header (a piece of a reply an
+        echo split, or someone else's) counts as bytes only.
+        """
+        if seq is not None and seq < flow.first_counted:
+            return
+        if flow.seq <= flow.first_counted:
+            return  # still warming up
+        stats = self.ctx.stats
+        stats.bytes_received += n
+        if seq is None or seq >= flow.seq:
+            return
+        if flow.lost_seqs.pop(seq, False):
+            stats.late += 1  # it was counted lost at its deadline; a second copy is a duplicate
+        else:
+            stats.duplicates += 1
+
+    def _expire(self, flow: MuxFlow, oldest_allowed: int) -> None:
+        """Count the datagrams past their deadline lost, and send others in their place."""
+        inflight = flow.inflight
+        expired = []
+        for seq, t0 in inflight.items():  # in send order: the oldest first
+            if t0 >= oldest_allowed:
+                break
+            expired.append((seq, t0))
+        measure_from = self.ctx.measure_from_ns
+        stats = self.ctx.stats
+        lost_seqs = flow.lost_seqs
+        for seq, t0 in expired:
+            del inflight[seq]
+            if t0 >= measure_from:
+                stats.lost += 1
+                if len(lost_seqs) >= LATE_MEMORY:
+                    del lost_seqs[next(iter(lost_seqs))]
+                lost_seqs[seq] = True
+        flow.conn.touch()
+        self._fill_udp(flow)
+
+    def _fill_udp(self, flow: MuxFlow) -> None:
+        """Send until ``in_flight`` datagrams are out; end the flow once none is out and
+        none may be sent (the quota or the time is up)."""
+        if flow.blocked:
+            return  # the rest goes when the socket is writable
+        inflight = flow.inflight
+        if self._loop.now < self.ctx.send_deadline:
+            quota = flow.quota
+            window = self._window
+            while len(inflight) < window and (quota is None or flow.seq < quota):
+                if not self._send_udp(flow):
+                    return
+        if not inflight:
+            self._loop.finish(flow)
+
+    def _send_udp(self, flow: MuxFlow) -> bool:
+        """Send the flow's next datagram; False when the socket cannot take it now."""
+        ctx = self.ctx
+        sizes = self._sizes
+        seq = flow.seq
+        size = sizes[seq % len(sizes)]
+        t0 = perf_ns()
+        if size >= HEADER_SIZE:
+            probe.encode_into(flow.buf, ctx.run_tag, flow.flow_id, seq, t0)
+        try:
+            flow.sock.send(flow.msg if flow.msg is not None else flow.view[:size])
+        except BlockingIOError:
+            self._watch_writable(flow, True)  # sent (with a new send time) when writable
+            return False
+        except ConnectionRefusedError:
+            # An ICMP port unreachable for an earlier datagram: this one was not sent and
+            # is counted lost at its deadline, as a dead port deserves.
+            ctx.stats.record_error("unreachable")
+        flow.inflight[seq] = t0
+        flow.seq = seq + 1
+        if t0 >= ctx.measure_from_ns:
+            if seq < flow.first_counted:
+                flow.first_counted = seq
+            stats = ctx.stats
+            stats.sent += 1
+            stats.bytes_sent += size
+        conn = flow.conn
+        conn.bytes_out += size
+        conn.msgs_out += 1
+        return True
