@@ -72,9 +72,13 @@ async def test_acknowledged_runs_survive_twenty_sigkills(tmp_path: Path) -> None
             async with trio.open_nursery() as nursery:
                 for _ in range(4):
                     nursery.start_soon(post_runs, served, acknowledged, cut)
-                # The random moment of the crash is the point of the test: it is a time,
-                # not a condition to wait for.
-                await trio.sleep(rng.uniform(0.05, 0.8))
+                # At least one run is acknowledged first (a loaded machine may take longer
+                # than the shortest delay to answer the first POST); then the random moment
+                # of the crash is the point of the test: it is a time, not a condition.
+                with trio.fail_after(30):
+                    while len(acknowledged) == before:  # noqa: ASYNC110
+                        await trio.sleep(0.005)
+                await trio.sleep(rng.uniform(0.0, 0.75))
                 served.process.send_signal(signal.SIGKILL)
                 with trio.fail_after(10):
                     while served.process.poll() is None:  # noqa: ASYNC110
