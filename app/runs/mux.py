@@ -11,6 +11,10 @@ with :meth:`Multiplexer.drive` and waits there until the driver says the flow is
 stop (cancellation), a close from the API (the row's ``close_hook``) and a flow's error end
 exactly one flow, and the flow's task closes what it opened, as before.
 
+Caps: every new message is charged to the run's budget first (:mod:`app.runs.budget`). A
+flow the rate caps hold back is *parked* (it neither sends nor ends) and the sweep resumes
+it; at the byte cap it sends nothing more and ends once its replies are in.
+
 Timeouts: a sweep every ``refresh`` seconds (not a cancel scope per message) looks at the
 oldest reply each flow still waits for. TCP ends the flow with a ``timeout`` error; UDP
 counts the datagram lost and sends the next. A late reply is noticed between ``timeout``
@@ -23,6 +27,7 @@ logs it with the run and flow ids and counts it as ``internal``; the other flows
 
 from __future__ import annotations
 
+import math
 import select
 import socket as stdsocket
 import time
@@ -54,6 +59,7 @@ class MuxFlow(Served):
         "got",
         "msg",
         "outstanding",
+        "parked",
         "pending",
         "quota",
         "seq",
@@ -85,6 +91,7 @@ class MuxFlow(Served):
         self.counted = False
         self.with_header = False
         self.blocked = False
+        self.parked = False  # held back by the run's rate caps until the next sweep
 
 
 class Multiplexer:
@@ -104,6 +111,7 @@ class Multiplexer:
         self._window = ctx.spec.in_flight
         self._sizes = ctx.sizes
         self._fixed = len(ctx.sizes) == 1
+        self._parked: list[MuxFlow] = []
 
     async def run(self) -> None:
         """Serve the registered flows until cancelled (after the run's flows have ended)."""
@@ -136,7 +144,7 @@ class Multiplexer:
                 self._next_udp(flow)
             else:
                 self._fill(flow)
-                if not flow.outstanding:
+                if not flow.outstanding and not flow.parked:
                     self._loop.finish(flow)
         except Exception as exc:
             self._on_error(flow, exc)
@@ -147,6 +155,8 @@ class Multiplexer:
         while True:
             await trio.sleep(self.refresh)
             loop.now = trio.current_time()
+            if self._parked:
+                self._resume()
             oldest_allowed = perf_ns() - self._timeout_ns
             for flow in list(loop.items.values()):
                 try:
@@ -170,6 +180,31 @@ class Multiplexer:
         """End a flow with an error, counted once (a flow that has ended already is not)."""
         if self._loop.finish(flow):
             self.ctx.stats.record_error(kind)
+
+    def _park(self, flow: MuxFlow, wait: float) -> None:
+        """The budget said ``wait``: hold the flow until the next sweep, or (the byte cap)
+        let it end once its replies are in."""
+        if wait != math.inf and not flow.parked:
+            flow.parked = True
+            self._parked.append(flow)
+
+    def _resume(self) -> None:
+        """Send again for the flows the budget held back (those still served)."""
+        parked, self._parked = self._parked, []
+        items = self._loop.items
+        for flow in parked:
+            flow.parked = False
+            if items.get(flow.fd) is not flow:
+                continue
+            try:
+                if self.udp:
+                    self._next_udp(flow)
+                else:
+                    self._fill(flow)
+                    if not flow.outstanding and not flow.parked:
+                        self._loop.finish(flow)
+            except Exception as exc:
+                self._on_error(flow, exc)
 
     def _watch_writable(self, flow: MuxFlow, on: bool) -> None:
         flow.blocked = on
@@ -209,22 +244,27 @@ class Multiplexer:
             conn.msgs_in += 1
             conn.touch()
         self._fill(flow)
-        if not outstanding:
+        if not outstanding and not flow.parked:
             self._loop.finish(flow)
 
     def _fill(self, flow: MuxFlow) -> None:
         """Send until ``in_flight`` messages are out (or the quota or the time is up)."""
         ctx = self.ctx
-        if flow.blocked or self._loop.now >= ctx.send_deadline:
+        if flow.blocked or flow.parked or self._loop.now >= ctx.send_deadline:
             return
         outstanding = flow.outstanding
         quota = flow.quota
         sizes = self._sizes
         stats = ctx.stats
         conn = flow.conn
+        take = ctx.budget.take
         while len(outstanding) < self._window and (quota is None or flow.seq < quota):
             seq = flow.seq
             size = sizes[seq % len(sizes)]
+            wait = take(size, self._loop.now)
+            if wait:
+                self._park(flow, wait)
+                return
             t0 = perf_ns()
             if size >= probe.HEADER_SIZE:
                 probe.encode_into(flow.buf, ctx.run_tag, flow.flow_id, seq, t0)
@@ -312,7 +352,13 @@ class Multiplexer:
         if (quota is not None and flow.seq >= quota) or self._loop.now >= self.ctx.send_deadline:
             self._loop.finish(flow)
         elif not flow.blocked:
-            self._send_udp(flow)
+            wait = self.ctx.budget.take(self._sizes[flow.seq % len(self._sizes)], self._loop.now)
+            if not wait:
+                self._send_udp(flow)
+            elif wait == math.inf:
+                self._loop.finish(flow)  # the byte cap: nothing more to send
+            else:
+                self._park(flow, wait)
 
     def _send_udp(self, flow: MuxFlow) -> None:
         ctx = self.ctx

@@ -17,6 +17,7 @@ ends: end of the run, a stop, an error, or a close from the API (the registry ro
 
 from __future__ import annotations
 
+import math
 import socket as stdsocket
 import time
 from collections import deque
@@ -74,6 +75,7 @@ async def _tcp_pingpong(
     seq = 0
     refresh = min(timeout / 16, 0.1)
     moved_at = -refresh
+    take = ctx.budget.take
     with scope:
         while True:
             # Keep the window full while there is quota and time left.
@@ -83,6 +85,16 @@ async def _tcp_pingpong(
                 and trio.current_time() < ctx.send_deadline
             ):
                 size = sizes[seq % n_sizes]
+                wait = take(size, trio.current_time())
+                if wait:
+                    # Held back by the run's caps (app.runs.budget). Replies in flight are
+                    # read first, so that their RTT does not include this wait.
+                    if outstanding or wait == math.inf:
+                        break
+                    scope.deadline = math.inf  # no reply is due while it waits
+                    moved_at = -math.inf
+                    await trio.sleep_until(wait)
+                    continue
                 t0 = perf_ns()
                 if size >= header_room:
                     probe.encode_into(buf, run_tag, flow_id, seq, t0)
