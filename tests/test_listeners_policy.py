@@ -18,6 +18,14 @@ from tests.helpers import http
 WEB = 8000
 LOOPBACK_WEB = ListenerPolicy(web_host="127.0.0.1", web_port=WEB)
 
+
+def allowing(*networks: str, web_host: str | None = None) -> ListenerPolicy:
+    """A policy allowing ``networks``, with a web server on ``web_host:WEB`` if given."""
+    return ListenerPolicy(
+        allow=parse_bind_networks(networks), web_host=web_host, web_port=WEB if web_host else None
+    )
+
+
 REFUSED: list[tuple[ListenerPolicy, str, int, str]] = [
     (LOOPBACK_WEB, "0.0.0.0", 9000, "loopback addresses only"),
     (LOOPBACK_WEB, "::", 9000, "loopback addresses only"),
@@ -34,27 +42,27 @@ REFUSED: list[tuple[ListenerPolicy, str, int, str]] = [
     (LOOPBACK_WEB, "localhost", WEB, "the dashboard's"),
     (LOOPBACK_WEB, "::ffff:127.0.0.1", WEB, "the dashboard's"),
     (
-        ListenerPolicy(allow=parse_bind_networks(["0.0.0.0/0"]), web_host="127.0.0.1", web_port=WEB),
+        allowing("0.0.0.0/0", web_host="127.0.0.1"),
         "0.0.0.0",
         WEB,
         "the dashboard's",
     ),
     (
-        ListenerPolicy(allow=parse_bind_networks(["10.0.0.0/8"]), web_host="0.0.0.0", web_port=WEB),
+        allowing("10.0.0.0/8", web_host="0.0.0.0"),
         "10.1.2.3",
         WEB,
         "the dashboard's",
     ),
     (
-        ListenerPolicy(allow=parse_bind_networks(["10.0.0.0/8"]), web_host="10.0.0.5", web_port=WEB),
+        allowing("10.0.0.0/8", web_host="10.0.0.5"),
         "10.0.0.5",
         WEB,
         "the dashboard's",
     ),
     # An allowed network allows what it contains, not more.
-    (ListenerPolicy(allow=parse_bind_networks(["10.0.0.0/8"])), "0.0.0.0", 9000, "loopback"),
-    (ListenerPolicy(allow=parse_bind_networks(["10.0.0.0/8"])), "11.0.0.1", 9000, "loopback"),
-    (ListenerPolicy(allow=parse_bind_networks(["10.0.0.0/8"])), "10.0.0.1", 443, "privileged"),
+    (allowing("10.0.0.0/8"), "0.0.0.0", 9000, "loopback"),
+    (allowing("10.0.0.0/8"), "11.0.0.1", 9000, "loopback"),
+    (allowing("10.0.0.0/8"), "10.0.0.1", 443, "privileged"),
 ]
 
 ALLOWED: list[tuple[ListenerPolicy, str, int]] = [
@@ -65,13 +73,13 @@ ALLOWED: list[tuple[ListenerPolicy, str, int]] = [
     (LOOPBACK_WEB, "127.0.0.1", 1024),
     (LOOPBACK_WEB, "127.0.0.1", WEB + 1),
     (ListenerPolicy(), "::1", WEB),  # a lab without a web server
-    (ListenerPolicy(allow=parse_bind_networks(["10.0.0.0/8"])), "10.9.8.7", 9000),
-    (ListenerPolicy(allow=parse_bind_networks(["0.0.0.0/0", "::/0"])), "0.0.0.0", 9000),
-    (ListenerPolicy(allow=parse_bind_networks(["::"])), "::", 9000),
-    (ListenerPolicy(allow=parse_bind_networks(["192.0.2.1"])), "192.0.2.1", 9000),
+    (allowing("10.0.0.0/8"), "10.9.8.7", 9000),
+    (allowing("0.0.0.0/0", "::/0"), "0.0.0.0", 9000),
+    (allowing("::"), "::", 9000),
+    (allowing("192.0.2.1"), "192.0.2.1", 9000),
     # A web server on one address does not take its port on another allowed one.
     (
-        ListenerPolicy(allow=parse_bind_networks(["10.0.0.0/8"]), web_host="127.0.0.1", web_port=WEB),
+        allowing("10.0.0.0/8", web_host="127.0.0.1"),
         "10.0.0.1",
         WEB,
     ),
@@ -141,9 +149,7 @@ async def test_listeners_from_the_settings_bind_as_the_operator_wrote_them(
         parse_listener_url(url)
         for url in ("tcp://[::1]:0", "udp://[::1]:0", "tcp://127.0.0.1:0", "udp://127.0.0.1:0")
     )
-    async with running_lab(
-        nursery, tmp_path / "data", listeners=listeners, max_listeners=3
-    ) as lab:
+    async with running_lab(nursery, tmp_path / "data", listeners=listeners, max_listeners=3) as lab:
         assert len(lab.listeners) == 4
         with trio.fail_after(10):
             status, _ = await post_listener(lab, {"url": "tcp://127.0.0.1:0"})

@@ -27,6 +27,11 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"target": TCP, "duration": 1.5, "warmup": 1}, "warmup"),
     ({"target": TCP, "count": 10, "warmup": 2.5}, "warmup"),
     ({"target": TCP, "duration": 1, "ramp_up": 2.5, "connections": 2}, "ramp_up"),
+    # A count on a schedule takes a known time: 21 messages at 10/s take 2.1 s.
+    ({"target": TCP, "pattern": "rate", "rate": 10, "count": 21}, "count"),
+    ({"target": UDP, "pattern": "bulk", "rate": 10, "count": 21, "warmup": 1}, "count"),
+    # Four bursts of ten, one a second: the last goes at 3 s.
+    ({"target": TCP, "pattern": "burst", "burst": 10, "interval": 1, "count": 31}, "count"),
     ({"target": TCP, "pattern": "rate", "rate": 200, "duration": 1}, "rate"),
     ({"target": UDP, "pattern": "bulk", "rate": 101, "duration": 1}, "rate"),
     # 100 msg/s of 200 bytes is 160 kbit/s.
@@ -47,7 +52,10 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"target": TCP, "size": 64, "size_max": 20_000, "duration": 1}, "size"),
     ({"target": TCP, "count": 2_000, "size": 64}, "count"),
     ({"target": TCP, "connections": 11, "duration": 1}, "connections"),
-    ({"target": TCP, "pattern": "packet", "payload": {"kind": "text", "text": "x" * 10_001}}, "payload"),
+    (
+        {"target": TCP, "pattern": "packet", "payload": {"kind": "text", "text": "x" * 10_001}},
+        "payload",
+    ),
 ]
 
 ALLOWED: list[dict[str, Any]] = [
@@ -62,7 +70,17 @@ ALLOWED: list[dict[str, Any]] = [
     # Pingpong and TCP bulk have no rate: they are paced to the caps while they run.
     {"target": TCP, "pattern": "bulk", "size": 10_000, "duration": 2},
     {"target": TCP, "connections": 10, "duration": 2},
-    # A count run's length is not known in advance: it is stopped at the cap.
+    {"target": TCP, "pattern": "rate", "rate": 10, "count": 20},
+    {"target": TCP, "pattern": "burst", "burst": 10, "interval": 1, "count": 30},
+    {
+        "target": UDP,
+        "pattern": "burst",
+        "burst": 5,
+        "interval": 1,
+        "count": 30,
+        "connections": 2,
+    },
+    # A self-paced count run's length is not known in advance: it is stopped at the cap.
     {"target": TCP, "count": 1_000, "size": 100},
     {"target": TCP, "pattern": "packet", "payload": {"kind": "text", "text": "hello"}},
 ]

@@ -90,7 +90,8 @@ class Budget:
         due = self._due
         if due < now:
             due = now  # idle: the schedule does not bank unused time beyond the slack
-        elif due > now + PACE_SLACK:
+        elif due - PACE_SLACK > now:
+            # Computed as the caller will compare it, so that at this time it may go.
             return due - PACE_SLACK
         cost = size * self._per_byte
         if cost < self._per_message:

@@ -54,7 +54,7 @@ async def _write_and_drain(
                 if wait:
                     if wait == math.inf:
                         break  # the byte cap
-                    await trio.sleep_until(wait)
+                    await trio.sleep_until(min(wait, ctx.send_deadline))
                     continue
                 await channel.send_all(chunk)
                 count += 1

@@ -39,7 +39,8 @@ def check_run_caps(spec: RunSpec, settings: Settings) -> None:
 
 def check_time(spec: RunSpec, cap: float) -> None:
     """The duration cap covers all the time a run sends: warm-up and duration together,
-    and the ramp-up (the last connection starts then). A count run is stopped at the cap."""
+    and the ramp-up (the last connection starts then). A count run on a schedule (rate,
+    burst, UDP bulk) must fit in the cap; one that sets its own pace is stopped there."""
     duration = spec.effective_duration
     if duration is not None and spec.warmup + duration > cap:
         field = "duration" if duration > cap else "warmup"
@@ -48,6 +49,24 @@ def check_time(spec: RunSpec, cap: float) -> None:
         raise SpecError(f"warmup: at most {cap:g} s per run", "warmup")
     if spec.ramp_up > cap:
         raise SpecError(f"ramp_up: at most {cap:g} s per run", "ramp_up")
+    length = schedule_length(spec)
+    if length is not None and length > cap:
+        raise SpecError(
+            f"count: sending it takes {length:g} s on this schedule; at most {cap:g} s per run",
+            "count",
+        )
+
+
+def schedule_length(spec: RunSpec) -> float | None:
+    """Seconds from the start to the last message of a count run on a schedule (counted
+    from the start of the warm-up, which is part of the count); ``None`` otherwise."""
+    if spec.count is None:
+        return None
+    per_flow = -(-spec.count // spec.connections)  # the largest quota (app.runs.engine)
+    if spec.pattern == "burst":
+        return (-(-per_flow // spec.burst) - 1) * spec.interval
+    rate = spec.message_rate
+    return None if rate is None else spec.count / rate
 
 
 def check_rate(spec: RunSpec, max_rate: float, max_bitrate: float) -> None:

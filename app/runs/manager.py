@@ -337,4 +337,3 @@ class RunManager:
         stored = await self._store.list_runs(limit)
         items = [live.pop(r["id"], r) for r in stored]
         return (list(live.values()) + items)[:limit]
-

@@ -112,6 +112,7 @@ class Multiplexer:
         self._sizes = ctx.sizes
         self._fixed = len(ctx.sizes) == 1
         self._parked: list[MuxFlow] = []
+        self._take = ctx.budget.take  # the run's caps, charged per new message
 
     async def run(self) -> None:
         """Serve the registered flows until cancelled (after the run's flows have ended)."""
@@ -257,7 +258,7 @@ class Multiplexer:
         sizes = self._sizes
         stats = ctx.stats
         conn = flow.conn
-        take = ctx.budget.take
+        take = self._take
         while len(outstanding) < self._window and (quota is None or flow.seq < quota):
             seq = flow.seq
             size = sizes[seq % len(sizes)]
@@ -352,7 +353,7 @@ class Multiplexer:
         if (quota is not None and flow.seq >= quota) or self._loop.now >= self.ctx.send_deadline:
             self._loop.finish(flow)
         elif not flow.blocked:
-            wait = self.ctx.budget.take(self._sizes[flow.seq % len(self._sizes)], self._loop.now)
+            wait = self._take(self._sizes[flow.seq % len(self._sizes)], self._loop.now)
             if not wait:
                 self._send_udp(flow)
             elif wait == math.inf:

@@ -93,7 +93,7 @@ async def _tcp_pingpong(
                         break
                     scope.deadline = math.inf  # no reply is due while it waits
                     moved_at = -math.inf
-                    await trio.sleep_until(wait)
+                    await trio.sleep_until(min(wait, ctx.send_deadline))
                     continue
                 t0 = perf_ns()
                 if size >= header_room:
