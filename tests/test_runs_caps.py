@@ -202,5 +202,7 @@ def test_the_table_covers_every_flow_that_sends_more_than_one_message() -> None:
     from app.runs.flows import FLOWS
 
     # Rows by the code that serves them: TLS rate and burst run tcp_openloop_flow, as TCP.
-    covered = {FLOWS[tuple(name.split())] for name, _, _ in PATTERNS}
+    covered = {
+        FLOWS[pattern, protocol] for pattern, protocol in (n.split() for n, _, _ in PATTERNS)
+    }
     assert covered == {kind for (pattern, _), kind in FLOWS.items() if pattern != "packet"}

@@ -78,8 +78,8 @@ def check_rate(spec: RunSpec, max_rate: float, max_bitrate: float) -> None:
     if spec.pattern == "burst":
         # On average connections x burst per interval, and a whole burst at once: at most
         # a second's worth of the caps, also when bursts come more often than every second.
-        rate = spec.connections * spec.burst / min(spec.interval, 1.0)
-        if rate > max_rate or rate * spec.mean_size * 8 > max_bitrate:
+        per_second = spec.connections * spec.burst / min(spec.interval, 1.0)
+        if per_second > max_rate or per_second * spec.mean_size * 8 > max_bitrate:
             raise SpecError(
                 "burst: connections x burst, per interval and per second, at most "
                 f"{max_rate:g} messages and {max_bitrate:g} bit",
