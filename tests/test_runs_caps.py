@@ -167,7 +167,7 @@ async def run_row(
             problem = f"ended {run.status}: {run.error}"
     else:
         # Sending ends at the cap; replies in flight get at most the timeout (0.5 s).
-        if not elapsed <= DURATION_CAP + 0.5 + 1.0 or received == 0:
+        if not elapsed <= DURATION_CAP + 0.5 + 2.0 or received == 0:
             problem = f"ran {elapsed:.2f} s with a cap of {DURATION_CAP:g} s"
         elif run.error != f"stopped at the cap of {DURATION_CAP:g} s per run":
             problem = f"ended {run.status}: {run.error}"
