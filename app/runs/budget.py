@@ -78,7 +78,8 @@ class Budget:
         self._due = -math.inf  # the virtual schedule: when the next message is due
 
     def take(self, size: int, now: float) -> float:
-        """Charge one message of ``size`` bytes that is about to be sent at ``now``.
+        """Charge one message of ``size`` bytes that is about to be sent at ``now`` (trio's
+        clock, never negative, so that a time to wait is never ``0.0``).
 
         Returns:
             ``0.0`` when it is charged: send it. Otherwise nothing is charged, and the
