@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a network or host runs may send to, besides loopback; repeat for more",
     )
     serve.add_argument(
+        "--allow-bind",
+        metavar="CIDR",
+        action="append",
+        help="a network or address where listeners started over the API or the dashboard "
+        "may bind, besides loopback (0.0.0.0/0 or ::/0 for every interface); repeat for more",
+    )
+    serve.add_argument(
         "--allow-multicast", action="store_true", help="let runs send to multicast groups"
     )
     serve.add_argument(
@@ -223,6 +230,7 @@ def _serve(args: argparse.Namespace) -> int:
             data=args.data,
             config=args.config,
             allow_target=args.allow_target,
+            allow_bind=args.allow_bind,
             allow_host=args.allow_host,
             allow_origin=args.allow_origin,
             allow_multicast=args.allow_multicast,

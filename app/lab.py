@@ -24,6 +24,7 @@ from app.endpoint import Endpoint
 from app.events import RunEnded, RunInterval, run_ended, run_interval
 from app.hub import Hub
 from app.listeners.manager import ListenerManager
+from app.listeners.policy import ListenerPolicy, parse_bind_networks
 from app.looplag import LoopLagMonitor
 from app.peers import PeerManager, parse_peer
 from app.registry import Registry
@@ -52,7 +53,12 @@ class Lab:
         self.handle_signals = handle_signals
         self.registry = Registry()
         self.hub = Hub()
-        self.listeners = ListenerManager(self.registry)
+        self.listeners = ListenerManager(
+            self.registry,
+            ListenerPolicy(
+                parse_bind_networks(settings.allow_binds), max_listeners=settings.max_listeners
+            ),
+        )
         self.shutdown = trio.Event()
         self.stopped = trio.Event()
         self.web_port: int | None = None
@@ -157,6 +163,7 @@ class Lab:
                     else:
                         deps = self.web_deps()
                         self.web_port = await nursery.start(self.web, deps, web_done)
+                        self.listeners.serving_web(settings.web_host, self.web_port)
                     task_status.started(self)
                     await self.shutdown.wait()
                     await self._shut_down(web_done)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import SpecError
+from app.listeners.policy import DEFAULT_MAX_LISTENERS, parse_bind_networks
 
 # Listener specs live with the listeners; re-exported here for config and CLI code.
 from app.listeners.spec import LISTENER_MODES as LISTENER_MODES
@@ -81,6 +82,10 @@ class Settings:
     max_run_rate: float = 1_000_000.0
     max_run_bitrate: float = 100e9
     max_run_bytes: int = 1_000_000_000_000
+    # Listeners at most (every source together), and where those a client asks for over
+    # the API may bind besides loopback (app.listeners.policy).
+    max_listeners: int = DEFAULT_MAX_LISTENERS
+    allow_binds: tuple[str, ...] = ()
     log_requests: bool = True
     allow_targets: tuple[str, ...] = ()
     allow_multicast: bool = False
@@ -104,13 +109,14 @@ _CAPS = {
     "bitrate": ("max_run_bitrate", float),
     "bytes": ("max_run_bytes", int),
     "concurrent_runs": ("max_concurrent_runs", int),
+    "listeners": ("max_listeners", int),
 }
 
 
 def _security_values(doc: dict[str, Any]) -> dict[str, Any]:
     """Target policy, Host/Origin allowlists and run caps from a config file."""
     values: dict[str, Any] = {}
-    for key in ("allow_targets", "allowed_hosts", "allowed_origins", "peers"):
+    for key in ("allow_targets", "allow_binds", "allowed_hosts", "allowed_origins", "peers"):
         if key in doc:
             items = doc[key]
             if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
@@ -141,6 +147,7 @@ def load_settings(
     config: str | None = None,
     environ: dict[str, str] | None = None,
     allow_target: list[str] | None = None,
+    allow_bind: list[str] | None = None,
     allow_host: list[str] | None = None,
     allow_origin: list[str] | None = None,
     allow_multicast: bool = False,
@@ -201,6 +208,7 @@ def load_settings(
         values["auth"] = False
     for key, extra in (
         ("allow_targets", allow_target),
+        ("allow_binds", allow_bind),
         ("allowed_hosts", allow_host),
         ("allowed_origins", allow_origin),
     ):
@@ -217,6 +225,7 @@ def load_settings(
     if demo:
         values["demo"] = True
     settings = Settings(**values)
+    parse_bind_networks(settings.allow_binds)  # refused here, with one line, if malformed
     if not settings.auth:
         if not is_loopback(settings.web_host):
             raise SpecError(

@@ -33,6 +33,7 @@ def socketlab(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
         (["serve", "--no-auth", "--web", "0.0.0.0:0"], "loopback"),
         (["serve", "--listen", "sctp://127.0.0.1:1"], "scheme"),
         (["serve", "--web", "nonsense"], "HOST:PORT"),
+        (["serve", "--allow-bind", "10.0.0.0/33"], "allow_binds"),
         (["fire", "tcp://127.0.0.1"], "no port"),
         (["fire", "tcp://127.0.0.1:9", "--conns", "0"], "connections"),
         (["fire", "tcp://127.0.0.1:9", "--conns", "many"], "invalid int"),

@@ -1,4 +1,9 @@
-"""Start and stop listeners while the lab runs."""
+"""Start and stop listeners while the lab runs.
+
+Listeners the operator gives (config file, command line) start as written; those a client
+asks for (the API, the dashboard) go through :meth:`ListenerManager.start_requested`, which
+applies the bind policy and the cap on listeners (:mod:`app.listeners.policy`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import itertools
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import trio
@@ -14,6 +20,7 @@ from app.errors import ConflictError, NotFoundError
 from app.listeners.base import Listener
 from app.listeners.modes import create_listener
 from app.listeners.modes.statsd import StatsdMode
+from app.listeners.policy import ListenerPolicy
 from app.listeners.spec import ListenerSpec
 from app.listeners.tcp import serve_tcp_listener
 from app.listeners.udp import serve_udp_listener
@@ -29,14 +36,21 @@ class ListenerManager:
 
     Resource handling: stopping a listener (:meth:`stop`) cancels its scope, which closes
     its socket and every connection it serves; ``stop`` returns once the port is free.
+
+    Args:
+        registry: Where listeners show their connections.
+        policy: What listeners asked for by clients may bind, and how many there may be.
     """
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, policy: ListenerPolicy | None = None) -> None:
         self.registry = registry
+        self.policy = policy if policy is not None else ListenerPolicy()
         self._ids = itertools.count(1)
         self._listeners: dict[str, Listener] = {}
         self._nursery: trio.Nursery | None = None
         self.accepting = True
+        # Requested listeners being bound: they hold a place under the cap (start_requested).
+        self._starting = 0
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the nursery that listeners live in, until cancelled."""
@@ -82,6 +96,32 @@ class ListenerManager:
         self._listeners[listener.id] = listener
         logger.info("listener %s serving %s", listener.id, listener.spec_url())
         return listener
+
+    async def start_requested(self, spec: ListenerSpec) -> Listener:
+        """Start a listener a client asked for (the API, the dashboard), if the policy
+        allows its address and the cap on listeners has room.
+
+        The count is checked and a place taken before the first await, so simultaneous
+        requests cannot all pass the cap before any of them is bound.
+
+        Raises:
+            SpecError: The policy refuses the address or the port (naming ``url``).
+            ConflictError: The cap on listeners is reached, or as for :meth:`start`.
+        """
+        self.policy.check(spec.host, spec.port)
+        count = len(self._listeners) + self._starting
+        limit = self.policy.max_listeners
+        if count >= limit:
+            raise ConflictError(f"{count} listeners are running (the limit is {limit})", None)
+        self._starting += 1
+        try:
+            return await self.start(spec)
+        finally:
+            self._starting -= 1
+
+    def serving_web(self, host: str, port: int) -> None:
+        """Tell the policy where the web server listens (its port is known once bound)."""
+        self.policy = replace(self.policy, web_host=host, web_port=port)
 
     async def _run(
         self, listener: Listener, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED

@@ -6,10 +6,14 @@ counts whatever comes back, so an echo server cannot stall the writer; against a
 nothing comes back. At the end the write side is shut down and replies still in flight get
 ``timeout`` seconds. Throughput is the bytes sent over the elapsed time, which is what the
 receiving side counts once the connection is closed.
+
+Each write is charged to the run's budget first (:mod:`app.runs.budget`): the writer waits
+while the rate and bit-rate caps say so, and stops at the byte cap.
 """
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import trio
@@ -40,8 +44,18 @@ async def _write_and_drain(
         size = ctx.size
         chunk = view[:size]
         count = 0
+        take = ctx.budget.take
         try:
-            while (quota is None or count < quota) and trio.current_time() < ctx.send_deadline:
+            while quota is None or count < quota:
+                now = trio.current_time()
+                if now >= ctx.send_deadline:
+                    break
+                wait = take(size, now)
+                if wait:
+                    if wait == math.inf:
+                        break  # the byte cap
+                    await trio.sleep_until(min(wait, ctx.send_deadline))
+                    continue
                 await channel.send_all(chunk)
                 count += 1
                 sent_bytes += size

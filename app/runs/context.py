@@ -20,6 +20,7 @@ import trio
 
 from app.endpoint import Endpoint
 from app.registry import Conn, Registry
+from app.runs.budget import Budget
 from app.runs.channel import Channel, ConnectError, client_tls_context, connect_stream
 from app.runs.spec import RunSpec
 from app.runs.stats import RunStats, error_kind
@@ -68,6 +69,9 @@ class FlowContext:
         self.server_hostname = endpoint.host
         self.template = spec.payload.build(self.max_size)
         self.send_deadline = math.inf
+        # The run's caps, charged by every flow before each write (app.runs.budget); the
+        # engine gives it the lab's caps. Unlimited for a run fired outside a lab.
+        self.budget = Budget()
         self.measure_from_ns = 0
         self.clock0 = 0.0
         self.perf0 = 0
@@ -123,6 +127,11 @@ class FlowContext:
 
     def sending(self) -> bool:
         return trio.current_time() < self.send_deadline
+
+    def stop_sending(self) -> None:
+        """No flow sends another message (the byte cap is reached); replies in flight are
+        still waited for, as at the end of the run's duration."""
+        self.send_deadline = -math.inf
 
     def per_flow_rate(self) -> float | None:
         rate = self.spec.message_rate

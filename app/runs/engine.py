@@ -13,11 +13,17 @@ run's record to its caller.
 
 Messages sent before ``warmup`` seconds have passed are sent but not counted: every flow
 compares each message's send time with ``measure_from_ns``.
+
+Caps: the lab's caps reach the flows as the context's :class:`~app.runs.budget.Budget`,
+charged before every write (the byte cap stops the run within one write of it; the rate
+caps pace pingpong and TCP bulk), and the duration cap is a send deadline at most
+``max_duration`` seconds after the start, warm-up included, for runs given a count too.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import socket as stdsocket
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +33,7 @@ import trio
 
 from app.endpoint import Endpoint
 from app.registry import Registry
+from app.runs.budget import Budget
 from app.runs.context import FlowContext
 from app.runs.flows import FLOWS
 from app.runs.outcome import Outcome, conclude
@@ -120,6 +127,9 @@ async def execute(
     remote_lookup: RemoteLookup = no_remote,
     on_tick: Callable[[], None] = _no_tick,
     max_bytes: int | None = None,
+    max_rate: float | None = None,
+    max_bitrate: float | None = None,
+    max_duration: float | None = None,
 ) -> Outcome:
     """Run one run to its end and say how it ended.
 
@@ -133,7 +143,13 @@ async def execute(
         resolver: Gives the family and address to connect to.
         remote_lookup: The receiver's side of the run, if a sink here kept it.
         on_tick: Called after each closed second of the series.
-        max_bytes: Stop the run once it has sent this many bytes.
+        max_bytes: The run sends at most this many bytes (warm-up included): the write
+            that would pass it is not made, and the run stops sending.
+        max_rate: Messages per second the self-paced patterns (pingpong, TCP bulk) are
+            held to; the open-loop ones were checked against it before the run.
+        max_bitrate: Bits of payload per second, the same way.
+        max_duration: Seconds the run may send, warm-up included (a count run is stopped
+            there; a duration run was checked against it before the run).
 
     Returns:
         The outcome from :func:`~app.runs.outcome.conclude`.
@@ -147,6 +163,12 @@ async def execute(
         stats.record_error(error_kind(exc))
         return conclude(spec.pattern, stats, 0.0, failure=f"cannot resolve {endpoint.host}: {exc}")
     ctx = FlowContext(run_id, spec, endpoint, registry, stats, address, family)
+    ctx.budget = Budget(
+        max_bytes=max_bytes,
+        max_rate=max_rate,
+        max_bitrate=max_bitrate,
+        on_exhausted=ctx.stop_sending,
+    )
     kind = FLOWS[spec.pattern, endpoint.protocol]
     background = kind.prepare(ctx)
     flow = kind.flow
@@ -158,6 +180,9 @@ async def execute(
     duration = spec.effective_duration
     if duration is not None:
         ctx.send_deadline = ctx.clock0 + spec.warmup + duration
+    time_cap = math.inf
+    if max_duration is not None and ctx.clock0 + max_duration < ctx.send_deadline:
+        time_cap = ctx.send_deadline = ctx.clock0 + max_duration
     # A guard against flows that never end: their own deadlines should always come first.
     hard_deadline = ctx.send_deadline + spec.timeout + 1.0
 
@@ -188,33 +213,28 @@ async def execute(
                 await trio.sleep_until(ctx.clock0 + spec.ramp_up * i / (n - 1))
             flows.start_soon(guarded_flow, i, quota)
 
-    cap_note: str | None = None
-
-    async def byte_cap(flows_scope: trio.CancelScope, limit: int) -> None:
-        # Checked a few times a second, not per message: a run may pass the cap by what
-        # it sends in 0.1 s.
-        nonlocal cap_note
-        while stats.bytes_sent < limit:  # noqa: ASYNC110 (sampling, not waiting)
-            await trio.sleep(0.1)
-        cap_note = f"stopped at the cap of {limit:,} bytes per run"
-        flows_scope.cancel()
-
+    flows_end = math.inf  # when the flows ended, unless the run was stopped first
     with stop:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ticker)
             nursery.start_soon(monitor.watch)
             if background is not None:
                 nursery.start_soon(background)
-            with trio.move_on_at(hard_deadline) as flows_scope:
-                if max_bytes is not None:
-                    nursery.start_soon(byte_cap, flows_scope, max_bytes)
+            with trio.move_on_at(hard_deadline):
                 async with trio.open_nursery() as flows:
                     flows.start_soon(start_flows, flows)
+            flows_end = trio.current_time()
             nursery.cancel_scope.cancel()
         # The last, partial interval; an empty one (the drain after the last reply) would
         # only draw a drop to zero at the end of every chart.
         if stats.moved_since_tick() or not stats.series:
             stats.tick(trio.current_time() - clock0)
+    cap_note: str | None = None
+    if ctx.budget.exhausted:
+        cap_note = f"stopped at the cap of {max_bytes:,} bytes per run"
+    elif not stop.cancelled_caught and flows_end >= time_cap:
+        # The flows were still going when the duration cap came (a count run).
+        cap_note = f"stopped at the cap of {max_duration:g} s per run"
     stats.bottleneck = monitor.report()
     stats.remote = remote_lookup(endpoint, ctx.run_tag)
     return conclude(

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
 import trio
 
 from app.endpoint import Endpoint
-from app.errors import ConflictError, NotFoundError, SpecError, TargetNotAllowedError
+from app.errors import ConflictError, NotFoundError, TargetNotAllowedError
 from app.registry import Registry
+from app.runs.caps import check_run_caps
 from app.runs.engine import RemoteLookup, execute
 from app.runs.outcome import Outcome, conclude
 from app.runs.run import Run as Run  # re-exported: callers and tests import it from here
@@ -82,6 +84,9 @@ class RunManager:
         # Counters of every ended run, for /metrics; live runs are added at scrape time.
         self.totals = RunTotals()
         self._nursery: trio.Nursery | None = None
+        # Runs admitted and not yet live (their target is being resolved, their record
+        # stored): they hold a place under the concurrent-run cap (see _slot).
+        self._starting = 0
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the nursery that runs live in, until cancelled."""
@@ -90,21 +95,11 @@ class RunManager:
             await trio.sleep_forever()
 
     def check_caps(self, spec: RunSpec) -> None:
-        """Refuse specs beyond the configured caps, naming the field."""
+        """Refuse specs beyond the configured caps, naming the field (:mod:`app.runs.caps`),
+        and refuse a run beyond the concurrent-run cap, counting those still starting."""
         s = self._settings
-        duration = spec.effective_duration
-        if duration is not None and duration > s.max_run_duration:
-            raise SpecError(f"duration: at most {s.max_run_duration:g} s per run", "duration")
-        if spec.connections > s.max_run_connections:
-            raise SpecError(f"connections: at most {s.max_run_connections} per run", "connections")
-        rate = spec.message_rate
-        if rate is not None and rate > s.max_run_rate:
-            raise SpecError(f"rate: at most {s.max_run_rate:g} messages/s per run", "rate")
-        if rate is not None and rate * spec.mean_size * 8 > s.max_run_bitrate:
-            raise SpecError(f"bitrate: at most {s.max_run_bitrate:g} bit/s per run", "bitrate")
-        if spec.count is not None and spec.count * spec.largest_size > s.max_run_bytes:
-            raise SpecError(f"count: at most {s.max_run_bytes:g} bytes per run", "count")
-        running = len(self.running())
+        check_run_caps(spec, s)
+        running = len(self.running()) + self._starting
         if running >= s.max_concurrent_runs:
             raise ConflictError(
                 f"{running} runs are going already (the limit is {s.max_concurrent_runs})", None
@@ -138,7 +133,10 @@ class RunManager:
             SpecError: The spec exceeds a cap.
             TargetNotAllowedError: The target is refused (audited, no traffic sent).
         """
-        self.admit(spec)
+        with self._slot(spec):
+            return await self._start_local(spec, principal, client)
+
+    async def _start_local(self, spec: RunSpec, principal: str, client: str | None) -> Run:
         run = Run(spec)
         requested_at = time.time()
         pinned: tuple[int, tuple[Any, ...]] | OSError
@@ -172,9 +170,9 @@ class RunManager:
             ConflictError: The lab is shutting down, or too many runs are going.
             SpecError: The spec exceeds a cap.
         """
-        self.admit(spec)
-        run = Run(spec, run_id=run_id, followed=True)
-        await self._launch(run, executor, principal, client, time.time())
+        with self._slot(spec):
+            run = Run(spec, run_id=run_id, followed=True)
+            await self._launch(run, executor, principal, client, time.time())
         return run
 
     def admit(self, spec: RunSpec) -> None:
@@ -182,6 +180,18 @@ class RunManager:
         if self._nursery is None or not self.accepting:
             raise ConflictError("the lab is shutting down", None)
         self.check_caps(spec)
+
+    @contextmanager
+    def _slot(self, spec: RunSpec) -> Iterator[None]:
+        """Admit ``spec`` and hold its place under the concurrent-run cap until the run is
+        live (or has failed to start). Taken before the first await, so simultaneous
+        requests cannot all pass the check before any of them is registered."""
+        self.admit(spec)
+        self._starting += 1
+        try:
+            yield
+        finally:
+            self._starting -= 1
 
     @staticmethod
     def _audit_entry(
@@ -231,6 +241,9 @@ class RunManager:
             remote_lookup=self._remote_lookup,
             on_tick=partial(self._on_tick, run),
             max_bytes=self._settings.max_run_bytes,
+            max_rate=self._settings.max_run_rate,
+            max_bitrate=self._settings.max_run_bitrate,
+            max_duration=self._settings.max_run_duration,
         )
 
     async def _run(self, run: Run, executor: Executor) -> None:

@@ -12,6 +12,10 @@ with :meth:`Multiplexer.drive` and waits there until the driver says the flow is
 stop (cancellation), a close from the API (the row's ``close_hook``) and a flow's error end
 exactly one flow, and the flow's task closes what it opened, as before.
 
+Caps: every new message is charged to the run's budget first (:mod:`app.runs.budget`). A
+flow the rate caps hold back is *parked* (it neither sends nor ends) and the sweep resumes
+it; at the byte cap it sends nothing more and ends once its replies are in.
+
 Timeouts: a sweep every ``refresh`` seconds (not a cancel scope per message) looks at the
 oldest reply each flow still waits for. TCP ends the flow with a ``timeout`` error and
 counts every message still unanswered lost; UDP counts each datagram past its deadline
@@ -27,6 +31,7 @@ task, where the run's per-flow boundary logs it with the run and flow ids and co
 
 from __future__ import annotations
 
+import math
 import select
 import socket as stdsocket
 import time
@@ -64,6 +69,7 @@ class MuxFlow(Served):
         "lost_seqs",
         "msg",
         "outstanding",
+        "parked",
         "pending",
         "quota",
         "seq",
@@ -92,6 +98,7 @@ class MuxFlow(Served):
         self.lost_seqs: dict[int, bool] = {}
         self.first_counted = NOT_COUNTED
         self.blocked = False
+        self.parked = False  # held back by the run's rate caps until the next sweep
 
 
 class Multiplexer:
@@ -115,6 +122,8 @@ class Multiplexer:
         self._window = ctx.spec.in_flight
         self._sizes = ctx.sizes
         self._fixed = len(ctx.sizes) == 1
+        self._parked: list[MuxFlow] = []
+        self._take = ctx.budget.take  # the run's caps, charged per new message
 
     @staticmethod
     def receive_size(ctx: FlowContext) -> int:
@@ -161,6 +170,8 @@ class Multiplexer:
         while True:
             await trio.sleep(self.refresh)
             loop.now = trio.current_time()
+            if self._parked:
+                self._resume()
             oldest_allowed = perf_ns() - self._timeout_ns
             for flow in list(loop.items.values()):
                 try:
@@ -183,6 +194,26 @@ class Multiplexer:
             self.ctx.stats.record_error(kind)
             self._abandon(flow)
 
+    def _park(self, flow: MuxFlow, wait: float) -> None:
+        """The budget said ``wait``: hold the flow until the next sweep, or (the byte cap)
+        let it end once its replies are in."""
+        if wait != math.inf and not flow.parked:
+            flow.parked = True
+            self._parked.append(flow)
+
+    def _resume(self) -> None:
+        """Send again for the flows the budget held back (those still served)."""
+        parked, self._parked = self._parked, []
+        items = self._loop.items
+        for flow in parked:
+            flow.parked = False
+            if items.get(flow.fd) is not flow:
+                continue
+            try:
+                self._start(flow)
+            except Exception as exc:
+                self._on_error(flow, exc)
+
     def _watch_writable(self, flow: MuxFlow, on: bool) -> None:
         flow.blocked = on
         self._loop.watch(flow, EPOLLIN | EPOLLOUT if on else EPOLLIN)
@@ -191,7 +222,7 @@ class Multiplexer:
 
     def _start(self, flow: MuxFlow) -> None:
         self._fill(flow)
-        if not flow.outstanding:
+        if not flow.outstanding and not flow.parked:
             self._loop.finish(flow)
 
     def _overdue(self, flow: MuxFlow, oldest_allowed: int) -> None:
@@ -236,22 +267,27 @@ class Multiplexer:
             conn.msgs_in += 1
             conn.touch()
         self._fill(flow)
-        if not outstanding:
+        if not outstanding and not flow.parked:
             self._loop.finish(flow)
 
     def _fill(self, flow: MuxFlow) -> None:
         """Send until ``in_flight`` messages are out (or the quota or the time is up)."""
         ctx = self.ctx
-        if flow.blocked or self._loop.now >= ctx.send_deadline:
+        if flow.blocked or flow.parked or self._loop.now >= ctx.send_deadline:
             return
         outstanding = flow.outstanding
         quota = flow.quota
         sizes = self._sizes
         stats = ctx.stats
         conn = flow.conn
+        take = self._take
         while len(outstanding) < self._window and (quota is None or flow.seq < quota):
             seq = flow.seq
             size = sizes[seq % len(sizes)]
+            wait = take(size, self._loop.now)
+            if wait:
+                self._park(flow, wait)
+                return
             t0 = perf_ns()
             if size >= HEADER_SIZE:
                 probe.encode_into(flow.buf, ctx.run_tag, flow.flow_id, seq, t0)

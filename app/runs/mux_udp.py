@@ -18,6 +18,7 @@ as ``unreachable`` and the flow goes on, its datagrams waiting out their deadlin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from app.runs.context import FlowContext
@@ -144,13 +145,21 @@ class UdpMultiplexer(Multiplexer):
     def _fill_udp(self, flow: MuxFlow) -> None:
         """Send until ``in_flight`` datagrams are out; end the flow once none is out and
         none may be sent (the quota or the time is up)."""
-        if flow.blocked:
-            return  # the rest goes when the socket is writable
+        if flow.blocked or flow.parked:
+            return  # the rest goes when the socket is writable, or the sweep resumes it
         inflight = flow.inflight
         if self._loop.now < self.ctx.send_deadline:
             quota = flow.quota
             window = self._window
+            sizes = self._sizes
+            take = self._take
             while len(inflight) < window and (quota is None or flow.seq < quota):
+                wait = take(sizes[flow.seq % len(sizes)], self._loop.now)
+                if wait:
+                    if wait != math.inf:
+                        self._park(flow, wait)  # the rate caps: the sweep resumes it
+                        return
+                    break  # the byte cap: nothing more to send; it ends once replies are in
                 if not self._send_udp(flow):
                     return
         if not inflight:

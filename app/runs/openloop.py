@@ -118,12 +118,15 @@ async def _tcp_openloop(
         buf = ctx.message_buffer()
         view = memoryview(buf)
         seq = 0
+        spend = ctx.budget.spend
         try:
             while quota is None or seq < quota:
                 due = await pacer.next(seq, buf)
                 if due is None:
                     break
                 intended, size = due
+                if not spend(size):
+                    break  # the run's byte cap (app.runs.budget)
                 pending.append((intended, size))
                 await channel.send_all(view[:size])
                 if intended >= measure_from:
@@ -208,12 +211,15 @@ async def _udp_openloop(
         buf = ctx.message_buffer()
         view = memoryview(buf)
         seq = 0
+        spend = ctx.budget.spend
         try:
             while quota is None or seq < quota:
                 due = await pacer.next(seq, buf)
                 if due is None:
                     break
                 intended, size = due
+                if not spend(size):
+                    break  # the run's byte cap (app.runs.budget)
                 while True:
                     try:
                         sock.send(view[:size])

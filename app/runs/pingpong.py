@@ -20,6 +20,7 @@ ends: end of the run, a stop, an error, or a close from the API (the registry ro
 
 from __future__ import annotations
 
+import math
 import socket as stdsocket
 import time
 from collections import deque
@@ -79,6 +80,7 @@ async def _tcp_pingpong(
     moved_at = -refresh
     # A flow that ends on an error or a timeout gives up on the replies it still waits
     # for: they are lost. A close from the API (or a stop) is not the peer's doing.
+    take = ctx.budget.take
     try:
         with scope:
             while True:
@@ -89,6 +91,16 @@ async def _tcp_pingpong(
                     and trio.current_time() < ctx.send_deadline
                 ):
                     size = sizes[seq % n_sizes]
+                    wait = take(size, trio.current_time())
+                    if wait:
+                        # Held back by the run's caps (app.runs.budget). Replies in flight
+                        # are read first, so that their RTT does not include this wait.
+                        if outstanding or wait == math.inf:
+                            break
+                        scope.deadline = math.inf  # no reply is due while it waits
+                        moved_at = -math.inf
+                        await trio.sleep_until(min(wait, ctx.send_deadline))
+                        continue
                     t0 = perf_ns()
                     if size >= header_room:
                         probe.encode_into(buf, run_tag, flow_id, seq, t0)

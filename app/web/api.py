@@ -208,8 +208,10 @@ async def create_listener() -> tuple[dict[str, Any], int]:
     ``max_keys``, ``percentiles``; udp: ``rcvbuf``; tls: ``cert``, ``key``.
 
     The answer is the listener's document (``GET /api/listeners/{id}``): ``port`` is the
-    bound port (useful with port 0). 422 names the option at fault; 409 when the address
-    is in use or cannot be bound.
+    bound port (useful with port 0). 422 names the option at fault, or ``url`` when the
+    bind policy refuses the address or port (loopback only unless the operator allowed
+    more with ``--allow-bind``; no privileged port; not the dashboard's port); 409 when the
+    address is in use or cannot be bound, or the cap on listeners is reached.
     """
     import trio
 
@@ -221,7 +223,7 @@ async def create_listener() -> tuple[dict[str, Any], int]:
     _refuse_file_options(body)
     # Reading a rules file or checking certificate paths is file I/O: off the event loop.
     spec = await trio.to_thread.run_sync(parse_listener, body)
-    listener = await _deps().listeners.start(spec)
+    listener = await _deps().listeners.start_requested(spec)
     return listener.to_dict(), 201
 
 
