@@ -24,6 +24,7 @@ from app.listeners.spec import LISTENER_PROTOCOLS as LISTENER_PROTOCOLS
 from app.listeners.spec import ListenerSpec as ListenerSpec
 from app.listeners.spec import parse_listener as parse_listener
 from app.listeners.spec import parse_listener_url as parse_listener_url
+from app.store import StoreLimits
 
 DEFAULT_LISTENERS = ("tcp://127.0.0.1:9000?mode=echo", "udp://127.0.0.1:9000?mode=echo")
 
@@ -89,6 +90,7 @@ class Settings:
     peers: tuple[str, ...] = ()
     peer_token: str | None = None
     demo: bool = False
+    store_limits: StoreLimits = field(default_factory=StoreLimits)
 
     def with_token(self) -> Settings:
         """Return settings with a token: the given one, or a fresh random one."""
@@ -105,6 +107,26 @@ _CAPS = {
     "bytes": ("max_run_bytes", int),
     "concurrent_runs": ("max_concurrent_runs", int),
 }
+
+
+# [retention] keys of the config file → StoreLimits fields (how much the store keeps).
+RETENTION = {
+    "runs": "max_stored_runs",
+    "audit": "max_audit_entries",
+    "presets": "max_presets",
+}
+
+
+def store_limits(base: StoreLimits, values: dict[str, Any], where: str) -> StoreLimits:
+    """``base`` with the retention limits in ``values`` (keys of :data:`RETENTION`)."""
+    changes: dict[str, int] = {}
+    for name, raw in values.items():
+        if raw is None:
+            continue
+        if name not in RETENTION:
+            raise SpecError(f"{where}: unknown retention limit {name!r}", f"retention.{name}")
+        changes[RETENTION[name]] = int(_number(str(raw), int, f"retention.{name}", 1))
+    return replace(base, **changes)
 
 
 def _security_values(doc: dict[str, Any]) -> dict[str, Any]:
@@ -147,8 +169,11 @@ def load_settings(
     peer: list[str] | None = None,
     peer_token: str | None = None,
     demo: bool = False,
+    retention: dict[str, int | None] | None = None,
 ) -> Settings:
     """Build :class:`Settings` from a config file, the environment and flags.
+
+    ``retention`` maps :data:`RETENTION` keys to limits (None: keep the config's).
 
     Raises:
         SpecError: A value is malformed, or ``--no-auth`` is combined with a non-loopback bind.
@@ -181,6 +206,10 @@ def load_settings(
         if doc.get("no_auth"):
             values["auth"] = False
         values.update(_security_values(doc))
+        retention = doc.get("retention", {})
+        if not isinstance(retention, dict):
+            raise SpecError("config file: retention must be a table", "retention")
+        values["store_limits"] = store_limits(StoreLimits(), retention, "config file")
     if env.get("SOCKETLAB_TOKEN"):
         values["token"] = env["SOCKETLAB_TOKEN"]
     if env.get("SOCKETLAB_DATA"):
@@ -216,6 +245,9 @@ def load_settings(
         values["peer_token"] = peer_token
     if demo:
         values["demo"] = True
+    if retention:
+        base = values.get("store_limits", StoreLimits())
+        values["store_limits"] = store_limits(base, retention, "retention")
     settings = Settings(**values)
     if not settings.auth:
         if not is_loopback(settings.web_host):
