@@ -72,7 +72,7 @@ def data_error(data_dir: Path, exc: sqlite3.Error) -> DataDirError:
     elif name.startswith("SQLITE_CANTOPEN"):
         what = f"the database file cannot be opened ({exc})"
     else:
-        what = describe_failure(exc, "it")
+        what = describe_failure(exc, str(data_dir))
     return DataDirError(f"data directory {data_dir}: {what}", "data")
 
 

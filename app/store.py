@@ -102,7 +102,7 @@ DB_NAME = "socketlab.sqlite3"
 # An audit entry keeps the spec it was asked with, unless that is larger than this: a
 # refused request may carry a 64 KiB payload, and the audit is a log of who asked for what,
 # not a copy of every payload (a started run's full spec is in its own row).
-MAX_AUDIT_SPEC_BYTES = 4096
+MAX_AUDIT_SPEC_BYTES = 2048
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,6 +92,11 @@ def run_in_transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection]
     return result
 
 
+def _rewrite_user_version(db: sqlite3.Connection) -> None:
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    db.execute(f"PRAGMA user_version = {int(version)}")
+
+
 @dataclass(frozen=True, slots=True)
 class Write:
     """One queued write: statements committed together, and what readers see meanwhile.
@@ -239,9 +244,10 @@ class WriteBehind:
 
                 run_in_transaction(db, apply)
             else:
-                # Nothing queued: a write that needed an answer failed. Taking the write
-                # lock and letting it go shows whether another process still holds it.
-                run_in_transaction(db, lambda db: None)
+                # Nothing queued: a write that needed an answer failed. Rewriting the schema
+                # version with its own value takes the write lock and writes a page, so a
+                # lock still held or a disk still full shows here, and nothing changes.
+                run_in_transaction(db, _rewrite_user_version)
         except sqlite3.Error as exc:
             if not is_store_failure(exc):
                 raise

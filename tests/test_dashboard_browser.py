@@ -582,7 +582,7 @@ def test_a_banner_says_when_the_store_cannot_write_and_goes_when_it_can(tmp_path
                 sqlite3.connect(tmp_path / "data" / "socketlab.sqlite3", isolation_level=None)
             ) as holder:
                 holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
-                api_call(served, "POST", f"/api/runs/{run['id']}/stop", {}, timeout=15)
+                api_call(served, "POST", f"/api/runs/{run['id']}/stop", timeout=15)
                 page.wait_for_selector("#health-banner:not([hidden])", timeout=10000)
                 assert "database locked" in page.inner_text("#health-banner")
                 screenshot(page, "store-degraded")

@@ -49,7 +49,7 @@ async def start_runs(lab: ServedLab) -> list[str]:
 
 async def stop_runs(lab: ServedLab, ids: list[str]) -> None:
     async def stop(run_id: str) -> None:
-        response = await http(lab.web_port, "POST", f"/api/runs/{run_id}/stop", body={})
+        response = await http(lab.web_port, "POST", f"/api/runs/{run_id}/stop")
         assert response.status == 200, response.body
 
     async with trio.open_nursery() as nursery:
