@@ -43,8 +43,7 @@ def check_directory(data_dir: Path, db_name: str) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as exc:
         raise DataDirError(
-            f"data directory {data_dir}: a file is in the way ({exc.filename} is not a "
-            "directory)",
+            f"data directory {data_dir}: a file is in the way ({exc.filename} is not a directory)",
             "data",
         ) from exc
     except OSError as exc:

@@ -206,10 +206,10 @@ def load_settings(
         if doc.get("no_auth"):
             values["auth"] = False
         values.update(_security_values(doc))
-        retention = doc.get("retention", {})
-        if not isinstance(retention, dict):
+        kept = doc.get("retention", {})
+        if not isinstance(kept, dict):
             raise SpecError("config file: retention must be a table", "retention")
-        values["store_limits"] = store_limits(StoreLimits(), retention, "config file")
+        values["store_limits"] = store_limits(StoreLimits(), kept, "config file")
     if env.get("SOCKETLAB_TOKEN"):
         values["token"] = env["SOCKETLAB_TOKEN"]
     if env.get("SOCKETLAB_DATA"):

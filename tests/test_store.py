@@ -246,7 +246,13 @@ async def test_the_audit_elides_a_large_spec(tmp_path: Path) -> None:
     async with open_store(tmp_path / "data") as store:
         audit = AuditLog(store)
         await audit.record(
-            {"run_id": None, "principal": "t", "requested_at": 1.0, "outcome": "refused", "spec": spec}
+            {
+                "run_id": None,
+                "principal": "t",
+                "requested_at": 1.0,
+                "outcome": "refused",
+                "spec": spec,
+            }
         )
         (entry,) = await audit.entries()
     assert entry["spec"]["target"] == "tcp://10.0.0.1:9"
@@ -269,7 +275,9 @@ async def test_a_held_write_lock_keeps_writes_in_memory_until_it_is_released(
         with closing(sqlite3.connect(data / DB_NAME, isolation_level=None)) as holder:
             holder.execute("BEGIN IMMEDIATE")
             await store.update_run("r1", status="finished", summary={"sent": 3}, ended_at=5.0)
-            await audit.record({"run_id": "r1", "principal": "t", "requested_at": 1.0, "outcome": "x"})
+            await audit.record(
+                {"run_id": "r1", "principal": "t", "requested_at": 1.0, "outcome": "x"}
+            )
             await audit.finish("r1", 1.0, 5.0, "finished")
             reason = store.degraded()
             assert reason is not None and "database locked" in reason

@@ -41,7 +41,9 @@ async def start_runs(lab: ServedLab) -> list[str]:
     target = f"tcp://127.0.0.1:{lab.listeners['tcp']}"
     ids = []
     for _ in range(RUNS):
-        response = await http(lab.web_port, "POST", "/api/runs", body={"target": target, "duration": 60})
+        response = await http(
+            lab.web_port, "POST", "/api/runs", body={"target": target, "duration": 60}
+        )
         assert response.status == 201, response.body
         ids.append(response.json()["id"])
     return ids
