@@ -1,6 +1,7 @@
 """The ``socketlab`` command: argument parsing only; the work happens in lab and runs.
 
-Exit codes: 0 success, 1 a run that failed, 2 bad arguments (one line on stderr).
+Exit codes: 0 success, 1 a run that failed, 2 bad arguments or a data directory that cannot
+hold the database (one line on stderr).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import trio
 
 from app import __version__
 from app.endpoint import host_port
-from app.errors import SocketlabError, SpecError
+from app.errors import DataDirError, SocketlabError, SpecError
 from app.runs.options import add_spec_options, option_message, spec_body
 from app.runs.spec import parse_run_spec
 from app.runs.targets import TargetPolicy
 from app.settings import Settings, load_settings
+from app.store import StoreLimits, check_data_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -89,6 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the SQLite database lives (default: $SOCKETLAB_DATA or ./data)",
     )
     serve.add_argument("--config", metavar="FILE", help="a TOML config file (flags win over it)")
+    limits = StoreLimits()
+    serve.add_argument(
+        "--max-stored-runs",
+        metavar="N",
+        help=f"keep the newest N runs in the database; older ended ones are deleted "
+        f"(default {limits.max_stored_runs:,}; config: [retention] runs)",
+    )
+    serve.add_argument(
+        "--max-audit-entries",
+        metavar="N",
+        help=f"keep the newest N audit entries (default {limits.max_audit_entries:,}; "
+        "config: [retention] audit)",
+    )
+    serve.add_argument(
+        "--max-presets",
+        metavar="N",
+        help=f"refuse to save more than N presets (default {limits.max_presets:,}; "
+        "config: [retention] presets)",
+    )
     serve.add_argument(
         "--allow-target",
         metavar="CIDR|HOST",
@@ -237,8 +258,15 @@ def _serve(args: argparse.Namespace) -> int:
             peer=args.peer,
             peer_token=args.peer_token,
             demo=args.demo is not None,
+            retention={
+                "runs": args.max_stored_runs,
+                "audit": args.max_audit_entries,
+                "presets": args.max_presets,
+            },
         )
         TargetPolicy(settings.allow_targets)
+        # Before anything logs: a data directory that cannot hold the database is one line.
+        check_data_dir(settings.data_dir, settings.store_limits)
     except SocketlabError as exc:
         _usage_error(exc.message)
     _configure_logging(args.log_level)
@@ -249,7 +277,21 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         sys.stderr.write(f"socketlab: error: {exc}\n")
         return EXIT_FAILED
+    except BaseExceptionGroup as group:
+        # The data directory can still fail between the check and the lab's own open.
+        matched, _ = group.split(DataDirError)
+        if matched is None:
+            raise
+        _usage_error(str(_first_leaf(matched)))
+    except DataDirError as exc:
+        _usage_error(exc.message)
     return EXIT_OK
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 async def _serve_async(settings: Settings) -> None:

@@ -50,3 +50,14 @@ class TargetNotAllowedError(SocketlabError):
 
 class ProtocolError(SocketlabError):
     """Bytes on the wire that a sans-IO parser cannot accept."""
+
+
+class StoreUnavailableError(SocketlabError):
+    """The store cannot write now (a full disk, a lock held elsewhere); retried in the
+    background, so the request can be made again later."""
+
+    status = 503
+
+
+class DataDirError(SocketlabError):
+    """The data directory cannot hold the lab's database (one line, said at start-up)."""

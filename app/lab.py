@@ -6,7 +6,12 @@ and a lab without one (``web=None``) serves no HTTP at all.
 
 Shutdown order (on SIGINT/SIGTERM or :meth:`Lab.request_shutdown`): listeners stop
 accepting and close → runs stop and are stored as ``stopped`` → the web server drains (at
-most ``graceful_timeout``) → everything left is cancelled → the store is closed.
+most ``graceful_timeout``) → everything left is cancelled → writes still waiting for the
+store get a last try → the store is closed.
+
+A data directory that cannot hold the database ends :meth:`Lab.serve` at once with a
+:class:`~app.errors.DataDirError`; a store that fails later never ends the lab (see
+:mod:`app.writebehind`).
 """
 
 from __future__ import annotations
@@ -75,7 +80,7 @@ class Lab:
             allow_multicast=settings.allow_multicast,
         )
         # Opened by serve(); every collaborator of the run manager exists from here on.
-        self.store = Store(settings.data_dir)
+        self.store = Store(settings.data_dir, settings.store_limits)
         self.runs = RunManager(
             self.registry,
             settings,
@@ -143,9 +148,11 @@ class Lab:
         try:
             async with open_store(self.store) as store:
                 interrupted = await store.mark_interrupted(time.time())
-                if interrupted:
+                if interrupted > 0:
                     logger.warning("%d runs were interrupted by an earlier crash", interrupted)
                 async with trio.open_nursery() as nursery:
+                    # Writes the store could not make wait in memory; this retries them.
+                    await nursery.start(store.writes.serve)
                     if self.handle_signals:
                         nursery.start_soon(self._watch_signals)
                     await nursery.start(self.listeners.serve)

@@ -25,6 +25,7 @@ from app.listeners.spec import LISTENER_PROTOCOLS as LISTENER_PROTOCOLS
 from app.listeners.spec import ListenerSpec as ListenerSpec
 from app.listeners.spec import parse_listener as parse_listener
 from app.listeners.spec import parse_listener_url as parse_listener_url
+from app.store import StoreLimits
 
 DEFAULT_LISTENERS = ("tcp://127.0.0.1:9000?mode=echo", "udp://127.0.0.1:9000?mode=echo")
 
@@ -94,6 +95,7 @@ class Settings:
     peers: tuple[str, ...] = ()
     peer_token: str | None = None
     demo: bool = False
+    store_limits: StoreLimits = field(default_factory=StoreLimits)
 
     def with_token(self) -> Settings:
         """Return settings with a token: the given one, or a fresh random one."""
@@ -111,6 +113,26 @@ _CAPS = {
     "concurrent_runs": ("max_concurrent_runs", int),
     "listeners": ("max_listeners", int),
 }
+
+
+# [retention] keys of the config file → StoreLimits fields (how much the store keeps).
+RETENTION = {
+    "runs": "max_stored_runs",
+    "audit": "max_audit_entries",
+    "presets": "max_presets",
+}
+
+
+def store_limits(base: StoreLimits, values: dict[str, Any], where: str) -> StoreLimits:
+    """``base`` with the retention limits in ``values`` (keys of :data:`RETENTION`)."""
+    changes: dict[str, int] = {}
+    for name, raw in values.items():
+        if raw is None:
+            continue
+        if name not in RETENTION:
+            raise SpecError(f"{where}: unknown retention limit {name!r}", f"retention.{name}")
+        changes[RETENTION[name]] = int(_number(str(raw), int, f"retention.{name}", 1))
+    return replace(base, **changes)
 
 
 def _security_values(doc: dict[str, Any]) -> dict[str, Any]:
@@ -154,8 +176,11 @@ def load_settings(
     peer: list[str] | None = None,
     peer_token: str | None = None,
     demo: bool = False,
+    retention: dict[str, int | None] | None = None,
 ) -> Settings:
     """Build :class:`Settings` from a config file, the environment and flags.
+
+    ``retention`` maps :data:`RETENTION` keys to limits (None: keep the config's).
 
     Raises:
         SpecError: A value is malformed, or ``--no-auth`` is combined with a non-loopback bind.
@@ -188,6 +213,10 @@ def load_settings(
         if doc.get("no_auth"):
             values["auth"] = False
         values.update(_security_values(doc))
+        kept = doc.get("retention", {})
+        if not isinstance(kept, dict):
+            raise SpecError("config file: retention must be a table", "retention")
+        values["store_limits"] = store_limits(StoreLimits(), kept, "config file")
     if env.get("SOCKETLAB_TOKEN"):
         values["token"] = env["SOCKETLAB_TOKEN"]
     if env.get("SOCKETLAB_DATA"):
@@ -224,6 +253,9 @@ def load_settings(
         values["peer_token"] = peer_token
     if demo:
         values["demo"] = True
+    if retention:
+        base = values.get("store_limits", StoreLimits())
+        values["store_limits"] = store_limits(base, retention, "retention")
     settings = Settings(**values)
     parse_bind_networks(settings.allow_binds)  # refused here, with one line, if malformed
     if not settings.auth:

@@ -10,6 +10,7 @@ import "./js/telemetry.js";
 import "./js/packet.js";
 import "./js/listeners.js";
 import "./js/peers.js";
+import "./js/health.js";
 
 const SECTIONS = [
   "overview", "connections", "fire", "runs", "telemetry", "packet", "listeners", "peers",

@@ -565,3 +565,29 @@ def test_a_banner_says_when_the_lab_is_away_and_the_page_reconnects(tmp_path: Pa
             if lab is not None:
                 assert lab.stop() == 0
                 lab.close_stdout()
+
+
+def test_a_banner_says_when_the_store_cannot_write_and_goes_when_it_can(tmp_path: Path) -> None:
+    import sqlite3
+
+    served = start_served_lab(tmp_path / "data")
+    try:
+        target = f"tcp://127.0.0.1:{served.listeners['tcp']}"
+        run = api_call(served, "POST", "/api/runs", {"target": target, "duration": 60})
+        with chromium_page() as page:
+            page.goto(served.login_url)
+            page.wait_for_selector("#status:text('live')", timeout=5000)
+            assert page.is_hidden("#health-banner")
+            with closing(
+                sqlite3.connect(tmp_path / "data" / "socketlab.sqlite3", isolation_level=None)
+            ) as holder:
+                holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+                api_call(served, "POST", f"/api/runs/{run['id']}/stop", timeout=15)
+                page.wait_for_selector("#health-banner:not([hidden])", timeout=10000)
+                assert "database locked" in page.inner_text("#health-banner")
+                screenshot(page, "store-degraded")
+                holder.execute("ROLLBACK")
+            page.wait_for_selector("#health-banner", state="hidden", timeout=20000)
+    finally:
+        assert served.stop() == 0
+        served.close_stdout()

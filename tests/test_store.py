@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
-from app.store import MIGRATIONS, AuditLog, open_store
+from app.errors import ConflictError, DataDirError, StoreUnavailableError
+from app.store import MIGRATIONS, AuditLog, Store, StoreLimits, check_data_dir, open_store
+from tests.helpers import wait_for
 
 LATEST = len(MIGRATIONS)
 DB_NAME = "socketlab.sqlite3"
@@ -156,3 +159,178 @@ async def test_a_current_database_is_opened_again_without_migrating(tmp_path: Pa
         assert await store.get_run("r1") == RUN
         assert [p["name"] for p in await store.list_presets()] == ["p"]
     assert schema_of(data / DB_NAME) == before
+
+
+# The data directory: every way it can be wrong is one DataDirError naming it.
+
+
+def test_a_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    build_database(data / DB_NAME, LATEST)
+    with closing(sqlite3.connect(data / DB_NAME)) as db:
+        db.execute(f"PRAGMA user_version = {LATEST + 1}")
+    before = schema_of(data / DB_NAME)
+    with pytest.raises(DataDirError, match=f"schema version {LATEST + 1}, newer") as caught:
+        check_data_dir(data)
+    assert "\n" not in caught.value.message
+    assert schema_of(data / DB_NAME) == before
+
+
+def test_a_database_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / DB_NAME).write_bytes(b"this is not a database, " * 100)
+    with pytest.raises(DataDirError, match="not a readable SQLite database"):
+        check_data_dir(data)
+
+
+def test_a_file_in_the_way_of_the_data_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("a file, not a directory")
+    with pytest.raises(DataDirError, match="a file is in the way"):
+        check_data_dir(tmp_path / "data")
+    with pytest.raises(DataDirError, match="a file is in the way"):
+        check_data_dir(tmp_path / "data" / "below")
+
+
+async def test_open_store_refuses_a_bad_data_directory_too(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("a file")
+    with pytest.raises(DataDirError, match="a file is in the way"):
+        async with open_store(tmp_path / "data"):
+            pass
+
+
+# Retention: the store keeps the newest runs and audit entries, and caps presets.
+
+
+def run_row(run_id: str, created_at: float, status: str = "finished") -> dict[str, Any]:
+    return {**RUN, "id": run_id, "created_at": created_at, "status": status}
+
+
+async def test_the_newest_runs_are_kept_and_a_running_one_never_deleted(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data", StoreLimits(max_stored_runs=3))
+    async with open_store(store):
+        await store.insert_run(run_row("old-running", 1.0, status="running"))
+        for number in range(2, 8):
+            await store.insert_run(run_row(f"r{number}", float(number)))
+        ids = [run["id"] for run in await store.list_runs()]
+    assert ids == ["r7", "r6", "r5", "old-running"]
+
+
+async def test_the_newest_audit_entries_are_kept(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data", StoreLimits(max_audit_entries=3))
+    async with open_store(store):
+        audit = AuditLog(store)
+        for number in range(6):
+            await audit.record(
+                {"run_id": f"r{number}", "principal": "t", "requested_at": 1.0, "outcome": "x"}
+            )
+        assert [e["run_id"] for e in await audit.entries()] == ["r5", "r4", "r3"]
+
+
+async def test_a_preset_beyond_the_cap_is_refused_and_replacing_one_is_not(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "data", StoreLimits(max_presets=2))
+    async with open_store(store):
+        assert await store.put_preset("a", {"count": 1}, 1.0)
+        assert await store.put_preset("b", {"count": 1}, 1.0)
+        with pytest.raises(ConflictError, match="at most 2 presets"):
+            await store.put_preset("c", {"count": 1}, 1.0)
+        assert not await store.put_preset("a", {"count": 2}, 2.0)
+        assert [p["name"] for p in await store.list_presets()] == ["a", "b"]
+
+
+async def test_the_audit_elides_a_large_spec(tmp_path: Path) -> None:
+    spec = {"target": "tcp://10.0.0.1:9", "pattern": "packet", "payload": {"text": "x" * 60_000}}
+    async with open_store(tmp_path / "data") as store:
+        audit = AuditLog(store)
+        await audit.record(
+            {
+                "run_id": None,
+                "principal": "t",
+                "requested_at": 1.0,
+                "outcome": "refused",
+                "spec": spec,
+            }
+        )
+        (entry,) = await audit.entries()
+    assert entry["spec"]["target"] == "tcp://10.0.0.1:9"
+    assert entry["spec"]["elided_bytes"] > 60_000
+    assert "payload" not in entry["spec"]
+
+
+# A store that cannot write: promised writes wait in memory, in order, and are stored later.
+
+
+async def test_a_held_write_lock_keeps_writes_in_memory_until_it_is_released(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    async with open_store(data) as store, trio.open_nursery() as nursery:
+        await nursery.start(store.writes.serve)
+        audit = AuditLog(store)
+        await store.insert_run(run_row("r1", 1.0, status="running"))
+        store._db.execute("PRAGMA busy_timeout=50")  # fail fast: the test holds the lock
+        with closing(sqlite3.connect(data / DB_NAME, isolation_level=None)) as holder:
+            holder.execute("BEGIN IMMEDIATE")
+            await store.update_run("r1", status="finished", summary={"sent": 3}, ended_at=5.0)
+            await audit.record(
+                {"run_id": "r1", "principal": "t", "requested_at": 1.0, "outcome": "x"}
+            )
+            await audit.finish("r1", 1.0, 5.0, "finished")
+            reason = store.degraded()
+            assert reason is not None and "database locked" in reason
+            assert "3 writes kept in memory" in reason
+            # Readers see what waits in memory; a write that needs an answer is refused.
+            stored = await store.get_run("r1")
+            assert stored is not None and (stored["status"], stored["summary"]) == (
+                "finished",
+                {"sent": 3},
+            )
+            assert [r["status"] for r in await store.list_runs()] == ["finished"]
+            with pytest.raises(StoreUnavailableError, match="database locked"):
+                await store.insert_run(run_row("r2", 2.0))
+            with pytest.raises(StoreUnavailableError):
+                await store.put_preset("p", {"count": 1}, 1.0)
+            holder.execute("ROLLBACK")
+        await wait_for(lambda: store.degraded() is None and not store.writes.pending, 10)
+        await store.insert_run(run_row("r2", 2.0))
+        nursery.cancel_scope.cancel()
+    with closing(sqlite3.connect(data / DB_NAME)) as db:
+        runs = db.execute("SELECT id, status, ended_at FROM runs ORDER BY id").fetchall()
+        entries = db.execute("SELECT run_id, outcome, ended_at FROM audit").fetchall()
+    assert runs == [("r1", "finished", 5.0), ("r2", "finished", 1002.0)]
+    assert entries == [("r1", "finished", 5.0)]  # recorded, then finished: in order
+
+
+async def test_writes_left_in_memory_get_a_last_try_when_the_store_closes(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    async with open_store(data) as store:
+        await store.insert_run(run_row("r1", 1.0, status="running"))
+        store._db.execute("PRAGMA busy_timeout=50")
+        with closing(sqlite3.connect(data / DB_NAME, isolation_level=None)) as holder:
+            holder.execute("BEGIN IMMEDIATE")
+            await store.update_run("r1", status="stopped")
+            assert store.writes.pending == 1
+            holder.execute("ROLLBACK")
+        # No retry task here: closing the store commits what waits.
+    with closing(sqlite3.connect(data / DB_NAME)) as db:
+        assert db.execute("SELECT status FROM runs").fetchall() == [("stopped",)]
+
+
+async def test_a_hundred_refused_requests_with_large_payloads_stay_small_on_disk(
+    tmp_path: Path,
+) -> None:
+    # The field report: 6.5 MB per 100 refused requests, each with a 64 KiB payload.
+    spec = {"target": "tcp://10.0.0.1:9", "pattern": "packet", "payload": {"text": "é" * 65_000}}
+    data = tmp_path / "data"
+    async with open_store(data) as store:
+        audit = AuditLog(store)
+        for _ in range(100):
+            entry = {"run_id": None, "principal": "t", "requested_at": 1.0, "spec": spec}
+            await audit.record(entry | {"outcome": "refused: target not allowed"})
+    size = sum(path.stat().st_size for path in data.iterdir())
+    assert size < 400_000, size

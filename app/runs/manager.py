@@ -4,6 +4,11 @@ Resource handling: every run is a task in the manager's nursery with its own can
 stopping a run cancels that scope, which closes its sockets. The result is stored whatever
 ends the run (finish, stop, failure, lab shutdown), inside a shielded, time-bounded scope.
 
+Error handling: storing a result never fails the run or the lab. While the store cannot
+write, the result waits in the store's memory (readers of the store see it) and is retried
+(:mod:`app.writebehind`); a new run is refused with 503 meanwhile, so a 201 still means
+the run is on disk.
+
 A run is carried out by an *executor*: the engine for runs fired from here, or a follower
 of the same run on a peer (:mod:`app.peers`). Either way the run goes through the same
 caps, store and audit, and ends in one :class:`~app.runs.outcome.Outcome`.
@@ -132,6 +137,7 @@ class RunManager:
             ConflictError: The lab is shutting down, or too many runs are going.
             SpecError: The spec exceeds a cap.
             TargetNotAllowedError: The target is refused (audited, no traffic sent).
+            StoreUnavailableError: The store cannot write now (nothing was started).
         """
         with self._slot(spec):
             return await self._start_local(spec, principal, client)
@@ -169,6 +175,7 @@ class RunManager:
         Raises:
             ConflictError: The lab is shutting down, or too many runs are going.
             SpecError: The spec exceeds a cap.
+            StoreUnavailableError: The store cannot write now (nothing was started).
         """
         with self._slot(spec):
             run = Run(spec, run_id=run_id, followed=True)
@@ -266,6 +273,9 @@ class RunManager:
             # the node that sent it, so that a sum over nodes counts it once.
             if not run.followed:
                 self.totals.add(run)
+            # These never raise for a failing store: what cannot be written now waits in
+            # the store's memory, queued before the first checkpoint, and is retried. A
+            # scope each, so that a slow disk timing out the first still queues the second.
             with trio.CancelScope(shield=True), trio.move_on_after(_STORE_TIMEOUT):
                 await self._store.update_run(
                     run.id,
@@ -276,9 +286,11 @@ class RunManager:
                     started_at=run.started_at,
                     ended_at=ended_at,
                 )
+            with trio.CancelScope(shield=True), trio.move_on_after(_STORE_TIMEOUT):
                 await self._audit.finish(run.id, run.started_at, ended_at, run.status)
             self._on_end(run)
-            # Stored now: readers get it from the store, memory stays bounded.
+            # Stored (or waiting in the store's memory, which readers of the store see):
+            # readers get it from the store, the manager's memory stays bounded.
             self.live.pop(run.id, None)
             run.done.set()
             logger.info("run %s %s", run.id, run.status)

@@ -63,7 +63,17 @@ async def _json_body() -> Any:
 @security_scheme([])
 @document_response(Health)
 async def health() -> dict[str, Any]:
-    """Liveness check, without a token (for healthchecks and load balancers)."""
+    """Liveness check, without a token (for healthchecks and load balancers).
+
+    ``{"status": "ok"}``, or ``{"status": "degraded", "reason": ...}`` while the store
+    cannot write (a full disk, a lock held by another process): runs' results then wait in
+    memory and are retried, and new runs are refused with 503. Degraded still answers 200:
+    the process is alive and holds results not yet stored, so a liveness probe that
+    restarted it on a non-200 answer would lose exactly what it is keeping.
+    """
+    reason = _deps().store.degraded()
+    if reason is not None:
+        return {"status": "degraded", "reason": reason}
     return {"status": "ok"}
 
 
@@ -88,9 +98,12 @@ async def list_connections() -> dict[str, Any]:
 @api.post("/runs")
 @document_request(RunSpecBody)
 @document_response(RunRef, 201)
-@document_errors(409, 415, 422)
+@document_errors(409, 415, 422, 503)
 async def create_run() -> tuple[dict[str, Any], int]:
-    """Start a run; answers as soon as it is stored (201) with its id."""
+    """Start a run; answers as soon as it is stored (201) with its id.
+
+    503 while the store cannot write (see ``/api/health``): nothing was started.
+    """
     spec = parse_run_spec(await _json_body())
     run = await _deps().runs.start(
         spec, principal=security.principal(_deps().settings, request), client=request.remote_addr
@@ -101,7 +114,7 @@ async def create_run() -> tuple[dict[str, Any], int]:
 @api.get("/runs")
 @document_querystring(LimitQuery)
 @document_response(RunList)
-@document_errors(422)
+@document_errors(422, 503)
 async def list_runs() -> dict[str, Any]:
     """Runs, newest first, without their per-second series."""
     return {"items": await _deps().runs.list(query_args(LimitQuery).limit)}
@@ -109,7 +122,7 @@ async def list_runs() -> dict[str, Any]:
 
 @api.get("/runs/<run_id>")
 @document_response(RunDoc)
-@document_errors(404)
+@document_errors(404, 503)
 async def get_run(run_id: str) -> dict[str, Any]:
     """One run with its summary and per-second series (live while it runs)."""
     return await _deps().runs.get(run_id)
@@ -156,7 +169,7 @@ def _presets_store() -> Store:
 
 @api.get("/presets")
 @document_response(PresetList)
-@document_errors(409)
+@document_errors(409, 503)
 async def list_presets() -> dict[str, Any]:
     """Saved run presets, by name."""
     return {"items": await _presets_store().list_presets()}
@@ -166,9 +179,12 @@ async def list_presets() -> dict[str, Any]:
 @document_request(PresetBody)
 @document_response(Preset, 201)
 @document_response(Preset, 200)
-@document_errors(409, 415, 422)
+@document_errors(409, 415, 422, 503)
 async def save_preset() -> tuple[dict[str, Any], int]:
-    """Save (or replace) a preset; the spec must be one ``POST /api/runs`` would accept."""
+    """Save (or replace) a preset; the spec must be one ``POST /api/runs`` would accept.
+
+    409 when a new name would pass the lab's cap on presets (``--max-presets``).
+    """
     preset = validate(PresetBody, await _json_body())
     name = preset.name.strip()
     if not name:
@@ -180,7 +196,7 @@ async def save_preset() -> tuple[dict[str, Any], int]:
 
 @api.delete("/presets/<name>")
 @document_empty(204, "deleted")
-@document_errors(404, 409)
+@document_errors(404, 409, 503)
 async def delete_preset(name: str) -> tuple[str, int]:
     """Delete a preset."""
     if not await _presets_store().delete_preset(name):

@@ -38,7 +38,8 @@ class WebDeps:
         series: the lab's per-second totals, sampled by the web layer's tick loop.
         loop_lag: the event-loop lag monitor, for ``/metrics``.
         peers: the peer manager, or ``None`` on a lab without peers.
-        store: the store (presets); open while the lab serves.
+        store: the store (presets, and whether it is degraded, for ``/api/health``); open
+            while the lab serves.
         shutdown: set when the lab shuts down; live feeds end and the server drains.
         started_at: when the lab started (Unix time).
     """

@@ -63,9 +63,14 @@ class RunSpecBody(RootModel[RunSpec]):
 
 
 class Health(_Strict):
-    """The lab is up (no token needed)."""
+    """The lab is up (no token needed); ``degraded`` while the store cannot write."""
 
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"]
+    reason: str | None = Field(
+        None,
+        description="why the lab is degraded (e.g. disk full, database locked), with how "
+        "many writes wait in memory; absent when ok",
+    )
 
 
 class ListenerInfo(_Strict):
