@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import chromium_page, screenshot
-from tests.helpers import ServedLab, start_served_lab
+from tests.helpers import TOKEN, ServedLab, start_served_lab
 
 pytestmark = pytest.mark.browser
 
@@ -18,7 +18,8 @@ def two_labs(tmp_path: Path) -> Iterator[tuple[ServedLab, ServedLab]]:
     edge = start_served_lab(tmp_path / "edge")
     hub = None
     try:
-        hub = start_served_lab(tmp_path / "hub", "--peer", f"http://127.0.0.1:{edge.web_port}")
+        peer = f"http://127.0.0.1:{edge.web_port}"
+        hub = start_served_lab(tmp_path / "hub", "--peer", peer, "--peer-token", TOKEN)
         yield hub, edge
     finally:
         for lab in (hub, edge):
@@ -47,8 +48,6 @@ def test_peers_section_shows_a_peer_and_runs_on_it(two_labs: tuple[ServedLab, Se
 def test_the_kill_switch_stops_every_run(two_labs: tuple[ServedLab, ServedLab]) -> None:
     import json
     import urllib.request
-
-    from tests.helpers import TOKEN
 
     hub, _ = two_labs
     base = f"http://127.0.0.1:{hub.web_port}"
