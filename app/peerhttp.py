@@ -168,6 +168,7 @@ class PeerClient:
 
     def __init__(self, limits: PeerLimits | None = None) -> None:
         self.limits = limits or PeerLimits()
+        self._parsing = trio.CapacityLimiter(1)
         limits = self.limits
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(
@@ -228,7 +229,10 @@ class PeerClient:
             data = raw.finish()
         except ValueError as exc:  # a compressed body that ends early
             raise PeerAnswerError(one_line(str(exc))) from None
-        return answer_doc(data, model, limits)
+        # Parsing and checking two MiB takes tens of ms, most of it in Python (the depth
+        # walk): in a thread, so the loop keeps its turn every switch interval (5 ms); one
+        # document at a time, so the memory bound holds however many peers answer at once.
+        return await trio.to_thread.run_sync(answer_doc, data, model, limits, limiter=self._parsing)
 
     async def _exchange(self, request: httpx.Request) -> tuple[int, BoundedBody]:
         """Send ``request``; its status and body, read within the caps."""
@@ -261,15 +265,36 @@ class PeerClient:
                 raw = BoundedBody(
                     response.headers.get("content-encoding"), max_raw=cap, max_decoded=cap
                 )
-                async for chunk in response.aiter_raw():
-                    raw.feed(chunk)
             except ValueError as exc:
                 raise PeerAnswerError(one_line(str(exc))) from None
-            except httpx.HTTPError as exc:
-                raise PeerAnswerError(f"the answer broke off: {_describe(exc)}") from None
+            refused = await self._read_body(response, raw)
+            if refused is not None:
+                raise refused
             return status, raw
         finally:
             await response.aclose()
+
+    @staticmethod
+    async def _read_body(response: httpx.Response, raw: BoundedBody) -> PeerAnswerError | None:
+        """Feed the body to ``raw``; the error that stopped it, if one did.
+
+        A body stopped at a cap is closed first and then read on: httpx reads through a
+        chain of async generators, and leaving the loop would leave the inner ones to the
+        garbage collector. Read on after the close, each of them ends at its next step.
+        """
+        refused: PeerAnswerError | None = None
+        try:
+            async for chunk in response.aiter_raw():
+                if refused is None:
+                    try:
+                        raw.feed(chunk)
+                    except ValueError as exc:
+                        refused = PeerAnswerError(one_line(str(exc)))
+                        await response.aclose()
+        except httpx.HTTPError as exc:
+            if refused is None:
+                refused = PeerAnswerError(f"the answer broke off: {_describe(exc)}")
+        return refused
 
     def _error(self, status: int, raw: BoundedBody, sent_token: bool) -> SocketlabError:
         """The error for a 4xx or 5xx answer."""

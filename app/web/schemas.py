@@ -9,6 +9,10 @@ against them, so a route that changes its output without changing its model fail
 
 Top-level documents forbid unknown keys. A run's summary and its per-second points grow with
 the patterns and are open: the fields listed are guaranteed, others may appear.
+
+The same models check what a peer answers (:mod:`app.peerhttp`): a lab takes from another
+lab only what these documents allow, which is why their lists fail fast (one error for a
+list of a million bad items) and a listener's port is a port.
 """
 
 from __future__ import annotations
@@ -254,7 +258,7 @@ class RunDoc(_Strict):
     started_at: float | None
     ended_at: float | None
     progress: float | None = Field(None, ge=0, le=1, description="while running, 0 to 1")
-    series: Annotated[list[SeriesPoint], FailFast()] | None = None
+    series: Annotated[list[SeriesPoint] | None, FailFast()] = None
 
 
 class RunList(_Strict):
