@@ -1,11 +1,12 @@
 """A lab against hostile peers: a bad answer marks the peer failing with the reason, and
 nothing else happens to the lab.
 
-In-process, one kind of bad answer at a time (tests/hostile_peer.py): the peer is shown
-``failing`` with the reason, a run followed there ends ``failed`` with it, /api/health
-answers. In a subprocess, every kind at once, measured from outside: the lab stays up, its
-resident memory stays within 50 MB of where it was before the peers turned hostile, and
-/api/health answers throughout (within 100 ms at p99: the ``timing`` test).
+In-process, one kind of bad answer at a time (tests/hostile_answers.py, played by
+tests/hostile_peer.py): the peer is shown ``failing`` with the reason, a run followed there
+ends ``failed`` with it, /api/health answers. In a subprocess, every kind at once, measured
+from outside: the lab stays up, its resident memory stays within 50 MB of where it was
+before the peers turned hostile, and /api/health answers throughout (within 100 ms at p99:
+the ``timing`` test).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import trio
 from app.lab import Lab
 from tests.conftest import running_lab
 from tests.helpers import TOKEN, ServedLab, http, start_served_lab, wait_for_async
-from tests.hostile_peer import KINDS, RUN_ID, HostilePeer, Kind, Seen, Switch, bomb
+from tests.hostile_answers import KINDS, RUN_ID, Kind, bomb
+from tests.hostile_peer import HostilePeer, Seen, Switch
 
 POLL_KINDS = [kind for kind in KINDS if kind.call in ("listeners", "connections")]
 RUN_KINDS = [kind for kind in KINDS if kind.call in ("create", "follow")]
