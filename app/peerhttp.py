@@ -77,6 +77,7 @@ class PeerLimits:
         max_bytes: The most bytes an answer may have, as received and once decoded.
         max_depth: The most arrays and objects nested in one another in its JSON.
         max_values: The most values in its JSON (an upper bound: commas and brackets).
+        max_containers: The most arrays and objects in its JSON (an upper bound: brackets).
         connect_timeout: Seconds to connect.
         first_byte_timeout: Seconds from the request to the end of the answer's headers.
         answer_timeout: Seconds from the request to the end of the whole answer.
@@ -93,6 +94,10 @@ class PeerLimits:
     # object is 50 to 60 bytes), so this, not the bytes, bounds the memory of the worst
     # documents, such as two MiB of ``{},{},...``.
     max_values: int = 150_000
+    # Arrays and objects: checking the depth walks each of them in Python (about 2 µs
+    # apiece), so they are bounded apart. An hour of a run's series is 7,200; the bytes cap
+    # allows about 18,000 in a real document.
+    max_containers: int = 20_000
     connect_timeout: float = 2.0
     first_byte_timeout: float = 2.5
     answer_timeout: float = 5.0
@@ -140,9 +145,14 @@ def answer_doc(body: bytes, model: type[BaseModel], limits: PeerLimits) -> dict[
             documents.
     """
     max_depth = limits.max_depth
-    # Counted in C before anything is built: commas and brackets are at least the values.
-    values = body.count(b",") + body.count(b"[") + body.count(b"{")
-    if values > limits.max_values:
+    # Counted in C before anything is built (brackets and commas in strings count too:
+    # an upper bound, which is what a bound needs).
+    containers = body.count(b"[") + body.count(b"{")
+    if containers > limits.max_containers:
+        raise PeerAnswerError(
+            f"the answer holds more than {limits.max_containers:,} arrays and objects"
+        )
+    if body.count(b",") + containers > limits.max_values:
         raise PeerAnswerError(f"the answer holds more than {limits.max_values:,} JSON values")
     try:
         doc = jsondoc.loads(body, max_depth=max_depth)

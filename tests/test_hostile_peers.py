@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import trio
@@ -196,6 +196,9 @@ def _rss(pid: int, key: str = "VmRSS") -> int:
 async def _watch(served: ServedLab, figures: Figures, stop: trio.Event) -> None:
     """Ask /api/health and read the memory, again and again until ``stop``."""
     while not stop.is_set():
+        if served.process.poll() is not None:
+            figures.health_failures.append("the lab exited")
+            return
         figures.peak_rss = max(figures.peak_rss, _rss(served.process.pid))
         started = trio.current_time()
         try:
@@ -217,13 +220,24 @@ async def _served_peers(served: ServedLab) -> dict[str, dict[str, Any]]:
 async def _play_every_kind(tmp_path: Path) -> Figures:
     switch = Switch(armed=False)
     peers = [HostilePeer(kind, switch) for kind in KINDS]
+    # The lab's log, for the failure message when it exits.
+    log_path = tmp_path / "lab.log"
+    with log_path.open("wb") as log:
+        return await _play_with_log(peers, switch, tmp_path, log)
+
+
+async def _play_with_log(
+    peers: list[HostilePeer], switch: Switch, tmp_path: Path, log: IO[bytes]
+) -> Figures:
     async with trio.open_nursery() as nursery:
         ports = [await nursery.start(peer.serve) for peer in peers]
         names = {f"127.0.0.1:{port}": peer for port, peer in zip(ports, peers, strict=True)}
         args = [arg for port in ports for arg in ("--peer", f"http://127.0.0.1:{port}")]
 
         def start() -> ServedLab:
-            return start_served_lab(tmp_path / "lab", *args, "--peer-timeout", "2", "--demo")
+            return start_served_lab(
+                tmp_path / "lab", *args, "--peer-timeout", "2", "--demo", stderr=log
+            )
 
         served = await trio.to_thread.run_sync(start)
         for wbits in (16 + zlib.MAX_WBITS, zlib.MAX_WBITS):  # made once, before measuring
@@ -261,7 +275,9 @@ async def _play_every_kind(tmp_path: Path) -> Figures:
 
             await wait_for_async(polled_twice_more, timeout=30)
             stop.set()
-            assert served.process.poll() is None, "the lab exited"
+            if served.process.poll() is not None:
+                tail = (tmp_path / "lab.log").read_text(errors="replace")[-3000:]
+                raise AssertionError(f"the lab exited {served.process.returncode}:\n{tail}")
             # The kernel's high-water mark: the peak between samples counts too.
             figures.peak_rss = max(figures.peak_rss, _rss(served.process.pid, "VmHWM"))
             await _healthy(served.web_port)

@@ -102,7 +102,7 @@ def test_any_bytes_decode_or_raise_value_error(data: bytes, coding: str) -> None
         pass
 
 
-LIMITS = PeerLimits(max_values=1000, max_depth=8)
+LIMITS = PeerLimits(max_values=1000, max_containers=500, max_depth=8)
 
 
 @pytest.mark.parametrize(
@@ -110,7 +110,8 @@ LIMITS = PeerLimits(max_values=1000, max_depth=8)
     [
         (b"[" * 20 + b"]" * 20, "nested deeper"),
         (b"<html></html>", "not JSON"),
-        (b'{"items": [' + b",".join([b"{}"] * 2000) + b"]}", "more than 1,000 JSON values"),
+        (b'{"items": [' + b",".join([b"{}"] * 600) + b"]}", "more than 500 arrays and objects"),
+        (b'{"items": [' + b",".join([b"0"] * 2000) + b"]}", "more than 1,000 JSON values"),
         (b'{"items": [{}]}', "ListenerList"),
         (b"[]", "ListenerList"),
         (b'{"items": [], "extra": 1}', "unknown"),
