@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from app.errors import SpecError
 from app.peerhttp import PeerAnswerError, PeerLimits, answer_doc, check_run_id, one_line, peer_path
 from app.peers import parse_peer
+from app.settings import load_settings
 from app.web.schemas import ListenerList, RunRef
 from app.wire.bounded import BodyTooLargeError, BoundedBody
 
@@ -186,3 +188,19 @@ def test_a_bad_peer_url_is_refused_without_echoing_its_token(url: str, message: 
 def test_one_line_keeps_text_printable_and_short() -> None:
     assert one_line("a\r\nb\x00c") == "a  b c"
     assert len(one_line("x" * 1000, 50)) == 50
+
+
+def test_the_peers_token_and_timeout_come_from_the_config_file_or_flags(tmp_path: Path) -> None:
+    config = tmp_path / "socketlab.toml"
+    config.write_text('peers = ["http://edge-a:8000"]\npeer_token = "t1"\npeer_timeout = 2.5\n')
+    settings = load_settings(config=str(config), environ={})
+    assert (settings.peer_token, settings.peer_timeout) == ("t1", 2.5)
+    flagged = load_settings(config=str(config), peer_token="t2", peer_timeout=1.0, environ={})
+    assert (flagged.peer_token, flagged.peer_timeout) == ("t2", 1.0)
+    assert load_settings(environ={}).peer_token is None  # not this lab's token
+
+
+@pytest.mark.parametrize("timeout", [0.0, float("nan"), float("inf"), 4000.0])
+def test_a_peer_timeout_out_of_range_is_refused(timeout: float) -> None:
+    with pytest.raises(SpecError, match="peer-timeout"):
+        load_settings(peer_timeout=timeout, environ={})
