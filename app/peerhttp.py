@@ -11,8 +11,12 @@ types. Nothing a peer sends goes further unchecked:
 - bytes: a ``Content-Length`` over the cap is refused before the body is read; the body is
   read raw and decoded here (:class:`~app.wire.bounded.BoundedBody`), both counted, so a
   gzip bomb stops at the cap;
-- shape: :func:`app.wire.jsondoc.loads` with ``max_depth``, then the model. The models'
-  lists fail fast, so a huge list of bad items costs one validation error, not millions;
+- shape: arrays, objects and values are counted in the raw bytes first (``max_containers``,
+  ``max_values``: what a parsed document costs in memory and time is per value), then
+  :func:`app.wire.jsondoc.loads` with ``max_depth``, then the model. The models' lists
+  fail fast, so a huge list of bad items costs one validation error, not millions. This
+  runs in a worker thread, one document at a time, so the loop keeps its turn and the
+  memory bound holds however many peers answer at once;
 - redirects are not followed (a peer is its URL), proxies from the environment are not
   used, the path parts of a request are percent-encoded (:func:`peer_path`) and run ids
   are checked against :data:`RUN_ID` before they are put in one.
@@ -83,9 +87,7 @@ class PeerLimits:
         answer_timeout: Seconds from the request to the end of the whole answer.
     """
 
-    # Two MiB is about an hour of a run's per-second series, or a thousand listeners; a
-    # JSON document of that size takes some tens of MB once parsed, which bounds the memory
-    # a hostile peer can make this lab spend.
+    # Two MiB is two hours or so of a run's per-second series, or a thousand listeners.
     max_bytes: int = 2 * 1024 * 1024
     # A run document is four levels deep, a listener with respond rules five or six.
     max_depth: int = 16
