@@ -137,10 +137,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--peer",
         metavar="URL",
         action="append",
-        help="another socketlab node to show and start runs on, e.g. http://edge-a:8000; "
-        "repeat for more. Its token: --peer-token, $SOCKETLAB_PEER_TOKEN, or this node's",
+        help="another socketlab node to show and start runs on, e.g. http://edge-a:8000, "
+        "with its own token http://:TOKEN@edge-a:8000; repeat for more",
     )
-    serve.add_argument("--peer-token", metavar="TOKEN", help="the token of the peers")
+    serve.add_argument(
+        "--peer-token",
+        metavar="TOKEN",
+        help="the token sent to peers whose URL has none (also $SOCKETLAB_PEER_TOKEN); "
+        "without it they get no token: this node's own is never sent unless given here",
+    )
+    serve.add_argument(
+        "--peer-timeout",
+        metavar="SECONDS",
+        type=float,
+        help="the longest a peer's whole answer is waited for (default 5)",
+    )
     serve.add_argument(
         "--demo",
         nargs="?",
@@ -257,6 +268,7 @@ def _serve(args: argparse.Namespace) -> int:
             allow_multicast=args.allow_multicast,
             peer=args.peer,
             peer_token=args.peer_token,
+            peer_timeout=args.peer_timeout,
             demo=args.demo is not None,
             retention={
                 "runs": args.max_stored_runs,

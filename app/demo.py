@@ -32,10 +32,11 @@ PROFILE = (
 
 
 def _echo_port(state: PeerState, protocol: str) -> int | None:
+    """The port of the peer's first echo listener of ``protocol`` (validated when polled)."""
     for item in state.listeners:
         if item.get("protocol") == protocol and item.get("mode") == "echo":
             port = item.get("port")
-            return int(port) if isinstance(port, int) else None
+            return port if isinstance(port, int) and 0 < port < 65_536 else None
     return None
 
 
@@ -55,18 +56,20 @@ async def serve_demo(peers: PeerManager, runs: RunManager) -> None:
                 if port is None:
                     continue
                 target = Endpoint(str(item["protocol"]), state.config.host, port)
-                spec = parse_run_spec(
-                    {
-                        "target": target.url,
-                        "pattern": "rate",
-                        "rate": item["rate"],
-                        "connections": item["connections"],
-                        "duration": RUN_SECONDS,
-                        "size": 64,
-                    }
-                )
+                # The port is the peer's word: checked by the spec like any target (port 0
+                # and ports past 65535 are refused there), and a refusal is only logged.
                 try:
+                    spec = parse_run_spec(
+                        {
+                            "target": target.url,
+                            "pattern": "rate",
+                            "rate": item["rate"],
+                            "connections": item["connections"],
+                            "duration": RUN_SECONDS,
+                            "size": 64,
+                        }
+                    )
                     running[key] = await runs.start(spec, principal="demo")
                 except SocketlabError as exc:
-                    logger.warning("demo run to %s not started: %s", spec.target, exc.message)
+                    logger.warning("demo run to %s not started: %s", target, exc.message)
         await trio.sleep(CHECK_INTERVAL)

@@ -31,6 +31,7 @@ from app.hub import Hub
 from app.listeners.manager import ListenerManager
 from app.listeners.policy import ListenerPolicy, parse_bind_networks
 from app.looplag import LoopLagMonitor
+from app.peerhttp import PeerLimits
 from app.peers import PeerManager, parse_peer
 from app.registry import Registry
 from app.runs.manager import Run, RunManager
@@ -68,7 +69,8 @@ class Lab:
         self.stopped = trio.Event()
         self.web_port: int | None = None
         self.started_at = time.time()
-        peers = [parse_peer(p, settings.peer_token or settings.token) for p in settings.peers]
+        # A peer gets a token only when one is configured for it (never this lab's own).
+        peers = [parse_peer(p, settings.peer_token) for p in settings.peers]
         names = [p.name for p in peers]
         for peer in peers:
             if names.count(peer.name) > 1:
@@ -91,7 +93,8 @@ class Lab:
             on_tick=self._publish_interval,
             on_end=self._publish_end,
         )
-        self.peers: PeerManager | None = PeerManager(self.runs, peers) if peers else None
+        limits = PeerLimits.within(settings.peer_timeout)
+        self.peers: PeerManager | None = PeerManager(self.runs, peers, limits) if peers else None
         self.loop_lag = LoopLagMonitor()
         self.series = LabSeries()
 

@@ -1,44 +1,68 @@
 """Other socketlab nodes this one shows and can start runs on.
 
 Theory of operation: each peer (``--peer URL``) is polled every ``POLL_INTERVAL`` seconds
-through its own API with its token: health, listeners and the first page of connections.
-The latest answer (or the error) is kept, so the dashboard and ``GET /api/peers`` show peers
-without waiting on them. A run started on a peer through this node is forwarded to the
-peer's ``POST /api/runs``; a watcher follows it until it ends and keeps a copy of its result
-in this node's store, so it is visible on both nodes. That local copy is a run of this node's
-:class:`~app.runs.manager.RunManager` whose executor follows the peer's run instead of
-opening sockets: it counts against the same caps (concurrent runs) and is audited like any
-other run.
+through its own API: its listeners and the first page of its connections. The latest
+answer (or what was wrong with it) is kept, so the dashboard and ``GET /api/peers`` show
+peers without waiting on them. A run started on a peer through this node is forwarded to
+the peer's ``POST /api/runs``; a watcher follows it until it ends and keeps a copy of its
+result in this node's store, so it is visible on both nodes. That local copy is a run of
+this node's :class:`~app.runs.manager.RunManager` whose executor follows the peer's run
+instead of opening sockets: it counts against the same caps (concurrent runs) and is
+audited like any other run.
 
-Error handling: a peer that is down is shown as down with the error; every request has a
-timeout; nothing a peer answers can take this node down.
+A peer gets a token only when one is configured for it: ``--peer-token`` for every peer, or
+its own in its URL (``http://:TOKEN@host:port``). This lab's own token is never sent unless
+it is given that way.
+
+Error handling: every call goes through :class:`~app.peerhttp.PeerClient`, which bounds the
+answer in time, bytes and depth and checks it against the model the API documents. A peer
+that cannot be reached is shown ``down``; one that answers badly is shown ``failing``, with
+the reason in ``error``; a run followed there ends ``failed`` with the reason. Nothing a
+peer answers goes further than that.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
-import httpx
 import trio
+from pydantic import BaseModel
 
 from app.endpoint import bracket, host_port
-from app.errors import ConflictError, NotFoundError, SocketlabError, SpecError
+from app.errors import NotFoundError, SocketlabError, SpecError
+from app.peerhttp import (
+    PeerAnswerError,
+    PeerClient,
+    PeerLimits,
+    PeerUnreachableError,
+    check_run_id,
+    one_line,
+    peer_path,
+)
 from app.runs.manager import RunManager
 from app.runs.outcome import Outcome, conclude
 from app.runs.run import Run
 from app.runs.spec import parse_run_spec
+from app.web.schemas import ConnectionPage, ListenerList, RunDoc, RunRef
 
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL = 2.0
-REQUEST_TIMEOUT = 5.0
+FOLLOW_INTERVAL = 0.5
 # A remote run is followed at most this long after its expected end.
 FOLLOW_SLACK = 60.0
+# The first page of a peer's connections, as asked for (a peer may answer more).
+CONNECTIONS_SHOWN = 100
+# A token goes into an HTTP header: visible ASCII only, so it cannot add a header.
+_TOKEN = re.compile(r"[\x21-\x7e]{1,512}")
+
+PeerStatus = Literal["unknown", "up", "down", "failing"]
 
 
 @dataclass
@@ -55,28 +79,55 @@ class PeerConfig:
 
 
 def parse_peer(text: str, default_token: str | None) -> PeerConfig:
-    """``http://host:port`` (optionally ``http://:TOKEN@host:port``) → :class:`PeerConfig`."""
+    """``http://host:port`` (or ``http://:TOKEN@host:port``) → :class:`PeerConfig`.
+
+    Args:
+        text: The peer's URL; a token in it is that peer's (``http://:@host`` for none).
+        default_token: The token of peers whose URL has none (``--peer-token``), or None.
+
+    Raises:
+        SpecError: Not an http(s) URL with a host, a bad port, or a malformed token.
+    """
     parts = urlsplit(text.strip())
+    shown = f"{parts.scheme}://{parts.hostname or ''}"
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SpecError(f"peer {text!r}: write http://host:port", "peer")
+        raise SpecError(f"peer {shown!r}: write http://host:port", "peer")
     try:
         port = parts.port
     except ValueError as exc:
-        raise SpecError(f"peer {text!r}: {exc}", "peer") from exc
-    token = parts.password or default_token
+        raise SpecError(f"peer {shown!r}: {exc}", "peer") from exc
+    if parts.password is None and parts.username:
+        raise SpecError(f"peer {shown!r}: write its token as http://:TOKEN@host:port", "peer")
+    token = default_token if parts.password is None else unquote(parts.password)
+    if token is not None and token != "" and _TOKEN.fullmatch(token) is None:
+        raise SpecError(f"peer {shown!r}: a token is visible ASCII, no spaces", "peer")
     netloc = host_port(parts.hostname, port) if port else bracket(parts.hostname)
-    return PeerConfig(f"{parts.scheme}://{netloc}", token, parts.hostname)
+    return PeerConfig(f"{parts.scheme}://{netloc}", token or None, parts.hostname)
 
 
 @dataclass
 class PeerState:
+    """What this lab last learnt of a peer."""
+
     config: PeerConfig
-    status: str = "unknown"
+    status: PeerStatus = "unknown"
     error: str | None = None
     last_seen: float | None = None
     listeners: list[dict[str, Any]] = field(default_factory=list)
     connections: list[dict[str, Any]] = field(default_factory=list)
     connection_total: int = 0
+
+    def mark_up(self) -> None:
+        if self.status != "up":
+            logger.info("peer %s is up", self.config.name)
+        self.status, self.error, self.last_seen = "up", None, time.time()
+
+    def mark_failed(self, exc: SocketlabError, reason: str) -> None:
+        """``down`` when it could not be reached, ``failing`` when it answered badly."""
+        status: PeerStatus = "down" if isinstance(exc, PeerUnreachableError) else "failing"
+        if (status, reason) != (self.status, self.error):
+            logger.warning("peer %s is %s: %s", self.config.name, status, reason)
+        self.status, self.error = status, reason
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,13 +143,21 @@ class PeerState:
 
 
 class PeerManager:
-    """Polls peers, forwards runs to them, and follows those runs to their end."""
+    """Polls peers, forwards runs to them, and follows those runs to their end.
 
-    def __init__(self, runs: RunManager, peers: list[PeerConfig]) -> None:
+    Args:
+        runs: This lab's run manager (followed runs are its runs).
+        peers: The peers, as configured.
+        limits: How much of a peer's answer is read, and how long it is waited for.
+    """
+
+    def __init__(
+        self, runs: RunManager, peers: list[PeerConfig], limits: PeerLimits | None = None
+    ) -> None:
         self.runs = runs
         self.states = {p.name: PeerState(p) for p in peers}
-        self._nursery: trio.Nursery | None = None
-        self.client: httpx.AsyncClient | None = None
+        self.limits = limits or PeerLimits()
+        self.client: PeerClient | None = None
 
     def get(self, name: str) -> PeerState:
         try:
@@ -106,61 +165,69 @@ class PeerManager:
         except KeyError:
             raise NotFoundError(f"no peer {name!r}", "peer") from None
 
-    def headers(self, state: PeerState) -> dict[str, str]:
-        token = state.config.token
-        return {"Authorization": f"Bearer {token}"} if token else {}
-
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with (
-            httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as client,
-            trio.open_nursery() as nursery,
-        ):
+        async with PeerClient(self.limits) as client, trio.open_nursery() as nursery:
             self.client = client
-            self._nursery = nursery
             for state in self.states.values():
                 nursery.start_soon(self._poll, state)
             task_status.started()
             await trio.sleep_forever()
 
-    async def request(self, state: PeerState, method: str, path: str, body: Any = None) -> Any:
-        """One API call to a peer. Raises :class:`ConflictError` when it cannot answer."""
+    async def request(
+        self,
+        state: PeerState,
+        method: str,
+        path: str,
+        model: type[BaseModel],
+        body: Any = None,
+        *,
+        refusal_fails: bool = False,
+    ) -> dict[str, Any]:
+        """One API call to a peer; its answer as ``model`` (from app.web.schemas) has it.
+
+        A bad answer or no answer marks the peer (``failing`` or ``down``) before it is
+        raised; a documented refusal (a 4xx with an error document) only when
+        ``refusal_fails`` (a poll: the peer refuses what it always answers).
+
+        Raises:
+            PeerUnreachableError: No connection (409).
+            PeerAnswerError: A bad answer (502).
+            PeerRefusedError: The peer's own 4xx, relayed.
+        """
         assert self.client is not None
+        config = state.config
         try:
-            response = await self.client.request(
-                method, state.config.url + path, json=body, headers=self.headers(state)
+            return await self.client.call(
+                config.url, method, path, model, token=config.token, body=body
             )
-        except httpx.HTTPError as exc:
-            raise ConflictError(f"peer {state.config.name} is unreachable: {exc}", "peer") from exc
-        try:
-            doc = response.json()
-        except ValueError:
-            doc = None
-        if response.status_code >= 400:
-            detail = doc.get("error") if isinstance(doc, dict) else None
-            error = SocketlabError(
-                f"peer {state.config.name}: {detail or response.text[:200]}",
-                doc.get("field") if isinstance(doc, dict) else None,
-            )
-            error.status = response.status_code if response.status_code < 500 else 502
-            raise error
-        return doc
+        except SocketlabError as exc:
+            reason = f"{method} {path}: {exc.message}"
+            if refusal_fails or isinstance(exc, PeerUnreachableError | PeerAnswerError):
+                state.mark_failed(exc, reason)
+            exc.message = f"peer {config.name}: {reason}"
+            exc.args = (exc.message,)
+            raise
 
     async def _poll(self, state: PeerState) -> None:
         while True:
             try:
-                listeners = await self.request(state, "GET", "/api/listeners")
-                connections = await self.request(state, "GET", "/api/connections?limit=100")
-                state.listeners = list(listeners.get("items", []))
-                state.connections = list(connections.get("items", []))
-                state.connection_total = int(connections.get("total", 0))
-                state.status, state.error, state.last_seen = "up", None, time.time()
-            except SocketlabError as exc:
-                if state.status != "down":
-                    logger.warning("peer %s is down: %s", state.config.name, exc.message)
-                state.status, state.error = "down", exc.message
-            except (ValueError, TypeError, AttributeError) as exc:
-                state.status, state.error = "down", f"unexpected answer: {exc}"
+                await self._poll_once(state)
+            except SocketlabError:
+                pass  # the peer is marked down or failing, with the reason
+            except Exception:  # the per-peer boundary: a bug here must not end the lab
+                logger.exception("peer %s: its answer could not be used", state.config.name)
+                reason = "its answer could not be used (see this lab's log)"
+                state.mark_failed(PeerAnswerError(reason), reason)
             await trio.sleep(POLL_INTERVAL)
+
+    async def _poll_once(self, state: PeerState) -> None:
+        fetch = partial(self.request, state, "GET", refusal_fails=True)
+        listeners = await fetch("/api/listeners", ListenerList)
+        connections = await fetch(f"/api/connections?limit={CONNECTIONS_SHOWN}", ConnectionPage)
+        state.listeners = listeners["items"]
+        state.connections = connections["items"][:CONNECTIONS_SHOWN]
+        state.connection_total = connections["total"]
+        state.mark_up()
 
     async def start_run(
         self,
@@ -174,8 +241,10 @@ class PeerManager:
 
         Raises:
             NotFoundError: No such peer.
-            ConflictError: The peer cannot answer, this lab is shutting down, or too many
-                runs are going here.
+            ConflictError: The peer cannot be reached, this lab is shutting down, or too
+                many runs are going here.
+            PeerAnswerError: The peer answered badly (the peer is marked failing).
+            PeerRefusedError: The peer refused the run (its status and message).
             SpecError: The spec is invalid or exceeds one of this lab's caps.
         """
         state = self.get(name)
@@ -183,51 +252,65 @@ class PeerManager:
         runs = self.runs
         # Refused here before the peer starts anything; checked again when the copy starts.
         runs.admit(run_spec)
-        created = await self.request(state, "POST", "/api/runs", spec)
-        remote_id = str(created["id"])
+        created = await self.request(state, "POST", "/api/runs", RunRef, spec)
+        try:
+            remote_id = check_run_id(created["id"], "id")
+        except SpecError as exc:
+            reason = f"POST /api/runs: the answer's {exc.message}"
+            error = PeerAnswerError(f"peer {name}: {reason}")
+            state.mark_failed(error, reason)
+            raise error from None
+        local_id = f"{name}~{remote_id}"
         await runs.start_followed(
             run_spec,
             partial(self._follow, state, remote_id),
-            run_id=f"{name}~{remote_id}",
+            run_id=local_id,
             principal=principal,
             client=client,
         )
-        return {
-            "id": f"{name}~{remote_id}",
-            "peer": name,
-            "remote_id": remote_id,
-            "status": "running",
-        }
+        return {"id": local_id, "peer": name, "remote_id": remote_id, "status": "running"}
 
     async def _follow(self, state: PeerState, remote_id: str, run: Run) -> Outcome:
         """The executor of a run followed on a peer: poll it until it ends, then end the
-        same way here (a stop here stops it there too)."""
+        same way here (a stop here stops it there too; a bad answer fails it here)."""
+        path = peer_path("api", "runs", remote_id)
         doc: dict[str, Any] | None = None
+        failure: str | None = None
         with run.cancel_scope, trio.move_on_after(86_400 + FOLLOW_SLACK):
             while True:
-                await trio.sleep(0.5)
+                await trio.sleep(FOLLOW_INTERVAL)
                 try:
-                    doc = await self.request(state, "GET", f"/api/runs/{remote_id}")
-                except SocketlabError:
-                    continue
-                assert doc is not None
-                if doc.get("status") != "running":
+                    doc = await self.request(state, "GET", path, RunDoc)
+                except PeerUnreachableError:
+                    continue  # down for a while: its run may still be going
+                except SocketlabError as exc:
+                    failure = exc.message
+                    break
+                if doc["status"] != "running":
                     break
         pattern = run.spec.pattern
         if run.cancel_scope.cancelled_caught:
-            with trio.CancelScope(shield=True), trio.move_on_after(REQUEST_TIMEOUT):
+            with trio.CancelScope(shield=True), trio.move_on_after(self.limits.answer_timeout):
                 try:
-                    await self.request(state, "POST", f"/api/runs/{remote_id}/stop", {})
+                    await self.request(state, "POST", f"{path}/stop", RunRef, {})
                 except SocketlabError as exc:
                     logger.warning("run %s: the peer did not stop it: %s", run.id, exc.message)
             return conclude(pattern, run.stats, run.elapsed, stopped=True)
-        if doc is None or doc.get("status") == "running":
+        if failure is None and (doc is None or doc["status"] == "running"):
             failure = f"lost track of run {remote_id} on peer {state.config.name}"
-            return conclude(pattern, run.stats, run.elapsed, failure=failure)
-        series = doc.get("series")
-        if isinstance(series, list):
-            run.stats.series[:] = series
+        if failure is not None:
+            return conclude(pattern, run.stats, run.elapsed, failure=one_line(failure))
+        assert doc is not None
+        run.stats.series[:] = doc.get("series") or []
         return conclude(pattern, run.stats, run.elapsed, reported=doc)
 
-    async def get_run(self, name: str, remote_id: str) -> Any:
-        return await self.request(self.get(name), "GET", f"/api/runs/{remote_id}")
+    async def get_run(self, name: str, remote_id: str) -> dict[str, Any]:
+        """A run as peer ``name`` reports it now.
+
+        Raises:
+            NotFoundError: No such peer.
+            SpecError: ``remote_id`` is not a run id (it is never sent).
+        """
+        state = self.get(name)
+        path = peer_path("api", "runs", check_run_id(remote_id))
+        return await self.request(state, "GET", path, RunDoc)

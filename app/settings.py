@@ -94,6 +94,7 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     peers: tuple[str, ...] = ()
     peer_token: str | None = None
+    peer_timeout: float = 5.0
     demo: bool = False
     store_limits: StoreLimits = field(default_factory=StoreLimits)
 
@@ -159,6 +160,25 @@ def _security_values(doc: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+def _peer_values(doc: dict[str, Any]) -> dict[str, Any]:
+    """The peers' token and answer timeout from a config file (``peers`` is a list above)."""
+    values: dict[str, Any] = {}
+    if "peer_token" in doc:
+        if not isinstance(doc["peer_token"], str):
+            raise SpecError("config file: peer_token must be a string", "peer_token")
+        values["peer_token"] = doc["peer_token"]
+    if "peer_timeout" in doc:
+        values["peer_timeout"] = _peer_timeout(str(doc["peer_timeout"]), "peer_timeout")
+    return values
+
+
+def _peer_timeout(value: str, name: str) -> float:
+    timeout: float = _number(value, float, name, 0.1)
+    if not timeout <= 3600:  # NaN too
+        raise SpecError(f"{name} must be at most 3600 seconds, got {value!r}", name)
+    return timeout
+
+
 def load_settings(
     *,
     web: str | None = None,
@@ -175,6 +195,7 @@ def load_settings(
     allow_multicast: bool = False,
     peer: list[str] | None = None,
     peer_token: str | None = None,
+    peer_timeout: float | None = None,
     demo: bool = False,
     retention: dict[str, int | None] | None = None,
 ) -> Settings:
@@ -217,6 +238,7 @@ def load_settings(
         if not isinstance(kept, dict):
             raise SpecError("config file: retention must be a table", "retention")
         values["store_limits"] = store_limits(StoreLimits(), kept, "config file")
+        values.update(_peer_values(doc))
     if env.get("SOCKETLAB_TOKEN"):
         values["token"] = env["SOCKETLAB_TOKEN"]
     if env.get("SOCKETLAB_DATA"):
@@ -251,6 +273,8 @@ def load_settings(
         values["peer_token"] = env["SOCKETLAB_PEER_TOKEN"]
     if peer_token:
         values["peer_token"] = peer_token
+    if peer_timeout is not None:
+        values["peer_timeout"] = _peer_timeout(str(peer_timeout), "peer-timeout")
     if demo:
         values["demo"] = True
     if retention:

@@ -197,6 +197,9 @@ def test_every_node_is_a_peer_of_the_others_and_the_edges_make_traffic(
         # The others reach this node by its service name, which the Host check must accept.
         assert name in (args.allow_host or []), name
         assert args.demo == (None if name == "lab" else "gentle"), name
+        # A node sends no token to its peers unless told: this one is told the shared one.
+        environment = config["services"][name]["environment"]
+        assert environment["SOCKETLAB_PEER_TOKEN"] == environment["SOCKETLAB_TOKEN"], name
 
 
 def test_prometheus_scrapes_every_node_with_the_token(

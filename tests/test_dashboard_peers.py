@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.browser import chromium_page, screenshot
-from tests.helpers import ServedLab, start_served_lab
+from tests.helpers import TOKEN, ServedLab, start_served_lab
 
 pytestmark = pytest.mark.browser
 
@@ -18,7 +20,8 @@ def two_labs(tmp_path: Path) -> Iterator[tuple[ServedLab, ServedLab]]:
     edge = start_served_lab(tmp_path / "edge")
     hub = None
     try:
-        hub = start_served_lab(tmp_path / "hub", "--peer", f"http://127.0.0.1:{edge.web_port}")
+        peer = f"http://127.0.0.1:{edge.web_port}"
+        hub = start_served_lab(tmp_path / "hub", "--peer", peer, "--peer-token", TOKEN)
         yield hub, edge
     finally:
         for lab in (hub, edge):
@@ -48,8 +51,6 @@ def test_the_kill_switch_stops_every_run(two_labs: tuple[ServedLab, ServedLab]) 
     import json
     import urllib.request
 
-    from tests.helpers import TOKEN
-
     hub, _ = two_labs
     base = f"http://127.0.0.1:{hub.web_port}"
 
@@ -75,3 +76,42 @@ def test_the_kill_switch_stops_every_run(two_labs: tuple[ServedLab, ServedLab]) 
         "stopped",
         "stopped",
     ]
+
+
+class _HtmlEverywhere(http.server.BaseHTTPRequestHandler):
+    """A peer that answers every call with a web page instead of the API's JSON."""
+
+    def do_GET(self) -> None:  # the name http.server calls
+        body = b"<!doctype html><html><body>It works!</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_peer_that_answers_badly_is_shown_failing_with_the_reason(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HtmlEverywhere)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    hub = None
+    try:
+        peer = f"http://127.0.0.1:{server.server_address[1]}"
+        hub = start_served_lab(tmp_path / "hub", "--peer", peer)
+        with chromium_page() as page:
+            page.goto(hub.login_url)
+            page.goto(f"http://127.0.0.1:{hub.web_port}/#peers")
+            row = page.locator("#peers-table tbody tr[data-status=failing]")
+            row.wait_for(state="visible", timeout=8000)
+            text = row.inner_text()
+            assert "failing" in text and "GET /api/listeners: the answer is not JSON" in text
+    finally:
+        if hub is not None:
+            assert hub.stop() == 0
+            hub.close_stdout()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

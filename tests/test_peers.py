@@ -25,9 +25,9 @@ async def edge(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Lab]:
 
 @pytest.fixture
 async def hub_lab(nursery: trio.Nursery, tmp_path: Path, edge: Lab) -> AsyncIterator[Lab]:
-    """A lab with the edge as its peer (same token, so no --peer-token needed)."""
+    """A lab with the edge as its peer, told the edge's token (it sends none unless told)."""
     peers = (f"http://127.0.0.1:{edge.web_port}",)
-    async with running_lab(nursery, tmp_path / "hub", peers=peers) as lab:
+    async with running_lab(nursery, tmp_path / "hub", peers=peers, peer_token=TOKEN) as lab:
         yield lab
 
 
@@ -161,7 +161,7 @@ async def test_demo_profile_keeps_traffic_flowing_to_peers(
     nursery: trio.Nursery, tmp_path: Path, edge: Lab
 ) -> None:
     peers = (f"http://127.0.0.1:{edge.web_port}",)
-    async with running_lab(nursery, tmp_path / "demo", peers=peers, demo=True):
+    async with running_lab(nursery, tmp_path / "demo", peers=peers, peer_token=TOKEN, demo=True):
         edge_ports = {item.port for item in edge.listeners}
 
         async def demo_connections() -> bool:
@@ -199,7 +199,9 @@ async def test_a_run_on_a_peer_counts_against_this_labs_caps_and_is_audited(
 ) -> None:
     assert edge.web_port is not None
     peers = (f"http://127.0.0.1:{edge.web_port}",)
-    async with running_lab(nursery, tmp_path / "hub", peers=peers, max_concurrent_runs=1) as hub:
+    async with running_lab(
+        nursery, tmp_path / "hub", peers=peers, peer_token=TOKEN, max_concurrent_runs=1
+    ) as hub:
         assert hub.web_port is not None
         target = f"tcp://127.0.0.1:{listener_port(edge, 'tcp')}"
         created = await http(

@@ -49,9 +49,13 @@ async def list_peers() -> dict[str, Any]:
 @peers_api.post("/peers/<name>/runs")
 @document_request(RunSpecBody)
 @document_response(PeerRunRef, 201)
-@document_errors(404, 409, 415, 422)
+@document_errors(404, 409, 415, 422, 502)
 async def start_peer_run(name: str) -> tuple[dict[str, Any], int]:
-    """Start a run on a peer; this node keeps a copy that follows it (id ``peer~remote``)."""
+    """Start a run on a peer; this node keeps a copy that follows it (id ``peer~remote``).
+
+    409 when the peer cannot be reached (or this lab is at its cap), 502 when it answered
+    badly; the peer's own refusals (422, 409, ...) are relayed with their status.
+    """
     body = await request.get_json(silent=True)
     if not isinstance(body, dict):
         raise SpecError("the body must be a JSON object", "body")
@@ -61,7 +65,7 @@ async def start_peer_run(name: str) -> tuple[dict[str, Any], int]:
 
 @peers_api.get("/peers/<name>/runs/<run_id>")
 @document_response(RunDoc)
-@document_errors(404, 409)
+@document_errors(404, 409, 422, 502)
 async def get_peer_run(name: str, run_id: str) -> Any:
-    """A run as the peer reports it, live."""
+    """A run as the peer reports it, live (422 when ``run_id`` is not a run id)."""
     return await _peers().get_run(name, run_id)

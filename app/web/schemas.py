@@ -9,6 +9,10 @@ against them, so a route that changes its output without changing its model fail
 
 Top-level documents forbid unknown keys. A run's summary and its per-second points grow with
 the patterns and are open: the fields listed are guaranteed, others may appear.
+
+The same models check what a peer answers (:mod:`app.peerhttp`): a lab takes from another
+lab only what these documents allow, which is why their lists fail fast (one error for a
+list of a million bad items) and a listener's port is a port.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
+from pydantic import BaseModel, ConfigDict, FailFast, Field, RootModel, create_model
 from pydantic.fields import FieldInfo
 from quart_schema import document_response
 
@@ -79,7 +83,7 @@ class ListenerInfo(_Strict):
     id: str = Field(examples=["l1"])
     protocol: Literal["tcp", "udp", "tls"]
     host: str
-    port: int
+    port: int = Field(ge=1, le=65_535)
     mode: Literal["echo", "sink", "respond", "statsd"]
     url: str = Field(
         description="a URL that starts the same listener again",
@@ -119,7 +123,9 @@ class ListenerInfo(_Strict):
 class ListenerList(_Strict):
     """Every running listener."""
 
-    items: list[ListenerInfo]
+    # Lists fail fast here and below: a peer's answer of a million bad items costs one
+    # validation error, not a million (app.peerhttp checks peers' answers with these).
+    items: Annotated[list[ListenerInfo], FailFast()]
 
 
 class ConnectionRow(_Strict):
@@ -142,7 +148,7 @@ class ConnectionRow(_Strict):
 class ConnectionPage(_Strict):
     """A page of live connections, oldest first."""
 
-    items: list[ConnectionRow]
+    items: Annotated[list[ConnectionRow], FailFast()]
     total: int
     offset: int
     limit: int
@@ -213,7 +219,7 @@ class RunSummary(_Strict):
     reordered: int
     jitter_ms: float | None = Field(description="UDP runs with replies that carry a header")
     errors: int
-    errors_by_kind: dict[str, int]
+    errors_by_kind: Annotated[dict[str, int], FailFast()]
     connections_opened: int
     elapsed: float = Field(description="seconds since the run started")
     send_seconds: float = Field(description="seconds over which the rates are computed")
@@ -222,7 +228,9 @@ class RunSummary(_Strict):
     bits_per_s: float
     bits_per_s_received: float
     rtt_ms: RttMs
-    histogram: list[list[float]] = Field(description="[upper bound in ms, count] rows")
+    histogram: Annotated[list[Annotated[list[float], FailFast()]], FailFast()] = Field(
+        description="[upper bound in ms, count] rows"
+    )
     reply: PacketReply | None = Field(description="packet runs, once the reply is in")
     bottleneck: Bottleneck | None = Field(description="once the run has ended")
     remote: dict[str, Any] | None = Field(
@@ -255,7 +263,7 @@ class RunDoc(_Strict):
     started_at: float | None
     ended_at: float | None
     progress: float | None = Field(None, ge=0, le=1, description="while running, 0 to 1")
-    series: list[SeriesPoint] | None = None
+    series: Annotated[list[SeriesPoint] | None, FailFast()] = None
 
 
 class RunList(_Strict):
@@ -480,8 +488,11 @@ class PeerInfo(_Strict):
 
     name: str = Field(description="the peer's host name (host:port when two share a host)")
     url: str
-    status: Literal["unknown", "up", "down"]
-    error: str | None
+    status: Literal["unknown", "up", "down", "failing"] = Field(
+        description="down: it cannot be reached; failing: it answered, but not as its API "
+        "documents (too big, too slow, malformed, or its token refused)"
+    )
+    error: str | None = Field(description="why it is down or failing")
     last_seen: float | None = Field(description="unix time of the last good poll")
     listeners: list[dict[str, Any]]
     connections: list[dict[str, Any]] = Field(description="the first page, up to 100")

@@ -17,9 +17,13 @@ function renderPeers() {
   const body = $("#peers-table tbody");
   $("#peers-empty").hidden = peers.length > 0;
   body.replaceChildren(...peers.map((p) => {
-    const status = el("span", { class: `pill ${p.status === "up" ? "ok" : p.status === "down" ? "bad" : ""}`, text: p.status });
+    const bad = p.status === "down" || p.status === "failing";
+    const pill = el("span", { class: `pill ${p.status === "up" ? "ok" : bad ? "bad" : ""}`, text: p.status });
+    // Why it is down or failing, in words (the peer's own text is shown as text only).
+    const status = el("span", { class: "peer-status" }, pill,
+      p.error ? el("span", { class: "muted peer-error", text: ` ${p.error}` }) : null);
     const listeners = (p.listeners || []).map((l) => `${l.protocol}:${l.port} ${l.mode}`).join(", ");
-    const tr = el("tr", { dataset: { peer: p.name } },
+    const tr = el("tr", { dataset: { peer: p.name, status: p.status } },
       cell(p.name), cell(p.url), cell(status), cell(listeners || "–"),
       cell(fmtNum(p.connection_total), "num"),
       cell(p.last_seen ? timeEl(p.last_seen) : "–"));
@@ -53,7 +57,7 @@ async function poll() {
     peers = (await api("GET", "/api/peers")).items;
     renderPeers();
     for (const [localId, ref] of watching) {
-      const run = await api("GET", `/api/peers/${encodeURIComponent(ref.peer)}/runs/${ref.remote_id}`);
+      const run = await api("GET", `/api/peers/${encodeURIComponent(ref.peer)}/runs/${encodeURIComponent(ref.remote_id)}`);
       const s = run.summary;
       const rtt = s.rtt_ms;
       $("#peer-run-status").textContent =
