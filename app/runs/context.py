@@ -68,6 +68,8 @@ class FlowContext:
         self.server_hostname = endpoint.host
         self.template = spec.payload.build(self.max_size)
         self.send_deadline = math.inf
+        # False when the target sends nothing back (a sink): no wait for replies, no loss.
+        self.expect_replies = True
         self.measure_from_ns = 0
         self.clock0 = 0.0
         self.perf0 = 0

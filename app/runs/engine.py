@@ -12,7 +12,12 @@ run's :class:`RunStats`; it returns an :class:`~app.runs.outcome.Outcome` and le
 run's record to its caller.
 
 Messages sent before ``warmup`` seconds have passed are sent but not counted: every flow
-compares each message's send time with ``measure_from_ns``.
+compares each message's send time with ``measure_from_ns``, and open-loop flows flag them
+in the probe header so a sink leaves them out too.
+
+A run aimed at one of this lab's own sinks (``remote_lookup`` answers for its target before
+it starts) expects no replies unless its spec says ``expect_replies``; one that expects none
+claims no loss, and its summary's ``remote`` says what arrived of what was sent.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from app.endpoint import Endpoint
 from app.registry import Registry
 from app.runs.context import FlowContext
 from app.runs.flows import FLOWS
+from app.runs.flowstats import one_way
 from app.runs.outcome import Outcome, conclude
 from app.runs.spec import RunSpec
 from app.runs.stats import RunStats, error_kind, new_histogram
@@ -108,6 +114,21 @@ class LoadMonitor:
         }
 
 
+async def _wait_for_receiving_end(
+    remote_lookup: RemoteLookup, endpoint: Endpoint, run_tag: int, sent: int, spec: RunSpec
+) -> None:
+    """Wait until a sink of this lab has seen everything the run sent, at most ``timeout``:
+    it reads what is still in flight after the last send, as a sender waits ``timeout``
+    for its last replies. Returns at once for a target that is not such a sink."""
+    with trio.move_on_after(spec.timeout):
+        while True:
+            remote = one_way(remote_lookup(endpoint, run_tag), sent)
+            if remote is None or not remote.get("lost"):
+                return
+            # The sink counts in this process: a look is cheap.
+            await trio.sleep(0.005)
+
+
 async def execute(
     run_id: str,
     spec: RunSpec,
@@ -147,6 +168,11 @@ async def execute(
         stats.record_error(error_kind(exc))
         return conclude(spec.pattern, stats, 0.0, failure=f"cannot resolve {endpoint.host}: {exc}")
     ctx = FlowContext(run_id, spec, endpoint, registry, stats, address, family)
+    # A run aimed at one of this lab's sinks expects no replies unless its spec says so.
+    expect = spec.expect_replies
+    if expect is None:
+        expect = remote_lookup(endpoint, ctx.run_tag) is None
+    ctx.expect_replies = stats.expect_replies = expect
     kind = FLOWS[spec.pattern, endpoint.protocol]
     background = kind.prepare(ctx)
     flow = kind.flow
@@ -215,8 +241,13 @@ async def execute(
         # only draw a drop to zero at the end of every chart.
         if stats.moved_since_tick() or not stats.series:
             stats.tick(trio.current_time() - clock0)
-    stats.bottleneck = monitor.report()
-    stats.remote = remote_lookup(endpoint, ctx.run_tag)
+        stats.bottleneck = monitor.report()
+        if cap_note is None:
+            # Inside the stop scope: a stop (or the shutdown) cuts this wait short.
+            await _wait_for_receiving_end(remote_lookup, endpoint, ctx.run_tag, stats.sent, spec)
+    if stats.bottleneck is None:
+        stats.bottleneck = monitor.report()
+    stats.remote = one_way(remote_lookup(endpoint, ctx.run_tag), stats.sent)
     return conclude(
         spec.pattern,
         stats,
