@@ -13,6 +13,7 @@ average rate. A bench figure for a quiet machine, not a test: it does not fail.
 from __future__ import annotations
 
 import argparse
+import itertools
 import socket
 import statistics
 import threading
@@ -64,7 +65,7 @@ def measure(rate: float, count: int, flows: int) -> dict[str, float]:
         thread.join()
         sock.close()
     period_ns = 1e9 * flows / rate
-    gaps = [b - a for times in stamps.values() for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for times in stamps.values() for a, b in itertools.pairwise(times)]
     within = sum(1 for gap in gaps if abs(gap - period_ns) <= 0.1 * period_ns)
     quantiles = statistics.quantiles(gaps, n=100) if len(gaps) > 1 else [0.0] * 99
     summary = doc["summary"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from functools import partial
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from app.runs.flowstats import one_way
 from app.runs.spec import parse_run_spec
 from tests.conftest import listener_port
 from tests.helpers import wait_for
-from tests.relay import Impairment, RelayLog, serve_tcp_relay, serve_udp_relay
+from tests.relay import RCVBUF, Impairment, RelayLog, serve_tcp_relay, serve_udp_relay
 
 IMPAIRMENTS = {
     "loss-1": Impairment(loss=1, seed=101),
@@ -39,6 +40,14 @@ RATE = 3000
 async def sink_port(lab: Lab, protocol: str = "udp", query: str = "") -> int:
     listener = await lab.listeners.start(
         parse_listener(f"{protocol}://127.0.0.1:0?mode=sink{query}")
+    )
+    return listener.port
+
+
+async def upstream_port(lab: Lab, end: str) -> int:
+    """A UDP echo or sink behind a relay, with room to queue a sender's catch-up burst."""
+    listener = await lab.listeners.start(
+        parse_listener(f"udp://127.0.0.1:0?mode={end}&rcvbuf={RCVBUF}")
     )
     return listener.port
 
@@ -74,9 +83,14 @@ async def test_loss_duplicates_and_reordering_equal_the_relays_log(
     lab: Lab, nursery: trio.Nursery, end: str, impairment: str, flows: int, warmup: float
 ) -> None:
     log = RelayLog()
-    upstream = listener_port(lab, "udp") if end == "echo" else await sink_port(lab)
+    upstream = await upstream_port(lab, end)
+    # A datagram held back last in its flow goes on in order after 0.1 s, within the
+    # run's 0.3 s timeout.
     relay = await nursery.start(
-        serve_udp_relay, ("127.0.0.1", upstream), IMPAIRMENTS[impairment], log
+        partial(serve_udp_relay, hold_timeout=0.1),
+        ("127.0.0.1", upstream),
+        IMPAIRMENTS[impairment],
+        log,
     )
     spec: dict[str, Any] = {
         "target": f"udp://127.0.0.1:{relay}",
@@ -86,16 +100,19 @@ async def test_loss_duplicates_and_reordering_equal_the_relays_log(
         "connections": flows,
         "warmup": warmup,
         "size": 64,
-        "timeout": 0.5,
+        "timeout": 0.3,
     }
     if end == "sink":
         spec["expect_replies"] = False  # behind the relay the lab cannot see its sink
     run_id, summary = await finish(lab, spec)
+    # A run at a sink ends with its last send: the relay may still be reading, or holding
+    # a datagram back (its fate is known once it has gone on).
+    await wait_for(lambda: len(log.fates) == COUNT)
+    await wait_for(lambda: all(f.action == "dropped" or f.emitted_ns for f in log.fates))
 
     counted = log.counted()
     dropped, duplicated = log.count("dropped"), log.count("duplicated")
     reordered = log.count("reordered")
-    assert len(log.fates) == COUNT
     assert (len(counted) == COUNT) == (warmup == 0)
     assert summary["sent"] == len(counted)
     kinds = IMPAIRMENTS[impairment]
@@ -114,7 +131,6 @@ async def test_loss_duplicates_and_reordering_equal_the_relays_log(
     # A sink answers nothing: the sending end claims no loss, the receiving end counts.
     assert summary["lost"] is None and summary["loss_pct"] is None
     assert summary["received"] == 0
-    await wait_for(lambda: all(f.action == "dropped" or f.emitted_ns for f in log.fates))
     sink = next(item for item in lab.listeners if item.port == upstream)
     await wait_for(lambda: sink.msgs_in == len(log.emitted))
     remote = receiving_end(lab, upstream, run_id, summary["sent"])
@@ -139,7 +155,9 @@ async def test_a_run_at_the_labs_own_sink_reports_one_way_figures(lab: Lab) -> N
 @pytest.mark.parametrize("pattern", ["burst", "bulk"])
 async def test_burst_and_bulk_at_the_labs_own_sink_claim_no_loss(lab: Lab, pattern: str) -> None:
     port = await sink_port(lab)
-    load = {"burst": {"burst": 20, "interval": 0.05}, "bulk": {"rate": 2000}}[pattern]
+    load: dict[str, Any] = {"burst": {"burst": 20, "interval": 0.05}, "bulk": {"rate": 2000}}[
+        pattern
+    ]
     _, summary = await finish(
         lab,
         {"target": f"udp://127.0.0.1:{port}", "pattern": pattern, "count": 100, **load},

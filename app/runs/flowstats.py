@@ -22,7 +22,8 @@ can be low by the same amount (it never goes below 0).
 the number of distinct ones that did. Trailing losses after the highest received sequence
 number are only visible once ``expected`` is set.
 
-Jitter is the RFC 3550 interarrival jitter (section 6.4.1), computed the way iperf3 does:
+Jitter is the RFC 3550 interarrival jitter (section 6.4.1), computed the way iperf3 does,
+from the *actual* send time the header carries (so a late sender's lateness is not jitter):
 for each arrival after the first, in arrival order (duplicates and late datagrams
 included), ``D = (Rj - Ri) - (Sj - Si)`` is the change in transit time since the previous
 arrival and ``J += (|D| - J) / 16``. Unlike iperf3, the first arrival is not compared with
