@@ -155,9 +155,11 @@ async def test_a_run_at_the_labs_own_sink_reports_one_way_figures(lab: Lab) -> N
 @pytest.mark.parametrize("pattern", ["burst", "bulk"])
 async def test_burst_and_bulk_at_the_labs_own_sink_claim_no_loss(lab: Lab, pattern: str) -> None:
     port = await sink_port(lab)
-    load: dict[str, Any] = {"burst": {"burst": 20, "interval": 0.05}, "bulk": {"rate": 2000}}[
-        pattern
-    ]
+    loads: dict[str, dict[str, Any]] = {
+        "burst": {"burst": 20, "interval": 0.05},
+        "bulk": {"rate": 2000},
+    }
+    load = loads[pattern]
     _, summary = await finish(
         lab,
         {"target": f"udp://127.0.0.1:{port}", "pattern": pattern, "count": 100, **load},
