@@ -16,12 +16,13 @@ duplicated (``duplicate`` %), reordered (``reorder`` %: held until the next data
 same client has gone out; the last one of a flow, with no next, goes out in order after
 ``hold_timeout`` and is logged as passed) or passed. ``delay`` plus a uniform random
 ``jitter`` (seconds) applies to every copy sent on; with jitter, datagrams may pass each
-other, which the log's emission order shows.
+other, which the log's emission order shows. Delays are waited out on the timerfd timer of
+``app.runs.timer``, so a uniform jitter is not rounded to whole milliseconds; the timer only
+says when to send, and what the log says is read from the clock.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import random
 import socket
@@ -30,6 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import trio
+
+from app.runs.timer import PreciseTimer
 
 perf_ns = time.perf_counter_ns
 
@@ -171,10 +174,6 @@ async def serve_udp_relay(
     clients: dict[tuple[str, int], int] = {}
     backs: list[trio.socket.SocketType] = []
     held: dict[int, tuple[Fate, bytes]] = {}
-    # (due ns, order, fate, data, client) of copies waiting out their delay.
-    queue: list[tuple[int, int, Fate, bytes, int]] = []
-    wake = trio.Event()
-    order = 0
 
     try:
         async with trio.open_nursery() as nursery:
@@ -191,33 +190,20 @@ async def serve_udp_relay(
                 fate.emitted_ns.append(t)
                 log.emitted.append((fate, t))
 
+            async def deliver(fate: Fate, data: bytes, client: int, due_ns: int) -> None:
+                # A timer to the microsecond: trio's own sleep would round each delay up
+                # to epoll's millisecond and flatten the jitter asked for. The log keeps
+                # the time each copy really went on either way.
+                wait = (due_ns - perf_ns()) / 1e9
+                with PreciseTimer() as timer:
+                    await timer.sleep_until_ns(due_ns, trio.current_time() + wait)
+                await send_on(fate, data, client)
+
             async def emit(fate: Fate, data: bytes, client: int) -> None:
-                nonlocal order, wake
                 if not delayed:
                     await send_on(fate, data, client)
                     return
-                order += 1
-                heapq.heappush(
-                    queue, (fate.arrived_ns + draw.delay_ns(), order, fate, data, client)
-                )
-                wake.set()
-
-            async def release_delayed() -> None:
-                nonlocal wake
-                while True:
-                    if not queue:
-                        await wake.wait()
-                        wake = trio.Event()
-                        continue
-                    due = queue[0][0]
-                    now = perf_ns()
-                    if due > now:
-                        with trio.move_on_after((due - now) / 1e9):
-                            await wake.wait()
-                        wake = trio.Event()
-                        continue
-                    _, _, fate, data, client = heapq.heappop(queue)
-                    await send_on(fate, data, client)
+                nursery.start_soon(deliver, fate, data, client, perf_ns() + draw.delay_ns())
 
             async def flush_held(client: int, fate: Fate) -> None:
                 await trio.sleep(hold_timeout)
@@ -234,8 +220,6 @@ async def serve_udp_relay(
                         continue
                     await front.sendto(data, address)
 
-            if delayed:
-                nursery.start_soon(release_delayed)
             while True:
                 data, address = await front.recvfrom(65536)
                 arrived = perf_ns()
