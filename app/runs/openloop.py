@@ -47,6 +47,8 @@ Schedule = Callable[[int], float]
 # epoll's millisecond granularity, for the platforms without a precise timer.
 TIMER_SLACK_NS = 2_000_000
 _WARMUP = probe.FLAG_WARMUP
+# A sender behind its schedule yields to the event loop once per this many messages.
+CATCH_UP_BATCH = 32
 
 
 def schedule_for(ctx: FlowContext, flow_id: int) -> Schedule:
@@ -73,14 +75,15 @@ class Pacer:
     really went out: that much lateness is the sender's timer, not the target (without a
     precise timer epoll wakes up to a millisecond late, and at rates above 1,000 msg/s per
     flow the messages due meanwhile go out together). Anything later (a stall of this
-    process or a blocked send) still counts.
+    process or a blocked send) still counts. A sender catching up (or a burst) yields to
+    the event loop once every :data:`CATCH_UP_BATCH` messages.
 
     Messages are indexed from 0 in schedule order; the header's sequence number counts the
     warm-up messages and the counted ones apart, each from 0 (:attr:`first` is the index of
     the first counted message).
     """
 
-    __slots__ = ("ctx", "first", "flow_id", "schedule", "stats", "timer")
+    __slots__ = ("ctx", "first", "flow_id", "schedule", "stats", "timer", "unslept")
 
     def __init__(self, ctx: FlowContext, flow_id: int, timer: PreciseTimer) -> None:
         self.ctx = ctx
@@ -89,6 +92,7 @@ class Pacer:
         self.timer = timer
         self.stats = ctx.stats
         self.first: int | None = None
+        self.unslept = 0  # messages sent in a row without waiting
 
     def intended_ns(self, seq: int) -> int:
         """The intended send time (``perf_counter_ns``) of counted message ``seq``."""
@@ -111,6 +115,16 @@ class Pacer:
         if intended > now:
             await self.timer.sleep_until_ns(intended, due)
             now = perf_ns()
+            self.unslept = 0
+        else:
+            # Catching up: yield now and then, so the listeners and receivers on this loop
+            # (an echo of this lab, this flow's own replies) drain their sockets instead of
+            # dropping what a backlog sent back to back would queue.
+            self.unslept += 1
+            if self.unslept >= CATCH_UP_BATCH:
+                self.unslept = 0
+                await trio.lowlevel.checkpoint()
+                now = perf_ns()
         lateness = now - intended
         if lateness < 0:  # trio's fallback sleep may end a few microseconds early
             lateness = 0
