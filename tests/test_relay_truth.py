@@ -234,3 +234,13 @@ async def test_a_tcp_relay_delay_is_in_every_round_trip(lab: Lab, nursery: trio.
     assert len(delays_ms) == 100 and min(delays_ms) >= 20.0
     assert summary["received"] == 100
     assert summary["rtt_ms"]["min"] >= min(delays_ms)
+
+
+async def test_a_tcp_sink_that_frames_nothing_says_so_and_claims_no_loss(lab: Lab) -> None:
+    port = await sink_port(lab, "tcp")
+    _, summary = await finish(
+        lab,
+        {"target": f"tcp://127.0.0.1:{port}", "pattern": "rate", "rate": 2000, "count": 50},
+    )
+    assert (summary["sent"], summary["lost"], summary["errors"]) == (50, None, 0)
+    assert summary["remote"] == {"framed": False}
