@@ -34,6 +34,7 @@ from app.looplag import LoopLagMonitor
 from app.peerhttp import PeerLimits
 from app.peers import PeerManager, parse_peer
 from app.registry import Registry
+from app.runs.flowstats import FlowTable
 from app.runs.manager import Run, RunManager
 from app.runs.targets import TargetPolicy
 from app.settings import Settings, is_loopback
@@ -132,17 +133,26 @@ class Lab:
         """One-way statistics that one of our own sink listeners kept for a run's probes.
 
         A run aimed at this lab's own sink shows both ends side by side: what it sent, and
-        what arrived (loss, duplicates, reordering, jitter) as the sink counted it.
+        what arrived (loss, duplicates, reordering, jitter) as the sink counted it. For a
+        sink that has none of the run's probes (yet) the counts are zeros, so a run asking
+        before it starts learns that its target is a sink and expects no replies; a TCP sink
+        without ``message_size`` counts no messages and says so (``framed``: false).
+        Anything else (not ours, not a sink) is ``None``.
         """
         for listener in self.listeners:
-            if listener.port != endpoint.port or listener.spec.protocol != endpoint.protocol:
+            spec = listener.spec
+            if listener.port != endpoint.port or spec.protocol != endpoint.protocol:
                 continue
             if not (listener.host == endpoint.host or is_loopback(endpoint.host)):
                 continue
-            probe_summary = getattr(listener, "probe_summary", None)
-            if probe_summary is not None:
-                result: dict[str, Any] | None = probe_summary(run_tag)
+            if spec.mode != "sink":
+                return None
+            result = listener.probe_summary(run_tag)
+            if result is not None:
                 return result
+            if spec.protocol != "udp" and spec.message_size is None:
+                return {"framed": False}
+            return FlowTable().summary()
         return None
 
     async def serve(self, *, task_status: trio.TaskStatus[Lab] = trio.TASK_STATUS_IGNORED) -> None:

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.runs.flowstats import DEFAULT_WINDOW, FlowStats, FlowTable
+from app.runs.flowstats import DEFAULT_WINDOW, FlowStats, FlowTable, one_way
 
 MS = 1_000_000  # ns
 
@@ -357,3 +357,24 @@ def test_flow_table_starts_a_returning_evicted_flow_afresh() -> None:
 def test_flow_table_needs_room_for_one_flow() -> None:
     with pytest.raises(ValueError, match="max_flows"):
         FlowTable(max_flows=0)
+
+
+@pytest.mark.parametrize(
+    ("received", "duplicates", "sent", "lost"),
+    [(10, 0, 10, 0), (9, 1, 10, 2), (12, 2, 10, 0), (0, 0, 5, 5), (7, 0, 10, 3)],
+)
+def test_one_way_figures_count_as_lost_what_was_sent_and_never_arrived(
+    received: int, duplicates: int, sent: int, lost: int
+) -> None:
+    # Distinct arrivals are received minus duplicates; trailing losses a receiver cannot
+    # see are what the sender's count adds.
+    seen = {"received": received, "duplicates": duplicates, "lost": 0, "loss_pct": 0.0}
+    result = one_way(seen, sent)
+    assert result is not None
+    assert (result["sent"], result["lost"]) == (sent, lost)
+    assert result["loss_pct"] == pytest.approx(100.0 * lost / sent)
+
+
+def test_one_way_passes_nothing_and_uncounted_summaries_through() -> None:
+    assert one_way(None, 5) is None
+    assert one_way({"framed": False}, 5) == {"framed": False}

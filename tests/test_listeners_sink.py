@@ -111,3 +111,23 @@ def test_fixed_framer_fed_whole_byte_by_byte_or_in_chunks_counts_the_same(
     assert whole[0] == len(seqs)
     expected_probes = len(seqs) if size >= probe.HEADER_SIZE else 0
     assert whole[1]["probes"] == expected_probes
+
+
+def test_a_sink_leaves_warmup_messages_out_and_counts_from_the_first_counted_one() -> None:
+    # Warm-up and counted messages are numbered apart, each from 0 (app.wire.probe).
+    sink = ProbeSink()
+    now = time.perf_counter_ns()
+    for seq in range(5):
+        sink.record(probe.encode(TAG, 0, seq, now, flags=probe.FLAG_WARMUP), now)
+    for seq in (0, 1, 3):
+        sink.record(probe.encode(TAG, 0, seq, now), now)
+    stats = sink.for_run(TAG)
+    assert stats is not None
+    assert (stats["received"], stats["lost"]) == (3, 1)
+    assert sink.summary()["warmup"] == 5 and sink.probes == 8
+
+
+def test_a_sink_of_nothing_but_warmup_has_no_figures_for_the_run() -> None:
+    sink = ProbeSink()
+    sink.record(probe.encode(TAG, 0, 0, 1, flags=probe.FLAG_WARMUP), 2)
+    assert sink.for_run(TAG) is None

@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.wire.probe import (
+    FLAG_WARMUP,
     HEADER_SIZE,
     ProbeHeader,
     decode,
@@ -123,3 +124,14 @@ def test_run_tag_fits_in_the_header(run_id: str) -> None:
     tag = run_tag_of(run_id)
     assert 0 <= tag < 2**32
     assert decode(encode(tag, 0, 0, 0)) == ProbeHeader(0, tag, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("flags", "warmup"), [(0, False), (1, True), (0x81, True), (0x80, False), (0xFE, False)]
+)
+def test_the_warmup_flag_is_bit_0_of_the_flags_byte(flags: int, warmup: bool) -> None:
+    header = encode(1, 2, 3, 4, flags=flags)
+    assert header[3] == flags
+    decoded = decode(header)
+    assert decoded is not None and decoded.warmup is warmup
+    assert (decoded.flags & FLAG_WARMUP != 0) is warmup

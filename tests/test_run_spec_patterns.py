@@ -32,6 +32,7 @@ VALUES: dict[str, Any] = {
     "interval": 0.5,
     "timeout": 1,
     "insecure": True,
+    "expect_replies": True,
 }
 # What each pattern needs to be valid at all (a rate run needs its rate).
 BASE: dict[str, dict[str, Any]] = {"rate": {"rate": 100}, "bulk": {}}
@@ -59,6 +60,7 @@ def test_the_table_covers_every_refusal_the_issue_names() -> None:
     assert {("pingpong", "rate"), ("rate", "in_flight"), ("packet", "size")} <= pairs
     assert {("pingpong", n) for n in ("rate", "bitrate", "burst", "interval")} <= pairs
     assert {("rate", n) for n in ("in_flight", "burst", "interval")} <= pairs
+    assert {("pingpong", "expect_replies"), ("packet", "expect_replies")} <= pairs
     assert all(name in VALUES for _, name in pairs)
 
 
@@ -142,3 +144,22 @@ def test_the_cli_sends_only_the_options_given() -> None:
         "size": 10,
         "size_max": 20,
     }
+
+
+@pytest.mark.parametrize("pattern", ["rate", "burst", "bulk"])
+def test_expect_replies_is_yes_no_or_left_to_the_lab(pattern: str) -> None:
+    doc = {"target": "udp://127.0.0.1:9", "pattern": pattern, **BASE.get(pattern, {})}
+    if pattern == "bulk":
+        doc["rate"] = 100
+    assert parse_run_spec(doc).expect_replies is None  # decided at run time
+    assert parse_run_spec({**doc, "expect_replies": False}).expect_replies is False
+
+
+def test_the_cli_says_no_replies_are_expected_with_no_expect_replies() -> None:
+    from app.cli import build_parser
+    from app.runs.options import spec_body
+
+    args = build_parser().parse_args(
+        ["fire", "udp://127.0.0.1:9", "--pattern", "rate", "--rate", "10", "--no-expect-replies"]
+    )
+    assert spec_body(args.url, args)["expect_replies"] is False

@@ -72,6 +72,8 @@ class FlowContext:
         # The run's caps, charged by every flow before each write (app.runs.budget); the
         # engine gives it the lab's caps. Unlimited for a run fired outside a lab.
         self.budget = Budget()
+        # False when the target sends nothing back (a sink): no wait for replies, no loss.
+        self.expect_replies = True
         self.measure_from_ns = 0
         self.clock0 = 0.0
         self.perf0 = 0

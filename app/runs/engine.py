@@ -12,12 +12,17 @@ run's :class:`RunStats`; it returns an :class:`~app.runs.outcome.Outcome` and le
 run's record to its caller.
 
 Messages sent before ``warmup`` seconds have passed are sent but not counted: every flow
-compares each message's send time with ``measure_from_ns``.
+compares each message's send time with ``measure_from_ns``, and open-loop flows flag them
+in the probe header so a sink leaves them out too.
 
 Caps: the lab's caps reach the flows as the context's :class:`~app.runs.budget.Budget`,
 charged before every write (the byte cap stops the run within one write of it; the rate
 caps pace pingpong and TCP bulk), and the duration cap is a send deadline at most
 ``max_duration`` seconds after the start, warm-up included, for runs given a count too.
+
+A run aimed at one of this lab's own sinks (``remote_lookup`` answers for its target before
+it starts) expects no replies unless its spec says ``expect_replies``; one that expects none
+claims no loss, and its summary's ``remote`` says what arrived of what was sent.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from app.registry import Registry
 from app.runs.budget import Budget
 from app.runs.context import FlowContext
 from app.runs.flows import FLOWS
+from app.runs.flowstats import one_way
 from app.runs.outcome import Outcome, conclude
 from app.runs.spec import RunSpec
 from app.runs.stats import RunStats, error_kind, new_histogram
@@ -115,6 +121,21 @@ class LoadMonitor:
         }
 
 
+async def _wait_for_receiving_end(
+    remote_lookup: RemoteLookup, endpoint: Endpoint, run_tag: int, sent: int, spec: RunSpec
+) -> None:
+    """Wait until a sink of this lab has seen everything the run sent, at most ``timeout``:
+    it reads what is still in flight after the last send, as a sender waits ``timeout``
+    for its last replies. Returns at once for a target that is not such a sink."""
+    with trio.move_on_after(spec.timeout):
+        while True:
+            remote = one_way(remote_lookup(endpoint, run_tag), sent)
+            if remote is None or not remote.get("lost"):
+                return
+            # The sink counts in this process: a look is cheap.
+            await trio.sleep(0.005)
+
+
 async def execute(
     run_id: str,
     spec: RunSpec,
@@ -169,6 +190,11 @@ async def execute(
         max_bitrate=max_bitrate,
         on_exhausted=ctx.stop_sending,
     )
+    # A run aimed at one of this lab's sinks expects no replies unless its spec says so.
+    expect = spec.expect_replies
+    if expect is None:
+        expect = remote_lookup(endpoint, ctx.run_tag) is None
+    ctx.expect_replies = stats.expect_replies = expect
     kind = FLOWS[spec.pattern, endpoint.protocol]
     background = kind.prepare(ctx)
     flow = kind.flow
@@ -214,6 +240,7 @@ async def execute(
             flows.start_soon(guarded_flow, i, quota)
 
     flows_end = math.inf  # when the flows ended, unless the run was stopped first
+    cap_note: str | None = None
     with stop:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ticker)
@@ -229,14 +256,21 @@ async def execute(
         # only draw a drop to zero at the end of every chart.
         if stats.moved_since_tick() or not stats.series:
             stats.tick(trio.current_time() - clock0)
-    cap_note: str | None = None
-    if ctx.budget.exhausted:
-        cap_note = f"stopped at the cap of {max_bytes:,} bytes per run"
-    elif not stop.cancelled_caught and flows_end >= time_cap:
-        # The flows were still going when the duration cap came (a count run).
-        cap_note = f"stopped at the cap of {max_duration:g} s per run"
-    stats.bottleneck = monitor.report()
-    stats.remote = remote_lookup(endpoint, ctx.run_tag)
+        cap_note = None
+        if ctx.budget.exhausted:
+            cap_note = f"stopped at the cap of {max_bytes:,} bytes per run"
+        elif flows_end >= time_cap:
+            # The flows were still going when the duration cap came (a count run).
+            cap_note = f"stopped at the cap of {max_duration:g} s per run"
+        stats.bottleneck = monitor.report()
+        if cap_note is None:
+            # Inside the stop scope: a stop (or the shutdown) cuts this wait short.
+            await _wait_for_receiving_end(remote_lookup, endpoint, ctx.run_tag, stats.sent, spec)
+    if cap_note is None and ctx.budget.exhausted:
+        cap_note = f"stopped at the cap of {max_bytes:,} bytes per run"  # then stopped
+    if stats.bottleneck is None:
+        stats.bottleneck = monitor.report()
+    stats.remote = one_way(remote_lookup(endpoint, ctx.run_tag), stats.sent)
     return conclude(
         spec.pattern,
         stats,

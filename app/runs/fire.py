@@ -86,6 +86,12 @@ def _rate(bits: float) -> str:
     return f"{bits:,.0f} bit/s"
 
 
+def _lost(s: dict[str, Any]) -> str:
+    if s["lost"] is None:
+        return "- (no replies expected)"
+    return f"{s['lost']:,} ({s['loss_pct']:.2f} %)"
+
+
 def format_result(doc: dict[str, Any]) -> str:
     """The human-readable result table of a run document."""
     s = doc["summary"]
@@ -110,8 +116,8 @@ def format_result(doc: dict[str, Any]) -> str:
             + (f"-{spec['size_max']}" if spec.get("size_max") else "")
             + " B  "
             f"elapsed {s['elapsed']:.2f} s",
-            f"  sent {s['sent']:,}  received {s['received']:,}  lost {s['lost']:,} "
-            f"({s['loss_pct']:.2f} %)  duplicates {s['duplicates']:,}  "
+            f"  sent {s['sent']:,}  received {s['received']:,}  lost {_lost(s)}  "
+            f"duplicates {s['duplicates']:,}  "
             f"reordered {s['reordered']:,}  late {s['late']:,}  errors {s['errors']:,}",
             f"  throughput {s['sent_per_s']:,.0f} msg/s sent, {s['msgs_per_s']:,.0f} msg/s "
             f"received, {_rate(s['bits_per_s'])}"
@@ -120,16 +126,24 @@ def format_result(doc: dict[str, Any]) -> str:
             "         "
             + " ".join(f"{_ms(rtt[k]):>8}" for k in ("min", "p50", "p90", "p99", "p999", "max")),
         ]
+    lateness = s["send_lateness_ms"]
+    if lateness:
+        lines.append(
+            f"  send lateness ms: mean {lateness['mean']:.3f}  max {lateness['max']:.3f}  "
+            f"{lateness['late_sends']:,} sends 2 ms or more late"
+        )
     if s["errors_by_kind"]:
         kinds = ", ".join(f"{k}: {v}" for k, v in sorted(s["errors_by_kind"].items()))
         lines.append(f"  errors by kind: {kinds}")
     remote = s["remote"]
-    if remote:
+    if remote and "received" in remote:
         lines.append(
-            f"  receiver side: received {remote.get('received', 0):,}  lost "
-            f"{remote.get('lost', 0):,}  duplicates {remote.get('duplicates', 0):,}  "
-            f"reordered {remote.get('reordered', 0):,}  jitter {remote.get('jitter_ms', 0):.3f} ms"
+            f"  receiver side: received {remote['received']:,}  lost {_lost(remote)}  "
+            f"duplicates {remote['duplicates']:,}  reordered {remote['reordered']:,}  "
+            f"jitter {remote['jitter_ms']:.3f} ms"
         )
+    elif remote:
+        lines.append("  receiver side: a TCP sink without message_size counts no messages")
     bottleneck = s["bottleneck"]
     if bottleneck and bottleneck.get("limited"):
         lines.append(f"  warning: socketlab was the bottleneck: {bottleneck['reason']}")

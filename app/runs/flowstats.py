@@ -22,7 +22,8 @@ can be low by the same amount (it never goes below 0).
 the number of distinct ones that did. Trailing losses after the highest received sequence
 number are only visible once ``expected`` is set.
 
-Jitter is the RFC 3550 interarrival jitter (section 6.4.1), computed the way iperf3 does:
+Jitter is the RFC 3550 interarrival jitter (section 6.4.1), computed the way iperf3 does,
+from the *actual* send time the header carries (so a late sender's lateness is not jitter):
 for each arrival after the first, in arrival order (duplicates and late datagrams
 included), ``D = (Rj - Ri) - (Sj - Si)`` is the change in transit time since the previous
 arrival and ``J += (|D| - J) / 16``. Unlike iperf3, the first arrival is not compared with
@@ -35,8 +36,9 @@ arbitrary offset. A constant clock offset cancels out of ``D``.
 
 from collections import OrderedDict
 from collections.abc import Hashable
+from typing import Any
 
-__all__ = ["DEFAULT_WINDOW", "FlowStats", "FlowTable"]
+__all__ = ["DEFAULT_WINDOW", "FlowStats", "FlowTable", "one_way"]
 
 DEFAULT_WINDOW = 4096
 """How many sequence numbers behind the highest a flow remembers for duplicate detection."""
@@ -297,3 +299,30 @@ class FlowTable:
             "loss_pct": 100.0 * lost / total if total else 0.0,
             "jitter_ms": jitter_ms / with_jitter if with_jitter else 0.0,
         }
+
+
+def one_way(received: dict[str, Any] | None, sent: int) -> dict[str, Any] | None:
+    """The receiving end's figures of a run beside what its sender sent.
+
+    A receiver sees a flow's gaps but not the datagrams lost after the last one that
+    arrived; the sender's count closes that gap: ``lost`` is what was sent and never arrived
+    (``sent`` minus the distinct datagrams received), and ``sent`` is added beside it.
+
+    Args:
+        received: :meth:`FlowTable.summary` of the run at the receiving end, or ``None``.
+        sent: Counted datagrams the sender sent (warm-up left out).
+
+    Returns:
+        ``None`` for ``None``; a summary without counts (``received`` absent, as from a TCP
+        sink that does not frame messages) is returned as it is.
+    """
+    if received is None or "received" not in received:
+        return received
+    distinct = received["received"] - received["duplicates"]
+    lost = max(sent - distinct, 0)
+    return {
+        **received,
+        "sent": sent,
+        "lost": lost,
+        "loss_pct": 100.0 * lost / sent if sent else 0.0,
+    }

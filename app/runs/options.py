@@ -118,6 +118,9 @@ def add_spec_options(
         kind = _kind(info)
         if name == "pattern":
             target.add_argument(*flags, choices=chosen, **common)
+        elif kind is bool and info.default is None:
+            # A yes/no whose default is decided at run time: --x and --no-x.
+            target.add_argument(*flags, action=argparse.BooleanOptionalAction, **common)
         elif kind is bool:
             target.add_argument(*flags, action="store_true", **common)
         else:

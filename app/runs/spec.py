@@ -204,7 +204,23 @@ class _OneInFlight:
         return DEFAULT_IN_FLIGHT
 
 
-class PingpongSpec(_Unpaced, _NoBursts, _Load):
+class _AwaitsReplies:
+    """A closed-loop pattern: it cannot run without replies."""
+
+    @property
+    def expect_replies(self) -> bool | None:
+        return True
+
+
+def _expect_replies() -> Any:
+    return Field(
+        None,
+        description="false: the target answers nothing (a sink), so nothing counts as lost; "
+        "by default false for this lab's own sinks, true otherwise",
+    )
+
+
+class PingpongSpec(_Unpaced, _NoBursts, _AwaitsReplies, _Load):
     """Closed loop: each flow sends its next message when a reply has come back."""
 
     # The one pattern whose name may be left out: a spec without one is a pingpong run.
@@ -218,6 +234,7 @@ class RateSpec(_NoBursts, _OneInFlight, _Paced):
     """Open loop at a fixed rate; latency from each message's intended send time."""
 
     pattern: Literal["rate"] = Field(description=PATTERN_HELP)
+    expect_replies: bool | None = _expect_replies()
 
     @model_validator(mode="after")
     def _has_rate(self) -> Self:
@@ -230,6 +247,7 @@ class BulkSpec(_NoBursts, _OneInFlight, _Paced):
     """Maximum throughput: a TCP stream as fast as it goes, or a UDP blast at a rate cap."""
 
     pattern: Literal["bulk"] = Field(description=PATTERN_HELP)
+    expect_replies: bool | None = _expect_replies()
 
     @model_validator(mode="after")
     def _pace_by_protocol(self) -> Self:
@@ -255,11 +273,12 @@ class BurstSpec(_Unpaced, _OneInFlight, _Load):
     """``burst`` messages back to back every ``interval`` seconds."""
 
     pattern: Literal["burst"] = Field(description=PATTERN_HELP)
+    expect_replies: bool | None = _expect_replies()
     burst: int = Field(DEFAULT_BURST, ge=1, le=1_000_000, description="messages per burst")
     interval: float = Field(DEFAULT_INTERVAL, gt=0, le=3600, description="seconds between bursts")
 
 
-class PacketSpec(_Unpaced, _NoBursts, _OneInFlight, _Common):
+class PacketSpec(_Unpaced, _NoBursts, _OneInFlight, _AwaitsReplies, _Common):
     """One message and its reply, shown as hex and text."""
 
     pattern: Literal["packet"] = Field(description=PATTERN_HELP)

@@ -104,6 +104,14 @@ class RunStats:
         self.flow_list: list[FlowStats] = []
         self.duplicates = 0
         self.reordered = 0
+        # False for a run that expects no replies (aimed at a sink): its loss is not known
+        # at this end, so the summary says null, not 0 and not 100 %.
+        self.expect_replies = True
+        # Open-loop senders: how late each counted send was after its intended time.
+        self.paced_sends = 0
+        self.send_lateness_ns = 0
+        self.send_lateness_max_ns = 0
+        self.late_sends = 0  # 2 ms or more late: charged to the latency
         # Trio times: when counting began (after the warm-up) and when the last flow stopped
         # sending; open-loop rates are over that window, not over the drain that follows.
         self.measure_start = 0.0
@@ -210,12 +218,13 @@ class RunStats:
             "received": self.received,
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
-            "lost": self.lost,
-            "loss_pct": round(100.0 * self.lost / self.sent, 4) if self.sent else 0.0,
+            "lost": self.lost if self.expect_replies else None,
+            "loss_pct": self._loss_pct(),
             "late": self.late,
             "duplicates": self.duplicates,
             "reordered": self.reordered,
             "jitter_ms": round(sum(jitters) / len(jitters), 6) if jitters else None,
+            "send_lateness_ms": self._send_lateness(),
             "errors": self.error_count,
             "errors_by_kind": dict(self.errors),
             "connections_opened": self.connections_opened,
@@ -230,6 +239,22 @@ class RunStats:
             "reply": self.reply,
             "bottleneck": self.bottleneck,
             "remote": self.remote,
+        }
+
+    def _loss_pct(self) -> float | None:
+        if not self.expect_replies:
+            return None
+        return round(100.0 * self.lost / self.sent, 4) if self.sent else 0.0
+
+    def _send_lateness(self) -> dict[str, float | int] | None:
+        """How late an open-loop sender sent (actual minus intended time); ``None`` for
+        patterns that send when they can (pingpong, TCP bulk, packet)."""
+        if not self.paced_sends:
+            return None
+        return {
+            "mean": round(self.send_lateness_ns / self.paced_sends / 1e6, 6),
+            "max": round(self.send_lateness_max_ns / 1e6, 6),
+            "late_sends": self.late_sends,
         }
 
     def _rtt_figures(self, final: bool) -> tuple[dict[str, float | None], list[list[float]]]:

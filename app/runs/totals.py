@@ -121,7 +121,7 @@ class PatternTotals:
         self.received += summary["received"]
         self.bytes_sent += summary["bytes_sent"]
         self.bytes_received += summary["bytes_received"]
-        self.lost += summary["lost"]
+        self.lost += summary["lost"] or 0  # null: the run expected no replies
         self.late += summary["late"]
         self.connections_opened += summary["connections_opened"]
         for kind, count in summary["errors_by_kind"].items():

@@ -202,6 +202,14 @@ class Bottleneck(_Open):
     reason: str
 
 
+class SendLateness(_Open):
+    """How late an open-loop sender sent, after each message's intended time."""
+
+    mean: float = Field(description="ms")
+    max: float = Field(description="ms")
+    late_sends: int = Field(description="sends 2 ms or more late: their lateness is latency")
+
+
 class RunSummary(_Strict):
     """Totals of a run: the same keys while it runs and once it has ended; a figure not
     known yet (or not measured by the pattern) is ``null``. While a run goes, the RTT
@@ -212,12 +220,19 @@ class RunSummary(_Strict):
     received: int
     bytes_sent: int
     bytes_received: int
-    lost: int
-    loss_pct: float
+    lost: int | None = Field(
+        description="null when the run expects no replies (a sink): see remote for what arrived"
+    )
+    loss_pct: float | None
     late: int
     duplicates: int
     reordered: int
-    jitter_ms: float | None = Field(description="UDP runs with replies that carry a header")
+    jitter_ms: float | None = Field(
+        description="RFC 3550 from the actual send times; UDP replies that carry a header"
+    )
+    send_lateness_ms: SendLateness | None = Field(
+        description="rate, burst and UDP bulk: the sender's own lateness, not in jitter"
+    )
     errors: int
     errors_by_kind: Annotated[dict[str, int], FailFast()]
     connections_opened: int
@@ -234,7 +249,8 @@ class RunSummary(_Strict):
     reply: PacketReply | None = Field(description="packet runs, once the reply is in")
     bottleneck: Bottleneck | None = Field(description="once the run has ended")
     remote: dict[str, Any] | None = Field(
-        description="the receiver's side, when one of this lab's sinks counted the run"
+        description="the receiver's side, when one of this lab's sinks counted the run: "
+        "what arrived (received, duplicates, reordered, jitter_ms) and lost of what was sent"
     )
 
 

@@ -11,7 +11,7 @@ Layout (network byte order, ``struct`` format ``!2sBBIIQQ``):
 | ------ | ---- | -------- | ------------------------------------------------------------ |
 | 0      | 2    | magic    | ``b"SL"``                                                    |
 | 2      | 1    | version  | ``1``                                                        |
-| 3      | 1    | flags    | reserved; senders write 0, receivers ignore unknown bits     |
+| 3      | 1    | flags    | bit 0 :data:`FLAG_WARMUP`; other bits 0, ignored when set    |
 | 4      | 4    | run tag  | u32 CRC-32 of the run id (:func:`run_tag_of`)                |
 | 8      | 4    | flow id  | u32, one per connection or UDP flow within a run             |
 | 12     | 8    | sequence | u64, per flow, starting at 0                                 |
@@ -19,9 +19,17 @@ Layout (network byte order, ``struct`` format ``!2sBBIIQQ``):
 
 The payload follows the header; a message shorter than 28 bytes carries no probe.
 
-The send time is in the sender's monotonic clock domain. When the sender reads the echo,
-``perf_counter_ns() - sent_ns`` is the round-trip time. A one-way receiver on another clock
-sees an unknown constant offset, which cancels out of jitter but not out of latency.
+The send time is when the sender really sent the message (read just before the send), in
+the sender's monotonic clock domain, as iperf3 stamps its datagrams: jitter computed from it
+is the network's, not the sender's own lateness. An open-loop sender that knows each
+message's *intended* time derives it from the sequence number, so the header need not carry
+it. A one-way receiver on another clock sees an unknown constant offset, which cancels out
+of jitter but not out of latency.
+
+Warm-up: a message sent during a run's warm-up has :data:`FLAG_WARMUP` set, so any socketlab
+receiver (the sender reading its echoes, a sink) leaves it out of its figures. Warm-up
+messages and counted messages are numbered separately, each from 0, so a receiver's
+sequence numbers of counted messages start at 0 and loss is not charged for the warm-up.
 
 Decoding never raises on foreign traffic: anything that is too short or lacks the magic
 and version decodes to ``None``, because listeners routinely receive bytes that are not
@@ -33,6 +41,7 @@ import zlib
 from typing import NamedTuple
 
 __all__ = [
+    "FLAG_WARMUP",
     "HEADER_SIZE",
     "MAGIC",
     "VERSION",
@@ -46,6 +55,8 @@ __all__ = [
 
 MAGIC = b"SL"
 VERSION = 1
+FLAG_WARMUP = 0x01
+"""Flags bit: sent during the run's warm-up; receivers leave the message out of figures."""
 
 _HEADER = struct.Struct("!2sBBIIQQ")
 _SEQ = struct.Struct("!Q")
@@ -64,6 +75,11 @@ class ProbeHeader(NamedTuple):
     flow: int
     seq: int
     sent_ns: int
+
+    @property
+    def warmup(self) -> bool:
+        """Whether the message was sent during the run's warm-up (:data:`FLAG_WARMUP`)."""
+        return bool(self.flags & FLAG_WARMUP)
 
 
 def encode_into(
@@ -86,7 +102,7 @@ def encode_into(
         flow: u32 flow id.
         seq: u64 sequence number.
         sent_ns: u64 send time from ``time.perf_counter_ns()``.
-        flags: u8 flags; reserved, leave 0.
+        flags: u8 flags: :data:`FLAG_WARMUP` or 0.
 
     Raises:
         struct.error: ``buf`` is too short or a field does not fit its width. Both are

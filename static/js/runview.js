@@ -42,6 +42,14 @@ export function summaryPairs(run) {
   ];
   // null: a pattern that does not measure jitter (TCP, or UDP replies without a header).
   if (s.jitter_ms !== null) pairs.push(["jitter", fmtMs(s.jitter_ms), "jitter"]);
+  // null: a pattern that sends when it can (pingpong, TCP bulk, packet).
+  const late = s.send_lateness_ms;
+  if (late) pairs.push(["send lateness", `mean ${fmtMs(late.mean)} · max ${fmtMs(late.max)}`, "send_lateness"]);
+  // A run at one of the lab's sinks: what arrived there, beside what was sent.
+  const r = s.remote;
+  if (r && r.received != null) {
+    pairs.push(["at the receiver", `${fmtNum(r.received)} msgs · lost ${fmtNum(r.lost)} (${fmtPct(r.loss_pct)})`, "remote"]);
+  }
   pairs.push(["errors", errorsText(s), "errors"]);
   pairs.push(["message rate", fmtMsgRate(s.msgs_per_s), "msgs_per_s"]);
   pairs.push(["throughput", fmtBitRate(s.bits_per_s), "bits_per_s"]);

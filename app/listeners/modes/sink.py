@@ -1,6 +1,7 @@
 """Sink mode: discard and count; one-way statistics of socketlab probe traffic.
 
-Every message that starts with a probe header (:mod:`app.wire.probe`) is recorded in a
+Every message that starts with a probe header (:mod:`app.wire.probe`) and is not flagged as
+sent during its run's warm-up (counted apart, in ``warmup``) is recorded in a
 :class:`~app.runs.flowstats.FlowTable` per run tag, keyed by flow id, which gives one-way
 loss, duplicates, reordering and RFC 3550 jitter for that run as seen at this end. The
 listener's ``probe`` section holds them by run tag (``format(run_tag_of(run_id), "08x")``),
@@ -35,6 +36,7 @@ _FRESH_FLOWS = 1024
 _SUMMARY_REUSE = 1.0
 
 _HEADER_SIZE = probe.HEADER_SIZE
+_WARMUP = probe.FLAG_WARMUP
 perf_ns = time.perf_counter_ns
 
 
@@ -43,6 +45,7 @@ class ProbeSink:
 
     Attributes:
         probes: Messages that carried a probe header.
+        warmup: Of those, messages sent during their run's warm-up: left out of the figures.
         foreign: Messages that did not (another tool's traffic, or too short).
         forgotten_runs: Runs dropped from the table to stay within ``max_runs``.
     """
@@ -52,6 +55,7 @@ class ProbeSink:
         self.max_flows = max_flows
         self.runs: OrderedDict[int, FlowTable] = OrderedDict()
         self.probes = 0
+        self.warmup = 0
         self.foreign = 0
         self.forgotten_runs = 0
 
@@ -62,6 +66,9 @@ class ProbeSink:
             self.foreign += 1
             return
         self.probes += 1
+        if header.flags & _WARMUP:
+            self.warmup += 1
+            return
         runs = self.runs
         table = runs.get(header.run_tag)
         if table is None:
@@ -79,9 +86,11 @@ class ProbeSink:
         return None if table is None else table.summary()
 
     def summary(self) -> dict[str, Any]:
-        """``probes``, ``foreign``, ``forgotten_runs`` and ``runs``: {run tag hex: stats}."""
+        """``probes``, ``warmup``, ``foreign``, ``forgotten_runs`` and ``runs``: {run tag
+        hex: stats}."""
         return {
             "probes": self.probes,
+            "warmup": self.warmup,
             "foreign": self.foreign,
             "forgotten_runs": self.forgotten_runs,
             "runs": {f"{tag:08x}": table.summary() for tag, table in self.runs.items()},
