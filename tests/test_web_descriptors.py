@@ -7,7 +7,8 @@
 - A served lab with ``RLIMIT_NOFILE`` 1,024 and 1,100 idle connections held to a listener,
   then to the web port: ``/api/health`` answers (hang guards of seconds).
 - ``Connection: close`` and keep-alive: the server closes right after answering a request
-  that asked for it, and keeps serving a connection that did not.
+  that asked for it (it took the 30 s read timeout), keeps serving a connection that did
+  not, and closes that one once it has been idle for the keep-alive timeout.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import trio.testing
 
 from app.descriptors import DescriptorBudget
 from app.lab import Lab
+from app.web import server
 from app.web.accept import WebConnections
+from tests.conftest import running_lab
 from tests.helpers import TOKEN, http, start_served_lab, wait_for_async
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
@@ -252,6 +255,22 @@ async def test_connection_close_is_honoured_at_once(lab: Lab) -> None:
             head = await _request(stream, lab.web_port, "close")
             assert head.startswith(b"HTTP/1.1 200")
             assert await stream.receive_some(100) == b""
+
+
+async def test_an_idle_keep_alive_connection_is_closed_after_keep_alive_timeout(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hypercorn restarts its idle timer after each response from the request's task, which
+    # quart-trio cancels: unshielded, the timer was lost and read_timeout (30 s) ended it.
+    monkeypatch.setattr(server, "KEEP_ALIVE_TIMEOUT", 0.3)
+    async with running_lab(nursery, tmp_path / "data") as lab:
+        assert lab.web_port is not None
+        stream = await trio.open_tcp_stream("127.0.0.1", lab.web_port)
+        async with stream:
+            with trio.fail_after(5):
+                head = await _request(stream, lab.web_port, "keep-alive")
+                assert head.startswith(b"HTTP/1.1 200")
+                assert await stream.receive_some(100) == b""
 
 
 async def test_keep_alive_serves_several_requests_on_one_connection(lab: Lab) -> None:

@@ -43,6 +43,10 @@ logger = logging.getLogger(__name__)
 # buffer (Hypercorn's default is 16 MiB).
 WEBSOCKET_MAX_MESSAGE = 1024 * 1024
 WEB_BACKLOG = 4096
+# An idle connection (before its first request, or between two) is closed after this long.
+KEEP_ALIVE_TIMEOUT = 5.0
+# The longest wait for the next bytes of a request being read (slow-body clients).
+READ_TIMEOUT = 30
 
 
 def hypercorn_config(settings: Settings) -> Config:
@@ -54,8 +58,8 @@ def hypercorn_config(settings: Settings) -> Config:
     # written anywhere.
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.keep_alive_timeout = 5.0
-    config.read_timeout = 30
+    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
+    config.read_timeout = READ_TIMEOUT
     # Hypercorn's default backlog (100) overflows under a burst of connections, and every
     # client past it waits for a SYN retry (1 s, then 3 s, ...); queued connections cost no
     # descriptor, and the accept loop makes room for them (app.web.accept). The kernel caps
