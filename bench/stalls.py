@@ -88,7 +88,7 @@ def _statsd_id(lab: harness.Lab) -> str:
     raise Skip("no statsd listener")
 
 
-def redos(lab: harness.Lab, port: int, seconds: float) -> dict[str, Any]:
+def redos(port: int, seconds: float) -> dict[str, Any]:
     """Stream the ReDoS line for ``seconds``; returns how many lines were sent."""
     batch = REDOS_LINE * REDOS_BATCH
     sent = 0
@@ -168,7 +168,7 @@ def section_i(ctx: Context) -> None:
                 time.sleep(IDLE_WINDOW)
                 spans["idle"] = (t0, time.time())
                 t0 = time.time()
-                detail["redos"] = redos(lab, respond_port, ctx.duration)
+                detail["redos"] = redos(respond_port, ctx.duration)
                 spans["redos"] = (t0, time.time())
                 detail["redos"]["lines_read"] = _listener(lab, respond_id).get("msgs_in")
                 t0 = time.time()
