@@ -77,6 +77,20 @@ def pct(xs: list[float], p: float) -> float | None:
     return s[int(p / 100 * (len(s) - 1))]
 
 
+def health_stats(samples: list[list[float]], t_from: float, t_to: float) -> dict[str, Any]:
+    """``bench/health_probe.py`` samples that started in [t_from, t_to]: p50, p99, max (ms)
+    of the answered ones, and how many failed."""
+    inside = [s for s in samples if t_from <= s[0] <= t_to]
+    ms = [1000 * s[1] for s in inside if s[2] == 200]
+    return {
+        "requests": len(inside),
+        "failed": sum(1 for s in inside if s[2] != 200),
+        "p50_ms": pct(ms, 50),
+        "p99_ms": pct(ms, 99),
+        "max_ms": max(ms) if ms else None,
+    }
+
+
 def fmt(x: float | None, nd: int = 0) -> str:
     return "-" if x is None else f"{x:,.{nd}f}"
 
@@ -201,6 +215,7 @@ __all__ = [
     "Skip",
     "Subscriber",
     "fmt",
+    "health_stats",
     "lab_session",
     "med",
     "pct",

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from bench import harness
-from bench.common import Context, lab_session, pct, ws_stats
+from bench.common import Context, health_stats, lab_session, ws_stats
 from bench.harness import STATSD_BLAST, Skip, log
 from bench.servers import tcp_pingpong
 
@@ -16,18 +16,6 @@ from bench.servers import tcp_pingpong
 HEALTH_INTERVAL = 0.02
 IDLE_WINDOW = 3.0
 STATSD_RATE = 100_000
-
-
-def _health_stats(samples: list[list[float]], t_from: float, t_to: float) -> dict[str, Any]:
-    inside = [s for s in samples if t_from <= s[0] <= t_to]
-    ms = [1000 * s[1] for s in inside if s[2] == 200]
-    return {
-        "requests": len(inside),
-        "failed": sum(1 for s in inside if s[2] != 200),
-        "p50_ms": pct(ms, 50),
-        "p99_ms": pct(ms, 99),
-        "max_ms": max(ms) if ms else None,
-    }
 
 
 def section_f(ctx: Context) -> None:
@@ -59,8 +47,8 @@ def section_f(ctx: Context) -> None:
         except (ValueError, IndexError, KeyError):
             samples = []
         # Leave out the first and last half second: the load is starting or ending there.
-        idle_h = _health_stats(samples, t_idle + 0.5, t_load)
-        load_h = _health_stats(samples, t_load + 0.5, t_end - 0.5)
+        idle_h = health_stats(samples, t_idle + 0.5, t_load)
+        load_h = health_stats(samples, t_load + 0.5, t_end - 0.5)
         msgs = sub_res.get("messages", [])
         idle_ws = ws_stats(msgs, t_idle, t_load)
         load_ws = ws_stats(msgs, t_load + 0.5, t_end - 0.5)

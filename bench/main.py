@@ -1,10 +1,11 @@
 """``make bench``: build the tools, run the selected sections, write report.md and raw.jsonl.
 
-Usage: python bench/run.py [--sections abcdefgh] [--reps 3] [--duration 10] [--quick]
+Usage: python bench/run.py [--sections abcdefghi] [--reps 3] [--duration 10] [--quick]
                            [--out DIR]
 
 Sections: a TCP echo, b UDP echo, c TCP sink, d client side, e 10k idle connections,
-f dashboard under load, g StatsD intake, h accuracy of socketlab fire. Results go to
+f dashboard under load, g StatsD intake, h accuracy of socketlab fire, i event loop
+stalls (ReDoS lines, StatsD flood, a 2.4 M-sample flush). Results go to
 bench/results/<timestamp>/ (git ignores it).
 """
 
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from bench import clients, dashboard, harness, report, servers
+from bench import clients, dashboard, harness, report, servers, stalls
 from bench.common import Context
 from bench.harness import REPO, log
 
@@ -33,6 +34,7 @@ SECTIONS: dict[str, Callable[[Context], None]] = {
     "f": dashboard.section_f,
     "g": dashboard.section_g,
     "h": clients.section_h,
+    "i": stalls.section_i,
 }
 
 
@@ -76,7 +78,9 @@ def header(args: argparse.Namespace, started: float) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--sections", default="abcdefgh", help="letters of the sections to run")
+    parser.add_argument(
+        "--sections", default="".join(SECTIONS), help="letters of the sections to run"
+    )
     parser.add_argument("--reps", type=int, default=3, help="repetitions (medians are taken)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 rep of 3 s")

@@ -238,7 +238,9 @@ async def test_out_of_descriptors_the_lab_survives_and_serves_all_clients(
         doc = (await http(served.web_port, "GET", "/api/listeners")).json()
         tcp = next(item for item in doc["items"] if item["protocol"] == "tcp")
         assert tcp["accepted"] == 120
-        assert tcp["errors"] > 0  # accept() failed with EMFILE and was counted
+        # It ran out of descriptors and counted it: accept() failed with EMFILE, or (the
+        # usual case now) it stopped at its share and left the rest to the web server.
+        assert tcp["accept_failures"] > 0
         assert len(os.listdir(f"/proc/{pid}/fd")) < 64
     finally:
         code = served.stop()

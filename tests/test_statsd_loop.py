@@ -2,7 +2,8 @@
 big flushes are worked through in steps, with other tasks scheduled in between.
 
 Behaviour, not timing: a concurrent task counts the states it sees while the work is in
-progress; no wall-clock figure is asserted (bench/statsd_loop.py measures those).
+progress; no wall-clock figure is asserted (section i of the benchmark, bench/stalls.py,
+measures those).
 """
 
 from __future__ import annotations

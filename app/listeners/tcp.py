@@ -7,6 +7,12 @@ listener counts it in ``rejected``. Connections already open are not disturbed. 
 silent for ``idle_timeout`` seconds is closed and counted in ``idle_closed``; for TLS the
 handshake must finish within that time too.
 
+Descriptors: every listener connection is counted against the process's descriptor budget
+(:mod:`app.descriptors`). When the listeners' share is used up, the listener stops
+accepting until a connection ends (clients wait in the backlog, as when ``accept`` fails
+with ``EMFILE``) and counts the pause in ``accept_failures``: the reserve stays for the web
+server, so the API answers while listeners are flooded with idle connections.
+
 Error handling: an exception in one connection's handler is logged with the connection id and
 ends that connection only (trio's ``serve_listeners`` would let it kill the server). Resets,
 broken pipes and failed TLS handshakes are what clients do: they are counted in ``errors``
@@ -20,7 +26,6 @@ scope, which closes the real socket.
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket as stdsocket
 import ssl
@@ -28,6 +33,7 @@ from typing import Any, NoReturn
 
 import trio
 
+from app.descriptors import ACCEPT_CAPACITY_ERRNOS, DESCRIPTORS
 from app.listeners.base import Listener
 from app.listeners.stream import Transport
 from app.registry import Conn, Registry
@@ -35,8 +41,6 @@ from app.sockio import DirectSocket
 
 logger = logging.getLogger(__name__)
 
-# Errors from accept() that mean "out of resources, try again soon" (trio's list).
-_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 # A backlog as large as the kernel allows: connection bursts wait in the kernel, not in SYN
 # retries (trio's backlog essay).
 _BACKLOG = 65535
@@ -183,6 +187,24 @@ async def _serve_one(
             await handle_tcp_stream(listener, registry, stream, local, remote, "tls")
     finally:
         listener.connections -= 1
+        DESCRIPTORS.give()
+
+
+def _log_shortage(listener: Listener, reason: str | None, last_logged: float) -> float:
+    """Log an accept failed or deferred at most once a second; returns when it last logged.
+
+    A descriptor shortage lasts: the log must not fill up with it.
+    """
+    now = trio.current_time()
+    if now - last_logged < 1.0:
+        return last_logged
+    logger.error(
+        "listener %s: no descriptor for a new connection (%s), waiting; %d times so far",
+        listener.id,
+        reason,
+        listener.accept_failures,
+    )
+    return now
 
 
 async def serve_tcp_listener(
@@ -193,8 +215,9 @@ async def serve_tcp_listener(
 ) -> NoReturn:
     """Serve ``listener`` (TCP, or TLS when it has an SSL context) forever.
 
-    Reports the bound port through ``task_status``. The connection slot is taken here, at
-    accept time, so a burst of connects cannot overshoot ``max_connections``.
+    Reports the bound port through ``task_status``. The connection slot and its descriptor
+    are taken here, at accept time, so a burst of connects cannot overshoot
+    ``max_connections`` or the listeners' share of descriptors.
     """
     context: ssl.SSLContext | None = None
     if listener.spec.protocol == "tls":
@@ -203,6 +226,8 @@ async def serve_tcp_listener(
         context = await server_context(listener)
     lsock = await bind_tcp(listener.host, listener.port)
     max_connections = listener.spec.max_connections
+    budget = DESCRIPTORS
+    budget.refresh()
     last_logged = -float("inf")
     with lsock:
         listener.port = lsock.getsockname()[1]
@@ -210,25 +235,25 @@ async def serve_tcp_listener(
             nursery.start_soon(listener.mode.run)
             task_status.started(listener.port)
             while True:
+                if not budget.take_nowait():
+                    # The rest of the descriptors are the web server's reserve: wait, as
+                    # if the process had none left, until a listener connection ends.
+                    listener.accept_failures += 1
+                    last_logged = _log_shortage(listener, "descriptor reserve", last_logged)
+                    await budget.acquire()
                 try:
                     sock, remote = await lsock.accept()
                 except OSError as exc:
-                    if exc.errno in _RESOURCE_ERRNOS:
-                        listener.errors += 1
-                        listener.accept_failures += 1
-                        now = trio.current_time()
-                        if now - last_logged >= 1.0:
-                            # Once a second at most: a descriptor shortage lasts, the log
-                            # must not fill up with it.
-                            last_logged = now
-                            logger.error(
-                                "listener %s: accept failed (%s), pausing; %d so far",
-                                listener.id,
-                                exc.strerror,
-                                listener.accept_failures,
-                            )
-                        await trio.sleep(0.1)
-                        continue
+                    budget.give()
+                    if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    listener.errors += 1
+                    listener.accept_failures += 1
+                    last_logged = _log_shortage(listener, exc.strerror, last_logged)
+                    await trio.sleep(0.1)
+                    continue
+                except BaseException:
+                    budget.give()
                     raise
                 listener.accepted += 1
                 if listener.connections >= max_connections:
@@ -236,7 +261,9 @@ async def serve_tcp_listener(
                     # right away instead of hanging in the backlog.
                     listener.rejected += 1
                     sock.close()
+                    budget.give()
                     continue
                 listener.connections += 1
+                # The descriptor taken above is given back when the connection ends.
                 nursery.start_soon(_serve_one, listener, registry, sock, remote, context)
     raise AssertionError("unreachable")  # pragma: no cover

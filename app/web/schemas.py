@@ -94,7 +94,10 @@ class ListenerInfo(_Strict):
     accepted: int
     rejected: int = Field(description="refused by max_connections")
     accept_failures: int = Field(
-        0, description="accepts that failed for lack of descriptors or memory (EMFILE, ...)"
+        0,
+        description="accepts that failed for lack of descriptors or memory (EMFILE, ...), "
+        "or waited because listener connections used their share of descriptors (the rest "
+        "is the web server's reserve)",
     )
     idle_closed: int = Field(description="closed after idle_timeout")
     closed_by_api: int
