@@ -65,6 +65,7 @@ def run_doc(**changes: Any) -> dict[str, Any]:
         "duplicates": 0,
         "reordered": 0,
         "jitter_ms": None,
+        "send_lateness_ms": None,
         "errors": 0,
         "errors_by_kind": {},
         "connections_opened": 1,
