@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from app.runs.manager import Run
 
 
+# What a reader of the event stream can ask for: the part of an event's TYPE before the dot.
+EVENT_KINDS = ("run", "connection", "listener")
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionOpened:
     """A connection or flow appeared; ``row`` is its registry row (``id``, ``remote``, ...)."""

@@ -17,6 +17,7 @@ from quart import Blueprint, Response, current_app
 from quart_schema import document_querystring
 
 from app.events import (
+    EVENT_KINDS,
     ConnectionClosed,
     ConnectionOpened,
     Event,
@@ -38,7 +39,6 @@ events_api.before_request(check_query)
 # With no event for this long, the stream sends a heartbeat line: it keeps proxies from
 # closing an idle stream, and writing is how a reader that went away is noticed.
 HEARTBEAT = 1.0
-EVENT_TYPES = ("run", "connection", "listener")
 # Lines buffered per reader before it drops: a reader that far behind gets a ``dropped``.
 MAX_BUFFER = 256
 
@@ -76,7 +76,7 @@ async def events() -> Response:
     deps: WebDeps = current_app.config["deps"]
     runs = deps.runs
     query = query_args(EventsQuery)
-    types = set((query.types or ",".join(EVENT_TYPES)).split(","))
+    types = set((query.types or ",".join(EVENT_KINDS)).split(","))
     run_id = query.run
 
     async def ended_line(run_id: str) -> bytes:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, FailFast, Field, RootModel, create_m
 from pydantic.fields import FieldInfo
 from quart_schema import document_response
 
+from app.events import EVENT_KINDS
 from app.listeners.spec import ListenerSpec
 from app.runs.spec import RunSpec
 from app.web.query import ASCII_INTEGER, QueryInt
@@ -531,11 +532,14 @@ class PeerRunRef(_Strict):
     status: RunStatus
 
 
+_KINDS = "|".join(EVENT_KINDS)
+
+
 class EventsQuery(_Strict):
     types: str | None = Field(
         None,
-        pattern=r"^(run|connection|listener)(,(run|connection|listener))*$",
-        description="comma-separated: run, connection, listener (all when not given)",
+        pattern=rf"^({_KINDS})(,({_KINDS}))*$",
+        description=f"comma-separated: {', '.join(EVENT_KINDS)} (all when not given)",
     )
     run: str | None = Field(
         None, max_length=200, description="follow one run; the stream ends with it"
