@@ -29,7 +29,6 @@ from app.runs.context import FlowContext, serve_tcp_flow
 from app.wire import probe
 
 perf_ns = time.perf_counter_ns
-_WARMUP = probe.FLAG_WARMUP
 
 
 async def tcp_bulk_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None:
@@ -72,26 +71,23 @@ async def _write_and_drain(
                     continue
                 t0 = perf_ns()
                 counted = t0 >= measure_from
-                # Counted and warm-up chunks are numbered apart, each from 0 (app.wire.probe).
                 if counted:
                     if first_counted < 0:
                         first_counted = count
-                    if header:
-                        probe.encode_into(buf, run_tag, flow_id, count - first_counted, t0)
                 else:
-                    if header:
-                        probe.encode_into(buf, run_tag, flow_id, count, t0, flags=_WARMUP)
                     # Before the write: its echo may be read before this task resumes.
                     warmup_bytes += size
+                if header:
+                    probe.encode_numbered(buf, run_tag, flow_id, count, first_counted, t0, counted)
                 await channel.send_all(chunk)
                 count += 1
                 sent_bytes += size
-                if counted:
-                    stats.sent += 1
-                    stats.bytes_sent += size
                 conn.bytes_out += size
                 conn.msgs_out += 1
                 conn.touch()
+                if counted:
+                    stats.sent += 1
+                    stats.bytes_sent += size
         finally:
             done_sending = True
             stats.note_send_end(trio.current_time())

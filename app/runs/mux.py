@@ -51,6 +51,7 @@ perf_ns = time.perf_counter_ns
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
 HEADER_SIZE = probe.HEADER_SIZE
+# Set in the header of a message sent during the warm-up (app.wire.probe).
 WARMUP = probe.FLAG_WARMUP
 # ``first_counted`` until a flow sends a counted message (above every u64 seq number).
 NOT_COUNTED = 1 << 64
@@ -295,25 +296,21 @@ class Multiplexer:
             if counted and seq < flow.first_counted:
                 flow.first_counted = seq
             if size >= HEADER_SIZE:
-                # Counted and warm-up messages are numbered apart, each from 0 (app.wire.probe);
-                # replies are matched by order, so the header's number is only the receiver's.
-                if counted:
-                    probe.encode_into(
-                        flow.buf, ctx.run_tag, flow.flow_id, seq - flow.first_counted, t0
-                    )
-                else:
-                    probe.encode_into(flow.buf, ctx.run_tag, flow.flow_id, seq, t0, flags=WARMUP)
+                # Replies are matched by order: the header's numbers are the receiver's.
+                probe.encode_numbered(
+                    flow.buf, ctx.run_tag, flow.flow_id, seq, flow.first_counted, t0, counted
+                )
             data = flow.msg if flow.msg is not None else flow.view[:size]
             try:
                 n = flow.sock.send(data)
             except BlockingIOError:
                 n = 0
             outstanding.append((t0, size))
+            conn.bytes_out += size
+            conn.msgs_out += 1
             if counted:
                 stats.sent += 1
                 stats.bytes_sent += size
-            conn.bytes_out += size
-            conn.msgs_out += 1
             flow.seq = seq + 1
             if n < size:
                 # The kernel took part of it: the rest goes when the socket is writable,

@@ -181,12 +181,10 @@ class UdpMultiplexer(Multiplexer):
         if counted and seq < flow.first_counted:
             flow.first_counted = seq
         if size >= HEADER_SIZE:
-            # Counted and warm-up datagrams are numbered apart, each from 0 (app.wire.probe):
-            # a reply's number plus ``first_counted`` is the flow's own (see _on_udp).
-            if counted:
-                probe.encode_into(flow.buf, ctx.run_tag, flow.flow_id, seq - flow.first_counted, t0)
-            else:
-                probe.encode_into(flow.buf, ctx.run_tag, flow.flow_id, seq, t0, flags=WARMUP)
+            # A counted reply's number plus ``first_counted`` is the flow's own (see _on_udp).
+            probe.encode_numbered(
+                flow.buf, ctx.run_tag, flow.flow_id, seq, flow.first_counted, t0, counted
+            )
         try:
             flow.sock.send(flow.msg if flow.msg is not None else flow.view[:size])
         except BlockingIOError:

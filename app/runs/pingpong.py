@@ -40,7 +40,6 @@ from app.sockio import DirectSocket
 from app.wire import probe
 
 perf_ns = time.perf_counter_ns
-_WARMUP = probe.FLAG_WARMUP
 
 
 async def tcp_pingpong_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None:
@@ -113,19 +112,17 @@ async def _tcp_pingpong(
                     if counted and first_counted < 0:
                         first_counted = seq
                     if size >= header_room:
-                        # Counted and warm-up messages are numbered apart (app.wire.probe).
-                        if counted:
-                            probe.encode_into(buf, run_tag, flow_id, seq - first_counted, t0)
-                        else:
-                            probe.encode_into(buf, run_tag, flow_id, seq, t0, flags=_WARMUP)
+                        probe.encode_numbered(
+                            buf, run_tag, flow_id, seq, first_counted, t0, counted
+                        )
                     await channel.send_all(view[:size])
-                    outstanding.append((t0, size))
                     if counted:
                         stats.sent += 1
                         stats.bytes_sent += size
+                    seq += 1
+                    outstanding.append((t0, size))
                     conn.bytes_out += size
                     conn.msgs_out += 1
-                    seq += 1
                 if not outstanding:
                     break
                 now = trio.current_time()
