@@ -34,7 +34,6 @@ from app.looplag import LoopLagMonitor
 from app.peerhttp import PeerLimits
 from app.peers import PeerManager, parse_peer
 from app.registry import Registry
-from app.runs.flowstats import FlowTable
 from app.runs.manager import Run, RunManager
 from app.runs.targets import TargetPolicy
 from app.settings import Settings, is_loopback
@@ -90,7 +89,7 @@ class Lab:
             store=self.store,
             audit=AuditLog(self.store),
             policy=policy,
-            remote_lookup=self.receiver_side,
+            receiving_end=self,
             on_tick=self._publish_interval,
             on_end=self._publish_end,
         )
@@ -145,15 +144,27 @@ class Lab:
                 continue
             if not (listener.host == endpoint.host or is_loopback(endpoint.host)):
                 continue
-            if spec.mode != "sink":
-                return None
-            result = listener.probe_summary(run_tag)
-            if result is not None:
-                return result
-            if spec.protocol != "udp" and spec.message_size is None:
-                return {"framed": False}
-            return FlowTable().summary()
+            return listener.receiving_end(run_tag)
         return None
+
+    def is_sink(self, endpoint: Endpoint) -> bool:
+        """Whether a run's target is a socketlab sink: one of ours, or one of a peer's as
+        last polled (:class:`~app.runs.engine.ReceivingEnd`)."""
+        if self.receiver_side(endpoint, 0) is not None:
+            return True
+        return self.peers is not None and self.peers.sink_at(endpoint) is not None
+
+    async def figures(self, endpoint: Endpoint, run_tag: int) -> dict[str, Any] | None:
+        """What the receiving end counted of a run: one of our sinks (no await, as cheap
+        as a dict lookup), else a peer's sink, asked over its API.
+
+        Raises:
+            SocketlabError: The peer could not be asked or answered badly.
+        """
+        local = self.receiver_side(endpoint, run_tag)
+        if local is not None or self.peers is None:
+            return local
+        return await self.peers.receiving_end(endpoint, run_tag)
 
     async def serve(self, *, task_status: trio.TaskStatus[Lab] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the lab until shutdown is requested; reports itself once every port is bound."""

@@ -34,7 +34,7 @@ from urllib.parse import unquote, urlsplit
 import trio
 from pydantic import BaseModel
 
-from app.endpoint import bracket, host_port
+from app.endpoint import Endpoint, bracket, host_port
 from app.errors import NotFoundError, SocketlabError, SpecError
 from app.peerhttp import (
     PeerAnswerError,
@@ -49,7 +49,7 @@ from app.runs.manager import RunManager
 from app.runs.outcome import Outcome, conclude
 from app.runs.run import Run
 from app.runs.spec import parse_run_spec
-from app.web.schemas import ConnectionPage, ListenerList, RunDoc, RunRef
+from app.web.schemas import ConnectionPage, ListenerList, ProbeFigures, RunDoc, RunRef
 
 logger = logging.getLogger(__name__)
 
@@ -303,6 +303,31 @@ class PeerManager:
         assert doc is not None
         run.stats.series[:] = doc.get("series") or []
         return conclude(pattern, run.stats, run.elapsed, reported=doc)
+
+    def sink_at(self, endpoint: Endpoint) -> tuple[PeerState, str] | None:
+        """The peer and listener id of the sink a run's target is, from the last poll:
+        the peer's host, and a listener's port and protocol; None for anything else."""
+        for state in self.states.values():
+            if state.config.host != endpoint.host:
+                continue
+            for item in state.listeners:
+                if item["port"] == endpoint.port and item["protocol"] == endpoint.protocol:
+                    return (state, item["id"]) if item["mode"] == "sink" else None
+        return None
+
+    async def receiving_end(self, endpoint: Endpoint, run_tag: int) -> dict[str, Any] | None:
+        """What a peer's sink counted of a run (``GET
+        /api/listeners/{id}/probes/{run_tag}``), or None when the target is no peer's sink.
+
+        Raises:
+            SocketlabError: The peer could not be asked, answered badly or refused.
+        """
+        found = self.sink_at(endpoint)
+        if found is None:
+            return None
+        state, listener_id = found
+        path = peer_path("api", "listeners", listener_id, "probes", f"{run_tag:08x}")
+        return await self.request(state, "GET", path, ProbeFigures)
 
     async def get_run(self, name: str, remote_id: str) -> dict[str, Any]:
         """A run as peer ``name`` reports it now.

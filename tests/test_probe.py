@@ -11,6 +11,7 @@ from app.wire.probe import (
     decode,
     encode,
     encode_into,
+    encode_numbered,
     peek_seq,
     run_tag_of,
 )
@@ -135,3 +136,24 @@ def test_the_warmup_flag_is_bit_0_of_the_flags_byte(flags: int, warmup: bool) ->
     decoded = decode(header)
     assert decoded is not None and decoded.warmup is warmup
     assert (decoded.flags & FLAG_WARMUP != 0) is warmup
+
+
+@pytest.mark.parametrize(
+    ("seq", "first_counted", "counted", "header"),
+    [
+        (0, 1 << 64, False, (FLAG_WARMUP, 0)),
+        (6, 1 << 64, False, (FLAG_WARMUP, 6)),
+        (7, 7, True, (0, 0)),
+        (12, 7, True, (0, 5)),
+        (3, 0, True, (0, 3)),  # no warm-up: the flow's own numbers
+    ],
+)
+def test_a_flow_numbered_in_one_sequence_writes_both_series_from_0(
+    seq: int, first_counted: int, counted: bool, header: tuple[int, int]
+) -> None:
+    buf = bytearray(64)
+    encode_numbered(buf, 0xABCD, 2, seq, first_counted, 99, counted)
+    decoded = decode(buf)
+    assert decoded is not None
+    assert (decoded.flags, decoded.seq) == header
+    assert (decoded.run_tag, decoded.flow, decoded.sent_ns) == (0xABCD, 2, 99)

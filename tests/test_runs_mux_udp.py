@@ -40,6 +40,8 @@ class ForwarderLog:
     largest_reply: int = 0
     dropped: list[int] = field(default_factory=list)
     duplicated: list[int] = field(default_factory=list)
+    # Of those, the replies to counted datagrams (no warm-up flag in the header).
+    duplicated_counted: list[int] = field(default_factory=list)
     # Set when a request with this sequence number passes (see ``serve_forwarder``).
     watch_seq: int | None = None
     seen: trio.Event = field(default_factory=trio.Event)
@@ -80,6 +82,8 @@ async def serve_forwarder(
                 if len(data) >= 28 and duplicate(seq_of(data)):
                     copies = 2
                     log.duplicated.append(seq_of(data))
+                    if not data[3] & 1:
+                        log.duplicated_counted.append(seq_of(data))
                 for _ in range(copies):
                     log.replies += 1
                     log.reply_bytes += len(data)
@@ -230,10 +234,14 @@ async def test_replies_to_warm_up_datagrams_are_left_out_duplicates_included(
         partial(serve_forwarder, echo, log, delay=0.02, duplicate=lambda seq: seq % 10 == 3)
     )
     summary = await finish(await start_run(lab, port, in_flight=8, count=300, warmup=0.2))
-    # One flow numbers its datagrams 0..299; the counted ones are the last ``sent``.
-    first_counted = 300 - summary["sent"]
-    counted_duplicates = [seq for seq in log.duplicated if seq >= first_counted]
-    assert 0 < len(counted_duplicates) < len(log.duplicated) == 30
+    # One flow sends 300 datagrams: the warm-up ones numbered 0.. and flagged, then the
+    # counted ones (the last ``sent``) numbered 0.. again (app.wire.probe).
+    sent = summary["sent"]
+    counted_duplicates = log.duplicated_counted
+    assert sorted(counted_duplicates) == [seq for seq in range(sent) if seq % 10 == 3]
+    warm_duplicates = [seq for seq in range(300 - sent) if seq % 10 == 3]
+    assert warm_duplicates
+    assert len(log.duplicated) == len(counted_duplicates) + len(warm_duplicates)
     assert summary["duplicates"] == len(counted_duplicates)
     assert (summary["received"], summary["lost"], summary["late"]) == (summary["sent"], 0, 0)
     assert summary["bytes_received"] == 64 * (summary["sent"] + len(counted_duplicates))

@@ -87,6 +87,10 @@ class Mode:
         """One-way statistics of a run's probes as received here (sink mode only)."""
         return None
 
+    def receiving_end(self, run_tag: int) -> dict[str, Any] | None:
+        """A run's figures as this listener's end counted them, if it is a sink."""
+        return None
+
 
 class Listener:
     """One running server. Counters are bumped by its connection handlers (the hot path).
@@ -180,6 +184,13 @@ class Listener:
         ``lost``, ``loss_pct``, ``duplicates``, ``reordered``, ``jitter_ms``, ``flows``; None
         when this is not a sink or none of that run's probes arrived."""
         return self.mode.probe_summary(run_tag)
+
+    def receiving_end(self, run_tag: int) -> dict[str, Any] | None:
+        """What a sink listener has counted of a run, zeros before its first probe (so a
+        run asking before it starts learns that its target is a sink); ``{"framed":
+        false}`` for a TCP sink without ``message_size`` (it counts no messages); None
+        when this is not a sink."""
+        return self.mode.receiving_end(run_tag)
 
     def spec_url(self) -> str:
         """``proto://host:port?mode=...&options`` with the bound port (not 0): a URL that

@@ -20,9 +20,12 @@ charged before every write (the byte cap stops the run within one write of it; t
 caps pace pingpong and TCP bulk), and the duration cap is a send deadline at most
 ``max_duration`` seconds after the start, warm-up included, for runs given a count too.
 
-A run aimed at one of this lab's own sinks (``remote_lookup`` answers for its target before
-it starts) expects no replies unless its spec says ``expect_replies``; one that expects none
-claims no loss, and its summary's ``remote`` says what arrived of what was sent.
+A run aimed at a socketlab sink (this lab's, or a peer's: the :class:`ReceivingEnd` knows
+before the run starts) expects no replies unless its spec says ``expect_replies``; one that
+expects none claims no loss, and its summary's ``remote`` says what arrived of what was
+sent, as the receiving end counted it once the run has sent everything. A receiving end
+that cannot be asked (a peer down or answering badly) leaves ``remote`` null and says why
+in ``remote_error``; the run ends as it would have.
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ import math
 import socket as stdsocket
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
 from app.endpoint import Endpoint
+from app.errors import SocketlabError
 from app.registry import Registry
 from app.runs.budget import Budget
 from app.runs.context import FlowContext
@@ -50,12 +54,38 @@ logger = logging.getLogger(__name__)
 perf_ns = time.perf_counter_ns
 
 Resolver = Callable[[Endpoint], Awaitable[tuple[int, tuple[Any, ...]]]]
-RemoteLookup = Callable[[Endpoint, int], dict[str, Any] | None]
+# Between two looks at a receiving end still reading what is in flight; a look that took
+# longer (a peer's, over its API) is followed by a pause as long.
+_LOOK_INTERVAL = 0.005
 
 
-def no_remote(endpoint: Endpoint, run_tag: int) -> dict[str, Any] | None:
-    """A remote lookup for runs fired outside a lab: nobody keeps the receiver's side."""
-    return None
+class ReceivingEnd(Protocol):
+    """Where the figures of a run's receiving end are kept, when it is a socketlab sink."""
+
+    def is_sink(self, endpoint: Endpoint) -> bool:
+        """Whether ``endpoint`` is a socketlab sink (asked once, before the run starts)."""
+        ...
+
+    async def figures(self, endpoint: Endpoint, run_tag: int) -> dict[str, Any] | None:
+        """What the sink at ``endpoint`` counted of the run tagged ``run_tag``, or None.
+
+        Raises:
+            SocketlabError: The sink is a peer's that could not be asked.
+        """
+        ...
+
+
+class NoReceivingEnd:
+    """For runs fired outside a lab: nobody keeps the receiver's side."""
+
+    def is_sink(self, endpoint: Endpoint) -> bool:
+        return False
+
+    async def figures(self, endpoint: Endpoint, run_tag: int) -> dict[str, Any] | None:
+        return None
+
+
+NO_RECEIVING_END = NoReceivingEnd()
 
 
 def _no_tick() -> None:
@@ -122,18 +152,36 @@ class LoadMonitor:
 
 
 async def _wait_for_receiving_end(
-    remote_lookup: RemoteLookup, endpoint: Endpoint, run_tag: int, sent: int, spec: RunSpec
+    receiving_end: ReceivingEnd, endpoint: Endpoint, run_tag: int, sent: int, spec: RunSpec
 ) -> None:
-    """Wait until a sink of this lab has seen everything the run sent, at most ``timeout``:
-    it reads what is still in flight after the last send, as a sender waits ``timeout``
-    for its last replies. Returns at once for a target that is not such a sink."""
+    """Wait until the sink has seen everything the run sent, at most ``timeout``: it reads
+    what is still in flight after the last send, as a sender waits ``timeout`` for its last
+    replies.
+
+    Raises:
+        SocketlabError: The sink is a peer's that could not be asked.
+    """
     with trio.move_on_after(spec.timeout):
         while True:
-            remote = one_way(remote_lookup(endpoint, run_tag), sent)
+            t = trio.current_time()
+            remote = one_way(await receiving_end.figures(endpoint, run_tag), sent)
             if remote is None or not remote.get("lost"):
                 return
-            # The sink counts in this process: a look is cheap.
-            await trio.sleep(0.005)
+            await trio.sleep(max(_LOOK_INTERVAL, trio.current_time() - t))
+
+
+async def _final_figures(receiving_end: ReceivingEnd, ctx: FlowContext) -> None:
+    """The receiving end's figures into ``stats.remote``; why not, into ``remote_error``."""
+    stats = ctx.stats
+    try:
+        with trio.move_on_after(ctx.timeout):
+            figures = await receiving_end.figures(ctx.endpoint, ctx.run_tag)
+            stats.remote = one_way(figures, stats.sent)
+            return
+        stats.remote_error = f"the receiving end did not answer within {ctx.timeout:g} s"
+    except SocketlabError as exc:
+        stats.remote_error = exc.message
+    logger.warning("run %s: no figures from the receiving end: %s", ctx.run_id, stats.remote_error)
 
 
 async def execute(
@@ -145,7 +193,7 @@ async def execute(
     *,
     stop: trio.CancelScope,
     resolver: Resolver,
-    remote_lookup: RemoteLookup = no_remote,
+    receiving_end: ReceivingEnd = NO_RECEIVING_END,
     on_tick: Callable[[], None] = _no_tick,
     max_bytes: int | None = None,
     max_rate: float | None = None,
@@ -162,7 +210,7 @@ async def execute(
         registry: Where the flows' connections are shown.
         stop: Cancelled to stop the run; the run then ends ``stopped``.
         resolver: Gives the family and address to connect to.
-        remote_lookup: The receiver's side of the run, if a sink here kept it.
+        receiving_end: The receiver's side of the run, when a socketlab sink keeps it.
         on_tick: Called after each closed second of the series.
         max_bytes: The run sends at most this many bytes (warm-up included): the write
             that would pass it is not made, and the run stops sending.
@@ -190,10 +238,11 @@ async def execute(
         max_bitrate=max_bitrate,
         on_exhausted=ctx.stop_sending,
     )
-    # A run aimed at one of this lab's sinks expects no replies unless its spec says so.
+    # A run aimed at a socketlab sink expects no replies unless its spec says so.
     expect = spec.expect_replies
+    sink = receiving_end.is_sink(endpoint)
     if expect is None:
-        expect = remote_lookup(endpoint, ctx.run_tag) is None
+        expect = not sink
     ctx.expect_replies = stats.expect_replies = expect
     kind = FLOWS[spec.pattern, endpoint.protocol]
     background = kind.prepare(ctx)
@@ -263,14 +312,20 @@ async def execute(
             # The flows were still going when the duration cap came (a count run).
             cap_note = f"stopped at the cap of {max_duration:g} s per run"
         stats.bottleneck = monitor.report()
-        if cap_note is None:
+        if cap_note is None and sink:
             # Inside the stop scope: a stop (or the shutdown) cuts this wait short.
-            await _wait_for_receiving_end(remote_lookup, endpoint, ctx.run_tag, stats.sent, spec)
+            try:
+                await _wait_for_receiving_end(
+                    receiving_end, endpoint, ctx.run_tag, stats.sent, spec
+                )
+            except SocketlabError:
+                pass  # asked again below, where the reason is kept
     if cap_note is None and ctx.budget.exhausted:
         cap_note = f"stopped at the cap of {max_bytes:,} bytes per run"  # then stopped
     if stats.bottleneck is None:
         stats.bottleneck = monitor.report()
-    stats.remote = one_way(remote_lookup(endpoint, ctx.run_tag), stats.sent)
+    if sink:
+        await _final_figures(receiving_end, ctx)
     return conclude(
         spec.pattern,
         stats,

@@ -29,7 +29,7 @@ from app.endpoint import Endpoint
 from app.errors import ConflictError, NotFoundError, TargetNotAllowedError
 from app.registry import Registry
 from app.runs.caps import check_run_caps
-from app.runs.engine import RemoteLookup, execute
+from app.runs.engine import ReceivingEnd, execute
 from app.runs.outcome import Outcome, conclude
 from app.runs.run import Run as Run  # re-exported: callers and tests import it from here
 from app.runs.spec import RunSpec
@@ -59,7 +59,7 @@ class RunManager:
         store: Where every run's spec and result is kept (open before the first run).
         audit: Who asked for which run, and how it ended.
         policy: Which targets runs may go to.
-        remote_lookup: The receiver's side of a run, when one of the lab's sinks kept it.
+        receiving_end: The receiver's side of a run, when a socketlab sink keeps it.
         on_tick: Called after each closed second of a run.
         on_end: Called once a run has ended and is stored.
     """
@@ -72,7 +72,7 @@ class RunManager:
         store: Store,
         audit: AuditLog,
         policy: TargetPolicy,
-        remote_lookup: RemoteLookup,
+        receiving_end: ReceivingEnd,
         on_tick: RunCallback,
         on_end: RunCallback,
     ) -> None:
@@ -81,7 +81,7 @@ class RunManager:
         self._store = store
         self._audit = audit
         self._policy = policy
-        self._remote_lookup = remote_lookup
+        self._receiving_end = receiving_end
         self._on_tick = on_tick
         self._on_end = on_end
         self.accepting = True
@@ -245,7 +245,7 @@ class RunManager:
             self._registry,
             stop=run.cancel_scope,
             resolver=resolved,
-            remote_lookup=self._remote_lookup,
+            receiving_end=self._receiving_end,
             on_tick=partial(self._on_tick, run),
             max_bytes=self._settings.max_run_bytes,
             max_rate=self._settings.max_run_rate,

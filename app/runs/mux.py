@@ -51,7 +51,9 @@ perf_ns = time.perf_counter_ns
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
 HEADER_SIZE = probe.HEADER_SIZE
-# ``first_counted`` until a UDP flow sends a counted message (above every u64 seq number).
+# Set in the header of a message sent during the warm-up (app.wire.probe).
+WARMUP = probe.FLAG_WARMUP
+# ``first_counted`` until a flow sends a counted message (above every u64 seq number).
 NOT_COUNTED = 1 << 64
 
 
@@ -93,7 +95,8 @@ class MuxFlow(Served):
         self.got = 0
         self.pending: memoryview | None = None
         # UDP: sequence number → send time of the datagrams in flight (in send order), the
-        # lost ones remembered, and the first one counted (after the warm-up).
+        # lost ones remembered. Both: the first one counted (after the warm-up), from which
+        # the probe header numbers the counted messages.
         self.inflight: dict[int, int] = {}
         self.lost_seqs: dict[int, bool] = {}
         self.first_counted = NOT_COUNTED
@@ -289,19 +292,25 @@ class Multiplexer:
                 self._park(flow, wait)
                 return
             t0 = perf_ns()
+            counted = t0 >= ctx.measure_from_ns
+            if counted and seq < flow.first_counted:
+                flow.first_counted = seq
             if size >= HEADER_SIZE:
-                probe.encode_into(flow.buf, ctx.run_tag, flow.flow_id, seq, t0)
+                # Replies are matched by order: the header's numbers are the receiver's.
+                probe.encode_numbered(
+                    flow.buf, ctx.run_tag, flow.flow_id, seq, flow.first_counted, t0, counted
+                )
             data = flow.msg if flow.msg is not None else flow.view[:size]
             try:
                 n = flow.sock.send(data)
             except BlockingIOError:
                 n = 0
             outstanding.append((t0, size))
-            if t0 >= ctx.measure_from_ns:
-                stats.sent += 1
-                stats.bytes_sent += size
             conn.bytes_out += size
             conn.msgs_out += 1
+            if counted:
+                stats.sent += 1
+                stats.bytes_sent += size
             flow.seq = seq + 1
             if n < size:
                 # The kernel took part of it: the rest goes when the socket is writable,

@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable
 
 from app.runs.context import FlowContext
-from app.runs.mux import EPOLLOUT, HEADER_SIZE, Multiplexer, MuxFlow, perf_ns
+from app.runs.mux import EPOLLOUT, HEADER_SIZE, WARMUP, Multiplexer, MuxFlow, perf_ns
 from app.wire import probe
 
 # Larger than any UDP payload (65,507 bytes over IPv4, 65,527 over IPv6): a reply is never
@@ -39,6 +39,8 @@ class UdpMultiplexer(Multiplexer):
         super().__init__(ctx)
         # Every message carries a probe header: a reply without one answers nothing.
         self._all_headers = min(ctx.sizes) >= HEADER_SIZE
+        # Without a warm-up every message is counted and numbered as the flow numbers it.
+        self._warmup = ctx.spec.warmup > 0
 
     @staticmethod
     def receive_size(ctx: FlowContext) -> int:
@@ -71,6 +73,7 @@ class UdpMultiplexer(Multiplexer):
         conn = flow.conn
         measure_from = self.ctx.measure_from_ns
         stats = self.ctx.stats
+        warmup = self._warmup
         # Up to a window of replies per event, then the window is refilled in one go; with
         # one in flight that is one recv, as before (no recv that only says EAGAIN).
         reads = self._window
@@ -88,6 +91,8 @@ class UdpMultiplexer(Multiplexer):
             conn.bytes_in += n
             conn.msgs_in += 1
             seq = probe.peek_seq(rbuf) if n >= HEADER_SIZE else None
+            if seq is not None and warmup and not rbuf[3] & WARMUP:
+                seq += flow.first_counted  # a counted reply: its number in the flow
             if seq is None and not self._all_headers:
                 seq = next(iter(inflight), None)  # no header to match: the oldest one
             t0 = inflight.pop(seq, None) if seq is not None else None
@@ -172,8 +177,14 @@ class UdpMultiplexer(Multiplexer):
         seq = flow.seq
         size = sizes[seq % len(sizes)]
         t0 = perf_ns()
+        counted = t0 >= ctx.measure_from_ns
+        if counted and seq < flow.first_counted:
+            flow.first_counted = seq
         if size >= HEADER_SIZE:
-            probe.encode_into(flow.buf, ctx.run_tag, flow.flow_id, seq, t0)
+            # A counted reply's number plus ``first_counted`` is the flow's own (see _on_udp).
+            probe.encode_numbered(
+                flow.buf, ctx.run_tag, flow.flow_id, seq, flow.first_counted, t0, counted
+            )
         try:
             flow.sock.send(flow.msg if flow.msg is not None else flow.view[:size])
         except BlockingIOError:
@@ -185,9 +196,7 @@ class UdpMultiplexer(Multiplexer):
             ctx.stats.record_error("unreachable")
         flow.inflight[seq] = t0
         flow.seq = seq + 1
-        if t0 >= ctx.measure_from_ns:
-            if seq < flow.first_counted:
-                flow.first_counted = seq
+        if counted:
             stats = ctx.stats
             stats.sent += 1
             stats.bytes_sent += size

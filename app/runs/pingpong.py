@@ -11,6 +11,11 @@ datagram whose reply misses ``timeout`` counts as lost and another is sent in it
 reply to it after that is late, a second reply to an answered one a duplicate. Messages too
 small for a header are matched by order and counted, which is all UDP allows.
 
+Warm-up: messages sent before the warm-up ends carry :data:`~app.wire.probe.FLAG_WARMUP` and
+are numbered apart from the counted ones, each from 0 (as open-loop flows number them), so
+a sink leaves them out and charges no loss for them; a flow still matches its replies by
+its own numbering (app.runs.mux_udp adds the first counted number back).
+
 Error handling: a failure ends only the flow it happened on and is counted by kind, and the
 messages that flow still waited for are counted lost (they will never be answered); the run
 goes on with the other flows. Resource handling: each flow's socket is closed when its task
@@ -76,6 +81,7 @@ async def _tcp_pingpong(
     window = ctx.spec.in_flight
     outstanding: deque[tuple[int, int]] = deque()
     seq = 0
+    first_counted = -1  # the first message sent after the warm-up
     refresh = min(timeout / 16, 0.1)
     moved_at = -refresh
     # A flow that ends on an error or a timeout gives up on the replies it still waits
@@ -102,16 +108,21 @@ async def _tcp_pingpong(
                         await trio.sleep_until(min(wait, ctx.send_deadline))
                         continue
                     t0 = perf_ns()
+                    counted = t0 >= measure_from
+                    if counted and first_counted < 0:
+                        first_counted = seq
                     if size >= header_room:
-                        probe.encode_into(buf, run_tag, flow_id, seq, t0)
+                        probe.encode_numbered(
+                            buf, run_tag, flow_id, seq, first_counted, t0, counted
+                        )
                     await channel.send_all(view[:size])
-                    outstanding.append((t0, size))
-                    if t0 >= measure_from:
+                    if counted:
                         stats.sent += 1
                         stats.bytes_sent += size
+                    seq += 1
+                    outstanding.append((t0, size))
                     conn.bytes_out += size
                     conn.msgs_out += 1
-                    seq += 1
                 if not outstanding:
                     break
                 now = trio.current_time()

@@ -119,6 +119,7 @@ class RunStats:
         self.reply: dict[str, Any] | None = None
         self.bottleneck: dict[str, Any] | None = None
         self.remote: dict[str, Any] | None = None
+        self.remote_error: str | None = None  # why ``remote`` is missing for a sink's run
         self._last = (0, 0, 0, 0)
         self._last_t = 0.0
         # How many intervals were folded into ``total``, and the live RTT figures of then.
@@ -239,6 +240,7 @@ class RunStats:
             "reply": self.reply,
             "bottleneck": self.bottleneck,
             "remote": self.remote,
+            "remote_error": self.remote_error,
         }
 
     def _loss_pct(self) -> float | None:

@@ -29,6 +29,7 @@ from app.web.schemas import (
     PageQuery,
     Preset,
     PresetList,
+    ProbeFigures,
     RunDoc,
     RunList,
     RunRef,
@@ -274,6 +275,22 @@ def _refuse_file_options(body: dict[str, Any]) -> None:
 async def get_listener(listener_id: str) -> dict[str, Any]:
     """One listener's document: counters, limits, options and its mode's section."""
     return _deps().listeners.get(listener_id).to_dict()
+
+
+@api.get("/listeners/<listener_id>/probes/<run_tag>")
+@document_response(ProbeFigures)
+@document_errors(404, 422)
+async def listener_probes(listener_id: str, run_tag: str) -> dict[str, Any]:
+    """What a sink counted of one run: ``run_tag`` is the run's probe tag in 8 hex digits
+    (the keys of the listener's ``probe.runs``). Zeros before the run's first probe; 404
+    for an unknown listener or one that is not a sink. A lab whose run aims at a peer's
+    sink asks this once the run has sent everything."""
+    if len(run_tag) != 8 or not all(c in "0123456789abcdefABCDEF" for c in run_tag):
+        raise SpecError("run_tag: 8 hex digits, as in the listener's probe.runs", "run_tag")
+    figures = _deps().listeners.get(listener_id).receiving_end(int(run_tag, 16))
+    if figures is None:
+        raise NotFoundError(f"listener {listener_id} is not a sink", "id")
+    return figures
 
 
 @api.delete("/listeners/<listener_id>")

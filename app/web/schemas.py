@@ -124,6 +124,21 @@ class ListenerInfo(_Strict):
     probe: dict[str, Any] | None = Field(None, description="sink: one-way figures per run")
 
 
+class ProbeFigures(_Strict):
+    """What a sink listener counted of one run's probes (warm-up left out): zeros before
+    the first; only ``framed: false`` from a TCP sink without ``message_size``."""
+
+    flows: int | None = Field(None, ge=0, description="flows seen (live)")
+    evicted: int | None = Field(None, ge=0, description="flows forgotten, counts kept")
+    received: int | None = Field(None, ge=0, description="messages, duplicates included")
+    duplicates: int | None = Field(None, ge=0)
+    reordered: int | None = Field(None, ge=0)
+    lost: int | None = Field(None, ge=0, description="gaps in the sequence numbers seen")
+    loss_pct: float | None = Field(None, ge=0)
+    jitter_ms: float | None = Field(None, ge=0, description="RFC 3550, mean over flows")
+    framed: bool | None = Field(None, description="false: a TCP sink that counts bytes only")
+
+
 class ListenerList(_Strict):
     """Every running listener."""
 
@@ -255,6 +270,9 @@ class RunSummary(_Strict):
     remote: dict[str, Any] | None = Field(
         description="the receiver's side, when one of this lab's sinks counted the run: "
         "what arrived (received, duplicates, reordered, jitter_ms) and lost of what was sent"
+    )
+    remote_error: str | None = Field(
+        None, description="why remote is null for a run at a peer's sink (the peer's answer)"
     )
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_into",
+    "encode_numbered",
     "peek_seq",
     "run_tag_of",
 ]
@@ -109,6 +110,37 @@ def encode_into(
             programming errors, so they are not turned into a domain error.
     """
     _HEADER.pack_into(buf, 0, MAGIC, VERSION, flags, run_tag, flow, seq, sent_ns)
+
+
+def encode_numbered(
+    buf: bytearray | memoryview,
+    run_tag: int,
+    flow: int,
+    seq: int,
+    first_counted: int,
+    sent_ns: int,
+    counted: bool,
+) -> None:
+    """Write the header of a flow's message ``seq`` numbered as receivers expect it.
+
+    For senders that number every message of a flow in one sequence (pingpong matches its
+    replies by it): a counted message is numbered from ``first_counted`` (the flow's first
+    message after the warm-up), a warm-up one is flagged :data:`FLAG_WARMUP` and keeps its
+    number, so both series start at 0. The same cost as :func:`encode_into`.
+
+    Args:
+        buf: A writable buffer of at least :data:`HEADER_SIZE` bytes.
+        run_tag: u32 tag of the run.
+        flow: u32 flow id.
+        seq: The message's number in the flow, warm-up included.
+        first_counted: The number of the flow's first counted message (if ``counted``).
+        sent_ns: u64 send time from ``time.perf_counter_ns()``.
+        counted: Sent after the warm-up.
+    """
+    if counted:
+        _HEADER.pack_into(buf, 0, MAGIC, VERSION, 0, run_tag, flow, seq - first_counted, sent_ns)
+    else:
+        _HEADER.pack_into(buf, 0, MAGIC, VERSION, FLAG_WARMUP, run_tag, flow, seq, sent_ns)
 
 
 def encode(run_tag: int, flow: int, seq: int, sent_ns: int, *, flags: int = 0) -> bytes:

@@ -202,3 +202,12 @@ class SinkMode(Mode):
 
     def probe_summary(self, run_tag: int) -> dict[str, Any] | None:
         return self.sink.for_run(run_tag)
+
+    def receiving_end(self, run_tag: int) -> dict[str, Any] | None:
+        result = self.sink.for_run(run_tag)
+        if result is not None:
+            return result
+        spec = self.listener.spec
+        if spec.protocol != "udp" and spec.message_size is None:
+            return {"framed": False}
+        return FlowTable().summary()
