@@ -205,11 +205,13 @@ class _OneInFlight:
 
 
 class _AwaitsReplies:
-    """A closed-loop pattern: it cannot run without replies."""
+    """A closed-loop pattern waits for each reply, so the field is not its to set; at a
+    socketlab sink, which answers nothing, the lab knows none will come (``None``: the lab
+    decides), so the run claims no loss and its ``remote`` says what arrived."""
 
     @property
     def expect_replies(self) -> bool | None:
-        return True
+        return None
 
 
 def _expect_replies() -> Any:
