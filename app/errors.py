@@ -52,6 +52,19 @@ class ProtocolError(SocketlabError):
     """Bytes on the wire that a sans-IO parser cannot accept."""
 
 
+class LineError(ProtocolError, ValueError):
+    """A line of a line protocol (StatsD, DogStatsD) that its parser cannot accept.
+
+    Args:
+        message: What is wrong with the line.
+        line: The offending line, as received.
+    """
+
+    def __init__(self, message: str, line: bytes) -> None:
+        super().__init__(message, "line")
+        self.line = line
+
+
 class StoreUnavailableError(SocketlabError):
     """The store cannot write now (a full disk, a lock held elsewhere); retried in the
     background, so the request can be made again later."""

@@ -12,7 +12,7 @@ import trio
 
 from app.lab import Lab
 from app.web.server import serve_web
-from tests.helpers import lab_settings
+from tests.helpers import TOKEN, lab_settings
 
 
 @asynccontextmanager
@@ -34,6 +34,21 @@ async def running_lab(
 async def lab(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Lab]:
     """A running lab: TCP and UDP echo listeners, the web server, all on free ports."""
     async with running_lab(nursery, tmp_path / "data") as lab:
+        yield lab
+
+
+@pytest.fixture
+async def edge(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Lab]:
+    """A lab that another (``hub_lab``) has as its peer."""
+    async with running_lab(nursery, tmp_path / "edge") as lab:
+        yield lab
+
+
+@pytest.fixture
+async def hub_lab(nursery: trio.Nursery, tmp_path: Path, edge: Lab) -> AsyncIterator[Lab]:
+    """A lab with the edge as its peer, told the edge's token (it sends none unless told)."""
+    peers = (f"http://127.0.0.1:{edge.web_port}",)
+    async with running_lab(nursery, tmp_path / "hub", peers=peers, peer_token=TOKEN) as lab:
         yield lab
 
 

@@ -4,8 +4,6 @@ by every pattern that writes probe headers (pingpong, TCP bulk)."""
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,23 +14,9 @@ from app.lab import Lab
 from app.listeners.base import Listener
 from app.listeners.spec import parse_listener
 from app.runs.spec import parse_run_spec
-from tests.conftest import listener_port, running_lab
-from tests.helpers import TOKEN, http, wait_for
+from tests.conftest import listener_port
+from tests.helpers import http, wait_for
 from tests.test_openapi import openapi, response_validator
-
-
-@pytest.fixture
-async def edge(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Lab]:
-    async with running_lab(nursery, tmp_path / "edge") as lab:
-        yield lab
-
-
-@pytest.fixture
-async def hub_lab(nursery: trio.Nursery, tmp_path: Path, edge: Lab) -> AsyncIterator[Lab]:
-    """A lab with the edge as its peer, told the edge's token."""
-    peers = (f"http://127.0.0.1:{edge.web_port}",)
-    async with running_lab(nursery, tmp_path / "hub", peers=peers, peer_token=TOKEN) as lab:
-        yield lab
 
 
 async def start_sink(lab: Lab, url: str) -> Listener:

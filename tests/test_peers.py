@@ -5,30 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 
 from app.lab import Lab
 from tests.conftest import listener_port, running_lab
 from tests.helpers import TOKEN, http, read_ndjson, wait_for_async
-
-
-@pytest.fixture
-async def edge(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Lab]:
-    async with running_lab(nursery, tmp_path / "edge") as lab:
-        yield lab
-
-
-@pytest.fixture
-async def hub_lab(nursery: trio.Nursery, tmp_path: Path, edge: Lab) -> AsyncIterator[Lab]:
-    """A lab with the edge as its peer, told the edge's token (it sends none unless told)."""
-    peers = (f"http://127.0.0.1:{edge.web_port}",)
-    async with running_lab(nursery, tmp_path / "hub", peers=peers, peer_token=TOKEN) as lab:
-        yield lab
 
 
 async def test_a_lab_shows_its_peer_with_listeners_and_connections(hub_lab: Lab, edge: Lab) -> None:

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from app.errors import ProtocolError
+from app.errors import LineError
 
 __all__ = [
     "SERVICE_CHECK_STATUSES",
@@ -36,17 +36,8 @@ SERVICE_CHECK_STATUSES = ("ok", "warning", "critical", "unknown")
 _HEADER = re.compile(rb"_e\{(\d{1,6}),(\d{1,6})\}:")
 
 
-class DogstatsdError(ProtocolError, ValueError):
-    """A line that starts as an event or service check but is not one.
-
-    Args:
-        message: What is wrong with the line.
-        line: The offending line, as received.
-    """
-
-    def __init__(self, message: str, line: bytes) -> None:
-        super().__init__(message, "line")
-        self.line = line
+class DogstatsdError(LineError):
+    """A line that starts as an event or service check but is not one."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from app.errors import ProtocolError
+from app.errors import LineError
 from app.wire.dogstatsd import (
     DogstatsdError,
     Event,
@@ -58,17 +58,8 @@ _SPACES = re.compile(r"\s+")
 _ODD_CHARS = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
-class StatsdError(ProtocolError, ValueError):
-    """A line that is not a StatsD metric.
-
-    Args:
-        message: What is wrong with the line.
-        line: The offending line, as received.
-    """
-
-    def __init__(self, message: str, line: bytes) -> None:
-        super().__init__(message, "line")
-        self.line = line
+class StatsdError(LineError):
+    """A line that is not a StatsD metric."""
 
 
 @dataclass(frozen=True, slots=True)
