@@ -7,6 +7,7 @@ hold the database (one line on stderr).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -313,6 +314,12 @@ async def _serve_async(settings: Settings) -> None:
     lab = Lab(settings, web=serve_web, handle_signals=True)
     async with trio.open_nursery() as nursery:
         await nursery.start(lab.serve)
+        # Everything made so far (modules, classes, the app) lives as long as the process:
+        # out of the collector's sight, a full collection walks only what came later. Left
+        # in, the oldest generation took 35 to 60 ms a pass here, a stall of every socket
+        # and of /api/health each time.
+        gc.collect()
+        gc.freeze()
         host = settings.web_host
         base = f"http://{host_port(host, lab.web_port or 0)}/"
         listeners = ", ".join(listener.spec_url() for listener in lab.listeners)

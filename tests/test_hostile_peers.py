@@ -5,13 +5,14 @@ In-process, one kind of bad answer at a time (tests/hostile_answers.py, played b
 tests/hostile_peer.py): the peer is shown ``failing`` with the reason, a run followed there
 ends ``failed`` with it, /api/health answers. In a subprocess, every kind at once, measured
 from outside: the lab stays up, its resident memory stays within 50 MB of where it was
-before the peers turned hostile, and /api/health answers throughout (within 100 ms at p99:
-the ``timing`` test).
+before the peers turned hostile, and /api/health answers throughout (every answer within
+100 ms: the ``timing`` test).
 """
 
 from __future__ import annotations
 
 import statistics
+import subprocess
 import sys
 import zlib
 from collections.abc import AsyncIterator
@@ -193,23 +194,42 @@ def _rss(pid: int, key: str = "VmRSS") -> int:
     raise AssertionError(f"no {key}")
 
 
-async def _watch(served: ServedLab, figures: Figures, stop: trio.Event) -> None:
-    """Ask /api/health and read the memory, again and again until ``stop``."""
-    while not stop.is_set():
-        if served.process.poll() is not None:
-            figures.health_failures.append("the lab exited")
-            return
-        figures.peak_rss = max(figures.peak_rss, _rss(served.process.pid))
-        started = trio.current_time()
+async def _watch(served: ServedLab, figures: Figures, stop: trio.Event, done: trio.Event) -> None:
+    """Read the memory again and again until ``stop``; /api/health is asked meanwhile by a
+    process of its own (tests/healthwatch.py), so the test's loop, busy serving the hostile
+    peers, does not count against the lab."""
+    watcher = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "tests.healthwatch", str(served.web_port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert watcher.stdin is not None and watcher.stdout is not None
+    chunks: list[bytes | bytearray] = []
+
+    async def read_all(stream: trio.abc.ReceiveStream) -> None:
+        while chunk := await stream.receive_some():
+            chunks.append(chunk)
+
+    async with trio.open_nursery() as reading:
+        reading.start_soon(read_all, watcher.stdout)
         try:
-            with trio.fail_after(5):
-                health = await http(served.web_port, "GET", "/api/health", token=None)
-            if health.status != 200:
-                figures.health_failures.append(f"status {health.status}")
-        except (trio.TooSlowError, OSError) as exc:
-            figures.health_failures.append(repr(exc))
-        figures.health_seconds.append(trio.current_time() - started)
-        await trio.sleep(0.02)
+            while not stop.is_set():
+                if served.process.poll() is not None:
+                    figures.health_failures.append("the lab exited")
+                    break
+                figures.peak_rss = max(figures.peak_rss, _rss(served.process.pid))
+                with trio.move_on_after(0.02):
+                    await stop.wait()
+        finally:
+            await watcher.stdin.aclose()  # the watcher stops at the end of its input
+    await watcher.wait()
+    out = b"".join(chunks).decode()
+    for line in out.splitlines():
+        if line.startswith("!"):
+            figures.health_failures.append(line[1:].strip())
+        else:
+            figures.health_seconds.append(float(line))
+    done.set()
 
 
 async def _served_peers(served: ServedLab) -> dict[str, dict[str, Any]]:
@@ -251,8 +271,8 @@ async def _play_with_log(
             await wait_for_async(all_up, timeout=30)
             figures = Figures(baseline_rss=_rss(served.process.pid))
             switch.armed = True
-            stop = trio.Event()
-            nursery.start_soon(_watch, served, figures, stop)
+            stop, watched = trio.Event(), trio.Event()
+            nursery.start_soon(_watch, served, figures, stop, watched)
 
             polled = {n: p for n, p in names.items() if p.kind.call in ("listeners", "connections")}
 
@@ -275,6 +295,7 @@ async def _play_with_log(
 
             await wait_for_async(polled_twice_more, timeout=30)
             stop.set()
+            await watched.wait()
             if served.process.poll() is not None:
                 tail = (tmp_path / "lab.log").read_text(errors="replace")[-3000:]
                 raise AssertionError(f"the lab exited {served.process.returncode}:\n{tail}")
@@ -326,8 +347,9 @@ async def test_health_answers_within_100_ms_while_every_peer_answers_badly(
 ) -> None:
     figures = await _play_every_kind(tmp_path)
     assert figures.health_failures == []
+    slowest = max(figures.health_seconds)
     p99 = statistics.quantiles(figures.health_seconds, n=100)[98]
-    assert p99 < 0.1, f"/api/health p99 {p99 * 1000:.0f} ms"
+    assert slowest < 0.1, f"/api/health took {slowest * 1000:.0f} ms (p99 {p99 * 1000:.0f} ms)"
 
 
 CREATE_KINDS = [kind for kind in KINDS if kind.call == "create"]
