@@ -35,7 +35,7 @@ import trio
 from pydantic import BaseModel
 
 from app.endpoint import Endpoint, bracket, host_port
-from app.errors import NotFoundError, SocketlabError, SpecError
+from app.errors import NotFoundError, SocketlabError, SpecError, StoreUnavailableError
 from app.peerhttp import (
     PeerAnswerError,
     PeerClient,
@@ -250,25 +250,45 @@ class PeerManager:
         state = self.get(name)
         run_spec = parse_run_spec(spec)
         runs = self.runs
-        # Refused here before the peer starts anything; checked again when the copy starts.
-        runs.admit(run_spec)
-        created = await self.request(state, "POST", "/api/runs", RunRef, spec)
-        try:
-            remote_id = check_run_id(created["id"], "id")
-        except SpecError as exc:
-            reason = f"POST /api/runs: the answer's {exc.message}"
-            error = PeerAnswerError(f"peer {name}: {reason}")
-            state.mark_failed(error, reason)
-            raise error from None
-        local_id = f"{name}~{remote_id}"
-        await runs.start_followed(
-            run_spec,
-            partial(self._follow, state, remote_id),
-            run_id=local_id,
-            principal=principal,
-            client=client,
-        )
+        # Refused here before the peer starts anything, and the place under this lab's
+        # caps held until the copy is live: simultaneous requests cannot all get through.
+        with runs.reserve(run_spec):
+            created = await self.request(state, "POST", "/api/runs", RunRef, spec)
+            try:
+                remote_id = check_run_id(created["id"], "id")
+            except SpecError as exc:
+                reason = f"POST /api/runs: the answer's {exc.message}"
+                error = PeerAnswerError(f"peer {name}: {reason}")
+                state.mark_failed(error, reason)
+                raise error from None
+            local_id = f"{name}~{remote_id}"
+            try:
+                await runs.start_followed(
+                    run_spec,
+                    partial(self._follow, state, remote_id),
+                    run_id=local_id,
+                    principal=principal,
+                    client=client,
+                )
+            except StoreUnavailableError:
+                # Not followed here, so not left going there either.
+                await self._stop_remote(state, remote_id)
+                raise
         return {"id": local_id, "peer": name, "remote_id": remote_id, "status": "running"}
+
+    async def _stop_remote(self, state: PeerState, remote_id: str) -> None:
+        """Ask the peer to stop its run ``remote_id``; a failure is logged, not raised."""
+        path = peer_path("api", "runs", remote_id, "stop")
+        with trio.move_on_after(self.limits.answer_timeout):
+            try:
+                await self.request(state, "POST", path, RunRef, {})
+            except SocketlabError as exc:
+                logger.warning(
+                    "run %s on peer %s was not stopped: %s",
+                    remote_id,
+                    state.config.name,
+                    exc.message,
+                )
 
     async def _follow(self, state: PeerState, remote_id: str, run: Run) -> Outcome:
         """The executor of a run followed on a peer: poll it until it ends, then end the
@@ -290,11 +310,8 @@ class PeerManager:
                     break
         pattern = run.spec.pattern
         if run.cancel_scope.cancelled_caught:
-            with trio.CancelScope(shield=True), trio.move_on_after(self.limits.answer_timeout):
-                try:
-                    await self.request(state, "POST", f"{path}/stop", RunRef, {})
-                except SocketlabError as exc:
-                    logger.warning("run %s: the peer did not stop it: %s", run.id, exc.message)
+            with trio.CancelScope(shield=True):
+                await self._stop_remote(state, remote_id)
             return conclude(pattern, run.stats, run.elapsed, stopped=True)
         if failure is None and (doc is None or doc["status"] == "running"):
             failure = f"lost track of run {remote_id} on peer {state.config.name}"

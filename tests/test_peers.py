@@ -223,3 +223,31 @@ async def test_a_run_on_a_peer_counts_against_this_labs_caps_and_is_audited(
         assert there["status"] == here["status"] == "stopped"
         audit = (await http(hub.web_port, "GET", "/api/audit")).json()["items"]
         assert [e["outcome"] for e in audit if e["run_id"] == local_id] == ["stopped"]
+
+
+async def test_simultaneous_runs_on_a_peer_start_exactly_as_many_as_this_labs_cap(
+    nursery: trio.Nursery, tmp_path: Path, edge: Lab
+) -> None:
+    assert edge.web_port is not None
+    peers = (f"http://127.0.0.1:{edge.web_port}",)
+    async with running_lab(
+        nursery, tmp_path / "hub", peers=peers, peer_token=TOKEN, max_concurrent_runs=2
+    ) as hub:
+        assert hub.web_port is not None
+        target = f"tcp://127.0.0.1:{listener_port(edge, 'tcp')}"
+        statuses: list[int] = []
+
+        async def one() -> None:
+            body = {"target": target, "duration": 30}
+            answer = await http(hub.web_port or 0, "POST", "/api/peers/127.0.0.1/runs", body=body)
+            statuses.append(answer.status)
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as requests:
+                for _ in range(12):
+                    requests.start_soon(one)
+        assert sorted(statuses) == [201, 201] + [409] * 10
+        # The peer was asked only for the two this lab had room for.
+        there = (await http(edge.web_port, "GET", "/api/runs")).json()["items"]
+        assert [run["status"] for run in there].count("running") == 2
+        await http(hub.web_port, "POST", "/api/runs/stop-all", body={})

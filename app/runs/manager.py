@@ -90,7 +90,7 @@ class RunManager:
         self.totals = RunTotals()
         self._nursery: trio.Nursery | None = None
         # Runs admitted and not yet live (their target is being resolved, their record
-        # stored): they hold a place under the concurrent-run cap (see _slot).
+        # stored): they hold a place under the concurrent-run cap (see reserve).
         self._starting = 0
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -139,7 +139,7 @@ class RunManager:
             TargetNotAllowedError: The target is refused (audited, no traffic sent).
             StoreUnavailableError: The store cannot write now (nothing was started).
         """
-        with self._slot(spec):
+        with self.reserve(spec):
             return await self._start_local(spec, principal, client)
 
     async def _start_local(self, spec: RunSpec, principal: str, client: str | None) -> Run:
@@ -170,16 +170,14 @@ class RunManager:
         client: str | None = None,
     ) -> Run:
         """Start a run that ``executor`` follows elsewhere (a run on a peer), with the same
-        caps, store and audit as a local one; no traffic leaves from here.
+        store and audit as a local one; no traffic leaves from here. Called inside
+        :meth:`reserve` for the same spec, which checked its caps and holds its place.
 
         Raises:
-            ConflictError: The lab is shutting down, or too many runs are going.
-            SpecError: The spec exceeds a cap.
             StoreUnavailableError: The store cannot write now (nothing was started).
         """
-        with self._slot(spec):
-            run = Run(spec, run_id=run_id, followed=True)
-            await self._launch(run, executor, principal, client, time.time())
+        run = Run(spec, run_id=run_id, followed=True)
+        await self._launch(run, executor, principal, client, time.time())
         return run
 
     def admit(self, spec: RunSpec) -> None:
@@ -189,10 +187,16 @@ class RunManager:
         self.check_caps(spec)
 
     @contextmanager
-    def _slot(self, spec: RunSpec) -> Iterator[None]:
+    def reserve(self, spec: RunSpec) -> Iterator[None]:
         """Admit ``spec`` and hold its place under the concurrent-run cap until the run is
         live (or has failed to start). Taken before the first await, so simultaneous
-        requests cannot all pass the check before any of them is registered."""
+        requests cannot all pass the check before any of them is registered; a run started
+        on a peer holds it from before asking the peer until its copy here is live.
+
+        Raises:
+            ConflictError: The lab is shutting down, or too many runs are going.
+            SpecError: The spec exceeds a cap.
+        """
         self.admit(spec)
         self._starting += 1
         try:
