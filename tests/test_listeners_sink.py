@@ -9,6 +9,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.listeners.modes.received import ReceivedBytes
 from app.listeners.modes.sink import FixedFramer, ProbeSink
 from app.wire import probe
 from tests.helpers import wait_for
@@ -131,3 +132,76 @@ def test_a_sink_of_nothing_but_warmup_has_no_figures_for_the_run() -> None:
     sink = ProbeSink()
     sink.record(probe.encode(TAG, 0, 0, 1, flags=probe.FLAG_WARMUP), 2)
     assert sink.for_run(TAG) is None
+
+
+# --- bytes received: the receiver's side of throughput ----------------------------------
+
+SECOND = 1_000_000_000
+
+
+def test_bytes_received_are_bucketed_by_second_since_the_first_arrival() -> None:
+    got = ReceivedBytes()
+    for at, n in [(0, 100), (SECOND // 2, 100), (SECOND, 50), (3 * SECOND + SECOND // 2, 10)]:
+        got.add(n, 5 * SECOND + at)
+    doc = got.summary()
+    assert doc["rx_bytes"] == 260
+    assert doc["rx_seconds"] == 3.5
+    # Second 2 had nothing; the last second had arrivals over half of it: 10 B in 0.5 s.
+    assert doc["rx_series"] == [8 * 200, 8 * 50, 0, 8 * 20]
+    assert doc["rx_bits_per_s"] == 8 * 260 / 3.5
+
+
+def test_a_sliver_of_a_last_second_is_left_out_of_the_series_not_the_totals() -> None:
+    got = ReceivedBytes()
+    got.add(1000, 0)
+    got.add(10, SECOND + SECOND // 100)
+    doc = got.summary()
+    assert doc["rx_series"] == [8000]
+    assert doc["rx_bytes"] == 1010
+
+
+def test_nothing_received_has_no_rate() -> None:
+    assert ReceivedBytes().summary() == {
+        "rx_bytes": 0,
+        "rx_seconds": 0.0,
+        "rx_bits_per_s": None,
+        "rx_series": [],
+    }
+
+
+async def test_an_unframed_tcp_stream_that_starts_with_a_probe_counts_for_its_run() -> None:
+    # The sender is socat, not socketlab: a file that starts with a probe header.
+    payload = probe.encode(TAG, 0, 0, 0) + bytes(range(256)) * 4000
+    async with open_manager() as manager:
+        listener = await start(manager, "tcp://127.0.0.1:0?mode=sink")
+        with trio.fail_after(20):
+            await trio.run_process(
+                ["socat", "-u", "STDIN", f"TCP:127.0.0.1:{listener.port}"], stdin=payload
+            )
+            await wait_for(lambda: listener.bytes_in == len(payload))
+            # Another tool's stream on the same sink counts for no run.
+            async with await trio.open_tcp_stream("127.0.0.1", listener.port) as stream:
+                await stream.send_all(b"GET / HTTP/1.0\r\n\r\n" * 10)
+            await wait_for(lambda: listener.bytes_in == len(payload) + 180)
+        figures = listener.receiving_end(TAG)
+    assert figures is not None
+    assert figures["framed"] is False
+    assert figures["rx_bytes"] == len(payload)
+    assert sum(figures["rx_series"]) <= 8 * len(payload)
+    assert listener.to_dict()["probe"]["foreign"] == 1
+
+
+async def test_a_udp_sink_counts_the_bytes_of_counted_datagrams_only() -> None:
+    async with open_manager() as manager:
+        listener = await start(manager, "udp://127.0.0.1:0?mode=sink")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(
+                probe.encode(TAG, 0, 0, 0, flags=probe.FLAG_WARMUP), ("127.0.0.1", listener.port)
+            )
+            for seq in range(10):
+                sock.sendto(message(seq, size=200), ("127.0.0.1", listener.port))
+            with trio.fail_after(5):
+                await wait_for(lambda: listener.msgs_in == 11)
+        figures = listener.receiving_end(TAG)
+    assert figures is not None
+    assert (figures["received"], figures["rx_bytes"]) == (10, 2000)

@@ -50,11 +50,11 @@ def test_an_echo_session_answers_every_read_with_itself() -> None:
 
 
 def test_a_sink_session_answers_nothing_and_counts_reads_or_frames() -> None:
-    assert _feed(SinkSession(None), [b"abc", b"defgh"]) == ([], 2)
+    assert _feed(SinkSession(ProbeSink(), None), [b"abc", b"defgh"]) == ([], 2)
     sink = ProbeSink()
     frames = b"".join(probe.encode(7, 1, seq, 0) + b"." * 4 for seq in range(3))
     chunks = [frames[i : i + 5] for i in range(0, len(frames), 5)]
-    session = SinkSession(FixedFramer(sink, probe.HEADER_SIZE + 4))
+    session = SinkSession(sink, FixedFramer(sink, probe.HEADER_SIZE + 4))
     assert _feed(session, chunks) == ([], 3)
     assert sink.probes == 3
 

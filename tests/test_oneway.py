@@ -98,7 +98,13 @@ async def test_the_probe_route_answers_for_sinks_only_as_documented(lab: Lab) ->
     tcp = await start_sink(lab, "tcp://127.0.0.1:0?mode=sink")
     unframed = await http(port, "GET", f"/api/listeners/{tcp.id}/probes/0000abcd")
     response_validator(doc, path, "get", 200).validate(unframed.json())
-    assert unframed.json() == {"framed": False}
+    assert unframed.json() == {
+        "framed": False,
+        "rx_bytes": 0,
+        "rx_seconds": 0.0,
+        "rx_bits_per_s": None,
+        "rx_series": [],
+    }
     echo = next(item for item in lab.listeners if item.port == listener_port(lab, "udp"))
     not_a_sink = await http(port, "GET", f"/api/listeners/{echo.id}/probes/0000abcd")
     assert not_a_sink.status == 404

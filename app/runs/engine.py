@@ -152,11 +152,12 @@ class LoadMonitor:
 
 
 async def _wait_for_receiving_end(
-    receiving_end: ReceivingEnd, endpoint: Endpoint, run_tag: int, sent: int, spec: RunSpec
+    receiving_end: ReceivingEnd, endpoint: Endpoint, run_tag: int, stats: RunStats, spec: RunSpec
 ) -> None:
     """Wait until the sink has seen everything the run sent, at most ``timeout``: it reads
     what is still in flight after the last send, as a sender waits ``timeout`` for its last
-    replies.
+    replies. A sink that counts messages has them all; one that counts bytes only (an
+    unframed TCP sink) has as many bytes as were sent.
 
     Raises:
         SocketlabError: The sink is a peer's that could not be asked.
@@ -164,8 +165,13 @@ async def _wait_for_receiving_end(
     with trio.move_on_after(spec.timeout):
         while True:
             t = trio.current_time()
-            remote = one_way(await receiving_end.figures(endpoint, run_tag), sent)
-            if remote is None or not remote.get("lost"):
+            remote = one_way(await receiving_end.figures(endpoint, run_tag), stats.sent)
+            if remote is None:
+                return
+            if "lost" in remote:
+                if not remote["lost"]:
+                    return
+            elif remote.get("rx_bytes", stats.bytes_sent) >= stats.bytes_sent:
                 return
             await trio.sleep(max(_LOOK_INTERVAL, trio.current_time() - t))
 
@@ -315,9 +321,7 @@ async def execute(
         if cap_note is None and sink:
             # Inside the stop scope: a stop (or the shutdown) cuts this wait short.
             try:
-                await _wait_for_receiving_end(
-                    receiving_end, endpoint, ctx.run_tag, stats.sent, spec
-                )
+                await _wait_for_receiving_end(receiving_end, endpoint, ctx.run_tag, stats, spec)
             except SocketlabError:
                 pass  # asked again below, where the reason is kept
     if cap_note is None and ctx.budget.exhausted:

@@ -137,6 +137,16 @@ class ProbeFigures(_Strict):
     loss_pct: float | None = Field(None, ge=0)
     jitter_ms: float | None = Field(None, ge=0, description="RFC 3550, mean over flows")
     framed: bool | None = Field(None, description="false: a TCP sink that counts bytes only")
+    rx_bytes: int | None = Field(None, ge=0, description="counted bytes received")
+    rx_seconds: float | None = Field(None, ge=0, description="first to last arrival")
+    rx_bits_per_s: float | None = Field(
+        None, ge=0, description="receiver-side throughput over rx_seconds"
+    )
+    rx_series: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None,
+        max_length=3600,
+        description="receiver-side bits per second, one per second since the first arrival",
+    )
 
 
 class ListenerList(_Strict):

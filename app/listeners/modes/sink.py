@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from app.listeners.base import DatagramHandler, DatagramPort, Listener, Mode
+from app.listeners.modes.received import ReceivedBytes
 from app.listeners.stream import Replies
 from app.registry import Conn
 from app.runs.flowstats import FlowTable
@@ -54,13 +55,17 @@ class ProbeSink:
         self.max_runs = max_runs
         self.max_flows = max_flows
         self.runs: OrderedDict[int, FlowTable] = OrderedDict()
+        # Bytes per run tag, bounded like ``runs`` (a TCP stream without framing has bytes
+        # and no flow table).
+        self.received: OrderedDict[int, ReceivedBytes] = OrderedDict()
         self.probes = 0
         self.warmup = 0
         self.foreign = 0
         self.forgotten_runs = 0
 
-    def record(self, data: Any, recv_ns: int) -> None:
-        """Account for one message whose first bytes are ``data`` (at least the header)."""
+    def record(self, data: Any, recv_ns: int, nbytes: int = 0) -> None:
+        """Account for one message of ``nbytes`` whose first bytes are ``data`` (at least
+        the header); ``nbytes`` 0: its bytes are counted apart (:meth:`bytes_of`)."""
         header = probe.decode(data)
         if header is None:
             self.foreign += 1
@@ -69,6 +74,8 @@ class ProbeSink:
         if header.flags & _WARMUP:
             self.warmup += 1
             return
+        if nbytes:
+            self.bytes_of(header.run_tag).add(nbytes, recv_ns)
         runs = self.runs
         table = runs.get(header.run_tag)
         if table is None:
@@ -80,10 +87,38 @@ class ProbeSink:
             runs.move_to_end(header.run_tag)
         table.record(header.flow, header.seq, header.sent_ns, recv_ns)
 
+    def bytes_of(self, run_tag: int) -> ReceivedBytes:
+        """The bytes received of run ``run_tag``: kept for the :data:`MAX_RUNS` runs most
+        recently begun (an older run's are forgotten)."""
+        received = self.received
+        got = received.get(run_tag)
+        if got is None:
+            if len(received) >= self.max_runs:
+                received.popitem(last=False)
+            got = received[run_tag] = ReceivedBytes()
+        return got
+
+    def stream_of(self, data: Any) -> ReceivedBytes | None:
+        """The bytes of the run whose probe header starts a TCP stream, or None (no probe
+        there: another tool's stream); the stream counts as one probe."""
+        header = probe.decode(data)
+        if header is None:
+            self.foreign += 1
+            return None
+        self.probes += 1
+        return self.bytes_of(header.run_tag)
+
     def for_run(self, run_tag: int) -> dict[str, Any] | None:
-        """The statistics of one run (by its probe tag), or None when none of its probes came."""
+        """The statistics of one run (by its probe tag), or None when none of its probes
+        came: its one-way figures (datagrams and framed streams) and its bytes received."""
         table = self.runs.get(run_tag)
-        return None if table is None else table.summary()
+        received = self.received.get(run_tag)
+        if table is None and received is None:
+            return None
+        doc: dict[str, Any] = {} if table is None else table.summary()
+        if received is not None:
+            doc.update(received.summary())
+        return doc
 
     def summary(self) -> dict[str, Any]:
         """``probes``, ``warmup``, ``foreign``, ``forgotten_runs`` and ``runs``: {run tag
@@ -93,7 +128,7 @@ class ProbeSink:
             "warmup": self.warmup,
             "foreign": self.foreign,
             "forgotten_runs": self.forgotten_runs,
-            "runs": {f"{tag:08x}": table.summary() for tag, table in self.runs.items()},
+            "runs": {f"{tag:08x}": self.for_run(tag) for tag in {**self.runs, **self.received}},
         }
 
 
@@ -127,7 +162,7 @@ class FixedFramer:
                 pos += take
                 i += take
                 if pos == _HEADER_SIZE:
-                    self.sink.record(header, recv_ns)
+                    self.sink.record(header, recv_ns, size)
             else:
                 take = min(size - pos, n - i)
                 pos += take
@@ -141,23 +176,46 @@ class FixedFramer:
 
 
 class SinkSession:
-    """Sink as a stream session: count, answer nothing; with ``framer``, each fixed-size
-    message is one message and its probe header is recorded."""
+    """Sink as a stream session: count, answer nothing. With ``framer``, each fixed-size
+    message is one message and its probe header is recorded; without, the stream is one
+    run's when it starts with a probe header, and its bytes are counted for that run."""
 
-    __slots__ = ("_framer", "messages")
+    __slots__ = ("_framer", "_head", "_sink", "_stream", "_unseen", "messages")
 
     whole_reads = False
 
-    def __init__(self, framer: FixedFramer | None) -> None:
+    def __init__(self, sink: ProbeSink, framer: FixedFramer | None) -> None:
         self._framer = framer
+        self._sink = sink
+        self._stream: ReceivedBytes | None = None
+        # The stream's first bytes until a header's worth came, and how many bytes that was.
+        self._head: bytearray | None = bytearray() if framer is None else None
+        self._unseen = 0
         self.messages = 0
 
     def receive(self, view: memoryview, n: int) -> Replies:
-        if self._framer is None:
-            self.messages += 1
-        else:
-            self.messages += self._framer.feed(view, n, perf_ns())
+        framer = self._framer
+        if framer is not None:
+            self.messages += framer.feed(view, n, perf_ns())
+            return ()
+        self.messages += 1
+        stream = self._stream
+        if stream is not None:
+            stream.add(n, perf_ns())
+        elif self._head is not None:
+            self._tag(view, n)
         return ()
+
+    def _tag(self, view: memoryview, n: int) -> None:
+        head = self._head
+        assert head is not None
+        head += view[: min(_HEADER_SIZE - len(head), n)]
+        self._unseen += n
+        if len(head) == _HEADER_SIZE:
+            self._head = None
+            stream = self._stream = self._sink.stream_of(head)
+            if stream is not None:
+                stream.add(self._unseen, perf_ns())
 
     def close(self) -> None:
         pass
@@ -176,14 +234,15 @@ class SinkMode(Mode):
 
     def open_session(self) -> SinkSession:
         message_size = self.listener.spec.message_size
-        return SinkSession(None if message_size is None else FixedFramer(self.sink, message_size))
+        framer = None if message_size is None else FixedFramer(self.sink, message_size)
+        return SinkSession(self.sink, framer)
 
     def datagram_handler(self, port: DatagramPort) -> DatagramHandler:
         sink = self.sink
 
         def handle(view: memoryview, n: int, addr: Any, flow: Conn) -> None:
             if n >= _HEADER_SIZE:
-                sink.record(view, perf_ns())
+                sink.record(view, perf_ns(), n)
             else:
                 sink.foreign += 1
 
@@ -204,10 +263,11 @@ class SinkMode(Mode):
         return self.sink.for_run(run_tag)
 
     def receiving_end(self, run_tag: int) -> dict[str, Any] | None:
-        result = self.sink.for_run(run_tag)
-        if result is not None:
-            return result
+        # Zeros before the first probe, so a run asking early sees "nothing yet".
+        result = self.sink.for_run(run_tag) or ReceivedBytes().summary()
         spec = self.listener.spec
         if spec.protocol != "udp" and spec.message_size is None:
-            return {"framed": False}
-        return FlowTable().summary()
+            return {"framed": False, **result}
+        if "received" not in result:
+            result = {**FlowTable().summary(), **result}
+        return result
