@@ -56,7 +56,10 @@ pytest: $(VENV)/.installed-test system-deps
 
 test: lint typecheck pytest
 
+# iperf3 is the outside figure bench/receiver.py compares the sink's receiver side with.
 bench: $(VENV)/.installed-test
+	@command -v iperf3 >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends iperf3 >/dev/null; }
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
