@@ -8,6 +8,7 @@ evaluated in the browser, never by arithmetic of the test's own.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 import urllib.request
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import TOKEN, ServedLab, api_call, start_served_lab
-from tests.pages import browser_context, open_section, sign_in, themed_page
+from tests.pages import PHONE, browser_context, open_section, sign_in, themed_page
 
 pytestmark = pytest.mark.browser
 
@@ -237,3 +238,142 @@ def test_a_run_without_errors_shows_no_failures_table(served: ServedLab) -> None
     with themed_page() as page:
         detail_of(page, served, run["id"])
         assert page.is_hidden("#detail-failures-box")
+
+
+def luminance(colour: str) -> float:
+    """WCAG relative luminance of a computed ``rgb(r, g, b)`` colour."""
+    channels = [int(v) / 255 for v in re.findall(r"[\d.]+", colour)[:3]]
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(a: str, b: str) -> float:
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+# The computed colours of the surfaces a person reads, in the scheme the page is shown in.
+# A CSS variable is resolved through a probe element, so it reads as rgb() too.
+COLOURS = """() => {
+  const style = (sel) => getComputedStyle(document.querySelector(sel));
+  const probe = document.createElement("span");
+  document.body.append(probe);
+  const resolve = (name) => {
+    probe.style.color = `var(${name})`;
+    return getComputedStyle(probe).color;
+  };
+  const out = {
+    page: style("body").backgroundColor, text: style("body").color,
+    card: style("section.tab").backgroundColor, muted: resolve("--muted"),
+    head: style("thead th").backgroundColor, head_text: style("thead th").color,
+    button: style("#kill-switch").backgroundColor, button_text: style("#kill-switch").color,
+    primary: style("#fire-button").backgroundColor, primary_text: style("#fire-button").color,
+    input: style("#fire-target").backgroundColor, input_text: style("#fire-target").color,
+    chart_ink: resolve("--chart-ink"), link: resolve("--accent"),
+  };
+  probe.remove();
+  return out;
+}"""
+
+
+def test_the_dark_theme_follows_the_system_and_keeps_text_readable(served: ServedLab) -> None:
+    seen = {}
+    for scheme in ("light", "dark"):
+        with themed_page(scheme=scheme) as page:
+            open_section(page, served, "overview")
+            page.wait_for_function(
+                "document.querySelector('#chart-throughput canvas')", timeout=5000
+            )
+            seen[scheme] = page.evaluate(COLOURS)
+    light, dark = seen["light"], seen["dark"]
+    assert dark["page"] != light["page"]
+    assert dark["card"] != light["card"]
+    assert luminance(dark["card"]) < 0.05 < luminance(light["card"])
+    for colours in (light, dark):
+        # WCAG AA for body text (4.5:1) on every surface that carries text.
+        assert contrast(colours["text"], colours["card"]) >= 7
+        assert contrast(colours["text"], colours["page"]) >= 7
+        assert contrast(colours["muted"], colours["card"]) >= 4.5
+        assert contrast(colours["head_text"], colours["head"]) >= 4.5
+        assert contrast(colours["button_text"], colours["button"]) >= 4.5
+        assert contrast(colours["primary_text"], colours["primary"]) >= 4.5
+        assert contrast(colours["input_text"], colours["input"]) >= 4.5
+        assert contrast(colours["link"], colours["card"]) >= 4.5
+        # The charts' axis labels and ticks are drawn in --chart-ink.
+        assert contrast(colours["chart_ink"], colours["card"]) >= 4.5
+
+
+def test_the_report_is_dark_in_a_dark_system_too(served: ServedLab, tmp_path: Path) -> None:
+    target = f"tcp://127.0.0.1:{served.listeners['tcp']}"
+    run = wait_run(
+        served, api_call(served, "POST", "/api/runs", {"target": target, "count": 50})["id"]
+    )
+    html, _ = fetch_report(served, run["id"])
+    report = tmp_path / "report.html"
+    report.write_text(html, encoding="utf-8")
+    with browser_context(scheme="dark") as context:
+        page, _ = open_offline(context, report)
+        card = page.evaluate(
+            "getComputedStyle(document.querySelector('section.tab')).backgroundColor"
+        )
+        text = page.evaluate("getComputedStyle(document.body).color")
+        assert luminance(card) < 0.05
+        assert contrast(text, card) >= 7
+
+
+SECTIONS = ("overview", "connections", "fire", "runs", "telemetry", "packet", "listeners", "peers")
+
+HEADING_AND_HEADER = """(name) => ({
+  header: document.querySelector("body > header").getBoundingClientRect().bottom,
+  heading: document.querySelector(`section#${name} h2`).getBoundingClientRect().top,
+})"""
+
+
+def test_on_a_phone_a_section_opened_from_the_nav_is_not_under_the_header(
+    served: ServedLab,
+) -> None:
+    with themed_page(*PHONE) as page:
+        sign_in(page, served)
+        # From the two longest sections, scrolled to their end as a person reading them
+        # would be, to every other: the scroll position left over is what hid the heading.
+        for before in ("overview", "fire"):
+            for name in SECTIONS:
+                if name == before:
+                    continue
+                open_section(page, served, before)
+                page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+                page.click(f"#tabs a[data-tab={name}]")
+                page.wait_for_selector(f"section#{name}:not([hidden])", timeout=5000)
+                where = page.evaluate(HEADING_AND_HEADER, name)
+                assert where["header"] <= where["heading"] < PHONE[1], (before, name, where)
+        # Opened by its address, too.
+        page.goto(f"http://127.0.0.1:{served.web_port}/#runs")
+        page.wait_for_selector("section#runs:not([hidden])", timeout=5000)
+        where = page.evaluate(HEADING_AND_HEADER, "runs")
+        assert where["header"] <= where["heading"] < PHONE[1], where
+
+
+def test_on_a_phone_each_listener_row_keeps_its_stop_button_on_the_screen(
+    served: ServedLab,
+) -> None:
+    listeners = api_call(served, "GET", "/api/listeners")["items"]
+    assert len(listeners) >= 2
+    with themed_page(*PHONE) as page:
+        open_section(page, served, "listeners")
+        rows = page.locator("#listeners-table tbody tr")
+        rows.nth(len(listeners) - 1).wait_for(timeout=5000)
+        for item in listeners:
+            # Where the page shows it, scrolled by nothing: a table wider than the screen
+            # would put it beyond the right edge.
+            stop = page.get_by_role("button", name=f"Stop listener {item['id']}")
+            box = stop.bounding_box()
+            assert box is not None
+            assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE[0], (item["id"], box)
+            # Every figure of the row keeps its column's name beside it.
+            row = page.locator(f"#listeners-table tr[data-id='{item['id']}']")
+            labels = row.locator("td").evaluate_all("(tds) => tds.map((td) => td.dataset.label)")
+            assert "mode" in labels and "connections" in labels
+        overflow = page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0

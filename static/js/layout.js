@@ -27,3 +27,19 @@ for (const table of document.querySelectorAll("table.cards")) {
   labelCells(table);
   new MutationObserver(() => labelCells(table)).observe(table.tBodies[0], { childList: true, subtree: true });
 }
+
+// A section opened from the nav is shown in place of a longer or shorter one: the scroll
+// position left over from that one can put its heading under the header (or above the
+// screen). When a section appears, its top is brought below the header.
+const headerBottom = () => (header ? header.getBoundingClientRect().bottom : 0);
+const appeared = new MutationObserver((changes) => {
+  for (const change of changes) {
+    const section = change.target;
+    if (section.hidden) continue;
+    const top = section.getBoundingClientRect().top;
+    if (top < headerBottom() || top > window.innerHeight) section.scrollIntoView({ block: "start" });
+  }
+});
+for (const section of document.querySelectorAll("main > section.tab")) {
+  appeared.observe(section, { attributes: true, attributeFilter: ["hidden"] });
+}
