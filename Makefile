@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 DEBS   := chromium socat netcat-openbsd openssl docker-compose prometheus iproute2
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck pytest bench system-deps clean
+.PHONY: run test lint typecheck pytest bench system-deps clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,3 +64,8 @@ bench: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# The README's screenshots (static/docs/*.png): every section at 1280 px, 390 px and dark,
+# taken by Chromium from a lab started for the purpose (tests/shoot.py).
+screenshots: $(VENV)/.installed-test system-deps
+	$(BIN)/python -m tests.shoot

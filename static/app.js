@@ -11,6 +11,7 @@ import "./js/packet.js";
 import "./js/listeners.js";
 import "./js/peers.js";
 import "./js/health.js";
+import "./js/layout.js";
 
 const SECTIONS = [
   "overview", "connections", "fire", "runs", "telemetry", "packet", "listeners", "peers",

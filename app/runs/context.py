@@ -100,7 +100,7 @@ class FlowContext:
                 server_hostname=self.server_hostname,
             )
         except ConnectError as exc:
-            self.stats.record_error(exc.kind)
+            self.stats.record_error(exc.kind, exc)
             return None
         self.stats.connections_opened += 1
         row = self.registry.open(
@@ -117,7 +117,7 @@ class FlowContext:
             sock.connect(self.address)
         except OSError as exc:
             sock.close()
-            self.stats.record_error(error_kind(exc))
+            self.stats.record_error(error_kind(exc), exc)
             return None
         self.stats.connections_opened += 1
         row = self.registry.open("udp", sock.getsockname(), sock.getpeername(), run_id=self.run_id)
@@ -158,7 +158,7 @@ async def serve_tcp_flow(ctx: FlowContext, body: TcpBody) -> None:
     try:
         await body(channel, conn)
     except OSError as exc:
-        ctx.stats.record_error(error_kind(exc))
+        ctx.stats.record_error(error_kind(exc), exc)
     finally:
         ctx.registry.close(conn)
         channel.close()
@@ -180,6 +180,6 @@ async def serve_udp_flow(ctx: FlowContext, body: UdpBody) -> None:
         except ConnectionRefusedError:
             ctx.stats.record_error("unreachable")
         except OSError as exc:
-            ctx.stats.record_error(error_kind(exc))
+            ctx.stats.record_error(error_kind(exc), exc)
         finally:
             ctx.registry.close(conn)

@@ -235,7 +235,7 @@ async def execute(
     try:
         family, address = await resolver(endpoint)
     except OSError as exc:
-        stats.record_error(error_kind(exc))
+        stats.record_error(error_kind(exc), exc)
         return conclude(spec.pattern, stats, 0.0, failure=f"cannot resolve {endpoint.host}: {exc}")
     ctx = FlowContext(run_id, spec, endpoint, registry, stats, address, family)
     ctx.budget = Budget(

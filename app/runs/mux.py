@@ -184,17 +184,17 @@ class Multiplexer:
 
     def _on_error(self, flow: MuxFlow, exc: Exception) -> None:
         if isinstance(exc, OSError):
-            self._fail(flow, error_kind(exc))
+            self._fail(flow, error_kind(exc), exc)
         else:
             # A bug: the flow's task raises it, and the run's per-flow boundary logs it and
             # counts it as "internal".
             self._loop.finish(flow, exc)
 
-    def _fail(self, flow: MuxFlow, kind: str) -> None:
+    def _fail(self, flow: MuxFlow, kind: str, detail: BaseException | None = None) -> None:
         """End a flow with an error, counted once (a flow that has ended already is not);
         the messages it still waited for will never be answered: they are lost."""
         if self._loop.finish(flow):
-            self.ctx.stats.record_error(kind)
+            self.ctx.stats.record_error(kind, detail)
             self._abandon(flow)
 
     def _park(self, flow: MuxFlow, wait: float) -> None:

@@ -40,6 +40,22 @@ ERROR_KINDS = (
     "internal",
     "other",
 )
+# The failures table shows a few sample messages per error kind: bounded, and only on the
+# error path (a flow that fails), never per message sent.
+MAX_ERROR_SAMPLES = 3
+MAX_SAMPLE_CHARS = 200
+# What a kind means when the code that counted it had no exception to quote.
+ERROR_MEANINGS = {
+    "refused": "the target refused the connection",
+    "reset": "the peer reset the connection",
+    "closed": "the peer closed the connection",
+    "timeout": "no reply within the timeout",
+    "unreachable": "the target is unreachable (ICMP port or host unreachable)",
+    "dns": "the name did not resolve",
+    "tls": "the TLS handshake failed",
+    "internal": "a flow failed unexpectedly (see the lab's log)",
+    "other": "an unclassified socket error",
+}
 
 
 def new_histogram() -> HdrHistogram:
@@ -97,6 +113,7 @@ class RunStats:
         self.late = 0
         self.connections_opened = 0
         self.errors: dict[str, int] = {}
+        self.error_samples: dict[str, list[str]] = {}
         self.interval = new_histogram()
         self.total = new_histogram()
         self.series: list[dict[str, Any]] = []
@@ -129,8 +146,16 @@ class RunStats:
     def note_send_end(self, now: float) -> None:
         self.send_end = max(self.send_end, now)
 
-    def record_error(self, kind: str) -> None:
+    def record_error(self, kind: str, detail: BaseException | str | None = None) -> None:
+        """Count one error of ``kind``; keep ``detail`` (or the kind's meaning) as one of
+        its few distinct sample messages."""
         self.errors[kind] = self.errors.get(kind, 0) + 1
+        samples = self.error_samples.setdefault(kind, [])
+        if len(samples) < MAX_ERROR_SAMPLES:
+            text = str(detail) if detail is not None else ""
+            text = (text or ERROR_MEANINGS.get(kind, kind))[:MAX_SAMPLE_CHARS]
+            if text not in samples:
+                samples.append(text)
 
     def count_unanswered(self, send_times_ns: Iterable[int], measure_from_ns: int) -> None:
         """Count lost the messages a flow gave up on, those sent after the warm-up."""
@@ -228,6 +253,7 @@ class RunStats:
             "send_lateness_ms": self._send_lateness(),
             "errors": self.error_count,
             "errors_by_kind": dict(self.errors),
+            "error_samples": {k: list(v) for k, v in self.error_samples.items()},
             "connections_opened": self.connections_opened,
             "elapsed": round(elapsed, 6),
             "send_seconds": round(span, 6),

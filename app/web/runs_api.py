@@ -5,17 +5,21 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Response, current_app, render_template, request
 from quart_schema import document_querystring, document_request, document_response
 
+from app import __version__
 from app.errors import SpecError
 from app.runs.spec import parse_run_spec
 from app.validation import validate
 from app.web import security
 from app.web.openapi import document_text
 from app.web.query import check_query, query_args
+from app.web.report import embedded_json, report_assets
 from app.web.schemas import (
     AuditList,
     AuditQuery,
@@ -46,6 +50,12 @@ SERIES_COLUMNS = (
     "rtt_p50_ms",
     "rtt_p99_ms",
     "rtt_max_ms",
+)
+
+
+REPORT_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "img-src data:; base-uri 'none'; form-action 'none'"
 )
 
 
@@ -95,6 +105,33 @@ async def export_run(run_id: str) -> Response:
         body, mimetype = series_csv(doc), "text/csv"
     response = Response(body, mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="socketlab-run-{run_id}.{fmt}"'
+    return response
+
+
+@runs_api.get("/runs/<run_id>/report.html")
+@document_text("text/html", "the run as one self-contained HTML page (opens offline)")
+@document_errors(404)
+async def run_report(run_id: str) -> Response:
+    """The run as an HTML report: summary, failures and charts, with no outside asset.
+
+    The page embeds the run document ``GET /api/runs/{run_id}`` answers and draws it with
+    the dashboard's own code, inlined, so it can be saved and opened with no network.
+    """
+    doc = await _deps().runs.get(run_id)
+    assets = await report_assets(Path(current_app.static_folder or "static"))
+    html = await render_template(
+        "report.html",
+        version=__version__,
+        run_id=doc["id"],
+        status=doc["status"],
+        generated_at=round(time.time(), 3),
+        assets=assets,
+        doc_json=embedded_json(doc),
+    )
+    response = Response(html, mimetype="text/html")
+    response.headers["Content-Disposition"] = f'inline; filename="socketlab-run-{run_id}.html"'
+    # The page needs nothing from outside itself: say so, and a browser enforces it.
+    response.headers["Content-Security-Policy"] = REPORT_CSP
     return response
 
 

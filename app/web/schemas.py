@@ -264,6 +264,11 @@ class RunSummary(_Strict):
     )
     errors: int
     errors_by_kind: Annotated[dict[str, int], FailFast()]
+    error_samples: Annotated[dict[str, list[str]], FailFast()] = Field(
+        default_factory=dict,
+        description="a few distinct messages per error kind (at most 3, 200 characters each); "
+        "empty in runs stored before it was kept",
+    )
     connections_opened: int
     elapsed: float = Field(description="seconds since the run started")
     send_seconds: float = Field(description="seconds over which the rates are computed")

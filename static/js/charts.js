@@ -10,6 +10,13 @@ export const SECOND_STEPS = [0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 6
 
 export const COLORS = ["#2563eb", "#ea580c", "#16a34a", "#9333ea", "#0891b2", "#be123c"];
 
+// Axis and grid colours from the page's theme (static/style.css), so charts stay readable in
+// the dark theme; read when a chart is made.
+function themeColour(name, fallback) {
+  const value = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  return value || fallback;
+}
+
 function countPoints(data) {
   if (!data.length || !data[0]) return 0;
   let n = 0;
@@ -46,6 +53,8 @@ export class Chart {
         return hi - lo < x.minSpan ? [hi - x.minSpan, hi] : [lo, hi];
       };
     }
+    const ink = themeColour("--chart-ink", "#5b6577");
+    const grid = themeColour("--chart-grid", "rgba(0,0,0,0.07)");
     const yAxes = [];
     const seen = new Set();
     for (const s of series) {
@@ -58,14 +67,14 @@ export class Chart {
           scale,
           side: yAxes.length === 0 ? 3 : 1,
           size: yAxes.length === 0 ? 78 : 92,
-          stroke: "#5b6577",
-          grid: { show: yAxes.length === 0, stroke: "rgba(0,0,0,0.07)" },
+          stroke: ink,
+          grid: { show: yAxes.length === 0, stroke: grid },
           values: (u, vals) => vals.map((v) => fmt(v)),
           incrs: s.integer ? INTEGER_STEPS : undefined,
         });
       }
     }
-    const xAxis = { stroke: "#5b6577", grid: { stroke: "rgba(0,0,0,0.07)" } };
+    const xAxis = { stroke: ink, grid: { stroke: grid } };
     if (x.fmt) xAxis.values = (u, vals) => vals.map((v) => x.fmt(v));
     if (x.label) xAxis.label = x.label;
     if (x.integer) xAxis.incrs = INTEGER_STEPS;

@@ -3,6 +3,7 @@ import { $, $$, api, el, fmtMs, fmtMsgRate, fmtNum, kvRows, listenerTargets, mar
 import { feed } from "./feed.js";
 import { registerSection, state } from "./state.js";
 import { pctPairs, runCharts, summaryPairs } from "./runview.js";
+import { showFailures } from "./failures.js";
 
 const form = $("#fire-form");
 const f = form.elements;
@@ -156,6 +157,7 @@ function showResult(run) {
   $("#result-id").textContent = run.id;
   $("#result-table tbody").replaceChildren(...kvRows(summaryPairs(run)));
   $("#result-pct tbody").replaceChildren(...kvRows(pctPairs(run)));
+  showFailures($("#result-failures-box"), $("#result-failures"), run.summary);
   const reply = run.summary.reply;
   const replyNode = $("#result-reply");
   replyNode.hidden = !reply;

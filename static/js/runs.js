@@ -4,6 +4,7 @@ import { Chart, msAxis } from "./charts.js";
 import { feed } from "./feed.js";
 import { registerSection, state } from "./state.js";
 import { PCTS, describeSpec, pctPairs, runCharts, statusPill, summaryPairs } from "./runview.js";
+import { showFailures } from "./failures.js";
 
 let items = [];
 const ticked = new Set();
@@ -74,8 +75,11 @@ async function showDetail(id) {
     $("#export-json").download = `run-${run.id}.json`;
     $("#export-csv").href = `/api/runs/${run.id}/export?format=csv`;
     $("#export-csv").download = `run-${run.id}.csv`;
+    $("#export-html").href = `/api/runs/${run.id}/report.html`;
+    $("#export-html").download = `run-${run.id}-report.html`;
     $("#detail-summary tbody").replaceChildren(...kvRows(summaryPairs(run)));
     $("#detail-pct tbody").replaceChildren(...kvRows(pctPairs(run)));
+    showFailures($("#detail-failures-box"), $("#detail-failures"), run.summary);
     const hist = run.summary.histogram;
     histLabels = hist.map((b) => b[0]);
     histChart.setData([hist.map((b, i) => i), hist.map((b) => b[1])]);

@@ -1,0 +1,64 @@
+"""Browser pages in a chosen size and colour scheme, for the look tests and the screenshots."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+from tests.browser import CHROMIUM, CHROMIUM_FLAGS
+from tests.helpers import ServedLab
+
+Scheme = Literal["light", "dark"]
+
+# The sizes the dashboard is shown at: a laptop and a phone (an iPhone 12 to 15's CSS width).
+DESKTOP = (1280, 800)
+PHONE = (390, 844)
+
+
+@contextmanager
+def browser_context(
+    width: int = DESKTOP[0], height: int = DESKTOP[1], *, scheme: Scheme = "light"
+) -> Iterator[Any]:
+    """A fresh Chromium context with that viewport and ``prefers-color-scheme``."""
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        pytest.fail("Debian's chromium is missing: `make test` installs it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            context = browser.new_context(
+                viewport={"width": width, "height": height}, color_scheme=scheme
+            )
+            yield context
+            context.close()
+        finally:
+            browser.close()
+
+
+@contextmanager
+def themed_page(
+    width: int = DESKTOP[0], height: int = DESKTOP[1], *, scheme: Scheme = "light"
+) -> Iterator[Any]:
+    """A page of :func:`browser_context`."""
+    with browser_context(width, height, scheme=scheme) as context:
+        yield context.new_page()
+
+
+def sign_in(page: Any, served: ServedLab) -> None:
+    """Open the dashboard through the login URL and wait until its live feed is up."""
+    page.goto(served.login_url)
+    page.wait_for_selector("#status:text('live')", timeout=10000)
+
+
+def open_section(page: Any, served: ServedLab, name: str) -> None:
+    """Open a section from the nav, as a person would (signing in first if needed)."""
+    if not page.url.startswith(f"http://127.0.0.1:{served.web_port}/"):
+        sign_in(page, served)
+    page.click(f"#tabs a[data-tab={name}]")
+    page.wait_for_selector(f"section#{name}:not([hidden])", timeout=5000)
