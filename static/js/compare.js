@@ -37,8 +37,10 @@ function renderTable() {
     row("message rate", each((s) => fmtMsgRate(s.msgs_per_s)), pairDelta((s) => s.msgs_per_s)),
     ...PCTS.map(([label, key]) => row(`RTT ${label}`, each((s) => fmtMs(s.rtt_ms[key])), pairDelta((s) => s.rtt_ms[key]))),
   ];
+  // Specs and labels wrap: with many runs, one line each would push columns off the table.
+  const cls = (label) => (label === "spec" || label === "labels" ? "num wrap" : "num");
   $("#compare-table tbody").replaceChildren(...rows.map(([label, values, d]) => el("tr", { dataset: { key: label } },
-    el("th", { scope: "row", text: label }), ...values.map((v) => cell(v, "num")), d == null ? null : cell(d, "num"))));
+    el("th", { scope: "row", text: label }), ...values.map((v) => cell(v, cls(label))), d == null ? null : cell(d, "num"))));
 }
 
 function renderOverTime() {

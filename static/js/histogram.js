@@ -89,7 +89,7 @@ export class Histogram {
         })),
       ],
       axes: [
-        { stroke: "#5b6577", grid: { stroke: "rgba(0,0,0,0.07)" }, label: "RTT (log scale)", values: (u, vals) => vals.map((v) => fmtMs(v)) },
+        { stroke: "#5b6577", grid: { stroke: "rgba(0,0,0,0.07)" }, label: "RTT (log scale)", values: (u, vals) => vals.map((v) => (v == null ? "" : fmtMs(v))) },
         { stroke: "#5b6577", grid: { stroke: "rgba(0,0,0,0.07)" }, size: 70, values: (u, vals) => vals.map(yFmt) },
       ],
       hooks: { draw: [(u) => this.drawMarkers(u)] },
