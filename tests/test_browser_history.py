@@ -25,6 +25,10 @@ GEOMETRY = """(selector) => {
   return {top: box.top, header: document.querySelector('header').getBoundingClientRect().bottom,
           viewport: window.innerHeight, scrolled: window.scrollY};
 }"""
+SHOWS_IDS = (
+    "(ids) => [...document.querySelectorAll('#runs-table tbody tr')]"
+    ".map((r) => r.dataset.id).join() === ids.join()"
+)
 COLOURED_PIXELS = """(selector) => {
   const canvas = document.querySelector(selector + " canvas");
   if (!canvas || !canvas.width) return 0;
@@ -242,7 +246,7 @@ def test_runs_are_searched_labelled_and_deleted_from_the_page(served: ServedLab,
     ]
     assert kept["id"] in expected and gone["id"] not in expected
     page.wait_for_function(
-        "(ids) => [...document.querySelectorAll('#runs-table tbody tr')].map(r => r.dataset.id).join() === ids.join()",
+        SHOWS_IDS,
         arg=expected,
         timeout=5000,
     )
@@ -258,7 +262,7 @@ def test_runs_are_searched_labelled_and_deleted_from_the_page(served: ServedLab,
     page.click(f"#runs-table tr[data-id='{kept['id']}'] button[data-label='baseline-1']")
     labelled = [r["id"] for r in api_call(served, "GET", "/api/runs?label=baseline-1")["items"]]
     page.wait_for_function(
-        "(ids) => [...document.querySelectorAll('#runs-table tbody tr')].map(r => r.dataset.id).join() === ids.join()",
+        SHOWS_IDS,
         arg=labelled,
         timeout=5000,
     )
