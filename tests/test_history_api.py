@@ -13,7 +13,7 @@ import pytest
 
 from app.history import RunFilter, RunHistory
 from app.lab import Lab
-from app.store import MIGRATIONS, open_store
+from app.store import MIGRATIONS, Store, StoreLimits, open_store
 from tests.conftest import listener_port
 from tests.helpers import http, wait_for_async
 
@@ -83,6 +83,8 @@ async def test_a_running_run_is_listed_live_and_found_by_status(lab: Lab) -> Non
 
     await wait_for_async(listed_live, timeout=20)
     assert await ids(lab, "?status=running") == [run_id]
+    live_hist = (await http(port, "GET", f"/api/runs/{run_id}/histogram")).json()
+    assert (live_hist["status"], live_hist["resolution"]) == ("running", "fine")
     refused = await http(port, "DELETE", f"/api/runs/{run_id}")
     assert (refused.status, refused.json()["field"]) == (409, "id")
     assert live.status == "running"
@@ -195,3 +197,17 @@ async def test_a_run_stored_before_histograms_were_kept_shows_its_doubling_rows(
         assert await history.histogram("oldrun") is None
         assert await history.add_label("oldrun", "kept") == ["kept"]
         assert [r["id"] for r in await history.search(RunFilter(label="kept"), 10)] == ["oldrun"]
+
+
+async def test_labels_go_with_the_runs_the_retention_deletes(tmp_path: Path) -> None:
+    store = Store(tmp_path, StoreLimits(max_stored_runs=2))
+    async with open_store(store):
+        history = RunHistory(store)
+        base = {"status": "finished", "spec": {"target": "tcp://h:1"}, "summary": None}
+        await store.insert_run({**base, "id": "first", "created_at": 1.0})
+        await history.add_label("first", "old")
+        for n in (2, 3):
+            await store.insert_run({**base, "id": f"run{n}", "created_at": float(n)})
+        assert [r["id"] for r in await history.search(RunFilter(), 10)] == ["run3", "run2"]
+        assert await history.search(RunFilter(label="old"), 10) == []
+        assert await history.labels("first") == []
