@@ -73,6 +73,20 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX audit_run ON audit (run_id);
     """,
+    # The run history (app/history.py): labels, and each ended run's HDR histogram.
+    """
+    ALTER TABLE runs ADD COLUMN rtt_hdr TEXT;
+    CREATE TABLE run_labels (
+        run_id TEXT NOT NULL,
+        label TEXT NOT NULL,
+        PRIMARY KEY (run_id, label)
+    ) WITHOUT ROWID;
+    CREATE INDEX run_labels_label ON run_labels (label);
+    CREATE TRIGGER run_labels_follow_runs AFTER DELETE ON runs
+    BEGIN
+        DELETE FROM run_labels WHERE run_id = old.id;
+    END;
+    """,
 )
 
 _RUN_COLUMNS = (
@@ -406,3 +420,16 @@ async def open_store(data_dir: Path | Store) -> AsyncIterator[Store]:
             with trio.move_on_after(5):
                 async with store._lock:
                     await trio.to_thread.run_sync(store.close)
+
+
+# The run history (app/history.py) reads run rows with the same columns as the store.
+
+
+def run_select(*, series: bool) -> str:
+    """The column list of a run row, ``series`` as NULL when not wanted (it can be large)."""
+    return ", ".join(c if series or c != "series" else "NULL" for c in _RUN_COLUMNS)
+
+
+def run_from_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A run document from a row selected with :func:`run_select`."""
+    return _row_to_run(row)

@@ -27,9 +27,11 @@ import trio
 
 from app.endpoint import Endpoint
 from app.errors import ConflictError, NotFoundError, TargetNotAllowedError
+from app.history import RunHistory
 from app.registry import Registry
 from app.runs.caps import check_run_caps
 from app.runs.engine import ReceivingEnd, execute
+from app.runs.histogram import encode
 from app.runs.outcome import Outcome, conclude
 from app.runs.run import Run as Run  # re-exported: callers and tests import it from here
 from app.runs.spec import RunSpec
@@ -290,6 +292,8 @@ class RunManager:
                     started_at=run.started_at,
                     ended_at=ended_at,
                 )
+                # The whole HDR histogram, for the history's fine buckets (app.history).
+                await RunHistory(self._store).keep_histogram(run.id, encode(run.stats.total))
             with trio.CancelScope(shield=True), trio.move_on_after(_STORE_TIMEOUT):
                 await self._audit.finish(run.id, run.started_at, ended_at, run.status)
             self._on_end(run)

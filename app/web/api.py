@@ -14,6 +14,8 @@ from app.runs.spec import parse_run_spec
 from app.store import Store
 from app.validation import validate
 from app.web import security
+from app.web.history_api import search_runs, with_labels
+from app.web.history_schemas import RunsQuery
 from app.web.openapi import document_empty, document_text
 from app.web.query import check_query, query_args
 from app.web.schemas import (
@@ -21,7 +23,6 @@ from app.web.schemas import (
     ConnectionPage,
     Health,
     LabSeries,
-    LimitQuery,
     ListenerInfo,
     ListenerList,
     ListenerRequest,
@@ -113,20 +114,21 @@ async def create_run() -> tuple[dict[str, Any], int]:
 
 
 @api.get("/runs")
-@document_querystring(LimitQuery)
+@document_querystring(RunsQuery)
 @document_response(RunList)
 @document_errors(422, 503)
 async def list_runs() -> dict[str, Any]:
-    """Runs, newest first, without their per-second series."""
-    return {"items": await _deps().runs.list(query_args(LimitQuery).limit)}
+    """Runs, newest first (running ones first), without their per-second series; the
+    filters (``q``, ``target``, ``pattern``, ``status``, ``label``) search the history."""
+    return {"items": await search_runs(_deps(), query_args(RunsQuery))}
 
 
 @api.get("/runs/<run_id>")
 @document_response(RunDoc)
 @document_errors(404, 503)
 async def get_run(run_id: str) -> dict[str, Any]:
-    """One run with its summary and per-second series (live while it runs)."""
-    return await _deps().runs.get(run_id)
+    """One run with its summary, per-second series (live while it runs) and labels."""
+    return await with_labels(await _deps().runs.get(run_id))
 
 
 @api.post("/runs/<run_id>/stop")

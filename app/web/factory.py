@@ -20,6 +20,7 @@ from app.web import security
 from app.web.api import api
 from app.web.events_api import events_api
 from app.web.feed import Feed
+from app.web.history_api import history_api
 from app.web.live import live
 from app.web.metrics import install_metrics
 from app.web.openapi import install_openapi
@@ -110,6 +111,7 @@ def create_web(deps: WebDeps, feed: Feed | None = None) -> QuartTrio:
     install_metrics(web, deps)
     install_openapi(web)
     web.register_blueprint(runs_api)
+    web.register_blueprint(history_api)
     web.register_blueprint(peers_api)
     web.register_blueprint(events_api)
     settings = deps.settings

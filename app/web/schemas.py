@@ -317,6 +317,7 @@ class RunDoc(_Strict):
     ended_at: float | None
     progress: float | None = Field(None, ge=0, le=1, description="while running, 0 to 1")
     series: Annotated[list[SeriesPoint] | None, FailFast()] = None
+    labels: list[str] = Field(default_factory=list, description="sorted; see /labels")
 
 
 class RunList(_Strict):

@@ -36,7 +36,7 @@ function countPoints(data) {
  * person with dev tools) can tell an empty chart from a drawn one.
  */
 export class Chart {
-  constructor(container, { series, x = { time: true }, height = 220, maxPoints = 900, axes }) {
+  constructor(container, { series, x = { time: true }, height = 220, maxPoints = 900, axes, log = false }) {
     this.container = container;
     this.maxPoints = maxPoints;
     this.data = [[], ...series.map(() => [])];
@@ -62,6 +62,8 @@ export class Chart {
       if (!seen.has(scale)) {
         seen.add(scale);
         scales[scale] = { auto: true, range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.1 : 1] };
+        // log: the first y scale is logarithmic (RTT tails over several decades).
+        if (log && scale === (series[0].scale || "y")) scales[scale] = { distr: 3, log: 10 };
         const fmt = s.axisFmt || s.fmt || ((v) => String(v));
         yAxes.push({
           scale,
@@ -136,6 +138,12 @@ export class Chart {
 
   clear() {
     this.setData(this.data.map(() => []));
+  }
+
+  /** Remove the chart from the page (before drawing another in its container). */
+  destroy() {
+    this.observer.disconnect();
+    this.plot.destroy();
   }
 }
 

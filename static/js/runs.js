@@ -1,72 +1,125 @@
-// Runs: the history, one run's details (percentiles, histogram, series), two side by side.
-import { $, api, cell, el, fmtMs, fmtMsgRate, fmtNum, fmtSeconds, kvRows, showError, timeEl } from "./util.js";
-import { Chart, msAxis } from "./charts.js";
+// Runs: the history (search, labels, delete), one run's details (percentiles, histogram,
+// series), and any number of runs compared. Rows of running runs follow the live feed.
+import { $, api, cell, el, fmtMs, fmtMsgRate, fmtNum, fmtSeconds, kvRows, timeEl } from "./util.js";
 import { feed } from "./feed.js";
 import { registerSection, state } from "./state.js";
-import { PCTS, describeSpec, pctPairs, runCharts, statusPill, summaryPairs } from "./runview.js";
+import { Histogram } from "./histogram.js";
+import { compareRuns, setCompareLog } from "./compare.js";
+import { describeSpec, pctPairs, runCharts, statusPill, summaryPairs } from "./runview.js";
 import { showFailures } from "./failures.js";
 
 let items = [];
 const ticked = new Set();
 let detailCharts = null;
-let histChart = null;
-let compareChart = null;
+let histogram = null;
+let detailId = null;
+let detailStatus = null;
 let visible = false;
+const filters = { q: "", pattern: "", status: "", label: "" };
+
+// The patterns the Fire form offers come from the server's run spec models: so do these.
+const runForm = document.querySelector("[data-run-form]");
+for (const pattern of Object.keys(runForm ? JSON.parse(runForm.dataset.runForm).fields : {})) {
+  $("#runs-pattern").append(el("option", { value: pattern, text: pattern }));
+}
+
+function labelChip(label) {
+  return el("button", { type: "button", class: "pill label", dataset: { label }, title: `show runs labelled ${label}`,
+    text: label, onclick: () => { filters.label = label; loadList(); } });
+}
+
+function rowFor(r) {
+  const s = r.summary;
+  const rtt = s.rtt_ms;
+  const box = el("input", { type: "checkbox", "aria-label": `compare run ${r.id}`, checked: ticked.has(r.id) });
+  box.addEventListener("change", () => {
+    if (box.checked) ticked.add(r.id); else ticked.delete(r.id);
+    $("#compare-button").disabled = ticked.size < 2;
+  });
+  const open = el("a", { href: `#runs/${r.id}`, class: "mono", text: r.id });
+  // The same hash again is no hashchange: open it here too.
+  open.addEventListener("click", () => { if (location.hash === `#runs/${r.id}`) showDetail(r.id, { scroll: true }); });
+  return el("tr", { dataset: { id: r.id, status: r.status } },
+    cell(box), cell(open), cell(statusPill(r.status)), cell(r.spec?.pattern || "pingpong"),
+    cell(r.spec?.target || "–"), cell(fmtNum(s.sent), "num"), cell(fmtNum(s.received), "num"),
+    cell(fmtMs(rtt.p50), "num"), cell(fmtMs(rtt.p99), "num"), cell(fmtMsgRate(s.msgs_per_s), "num"),
+    cell(timeEl(r.started_at || r.created_at)), cell(fmtSeconds(s.elapsed), "num"),
+    cell(el("span", { class: "labels" }, ...(r.labels || []).map(labelChip))));
+}
+
+function filterText() {
+  const parts = Object.entries(filters).filter(([, v]) => v).map(([k, v]) => `${k} ${v}`);
+  return parts.length ? ` matching ${parts.join(", ")}` : "";
+}
 
 function renderList() {
-  $("#runs-table tbody").replaceChildren(...items.map((r) => {
-    const s = r.summary;
-    const rtt = s.rtt_ms;
-    const box = el("input", { type: "checkbox", "aria-label": `compare run ${r.id}`, checked: ticked.has(r.id) });
-    box.addEventListener("change", () => {
-      if (box.checked) ticked.add(r.id); else ticked.delete(r.id);
-      while (ticked.size > 2) ticked.delete(ticked.values().next().value);
-      renderList();
-    });
-    const open = el("a", { href: `#runs/${r.id}`, class: "mono", text: r.id });
-    return el("tr", { dataset: { id: r.id } },
-      cell(box), cell(open), cell(statusPill(r.status)), cell(r.spec?.pattern || "pingpong"),
-      cell(r.spec?.target || "–"), cell(fmtNum(s.sent), "num"), cell(fmtNum(s.received), "num"),
-      cell(fmtMs(rtt.p50), "num"), cell(fmtMs(rtt.p99), "num"), cell(fmtMsgRate(s.msgs_per_s), "num"),
-      cell(timeEl(r.started_at || r.created_at)), cell(fmtSeconds(s.elapsed), "num"));
-  }));
-  $("#compare-button").disabled = ticked.size !== 2;
-  $("#runs-msg").textContent = items.length ? `${fmtNum(items.length)} runs, newest first` : "no runs yet";
+  $("#runs-table tbody").replaceChildren(...items.map(rowFor));
+  $("#compare-button").disabled = ticked.size < 2;
+  const chip = $("#runs-label-filter");
+  chip.hidden = !filters.label;
+  chip.replaceChildren(filters.label ? el("button", { type: "button", class: "pill label", "aria-label": `stop filtering by label ${filters.label}`,
+    text: `label ${filters.label} ×`, onclick: () => { filters.label = ""; loadList(); } }) : "");
+  $("#runs-msg").textContent = items.length ? `${fmtNum(items.length)} runs${filterText()}, newest first` : `no runs${filterText()}`;
+}
+
+function listQuery(extra = {}) {
+  const params = new URLSearchParams({ limit: "200" });
+  for (const [key, value] of Object.entries({ ...filters, ...extra })) if (value) params.set(key, value);
+  return `/api/runs?${params}`;
 }
 
 async function loadList() {
   try {
-    items = (await api("GET", "/api/runs?limit=200")).items || [];
+    items = (await api("GET", listQuery())).items || [];
     renderList();
   } catch (err) {
     $("#runs-msg").textContent = err.message;
   }
 }
 
+$("#runs-search").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  filters.q = $("#runs-q").value.trim();
+  filters.pattern = $("#runs-pattern").value;
+  filters.status = $("#runs-status").value;
+  loadList();
+});
+
+function logScale() {
+  return $("#rtt-log").checked;
+}
+
 function ensureDetailCharts() {
+  if (!histogram) histogram = new Histogram($("#chart-detail-hist"), $("#detail-hist-markers"));
   if (detailCharts) return;
-  const hist = $("#chart-detail-hist");
-  histChart = new Chart(hist, {
-    x: { time: false, fmt: (v) => labelOf(v), label: "RTT up to", integer: true },
-    series: [{ label: "messages", fmt: (v) => fmtNum(v), bars: true, integer: true }],
-  });
   const series = $("#chart-detail-series");
   const rtt = el("div", { class: "chart", "data-points": "0", id: "chart-detail-rtt" });
   const tput = el("div", { class: "chart", "data-points": "0", id: "chart-detail-tput" });
   series.replaceChildren(rtt, tput);
-  detailCharts = runCharts(rtt, tput);
+  detailCharts = runCharts(rtt, tput, 220, { log: logScale() });
 }
 
-let histLabels = [];
-function labelOf(index) {
-  const upper = histLabels[Math.round(index)];
-  return upper == null ? "" : fmtMs(upper);
+/** Scroll `node` to just under the sticky header (scrollIntoView would hide it beneath). */
+function bringIntoView(node) {
+  const header = document.querySelector("header");
+  const below = header ? header.getBoundingClientRect().bottom : 0;
+  const top = node.getBoundingClientRect().top + window.scrollY - below - 8;
+  window.scrollTo({ top: Math.max(0, top), behavior: "instant" });
 }
 
-async function showDetail(id) {
+function renderLabels(id, labels) {
+  $("#detail-labels").replaceChildren(...labels.map((label) => el("span", { class: "pill label", dataset: { label } }, label, " ",
+    el("button", { type: "button", class: "link", "aria-label": `remove label ${label}`, text: "×",
+      onclick: () => changeLabel("DELETE", `/api/runs/${id}/labels/${encodeURIComponent(label)}`) }))));
+}
+
+async function showDetail(id, { scroll = false } = {}) {
   const box = $("#run-detail");
   try {
-    const run = await api("GET", `/api/runs/${id}`);
+    const [run, hist] = await Promise.all([api("GET", `/api/runs/${id}`), api("GET", `/api/runs/${id}/histogram`)]);
+    detailId = run.id;
+    detailStatus = run.status;
+    box.hidden = false;
     ensureDetailCharts();
     $("#detail-id").textContent = run.id;
     $("#detail-status").replaceWith(Object.assign(statusPill(run.status), { id: "detail-status" }));
@@ -77,90 +130,126 @@ async function showDetail(id) {
     $("#export-csv").download = `run-${run.id}.csv`;
     $("#export-html").href = `/api/runs/${run.id}/report.html`;
     $("#export-html").download = `run-${run.id}-report.html`;
+    renderLabels(run.id, run.labels || []);
+    $("#detail-delete").disabled = run.status === "running";
     $("#detail-summary tbody").replaceChildren(...kvRows(summaryPairs(run)));
     $("#detail-pct tbody").replaceChildren(...kvRows(pctPairs(run)));
     showFailures($("#detail-failures-box"), $("#detail-failures"), run.summary);
-    const hist = run.summary.histogram;
-    histLabels = hist.map((b) => b[0]);
-    histChart.setData([hist.map((b, i) => i), hist.map((b) => b[1])]);
-    $("#chart-detail-hist").closest("figure").hidden = hist.length === 0;
+    $("#chart-detail-hist").closest("figure").hidden = hist.buckets.length === 0;
+    if (hist.buckets.length) histogram.show([{ id: run.id, label: "messages", histogram: hist }]);
+    else histogram.clear();
     detailCharts.setSeries(run.series);
     $("#chart-detail-series").dataset.points = String((run.series || []).length);
-    box.hidden = false;
-    $("#run-compare").hidden = true;
-  } catch (err) {
-    $("#runs-msg").textContent = err.message;
-  }
-}
-
-function delta(a, b) {
-  if (a == null || b == null || a === 0) return "–";
-  const pct = ((b - a) / Math.abs(a)) * 100;
-  return `${pct >= 0 ? "+" : ""}${pct.toFixed(1)} %`;
-}
-
-async function compare() {
-  const ids = [...ticked];
-  if (ids.length !== 2) return;
-  try {
-    const [a, b] = await Promise.all(ids.map((id) => api("GET", `/api/runs/${id}`)));
-    const sa = a.summary;
-    const sb = b.summary;
-    const ra = sa.rtt_ms;
-    const rb = sb.rtt_ms;
-    $("#compare-table thead").replaceChildren(el("tr", {},
-      el("th", { scope: "col", text: "" }), el("th", { scope: "col", class: "num", text: `run ${a.id}` }),
-      el("th", { scope: "col", class: "num", text: `run ${b.id}` }), el("th", { scope: "col", class: "num", text: "B vs A" })));
-    const rows = [
-      ["spec", describeSpec(a.spec), describeSpec(b.spec), ""],
-      ["status", a.status, b.status, ""],
-      ["sent", fmtNum(sa.sent), fmtNum(sb.sent), delta(sa.sent, sb.sent)],
-      ["received", fmtNum(sa.received), fmtNum(sb.received), delta(sa.received, sb.received)],
-      ["lost", fmtNum(sa.lost), fmtNum(sb.lost), ""],
-      ["errors", fmtNum(sa.errors), fmtNum(sb.errors), ""],
-      ["message rate", fmtMsgRate(sa.msgs_per_s), fmtMsgRate(sb.msgs_per_s), delta(sa.msgs_per_s, sb.msgs_per_s)],
-      ...PCTS.map(([label, key]) => [`RTT ${label}`, fmtMs(ra[key]), fmtMs(rb[key]), delta(ra[key], rb[key])]),
-    ];
-    $("#compare-table tbody").replaceChildren(...rows.map(([label, va, vb, d]) => el("tr", { dataset: { key: label } },
-      el("th", { scope: "row", text: label }), cell(va, "num"), cell(vb, "num"), cell(d, "num"))));
-    if (!compareChart) {
-      compareChart = new Chart($("#chart-compare"), {
-        x: { time: false, fmt: (v) => `${+v.toFixed(1)} s`, label: "since start", seconds: true, minSpan: 5, from0: true },
-        series: [
-          { label: "A p50", fmt: fmtMs, axisFmt: msAxis, spanGaps: true },
-          { label: "B p50", fmt: fmtMs, axisFmt: msAxis, spanGaps: true },
-        ],
-      });
+    if (scroll) {
+      $("#run-compare").hidden = true;
+      bringIntoView(box);
     }
-    // Both series on one x axis: seconds since each run's own start.
-    const key = (t) => Math.round(t * 100) / 100;
-    const xs = [...new Set([...(a.series || []), ...(b.series || [])].map((p) => key(p.t)))].sort((x, y) => x - y);
-    const at = (series) => {
-      const map = new Map((series || []).map((p) => [key(p.t), p.rtt_ms ? p.rtt_ms.p50 : null]));
-      return xs.map((x) => map.get(x) ?? null);
-    };
-    compareChart.setData([xs, at(a.series), at(b.series)]);
-    $("#run-compare").hidden = false;
-    $("#run-detail").hidden = true;
-    $("#run-compare").scrollIntoView({ block: "nearest" });
   } catch (err) {
     $("#runs-msg").textContent = err.message;
   }
 }
 
-$("#compare-button").addEventListener("click", compare);
+async function changeLabel(method, path, body) {
+  try {
+    const answer = await api(method, path, body);
+    renderLabels(answer.id, answer.labels);
+    $("#detail-msg").textContent = "";
+    const item = items.find((r) => r.id === answer.id);
+    if (item) {
+      item.labels = answer.labels;
+      renderList();
+    }
+  } catch (err) {
+    $("#detail-msg").textContent = err.field ? `${err.message} (field: ${err.field})` : err.message;
+  }
+}
+
+$("#label-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const label = $("#label-input").value.trim();
+  if (!label || !detailId) return;
+  $("#label-input").value = "";
+  changeLabel("POST", `/api/runs/${detailId}/labels`, { label });
+});
+
+$("#detail-delete").addEventListener("click", async () => {
+  const id = detailId;
+  if (!id || !window.confirm(`Delete run ${id} with its series and labels?`)) return;
+  try {
+    await api("DELETE", `/api/runs/${id}`);
+    ticked.delete(id);
+    detailId = null;
+    $("#run-detail").hidden = true;
+    $("#runs-msg").textContent = `run ${id} deleted`;
+    if (location.hash !== "#runs") location.hash = "#runs";
+    else loadList();
+  } catch (err) {
+    $("#detail-msg").textContent = err.message;
+  }
+});
+
+$("#rtt-log").addEventListener("change", () => {
+  if (detailCharts) {
+    detailCharts.rtt.destroy();
+    detailCharts.tput.destroy();
+    detailCharts = null;
+    if (detailId && !$("#run-detail").hidden) showDetail(detailId);
+  }
+  setCompareLog(logScale());
+});
+
+$("#compare-button").addEventListener("click", async () => {
+  if (ticked.size < 2) return;
+  try {
+    await compareRuns([...ticked], { log: logScale() });
+    $("#run-detail").hidden = true;
+    bringIntoView($("#run-compare"));
+  } catch (err) {
+    $("#runs-msg").textContent = err.message;
+  }
+});
 $("#runs-refresh").addEventListener("click", loadList);
 document.addEventListener("socketlab:run-ended", () => { if (visible) loadList(); });
+
+// Rows of running runs (and the details of a running run) follow the live feed: at most once
+// a second, their documents are read again from the API, so the row shows the API's figures.
+let refreshing = false;
+let lastRefresh = 0;
+async function refreshRunning() {
+  const rows = items.filter((r) => r.status === "running");
+  const detailLive = detailId && detailStatus === "running" && !$("#run-detail").hidden;
+  if ((!rows.length && !detailLive) || refreshing || Date.now() - lastRefresh < 1000) return;
+  refreshing = true;
+  lastRefresh = Date.now();
+  try {
+    if (rows.length) {
+      const fresh = new Map(((await api("GET", listQuery({ status: "running" }))).items || []).map((r) => [r.id, r]));
+      for (const [i, r] of items.entries()) {
+        const now = fresh.get(r.id);
+        if (r.status !== "running" || !now) continue;
+        items[i] = now;
+        const tr = $(`#runs-table tbody tr[data-id="${r.id}"]`);
+        if (tr) tr.replaceWith(rowFor(now));
+      }
+    }
+    if (detailLive) await showDetail(detailId);
+  } catch (err) {
+    $("#runs-msg").textContent = err.message;
+  } finally {
+    refreshing = false;
+  }
+}
 
 // Runs started elsewhere (the API, the CLI, another browser) appear in the list when a tick
 // first carries them, and take their final status when the feed says they ended.
 let liveKey = "";
 feed.on("tick", () => {
   const key = state.runs.map((r) => r.id).join(",");
-  if (key === liveKey) return;
-  const appeared = state.runs.some((r) => !liveKey.split(",").includes(r.id));
+  const appeared = key !== liveKey && state.runs.some((r) => !liveKey.split(",").includes(r.id));
   liveKey = key;
-  if (appeared && visible) loadList();
+  if (!visible) return;
+  if (appeared) loadList();
+  else refreshRunning();
 });
 feed.on("run.ended", () => { if (visible) loadList(); });
 
@@ -168,7 +257,7 @@ registerSection("runs", {
   show(arg) {
     visible = true;
     loadList();
-    if (arg) showDetail(arg);
+    if (arg) showDetail(arg, { scroll: true });
   },
   hide() { visible = false; },
 });

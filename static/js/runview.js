@@ -61,11 +61,13 @@ export function pctPairs(run) {
   return PCTS.map(([label, key]) => [label, fmtMs(rtt[key]), key]);
 }
 
-/** Two live charts for a run: RTT percentiles and throughput, x in seconds since start. */
-export function runCharts(rttNode, tputNode, height = 220) {
+/** Two live charts for a run: RTT percentiles (log: on a log scale) and throughput, x in
+ * seconds since start. */
+export function runCharts(rttNode, tputNode, height = 220, { log = false } = {}) {
   const secs = (v) => `${+v.toFixed(1)} s`;
   const rtt = new Chart(rttNode, {
     height,
+    log,
     x: { time: false, fmt: secs, label: "since start", seconds: true, minSpan: 5, from0: true },
     series: [
       { label: "p50", fmt: fmtMs, axisFmt: msAxis },
