@@ -17,6 +17,7 @@ from app.errors import SpecError
 from app.runs.spec import parse_run_spec
 from app.validation import validate
 from app.web import security
+from app.web.history_api import with_labels
 from app.web.openapi import document_text
 from app.web.query import check_query, query_args
 from app.web.report import embedded_json, report_assets
@@ -117,7 +118,7 @@ async def run_report(run_id: str) -> Response:
     The page embeds the run document ``GET /api/runs/{run_id}`` answers and draws it with
     the dashboard's own code, inlined, so it can be saved and opened with no network.
     """
-    doc = await _deps().runs.get(run_id)
+    doc = await with_labels(await _deps().runs.get(run_id))
     assets = await report_assets(Path(current_app.static_folder or "static"))
     html = await render_template(
         "report.html",
