@@ -72,9 +72,21 @@ def user_path(loc: Sequence[str | int], data: Any = _NO_DATA) -> str | None:
             if last or _is_container(value):
                 parts.append(str(part))
                 current = value
-        elif last:
+        elif last and (isinstance(part, int) or not any(c in part for c in "[(,:")):
+            # A missing or unknown key; a union's ``tag:`` or a wrapper is pydantic's own.
             parts.append(str(part))
     return ".".join(parts) or None
+
+
+def _object_at(data: Any, path: str) -> Any:
+    """The value at dotted ``path`` in ``data`` (None when there is none)."""
+    current = data
+    for part in path.split("."):
+        key: str | int = int(part) if part.isdigit() and not isinstance(current, Mapping) else part
+        if not _in(current, key):
+            return None
+        current = current[key]
+    return current
 
 
 def spec_error_from(
@@ -106,8 +118,12 @@ def spec_error_from(
     # Model-level checks say which field they are about as "field: message", the field
     # being the model's own (loc is empty) or one inside the field pydantic names.
     head, sep, rest = message.partition(": ")
-    if sep and " " not in head and (field is None or head.startswith(field + ".")):
-        field, message = head, rest
+    if sep and " " not in head:
+        if field is None or head.startswith(field + "."):
+            field, message = head, rest
+        elif isinstance(_object_at(data, field), Mapping) and "." not in head:
+            # A check of a nested object (a scenario's step) names a field of that object.
+            field, message = f"{field}.{head}", rest
     return SpecError(f"{field}: {message}" if field else message, field)
 
 

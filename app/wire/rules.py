@@ -54,6 +54,10 @@ __all__ = [
     "Responder",
     "Rule",
     "RuleError",
+    "Template",
+    "compile_template",
+    "is_macro",
+    "render_template",
 ]
 
 MatchKind = Literal["exact", "prefix", "contains", "suffix", "regex"]
@@ -96,7 +100,7 @@ class _Field(NamedTuple):
     A group is always held by number, a named group too.
     """
 
-    kind: Literal["counter", "time", "unix", "random", "group"]
+    kind: Literal["counter", "time", "unix", "random", "group", "var"]
     arg: int | str = 0
 
 
@@ -116,7 +120,13 @@ def _decode(text: str, encoding: Encoding, field_name: str) -> bytes:
         raise RuleError(f"{field_name}: {exc.message}", field_name) from None
 
 
-def _parse_field(body: str, at: int, field_name: str, regex: Regex | None) -> _Field:
+def _parse_field(
+    body: str,
+    at: int,
+    field_name: str,
+    regex: Regex | None,
+    variables: frozenset[str] | None = None,
+) -> _Field:
     shown = body if len(body) <= 40 else body[:37] + "..."
     name, colon, arg = body.partition(":")
     if name == "random" and colon:
@@ -149,6 +159,14 @@ def _parse_field(body: str, at: int, field_name: str, regex: Regex | None) -> _F
         return _Field("group", regex.groupindex[group] if isinstance(group, str) else group)
     if macro is not None:
         return macro
+    if variables is not None and body in variables:
+        return _Field("var", body)
+    if variables is not None:
+        raise RuleError(
+            f"{field_name}: {{{shown}}} at offset {at} is neither a macro nor a variable "
+            "captured by an earlier step",
+            field_name,
+        )
     if regex is None:
         raise RuleError(
             f"{field_name}: {{{shown}}} at offset {at} is not a macro; captures need a regex rule",
@@ -162,6 +180,7 @@ def _compile_template(
     encoding: Encoding,
     field_name: str,
     regex: Regex | None = None,
+    variables: frozenset[str] | None = None,
 ) -> tuple[_Part, ...]:
     """Compile a reply template to literal byte strings and fields.
 
@@ -201,7 +220,7 @@ def _compile_template(
                     field_name,
                 )
             close_literal(i)
-            pieces.append(_parse_field(template[i + 1 : close], i, field_name, regex))
+            pieces.append(_parse_field(template[i + 1 : close], i, field_name, regex, variables))
             masked.append(" " * (close + 1 - i))
             i = close + 1
             literal_start = i
@@ -238,11 +257,15 @@ def _render(
     counter: int,
     now: float,
     rng: random.Random,
+    values: Mapping[str, bytes] | None = None,
 ) -> bytes:
     out = bytearray()
     for part in parts:
         if isinstance(part, bytes):
             out += part
+        elif part.kind == "var":
+            if values is not None:
+                out += values.get(str(part.arg), b"")
         elif part.kind == "group":
             # Compilation checked the group exists; an unmatched optional group is empty.
             if match is not None:
@@ -260,6 +283,34 @@ def _render(
         else:
             out += str(rng.getrandbits(32)).encode()
     return bytes(out)
+
+
+Template = tuple[_Part, ...]
+
+
+def compile_template(
+    template: str, encoding: Encoding, field_name: str, variables: frozenset[str]
+) -> Template:
+    """A template of macros and named ``variables`` (no regex groups), for senders that
+    fill in values captured earlier (:mod:`app.wire.scenario`).
+
+    Raises:
+        RuleError: Naming ``field_name``: a field that is neither a macro nor a variable,
+            an escape or hex digit that does not decode, a lone brace.
+    """
+    return _compile_template(template, encoding, field_name, None, variables)
+
+
+def render_template(
+    parts: Template, *, counter: int, now: float, rng: random.Random, values: Mapping[str, bytes]
+) -> bytes:
+    """The bytes of a :func:`compile_template` template; a variable not set yet is empty."""
+    return _render(parts, None, counter, now, rng, values)
+
+
+def is_macro(name: str) -> bool:
+    """Whether ``{name}`` is a macro of every template (``counter``, ``time``, ...)."""
+    return name in _MACROS
 
 
 @dataclass(frozen=True, slots=True)
