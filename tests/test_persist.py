@@ -96,7 +96,9 @@ async def test_a_kept_listener_whose_port_is_taken_is_shown_failing_and_the_lab_
             # The lab itself runs: its listeners from the settings serve.
             status, listing = await api(second, "GET", "/api/listeners")
             assert status == 200 and len(listing["items"]) == 2
-            forgotten = await http(port_of(second), "DELETE", f"/api/listeners/failed/{item['key']}")
+            forgotten = await http(
+                port_of(second), "DELETE", f"/api/listeners/failed/{item['key']}"
+            )
             assert forgotten.status == 204
             assert (await api(second, "GET", "/api/listeners/failed"))[1] == {"items": []}
     async with running_lab(nursery, data) as third:
@@ -147,7 +149,10 @@ async def test_saved_packets_and_the_send_log_survive_a_restart(
         status, saved = await api(first, "POST", "/api/packets", packet)
         assert status == 201, saved
         status, sent = await api(
-            first, "POST", "/api/packets/send", {"target": target, "payload": "hi\\n", "name": "hello"}
+            first,
+            "POST",
+            "/api/packets/send",
+            {"target": target, "payload": "hi\\n", "name": "hello"},
         )
         assert status == 200, sent
         assert sent["status"] == "reply" and sent["reply"]["text"] == "hi\\n", sent
@@ -171,7 +176,9 @@ async def test_a_refused_send_is_logged_as_an_error_with_its_reason(lab: Lab) ->
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))  # bound, never listening: connecting is refused
         target = f"tcp://127.0.0.1:{closed.getsockname()[1]}"
-        status, sent = await api(lab, "POST", "/api/packets/send", {"target": target, "payload": "x"})
+        status, sent = await api(
+            lab, "POST", "/api/packets/send", {"target": target, "payload": "x"}
+        )
     assert status == 200, sent
     assert sent["status"] == "error" and sent["reply"] is None
     assert sent["error_kind"] == "refused"
