@@ -86,23 +86,18 @@ class PacketLimits:
     max_log_entries: int = 1_000
 
 
-def create_tables(db: sqlite3.Connection, statements: tuple[str, ...]) -> None:
-    """Run ``CREATE TABLE IF NOT EXISTS`` statements (inside the caller's transaction)."""
-    for statement in statements:
-        db.execute(statement)
-
-
-class PacketStore:
-    """Saved packets and the send log. :meth:`ensure` once the store is open.
+class OwnTables:
+    """Tables a module makes itself in the store's database (``schema``: ``CREATE TABLE IF
+    NOT EXISTS`` statements), made on first use.
 
     Args:
         store: The lab's store (its writer and reader connections).
-        limits: How much is kept.
     """
 
-    def __init__(self, store: Store, limits: PacketLimits | None = None) -> None:
+    schema: tuple[str, ...] = ()
+
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self.limits = limits or PacketLimits()
         self._ready = False
 
     async def ensure(self) -> None:
@@ -112,8 +107,27 @@ class PacketStore:
             StoreUnavailableError: The store cannot write now (tried again on next use).
         """
         if not self._ready:
-            await self.store.writes.now(lambda db: create_tables(db, SCHEMA))
+            await self.store.writes.now(self._create)
             self._ready = True
+
+    def _create(self, db: sqlite3.Connection) -> None:
+        for statement in self.schema:
+            db.execute(statement)
+
+
+class PacketStore(OwnTables):
+    """Saved packets and the send log.
+
+    Args:
+        store: The lab's store.
+        limits: How much is kept.
+    """
+
+    schema = SCHEMA
+
+    def __init__(self, store: Store, limits: PacketLimits | None = None) -> None:
+        super().__init__(store)
+        self.limits = limits or PacketLimits()
 
     async def list_packets(self) -> list[dict[str, Any]]:
         """Saved packets, by name."""

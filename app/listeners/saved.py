@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.listeners.spec import ListenerSpec
-from app.packets_store import create_tables
-from app.store import Store
+from app.packets_store import OwnTables
 
 SCHEMA = (
     """
@@ -41,17 +40,10 @@ class SavedListener:
     created_at: float
 
 
-class SavedListeners:
+class SavedListeners(OwnTables):
     """The ``saved_listeners`` table. Every method may raise ``StoreUnavailableError``."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._ready = False
-
-    async def ensure(self) -> None:
-        if not self._ready:
-            await self.store.writes.now(lambda db: create_tables(db, SCHEMA))
-            self._ready = True
+    schema = SCHEMA
 
     async def all(self) -> list[SavedListener]:
         """Every kept listener, oldest first (the order they are started again)."""
