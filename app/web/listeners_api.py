@@ -1,5 +1,6 @@
-"""Listener routes beyond start/stop: a respond listener's rules edited in place, and the
-kept listeners that did not start again after a restart (see :mod:`app.listeners.saved`)."""
+"""Listener routes beyond start/stop: a respond listener's rules edited in place, the kept
+listeners that did not start again after a restart (see :mod:`app.listeners.saved`), and a
+StatsD collector's history."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import TYPE_CHECKING, Any
 from quart import Blueprint, current_app, request
 from quart_schema import document_request, document_response
 
+from app.errors import ConflictError
+from app.listeners.modes.statsd import StatsdMode
 from app.validation import validate
+from app.web.listener_schemas import FailedListenerList, RulesBody, TelemetryHistory
 from app.web.openapi import document_empty
-from app.web.packet_schemas import FailedListenerList, RulesBody
 from app.web.query import check_query
 from app.web.schemas import ListenerInfo, document_errors
 
@@ -58,3 +61,16 @@ async def forget_failed_listener(key: str) -> tuple[str, int]:
     """Forget a kept listener that could not start again: it is not tried at the next start."""
     await _listeners().forget(key)
     return "", 204
+
+
+@listeners_api.get("/telemetry/<listener_id>/history")
+@document_response(TelemetryHistory)
+@document_errors(404, 409)
+async def telemetry_history(listener_id: str) -> dict[str, Any]:
+    """A StatsD collector's history: each metric's value at every kept flush (the newest
+    120), the last flush in which metrics arrived (kept when traffic stops), and the newest
+    bad lines with why they were refused. 409 for a listener that is not a collector."""
+    listener = _listeners().get(listener_id)
+    if not isinstance(listener.mode, StatsdMode):
+        raise ConflictError(f"listener {listener_id} is not a statsd listener", "id")
+    return listener.mode.history_doc()

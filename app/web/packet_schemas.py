@@ -1,10 +1,10 @@
-"""Models of the packet tool's routes and of the listener routes added beside them: saved
-packets, the send log, failed kept listeners, respond rules. Each field is defined here once;
-the routes validate with these models and ``/openapi.json`` documents them."""
+"""Models of the packet tool's routes: saved packets, sends and the send log. Each field is
+defined here once; the routes validate with these models and ``/openapi.json`` documents
+them."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, FailFast, Field
 
@@ -74,29 +74,3 @@ class PacketLogCleared(_Strict):
     """How many log entries were deleted."""
 
     deleted: int
-
-
-class RulesBody(_Strict):
-    """A respond listener's new rules: they replace ``rules``, ``default_reply`` and
-    ``encoding`` together, validated as when the listener is made."""
-
-    rules: list[dict[str, Any]] = Field(
-        default_factory=list, description='[{"match", "pattern", "reply", "encoding"}, ...]'
-    )
-    default_reply: str | None = None
-    encoding: Literal["text", "hex"] = "text"
-
-
-class FailedListener(_Strict):
-    """A kept listener that did not start again when the lab started, and why."""
-
-    key: str
-    url: str
-    spec: dict[str, Any] = Field(description="what was kept: the url and the options")
-    error: str
-
-
-class FailedListenerList(_Strict):
-    """Kept listeners that did not start again."""
-
-    items: Annotated[list[FailedListener], FailFast()]
