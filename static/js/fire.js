@@ -3,6 +3,7 @@ import { $, $$, api, el, fmtMs, fmtMsgRate, fmtNum, kvRows, listenerTargets, mar
 import { feed } from "./feed.js";
 import { registerSection, state } from "./state.js";
 import { pctPairs, runCharts, summaryPairs } from "./runview.js";
+import { renderVerdict } from "./verdict.js";
 
 const form = $("#fire-form");
 const f = form.elements;
@@ -160,6 +161,7 @@ function showResult(run) {
   const replyNode = $("#result-reply");
   replyNode.hidden = !reply;
   if (reply) replyNode.replaceChildren("Reply: ", el("code", { text: reply.hex }), " ", el("code", { text: JSON.stringify(reply.text) }));
+  renderVerdict($("#result-verdict"), run.summary);
   $("#run-result").hidden = false;
 }
 
