@@ -56,6 +56,12 @@ function sources(doc) {
   return [one("", doc)];
 }
 
+/** The first of the tables that has any key (the open interval, the last flush, the last
+ * flush with traffic). */
+function pick(...tables) {
+  return tables.find((t) => t && Object.keys(t).length) || {};
+}
+
 function num(v) {
   return typeof v === "number" ? fmtNum(v, Math.abs(v) < 100 ? 3 : 1) : "–";
 }
@@ -95,7 +101,10 @@ function render(doc) {
     for (const key of Object.keys(g).sort()) {
       gauges.push(el("tr", { dataset: { name: key } }, nameCell(name(s, key), s.source, "gauges", key), cell(num(g[key]), "num")));
     }
-    const t = Object.keys(cur.timers || {}).length ? cur.timers : last.timers || {};
+    // When traffic stops, the timers and sets of the last flush that had traffic stay shown.
+    const hist = histories.get(s.source);
+    const active = (hist && hist.last_active_flush) || {};
+    const t = pick(cur.timers, last.timers, active.timers);
     for (const key of Object.keys(t).sort()) timerRows.push([s, key, t[key]]);
     // DogStatsD: the newest run of each service check, and the events of both intervals.
     const sc = { ...(last.service_checks || {}), ...(cur.service_checks || {}) };
@@ -108,7 +117,7 @@ function render(doc) {
       events.push(el("tr", { dataset: { title: e.title } }, cell(e.title), cell(e.text),
         cell(e.alert_type || "info"), cell((e.tags || []).join(", "), "mono")));
     }
-    const st = Object.keys(cur.sets || {}).length ? cur.sets : last.sets || {};
+    const st = pick(cur.sets, last.sets, active.sets);
     for (const key of Object.keys(st).sort()) {
       sets.push(el("tr", { dataset: { name: key } }, cell(name(s, key), "mono"), cell(fmtNum(st[key]), "num")));
     }
