@@ -429,3 +429,24 @@ def test_telemetry_history_charts_a_metric_keeps_the_last_flush_and_samples_bad_
         bad.wait_for(timeout=10000)
         assert bad.locator("td").nth(2).inner_text() == sample["error"]
         screenshot(page, "telemetry-history")
+
+
+# ---- the bottleneck verdict on the Fire result ------------------------------------------
+
+
+def test_the_fire_result_shows_the_bottleneck_verdict_of_the_summary(served: ServedLab) -> None:
+    with chromium_page() as page:
+        open_section(page, served, "fire")
+        page.fill("#fire-target", f"udp://127.0.0.1:{served.listeners['udp']}")
+        page.select_option("#fire-pattern", "pingpong")
+        page.fill("input[name=duration]", "1")
+        page.click("#fire-button")
+        page.wait_for_selector("#result-verdict:not([hidden])", timeout=20000)
+        run_id = page.inner_text("#result-id")
+        verdict = api_call(served, "GET", f"/api/runs/{run_id}")["summary"]["bottleneck"]
+        node = page.locator("#result-verdict")
+        assert node.get_attribute("data-limited") == ("true" if verdict["limited"] else "false")
+        assert node.locator(".verdict-reason").inner_text() == verdict["reason"]
+        figures = node.locator(".muted").inner_text()
+        assert fmt(page, "fmtPct", verdict["cpu_pct"]) in figures
+        assert fmt(page, "fmtMs", verdict["loop_lag_ms_p99"]) in figures
