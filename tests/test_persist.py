@@ -12,7 +12,7 @@ import trio
 
 from app.lab import Lab
 from tests.conftest import running_lab
-from tests.helpers import http
+from tests.helpers import http, wait_for
 
 RULES = [{"match": "prefix", "pattern": "PING", "reply": "PONG {counter}\n"}]
 
@@ -183,3 +183,30 @@ async def test_a_refused_send_is_logged_as_an_error_with_its_reason(lab: Lab) ->
     assert sent["status"] == "error" and sent["reply"] is None
     assert sent["error_kind"] == "refused"
     assert "refused" in sent["error"] and "nothing listens" in sent["error"]
+
+
+async def test_a_collector_keeps_its_flushes_the_last_one_with_traffic_and_bad_lines(
+    lab: Lab,
+) -> None:
+    status, made = await api(
+        lab, "POST", "/api/listeners", {"url": "udp://127.0.0.1:0?mode=statsd&flush_interval=3600"}
+    )
+    assert status == 201
+    listener = lab.listeners.get(made["id"])
+    with trio.socket.socket(type=trio.socket.SOCK_DGRAM) as sock:
+        await sock.sendto(b"hits:4|c\nlat:5|ms\nthis is not statsd", ("127.0.0.1", made["port"]))
+    await wait_for(lambda: listener.to_dict()["statsd"]["bad_lines"] == 1)
+    path = f"/api/listeners/{made['id']}/flush"
+    assert (await api(lab, "POST", path))[0] == 200
+    assert (await api(lab, "POST", path))[0] == 200  # a flush without traffic
+    status, doc = await api(lab, "GET", f"/api/telemetry/{made['id']}/history")
+    assert status == 200, doc
+    assert [p["counters"] for p in doc["points"]] == [{"hits": 4.0}, {"hits": 0.0}]
+    assert doc["points"][0]["timers"]["lat"]["p50"] == 5
+    assert doc["points"][1]["timers"] == {}
+    active = doc["last_active_flush"]
+    assert active["counters"]["hits"]["value"] == 4 and "lat" in active["timers"]
+    [bad] = doc["bad_samples"]
+    assert bad["line"] == "this is not statsd" and bad["error"]
+    echo_id = next(item.id for item in lab.listeners if item.spec.mode == "echo")
+    assert (await api(lab, "GET", f"/api/telemetry/{echo_id}/history"))[0] == 409
