@@ -2,6 +2,7 @@
 import { $, $$, api, cell, el, fmtBytes, fmtNum, fmtSeconds, markField, showError } from "./util.js";
 import { feed } from "./feed.js";
 import { registerSection, state } from "./state.js";
+import { openRules } from "./rules.js";
 
 const form = $("#listener-form");
 const f = form.elements;
@@ -68,50 +69,6 @@ function urlCell(l) {
   if (extras.length) td.append(el("span", { class: "listener-extras" }, ...extras.flatMap((x) => [" ", x])));
   return td;
 }
-
-const rulesForm = $("#rules-form");
-let rulesFor = null;
-
-async function openRules(id) {
-  $("#rules-error").hidden = true;
-  $("#rules-msg").textContent = "";
-  markField(rulesForm, null);
-  try {
-    const doc = await api("GET", `/api/listeners/${encodeURIComponent(id)}`);
-    const respond = doc.respond || {};
-    const rules = (respond.rules || []).map(({ hits, ...rule }) => rule);
-    rulesFor = id;
-    $("#rules-id").textContent = id;
-    $("#rules-json").value = JSON.stringify(rules, null, 2);
-    $("#rules-default").value = respond.default_reply ?? "";
-    $("#rules-encoding").value = (doc.options && doc.options.encoding) || "text";
-    $("#rules-editor").hidden = false;
-    $("#rules-json").focus();
-  } catch (err) {
-    showError($("#listener-error"), err);
-  }
-}
-
-rulesForm.addEventListener("submit", async (ev) => {
-  ev.preventDefault();
-  $("#rules-error").hidden = true;
-  markField(rulesForm, null);
-  try {
-    let rules;
-    try { rules = JSON.parse($("#rules-json").value || "[]"); } catch (e) {
-      throw Object.assign(new Error("rules: not valid JSON"), { field: "rules" });
-    }
-    const body = { rules, encoding: $("#rules-encoding").value };
-    const reply = $("#rules-default").value;
-    if (reply !== "") body.default_reply = reply;
-    const doc = await api("PUT", `/api/listeners/${encodeURIComponent(rulesFor)}/rules`, body);
-    $("#rules-msg").textContent = `Saved: ${doc.respond.rules.length} rules.`;
-  } catch (err) {
-    markField(rulesForm, err.field && err.field.startsWith("rules") ? "rules" : err.field);
-    showError($("#rules-error"), err);
-  }
-});
-$("#rules-close").addEventListener("click", () => { $("#rules-editor").hidden = true; rulesFor = null; });
 
 async function loadFailed() {
   let doc;

@@ -14,10 +14,12 @@ const fetchedAt = new Map();
 // Open charts by "listener|section|key".
 const charts = new Map();
 
-/** The timers' percentile keys (p50, p95, p99.9, ...), in numeric order. */
+/** The timers' percentile keys (p50, p95, p99.9, ...), in numeric order; without timers,
+ * those the collectors are configured with (from their history), else StatsD's defaults. */
 export function percentileKeys(timerDocs) {
   const keys = new Set();
   for (const t of timerDocs) for (const k of Object.keys(t)) if (/^p\d/.test(k)) keys.add(k);
+  if (!keys.size) for (const h of histories.values()) for (const p of h.percentiles || []) keys.add(`p${p}`);
   const list = keys.size ? [...keys] : DEFAULT_PCTS;
   return list.sort((a, b) => Number(a.slice(1)) - Number(b.slice(1)));
 }
