@@ -450,3 +450,26 @@ def test_the_fire_result_shows_the_bottleneck_verdict_of_the_summary(served: Ser
         figures = node.locator(".muted").inner_text()
         assert fmt(page, "fmtPct", verdict["cpu_pct"]) in figures
         assert fmt(page, "fmtMs", verdict["loop_lag_ms_p99"]) in figures
+
+
+@pytest.mark.parametrize("section", ["packet", "telemetry"])
+def test_the_packet_and_telemetry_sections_fit_a_phone_screen(
+    served: ServedLab, section: str
+) -> None:
+    api_call(
+        served,
+        "POST",
+        "/api/packets",
+        {"name": "phone", "target": "udp://127.0.0.1:9", "payload": "a rather long payload " * 4},
+    )
+    try:
+        with chromium_page(390, 844) as page:
+            open_section(page, served, section)
+            if section == "packet":
+                page.locator("#packet-saved tbody tr[data-name=phone]").wait_for(timeout=10000)
+            overflow = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0
+    finally:
+        api_call(served, "DELETE", "/api/packets/phone")
