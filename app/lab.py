@@ -26,11 +26,15 @@ import trio
 
 from app.demo import serve_demo
 from app.endpoint import Endpoint
+from app.errors import StoreUnavailableError
 from app.events import RunEnded, RunInterval, run_ended, run_interval
 from app.hub import Hub
 from app.listeners.manager import ListenerManager
 from app.listeners.policy import ListenerPolicy, parse_bind_networks
+from app.listeners.saved import SavedListeners
 from app.looplag import LoopLagMonitor
+from app.packets import PacketTool
+from app.packets_store import PacketStore
 from app.peerhttp import PeerLimits
 from app.peers import PeerManager, parse_peer
 from app.registry import Registry
@@ -83,6 +87,11 @@ class Lab:
         )
         # Opened by serve(); every collaborator of the run manager exists from here on.
         self.store = Store(settings.data_dir, settings.store_limits)
+        # Listeners clients start are kept in the store and started again by serve().
+        self.listeners.saved = SavedListeners(self.store)
+        self.packets = PacketTool(
+            PacketStore(self.store), self.registry, settings, policy, AuditLog(self.store), self
+        )
         self.runs = RunManager(
             self.registry,
             settings,
@@ -124,6 +133,7 @@ class Lab:
             loop_lag=self.loop_lag,
             peers=self.peers,
             store=self.store,
+            packets=self.packets,
             shutdown=self.shutdown,
             started_at=self.started_at,
         )
@@ -195,12 +205,25 @@ class Lab:
                         deps = self.web_deps()
                         self.web_port = await nursery.start(self.web, deps, web_done)
                         self.listeners.serving_web(settings.web_host, self.web_port)
+                    await self._restore_listeners()
                     task_status.started(self)
                     await self.shutdown.wait()
                     await self._shut_down(web_done)
                     nursery.cancel_scope.cancel()
         finally:
             self.stopped.set()
+
+    async def _restore_listeners(self) -> None:
+        # After the web server is bound: the bind policy keeps listeners off its port.
+        try:
+            restored = await self.listeners.restore()
+        except StoreUnavailableError as exc:
+            logger.error("kept listeners not started again: %s", exc.message)
+            return
+        if restored or self.listeners.failed:
+            logger.info(
+                "%d kept listeners started again, %d failed", restored, len(self.listeners.failed)
+            )
 
     async def _shut_down(self, web_done: trio.Event) -> None:
         logger.info("shutting down")

@@ -122,6 +122,8 @@ class Listener:
         self.tls: dict[str, Any] | None = None
         self.cert_pem: str | None = None  # TLS: the certificate served, for clients to trust
         self.started_at: float | None = None
+        # Its key among the listeners kept across restarts (app.listeners.saved), if kept.
+        self.saved_key: str | None = None
         self.connections = 0
         self.accepted = 0
         self.rejected = 0

@@ -2,7 +2,11 @@
 
 Listeners the operator gives (config file, command line) start as written; those a client
 asks for (the API, the dashboard) go through :meth:`ListenerManager.start_requested`, which
-applies the bind policy and the cap on listeners (:mod:`app.listeners.policy`).
+applies the bind policy and the cap on listeners (:mod:`app.listeners.policy`) and keeps
+them in the store (:mod:`app.listeners.saved`): :meth:`ListenerManager.restore` starts them
+again when the lab starts, through the same policy and cap. One that cannot start again (its
+port taken, the policy narrowed) is listed in :attr:`ListenerManager.failed` with the reason,
+and the lab starts without it.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ from typing import Any
 
 import trio
 
-from app.errors import ConflictError, NotFoundError
+from app.errors import ConflictError, NotFoundError, SocketlabError
 from app.listeners.base import Listener
 from app.listeners.modes import create_listener
+from app.listeners.modes.respond import RespondMode
 from app.listeners.modes.statsd import StatsdMode
 from app.listeners.policy import ListenerPolicy
-from app.listeners.spec import ListenerSpec
+from app.listeners.saved import SavedListeners
+from app.listeners.spec import ListenerSpec, parse_listener
 from app.listeners.tcp import serve_tcp_listener
 from app.listeners.udp import serve_udp_listener
 from app.registry import Registry
@@ -51,6 +57,10 @@ class ListenerManager:
         self.accepting = True
         # Requested listeners being bound: they hold a place under the cap (start_requested).
         self._starting = 0
+        # Where requested listeners are kept across restarts (None: they are not kept).
+        self.saved: SavedListeners | None = None
+        # Kept listeners that could not start again, by key: {"key", "url", "spec", "error"}.
+        self.failed: dict[str, dict[str, Any]] = {}
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the nursery that listeners live in, until cancelled."""
@@ -108,6 +118,16 @@ class ListenerManager:
             SpecError: The policy refuses the address or the port (naming ``url``).
             ConflictError: The cap on listeners is reached, or as for :meth:`start`.
         """
+        listener = await self._start_checked(spec)
+        if self.saved is not None:
+            try:
+                listener.saved_key = await self.saved.add(self._bound_spec(listener), time.time())
+            except SocketlabError as exc:
+                # The listener serves; it only will not come back after a restart.
+                logger.warning("listener %s is not kept for restarts: %s", listener.id, exc)
+        return listener
+
+    async def _start_checked(self, spec: ListenerSpec) -> Listener:
         self.policy.check(spec.host, spec.port)
         count = len(self._listeners) + self._starting
         limit = self.policy.max_listeners
@@ -118,6 +138,82 @@ class ListenerManager:
             return await self.start(spec)
         finally:
             self._starting -= 1
+
+    @staticmethod
+    def _bound_spec(listener: Listener) -> ListenerSpec:
+        # Kept with the port it bound, so that clients pointed at it find it again.
+        return listener.spec.model_copy(update={"port": listener.port})
+
+    async def restore(self) -> int:
+        """Start again every kept listener, oldest first; returns how many started.
+
+        Each goes through the bind policy and the cap like a new request. One that cannot
+        start is put in :attr:`failed` with the reason (and stays kept until a client
+        forgets it, :meth:`forget`); the others start regardless.
+
+        Raises:
+            StoreUnavailableError: The store cannot be read now (nothing was started).
+        """
+        if self.saved is None:
+            return 0
+        started = 0
+        for kept in await self.saved.all():
+            url = kept.spec.get("url", "?")
+            try:
+                spec = parse_listener(kept.spec)
+                listener = await self._start_checked(spec)
+            except SocketlabError as exc:
+                logger.warning("kept listener %s did not start again: %s", url, exc.message)
+                self.failed[kept.key] = {
+                    "key": kept.key,
+                    "url": url,
+                    "spec": kept.spec,
+                    "error": exc.message,
+                }
+                continue
+            listener.saved_key = kept.key
+            started += 1
+        return started
+
+    async def forget(self, key: str) -> None:
+        """Forget a kept listener that failed to start again.
+
+        Raises:
+            NotFoundError: No failed listener has that key.
+            StoreUnavailableError: The store cannot write now.
+        """
+        if key not in self.failed:
+            raise NotFoundError(f"no failed listener {key!r}", "key")
+        if self.saved is not None:
+            await self.saved.remove(key)
+        del self.failed[key]
+
+    async def edit_rules(self, listener_id: str, body: dict[str, Any]) -> Listener:
+        """Replace a respond listener's ``rules`` (and ``default_reply``, ``encoding``),
+        validated as when the listener was made; connections answer by them from their next
+        message, and the hit counters start again. A kept listener is kept with them.
+
+        Raises:
+            NotFoundError: No such listener is running.
+            ConflictError: It is not a respond listener.
+            SpecError: The rules are refused, naming the field.
+            StoreUnavailableError: The store cannot write now (nothing was changed).
+        """
+        listener = self.get(listener_id)
+        mode = listener.mode
+        if not isinstance(mode, RespondMode):
+            raise ConflictError(f"listener {listener_id} is not a respond listener", "id")
+        current = listener.spec.to_dict()
+        for name in ("rules", "rules_file", "default_reply", "encoding"):
+            current.pop(name, None)
+        spec = parse_listener({**current, **body})
+        if listener.saved_key is not None and self.saved is not None:
+            bound = spec.model_copy(update={"port": listener.port})
+            await self.saved.replace(listener.saved_key, bound)
+        listener.spec = spec
+        mode.responder.adopt(spec.build_responder())
+        logger.info("listener %s: rules replaced (%d rules)", listener_id, len(spec.rules))
+        return listener
 
     def serving_web(self, host: str, port: int) -> None:
         """Tell the policy where the web server listens (its port is known once bound)."""
@@ -141,6 +237,11 @@ class ListenerManager:
             NotFoundError: No such listener is running.
         """
         listener = self.get(listener_id)
+        if listener.saved_key is not None and self.saved is not None:
+            # Forgotten first: if the store cannot write, the listener keeps serving (503)
+            # rather than stopping now and coming back at the next start.
+            await self.saved.remove(listener.saved_key)
+            listener.saved_key = None
         listener.cancel_scope.cancel()
         await listener.stopped.wait()
         logger.info("listener %s stopped", listener_id)

@@ -227,10 +227,13 @@ async def create_listener() -> tuple[dict[str, Any], int]:
     ``max_keys``, ``percentiles``; udp: ``rcvbuf``; tls: ``cert``, ``key``.
 
     The answer is the listener's document (``GET /api/listeners/{id}``): ``port`` is the
-    bound port (useful with port 0). 422 names the option at fault, or ``url`` when the
-    bind policy refuses the address or port (loopback only unless the operator allowed
-    more with ``--allow-bind``; no privileged port; not the dashboard's port); 409 when the
-    address is in use or cannot be bound, or the cap on listeners is reached.
+    bound port (useful with port 0). The listener is kept in the store and started again,
+    on that port and with its options, when the lab restarts (``GET
+    /api/listeners/failed`` lists those that could not start again). 422 names the option
+    at fault, or ``url`` when the bind policy refuses the address or port (loopback only
+    unless the operator allowed more with ``--allow-bind``; no privileged port; not the
+    dashboard's port); 409 when the address is in use or cannot be bound, or the cap on
+    listeners is reached.
     """
     import trio
 
@@ -297,12 +300,14 @@ async def listener_probes(listener_id: str, run_tag: str) -> dict[str, Any]:
 
 @api.delete("/listeners/<listener_id>")
 @document_response(ListenerStopped)
-@document_errors(404)
+@document_errors(404, 503)
 async def delete_listener(listener_id: str) -> dict[str, Any]:
     """Stop a listener: its socket and every connection close; answers once the port is free.
 
     Returns ``{"id": ..., "status": "stopped", "listener": <final document>}``; 404 for an
-    unknown id.
+    unknown id. A listener started through the API is kept across restarts until it is
+    stopped here; 503 while the store cannot write (it then keeps serving, so that it does
+    not come back at the next start after a stop that seemed to work).
     """
     listener = await _deps().listeners.stop(listener_id)
     return {"id": listener.id, "status": "stopped", "listener": listener.to_dict()}

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from app.hub import Hub
     from app.listeners.manager import ListenerManager
     from app.looplag import LoopLagMonitor
+    from app.packets import PacketTool
     from app.peers import PeerManager
     from app.registry import Registry
     from app.runs.manager import RunManager
@@ -40,6 +41,7 @@ class WebDeps:
         peers: the peer manager, or ``None`` on a lab without peers.
         store: the store (presets, and whether it is degraded, for ``/api/health``); open
             while the lab serves.
+        packets: the packet tool: sends without runs, saved packets, the send log.
         shutdown: set when the lab shuts down; live feeds end and the server drains.
         started_at: when the lab started (Unix time).
     """
@@ -53,5 +55,6 @@ class WebDeps:
     loop_lag: LoopLagMonitor
     peers: PeerManager | None
     store: Store
+    packets: PacketTool
     shutdown: trio.Event
     started_at: float

@@ -21,9 +21,11 @@ from app.web.api import api
 from app.web.events_api import events_api
 from app.web.feed import Feed
 from app.web.history_api import history_api
+from app.web.listeners_api import listeners_api
 from app.web.live import live
 from app.web.metrics import install_metrics
 from app.web.openapi import install_openapi
+from app.web.packets_api import packets_api
 from app.web.peers_api import peers_api
 from app.web.runs_api import runs_api
 from app.wire import jsondoc
@@ -114,6 +116,8 @@ def create_web(deps: WebDeps, feed: Feed | None = None) -> QuartTrio:
     web.register_blueprint(history_api)
     web.register_blueprint(peers_api)
     web.register_blueprint(events_api)
+    web.register_blueprint(packets_api)
+    web.register_blueprint(listeners_api)
     settings = deps.settings
 
     def _auth_ok() -> bool:

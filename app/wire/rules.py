@@ -509,6 +509,18 @@ class Responder:
         self.default_hits += 1
         return _render(self._default, None, self.default_hits, now, self._rng)
 
+    def adopt(self, other: Responder) -> None:
+        """Answer by ``other``'s rules and default from now on, with its (fresh) counters.
+
+        Edits a running listener's rules in place: every connection holds this object, so
+        each one answers its next message by the new rules.
+        """
+        self.rules = other.rules
+        self.default_reply = other.default_reply
+        self._default = other._default
+        self._hits = other._hits
+        self.default_hits = other.default_hits
+
     def hits(self) -> list[int]:
         """How many messages each rule answered, in rule order."""
         return list(self._hits)

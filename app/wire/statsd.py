@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, TypedDict
 
+from app.errors import LineError
 from app.wire.dogstatsd import DogstatsdError, Event, is_dogstatsd_line
 from app.wire.statsd_line import (
     METRIC_TYPES,
@@ -54,6 +56,10 @@ __all__ = [
     "parse_packet",
     "sanitize_name",
 ]
+
+# Bad lines kept as samples (the newest), and how much of each.
+MAX_BAD_SAMPLES = 10
+MAX_BAD_SAMPLE_BYTES = 200
 
 # How a gauge value with a sign is read: etsy's StatsD moves the gauge by it, the
 # DogStatsD agent sets the gauge to it.
@@ -195,6 +201,9 @@ class Aggregator:
         self.events_received = 0
         self.service_checks_received = 0
         self.bad_lines = 0
+        # The newest few lines that did not parse, with why: what a person needs to fix the
+        # sender (bounded; only bad lines pay for it).
+        self.bad_samples: deque[dict[str, str]] = deque(maxlen=MAX_BAD_SAMPLES)
         self.overflow = 0
         self.set_overflow = 0
         self.last_flush: Snapshot | None = None
@@ -271,8 +280,9 @@ class Aggregator:
     def _add_dogstatsd(self, line: bytes) -> None:
         try:
             item = parse_dogstatsd(line)
-        except DogstatsdError:
+        except DogstatsdError as exc:
             self.bad_lines += 1
+            self._sample_bad(line, exc)
             return
         if isinstance(item, Event):
             self.events_received += 1
@@ -287,6 +297,10 @@ class Aggregator:
             self._checks[key] = item.to_dict()
         else:
             self.overflow += 1
+
+    def _sample_bad(self, line: bytes, exc: LineError) -> None:
+        text = line[:MAX_BAD_SAMPLE_BYTES].decode("utf-8", "backslashreplace")
+        self.bad_samples.append({"line": text, "error": exc.message})
 
     def feed_lines(self, lines: Iterable[bytes]) -> int:
         """Parse lines (metrics, events, service checks) and add each; count bad ones.
@@ -303,8 +317,9 @@ class Aggregator:
                 continue
             try:
                 metric = parse_line(line)
-            except StatsdError:
+            except StatsdError as exc:
                 self.bad_lines += 1
+                self._sample_bad(line, exc)
                 continue
             self.add(metric)
             added += 1

@@ -4,6 +4,7 @@ import { feed } from "./feed.js";
 import { registerSection, state } from "./state.js";
 import { pctPairs, runCharts, summaryPairs } from "./runview.js";
 import { showFailures } from "./failures.js";
+import { renderVerdict } from "./verdict.js";
 
 const form = $("#fire-form");
 const f = form.elements;
@@ -162,6 +163,7 @@ function showResult(run) {
   const replyNode = $("#result-reply");
   replyNode.hidden = !reply;
   if (reply) replyNode.replaceChildren("Reply: ", el("code", { text: reply.hex }), " ", el("code", { text: JSON.stringify(reply.text) }));
+  renderVerdict($("#result-verdict"), run.summary);
   $("#run-result").hidden = false;
 }
 

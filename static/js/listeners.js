@@ -2,6 +2,7 @@
 import { $, $$, api, cell, el, fmtBytes, fmtNum, fmtSeconds, markField, showError } from "./util.js";
 import { feed } from "./feed.js";
 import { registerSection, state } from "./state.js";
+import { openRules } from "./rules.js";
 
 const form = $("#listener-form");
 const f = form.elements;
@@ -27,7 +28,7 @@ function render() {
     }
     const conns = el("a", { href: `#connections/listener=${l.id}`, text: fmtNum(l.connections) });
     const cells = [
-      cell(l.id, "mono"), cell(l.url, "url"), cell(l.mode), cell(conns, "num"),
+      cell(l.id, "mono"), urlCell(l), cell(l.mode), cell(conns, "num"),
       cell(fmtNum(l.max_connections), "num"), cell(l.idle_timeout != null ? fmtSeconds(l.idle_timeout) : "–", "num"),
       cell(`${fmtBytes(l.bytes_in)} · ${fmtNum(l.msgs_in)} msgs`, "num"),
       cell(`${fmtBytes(l.bytes_out)} · ${fmtNum(l.msgs_out)} msgs`, "num"),
@@ -42,6 +43,46 @@ function render() {
     row.stop.textContent = stopping.has(l.id) ? "Stopping…" : "Stop";
     if (body.children[index] !== row.tr) body.insertBefore(row.tr, body.children[index] || null);
   });
+}
+
+/** A listener URL as a person reads it: percent-escapes decoded, control bytes escaped. */
+export function displayUrl(url) {
+  let text = String(url);
+  try { text = decodeURIComponent(text); } catch (e) { return text; }
+  const named = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+  return text.replace(/[\x00-\x1f\x7f]/g, (c) => named[c] || `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+}
+
+/** The URL cell: the decoded URL, the TLS certificate download and the rules editor. */
+function urlCell(l) {
+  const td = cell(el("span", { class: "listener-url", text: displayUrl(l.url), title: displayUrl(l.url) }), "url");
+  const extras = [];
+  if (l.protocol === "tls") {
+    extras.push(el("a", { href: `/api/listeners/${encodeURIComponent(l.id)}/certificate`, download: `socketlab-${l.id}.pem`,
+      class: "cert-link", text: "certificate (PEM)" }));
+  }
+  if (l.mode === "respond") {
+    const edit = el("button", { type: "button", class: "secondary small", "aria-label": `Rules of listener ${l.id}`, text: "Rules" });
+    edit.addEventListener("click", () => openRules(l.id));
+    extras.push(edit);
+  }
+  if (extras.length) td.append(el("span", { class: "listener-extras" }, ...extras.flatMap((x) => [" ", x])));
+  return td;
+}
+
+async function loadFailed() {
+  let doc;
+  try { doc = await api("GET", "/api/listeners/failed"); } catch (err) { return; }
+  const rows = doc.items.map((f) => {
+    const forget = el("button", { type: "button", class: "danger small", "aria-label": `Forget listener ${displayUrl(f.url)}`, text: "Forget" });
+    forget.addEventListener("click", async () => {
+      try { await api("DELETE", `/api/listeners/failed/${encodeURIComponent(f.key)}`); } catch (err) { showError($("#listener-error"), err); }
+      loadFailed();
+    });
+    return el("tr", { dataset: { key: f.key } }, cell(displayUrl(f.url), "url"), cell(el("span", { class: "bad", text: f.error })), cell(forget));
+  });
+  $("#listeners-failed tbody").replaceChildren(...rows);
+  $("#listeners-failed").hidden = rows.length === 0;
 }
 
 async function stopListener(id) {
@@ -122,6 +163,6 @@ feed.on("tick", () => {
 
 applyVisibility();
 registerSection("listeners", {
-  show() { visible = true; render(); },
+  show() { visible = true; render(); loadFailed(); },
   hide() { visible = false; },
 });

@@ -1,5 +1,7 @@
-// Packet tool: send one message as text (with escapes) or hex and show the reply both ways.
-import { $, api, fmtMs, listenerTargets, markField, showError } from "./util.js";
+// Packet tool: send one message as text (with escapes) or hex and show the reply both ways,
+// or the error as an error; saved packets (save, load, delete) and the send log, both kept
+// by the lab across restarts. A send is logged, not stored as a run.
+import { $, api, cell, el, fmtMs, listenerTargets, markField, showError, timeEl } from "./util.js";
 import { feed } from "./feed.js";
 import { registerSection, state } from "./state.js";
 
@@ -26,66 +28,141 @@ export function hexdump(hex) {
   return lines.join("\n");
 }
 
-function showReply(reply) {
-  $("#packet-result").hidden = false;
-  if (!reply || reply.hex == null) {
-    $("#reply-hex").textContent = "(no reply)";
-    $("#reply-text").textContent = reply && reply.error ? reply.error : "no reply within the timeout";
-    $("#packet-rtt").textContent = "";
-    return;
-  }
-  $("#reply-hex").textContent = hexdump(reply.hex);
-  $("#reply-hex").dataset.hex = String(reply.hex).replace(/[^0-9a-fA-F]/g, "").toLowerCase();
-  $("#reply-text").textContent = reply.text ?? "";
-  $("#packet-rtt").textContent = reply.rtt_ms != null ? `after ${fmtMs(reply.rtt_ms)}` : "";
+/** Nothing of an earlier send stays on screen once a new one is asked for. */
+function clearResult() {
+  $("#packet-result").hidden = true;
+  $("#reply-hex").textContent = "";
+  delete $("#reply-hex").dataset.hex;
+  $("#reply-text").textContent = "";
+  $("#packet-rtt").textContent = "";
+  const outcome = $("#packet-outcome");
+  outcome.hidden = true;
+  outcome.textContent = "";
+  delete outcome.dataset.status;
+  delete outcome.dataset.kind;
+  $("#packet-error").hidden = true;
 }
 
-async function viaRun(target, payload, isHex, timeout) {
-  const spec = { target, pattern: "packet", payload: { kind: isHex ? "hex" : "text", text: payload } };
-  if (timeout) spec.timeout = timeout;
-  const { id } = await api("POST", "/api/runs", spec);
-  const deadline = Date.now() + ((timeout || 2) + 10) * 1000;
-  for (;;) {
-    const run = await api("GET", `/api/runs/${id}`);
-    if (run.status !== "running") {
-      const reply = run.summary.reply;
-      if (!reply) return { error: run.error || "no reply" };
-      return { hex: reply.hex, text: reply.text, rtt_ms: reply.rtt_ms };
-    }
-    if (Date.now() > deadline) return { error: "the run did not end" };
-    await new Promise((resolve) => setTimeout(resolve, 100));
+/** The words for a send without a reply: the error with its kind, or the timeout. */
+export function outcomeText(entry) {
+  if (entry.status === "error") return `Error${entry.error_kind ? ` (${entry.error_kind})` : ""}: ${entry.error}`;
+  return entry.error || "no reply";
+}
+
+function showEntry(entry) {
+  if (entry.status === "reply") {
+    const reply = entry.reply;
+    $("#packet-result").hidden = false;
+    $("#reply-hex").textContent = hexdump(reply.hex);
+    $("#reply-hex").dataset.hex = String(reply.hex).replace(/[^0-9a-fA-F]/g, "").toLowerCase();
+    $("#reply-text").textContent = reply.text ?? "";
+    $("#packet-rtt").textContent = reply.rtt_ms != null ? `after ${fmtMs(reply.rtt_ms)}` : "";
+    return;
   }
+  const outcome = $("#packet-outcome");
+  outcome.className = `banner ${entry.status === "error" ? "error" : "warn"}`;
+  outcome.dataset.status = entry.status;
+  if (entry.error_kind) outcome.dataset.kind = entry.error_kind;
+  outcome.textContent = outcomeText(entry);
+  outcome.hidden = false;
+}
+
+function formPacket() {
+  const body = {
+    target: form.elements.target.value.trim(),
+    payload: form.elements.payload.value,
+    hex: form.elements.as.value === "hex",
+  };
+  if (form.elements.timeout.value) body.timeout = Number(form.elements.timeout.value);
+  return body;
 }
 
 form.addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  $("#packet-error").hidden = true;
+  clearResult();
   markField(form, null);
-  const target = form.elements.target.value.trim();
-  const payload = form.elements.payload.value;
-  const isHex = form.elements.as.value === "hex";
-  const timeout = form.elements.timeout.value ? Number(form.elements.timeout.value) : undefined;
+  const body = formPacket();
+  const name = form.elements.name.value.trim();
+  if (name) body.name = name;
   $("#packet-send").disabled = true;
   try {
-    let reply;
-    try {
-      const body = { target, payload, hex: isHex };
-      if (timeout) body.timeout = timeout;
-      const doc = await api("POST", "/api/send", body);
-      reply = doc.reply_hex != null
-        ? { hex: doc.reply_hex, text: doc.reply_text, rtt_ms: doc.rtt_ms }
-        : doc.reply && doc.reply.hex != null ? { rtt_ms: doc.rtt_ms, ...doc.reply } : { error: doc.error || "no reply" };
-    } catch (err) {
-      if (err.status !== 404 && err.status !== 405) throw err;
-      reply = await viaRun(target, payload, isHex, timeout); // a lab without /api/send
-    }
-    showReply(reply);
+    showEntry(await api("POST", "/api/packets/send", body));
   } catch (err) {
-    markField(form, err.field === "payload.text" ? "payload" : err.field);
+    markField(form, err.field);
     showError($("#packet-error"), err);
   } finally {
     $("#packet-send").disabled = false;
+    loadLog();
   }
+});
+
+$("#packet-save").addEventListener("click", async () => {
+  $("#packet-error").hidden = true;
+  markField(form, null);
+  const body = { name: form.elements.name.value.trim(), ...formPacket() };
+  try {
+    await api("POST", "/api/packets", body);
+    $("#packet-msg").textContent = `Saved packet ${body.name}.`;
+    loadSaved();
+  } catch (err) {
+    markField(form, err.field);
+    showError($("#packet-error"), err);
+  }
+});
+
+function loadPacket(packet) {
+  form.elements.name.value = packet.name;
+  form.elements.target.value = packet.target;
+  form.elements.payload.value = packet.payload;
+  form.elements.timeout.value = String(packet.timeout);
+  for (const radio of form.querySelectorAll("input[name=as]")) radio.checked = radio.value === (packet.hex ? "hex" : "text");
+  $("#packet-msg").textContent = `Loaded packet ${packet.name}.`;
+}
+
+async function deletePacket(name) {
+  try {
+    await api("DELETE", `/api/packets/${encodeURIComponent(name)}`);
+    $("#packet-msg").textContent = `Deleted packet ${name}.`;
+  } catch (err) {
+    showError($("#packet-error"), err);
+  }
+  loadSaved();
+}
+
+async function loadSaved() {
+  let doc;
+  try { doc = await api("GET", "/api/packets"); } catch (err) { return; }
+  const rows = doc.items.map((p) => {
+    const load = el("button", { type: "button", class: "secondary small", "aria-label": `Load packet ${p.name}`, text: "Load" });
+    load.addEventListener("click", () => loadPacket(p));
+    const del = el("button", { type: "button", class: "danger small", "aria-label": `Delete packet ${p.name}`, text: "Delete" });
+    del.addEventListener("click", () => deletePacket(p.name));
+    return el("tr", { dataset: { name: p.name } }, cell(p.name), cell(p.target, "mono"), cell(p.payload, "mono"),
+      cell(p.hex ? "hex" : "text"), cell(el("span", { class: "row-actions" }, load, " ", del)));
+  });
+  const empty = el("tr", {}, el("td", { colspan: "5", class: "muted", text: "no saved packets: give a name and Save" }));
+  $("#packet-saved tbody").replaceChildren(...(rows.length ? rows : [empty]));
+}
+
+function resultCell(entry) {
+  if (entry.status === "reply") return cell(entry.reply.text, "mono");
+  return cell(el("span", { class: entry.status === "error" ? "bad" : "muted", text: outcomeText(entry) }));
+}
+
+async function loadLog() {
+  let doc;
+  try { doc = await api("GET", "/api/packet-log?limit=50"); } catch (err) { return; }
+  const rows = doc.items.map((e) => el("tr", { dataset: { seq: String(e.seq), status: e.status } },
+    cell(timeEl(e.at)), cell(e.name || "–"), cell(e.target, "mono"),
+    cell(`${e.payload}${e.hex ? " (hex)" : ""}`, "mono"), resultCell(e),
+    cell(e.reply && e.reply.rtt_ms != null ? fmtMs(e.reply.rtt_ms) : "–", "num")));
+  const empty = el("tr", {}, el("td", { colspan: "6", class: "muted", text: "nothing sent yet" }));
+  $("#packet-log tbody").replaceChildren(...(rows.length ? rows : [empty]));
+}
+
+$("#packet-log-clear").addEventListener("click", async () => {
+  try { await api("DELETE", "/api/packet-log"); } catch (err) { showError($("#packet-error"), err); }
+  loadLog();
 });
 
 feed.on("tick", () => {
@@ -96,4 +173,6 @@ feed.on("tick", () => {
   if (udp) input.value = udp.url;
 });
 
-registerSection("packet", {});
+registerSection("packet", {
+  show() { loadSaved(); loadLog(); },
+});

@@ -1,8 +1,45 @@
-// Telemetry: the StatsD collector's metrics, polled from GET /api/telemetry while shown.
+// Telemetry: the StatsD collector's metrics, polled from GET /api/telemetry while shown;
+// every configured timer percentile; each metric's chart over the kept flushes, the last
+// flush that had traffic and a sample of bad lines, from GET /api/telemetry/{id}/history.
 import { $, api, cell, el, fmtMs, fmtNum, timeEl } from "./util.js";
 import { registerSection } from "./state.js";
+import { Chart } from "./charts.js";
 
 let timer = null;
+const DEFAULT_PCTS = ["p50", "p90", "p95", "p99"];
+let shownPcts = [];
+// Histories by listener id, fetched once per flush (or when a chart opens).
+const histories = new Map();
+const fetchedAt = new Map();
+// Open charts by "listener|section|key".
+const charts = new Map();
+
+/** The timers' percentile keys (p50, p95, p99.9, ...), in numeric order; without timers,
+ * those the collectors are configured with (from their history), else StatsD's defaults. */
+export function percentileKeys(timerDocs) {
+  const keys = new Set();
+  for (const t of timerDocs) for (const k of Object.keys(t)) if (/^p\d/.test(k)) keys.add(k);
+  if (!keys.size) for (const h of histories.values()) for (const p of h.percentiles || []) keys.add(`p${p}`);
+  const list = keys.size ? [...keys] : DEFAULT_PCTS;
+  return list.sort((a, b) => Number(a.slice(1)) - Number(b.slice(1)));
+}
+
+function timersHeader(pcts) {
+  if (pcts.join() === shownPcts.join()) return;
+  shownPcts = pcts;
+  const th = (text, cls) => el("th", { scope: "col", class: cls, text });
+  $("#tm-timers thead").replaceChildren(el("tr", {}, th("name"), th("count", "num"), th("min", "num"),
+    ...pcts.map((p) => th(p, "num")), th("max", "num"), th("mean", "num")));
+}
+
+/** A metric's name cell: ellipsis when long, the whole name on hover, a click for its chart. */
+function nameCell(label, source, section, key) {
+  const id = `${source}|${section}|${key}`;
+  const button = el("button", { type: "button", class: "tm-metric", title: label, text: label,
+    "aria-pressed": charts.has(id) ? "true" : "false", dataset: { chart: id } });
+  button.addEventListener("click", () => toggleChart(source, section, key));
+  return cell(button, "mono tm-name");
+}
 
 /**
  * Every shape the collector may answer with, as [{source, current, last}]: a bare snapshot,
@@ -21,6 +58,12 @@ function sources(doc) {
   return [one("", doc)];
 }
 
+/** The first of the tables that has any key (the open interval, the last flush, the last
+ * flush with traffic). */
+function pick(...tables) {
+  return tables.find((t) => t && Object.keys(t).length) || {};
+}
+
 function num(v) {
   return typeof v === "number" ? fmtNum(v, Math.abs(v) < 100 ? 3 : 1) : "–";
 }
@@ -32,6 +75,7 @@ function render(doc) {
   const counters = [];
   const gauges = [];
   const timers = [];
+  const timerRows = [];
   const sets = [];
   const checks = [];
   const events = [];
@@ -52,20 +96,18 @@ function render(doc) {
       const c = (cur.counters || {})[key];
       const l = (last.counters || {})[key];
       const rate = (l && l.rate) ?? (c && c.rate);
-      counters.push(el("tr", { dataset: { name: key } }, cell(name(s, key), "mono"), cell(num(c ? c.value : 0), "num"),
+      counters.push(el("tr", { dataset: { name: key } }, nameCell(name(s, key), s.source, "counters", key), cell(num(c ? c.value : 0), "num"),
         cell(rate == null ? "–" : `${num(rate)}/s`, "num"), cell(l ? num(l.value) : "–", "num")));
     }
     const g = { ...(last.gauges || {}), ...(cur.gauges || {}) };
     for (const key of Object.keys(g).sort()) {
-      gauges.push(el("tr", { dataset: { name: key } }, cell(name(s, key), "mono"), cell(num(g[key]), "num")));
+      gauges.push(el("tr", { dataset: { name: key } }, nameCell(name(s, key), s.source, "gauges", key), cell(num(g[key]), "num")));
     }
-    const t = Object.keys(cur.timers || {}).length ? cur.timers : last.timers || {};
-    for (const key of Object.keys(t).sort()) {
-      const v = t[key];
-      timers.push(el("tr", { dataset: { name: key } }, cell(name(s, key), "mono"), cell(num(v.count), "num"),
-        cell(fmtMs(v.min), "num"), cell(fmtMs(v.p50), "num"), cell(fmtMs(v.p90), "num"),
-        cell(fmtMs(v.p99), "num"), cell(fmtMs(v.max), "num"), cell(fmtMs(v.mean), "num")));
-    }
+    // When traffic stops, the timers and sets of the last flush that had traffic stay shown.
+    const hist = histories.get(s.source);
+    const active = (hist && hist.last_active_flush) || {};
+    const t = pick(cur.timers, last.timers, active.timers);
+    for (const key of Object.keys(t).sort()) timerRows.push([s, key, t[key]]);
     // DogStatsD: the newest run of each service check, and the events of both intervals.
     const sc = { ...(last.service_checks || {}), ...(cur.service_checks || {}) };
     for (const key of Object.keys(sc).sort()) {
@@ -77,15 +119,21 @@ function render(doc) {
       events.push(el("tr", { dataset: { title: e.title } }, cell(e.title), cell(e.text),
         cell(e.alert_type || "info"), cell((e.tags || []).join(", "), "mono")));
     }
-    const st = Object.keys(cur.sets || {}).length ? cur.sets : last.sets || {};
+    const st = pick(cur.sets, last.sets, active.sets);
     for (const key of Object.keys(st).sort()) {
       sets.push(el("tr", { dataset: { name: key } }, cell(name(s, key), "mono"), cell(fmtNum(st[key]), "num")));
     }
   }
+  const pcts = percentileKeys(timerRows.map(([, , v]) => v));
+  timersHeader(pcts);
+  for (const [s, key, v] of timerRows) {
+    timers.push(el("tr", { dataset: { name: key } }, nameCell(name(s, key), s.source, "timers", key), cell(num(v.count), "num"),
+      cell(fmtMs(v.min), "num"), ...pcts.map((p) => cell(fmtMs(v[p]), "num")), cell(fmtMs(v.max), "num"), cell(fmtMs(v.mean), "num")));
+  }
   const empty = (n, text) => [el("tr", {}, el("td", { colspan: String(n), class: "muted", text }))];
   $("#tm-counters tbody").replaceChildren(...(counters.length ? counters : empty(4, "no counters")));
   $("#tm-gauges tbody").replaceChildren(...(gauges.length ? gauges : empty(2, "no gauges")));
-  $("#tm-timers tbody").replaceChildren(...(timers.length ? timers : empty(8, "no timers")));
+  $("#tm-timers tbody").replaceChildren(...(timers.length ? timers : empty(5 + pcts.length, "no timers")));
   $("#tm-sets tbody").replaceChildren(...(sets.length ? sets : empty(2, "no sets")));
   $("#tm-checks tbody").replaceChildren(...(checks.length ? checks : empty(3, "no service checks")));
   $("#tm-events tbody").replaceChildren(...(events.length ? events : empty(4, "no events")));
@@ -99,12 +147,106 @@ function render(doc) {
   if (flushedAt) status.append(" · last flush ", timeEl(flushedAt));
 }
 
-async function poll() {
+async function fetchHistory(id) {
   try {
-    render(await api("GET", "/api/telemetry"));
+    histories.set(id, await api("GET", `/api/telemetry/${encodeURIComponent(id)}/history`));
+  } catch (err) {
+    histories.delete(id);
+  }
+}
+
+/** Fetch each collector's history when it has flushed since the last fetch. */
+async function refreshHistories(doc) {
+  const items = (doc && Array.isArray(doc.items)) ? doc.items : [];
+  const ids = new Set();
+  await Promise.all(items.map(async (item) => {
+    const id = item.listener_id;
+    if (!id) return;
+    ids.add(id);
+    const at = item.last_flush_at ?? null;
+    if (fetchedAt.has(id) && fetchedAt.get(id) === at) return;
+    fetchedAt.set(id, at);
+    await fetchHistory(id);
+  }));
+  for (const id of [...histories.keys()]) if (!ids.has(id)) { histories.delete(id); fetchedAt.delete(id); }
+  renderHistory();
+}
+
+/** The series of one metric's chart: [{label, fmt}], and its y values at a point. */
+function metricSeries(section, key, history) {
+  if (section === "timers") {
+    const pcts = (history.percentiles || []).map((p) => `p${p}`);
+    return {
+      series: [...pcts, "mean"].map((p) => ({ label: p, fmt: fmtMs })),
+      values: (pt) => [...pcts, "mean"].map((p) => (pt.timers[key] ? pt.timers[key][p] ?? null : null)),
+    };
+  }
+  const label = section === "counters" ? "per flush" : section === "gauges" ? "value" : "distinct";
+  return { series: [{ label, fmt: num }], values: (pt) => [pt[section][key] ?? null] };
+}
+
+function chartData(section, key, history) {
+  const { values } = metricSeries(section, key, history);
+  const pts = history.points || [];
+  const xs = pts.map((p) => p.t);
+  const ys = pts.map(values);
+  const width = ys.length ? ys[0].length : 1;
+  return [xs, ...Array.from({ length: width }, (_, i) => ys.map((row) => row[i]))];
+}
+
+async function toggleChart(source, section, key) {
+  const id = `${source}|${section}|${key}`;
+  if (charts.has(id)) {
+    charts.get(id).box.remove();
+    charts.delete(id);
+  } else {
+    if (!histories.has(source)) await fetchHistory(source);
+    const history = histories.get(source);
+    if (!history) return;
+    const container = el("div", { class: "chart", dataset: { points: "0" } });
+    const box = el("figure", { class: "chart-box", dataset: { chart: id } },
+      el("figcaption", { text: `${key} · ${section}${source ? ` · ${source}` : ""}` }), container);
+    $("#tm-charts").append(box);
+    const chart = new Chart(container, { series: metricSeries(section, key, history).series, x: { time: true }, height: 180 });
+    charts.set(id, { box, chart, source, section, key });
+  }
+  for (const b of document.querySelectorAll(".tm-metric")) b.setAttribute("aria-pressed", charts.has(b.dataset.chart) ? "true" : "false");
+  renderHistory();
+}
+
+function renderHistory() {
+  for (const c of charts.values()) {
+    const history = histories.get(c.source);
+    if (history) c.chart.setData(chartData(c.section, c.key, history));
+  }
+  const lines = [];
+  const bad = [];
+  for (const [id, h] of histories) {
+    const a = h.last_active_flush;
+    if (a) {
+      const parts = Object.entries(a.counters).map(([k, v]) => `${k} = ${num(v.value)}`)
+        .concat(Object.entries(a.gauges).map(([k, v]) => `${k} = ${num(v)}`));
+      lines.push(el("span", { dataset: { listener: id } }, `${histories.size > 1 ? `${id}: ` : ""}last flush with traffic `,
+        timeEl(a.flushed_at), parts.length ? ` · ${parts.slice(0, 8).join(" · ")}` : ""));
+    }
+    for (const b of [...(h.bad_samples || [])].reverse()) {
+      bad.push(el("tr", {}, cell(id, "mono"), cell(b.line, "mono tm-name"), cell(b.error)));
+    }
+  }
+  $("#tm-last-active").replaceChildren(...(lines.length ? lines.flatMap((l) => [l, el("br")]) : ["no flush with traffic yet"]));
+  $("#tm-bad tbody").replaceChildren(...(bad.length ? bad : [el("tr", {}, el("td", { colspan: "3", class: "muted", text: "no bad lines" }))]));
+}
+
+async function poll() {
+  let doc;
+  try {
+    doc = await api("GET", "/api/telemetry");
+    render(doc);
   } catch (err) {
     $("#tm-status").textContent = err.status === 404 ? "This lab has no telemetry API." : err.message;
+    return;
   }
+  await refreshHistories(doc);
 }
 
 registerSection("telemetry", {

@@ -37,6 +37,7 @@ from typing import Any
 import trio
 
 from app.listeners.base import DatagramHandler, DatagramPort, Listener, Mode
+from app.listeners.modes.statsd_history import TelemetryHistory
 from app.listeners.stream import Replies, Transport, serve_stream
 from app.listeners.udp import read_kernel_drops
 from app.registry import Conn
@@ -176,6 +177,7 @@ class StatsdMode(Mode):
         self.kernel_drops: int | None = None
         self.backlog_drops = 0
         self.on_flush: Callable[[Snapshot], None] | None = None
+        self.history = TelemetryHistory()
         self._sock: Any = None
         self._backlog: deque[bytes] = deque()
         self._backlog_bytes = 0
@@ -218,6 +220,7 @@ class StatsdMode(Mode):
 
     def _published(self, snapshot: Snapshot) -> Snapshot:
         self.flushes += 1
+        self.history.record(snapshot)
         if self.on_flush is not None:
             try:
                 self.on_flush(snapshot)
@@ -297,6 +300,19 @@ class StatsdMode(Mode):
 
     def details(self) -> dict[str, Any]:
         return {"statsd": self._counters()}
+
+    def history_doc(self) -> dict[str, Any]:
+        """For ``GET /api/telemetry/{id}/history``: every metric's value at each kept flush
+        (:class:`~app.listeners.modes.statsd_history.TelemetryHistory`), the last flush
+        with traffic, and the newest bad lines with why they were refused."""
+        return {
+            "listener_id": self.listener.id,
+            "flush_interval": self.listener.spec.flush_interval,
+            "percentiles": list(self.listener.spec.percentiles),
+            **self.history.to_dict(),
+            "bad_lines": self.aggregator.bad_lines,
+            "bad_samples": list(self.aggregator.bad_samples),
+        }
 
     def telemetry(self) -> dict[str, Any]:
         """The collector's document for ``GET /api/telemetry``.
