@@ -370,4 +370,4 @@ def parse_scenario(doc: Any) -> Program:
     Raises:
         SpecError: Naming the step and field at fault.
     """
-    return compile_scenario(validate(Scenario, doc))
+    return compile_scenario(validate(Scenario, doc, whole="scenario"))
