@@ -6,6 +6,8 @@ Over the API a refused field is a 422 whose ``field`` is that field; from the CL
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,9 +35,16 @@ VALUES: dict[str, Any] = {
     "timeout": 1,
     "insecure": True,
     "expect_replies": True,
+    "payload": {"kind": "zeros"},
+    "iterations": 3,
+    "scenario": {"steps": [{"send": "x"}]},
 }
 # What each pattern needs to be valid at all (a rate run needs its rate).
-BASE: dict[str, dict[str, Any]] = {"rate": {"rate": 100}, "bulk": {}}
+BASE: dict[str, dict[str, Any]] = {
+    "rate": {"rate": 100},
+    "bulk": {},
+    "scenario": {"scenario": {"steps": [{"send": "x"}]}},
+}
 TARGET = "tcp://127.0.0.1:9"
 
 
@@ -61,6 +70,7 @@ def test_the_table_covers_every_refusal_the_issue_names() -> None:
     assert {("pingpong", n) for n in ("rate", "bitrate", "burst", "interval")} <= pairs
     assert {("rate", n) for n in ("in_flight", "burst", "interval")} <= pairs
     assert {("pingpong", "expect_replies"), ("packet", "expect_replies")} <= pairs
+    assert {("scenario", n) for n in ("payload", "size", "count", "rate")} <= pairs
     assert all(name in VALUES for _, name in pairs)
 
 
@@ -113,18 +123,25 @@ def test_udp_pingpong_with_several_in_flight_and_udp_bulk_with_a_rate_are_fine()
     parse_run_spec({"target": "udp://127.0.0.1:9", "pattern": "bulk", "rate": 10})
 
 
-def _cli_value(value: Any) -> list[str]:
+def _cli_value(name: str, value: Any, scenario_file: Path) -> list[str]:
+    # The options that are not the field's JSON value: a file, and the payload's kind.
+    if name == "scenario":
+        return [str(scenario_file)]
+    if name == "payload":
+        return [value["kind"]]
     return [] if value is True else [str(value)]
 
 
 @pytest.mark.parametrize(("pattern", "name"), refused_pairs())
 def test_the_cli_refuses_an_ignored_option_with_exit_2_naming_it(
-    pattern: str, name: str, capsys: pytest.CaptureFixture[str]
+    pattern: str, name: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    scenario_file = tmp_path / "scenario.json"
+    scenario_file.write_text(json.dumps(VALUES["scenario"]))
     args = ["fire", TARGET, "--pattern", pattern]
     for key, value in BASE.get(pattern, {}).items():
-        args += [option_name(key), str(value)]
-    args += [option_name(name), *_cli_value(VALUES[name])]
+        args += [option_name(key), *_cli_value(key, value, scenario_file)]
+    args += [option_name(name), *_cli_value(name, VALUES[name], scenario_file)]
     with pytest.raises(SystemExit) as caught:
         main(args)
     assert caught.value.code == 2

@@ -13,7 +13,7 @@ import math
 import random
 import socket as stdsocket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 import trio
@@ -80,16 +80,21 @@ class FlowContext:
         # Plain TCP and UDP pingpong flows are served by one driver task (app.runs.mux),
         # set by the pattern's preparation (app.runs.flows).
         self.mux: FlowDriver | None = None
+        # Session numbers of a scenario run, shared by its flows (app.runs.scenario).
+        self.sessions: Iterator[int] = iter(())
         if spec.size_max is not None and spec.size_max != spec.size:
             rng = random.Random(self.run_tag)
             self.sizes = [rng.randint(spec.size, spec.size_max) for _ in range(_SIZE_TABLE)]
         else:
             self.sizes = [spec.size]
 
-    async def open_tcp(self) -> tuple[Channel, Conn] | None:
+    async def open_tcp(
+        self, on_error: Callable[[str], None] | None = None
+    ) -> tuple[Channel, Conn] | None:
         """Connect one TCP (or TLS) flow to the checked address and give it a registry row.
 
-        A failure is counted by its error kind and gives ``None``: the flow just ends.
+        A failure is counted by its error kind (and told to ``on_error``) and gives
+        ``None``: the flow just ends.
         """
         try:
             channel = await connect_stream(
@@ -101,6 +106,8 @@ class FlowContext:
             )
         except ConnectError as exc:
             self.stats.record_error(exc.kind, exc)
+            if on_error is not None:
+                on_error(exc.kind)
             return None
         self.stats.connections_opened += 1
         row = self.registry.open(

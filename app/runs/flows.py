@@ -18,6 +18,7 @@ from app.runs.mux_udp import UdpMultiplexer
 from app.runs.openloop import tcp_openloop_flow, udp_openloop_flow
 from app.runs.packet import packet_flow
 from app.runs.pingpong import tcp_pingpong_flow, udp_pingpong_flow
+from app.runs.scenario import prepare_steps, scenario_flow
 
 Flow = Callable[[FlowContext, int, int | None], Awaitable[None]]
 Background = Callable[[], Awaitable[None]]
@@ -62,4 +63,7 @@ FLOWS: dict[tuple[str, str], FlowKind] = {
     ("packet", "tcp"): FlowKind(packet_flow),
     ("packet", "udp"): FlowKind(packet_flow),
     ("packet", "tls"): FlowKind(packet_flow),
+    ("scenario", "tcp"): FlowKind(scenario_flow, prepare_steps),
+    ("scenario", "udp"): FlowKind(scenario_flow, prepare_steps),
+    ("scenario", "tls"): FlowKind(scenario_flow, prepare_steps),
 }

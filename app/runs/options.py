@@ -11,8 +11,10 @@ the option instead of the JSON field.
 from __future__ import annotations
 
 import argparse
+import tomllib
 import types
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic.fields import FieldInfo
@@ -21,6 +23,10 @@ from pydantic_core import PydanticUndefined
 from app.errors import SpecError
 from app.runs.payload_spec import PayloadSpec
 from app.runs.spec import EXCLUSIVE, FIELD_PATTERNS, MODELS, PATTERNS
+from app.wire import jsondoc
+
+# A scenario file is a few kilobytes; this stops a wrong path from eating memory.
+MAX_SCENARIO_FILE = 1024 * 1024
 
 # Short names that scripts and the README already use.
 _ALIASES = {"connections": ("--conns",)}
@@ -101,10 +107,11 @@ def add_spec_options(
         for name, info in MODELS[pattern].model_fields.items():
             fields.setdefault(name, info)
     groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
-    for pair in EXCLUSIVE:
-        if all(name in fields for name in pair):
+    for names in EXCLUSIVE:
+        present = [name for name in names if name in fields]
+        if len(present) > 1:
             group = parser.add_mutually_exclusive_group()
-            groups.update(dict.fromkeys(pair, group))
+            groups.update(dict.fromkeys(present, group))
     for name, info in fields.items():
         if name in _NOT_OPTIONS or (name == "pattern" and len(chosen) == 1):
             continue
@@ -118,6 +125,8 @@ def add_spec_options(
         kind = _kind(info)
         if name == "pattern":
             target.add_argument(*flags, choices=chosen, **common)
+        elif name == "scenario":
+            target.add_argument(*flags, type=load_scenario_file, metavar="FILE", **common)
         elif kind is bool and info.default is None:
             # A yes/no whose default is decided at run time: --x and --no-x.
             target.add_argument(*flags, action=argparse.BooleanOptionalAction, **common)
@@ -148,6 +157,27 @@ def add_spec_options(
             default=argparse.SUPPRESS,
             help=_help("payload", PayloadSpec.model_fields["text"], chosen),
         )
+
+
+def load_scenario_file(path: str) -> Any:
+    """A scenario file's document: TOML for ``.toml``, JSON otherwise (``--scenario``).
+
+    Raises:
+        argparse.ArgumentTypeError: It cannot be read or parsed; says why in one line.
+    """
+    try:
+        data = Path(path).read_bytes()[: MAX_SCENARIO_FILE + 1]
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > MAX_SCENARIO_FILE:
+        raise argparse.ArgumentTypeError(f"{path} is larger than {MAX_SCENARIO_FILE:,} bytes")
+    try:
+        if path.endswith(".toml"):
+            return tomllib.loads(data.decode())
+        return jsondoc.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise argparse.ArgumentTypeError(f"{path} is not a scenario file: {reason}") from None
 
 
 def spec_body(target: str, args: argparse.Namespace) -> dict[str, Any]:

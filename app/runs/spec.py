@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
+    PrivateAttr,
     WithJsonSchema,
     model_validator,
 )
@@ -27,6 +28,7 @@ from app.endpoint import Endpoint
 from app.errors import SpecError
 from app.runs.payload_spec import PayloadSpec
 from app.validation import validate
+from app.wire.scenario import Program, Scenario, compile_scenario
 
 # The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers).
 MAX_UDP_SIZE = 65_507
@@ -60,10 +62,10 @@ Target = Annotated[
 PATTERN_HELP = (
     "pingpong: closed loop; rate: open loop at a fixed rate; bulk: maximum throughput "
     "(UDP: at the rate cap); burst: K messages back to back every interval; packet: one "
-    "message and its reply"
+    "message and its reply; scenario: a scenario's steps over many sessions"
 )
 # Fields that exclude each other: the models refuse both, the CLI makes them alternatives.
-EXCLUSIVE = (("duration", "count"), ("rate", "bitrate"))
+EXCLUSIVE = (("duration", "count", "iterations"), ("rate", "bitrate"))
 
 # The values a pattern without such a field runs with (the engine reads them all).
 DEFAULT_CONNECTIONS = 1
@@ -73,14 +75,13 @@ DEFAULT_INTERVAL = 1.0
 DEFAULT_IN_FLIGHT = 1
 
 
-class _Common(BaseModel):
+class _Base(BaseModel):
     """The fields every pattern has."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     target: Target
     pattern: str = Field(description=PATTERN_HELP)
-    payload: PayloadSpec = Field(default_factory=PayloadSpec)  # type: ignore[arg-type]
     timeout: float = Field(2.0, gt=0, le=60, description="seconds to wait for each reply")
     insecure: bool = Field(False, description="tls: accept any server certificate")
 
@@ -104,22 +105,38 @@ class _Common(BaseModel):
         return MAX_UDP_SIZE if self.target.protocol == "udp" else MAX_TCP_SIZE
 
 
+class _Common(_Base):
+    """The fields of every pattern that sends a payload of its own."""
+
+    payload: PayloadSpec = Field(default_factory=PayloadSpec)  # type: ignore[arg-type]
+
+
+def _connections() -> Any:
+    return Field(DEFAULT_CONNECTIONS, ge=1, le=100_000, description="TCP connections or UDP flows")
+
+
+def _duration() -> Any:
+    return Field(
+        None, gt=0, le=86_400, description="seconds to run (default 5 when count is not given)"
+    )
+
+
+def _ramp_up() -> Any:
+    return Field(0.0, ge=0, le=3600, description="seconds over which connections start")
+
+
 class _Load(_Common):
     """The fields of the patterns that send many messages over many flows."""
 
-    connections: int = Field(
-        DEFAULT_CONNECTIONS, ge=1, le=100_000, description="TCP connections or UDP flows"
-    )
+    connections: int = _connections()
     size: int = Field(DEFAULT_SIZE, ge=1, le=MAX_TCP_SIZE, description="message size in bytes")
     size_max: int | None = Field(
         None, ge=1, le=MAX_TCP_SIZE, description="if given, sizes vary from size to size_max"
     )
-    duration: float | None = Field(
-        None, gt=0, le=86_400, description="seconds to run (default 5 when count is not given)"
-    )
+    duration: float | None = _duration()
     count: int | None = Field(None, ge=1, le=1_000_000_000, description="messages to send in all")
     warmup: float = Field(0.0, ge=0, le=3600, description="seconds excluded from the statistics")
-    ramp_up: float = Field(0.0, ge=0, le=3600, description="seconds over which connections start")
+    ramp_up: float = _ramp_up()
 
     @model_validator(mode="after")
     def _load_consistent(self) -> Self:
@@ -280,22 +297,9 @@ class BurstSpec(_Unpaced, _OneInFlight, _Load):
     interval: float = Field(DEFAULT_INTERVAL, gt=0, le=3600, description="seconds between bursts")
 
 
-class PacketSpec(_Unpaced, _NoBursts, _OneInFlight, _AwaitsReplies, _Common):
-    """One message and its reply, shown as hex and text."""
-
-    pattern: Literal["packet"] = Field(description=PATTERN_HELP)
-
-    @model_validator(mode="after")
-    def _fits(self) -> Self:
-        raw = self.payload.raw()
-        if raw is not None and len(raw) > self.largest_size_cap:
-            raise ValueError("payload.text: longer than one datagram can carry")
-        return self
-
-    # One message on one flow, sent at once: the load fields have their fixed values.
-    @property
-    def connections(self) -> int:
-        return DEFAULT_CONNECTIONS
+class _OwnBytes:
+    """A pattern whose bytes are its own (a packet's payload, a scenario's steps): the
+    message sizes have their fixed values and nothing is left out as warm-up."""
 
     @property
     def size(self) -> int:
@@ -314,6 +318,31 @@ class PacketSpec(_Unpaced, _NoBursts, _OneInFlight, _AwaitsReplies, _Common):
         return DEFAULT_SIZE
 
     @property
+    def warmup(self) -> float:
+        return 0.0
+
+
+_NO_PAYLOAD = PayloadSpec()  # type: ignore[call-arg]  # every field has a default
+
+
+class PacketSpec(_Unpaced, _NoBursts, _OneInFlight, _AwaitsReplies, _OwnBytes, _Common):
+    """One message and its reply, shown as hex and text."""
+
+    pattern: Literal["packet"] = Field(description=PATTERN_HELP)
+
+    @model_validator(mode="after")
+    def _fits(self) -> Self:
+        raw = self.payload.raw()
+        if raw is not None and len(raw) > self.largest_size_cap:
+            raise ValueError("payload.text: longer than one datagram can carry")
+        return self
+
+    # One message on one flow, sent at once: the load fields have their fixed values.
+    @property
+    def connections(self) -> int:
+        return DEFAULT_CONNECTIONS
+
+    @property
     def duration(self) -> float | None:
         return None
 
@@ -326,15 +355,53 @@ class PacketSpec(_Unpaced, _NoBursts, _OneInFlight, _AwaitsReplies, _Common):
         return None
 
     @property
-    def warmup(self) -> float:
-        return 0.0
-
-    @property
     def ramp_up(self) -> float:
         return 0.0
 
 
-AnyRunSpec = PingpongSpec | RateSpec | BulkSpec | BurstSpec | PacketSpec
+class ScenarioSpec(_Unpaced, _NoBursts, _OneInFlight, _AwaitsReplies, _OwnBytes, _Base):
+    """A scenario's steps (app.wire.scenario) over ``connections`` sessions at once, one
+    session after another on each, for ``duration`` seconds or ``iterations`` sessions."""
+
+    pattern: Literal["scenario"] = Field(description=PATTERN_HELP)
+    scenario: Scenario = Field(description="the steps: send, expect, capture, delay, repeat")
+    connections: int = _connections()
+    duration: float | None = _duration()
+    iterations: int | None = Field(None, ge=1, le=100_000_000, description="sessions in all")
+    ramp_up: float = _ramp_up()
+    _program: Program = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _compiles(self) -> Self:
+        if self.duration is not None and self.iterations is not None:
+            raise ValueError("iterations: give duration or iterations, not both")
+        try:
+            self._program = compile_scenario(self.scenario)
+        except SpecError as exc:
+            raise SpecError(f"scenario.{exc.message}", f"scenario.{exc.field}") from None
+        return self
+
+    @property
+    def program(self) -> Program:
+        """The scenario compiled, once."""
+        return self._program
+
+    @property
+    def payload(self) -> PayloadSpec:
+        return _NO_PAYLOAD
+
+    @property
+    def count(self) -> int | None:
+        return self.iterations
+
+    @property
+    def effective_duration(self) -> float | None:
+        if self.iterations is None and self.duration is None:
+            return DEFAULT_DURATION
+        return self.duration
+
+
+AnyRunSpec = PingpongSpec | RateSpec | BulkSpec | BurstSpec | PacketSpec | ScenarioSpec
 # The type everyone imports; as a pydantic annotation it validates by ``pattern``.
 RunSpec: TypeAlias = Annotated[AnyRunSpec, Field(discriminator="pattern")]
 
@@ -344,6 +411,7 @@ MODELS: dict[str, type[AnyRunSpec]] = {
     "bulk": BulkSpec,
     "burst": BurstSpec,
     "packet": PacketSpec,
+    "scenario": ScenarioSpec,
 }
 PATTERNS = tuple(MODELS)
 RUN_SPEC_MODELS = tuple(MODELS.values())

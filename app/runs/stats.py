@@ -16,7 +16,7 @@ import errno
 import socket
 import ssl
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from hdrh.histogram import HdrHistogram
 
@@ -39,6 +39,11 @@ ERROR_KINDS = (
     "tls",
     "internal",
     "other",
+    # A scenario's steps (app.runs.scenario): a reply that was not the one expected, a
+    # capture that found nothing in it, a reply longer than the scenario allows.
+    "mismatch",
+    "capture",
+    "oversized",
 )
 # The failures table shows a few sample messages per error kind: bounded, and only on the
 # error path (a flow that fails), never per message sent.
@@ -55,7 +60,16 @@ ERROR_MEANINGS = {
     "tls": "the TLS handshake failed",
     "internal": "a flow failed unexpectedly (see the lab's log)",
     "other": "an unclassified socket error",
+    "mismatch": "a reply was not the one the scenario expects",
+    "capture": "a capture found nothing in the reply",
+    "oversized": "a reply was longer than the scenario's max_reply",
 }
+
+
+class Summarised(Protocol):
+    """Figures kept beside the counters that give their own part of the summary."""
+
+    def summary(self) -> dict[str, Any]: ...
 
 
 def new_histogram() -> HdrHistogram:
@@ -134,6 +148,8 @@ class RunStats:
         self.measure_start = 0.0
         self.send_end = 0.0
         self.reply: dict[str, Any] | None = None
+        # A scenario run's per-step figures (app.runs.steps.StepTable).
+        self.steps: Summarised | None = None
         self.bottleneck: dict[str, Any] | None = None
         self.remote: dict[str, Any] | None = None
         self.remote_error: str | None = None  # why ``remote`` is missing for a sink's run
@@ -264,6 +280,7 @@ class RunStats:
             "rtt_ms": rtt,
             "histogram": histogram,
             "reply": self.reply,
+            "scenario": None if self.steps is None else self.steps.summary(),
             "bottleneck": self.bottleneck,
             "remote": self.remote,
             "remote_error": self.remote_error,

@@ -211,6 +211,38 @@ class RttMs(_Open):
     mean: float | None = None
 
 
+class StepSample(_Strict):
+    """A reply a step did not accept, as hex and as text (bounded)."""
+
+    kind: str
+    hex: str
+    text: str
+
+
+class StepRow(_Strict):
+    """One step of a scenario over every session of the run."""
+
+    step: str = Field(description="its path in the scenario, e.g. steps.3")
+    action: str = Field(description="send, expect, capture, delay, close or reconnect")
+    count: int = Field(ge=0)
+    passed: int = Field(ge=0)
+    failed: int = Field(ge=0)
+    errors_by_kind: dict[str, int]
+    latency_ms: dict[str, float | None] | None = Field(
+        description="expect steps: from the last send to the reply (min, p50..p999, max, mean)"
+    )
+    samples: list[StepSample] = Field(max_length=3)
+
+
+class ScenarioFigures(_Strict):
+    """A scenario run's sessions and steps."""
+
+    sessions: int = Field(ge=0)
+    sessions_failed: int = Field(ge=0)
+    worst_step: str | None = Field(description="the step that failed most (null: none failed)")
+    steps: list[StepRow]
+
+
 class PacketReply(_Open):
     """What came back to a packet run, as hex and as text."""
 
@@ -281,6 +313,7 @@ class RunSummary(_Strict):
         description="[upper bound in ms, count] rows"
     )
     reply: PacketReply | None = Field(description="packet runs, once the reply is in")
+    scenario: ScenarioFigures | None = Field(None, description="scenario runs: per step")
     bottleneck: Bottleneck | None = Field(description="once the run has ended")
     remote: dict[str, Any] | None = Field(
         description="the receiver's side, when one of this lab's sinks counted the run: "

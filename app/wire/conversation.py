@@ -121,6 +121,8 @@ class Conversation:
         self._expect_started = 0.0
         self._delay_until: float | None = None
         self._done: bool | None = None
+        # Ended at a ``close`` step: the driver does not reuse the connection.
+        self.closed_by_step = False
 
     @property
     def done(self) -> bool:
@@ -175,6 +177,7 @@ class Conversation:
                 continue
             if isinstance(op, Close):
                 self.results.append(StepResult(op.path, None))
+                self.closed_by_step = True
                 break
             if isinstance(op, Reconnect):
                 self.results.append(StepResult(op.path, None))
