@@ -254,6 +254,11 @@ class RunSummary(_Strict):
     )
     errors: int
     errors_by_kind: Annotated[dict[str, int], FailFast()]
+    error_samples: Annotated[dict[str, list[str]], FailFast()] = Field(
+        default_factory=dict,
+        description="per error kind, its first few distinct messages: why (a TLS handshake's "
+        "reason such as a self-signed certificate, the system's words for a reset)",
+    )
     connections_opened: int
     elapsed: float = Field(description="seconds since the run started")
     send_seconds: float = Field(description="seconds over which the rates are computed")
