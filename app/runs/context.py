@@ -80,6 +80,9 @@ class FlowContext:
         # Plain TCP and UDP pingpong flows are served by one driver task (app.runs.mux),
         # set by the pattern's preparation (app.runs.flows).
         self.mux: FlowDriver | None = None
+        # The addresses of the run's UDP sockets: a listener of this lab ends their flows
+        # when the run ends (Registry.peers_gone).
+        self.udp_clients: list[str] = []
         if spec.size_max is not None and spec.size_max != spec.size:
             rng = random.Random(self.run_tag)
             self.sizes = [rng.randint(spec.size, spec.size_max) for _ in range(_SIZE_TABLE)]
@@ -121,6 +124,7 @@ class FlowContext:
             return None
         self.stats.connections_opened += 1
         row = self.registry.open("udp", sock.getsockname(), sock.getpeername(), run_id=self.run_id)
+        self.udp_clients.append(row.local)
         return sock, row
 
     def message_buffer(self) -> bytearray:

@@ -327,6 +327,9 @@ async def execute(
         stats.bottleneck = monitor.report()
     if sink:
         await _final_figures(receiving_end, ctx)
+    # Every reply is in (or given up on) and a sink has read what arrived: a listener of
+    # this lab forgets the run's UDP flows now, not at its idle timeout.
+    registry.peers_gone(ctx.udp_clients, endpoint.port)
     return conclude(
         spec.pattern,
         stats,

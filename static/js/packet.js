@@ -2,8 +2,15 @@
 import { $, api, fmtMs, listenerTargets, markField, showError } from "./util.js";
 import { feed } from "./feed.js";
 import { registerSection, state } from "./state.js";
+import { isTls } from "./tls.js";
 
 const form = $("#packet-form");
+const tlsOnly = form.querySelector("[data-tls]");
+function applyTls() { tlsOnly.hidden = !isTls(form.elements.target.value); }
+for (const type of ["input", "change"]) form.elements.target.addEventListener(type, applyTls);
+applyTls();
+/** Accept any certificate: asked for TLS targets only (refused for others). */
+function insecure(target) { return isTls(target) && form.elements.insecure.checked; }
 
 function hexBytes(hex) {
   const clean = String(hex || "").replace(/[^0-9a-fA-F]/g, "");
@@ -42,6 +49,7 @@ function showReply(reply) {
 
 async function viaRun(target, payload, isHex, timeout) {
   const spec = { target, pattern: "packet", payload: { kind: isHex ? "hex" : "text", text: payload } };
+  if (insecure(target)) spec.insecure = true;
   if (timeout) spec.timeout = timeout;
   const { id } = await api("POST", "/api/runs", spec);
   const deadline = Date.now() + ((timeout || 2) + 10) * 1000;
@@ -70,6 +78,7 @@ form.addEventListener("submit", async (ev) => {
     let reply;
     try {
       const body = { target, payload, hex: isHex };
+      if (insecure(target)) body.insecure = true;
       if (timeout) body.timeout = timeout;
       const doc = await api("POST", "/api/send", body);
       reply = doc.reply_hex != null
