@@ -62,9 +62,9 @@ def conclude(
         for a packet run ``failed`` when any error was counted; ``failed`` when nothing got
         through (:func:`nothing_got_through`); ``failed`` when an error ended every flow
         before its end, or a UDP target's port became unreachable and answered nothing in
-        the last second of sending (the target went away); ``finished`` otherwise. A failure's error
-        names the kinds counted, with the reason of those a kind does not explain (a TLS
-        handshake's: a self-signed certificate, a hostname mismatch).
+        the last second of sending (the target went away); ``finished`` otherwise. A
+        failure's error names the kinds counted, with the reason of those a kind does not
+        explain (a TLS handshake's: a self-signed certificate, a hostname mismatch).
     """
     status: EndStatus = "finished"
     error: str | None = None
@@ -88,7 +88,9 @@ def conclude(
         status, error = "failed", f"nothing got through; errors: {_kinds(stats)}"
     elif (stats.flows and stats.flows_failed >= stats.flows) or _unreachable_at_the_end(stats):
         status = "failed"
-        if set(stats.errors) <= _GONE:
+        if stats.expect_replies and not (stats.received or stats.bytes_received):
+            error = f"nothing got through; errors: {_kinds(stats)}"  # it was never there
+        elif set(stats.errors) <= _GONE:
             error = f"the target went away: errors: {_kinds(stats)}"
         else:
             error = f"an error ended every flow; errors: {_kinds(stats)}"
