@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -19,9 +18,10 @@ from typing import Any, NoReturn
 import trio
 
 from app import __version__
+from app.clierrors import check_lab_url, error_line, socketlab_error
 from app.endpoint import host_port
-from app.errors import BindError, SocketlabError, SpecError
-from app.runs.options import add_spec_options, option_message, spec_body
+from app.errors import SocketlabError
+from app.runs.options import add_spec_options, spec_body
 from app.runs.spec import parse_run_spec
 from app.runs.targets import TargetPolicy
 from app.settings import Settings, load_settings
@@ -295,33 +295,6 @@ def _serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# The flag to change for an address the lab could not serve on (BindError.field).
-_BIND_FLAGS = {"web": "--web HOST:PORT", "listen": "--listen URL"}
-
-
-def socketlab_error(exc: BaseException) -> SocketlabError | None:
-    """The error of ours ``exc`` is, or the first of a group (a nursery's) that has one."""
-    while isinstance(exc, BaseExceptionGroup):
-        matched = exc.subgroup(SocketlabError)
-        if matched is None:
-            return None
-        exc = matched.exceptions[0]
-    return exc if isinstance(exc, SocketlabError) else None
-
-
-def error_line(error: SocketlabError) -> str:
-    """The one line a user reads for ``error``: a spec error names the option, a port
-    taken names the flag that moves it (as ``make run ARGS=...`` under make)."""
-    if isinstance(error, SpecError):
-        return option_message(error)
-    if isinstance(error, BindError) and error.field in _BIND_FLAGS:
-        flag = _BIND_FLAGS[error.field]
-        if os.environ.get("MAKELEVEL"):
-            flag = f"make run ARGS='{flag}'"
-        return f"{error.message}; choose another with {flag}"
-    return error.message
-
-
 async def _serve_async(settings: Settings) -> None:
     from app.lab import Lab
     from app.web.server import serve_web
@@ -352,28 +325,11 @@ def _run_and_print(body: dict[str, Any], as_json: bool) -> int:
     return EXIT_OK if doc["status"] == "finished" else EXIT_FAILED
 
 
-def _lab_url(text: str, option: str) -> None:
-    """Refuse a lab URL (``--via``, ``stop-all --url``) that is not ``http(s)://host[:port]``.
-
-    Raises:
-        SpecError: Naming ``option``; a token in the URL is not repeated.
-    """
-    from app.peers import parse_peer
-
-    try:
-        parse_peer(text, None)
-    except SpecError:
-        shown = re.sub(r"//[^/@]*@", "//", text.strip())
-        raise SpecError(
-            f"{option} {shown!r}: give the lab's URL, e.g. http://127.0.0.1:8000", option
-        ) from None
-
-
 def _fire(args: argparse.Namespace) -> int:
     if args.via:
         from app.runs.remote import fire_via
 
-        _lab_url(args.via, "--via")
+        check_lab_url(args.via, "--via")
         body = spec_body(args.url, args)
         parse_run_spec(body)
         token = args.token or os.environ.get("SOCKETLAB_TOKEN")
@@ -422,7 +378,7 @@ def _stop_all(args: argparse.Namespace) -> int:
     """The kill switch from the command line: ``POST /api/runs/stop-all`` on a lab."""
     from app.runs.remote import stop_all_via
 
-    _lab_url(args.url, "--url")
+    check_lab_url(args.url, "--url")
     token = args.token or os.environ.get("SOCKETLAB_TOKEN")
     return stop_all_via(args.url, token)
 
