@@ -15,6 +15,8 @@ $(BIN)/python:
 $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
+	@echo 'socketlab is installed as $(abspath $(BIN))/socketlab; to have it on your PATH:'
+	@echo '  export PATH="$(abspath $(BIN)):$$PATH"'
 
 # python-statsd installs a top-level ``statsd`` package over the ``statsd`` library the
 # test extras hold, so it lives in a folder of its own that one test puts on a child's path.

@@ -1,14 +1,14 @@
 """The ``socketlab`` command: argument parsing only; the work happens in lab and runs.
 
-Exit codes: 0 success, 1 a run that failed, 2 bad arguments or a data directory that cannot
-hold the database (one line on stderr).
+Exit codes: 0 success, 1 a run that failed (or a lab that could not be reached), 2 bad
+arguments, a target the policy refuses, a port taken or a data directory that cannot hold
+the database (one line on stderr, never a traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import os
 import sys
@@ -19,9 +19,10 @@ from typing import Any, NoReturn
 import trio
 
 from app import __version__
+from app.clierrors import check_lab_url, error_line, socketlab_error
 from app.endpoint import host_port
-from app.errors import DataDirError, SocketlabError, SpecError
-from app.runs.options import add_spec_options, option_message, spec_body
+from app.errors import SocketlabError
+from app.runs.options import add_spec_options, spec_body
 from app.runs.spec import parse_run_spec
 from app.runs.targets import TargetPolicy
 from app.settings import Settings, load_settings
@@ -284,27 +285,15 @@ def _serve(args: argparse.Namespace) -> int:
         _usage_error(exc.message)
     _configure_logging(args.log_level)
     try:
+        # The data directory can still fail between the check and the lab's own open; a
+        # port taken is a BindError naming the flag's setting: both are one line, exit 2.
         trio.run(_serve_async, settings)
     except KeyboardInterrupt:
         pass
     except OSError as exc:
         sys.stderr.write(f"socketlab: error: {exc}\n")
         return EXIT_FAILED
-    except BaseExceptionGroup as group:
-        # The data directory can still fail between the check and the lab's own open.
-        matched, _ = group.split(DataDirError)
-        if matched is None:
-            raise
-        _usage_error(str(_first_leaf(matched)))
-    except DataDirError as exc:
-        _usage_error(exc.message)
     return EXIT_OK
-
-
-def _first_leaf(error: BaseException) -> BaseException:
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
 
 
 async def _serve_async(settings: Settings) -> None:
@@ -333,11 +322,9 @@ async def _serve_async(settings: Settings) -> None:
 def _run_and_print(body: dict[str, Any], as_json: bool) -> int:
     from app.runs.fire import fire_in_process, print_result
 
+    spec = parse_run_spec(body)
     try:
-        spec = parse_run_spec(body)
-    except SpecError as exc:
-        _usage_error(option_message(exc))
-    try:
+        # A target the policy refuses (an always-denied range) is a SocketlabError: main().
         doc = trio.run(fire_in_process, spec, not as_json and sys.stderr.isatty())
     except KeyboardInterrupt:
         return EXIT_FAILED
@@ -349,11 +336,9 @@ def _fire(args: argparse.Namespace) -> int:
     if args.via:
         from app.runs.remote import fire_via
 
+        check_lab_url(args.via, "--via")
         body = spec_body(args.url, args)
-        try:
-            parse_run_spec(body)
-        except SpecError as exc:
-            _usage_error(option_message(exc))
+        parse_run_spec(body)
         token = args.token or os.environ.get("SOCKETLAB_TOKEN")
         return fire_via(args.via, token, body, as_json=args.json)
     return _run_and_print(spec_body(args.url, args), args.json)
@@ -398,47 +383,38 @@ def _listen(args: argparse.Namespace) -> int:
 
 def _stop_all(args: argparse.Namespace) -> int:
     """The kill switch from the command line: ``POST /api/runs/stop-all`` on a lab."""
-    import urllib.error
-    import urllib.request
+    from app.runs.remote import stop_all_via
 
+    check_lab_url(args.url, "--url")
     token = args.token or os.environ.get("SOCKETLAB_TOKEN")
-    request = urllib.request.Request(
-        args.url.rstrip("/") + "/api/runs/stop-all",
-        data=b"{}",
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            doc = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        sys.stderr.write(f"socketlab: error: {exc.code} from {args.url}: {detail}\n")
-        return EXIT_FAILED
-    except OSError as exc:
-        sys.stderr.write(f"socketlab: error: cannot reach {args.url}: {exc}\n")
-        return EXIT_FAILED
-    print(f"stopped {doc['stopped']} runs")
-    return EXIT_OK
+    return stop_all_via(args.url, token)
+
+
+_COMMANDS = {
+    "serve": _serve,
+    "fire": _fire,
+    "send": _send,
+    "stop-all": _stop_all,
+    "listen": _listen,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. An error of ours (a bad option, a target the policy refuses, a port
+    taken), raised alone or in a group from a nursery, is one line on stderr, exit 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "serve":
-        return _serve(args)
-    if args.command == "fire":
-        return _fire(args)
-    if args.command == "send":
-        return _send(args)
-    if args.command == "stop-all":
-        return _stop_all(args)
-    if args.command == "listen":
-        return _listen(args)
-    parser.print_help()
-    return EXIT_USAGE
+    command = _COMMANDS.get(args.command)
+    if command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return command(args)
+    except (SocketlabError, BaseExceptionGroup) as exc:
+        error = socketlab_error(exc)
+        if error is None:
+            raise
+        _usage_error(error_line(error))
 
 
 if __name__ == "__main__":  # pragma: no cover

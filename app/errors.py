@@ -42,6 +42,11 @@ class ConflictError(SocketlabError):
     status = 409
 
 
+class BindError(ConflictError):
+    """An address the lab was told to serve on at start-up is taken or cannot be bound;
+    ``field`` names the setting that gave it (``web``, ``listen``)."""
+
+
 class TargetNotAllowedError(SocketlabError):
     """A run's target resolves to an address the target policy refuses."""
 

@@ -25,8 +25,8 @@ from typing import Any
 import trio
 
 from app.demo import serve_demo
-from app.endpoint import Endpoint
-from app.errors import StoreUnavailableError
+from app.endpoint import Endpoint, host_port
+from app.errors import BindError, ConflictError, StoreUnavailableError
 from app.events import RunEnded, RunInterval, run_ended, run_interval
 from app.hub import Hub
 from app.listeners.manager import ListenerManager
@@ -50,6 +50,16 @@ logger = logging.getLogger(__name__)
 # The web server a lab is handed: ``web(deps, done, task_status=...)`` serves until
 # ``deps.shutdown``, reports its port and sets ``done`` once drained (app.web.server).
 WebServer = Callable[..., Awaitable[None]]
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError ``exc`` is, or that a group of them starts with (a server's binding)."""
+    while isinstance(exc, BaseExceptionGroup):
+        matched = exc.subgroup(OSError)
+        if matched is None:
+            return None
+        exc = matched.exceptions[0]
+    return exc if isinstance(exc, OSError) else None
 
 
 class Lab:
@@ -191,20 +201,25 @@ class Lab:
                         nursery.start_soon(self._watch_signals)
                     await nursery.start(self.listeners.serve)
                     await nursery.start(self.runs.serve)
-                    for spec in settings.listeners:
-                        await self.listeners.start(spec)
-                    if self.peers is not None:
-                        await nursery.start(self.peers.serve)
-                        if settings.demo:
-                            nursery.start_soon(serve_demo, self.peers, self.runs)
-                    nursery.start_soon(self.loop_lag.serve)
+                    # The dashboard's port first: taken, it is the one line said at start-up
+                    # (before any listener has logged that it serves).
                     web_done = trio.Event()
                     if self.web is None:
                         web_done.set()
                     else:
                         deps = self.web_deps()
-                        self.web_port = await nursery.start(self.web, deps, web_done)
+                        self.web_port = await self._start_web(nursery, deps, web_done)
                         self.listeners.serving_web(settings.web_host, self.web_port)
+                    for spec in settings.listeners:
+                        try:
+                            await self.listeners.start(spec)
+                        except ConflictError as exc:
+                            raise BindError(exc.message, "listen") from exc
+                    if self.peers is not None:
+                        await nursery.start(self.peers.serve)
+                        if settings.demo:
+                            nursery.start_soon(serve_demo, self.peers, self.runs)
+                    nursery.start_soon(self.loop_lag.serve)
                     await self._restore_listeners()
                     task_status.started(self)
                     await self.shutdown.wait()
@@ -224,6 +239,25 @@ class Lab:
             logger.info(
                 "%d kept listeners started again, %d failed", restored, len(self.listeners.failed)
             )
+
+    async def _start_web(self, nursery: trio.Nursery, deps: WebDeps, done: trio.Event) -> int:
+        """Start the web server; its port.
+
+        Raises:
+            BindError: Its address is taken or cannot be bound (field ``web``).
+        """
+        assert self.web is not None
+        try:
+            port: int = await nursery.start(self.web, deps, done)
+        except BaseException as exc:
+            failure = _os_error(exc)
+            if failure is None:
+                raise
+            where = host_port(self.settings.web_host, self.settings.web_port)
+            raise BindError(
+                f"cannot serve the dashboard on {where}: {failure.strerror or failure}", "web"
+            ) from exc
+        return port
 
     async def _shut_down(self, web_done: trio.Event) -> None:
         logger.info("shutting down")

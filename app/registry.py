@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import trio
@@ -44,6 +44,7 @@ class Conn:
         "msgs_in",
         "msgs_out",
         "opened_at",
+        "peer_gone",
         "protocol",
         "remote",
         "run_id",
@@ -75,6 +76,8 @@ class Conn:
         self.dirty = False
         self.closed = False
         self.close_hook: Callable[[], None] | None = None
+        # A listener's UDP flow: forgets the flow when its peer (a run of this lab) closed.
+        self.peer_gone: Callable[[], None] | None = None
 
     def touch(self) -> None:
         """Mark the row changed since the last snapshot (cheap: one flag test)."""
@@ -154,7 +157,7 @@ class Registry:
         if conn.closed:
             return
         conn.closed = True
-        conn.close_hook = None
+        conn.close_hook = conn.peer_gone = None
         if self._conns.pop(conn.id, None) is not None:
             self._removed.append(conn.id)
 
@@ -172,6 +175,34 @@ class Registry:
         else:
             self.close(conn)
         return True
+
+    def peers_gone(self, addresses: Iterable[str], port: int) -> int:
+        """End the listeners' UDP flows whose peer was one of ``addresses`` (the closed
+        client sockets of a run that ended), on a listener at ``port``.
+
+        UDP has no FIN: without this a lab's own listener would count the flows of a
+        finished run as open until its idle timeout. Called once per run (a pass over the
+        rows); returns how many flows ended.
+        """
+        gone = set(addresses)
+        if not gone:
+            return 0
+        suffix = f":{port}"
+        ended = [
+            conn
+            for conn in self._conns.values()
+            if conn.listener_id is not None
+            and conn.protocol == "udp"
+            and conn.remote in gone
+            and conn.local.endswith(suffix)
+        ]
+        for conn in ended:
+            hook = conn.peer_gone
+            if hook is not None:
+                hook()
+            else:
+                self.close(conn)
+        return len(ended)
 
     def rows(
         self,

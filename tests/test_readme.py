@@ -46,3 +46,17 @@ def test_every_cli_example_parses() -> None:
 
         args = parser.parse_args(shlex.split(line)[1:])
         assert args.command in ("fire", "send")
+
+
+def test_the_readme_says_how_to_pass_options_to_make_run_and_get_socketlab_on_the_path() -> None:
+    text = README.read_text()
+    assert 'make run ARGS="' in text
+    assert 'export PATH="$PWD/.venv/bin:$PATH"' in text
+    # What the README promises is what the Makefile does.
+    makefile = (README.parent / "Makefile").read_text()
+    assert "$(BIN)/socketlab serve $(ARGS)" in makefile
+    assert "BIN    := $(VENV)/bin" in makefile and "VENV   := .venv" in makefile
+    example = re.search(r'^make run ARGS="([^"]+)"$', text, re.M)
+    assert example is not None
+    args = build_parser().parse_args(["serve", *example.group(1).split()])
+    assert args.web == "127.0.0.1:8001"

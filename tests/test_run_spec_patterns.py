@@ -81,6 +81,8 @@ def test_every_field_a_pattern_has_is_accepted(pattern: str) -> None:
             doc = body(pattern, name)
             if name == "bitrate":  # rate and bitrate exclude each other
                 doc.pop("rate", None)
+            if name == "insecure":  # only a TLS target has a certificate to accept
+                doc["target"] = "tls://127.0.0.1:9"
             if pattern == "bulk" and name in ("rate", "bitrate", "size_max"):
                 doc["target"] = "udp://127.0.0.1:9"  # TCP bulk goes as fast as it can
                 doc.setdefault("bitrate" if name == "bitrate" else "rate", 100)
@@ -105,6 +107,8 @@ async def test_every_field_a_pattern_ignores_is_a_422_naming_it(lab: Lab) -> Non
         ({"target": TARGET, "pattern": "bulk", "rate": 100}, "rate"),
         ({"target": TARGET, "pattern": "bulk", "bitrate": 1e6}, "bitrate"),
         ({"target": "tls://127.0.0.1:9", "pattern": "bulk", "size_max": 100}, "size_max"),
+        ({"target": TARGET, "insecure": True}, "insecure"),
+        ({"target": "udp://127.0.0.1:9", "pattern": "packet", "insecure": True}, "insecure"),
     ],
 )
 async def test_a_field_the_protocol_ignores_is_a_422_naming_it(

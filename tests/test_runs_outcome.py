@@ -95,6 +95,96 @@ def test_conclude_decides_the_final_status_from_the_counters(
         assert outcome.summary["elapsed"] == 1.0
 
 
+def _counted(
+    *,
+    received: int = 0,
+    bytes_sent: int = 320,
+    flows: int = 0,
+    failed: int = 0,
+    errors: dict[str, int] | None = None,
+    samples: dict[str, str] | None = None,
+    last_second: tuple[int, int] | None = None,
+) -> RunStats:
+    stats = _stats(sent=5, received=received, bytes_sent=bytes_sent, errors=errors)
+    stats.flows, stats.flows_failed = flows, failed
+    for kind, text in (samples or {}).items():
+        stats.error_samples[kind] = [text]
+    if last_second is not None:
+        sent, got = last_second
+        stats.series = [{"sent": 5, "received": 5}, {"sent": sent, "received": got}]
+    return stats
+
+
+SELF_SIGNED = "certificate verify failed: self-signed certificate"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "stats", "status", "error"),
+    [
+        # UDP to a closed port: datagrams were written, the ICMP error says nobody is there.
+        (
+            "rate",
+            _counted(errors={"unreachable": 5}),
+            "failed",
+            "nothing got through; errors: unreachable x5",
+        ),
+        # A TLS handshake refused: the reason is part of the error.
+        (
+            "pingpong",
+            _counted(
+                bytes_sent=0, flows=1, failed=1, errors={"tls": 1}, samples={"tls": SELF_SIGNED}
+            ),
+            "failed",
+            f"nothing got through; errors: tls x1 ({SELF_SIGNED})",
+        ),
+        (
+            "packet",
+            _counted(errors={"tls": 1}, samples={"tls": SELF_SIGNED}),
+            "failed",
+            f"tls ({SELF_SIGNED})",
+        ),
+        # Every connection reset after replies came: the target went away.
+        (
+            "pingpong",
+            _counted(received=5, flows=2, failed=2, errors={"reset": 2}),
+            "failed",
+            "the target went away: errors: reset x2",
+        ),
+        # One connection of two reset: the run goes on and finishes.
+        (
+            "pingpong",
+            _counted(received=5, flows=2, failed=1, errors={"reset": 1}),
+            "finished",
+            None,
+        ),
+        (
+            "pingpong",
+            _counted(received=5, flows=1, failed=1, errors={"timeout": 1}),
+            "failed",
+            "an error ended every flow; errors: timeout x1",
+        ),
+        # UDP flows go on through ICMP errors: the last second of sending got nothing back.
+        (
+            "rate",
+            _counted(received=5, errors={"unreachable": 9}, last_second=(100, 0)),
+            "failed",
+            "the target went away: errors: unreachable x9",
+        ),
+        (
+            "rate",
+            _counted(received=5, errors={"unreachable": 1}, last_second=(100, 90)),
+            "finished",
+            None,
+        ),
+    ],
+)
+def test_conclude_fails_a_run_nothing_got_through_or_whose_target_went_away(
+    pattern: str, stats: RunStats, status: str, error: str | None
+) -> None:
+    outcome = conclude(pattern, stats, 1.0)
+    assert (outcome.status, outcome.error) == (status, error)
+
+
 def test_the_outcome_is_frozen() -> None:
     outcome = conclude("pingpong", RunStats(), 0.5)
     with pytest.raises(AttributeError):

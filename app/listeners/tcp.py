@@ -48,6 +48,14 @@ _BACKLOG = 65535
 _CLIENT_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
+def is_client_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is what clients do (a reset, a broken pipe), also when a mode's own
+    nursery (an impaired stream's delay line) raised it as a group."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_client_error(inner) for inner in exc.exceptions)
+    return isinstance(exc, _CLIENT_ERRORS)
+
+
 async def bind_tcp(host: str, port: int) -> trio.socket.SocketType:
     """Bind and listen on ``host:port`` (IPv4 or IPv6), returning the listening socket."""
     family = stdsocket.AF_INET6 if ":" in host else stdsocket.AF_INET
@@ -114,12 +122,12 @@ async def _serve_connection(
                 listener.closed_by_api += 1
             elif not listener.cancel_scope.cancel_called:
                 listener.idle_closed += 1
-    except _CLIENT_ERRORS as exc:
+    except Exception as exc:
         listener.errors += 1
-        logger.debug("connection %s ended: %r", conn.id, exc)
-    except Exception:
-        listener.errors += 1
-        logger.exception("connection %s: handler failed", conn.id)
+        if is_client_error(exc):
+            logger.debug("connection %s ended: %r", conn.id, exc)
+        else:
+            logger.exception("connection %s: handler failed", conn.id)
     finally:
         registry.close(conn)
 

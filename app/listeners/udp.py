@@ -94,8 +94,9 @@ class UdpFlows:
     """The flows of one UDP listener: one registry row per peer address, and its replies.
 
     A flow opens with its peer's first datagram (:meth:`open`) and is forgotten after
-    ``idle_timeout`` seconds of silence (:meth:`expire_forever`) or when the API closes its
-    row (there is no socket to close: its next datagram starts a new flow). The listener's
+    ``idle_timeout`` seconds of silence (:meth:`expire_forever`), when the API closes its
+    row (there is no socket to close: its next datagram starts a new flow), or when its
+    peer was a run of this lab that has ended (``Conn.peer_gone``). The listener's
     ``connections``, ``accepted``, ``rejected``, ``idle_closed`` and ``closed_by_api`` are
     counted here, and every reply a mode sends goes through :meth:`reply`, past the
     listener's :class:`~app.wire.replyguard.ReplyGuard`.
@@ -135,7 +136,14 @@ class UdpFlows:
                 listener.closed_by_api += 1
             self.registry.close(flow)
 
+        def peer_gone() -> None:
+            # The peer was a run of this lab that has ended: the flow ends with it.
+            if self.rows.get(addr) is flow:
+                self._forget(addr)
+            self.registry.close(flow)
+
         flow.close_hook = close_from_api
+        flow.peer_gone = peer_gone
         return flow
 
     def _forget(self, addr: Any) -> None:

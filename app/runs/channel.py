@@ -17,12 +17,13 @@ from typing import Protocol
 
 import trio
 
-from app.runs.stats import error_kind
+from app.runs.stats import error_detail, error_kind
 from app.sockio import DirectSocket
 
 
 class ConnectError(Exception):
-    """A connection could not be made; ``kind`` is one of the error kinds."""
+    """A connection could not be made; ``kind`` is one of the error kinds, the message
+    says why in words (:func:`~app.runs.stats.error_detail`)."""
 
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(detail)
@@ -117,16 +118,15 @@ async def connect_stream(
             try:
                 await stream.do_handshake()
             except trio.BrokenResourceError as exc:
-                cause = exc.__cause__
-                kind = "tls" if isinstance(cause, ssl.SSLError) else error_kind(_unwrap(exc))
-                raise ConnectError(kind, str(cause or exc)) from exc
+                failure = _unwrap(exc)  # an ssl.SSLError (an OSError) when the handshake failed
+                raise ConnectError(error_kind(failure), error_detail(failure)) from exc
             return TlsChannel(stream, sock)
     except trio.TooSlowError as exc:
         sock.close()
         raise ConnectError("timeout", f"no connection within {connect_timeout:g} s") from exc
     except OSError as exc:
         sock.close()
-        raise ConnectError(error_kind(exc), str(exc)) from exc
+        raise ConnectError(error_kind(exc), error_detail(exc)) from exc
     except BaseException:
         sock.close()
         raise

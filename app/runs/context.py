@@ -23,7 +23,7 @@ from app.registry import Conn, Registry
 from app.runs.budget import Budget
 from app.runs.channel import Channel, ConnectError, client_tls_context, connect_stream
 from app.runs.spec import RunSpec
-from app.runs.stats import RunStats, error_kind
+from app.runs.stats import RunStats, error_detail, error_kind
 from app.wire import probe
 
 # Sizes drawn in advance for runs with a size range: no random draw per message.
@@ -82,6 +82,9 @@ class FlowContext:
         self.mux: FlowDriver | None = None
         # Session numbers of a scenario run, shared by its flows (app.runs.scenario).
         self.sessions: Iterator[int] = iter(())
+        # The addresses of the run's UDP sockets: a listener of this lab ends their flows
+        # when the run ends (Registry.peers_gone).
+        self.udp_clients: list[str] = []
         if spec.size_max is not None and spec.size_max != spec.size:
             rng = random.Random(self.run_tag)
             self.sizes = [rng.randint(spec.size, spec.size_max) for _ in range(_SIZE_TABLE)]
@@ -105,7 +108,7 @@ class FlowContext:
                 server_hostname=self.server_hostname,
             )
         except ConnectError as exc:
-            self.stats.record_error(exc.kind, exc)
+            self.stats.flow_failed(exc.kind, str(exc))
             if on_error is not None:
                 on_error(exc.kind)
             return None
@@ -124,10 +127,11 @@ class FlowContext:
             sock.connect(self.address)
         except OSError as exc:
             sock.close()
-            self.stats.record_error(error_kind(exc), exc)
+            self.stats.flow_failed(error_kind(exc), error_detail(exc))
             return None
         self.stats.connections_opened += 1
         row = self.registry.open("udp", sock.getsockname(), sock.getpeername(), run_id=self.run_id)
+        self.udp_clients.append(row.local)
         return sock, row
 
     def message_buffer(self) -> bytearray:
@@ -155,8 +159,10 @@ async def serve_tcp_flow(ctx: FlowContext, body: TcpBody) -> None:
     """Open one TCP (or TLS) flow and run ``body`` on it.
 
     Error handling: an ``OSError`` out of ``body`` ends this flow only and is counted by
-    its kind. Resource handling: the registry row and the channel are closed however
-    ``body`` ends. A connection that cannot be made is counted and ``body`` never runs.
+    its kind, also when it comes out of the body's own nursery (a reset seen by a receiver
+    task is a reset, not a bug). Resource handling: the registry row and the channel are
+    closed however ``body`` ends. A connection that cannot be made is counted and ``body``
+    never runs.
     """
     opened = await ctx.open_tcp()
     if opened is None:
@@ -164,8 +170,8 @@ async def serve_tcp_flow(ctx: FlowContext, body: TcpBody) -> None:
     channel, conn = opened
     try:
         await body(channel, conn)
-    except OSError as exc:
-        ctx.stats.record_error(error_kind(exc), exc)
+    except* OSError as group:
+        ctx.stats.flow_failed(error_kind(group), error_detail(group))
     finally:
         ctx.registry.close(conn)
         channel.close()
@@ -184,9 +190,9 @@ async def serve_udp_flow(ctx: FlowContext, body: UdpBody) -> None:
     with sock:
         try:
             await body(sock, conn)
-        except ConnectionRefusedError:
-            ctx.stats.record_error("unreachable")
-        except OSError as exc:
-            ctx.stats.record_error(error_kind(exc), exc)
+        except* ConnectionRefusedError as group:
+            ctx.stats.flow_failed("unreachable", error_detail(group))
+        except* OSError as group:
+            ctx.stats.flow_failed(error_kind(group), error_detail(group))
         finally:
             ctx.registry.close(conn)

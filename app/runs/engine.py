@@ -48,7 +48,7 @@ from app.runs.flows import FLOWS
 from app.runs.flowstats import one_way
 from app.runs.outcome import Outcome, conclude
 from app.runs.spec import RunSpec
-from app.runs.stats import RunStats, error_kind, new_histogram
+from app.runs.stats import RunStats, error_detail, error_kind, new_histogram
 
 logger = logging.getLogger(__name__)
 perf_ns = time.perf_counter_ns
@@ -235,7 +235,7 @@ async def execute(
     try:
         family, address = await resolver(endpoint)
     except OSError as exc:
-        stats.record_error(error_kind(exc), exc)
+        stats.record_error(error_kind(exc), error_detail(exc))
         return conclude(spec.pattern, stats, 0.0, failure=f"cannot resolve {endpoint.host}: {exc}")
     ctx = FlowContext(run_id, spec, endpoint, registry, stats, address, family)
     ctx.budget = Budget(
@@ -281,9 +281,9 @@ async def execute(
         # with the others. Cancellation is not an Exception and still propagates.
         try:
             await flow(ctx, flow_id, quota)
-        except Exception:
+        except Exception as exc:
             logger.exception("run %s: flow %d failed", run_id, flow_id)
-            stats.record_error("internal")
+            stats.flow_failed("internal", error_detail(exc))
 
     async def start_flows(flows: trio.Nursery) -> None:
         n = len(quotas)
@@ -292,6 +292,7 @@ async def execute(
                 continue
             if spec.ramp_up and n > 1:
                 await trio.sleep_until(ctx.clock0 + spec.ramp_up * i / (n - 1))
+            stats.flows += 1
             flows.start_soon(guarded_flow, i, quota)
 
     flows_end = math.inf  # when the flows ended, unless the run was stopped first
@@ -330,6 +331,9 @@ async def execute(
         stats.bottleneck = monitor.report()
     if sink:
         await _final_figures(receiving_end, ctx)
+    # Every reply is in (or given up on) and a sink has read what arrived: a listener of
+    # this lab forgets the run's UDP flows now, not at its idle timeout.
+    registry.peers_gone(ctx.udp_clients, endpoint.port)
     return conclude(
         spec.pattern,
         stats,

@@ -25,7 +25,7 @@ def progress_text(live: dict[str, Any]) -> str:
     rtt = f"p50 {p50:.3f} ms" if p50 is not None else "p50 -"
     return (
         f"{live['progress'] * 100:5.1f}%  {live['received']:>10,} replies  "
-        f"{live['msgs_per_s']:>10,.0f} msg/s  {rtt}  errors {live['errors']}"
+        f"{per_s(live['msgs_per_s']):>10} msg/s  {rtt}  errors {live['errors']}"
     )
 
 
@@ -79,6 +79,14 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def per_s(value: float) -> str:
+    """A rate of messages with the digits it needs: 1,204 or 12.5 or 0.497, never a
+    rounded "0" beside a bit rate that is not (a few messages over a long run)."""
+    if value == 0 or value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
 def _rate(bits: float) -> str:
     for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
         if bits >= scale:
@@ -119,7 +127,7 @@ def format_result(doc: dict[str, Any]) -> str:
             f"  sent {s['sent']:,}  received {s['received']:,}  lost {_lost(s)}  "
             f"duplicates {s['duplicates']:,}  "
             f"reordered {s['reordered']:,}  late {s['late']:,}  errors {s['errors']:,}",
-            f"  throughput {s['sent_per_s']:,.0f} msg/s sent, {s['msgs_per_s']:,.0f} msg/s "
+            f"  throughput {per_s(s['sent_per_s'])} msg/s sent, {per_s(s['msgs_per_s'])} msg/s "
             f"received, {_rate(s['bits_per_s'])}"
             + (f"  jitter {s['jitter_ms']:.3f} ms" if s["jitter_ms"] is not None else ""),
             "  RTT ms      min      p50      p90      p99    p99.9      max",

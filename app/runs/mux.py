@@ -42,7 +42,7 @@ import trio
 
 from app.registry import Conn
 from app.runs.context import FlowContext
-from app.runs.stats import error_kind
+from app.runs.stats import CLOSED_DETAIL, error_detail, error_kind, timeout_detail
 from app.sockio import ReadyLoop, Served
 from app.wire import probe
 
@@ -184,17 +184,17 @@ class Multiplexer:
 
     def _on_error(self, flow: MuxFlow, exc: Exception) -> None:
         if isinstance(exc, OSError):
-            self._fail(flow, error_kind(exc), exc)
+            self._fail(flow, error_kind(exc), error_detail(exc))
         else:
             # A bug: the flow's task raises it, and the run's per-flow boundary logs it and
             # counts it as "internal".
             self._loop.finish(flow, exc)
 
-    def _fail(self, flow: MuxFlow, kind: str, detail: BaseException | None = None) -> None:
+    def _fail(self, flow: MuxFlow, kind: str, detail: str | None = None) -> None:
         """End a flow with an error, counted once (a flow that has ended already is not);
         the messages it still waited for will never be answered: they are lost."""
         if self._loop.finish(flow):
-            self.ctx.stats.record_error(kind, detail)
+            self.ctx.stats.flow_failed(kind, detail)
             self._abandon(flow)
 
     def _park(self, flow: MuxFlow, wait: float) -> None:
@@ -231,7 +231,7 @@ class Multiplexer:
     def _overdue(self, flow: MuxFlow, oldest_allowed: int) -> None:
         # Replies come in order: once the oldest is overdue, the stream is of no more use.
         if flow.outstanding and flow.outstanding[0][0] < oldest_allowed:
-            self._fail(flow, "timeout")
+            self._fail(flow, "timeout", timeout_detail(self.ctx.timeout))
 
     def _abandon(self, flow: MuxFlow) -> None:
         outstanding = flow.outstanding
@@ -252,7 +252,7 @@ class Multiplexer:
             except BlockingIOError:
                 return
             if not n:
-                self._fail(flow, "closed")
+                self._fail(flow, "closed", CLOSED_DETAIL)
                 return
             if n < need:
                 flow.got += n

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from app.runs.context import FlowContext
 from app.runs.mux import EPOLLOUT, HEADER_SIZE, WARMUP, Multiplexer, MuxFlow, perf_ns
+from app.runs.stats import UNREACHABLE_DETAIL
 from app.wire import probe
 
 # Larger than any UDP payload (65,507 bytes over IPv4, 65,527 over IPv6): a reply is never
@@ -86,7 +87,7 @@ class UdpMultiplexer(Multiplexer):
             except ConnectionRefusedError:
                 # ICMP port unreachable: counted; the datagrams in flight wait out their
                 # deadlines, so a dead port is not flooded.
-                stats.record_error("unreachable")
+                stats.record_error("unreachable", UNREACHABLE_DETAIL)
                 break
             conn.bytes_in += n
             conn.msgs_in += 1
@@ -193,7 +194,7 @@ class UdpMultiplexer(Multiplexer):
         except ConnectionRefusedError:
             # An ICMP port unreachable for an earlier datagram: this one was not sent and
             # is counted lost at its deadline, as a dead port deserves.
-            ctx.stats.record_error("unreachable")
+            ctx.stats.record_error("unreachable", UNREACHABLE_DETAIL)
         flow.inflight[seq] = t0
         flow.seq = seq + 1
         if counted:

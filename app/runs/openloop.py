@@ -38,6 +38,7 @@ from app.registry import Conn
 from app.runs.channel import Channel
 from app.runs.context import FlowContext, serve_tcp_flow, serve_udp_flow
 from app.runs.flowstats import FlowStats
+from app.runs.stats import CLOSED_DETAIL, UNREACHABLE_DETAIL, timeout_detail
 from app.runs.timer import PreciseTimer
 from app.wire import probe
 
@@ -206,7 +207,7 @@ async def _tcp_openloop(
                 n = await channel.recv_into(rview, 65536)
                 if not n:
                     if expect:
-                        stats.record_error("closed")
+                        stats.record_error("closed", CLOSED_DETAIL)
                     return
                 conn.bytes_in += n
                 if not expect:
@@ -238,7 +239,7 @@ async def _tcp_openloop(
     lost = sum(1 for _, _, counted in pending if counted)
     if lost:
         stats.lost += lost
-        stats.record_error("timeout")
+        stats.record_error("timeout", timeout_detail(ctx.timeout))
 
 
 async def udp_openloop_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None:
@@ -287,7 +288,7 @@ async def _udp_openloop(
                         await trio.lowlevel.wait_writable(sock)
                         continue
                     except ConnectionRefusedError:
-                        stats.record_error("unreachable")
+                        stats.record_error("unreachable", UNREACHABLE_DETAIL)
                     break
                 if counted:
                     stats.sent += 1
@@ -317,7 +318,7 @@ async def _udp_openloop(
                     await trio.lowlevel.wait_readable(sock)
                     continue
                 except ConnectionRefusedError:
-                    stats.record_error("unreachable")
+                    stats.record_error("unreachable", UNREACHABLE_DETAIL)
                     continue
                 now = perf_ns()
                 conn.bytes_in += n

@@ -36,6 +36,7 @@ import trio
 from app.registry import Conn
 from app.runs.channel import Channel
 from app.runs.context import FlowContext, serve_tcp_flow, serve_udp_flow
+from app.runs.stats import CLOSED_DETAIL, timeout_detail
 from app.sockio import DirectSocket
 from app.wire import probe
 
@@ -140,7 +141,7 @@ async def _tcp_pingpong(
                         break
                     got += n
                 if not got:
-                    stats.record_error("closed")
+                    stats.flow_failed("closed", CLOSED_DETAIL)
                     break
                 outstanding.popleft()
                 if t0 >= measure_from:
@@ -154,7 +155,7 @@ async def _tcp_pingpong(
         stats.count_unanswered((t0 for t0, _ in outstanding), measure_from)
         raise
     if scope.cancelled_caught and not closed_by_api:
-        stats.record_error("timeout")
+        stats.flow_failed("timeout", timeout_detail(timeout))
     if not closed_by_api:
         stats.count_unanswered((t0 for t0, _ in outstanding), measure_from)
 

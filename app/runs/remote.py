@@ -38,7 +38,7 @@ from app.peerhttp import (
 )
 from app.peers import parse_peer
 from app.runs.fire import print_result, progress_text
-from app.web.schemas import ErrorResponse, RunDoc, RunRef
+from app.web.schemas import ErrorResponse, RunDoc, RunRef, StoppedRuns
 from app.wire import jsondoc
 from app.wire.bounded import BoundedBody
 
@@ -80,7 +80,10 @@ def _open(url: str, token: str | None, body: Any = None, timeout: float = 30) ->
             detail = _error_detail(exc)
         raise RemoteError(f"{exc.code} from {url}: {detail}") from None
     except OSError as exc:
-        raise RemoteError(f"cannot reach {url}: {one_line(str(exc))}") from None
+        # urllib wraps the socket's error ("<urlopen error [Errno 111] ...>"): its words.
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        text = reason.strerror if isinstance(reason, OSError) and reason.strerror else reason
+        raise RemoteError(f"cannot reach {url}: {one_line(str(text))}") from None
 
 
 def _error_detail(exc: urllib.error.HTTPError) -> str:
@@ -191,3 +194,20 @@ def fire_via(base: str, token: str | None, body: dict[str, Any], *, as_json: boo
         return EXIT_FAILED
     print_result(doc, as_json=as_json)
     return EXIT_OK if doc.get("status") == "finished" else EXIT_FAILED
+
+
+def stop_all_via(base: str, token: str | None) -> int:
+    """The kill switch of the lab at ``base``: ``POST /api/runs/stop-all``, its answer read
+    like any other (bounded, checked against ``StoppedRuns``) and said in words."""
+    try:
+        try:
+            lab = parse_peer(base, token)
+        except SocketlabError as exc:
+            raise RemoteError(exc.message.replace("peer ", "--url ", 1)) from None
+        with _open(f"{lab.url}/api/runs/stop-all", lab.token, {}) as response:
+            stopped = int(_read_doc(response, StoppedRuns)["stopped"])
+    except RemoteError as exc:
+        sys.stderr.write(f"socketlab: error: {exc}\n")
+        return EXIT_FAILED
+    print(f"stopped {stopped} run" + ("" if stopped == 1 else "s"))
+    return EXIT_OK

@@ -83,7 +83,11 @@ class _Base(BaseModel):
     target: Target
     pattern: str = Field(description=PATTERN_HELP)
     timeout: float = Field(2.0, gt=0, le=60, description="seconds to wait for each reply")
-    insecure: bool = Field(False, description="tls: accept any server certificate")
+    insecure: bool = Field(
+        False,
+        description="tls only: accept any server certificate (a self-signed one, such as "
+        "this lab's own TLS listeners serve)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -99,6 +103,16 @@ class _Base(BaseModel):
                         f"{name}: a {pattern} run does not use {name} (it applies to {users})"
                     )
         return data
+
+    @model_validator(mode="after")
+    def _insecure_is_for_tls(self) -> Self:
+        # Refused like a field the pattern ignores: a plain target has no certificate.
+        if self.insecure and self.target.protocol != "tls":
+            raise ValueError(
+                f"insecure: a {self.target.protocol}:// target has no certificate to accept "
+                "(insecure applies to tls:// only)"
+            )
+        return self
 
     @property
     def largest_size_cap(self) -> int:

@@ -13,6 +13,7 @@ the closed seconds.
 from __future__ import annotations
 
 import errno
+import re
 import socket
 import ssl
 from collections.abc import Iterable
@@ -76,10 +77,23 @@ def new_histogram() -> HdrHistogram:
     return HdrHistogram(_LOWEST_NS, _HIGHEST_NS, _DIGITS)
 
 
+# Sample messages kept per error kind (the first distinct ones), and their length.
+MAX_ERROR_SAMPLES = 3
+MAX_SAMPLE_CHARS = 200
+
+
 def error_kind(exc: BaseException) -> str:
-    """Classify a failure into one of :data:`ERROR_KINDS`."""
+    """Classify a failure into one of :data:`ERROR_KINDS`.
+
+    A group (a flow's nursery raising) is classified by its first leaf: a reset seen by a
+    flow's receiver task is a reset, not a bug.
+    """
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
     if isinstance(exc, socket.gaierror):
         return "dns"
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return "closed"  # the target closed the connection under TLS (a TLS-level EOF)
     if isinstance(exc, ssl.SSLError):
         return "tls"
     if isinstance(exc, ConnectionRefusedError):
@@ -96,6 +110,46 @@ def error_kind(exc: BaseException) -> str:
     ):
         return "unreachable"
     return "other"
+
+
+# OpenSSL's verify codes for a certificate nobody vouches for (self-signed, unknown issuer):
+# what the lab's own TLS listeners serve, and what ``insecure`` is for.
+_UNTRUSTED_CODES = (18, 19, 20, 21)
+
+
+def tls_reason(exc: ssl.SSLError) -> str:
+    """Why a TLS handshake failed, in words: the verification's own message (self-signed,
+    hostname mismatch, unknown issuer) or OpenSSL's reason without its file and line."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = f"certificate verify failed: {exc.verify_message}".rstrip(".")
+        if exc.verify_code in _UNTRUSTED_CODES:
+            reason += "; insecure accepts any certificate"
+        return reason
+    text = re.sub(r"^\[SSL: [A-Z0-9_]+\] | \(_ssl\.c:\d+\)$", "", str(exc)).strip()
+    return f"handshake failed: {text or exc.reason or type(exc).__name__}"
+
+
+# Samples of the kinds that are no exception: the target's FIN, an ICMP error read from a
+# UDP socket, a reply's deadline.
+CLOSED_DETAIL = "the target closed the connection"
+UNREACHABLE_DETAIL = "ICMP port unreachable: nothing listens at the target's port"
+
+
+def timeout_detail(timeout: float) -> str:
+    return f"no reply within {timeout:g} s"
+
+
+def error_detail(exc: BaseException) -> str:
+    """The message kept as a sample of an error: the TLS reason, or the OS's words."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return f"{CLOSED_DETAIL} (TLS EOF)"
+    if isinstance(exc, ssl.SSLError):
+        return tls_reason(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def rtt_summary(hist: HdrHistogram, *, with_mean: bool = False) -> dict[str, float | None]:
@@ -127,7 +181,12 @@ class RunStats:
         self.late = 0
         self.connections_opened = 0
         self.errors: dict[str, int] = {}
+        # A few messages per kind, saying why (a TLS handshake's reason, the OS's words).
         self.error_samples: dict[str, list[str]] = {}
+        # Flows started, and those an error ended (a run whose every flow an error ended
+        # lost its target: app.runs.outcome).
+        self.flows = 0
+        self.flows_failed = 0
         self.interval = new_histogram()
         self.total = new_histogram()
         self.series: list[dict[str, Any]] = []
@@ -163,15 +222,20 @@ class RunStats:
         self.send_end = max(self.send_end, now)
 
     def record_error(self, kind: str, detail: BaseException | str | None = None) -> None:
-        """Count one error of ``kind``; keep ``detail`` (or the kind's meaning) as one of
-        its few distinct sample messages."""
+        """Count one error of ``kind``; keep why (``detail``: a message or the exception, or
+        else the kind's meaning) among its first few distinct samples."""
         self.errors[kind] = self.errors.get(kind, 0) + 1
         samples = self.error_samples.setdefault(kind, [])
         if len(samples) < MAX_ERROR_SAMPLES:
-            text = str(detail) if detail is not None else ""
+            text = error_detail(detail) if isinstance(detail, BaseException) else detail
             text = (text or ERROR_MEANINGS.get(kind, kind))[:MAX_SAMPLE_CHARS]
             if text not in samples:
                 samples.append(text)
+
+    def flow_failed(self, kind: str, detail: BaseException | str | None = None) -> None:
+        """Count the error that ended a flow (one that did not get to its end)."""
+        self.flows_failed += 1
+        self.record_error(kind, detail)
 
     def count_unanswered(self, send_times_ns: Iterable[int], measure_from_ns: int) -> None:
         """Count lost the messages a flow gave up on, those sent after the warm-up."""
@@ -269,7 +333,7 @@ class RunStats:
             "send_lateness_ms": self._send_lateness(),
             "errors": self.error_count,
             "errors_by_kind": dict(self.errors),
-            "error_samples": {k: list(v) for k, v in self.error_samples.items()},
+            "error_samples": {kind: list(texts) for kind, texts in self.error_samples.items()},
             "connections_opened": self.connections_opened,
             "elapsed": round(elapsed, 6),
             "send_seconds": round(span, 6),

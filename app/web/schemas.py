@@ -298,8 +298,9 @@ class RunSummary(_Strict):
     errors_by_kind: Annotated[dict[str, int], FailFast()]
     error_samples: Annotated[dict[str, list[str]], FailFast()] = Field(
         default_factory=dict,
-        description="a few distinct messages per error kind (at most 3, 200 characters each); "
-        "empty in runs stored before it was kept",
+        description="per error kind, its first few distinct messages (at most 3, 200 characters "
+        "each): why (a TLS handshake's reason, the system's words for a reset), or what the "
+        "kind means; empty in runs stored before it was kept",
     )
     connections_opened: int
     elapsed: float = Field(description="seconds since the run started")

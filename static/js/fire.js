@@ -1,5 +1,6 @@
 // Fire: a form for every run pattern and option, saved presets, live progress and charts.
 import { $, $$, api, el, fmtMs, fmtMsgRate, fmtNum, kvRows, listenerTargets, markField, showError } from "./util.js";
+import { isTls } from "./tls.js";
 import { feed } from "./feed.js";
 import { registerSection, state } from "./state.js";
 import { pctPairs, runCharts, summaryPairs } from "./runview.js";
@@ -29,13 +30,17 @@ for (const node of $$("[data-field]", form)) {
 
 function applyVisibility() {
   const fields = RUN_FORM.fields[f.pattern.value] || [];
-  for (const node of $$("[data-field]", form)) node.hidden = !fields.includes(node.dataset.field);
+  const tls = isTls(f.target.value);
+  for (const node of $$("[data-field]", form)) {
+    node.hidden = !fields.includes(node.dataset.field) || ("tls" in node.dataset && !tls);
+  }
   const stopBy = f.stop_by.value;
   for (const node of $$("[data-stop]", form)) node.hidden = node.dataset.stop !== stopBy;
   const kind = f.payload_kind.value;
   for (const node of $$("[data-payload]", form)) node.hidden = !node.dataset.payload.split(" ").includes(kind);
 }
 for (const name of ["pattern", "stop_by", "payload_kind"]) f[name].addEventListener("change", applyVisibility);
+for (const type of ["input", "change"]) f.target.addEventListener(type, applyVisibility);
 
 function shown(name) {
   const input = f[name];
@@ -57,6 +62,7 @@ export function specFromForm() {
   }
   const mbit = number("bitrate_mbit");
   if (mbit !== undefined) spec.bitrate = mbit * 1e6;
+  if (shown("insecure") && f.insecure.checked) spec.insecure = true;
   const kind = f.payload_kind.value;
   if (kind !== "random") {
     spec.payload = { kind };
@@ -74,6 +80,7 @@ function specToForm(spec) {
     if (f[name]) f[name].value = spec[name] ?? "";
   }
   f.bitrate_mbit.value = spec.bitrate ? spec.bitrate / 1e6 : "";
+  f.insecure.checked = Boolean(spec.insecure);
   f.stop_by.value = spec.count ? "count" : "duration";
   const payload = spec.payload || {};
   f.payload_kind.value = payload.kind || "random";

@@ -4,8 +4,15 @@
 import { $, api, cell, el, fmtMs, listenerTargets, markField, showError, timeEl } from "./util.js";
 import { feed } from "./feed.js";
 import { registerSection, state } from "./state.js";
+import { isTls } from "./tls.js";
 
 const form = $("#packet-form");
+const tlsOnly = form.querySelector("[data-tls]");
+function applyTls() { tlsOnly.hidden = !isTls(form.elements.target.value); }
+for (const type of ["input", "change"]) form.elements.target.addEventListener(type, applyTls);
+applyTls();
+/** Accept any certificate: asked for TLS targets only (refused for others). */
+function insecure(target) { return isTls(target) && form.elements.insecure.checked; }
 
 function hexBytes(hex) {
   const clean = String(hex || "").replace(/[^0-9a-fA-F]/g, "");
@@ -74,6 +81,7 @@ function formPacket() {
     hex: form.elements.as.value === "hex",
   };
   if (form.elements.timeout.value) body.timeout = Number(form.elements.timeout.value);
+  if (insecure(body.target)) body.insecure = true;
   return body;
 }
 
@@ -100,6 +108,7 @@ $("#packet-save").addEventListener("click", async () => {
   $("#packet-error").hidden = true;
   markField(form, null);
   const body = { name: form.elements.name.value.trim(), ...formPacket() };
+  delete body.insecure; // a choice made per send: a saved packet keeps what to send, not trust
   try {
     await api("POST", "/api/packets", body);
     $("#packet-msg").textContent = `Saved packet ${body.name}.`;
