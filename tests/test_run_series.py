@@ -141,3 +141,19 @@ def test_no_point_of_a_finished_series_is_shorter_than_the_minimum_unless_it_is_
     stats.close_series(3.0 + MIN_FINAL_INTERVAL / 10)
     starts = [0.0] + [p["t"] for p in stats.series[:-1]]
     assert all(p["t"] - s >= MIN_FINAL_INTERVAL for p, s in zip(stats.series, starts, strict=True))
+
+
+def test_a_flow_holding_the_interval_histogram_records_into_every_second() -> None:
+    # Flows bind ``stats.interval`` once (the hot path); closing a second must keep it.
+    stats = RunStats()
+    stats.start(0.0)
+    interval = stats.interval
+    for k in range(1, 4):
+        interval.record_value(k * 1_000_000)
+        stats.received += 1
+        stats.tick(float(k))
+    interval.record_value(9_000_000)
+    stats.received += 1
+    stats.close_series(3.01)
+    assert [p["rtt_ms"]["max"] for p in stats.series] == pytest.approx([1.0, 2.0, 9.0], rel=2e-3)
+    assert stats.summary(3.01, final=True)["rtt_ms"]["max"] == pytest.approx(9.0, rel=2e-3)

@@ -214,19 +214,21 @@ class RunStats:
         point["msgs_per_s"] = point["received"] / elapsed
         point["sent_per_s"] = point["sent"] / elapsed
         point["bits_per_s"] = point["bytes_sent"] * 8 / elapsed
+        point["bits_per_s_received"] = point["bytes_received"] * 8 / elapsed
         rtt = rtt_summary(rtts)
         point["rtt_ms"] = {k: rtt[k] for k in ("min", "p50", "p99", "max")}
         return point
 
     def _close_interval(self, now: float) -> None:
-        # The closed interval's histogram becomes the previous one (no copy: the two swap).
+        # The closed interval is copied, not swapped: flows hold ``self.interval`` itself.
+        # Once a second, the cost of a second ``add``.
+        if self._previous.get_total_count():
+            self._previous.reset()
         if self.interval.get_total_count():
             self.total.add(self.interval)
+            self._previous.add(self.interval)
             self._folds += 1
-            self.interval, self._previous = self._previous, self.interval
             self.interval.reset()
-        elif self._previous.get_total_count():
-            self._previous.reset()
         self._last = (self.sent, self.received, self.bytes_sent, self.bytes_received)
         self._last_t = now
 

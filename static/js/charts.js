@@ -1,5 +1,6 @@
 // Thin wrappers around the vendored uPlot: line charts that grow point by point, and bars.
 /* global uPlot */
+import { fmtMs } from "./util.js";
 
 // Whole-number steps (1, 2, 5, 10, 20, 50, ...) for axes of counts, bytes and messages.
 const INTEGER_STEPS = [];
@@ -57,7 +58,7 @@ export class Chart {
         yAxes.push({
           scale,
           side: yAxes.length === 0 ? 3 : 1,
-          size: yAxes.length === 0 ? 78 : 92,
+          size: 92,
           stroke: "#5b6577",
           grid: { show: yAxes.length === 0, stroke: "rgba(0,0,0,0.07)" },
           values: (u, vals) => vals.map((v) => fmt(v)),
@@ -109,9 +110,11 @@ export class Chart {
     }
   }
 
+  /** Draw `data` ([xs, ys...]); the chart keeps its own copy, so two charts given the same
+   * x array (a run's RTT and throughput) each grow their own when points are pushed. */
   setData(data) {
-    this.data = data;
-    this.plot.setData(data);
+    this.data = data.map((col) => [...col]);
+    this.plot.setData(this.data);
     this.container.dataset.points = String(countPoints(data));
   }
 
@@ -122,7 +125,13 @@ export class Chart {
     xs.push(x);
     ys.forEach((y, i) => this.data[i + 1].push(y));
     if (xs.length > this.maxPoints) for (const col of this.data) col.shift();
-    this.setData(this.data);
+    this.plot.setData(this.data);
+    this.container.dataset.points = String(countPoints(this.data));
+  }
+
+  /** Show or hide series `index` (1 is the first y series), its legend entry included. */
+  showSeries(index, show) {
+    if (this.plot.series[index] && this.plot.series[index].show !== show) this.plot.setSeries(index, { show });
   }
 
   clear() {
@@ -130,4 +139,5 @@ export class Chart {
   }
 }
 
-export const msAxis = (v) => (v >= 100 ? `${v.toFixed(0)} ms` : v >= 1 ? `${+v.toFixed(1)} ms` : `${+v.toFixed(3)} ms`);
+// The axis of round-trip times reads like every other RTT figure.
+export const msAxis = fmtMs;
