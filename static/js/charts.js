@@ -11,6 +11,12 @@ export const SECOND_STEPS = [0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 6
 
 export const COLORS = ["#2563eb", "#ea580c", "#16a34a", "#9333ea", "#0891b2", "#be123c"];
 
+// Room for the widest tick label ("200,000 msg/s"), at about 7 px a character.
+function axisSize(u, values) {
+  const longest = values ? Math.max(0, ...values.map((v) => String(v).length)) : 6;
+  return Math.max(48, longest * 7 + 16);
+}
+
 function countPoints(data) {
   if (!data.length || !data[0]) return 0;
   let n = 0;
@@ -58,7 +64,7 @@ export class Chart {
         yAxes.push({
           scale,
           side: yAxes.length === 0 ? 3 : 1,
-          size: 92,
+          size: axisSize,
           stroke: "#5b6577",
           grid: { show: yAxes.length === 0, stroke: "rgba(0,0,0,0.07)" },
           values: (u, vals) => vals.map((v) => fmt(v)),

@@ -53,9 +53,15 @@ export function measures(run) {
   const bytes = spec.pattern === "bulk" && stream;
   const replies = s.lost !== null && s.lost !== undefined;
   let noRtt = null;
-  if (!replies) noRtt = "A sink does not reply: there are no round trips to time. What arrived there is in the result.";
-  else if (bytes) noRtt = `Bulk over ${protocol.toUpperCase()} measures throughput, a byte stream with no round trips to time.`;
-  return { stream, bytes, replies, noRtt };
+  let noRttShort = null;
+  if (!replies) {
+    noRtt = "A sink does not reply: there are no round trips to time. What arrived there is in the result.";
+    noRttShort = "none: a sink does not reply";
+  } else if (bytes) {
+    noRtt = `Bulk over ${protocol.toUpperCase()} measures throughput, a byte stream with no round trips to time.`;
+    noRttShort = "none: a byte stream";
+  }
+  return { stream, bytes, replies, noRtt, noRttShort };
 }
 
 function receiverPairs(s) {
@@ -126,9 +132,9 @@ export function summaryPairs(run) {
 /** The RTT rows of a run; one row saying why when the run times no round trips. */
 export function pctPairs(run) {
   const rtt = run.summary.rtt_ms;
-  const why = measures(run).noRtt;
+  const why = measures(run).noRttShort;
   if (why) return [["round trips", why, "no_rtt"]];
-  if (rtt.p50 == null) return [["round trips", "no reply came back: nothing to time", "no_rtt"]];
+  if (rtt.p50 == null) return [["round trips", "none: no reply came back", "no_rtt"]];
   return PCTS.map(([label, key]) => [label, cellOf(figure(`rtt_ms.${key}`, "ms", rtt[key])), key]);
 }
 
