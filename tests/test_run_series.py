@@ -10,8 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+import trio
 
+from app.lab import Lab
+from app.runs.fire import fire_in_process
+from app.runs.spec import parse_run_spec
 from app.runs.stats import MIN_FINAL_INTERVAL, RunStats
+from tests.conftest import listener_port
 
 
 @dataclass(frozen=True)
@@ -157,3 +162,22 @@ def test_a_flow_holding_the_interval_histogram_records_into_every_second() -> No
     stats.close_series(3.01)
     assert [p["rtt_ms"]["max"] for p in stats.series] == pytest.approx([1.0, 2.0, 9.0], rel=2e-3)
     assert stats.summary(3.01, final=True)["rtt_ms"]["max"] == pytest.approx(9.0, rel=2e-3)
+
+
+async def test_the_cli_s_last_progress_line_is_the_series_last_point(
+    lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Bursts every 0.25 s for 2.1 s: the last burst goes out at 2.0 s and its replies come
+    # back a few milliseconds later, the tail that used to read as thousands a second.
+    target = f"udp://127.0.0.1:{listener_port(lab, 'udp')}"
+    spec = parse_run_spec(
+        {"target": target, "pattern": "burst", "burst": 10, "interval": 0.25, "duration": 2.1}
+    )
+    with trio.fail_after(30):
+        doc = await fire_in_process(spec, show_progress=True)
+    series = doc["series"]
+    last_line = capsys.readouterr().err.split("\r")[-1]
+    assert f"{series[-1]['msgs_per_s']:>10,.0f} msg/s" in last_line
+    assert series[-1]["t"] - series[-2]["t"] >= MIN_FINAL_INTERVAL
+    assert series[-1]["msgs_per_s"] < 2 * doc["summary"]["msgs_per_s"]  # no spike at the end
+    assert sum(p["received"] for p in series) == doc["summary"]["received"]
