@@ -274,3 +274,63 @@ def test_every_figure_on_the_result_is_the_api_summary(
         # After the run the charts hold the API's series, one point a second.
         tput = int(page.get_attribute("#chart-run-tput", "data-points") or 0)
         assert tput == len(doc["series"]) >= 2
+
+
+# What a person reads for each unit: three significant digits, no trailing zeros, whole
+# numbers with separators from 1,000 up, and small rates that do not all round to 0 or 1.
+FORMATTED = [
+    ("bytes", 5, "5 B"),
+    ("bytes", 999.7, "1 kB"),
+    ("bytes", 8000, "8 kB"),
+    ("bytes", 2_100_000_000, "2.1 GB"),
+    ("bytes", 21_609_280, "21.6 MB"),
+    ("byterate", 8000, "8 kB/s"),
+    ("byterate", 8123, "8.12 kB/s"),
+    ("bitrate", 86_436_910.8, "86.4 Mbit/s"),
+    ("bitrate", 0.5, "0.5 bit/s"),
+    ("msgrate", 0.2, "0.2 msg/s"),
+    ("msgrate", 0.4, "0.4 msg/s"),
+    ("msgrate", 0.6, "0.6 msg/s"),
+    ("msgrate", 19.9943, "20 msg/s"),
+    ("msgrate", 39_783.8, "39,784 msg/s"),
+    ("ms", 0.44992, "0.45 ms"),
+    ("ms", 0.021263, "0.0213 ms"),
+    ("ms", 14.999551, "15 ms"),
+    ("seconds", 2.001478, "2 s"),
+    ("seconds", 0.129599, "0.13 s"),
+    ("seconds", 90, "1 min 30 s"),
+    ("pct", 0, "0 %"),
+    ("pct", 100, "100 %"),
+    ("pct", 99.96, "99.96 %"),
+    ("pct", 33.333, "33.3 %"),
+    ("count", 337_645, "337,645"),
+    ("count", None, "\u2013"),
+]
+
+
+def test_one_formatter_per_unit_reads_without_trailing_zeros(page: Any) -> None:
+    texts = page.evaluate(FORMAT, [[unit, value] for unit, value, _ in FORMATTED])
+    assert dict(zip([(u, v) for u, v, _ in FORMATTED], texts, strict=True)) == {
+        (u, v): text for u, v, text in FORMATTED
+    }
+
+
+def test_after_a_reload_mid_run_both_charts_go_on_growing(page: Any, served: ServedLab) -> None:
+    case = Case("rate", "udp")
+    page.fill("#fire-target", target_of(served, case))
+    page.select_option("#fire-pattern", "rate")
+    page.fill("#fire-form [name=rate]", "50")
+    page.fill("#fire-form [name=duration]", "5")
+    page.click("#fire-button")
+    before = page.wait_for_function(CHART_POINTS, arg=[1, 1], timeout=20000).json_value()
+    assert not before["done"]
+    page.reload()
+    page.wait_for_selector("#status:text('live')", timeout=15000)
+    page.click("#tabs a[data-tab=fire]")
+    # The stored points come back, then the live ones extend both charts.
+    stored = page.wait_for_function(CHART_POINTS, arg=[1, 1], timeout=20000).json_value()
+    grown = page.wait_for_function(
+        CHART_POINTS, arg=[stored["rtt"] + 1, stored["tput"] + 1], timeout=20000
+    ).json_value()
+    assert not grown["done"], f"the charts froze after the reload: {stored} {grown}"
+    assert grown["rtt"] == grown["tput"]  # one x per second in both
