@@ -209,12 +209,17 @@ def expected_units(case: Case, summary: dict[str, Any]) -> dict[str, str]:
     kinds = summary["errors_by_kind"]
     units.update({f"errors_by_kind.{kind}": "count" for kind, n in kinds.items() if n})
     stream = case.protocol != "udp"
+    remote = summary["remote"] or {}
     if case.target == "sink":
         for key in ("received", "lost", "duplicates", "reordered"):
             units[f"remote.{key}"] = "count"
         units["remote.loss_pct"] = "pct"
-        if summary["remote"]["jitter_ms"] is not None:
+        if remote["jitter_ms"] is not None:
             units["remote.jitter_ms"] = "ms"
+    if case.target != "echo" and remote.get("rx_bytes") is not None:
+        units["remote.rx_bytes"] = "bytes"  # a sink that counts the bytes of each run
+        if remote.get("rx_bits_per_s") is not None:
+            units["remote.rx_bits_per_s"] = "bitrate"
     elif case.target == "echo" and case.pattern == "bulk" and stream:
         units.update(bytes_received="bytes", bits_per_s_received="bitrate")
     elif case.target == "echo":

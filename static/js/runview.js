@@ -64,22 +64,33 @@ export function measures(run) {
   return { stream, bytes, replies, noRtt, noRttShort };
 }
 
+// A TCP sink without message_size sees a byte stream: it cannot count messages in it.
+const UNFRAMED = "a TCP sink counts messages when it is given a message_size";
+
 function receiverPairs(s) {
   const r = s.remote;
   if (!r) {
     const why = s.remote_error || "the sink kept no figures of this run";
     return [["at the receiver", `not known: ${why}`, "remote"]];
   }
+  const pairs = [];
   if (r.received == null) {
-    return [["at the receiver", "bytes only: a TCP sink counts messages when it is given a message_size", "remote"]];
+    pairs.push(["at the receiver", `no messages counted: ${UNFRAMED}`, "remote"]);
+  } else {
+    pairs.push(
+      ["at the receiver", cellOf(figure("remote.received", "count", r.received), " msgs · lost ",
+        figure("remote.lost", "count", r.lost), " (", figure("remote.loss_pct", "pct", r.loss_pct), ")"), "remote"],
+      ["receiver duplicates", cellOf(figure("remote.duplicates", "count", r.duplicates)), "remote_duplicates"],
+      ["receiver reordered", cellOf(figure("remote.reordered", "count", r.reordered)), "remote_reordered"],
+    );
+    if (r.jitter_ms != null) pairs.push(["receiver jitter", cellOf(figure("remote.jitter_ms", "ms", r.jitter_ms)), "remote_jitter"]);
   }
-  const pairs = [
-    ["at the receiver", cellOf(figure("remote.received", "count", r.received), " msgs · lost ",
-      figure("remote.lost", "count", r.lost), " (", figure("remote.loss_pct", "pct", r.loss_pct), ")"), "remote"],
-    ["receiver duplicates", cellOf(figure("remote.duplicates", "count", r.duplicates)), "remote_duplicates"],
-    ["receiver reordered", cellOf(figure("remote.reordered", "count", r.reordered)), "remote_reordered"],
-  ];
-  if (r.jitter_ms != null) pairs.push(["receiver jitter", cellOf(figure("remote.jitter_ms", "ms", r.jitter_ms)), "remote_jitter"]);
+  // Sinks that count bytes per run: what the path delivered, beside what was sent.
+  if (r.rx_bytes != null) {
+    const parts = [figure("remote.rx_bytes", "bytes", r.rx_bytes)];
+    if (r.rx_bits_per_s != null) parts.push(" · ", figure("remote.rx_bits_per_s", "bitrate", r.rx_bits_per_s));
+    pairs.push(["bytes at the receiver", cellOf(...parts), "remote_bytes"]);
+  }
   return pairs;
 }
 
