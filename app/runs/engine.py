@@ -308,10 +308,8 @@ async def execute(
                     flows.start_soon(start_flows, flows)
             flows_end = trio.current_time()
             nursery.cancel_scope.cancel()
-        # The last, partial interval; an empty one (the drain after the last reply) would
-        # only draw a drop to zero at the end of every chart.
-        if stats.moved_since_tick() or not stats.series:
-            stats.tick(trio.current_time() - clock0)
+        # The last, partial interval: a short one joins the point before it.
+        stats.close_series(trio.current_time() - clock0)
         cap_note = None
         if ctx.budget.exhausted:
             cap_note = f"stopped at the cap of {max_bytes:,} bytes per run"

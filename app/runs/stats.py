@@ -8,6 +8,13 @@ run's summary, live or final, with the same keys either way: the final one folds
 interval in first, so its percentiles are those of every message, with HDR's bounded
 relative error (3 significant digits: 0.1 %); a live one leaves the interval alone and shows
 the closed seconds.
+
+The last interval of a run is whatever is left after the last whole second: often a few
+milliseconds (the drain after the last reply), where one stray message reads as a rate of
+thousands a second and none as a drop to zero. :meth:`close_series` folds a final interval
+shorter than :data:`MIN_FINAL_INTERVAL` into the point before it, so every point's rates
+are over at least half a second and the series, the page, the CLI's last progress line and
+the API show the same last figure.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ from app.runs.flowstats import FlowStats
 _LOWEST_NS = 1
 _HIGHEST_NS = 60_000_000_000
 _DIGITS = 3
+
+# A final interval shorter than this is folded into the point before it (see above).
+MIN_FINAL_INTERVAL = 0.5
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
 # "internal": a flow that raised an unexpected exception (a bug), ended alone.
@@ -189,6 +199,8 @@ class RunStats:
         self.flows_failed = 0
         self.interval = new_histogram()
         self.total = new_histogram()
+        # The closed interval of the newest point, kept for folding a short final one in.
+        self._previous = new_histogram()
         self.series: list[dict[str, Any]] = []
         # UDP replies with a probe header: loss, duplicates, reordering, jitter per flow.
         self.flow_list: list[FlowStats] = []
@@ -214,6 +226,7 @@ class RunStats:
         self.remote_error: str | None = None  # why ``remote`` is missing for a sink's run
         self._last = (0, 0, 0, 0)
         self._last_t = 0.0
+        self._previous_t = 0.0  # where the newest point's interval began
         # How many intervals were folded into ``total``, and the live RTT figures of then.
         self._folds = 0
         self._rtt_cache: tuple[int, dict[str, float | None], list[list[float]]] | None = None
@@ -254,8 +267,48 @@ class RunStats:
 
     def tick(self, now: float) -> dict[str, Any]:
         """Close the current interval at ``now`` (seconds since the run started)."""
-        elapsed = max(now - self._last_t, 1e-9)
-        sent, received, bsent, breceived = self._last
+        point = self._point(self._last, self._last_t, now, self.interval)
+        self._previous_t = self._last_t
+        self._close_interval(now)
+        self.series.append(point)
+        return point
+
+    def close_series(self, now: float) -> dict[str, Any] | None:
+        """Close the run's last, partial interval at ``now``, once its flows have ended.
+
+        An empty last interval (nothing moved since the last tick) adds no point: it would
+        only draw a drop to zero at the end of every chart. One shorter than
+        :data:`MIN_FINAL_INTERVAL` replaces the newest point by one over both intervals
+        (counts added, rates over the joined length, RTT of both); a longer one is a point
+        of its own. A run shorter than that still gets its one point.
+
+        Returns:
+            The series' new last point, or ``None`` when none was added or replaced.
+        """
+        if self.series and not self.moved_since_tick():
+            return None
+        if not self.series or now - self._last_t >= MIN_FINAL_INTERVAL:
+            return self.tick(now)
+        before = self.series.pop()
+        start = (
+            self._last[0] - before["sent"],
+            self._last[1] - before["received"],
+            self._last[2] - before["bytes_sent"],
+            self._last[3] - before["bytes_received"],
+        )
+        if self.interval.get_total_count():
+            self._previous.add(self.interval)
+        point = self._point(start, self._previous_t, now, self._previous)
+        self._close_interval(now)
+        self.series.append(point)
+        return point
+
+    def _point(
+        self, since: tuple[int, int, int, int], start: float, now: float, rtts: HdrHistogram
+    ) -> dict[str, Any]:
+        """The point of the interval from ``start`` (counters ``since``) to ``now``."""
+        elapsed = max(now - start, 1e-9)
+        sent, received, bsent, breceived = since
         point: dict[str, Any] = {
             "t": round(now, 3),
             "sent": self.sent - sent,
@@ -266,13 +319,23 @@ class RunStats:
         point["msgs_per_s"] = point["received"] / elapsed
         point["sent_per_s"] = point["sent"] / elapsed
         point["bits_per_s"] = point["bytes_sent"] * 8 / elapsed
-        rtt = rtt_summary(self.interval)
+        point["bits_per_s_received"] = point["bytes_received"] * 8 / elapsed
+        rtt = rtt_summary(rtts)
         point["rtt_ms"] = {k: rtt[k] for k in ("min", "p50", "p99", "max")}
-        self.fold()
+        return point
+
+    def _close_interval(self, now: float) -> None:
+        # The closed interval is copied, not swapped: flows hold ``self.interval`` itself.
+        # Once a second, the cost of a second ``add``.
+        if self._previous.get_total_count():
+            self._previous.reset()
+        if self.interval.get_total_count():
+            self.total.add(self.interval)
+            self._previous.add(self.interval)
+            self._folds += 1
+            self.interval.reset()
         self._last = (self.sent, self.received, self.bytes_sent, self.bytes_received)
         self._last_t = now
-        self.series.append(point)
-        return point
 
     def fold(self) -> None:
         """Move the open interval's samples into the total histogram.

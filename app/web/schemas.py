@@ -326,7 +326,10 @@ class RunSummary(_Strict):
 
 
 class SeriesPoint(_Open):
-    """One second of a run: counts in that second, rates, RTT of that second."""
+    """One interval of a run, closed at ``t``: counts, rates and RTT of that interval.
+
+    Intervals are a second long; the last one is what is left (up to 1.5 s: a shorter
+    remainder joins the second before it), and rates are over each interval's own length."""
 
     t: float = Field(description="seconds since the run started")
     sent: int
@@ -335,6 +338,8 @@ class SeriesPoint(_Open):
     bytes_received: int
     msgs_per_s: float
     bits_per_s: float
+    sent_per_s: float | None = Field(None, description="messages sent per second")
+    bits_per_s_received: float | None = Field(None, description="bits received per second")
     rtt_ms: RttMs
 
 

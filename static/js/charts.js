@@ -1,5 +1,6 @@
 // Thin wrappers around the vendored uPlot: line charts that grow point by point, and bars.
 /* global uPlot */
+import { fmtMs } from "./util.js";
 
 // Whole-number steps (1, 2, 5, 10, 20, 50, ...) for axes of counts, bytes and messages.
 const INTEGER_STEPS = [];
@@ -15,6 +16,12 @@ export const COLORS = ["#2563eb", "#ea580c", "#16a34a", "#9333ea", "#0891b2", "#
 function themeColour(name, fallback) {
   const value = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
   return value || fallback;
+}
+
+// Room for the widest tick label ("200,000 msg/s"), at about 7 px a character.
+function axisSize(u, values) {
+  const longest = values ? Math.max(0, ...values.map((v) => String(v).length)) : 6;
+  return Math.max(48, longest * 7 + 16);
 }
 
 function countPoints(data) {
@@ -68,7 +75,7 @@ export class Chart {
         yAxes.push({
           scale,
           side: yAxes.length === 0 ? 3 : 1,
-          size: yAxes.length === 0 ? 78 : 92,
+          size: axisSize,
           stroke: ink,
           grid: { show: yAxes.length === 0, stroke: grid },
           values: (u, vals) => vals.map((v) => fmt(v)),
@@ -120,9 +127,11 @@ export class Chart {
     }
   }
 
+  /** Draw `data` ([xs, ys...]); the chart keeps its own copy, so two charts given the same
+   * x array (a run's RTT and throughput) each grow their own when points are pushed. */
   setData(data) {
-    this.data = data;
-    this.plot.setData(data);
+    this.data = data.map((col) => [...col]);
+    this.plot.setData(this.data);
     this.container.dataset.points = String(countPoints(data));
   }
 
@@ -133,7 +142,13 @@ export class Chart {
     xs.push(x);
     ys.forEach((y, i) => this.data[i + 1].push(y));
     if (xs.length > this.maxPoints) for (const col of this.data) col.shift();
-    this.setData(this.data);
+    this.plot.setData(this.data);
+    this.container.dataset.points = String(countPoints(this.data));
+  }
+
+  /** Show or hide series `index` (1 is the first y series), its legend entry included. */
+  showSeries(index, show) {
+    if (this.plot.series[index] && this.plot.series[index].show !== show) this.plot.setSeries(index, { show });
   }
 
   clear() {
@@ -147,4 +162,5 @@ export class Chart {
   }
 }
 
-export const msAxis = (v) => (v >= 100 ? `${v.toFixed(0)} ms` : v >= 1 ? `${+v.toFixed(1)} ms` : `${+v.toFixed(3)} ms`);
+// The axis of round-trip times reads like every other RTT figure.
+export const msAxis = fmtMs;

@@ -1,5 +1,5 @@
 // Fire: a form for every run pattern and option, saved presets, live progress and charts.
-import { $, $$, api, el, fmtMs, fmtMsgRate, fmtNum, kvRows, listenerTargets, markField, showError } from "./util.js";
+import { $, $$, api, el, figure, fmtMs, fmtMsgRate, fmtNum, kvRows, listenerTargets, markField, showError } from "./util.js";
 import { isTls } from "./tls.js";
 import { feed } from "./feed.js";
 import { registerSection, state } from "./state.js";
@@ -166,10 +166,16 @@ function showResult(run) {
   $("#result-table tbody").replaceChildren(...kvRows(summaryPairs(run)));
   $("#result-pct tbody").replaceChildren(...kvRows(pctPairs(run)));
   showFailures($("#result-failures-box"), $("#result-failures"), run.summary);
+  charts.explain(run);
   const reply = run.summary.reply;
   const replyNode = $("#result-reply");
   replyNode.hidden = !reply;
-  if (reply) replyNode.replaceChildren("Reply: ", el("code", { text: reply.hex }), " ", el("code", { text: JSON.stringify(reply.text) }));
+  // reply.text is already escaped by the lab (\n, \xNN): shown as it is, in quotes.
+  if (reply) {
+    replyNode.replaceChildren("Reply: ", el("code", { class: "reply-hex", text: reply.hex }), " ",
+      el("code", { class: "reply-text", text: `"${reply.text}"` }), " · ", figure("reply.bytes", "bytes", reply.bytes),
+      " · ", figure("reply.rtt_ms", "ms", reply.rtt_ms));
+  }
   renderVerdict($("#result-verdict"), run.summary);
   $("#run-result").hidden = false;
 }
@@ -223,6 +229,7 @@ async function showRun(id) {
     const run = await api("GET", `/api/runs/${id}`);
     localStorage.setItem(LAST_RUN, id);
     charts.setSeries(run.series);
+    charts.explain(run);
     $("#run-progress").hidden = false;
     $("#fire-idle").hidden = true;
     $("#progress-run").textContent = `run ${id}`;
@@ -251,6 +258,8 @@ form.addEventListener("submit", async (ev) => {
   try {
     const run = await api("POST", "/api/runs", spec);
     charts.setSeries([]);
+    // What the run measures (no RTT chart for a sink or TCP bulk) is known once it exists.
+    api("GET", `/api/runs/${run.id}`).then((doc) => charts.explain(doc), () => {});
     $("#run-result").hidden = true;
     $("#progress-bar").value = 0;
     $("#progress-text").textContent = "starting…";

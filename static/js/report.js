@@ -27,6 +27,7 @@ if (s) {
   }
   const charts = runCharts($("#report-chart-rtt"), $("#report-chart-tput"));
   charts.setSeries(run.series);
+  charts.explain(run);
 
   const hist = s.histogram || [];
   $("#report-hist-box").hidden = hist.length === 0;

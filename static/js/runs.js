@@ -139,6 +139,7 @@ async function showDetail(id, { scroll = false } = {}) {
     if (hist.buckets.length) histogram.show([{ id: run.id, label: "messages", histogram: hist }]);
     else histogram.clear();
     detailCharts.setSeries(run.series);
+    detailCharts.explain(run);
     $("#chart-detail-series").dataset.points = String((run.series || []).length);
     if (scroll) {
       $("#run-compare").hidden = true;

@@ -29,58 +29,96 @@ export function cell(content, cls) {
 
 const dash = "–";
 
+// ---- figures: one formatter per unit --------------------------------------------------------
+// Every figure on every page goes through these, so one value reads the same everywhere:
+// three significant digits, no trailing zeros ("8 kB/s", "2.1 GB", "0.45 ms"), whole numbers
+// from 1,000 up ("39,784 msg/s"), a unit on every figure. `FIGURES` names them by unit, for
+// code (and tests) that pick the formatter from a figure's unit.
+
+const SIGNIFICANT = 3;
+
+function missing(n) {
+  return n == null || Number.isNaN(Number(n));
+}
+
+/** `n` with three significant digits and no trailing zeros; whole from 1,000 up. */
+export function fmtSig(n, digits = SIGNIFICANT) {
+  if (missing(n)) return dash;
+  const v = Number(n);
+  if (Math.abs(v) >= 10 ** digits) return Math.round(v).toLocaleString("en-US");
+  return v.toLocaleString("en-US", { maximumSignificantDigits: digits });
+}
+
+/** A count (messages, errors, connections): whole, with thousands separators. */
 export function fmtNum(n, digits = 0) {
-  if (n == null || Number.isNaN(n)) return dash;
+  if (missing(n)) return dash;
   return Number(n).toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: 0 });
 }
 
 function scaled(value, units, base) {
-  let v = Math.abs(value);
+  let v = Math.abs(Number(value));
   let i = 0;
-  while (v >= base && i < units.length - 1) { v /= base; i += 1; }
-  const digits = i === 0 ? 0 : v >= 100 ? 0 : v >= 10 ? 1 : 2;
-  return `${(Math.sign(value) * v).toFixed(digits)} ${units[i]}`;
+  // Move up a unit when the value would round to the base ("1,000 kB" reads "1 MB").
+  while (i < units.length - 1 && Number(v.toPrecision(SIGNIFICANT)) >= base) { v /= base; i += 1; }
+  return `${fmtSig(Math.sign(value) * v)} ${units[i]}`;
 }
 
 /** Bytes in SI units: 1 kB = 1000 B. */
 export function fmtBytes(n) {
-  return n == null ? dash : scaled(n, ["B", "kB", "MB", "GB", "TB"], 1000);
+  return missing(n) ? dash : scaled(n, ["B", "kB", "MB", "GB", "TB", "PB"], 1000);
 }
 
 /** Bytes per second: B/s, kB/s, MB/s. */
 export function fmtByteRate(n) {
-  return n == null ? dash : scaled(n, ["B/s", "kB/s", "MB/s", "GB/s"], 1000);
+  return missing(n) ? dash : scaled(n, ["B/s", "kB/s", "MB/s", "GB/s", "TB/s"], 1000);
 }
 
 /** Bits per second: bit/s, kbit/s, Mbit/s, Gbit/s. */
 export function fmtBitRate(n) {
-  return n == null ? dash : scaled(n, ["bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"], 1000);
+  return missing(n) ? dash : scaled(n, ["bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"], 1000);
 }
 
+/** Messages per second: "0.5 msg/s", "20 msg/s", "39,784 msg/s". */
 export function fmtMsgRate(n) {
-  if (n == null) return dash;
-  return `${fmtNum(n, n < 10 ? 1 : 0)} msg/s`;
+  return missing(n) ? dash : `${fmtSig(n)} msg/s`;
 }
 
-/** Milliseconds with three significant digits and the unit. */
+/** Milliseconds with three significant digits and the unit: "0.0213 ms", "15 ms". */
 export function fmtMs(ms) {
-  if (ms == null || Number.isNaN(ms)) return dash;
-  if (ms >= 1000) return `${fmtNum(ms, 0)} ms`;
-  if (ms >= 100) return `${ms.toFixed(0)} ms`;
-  if (ms >= 10) return `${ms.toFixed(1)} ms`;
-  if (ms >= 1) return `${ms.toFixed(2)} ms`;
-  return `${ms.toFixed(3)} ms`;
+  return missing(ms) ? dash : `${fmtSig(ms)} ms`;
 }
 
+/** A duration in seconds: "0.13 s", "2 s", "1 min 30 s", "1.5 h". */
 export function fmtSeconds(s) {
-  if (s == null) return dash;
-  if (s < 60) return `${s.toFixed(s < 10 ? 2 : 1)} s`;
+  if (missing(s)) return dash;
+  if (s < 60) return `${fmtSig(s)} s`;
   if (s < 3600) return Math.round(s % 60) ? `${Math.floor(s / 60)} min ${Math.round(s % 60)} s` : `${Math.round(s / 60)} min`;
-  return `${(s / 3600).toFixed(1)} h`;
+  return `${fmtSig(s / 3600)} h`;
 }
 
+/** A percentage; never rounded to 0 or 100 when it is not that ("99.95 %", not "100 %"). */
 export function fmtPct(x) {
-  return x == null ? dash : `${x.toFixed(x < 1 ? 2 : 1)} %`;
+  if (missing(x)) return dash;
+  let digits = SIGNIFICANT;
+  while (digits < 7 && x > 0 && x < 100 && Number(Number(x).toPrecision(digits)) >= 100) digits += 1;
+  return `${fmtSig(x, digits)} %`;
+}
+
+/** The formatter of each unit, by name: what a figure's `data-unit` says it is. */
+export const FIGURES = Object.freeze({
+  count: fmtNum,
+  bytes: fmtBytes,
+  byterate: fmtByteRate,
+  bitrate: fmtBitRate,
+  msgrate: fmtMsgRate,
+  ms: fmtMs,
+  seconds: fmtSeconds,
+  pct: fmtPct,
+});
+
+/** One figure as an element that says which summary field it shows and in what unit. */
+export function figure(field, unit, value) {
+  return el("span", { class: "fig", dataset: { field, unit }, text: FIGURES[unit](value) });
 }
 
 export function relTime(epoch) {
