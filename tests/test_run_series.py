@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from app.lab import Lab
-from app.runs.fire import fire_in_process
+from app.runs.fire import fire_in_process, per_s
 from app.runs.spec import parse_run_spec
 from app.runs.stats import MIN_FINAL_INTERVAL, RunStats
 from tests.conftest import listener_port
@@ -177,7 +177,7 @@ async def test_the_cli_s_last_progress_line_is_the_series_last_point(
         doc = await fire_in_process(spec, show_progress=True)
     series = doc["series"]
     last_line = capsys.readouterr().err.split("\r")[-1]
-    assert f"{series[-1]['msgs_per_s']:>10,.0f} msg/s" in last_line
+    assert f"{per_s(series[-1]['msgs_per_s']):>10} msg/s" in last_line
     assert series[-1]["t"] - series[-2]["t"] >= MIN_FINAL_INTERVAL
     assert series[-1]["msgs_per_s"] < 2 * doc["summary"]["msgs_per_s"]  # no spike at the end
     assert sum(p["received"] for p in series) == doc["summary"]["received"]
