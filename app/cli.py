@@ -20,6 +20,8 @@ import trio
 from app import __version__
 from app.endpoint import host_port
 from app.errors import DataDirError, SocketlabError, SpecError
+from app.runs.edit_cli import COMMANDS as EDIT_COMMANDS
+from app.runs.edit_cli import add_edit_commands, edit_command
 from app.runs.options import add_spec_options, option_message, spec_body
 from app.runs.spec import parse_run_spec
 from app.runs.targets import TargetPolicy
@@ -195,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--url", default="http://127.0.0.1:8000", help="the lab (http://127.0.0.1:8000)"
     )
     kill.add_argument("--token", help="the lab's token (default: $SOCKETLAB_TOKEN)")
+    add_edit_commands(sub)
 
     send = sub.add_parser(
         "send",
@@ -428,6 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _send(args)
     if args.command == "stop-all":
         return _stop_all(args)
+    if args.command in EDIT_COMMANDS:
+        return edit_command(args)
     if args.command == "listen":
         return _listen(args)
     parser.print_help()

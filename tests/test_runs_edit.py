@@ -19,7 +19,7 @@ from app.lab import Lab
 from app.runs.control import RunControl, RunEdit
 from app.runs.spec import parse_run_spec
 from tests.conftest import listener_port, running_lab
-from tests.helpers import http, lab_settings, wait_for_async
+from tests.helpers import TOKEN, http, lab_settings, wait_for_async
 
 # Generous: a loaded 2-CPU machine.
 WAIT = 30.0
@@ -284,3 +284,67 @@ def test_what_may_change_live_follows_the_pattern() -> None:
     with pytest.raises(SpecError) as refused:
         packet.check(RunEdit.model_validate({"paused": True}), settings)
     assert refused.value.field == "paused"
+
+
+async def test_edit_answers_match_their_documented_schemas(lab: Lab) -> None:
+    from tests.test_openapi import openapi, response_validator
+
+    doc = await openapi(lab)
+    spec = {"target": target(lab, "udp"), "pattern": "rate", "rate": 50, "duration": 30}
+    run_id = await start(lab, spec)
+    await series_until(lab, run_id, lambda s: len(s) >= 1)
+    path = "/api/runs/{run_id}"
+    status, answer = await patch(lab, run_id, {"rate": 60, "connections": 2})
+    response_validator(doc, path, "patch", 200).validate(answer)
+    for action in ("pause", "resume"):
+        done = await http(port_of(lab), "POST", f"/api/runs/{run_id}/{action}")
+        response_validator(doc, f"{path}/{action}", "post", 200).validate(done.json())
+    series = await series_until(lab, run_id, lambda s: s[-1]["connections"] == 2)
+    live = await run_doc(lab, run_id)
+    response_validator(doc, path, "get", 200).validate(live)
+    assert series[-1]["rate_target"] == 60
+    status, refused = await patch(lab, run_id, {"bitrate": 0})
+    assert status == 422
+    response_validator(doc, path, "patch", 422).validate(refused)
+    await http(port_of(lab), "POST", f"/api/runs/{run_id}/stop")
+    status, missing = await patch(lab, run_id, {"rate": 10})
+    assert status == 404
+    response_validator(doc, path, "patch", 404).validate(missing)
+
+
+async def test_the_cli_edits_pauses_and_resumes_a_run_on_a_lab(
+    lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import main
+
+    url = f"http://127.0.0.1:{port_of(lab)}"
+    common = ["--url", url, "--token", TOKEN]
+    spec = {"target": target(lab, "udp"), "pattern": "rate", "rate": 30, "duration": 30}
+    run_id = await start(lab, spec)
+
+    async def cli(*argv: str) -> tuple[int, str, str]:
+        code = await trio.to_thread.run_sync(main, [*argv, run_id, *common])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    assert await cli("edit", "--rate", "90") == (
+        0,
+        f"run {run_id} running · rate 90 msg/s · 1 connection\n",
+        "",
+    )
+    assert (await run_doc(lab, run_id))["control"]["rate_target"] == 90
+    code, out, err = await cli("pause")
+    assert (code, out.split(" · ")[0]) == (0, f"run {run_id} paused")
+    code, out, _ = await cli("edit", "--no-paused", "--connections", "2")
+    assert (code, out) == (0, f"run {run_id} running · rate 90 msg/s · 2 connections\n")
+    # Refusals: one line naming the option, exit status 2.
+    code, out, err = await cli("edit", "--rate", "2000000")
+    assert (code, out) == (2, "")
+    assert err.startswith("socketlab: error: --rate: ") and err.count("\n") == 1, err
+    code, out, err = await cli("edit")
+    assert (code, err.count("\n")) == (2, 1)
+    code, out, err = await cli("resume")
+    assert code == 0
+    await http(port_of(lab), "POST", f"/api/runs/{run_id}/stop")
+    code, out, err = await cli("pause")
+    assert (code, err) == (2, f"socketlab: error: no running run '{run_id}'\n")
