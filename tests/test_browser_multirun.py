@@ -63,7 +63,8 @@ def fire(page: Any, target: str, rate: str) -> str:
 
 
 def bar(page: Any, run_id: str) -> float:
-    return float(page.eval_on_selector(f".run-card[data-run='{run_id}'] .run-card-bar", "b => b.value"))
+    selector = f".run-card[data-run='{run_id}'] .run-card-bar"
+    return float(page.eval_on_selector(selector, "b => b.value"))
 
 
 def test_two_runs_from_one_tab_both_live_and_one_edited_live(served: ServedLab) -> None:
@@ -79,12 +80,12 @@ def test_two_runs_from_one_tab_both_live_and_one_edited_live(served: ServedLab) 
         start = {run_id: bar(page, run_id) for run_id in card}
         for run_id, selector in card.items():
             page.wait_for_function(
-                f"(() => {{ const v = document.querySelector(\"{selector} .run-card-bar\").value;"
+                f'(() => {{ const v = document.querySelector("{selector} .run-card-bar").value;'
                 f" return v > {start[run_id]} && v < 1; }})()",
                 timeout=WAIT_MS,
             )
             page.wait_for_function(
-                f"document.querySelector(\"{selector} .run-card-chart\").dataset.points >= 1",
+                f'document.querySelector("{selector} .run-card-chart").dataset.points >= 1',
                 timeout=WAIT_MS,
             )
         assert {api_call(served, "GET", f"/api/runs/{r}")["status"] for r in card} == {"running"}
@@ -95,15 +96,15 @@ def test_two_runs_from_one_tab_both_live_and_one_edited_live(served: ServedLab) 
         doc = api_call(served, "GET", f"/api/runs/{first}")
         assert doc["control"]["rate_target"] == 200
         shown = page.evaluate(FORMAT, ["control", doc["control"]])
+        settings = f"{card[first]} .run-card-settings"
         page.wait_for_function(
-            f"document.querySelector(\"{card[first]} .run-card-settings\").textContent === {shown!r}",
-            timeout=WAIT_MS,
+            f'document.querySelector("{settings}").textContent === {shown!r}', timeout=WAIT_MS
         )
         page.wait_for_selector(f"{card[first]} .run-card-edits li", timeout=WAIT_MS)
         # The change in its series: the API's series carries the new target, and the card
         # shows a second of it, as the page formats that very point.
         page.wait_for_function(
-            f"document.querySelector(\"{card[first]} .run-card-last\").textContent"
+            f'document.querySelector("{card[first]} .run-card-last").textContent'
             ".includes('target 200 msg/s')",
             timeout=WAIT_MS,
         )

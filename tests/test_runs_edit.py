@@ -19,7 +19,7 @@ from app.lab import Lab
 from app.runs.control import RunControl, RunEdit
 from app.runs.spec import parse_run_spec
 from tests.conftest import listener_port, running_lab
-from tests.helpers import TOKEN, http, lab_settings, wait_for_async
+from tests.helpers import TOKEN, http, lab_settings, wait_for, wait_for_async
 
 # Generous: a loaded 2-CPU machine.
 WAIT = 30.0
@@ -348,3 +348,38 @@ async def test_the_cli_edits_pauses_and_resumes_a_run_on_a_lab(
     await http(port_of(lab), "POST", f"/api/runs/{run_id}/stop")
     code, out, err = await cli("pause")
     assert (code, err) == (2, f"socketlab: error: no running run '{run_id}'\n")
+
+
+@pytest.mark.parametrize("protocol", ["tcp", "tls"])
+async def test_a_flow_without_a_gentle_retirement_is_closed_when_connections_shrink(
+    nursery: trio.Nursery, tmp_path: Path, protocol: str
+) -> None:
+    # TCP bulk and TLS pingpong flows are ended as a close from the API ends them.
+    from app.settings import parse_listener_url
+
+    listeners = (
+        parse_listener_url("tcp://127.0.0.1:0?mode=echo"),
+        parse_listener_url("udp://127.0.0.1:0?mode=echo"),
+        parse_listener_url("tls://127.0.0.1:0?mode=echo"),
+    )
+    async with running_lab(nursery, tmp_path / "data", listeners=listeners) as lab:
+        spec: dict[str, Any] = {"target": target(lab, protocol), "connections": 2, "duration": 4}
+        if protocol == "tcp":
+            spec |= {"pattern": "bulk", "size": 1024}
+        else:
+            spec |= {"pattern": "pingpong", "insecure": True}
+        run_id = await start(lab, spec)
+        await series_until(lab, run_id, lambda s: len(s) >= 1 and s[-1]["sent"])
+        status, doc = await patch(lab, run_id, {"connections": 1})
+        assert status == 200, doc
+
+        def one_row() -> bool:
+            rows, _ = lab.registry.rows(offset=0, limit=100)
+            return [r.get("run_id") for r in rows].count(run_id) == 1
+
+        await wait_for(one_row, timeout=WAIT)
+        final = await ended(lab, run_id)
+        assert final["status"] == "finished", final["error"]
+        assert final["summary"]["connections_opened"] == 2
+        assert final["series"][-1]["connections"] == 1
+        assert final["summary"]["errors"] == 0

@@ -20,6 +20,11 @@ charged before every write (the byte cap stops the run within one write of it; t
 caps pace pingpong and TCP bulk), and the duration cap is a send deadline at most
 ``max_duration`` seconds after the start, warm-up included, for runs given a count too.
 
+Live edits (:mod:`app.runs.control`): the run's control is attached to its budget (a
+pause holds the paced patterns), to its open-loop pacers (a new schedule) and to its
+:class:`~app.runs.flowset.FlowSet` (connections added or retired) while the flows go,
+and each closed second of the series carries the settings it ended with.
+
 A run aimed at a socketlab sink (this lab's, or a peer's: the :class:`ReceivingEnd` knows
 before the run starts) expects no replies unless its spec says ``expect_replies``; one that
 expects none claims no loss, and its summary's ``remote`` says what arrived of what was
