@@ -150,6 +150,14 @@ def test_two_runs_from_one_tab_both_live_and_one_edited_live(served: ServedLab) 
         assert "rate" in page.inner_text(f"{card[first]} .run-card-error")
         assert api_call(served, "GET", f"/api/runs/{first}")["control"]["rate_target"] == 200
 
+        # A reload keeps this tab's cards, with the edit still listed.
+        page.reload()
+        page.wait_for_selector("#status:text('live')", timeout=WAIT_MS)
+        open_fire(page, served)
+        for selector in card.values():
+            page.wait_for_selector(selector, timeout=WAIT_MS)
+        page.wait_for_selector(f"{card[first]} .run-card-edits li", timeout=WAIT_MS)
+
         # Stop both from their cards: each card shows how its run ended.
         for selector in card.values():
             page.click(f"{selector} [data-action=stop]")

@@ -106,6 +106,7 @@ class RunControl:
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec  # the spec as edited so far
         self.editable = editable(spec)
+        self._has_rate = "rate" in self.editable  # (kept if editing is turned off)
         self.paused = False
         self.edits: list[dict[str, Any]] = []
         self.pacers: set[Retimable] = set()
@@ -120,7 +121,7 @@ class RunControl:
     @property
     def rate(self) -> float | None:
         """The message rate the run is held to now (open-loop patterns with a rate)."""
-        return self.spec.message_rate if "rate" in self.editable else None
+        return self.spec.message_rate if self._has_rate else None
 
     def marks(self) -> dict[str, Any]:
         """The settings a closed second of the series ended with."""

@@ -44,6 +44,8 @@ class Run:
         self.outcome: Outcome | None = None
         # Live edits: rate, connections, pause (followed runs are edited on their peer).
         self.control = RunControl(spec)
+        if followed:
+            self.control.editable = ()
 
     @property
     def status(self) -> str:
