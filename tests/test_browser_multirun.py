@@ -132,6 +132,20 @@ def test_two_runs_from_one_tab_both_live_and_one_edited_live(served: ServedLab) 
         page.click(f"{card[second]} [data-action=resume]")
         page.wait_for_selector(f"{card[second]} .pill:text('running')", timeout=WAIT_MS)
 
+        # More connections from the card: the API and the card agree.
+        page.fill(f"{card[second]} input[name=connections]", "2")
+        page.click(f"{card[second]} [data-action=apply]")
+        page.wait_for_function(
+            f'document.querySelector("{card[second]} .run-card-settings").textContent'
+            ".includes('2 conn')",
+            timeout=WAIT_MS,
+        )
+        edited = api_call(served, "GET", f"/api/runs/{second}")["control"]
+        assert edited["connections"] == 2
+        assert page.inner_text(f"{card[second]} .run-card-settings") == page.evaluate(
+            FORMAT, ["control", edited]
+        )
+
         # A second tab follows neither run until one is picked.
         other_tab = page.context.new_page()
         open_fire(other_tab, served)
