@@ -35,7 +35,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedLab]:
     try:
         yield served
     finally:
-        assert served.stop() == 0
+        code = served.stop()
+        served.close_stdout()
+        assert code == 0
 
 
 def open_fire(page: Any, served: ServedLab) -> None:
