@@ -22,6 +22,8 @@ from app import __version__
 from app.clierrors import check_lab_url, error_line, socketlab_error
 from app.endpoint import host_port
 from app.errors import SocketlabError
+from app.runs.edit_cli import COMMANDS as EDIT_COMMANDS
+from app.runs.edit_cli import add_edit_commands, edit_command
 from app.runs.options import add_spec_options, spec_body
 from app.runs.spec import parse_run_spec
 from app.runs.targets import TargetPolicy
@@ -197,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--url", default="http://127.0.0.1:8000", help="the lab (http://127.0.0.1:8000)"
     )
     kill.add_argument("--token", help="the lab's token (default: $SOCKETLAB_TOKEN)")
+    add_edit_commands(sub)
 
     send = sub.add_parser(
         "send",
@@ -396,6 +399,7 @@ _COMMANDS = {
     "send": _send,
     "stop-all": _stop_all,
     "listen": _listen,
+    **dict.fromkeys(EDIT_COMMANDS, edit_command),
 }
 
 

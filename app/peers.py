@@ -47,7 +47,7 @@ from app.peerhttp import (
 )
 from app.runs.manager import RunManager
 from app.runs.outcome import Outcome, conclude
-from app.runs.run import Run
+from app.runs.run import LIVE_STATUSES, Run
 from app.runs.spec import parse_run_spec
 from app.web.schemas import ConnectionPage, ListenerList, ProbeFigures, RunDoc, RunRef
 
@@ -306,14 +306,14 @@ class PeerManager:
                 except SocketlabError as exc:
                     failure = exc.message
                     break
-                if doc["status"] != "running":
+                if doc["status"] not in LIVE_STATUSES:
                     break
         pattern = run.spec.pattern
         if run.cancel_scope.cancelled_caught:
             with trio.CancelScope(shield=True):
                 await self._stop_remote(state, remote_id)
             return conclude(pattern, run.stats, run.elapsed, stopped=True)
-        if failure is None and (doc is None or doc["status"] == "running"):
+        if failure is None and (doc is None or doc["status"] in LIVE_STATUSES):
             failure = f"lost track of run {remote_id} on peer {state.config.name}"
         if failure is not None:
             return conclude(pattern, run.stats, run.elapsed, failure=one_line(failure))

@@ -21,6 +21,8 @@ from tests.helpers import http, wait_for, wait_for_async
 # Mutating routes that take no body: add a route here only when it really has none.
 BODYLESS = {
     ("POST", "/api/runs/{run_id}/stop"),
+    ("POST", "/api/runs/{run_id}/pause"),
+    ("POST", "/api/runs/{run_id}/resume"),
     ("POST", "/api/runs/stop-all"),
     ("POST", "/api/listeners/{listener_id}/flush"),
 }

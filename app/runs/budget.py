@@ -17,6 +17,11 @@ sampler would only notice later:
   patterns (rate, burst, UDP bulk) follow their own schedule, whose rate is checked against
   the caps before the run starts: they charge bytes only (:meth:`Budget.spend`).
 
+A paused run (:mod:`app.runs.control`) moves the virtual schedule to infinity: every paced
+message is held back and asked again :data:`PAUSE_POLL` seconds later (the flows park or
+sleep as for a rate cap); a resume starts the schedule afresh. Only the branch that holds
+a message back looks at it, so the hot path is as before.
+
 So in any window of ``T`` seconds a paced run sends at most ``rate * (T + PACE_SLACK) + 1``
 messages and ``bitrate / 8 * (T + PACE_SLACK)`` bytes plus one message (the caps' check
 refuses messages larger than one second of the bit-rate cap).
@@ -34,6 +39,9 @@ from collections.abc import Callable
 # seconds' worth of the caps. The pingpong driver resumes held-back flows from its sweep
 # (every 0.1 s at most), so a slack of one sweep still lets a run reach its cap.
 PACE_SLACK = 0.1
+# How often a paused paced flow asks again: a resume takes effect within this (and within a
+# sweep of the pingpong driver, which is at most as long).
+PAUSE_POLL = 0.1
 
 
 def _nothing() -> None:
@@ -92,6 +100,8 @@ class Budget:
         if due < now:
             due = now  # idle: the schedule does not bank unused time beyond the slack
         elif due - PACE_SLACK > now:
+            if due == math.inf:
+                return now + PAUSE_POLL  # paused: ask again soon
             # Computed as the caller will compare it, so that at this time it may go.
             return due - PACE_SLACK
         cost = size * self._per_byte
@@ -100,6 +110,14 @@ class Budget:
         self._due = due + cost
         self.bytes_left -= size
         return 0.0
+
+    def pause(self) -> None:
+        """Hold back every paced message until :meth:`resume`."""
+        self._due = math.inf
+
+    def resume(self) -> None:
+        """Pace afresh from now (the paused time is not banked)."""
+        self._due = -math.inf
 
     def spend(self, size: int) -> bool:
         """Charge ``size`` bytes against the byte cap only (open-loop patterns, whose rate

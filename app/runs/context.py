@@ -1,10 +1,10 @@
 """What the flows of one run share: the checked address, the spec, the counters.
 
 :class:`FlowContext` is built by the engine once the target is resolved and is read-only
-once the flows start. It also opens a flow's socket (TCP, TLS or UDP) with its registry
-row; :func:`serve_tcp_flow` and :func:`serve_udp_flow` wrap a flow's body with the error
-boundary and the clean-up every flow shares (the error counted by kind, the row and the
-socket closed).
+once the flows start, but for the live edits it carries (``control``, ``slots``). It also
+opens a flow's socket (TCP, TLS or UDP) with its registry row; :func:`serve_tcp_flow` and
+:func:`serve_udp_flow` wrap a flow's body with the error boundary and the clean-up every
+flow shares (the error counted by kind, the row and the socket closed).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from app.endpoint import Endpoint
 from app.registry import Conn, Registry
 from app.runs.budget import Budget
 from app.runs.channel import Channel, ConnectError, client_tls_context, connect_stream
+from app.runs.control import RunControl
 from app.runs.spec import RunSpec
 from app.runs.stats import RunStats, error_detail, error_kind
 from app.wire import probe
@@ -39,7 +40,8 @@ class FlowDriver(Protocol):
 
 
 class FlowContext:
-    """What every flow of one run shares. Read-only once the flows start."""
+    """What every flow of one run shares. Read-only once the flows start (but for the live
+    edits: ``control``, ``slots``, ``joined``, ``retirers``)."""
 
     def __init__(
         self,
@@ -85,6 +87,14 @@ class FlowContext:
         # The addresses of the run's UDP sockets: a listener of this lab ends their flows
         # when the run ends (Registry.peers_gone).
         self.udp_clients: list[str] = []
+        # Live edits (app.runs.control); the engine hands over the run's own. The flow set
+        # (app.runs.flowset) keeps each sending flow's place among them (its phase in an
+        # open-loop schedule), when flows added by an edit joined (seconds after the
+        # start), and how to retire a flow gently (the flows that know how register it).
+        self.control = RunControl(spec)
+        self.slots: dict[int, int] = {i: i for i in range(spec.connections)}
+        self.joined: dict[int, float] = {}
+        self.retirers: dict[int, Callable[[], None]] = {}
         if spec.size_max is not None and spec.size_max != spec.size:
             rng = random.Random(self.run_tag)
             self.sizes = [rng.randint(spec.size, spec.size_max) for _ in range(_SIZE_TABLE)]
@@ -147,8 +157,9 @@ class FlowContext:
         self.send_deadline = -math.inf
 
     def per_flow_rate(self) -> float | None:
-        rate = self.spec.message_rate
-        return None if rate is None else rate / self.spec.connections
+        spec = self.control.spec
+        rate = spec.message_rate
+        return None if rate is None else rate / spec.connections
 
 
 TcpBody = Callable[[Channel, Conn], Awaitable[None]]

@@ -20,6 +20,11 @@ charged before every write (the byte cap stops the run within one write of it; t
 caps pace pingpong and TCP bulk), and the duration cap is a send deadline at most
 ``max_duration`` seconds after the start, warm-up included, for runs given a count too.
 
+Live edits (:mod:`app.runs.control`): the run's control is attached to its budget (a
+pause holds the paced patterns), to its open-loop pacers (a new schedule) and to its
+:class:`~app.runs.flowset.FlowSet` (connections added or retired) while the flows go,
+and each closed second of the series carries the settings it ended with.
+
 A run aimed at a socketlab sink (this lab's, or a peer's: the :class:`ReceivingEnd` knows
 before the run starts) expects no replies unless its spec says ``expect_replies``; one that
 expects none claims no loss, and its summary's ``remote`` says what arrived of what was
@@ -44,7 +49,9 @@ from app.errors import SocketlabError
 from app.registry import Registry
 from app.runs.budget import Budget
 from app.runs.context import FlowContext
+from app.runs.control import RunControl
 from app.runs.flows import FLOWS
+from app.runs.flowset import FlowSet
 from app.runs.flowstats import one_way
 from app.runs.outcome import Outcome, conclude
 from app.runs.spec import RunSpec
@@ -205,6 +212,7 @@ async def execute(
     max_rate: float | None = None,
     max_bitrate: float | None = None,
     max_duration: float | None = None,
+    control: RunControl | None = None,
 ) -> Outcome:
     """Run one run to its end and say how it ended.
 
@@ -225,6 +233,7 @@ async def execute(
         max_bitrate: Bits of payload per second, the same way.
         max_duration: Seconds the run may send, warm-up included (a count run is stopped
             there; a duration run was checked against it before the run).
+        control: The run's live edits (:mod:`app.runs.control`): rate, connections, pause.
 
     Returns:
         The outcome from :func:`~app.runs.outcome.conclude`.
@@ -238,6 +247,9 @@ async def execute(
         stats.record_error(error_kind(exc), error_detail(exc))
         return conclude(spec.pattern, stats, 0.0, failure=f"cannot resolve {endpoint.host}: {exc}")
     ctx = FlowContext(run_id, spec, endpoint, registry, stats, address, family)
+    if control is not None:
+        ctx.control = control
+    control = ctx.control
     ctx.budget = Budget(
         max_bytes=max_bytes,
         max_rate=max_rate,
@@ -254,6 +266,8 @@ async def execute(
     background = kind.prepare(ctx)
     flow = kind.flow
     quotas = _quotas(spec)
+    if spec.count is None and spec.pattern != "packet":
+        quotas = [None] * control.spec.connections  # edited before the flows started
     ctx.clock0 = trio.current_time()
     ctx.perf0 = perf_ns()
     ctx.measure_from_ns = ctx.perf0 + int(spec.warmup * 1e9)
@@ -267,33 +281,20 @@ async def execute(
     # A guard against flows that never end: their own deadlines should always come first.
     hard_deadline = ctx.send_deadline + spec.timeout + 1.0
 
+    flows = FlowSet(ctx, flow, quotas)
+    control.attach(ctx.budget, ctx.clock0, flows.resize)
+
+    def close_interval() -> None:
+        # Each second carries the live settings it ended with, so an edit shows in it.
+        stats.tick(trio.current_time() - clock0).update(control.marks())
+
     async def ticker() -> None:
         next_tick = clock0 + 1.0
         while True:
             await trio.sleep_until(next_tick)
-            stats.tick(trio.current_time() - clock0)
+            close_interval()
             on_tick()
             next_tick += 1.0
-
-    async def guarded_flow(flow_id: int, quota: int | None) -> None:
-        # The per-flow boundary: a bug that raises in one flow ends that flow only (counted
-        # as an "internal" error and logged with the run and flow ids); the run goes on
-        # with the others. Cancellation is not an Exception and still propagates.
-        try:
-            await flow(ctx, flow_id, quota)
-        except Exception as exc:
-            logger.exception("run %s: flow %d failed", run_id, flow_id)
-            stats.flow_failed("internal", error_detail(exc))
-
-    async def start_flows(flows: trio.Nursery) -> None:
-        n = len(quotas)
-        for i, quota in enumerate(quotas):
-            if quota == 0:
-                continue
-            if spec.ramp_up and n > 1:
-                await trio.sleep_until(ctx.clock0 + spec.ramp_up * i / (n - 1))
-            stats.flows += 1
-            flows.start_soon(guarded_flow, i, quota)
 
     flows_end = math.inf  # when the flows ended, unless the run was stopped first
     cap_note: str | None = None
@@ -304,12 +305,15 @@ async def execute(
             if background is not None:
                 nursery.start_soon(background)
             with trio.move_on_at(hard_deadline):
-                async with trio.open_nursery() as flows:
-                    flows.start_soon(start_flows, flows)
+                await flows.run()
             flows_end = trio.current_time()
+            control.detach()
             nursery.cancel_scope.cancel()
-        # The last, partial interval: a short one joins the point before it.
-        stats.close_series(trio.current_time() - clock0)
+        # The last, partial interval: a short one joins the point before it, and carries
+        # the live settings it ended with.
+        last = stats.close_series(trio.current_time() - clock0)
+        if last is not None:
+            last.update(control.marks())
         cap_note = None
         if ctx.budget.exhausted:
             cap_note = f"stopped at the cap of {max_bytes:,} bytes per run"
@@ -323,6 +327,7 @@ async def execute(
                 await _wait_for_receiving_end(receiving_end, endpoint, ctx.run_tag, stats, spec)
             except SocketlabError:
                 pass  # asked again below, where the reason is kept
+    control.detach()  # (again, for a run stopped while its flows went)
     if cap_note is None and ctx.budget.exhausted:
         cap_note = f"stopped at the cap of {max_bytes:,} bytes per run"  # then stopped
     if stats.bottleneck is None:

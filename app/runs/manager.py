@@ -30,6 +30,7 @@ from app.errors import ConflictError, NotFoundError, TargetNotAllowedError
 from app.history import RunHistory
 from app.registry import Registry
 from app.runs.caps import check_run_caps
+from app.runs.control import RunEdit
 from app.runs.engine import ReceivingEnd, execute
 from app.runs.histogram import encode
 from app.runs.outcome import Outcome, conclude
@@ -113,8 +114,8 @@ class RunManager:
             )
 
     def running(self) -> list[Run]:
-        """The runs going now (local and followed ones)."""
-        return [r for r in self.live.values() if r.status == "running"]
+        """The runs going now, paused ones included (local and followed ones)."""
+        return [r for r in self.live.values() if r.going]
 
     # Read-only views for the web layer, so it asks the manager instead of reaching into it.
 
@@ -257,6 +258,7 @@ class RunManager:
             max_rate=self._settings.max_run_rate,
             max_bitrate=self._settings.max_run_bitrate,
             max_duration=self._settings.max_run_duration,
+            control=run.control,
         )
 
     async def _run(self, run: Run, executor: Executor) -> None:
@@ -273,6 +275,7 @@ class RunManager:
             if outcome is None:
                 # Cancelled from outside (the lab's last resort at shutdown): stopped.
                 outcome = conclude(run.spec.pattern, run.stats, run.elapsed, stopped=True)
+            run.control.detach()
             ended_at = run.end(outcome)
             # No checkpoint since the status was final: a scrape sees the run either as
             # running or in the totals, never both. A followed run's traffic is counted by
@@ -320,6 +323,25 @@ class RunManager:
         """The newest ``limit`` audit entries (refused requests included)."""
         return await self._audit.entries(limit)
 
+    def edit(self, run_id: str, edit: RunEdit) -> Run:
+        """Change a running run's rate or connections, or pause or resume it, at once
+        (:mod:`app.runs.control`); its statistics go on.
+
+        Raises:
+            NotFoundError: No run ``run_id`` is going.
+            ConflictError: The run is followed on a peer (edit it there), or ending.
+            SpecError: A field this run cannot change live, or a value beyond a cap.
+        """
+        run = self.live.get(run_id)
+        if run is None or not run.going:
+            raise NotFoundError(f"no running run {run_id!r}", "id")
+        if run.followed:
+            raise ConflictError(f"run {run_id} goes on a peer: edit it there", "id")
+        spec = run.control.check(edit, self._settings)
+        run.control.apply(spec, edit.paused)
+        logger.info("run %s edited: %s", run.id, edit.model_dump(exclude_none=True))
+        return run
+
     def stop(self, run_id: str) -> Run:
         run = self.live.get(run_id)
         if run is None:
@@ -343,7 +365,7 @@ class RunManager:
 
     async def get(self, run_id: str) -> dict[str, Any]:
         run = self.live.get(run_id)
-        if run is not None and run.status == "running":
+        if run is not None and run.going:
             return run.to_dict()
         stored = await self._store.get_run(run_id)
         if stored is not None:

@@ -14,7 +14,9 @@ exactly one flow, and the flow's task closes what it opened, as before.
 
 Caps: every new message is charged to the run's budget first (:mod:`app.runs.budget`). A
 flow the rate caps hold back is *parked* (it neither sends nor ends) and the sweep resumes
-it; at the byte cap it sends nothing more and ends once its replies are in.
+it; at the byte cap it sends nothing more and ends once its replies are in. A paused run
+parks every flow the same way (the budget holds it back), and a flow retired by a live edit
+(:meth:`Multiplexer.retire`) ends once its replies are in.
 
 Timeouts: a sweep every ``refresh`` seconds (not a cancel scope per message) looks at the
 oldest reply each flow still waits for. TCP ends the flow with a ``timeout`` error and
@@ -37,6 +39,7 @@ import socket as stdsocket
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 
 import trio
 
@@ -160,13 +163,24 @@ class Multiplexer:
             self._loop.finish(flow)
 
         conn.close_hook = close_from_api
+        self.ctx.retirers[flow_id] = partial(self.retire, flow)
         self._loop.add(flow)
         self._loop.now = trio.current_time()
         try:
             self._start(flow)
         except Exception as exc:
             self._on_error(flow, exc)
-        await self._loop.wait(flow)
+        try:
+            await self._loop.wait(flow)
+        finally:
+            self.ctx.retirers.pop(flow_id, None)
+
+    def retire(self, flow: MuxFlow) -> None:
+        """Send nothing more on ``flow`` (a live edit left the run fewer connections); it
+        ends once the replies it waits for are in, as at the end of the run."""
+        flow.quota = flow.seq
+        if not (flow.outstanding or flow.inflight):
+            self._loop.finish(flow)  # a parked one too: the sweep would only end it
 
     async def _sweep(self) -> None:
         loop = self._loop

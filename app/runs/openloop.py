@@ -4,8 +4,9 @@ and UDP ``bulk`` (a blast at the rate cap).
 Theory of operation: each flow has a sender and a receiver task. The sender sends message
 ``i`` at its *intended* time from the schedule, never waiting for replies; when it is late
 (the target or the network stalled it) it sends at once to catch up instead of shifting the
-schedule. It waits on a :class:`~app.runs.timer.PreciseTimer`, so on time means within tens
-of microseconds, not epoll's millisecond. RTT is measured from the intended send time, so a
+schedule. Its :class:`~app.runs.pacer.Pacer` waits on a
+:class:`~app.runs.timer.PreciseTimer`, so on time means within tens of microseconds, not
+epoll's millisecond. RTT is measured from the intended send time, so a
 stall of the target shows up in the percentiles instead of hiding (no coordinated omission,
 as sockperf's under-load mode); only a sender less than 2 ms late is measured from its real
 send, so the timer's own lateness is not charged to the target.
@@ -22,6 +23,9 @@ from the counted ones, so every receiver leaves them out. After the last send a 
 at most ``timeout`` for replies still in flight; what is missing then is lost. A run that
 expects no replies (aimed at a sink) does not wait and claims no loss: ``lost`` is null and
 the receiving end's figures, when a socketlab sink kept them, say what arrived.
+
+A live edit of the run (rate, connections, pause; :mod:`app.runs.control`) reaches the
+senders through their pacers: the schedule changes, the hot path does not.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ from __future__ import annotations
 import socket as stdsocket
 import time
 from collections import deque
-from collections.abc import Callable
 from functools import partial
 
 import trio
@@ -38,115 +41,12 @@ from app.registry import Conn
 from app.runs.channel import Channel
 from app.runs.context import FlowContext, serve_tcp_flow, serve_udp_flow
 from app.runs.flowstats import FlowStats
+from app.runs.pacer import TIMER_SLACK_NS, Pacer
 from app.runs.stats import CLOSED_DETAIL, UNREACHABLE_DETAIL, timeout_detail
-from app.runs.timer import PreciseTimer
 from app.wire import probe
 
 perf_ns = time.perf_counter_ns
-Schedule = Callable[[int], float]
-# How late a sender may be before its lateness counts as latency: a little more than
-# epoll's millisecond granularity, for the platforms without a precise timer.
-TIMER_SLACK_NS = 2_000_000
 _WARMUP = probe.FLAG_WARMUP
-# A sender behind its schedule yields to the event loop once per this many messages.
-CATCH_UP_BATCH = 32
-
-
-def schedule_for(ctx: FlowContext, flow_id: int) -> Schedule:
-    """Seconds after the start at which message ``i`` of this flow is due."""
-    spec = ctx.spec
-    n = spec.connections
-    if spec.pattern == "burst":
-        k, gap = spec.burst, spec.interval
-        return lambda i: (i // k) * gap
-    rate = ctx.per_flow_rate() or 1.0
-    period = 1.0 / rate
-    # Flows are offset by a fraction of a period so that together they are evenly spaced.
-    phase = period * flow_id / n
-    return lambda i: phase + i * period
-
-
-class Pacer:
-    """Waits for each message of one flow to be due, stamps its header, and says when to
-    measure it from.
-
-    A sender that is late does not wait: it catches up instead of shifting the schedule,
-    and its messages keep their intended times, so a stall of the target shows. A message
-    sent less than :data:`TIMER_SLACK_NS` after its intended time is measured from when it
-    really went out: that much lateness is the sender's timer, not the target (without a
-    precise timer epoll wakes up to a millisecond late, and at rates above 1,000 msg/s per
-    flow the messages due meanwhile go out together). Anything later (a stall of this
-    process or a blocked send) still counts. A sender catching up (or a burst) yields to
-    the event loop once every :data:`CATCH_UP_BATCH` messages.
-
-    Messages are indexed from 0 in schedule order; the header's sequence number counts the
-    warm-up messages and the counted ones apart, each from 0 (:attr:`first` is the index of
-    the first counted message).
-    """
-
-    __slots__ = ("ctx", "first", "flow_id", "schedule", "stats", "timer", "unslept")
-
-    def __init__(self, ctx: FlowContext, flow_id: int, timer: PreciseTimer) -> None:
-        self.ctx = ctx
-        self.flow_id = flow_id
-        self.schedule = schedule_for(ctx, flow_id)
-        self.timer = timer
-        self.stats = ctx.stats
-        self.first: int | None = None
-        self.unslept = 0  # messages sent in a row without waiting
-
-    def intended_ns(self, seq: int) -> int:
-        """The intended send time (``perf_counter_ns``) of counted message ``seq``."""
-        return self.ctx.perf0 + int(self.schedule(seq + (self.first or 0)) * 1e9)
-
-    async def next(self, index: int, buf: bytearray) -> tuple[int, int, bool] | None:
-        """Wait for message ``index`` and write its probe header into ``buf``.
-
-        Returns the time to measure the message's latency from (ns, the sender's clock),
-        its size and whether it is counted (not warm-up), or ``None`` when the message
-        would be due after the send deadline.
-        """
-        ctx = self.ctx
-        offset = self.schedule(index)
-        due = ctx.clock0 + offset
-        if due >= ctx.send_deadline:
-            return None
-        intended = ctx.perf0 + int(offset * 1e9)
-        now = perf_ns()
-        if intended > now:
-            await self.timer.sleep_until_ns(intended, due)
-            now = perf_ns()
-            self.unslept = 0
-        else:
-            # Catching up: yield now and then, so the listeners and receivers on this loop
-            # (an echo of this lab, this flow's own replies) drain their sockets instead of
-            # dropping what a backlog sent back to back would queue.
-            self.unslept += 1
-            if self.unslept >= CATCH_UP_BATCH:
-                self.unslept = 0
-                await trio.lowlevel.checkpoint()
-                now = perf_ns()
-        lateness = now - intended
-        if lateness < 0:  # trio's fallback sleep may end a few microseconds early
-            lateness = 0
-        counted = intended >= ctx.measure_from_ns
-        if counted:
-            if self.first is None:
-                self.first = index
-            seq, flags = index - self.first, 0
-            stats = self.stats
-            stats.paced_sends += 1
-            stats.send_lateness_ns += lateness
-            if lateness > stats.send_lateness_max_ns:
-                stats.send_lateness_max_ns = lateness
-            if lateness >= TIMER_SLACK_NS:
-                stats.late_sends += 1
-        else:
-            seq, flags = index, _WARMUP
-        size = ctx.sizes[index % len(ctx.sizes)]
-        if size >= probe.HEADER_SIZE:
-            probe.encode_into(buf, ctx.run_tag, self.flow_id, seq, now, flags=flags)
-        return (now if lateness < TIMER_SLACK_NS else intended), size, counted
 
 
 async def tcp_openloop_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> None:
@@ -158,8 +58,7 @@ async def _tcp_openloop(
     ctx: FlowContext, flow_id: int, quota: int | None, channel: Channel, conn: Conn
 ) -> None:
     stats = ctx.stats
-    timer = PreciseTimer()
-    pacer = Pacer(ctx, flow_id, timer)
+    pacer = Pacer(ctx, flow_id)
     expect = ctx.expect_replies
     # (measure from, size, counted) of each message whose reply is still due.
     pending: deque[tuple[int, int, bool]] = deque()
@@ -232,7 +131,7 @@ async def _tcp_openloop(
                         stats.bytes_received += size
                 conn.touch()
 
-    with timer, flow_scope:
+    with pacer, flow_scope:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(receiver)
             await sender()
@@ -253,8 +152,7 @@ async def _udp_openloop(
     stats = ctx.stats
     flow = FlowStats()
     stats.flow_list.append(flow)
-    timer = PreciseTimer()
-    pacer = Pacer(ctx, flow_id, timer)
+    pacer = Pacer(ctx, flow_id)
     expect = ctx.expect_replies
     receive_scope = trio.CancelScope()
     sent_here = 0
@@ -356,7 +254,7 @@ async def _udp_openloop(
                     return
 
     try:
-        with timer, flow_scope:
+        with pacer, flow_scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(receiver)
                 await sender()

@@ -1,7 +1,8 @@
 """One run as the lab keeps it: its spec, its live statistics and, once ended, its outcome.
 
-A run's status, error and summary have one source each: ``running`` and the live summary
-until :meth:`Run.end` records the :class:`~app.runs.outcome.Outcome`, the outcome's after.
+A run's status, error and summary have one source each: ``running`` (or ``paused``, see
+:mod:`app.runs.control`) and the live summary until :meth:`Run.end` records the
+:class:`~app.runs.outcome.Outcome`, the outcome's after.
 """
 
 from __future__ import annotations
@@ -12,16 +13,20 @@ from typing import Any
 
 import trio
 
+from app.runs.control import RunControl
 from app.runs.outcome import Outcome
 from app.runs.spec import RunSpec
 from app.runs.stats import RunStats
+
+# The statuses of a run that has not ended (what the store keeps of one is "running").
+LIVE_STATUSES = ("running", "paused")
 
 
 class Run:
     """One run: its spec, its live statistics and, once it has ended, its outcome.
 
     Only the manager (or ``socketlab fire``) ends a run, with :meth:`end`; until then its
-    status is ``running`` and its summary is the live one.
+    status is ``running`` (``paused`` while paused) and its summary is the live one.
     """
 
     def __init__(self, spec: RunSpec, *, run_id: str | None = None, followed: bool = False) -> None:
@@ -37,10 +42,21 @@ class Run:
         self.cancel_scope = trio.CancelScope()
         self.done = trio.Event()
         self.outcome: Outcome | None = None
+        # Live edits: rate, connections, pause (followed runs are edited on their peer).
+        self.control = RunControl(spec)
+        if followed:
+            self.control.editable = ()
 
     @property
     def status(self) -> str:
-        return "running" if self.outcome is None else self.outcome.status
+        if self.outcome is not None:
+            return self.outcome.status
+        return "paused" if self.control.paused else "running"
+
+    @property
+    def going(self) -> bool:
+        """Not ended yet: running or paused."""
+        return self.outcome is None
 
     @property
     def error(self) -> str | None:
@@ -62,7 +78,7 @@ class Run:
     @property
     def progress(self) -> float:
         """Fraction done, 0 to 1."""
-        if self.status != "running":
+        if not self.going:
             return 1.0
         spec = self.spec
         if spec.pattern == "packet":
@@ -97,6 +113,8 @@ class Run:
             "msgs_per_s": last["msgs_per_s"] if last else s["msgs_per_s"],
             "rtt_p50_ms": last["rtt_ms"]["p50"] if last else None,
             "rtt_p99_ms": last["rtt_ms"]["p99"] if last else None,
+            "pattern": self.spec.pattern,
+            "control": self.control.doc(),
         }
 
     def latest_point(self) -> dict[str, Any] | None:
@@ -115,6 +133,7 @@ class Run:
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "progress": round(self.progress, 4),
+            "control": self.control.doc(),
         }
         if series:
             doc["series"] = list(self.stats.series)

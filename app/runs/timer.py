@@ -81,12 +81,13 @@ class PreciseTimer:
     armed (``EMFILE``, an old kernel) is not an error: the timer falls back to trio's sleep.
     """
 
-    __slots__ = ("_fd", "_spec", "_usable")
+    __slots__ = ("_fd", "_scope", "_spec", "_usable")
 
     def __init__(self) -> None:
         self._fd = -1
         self._usable = _CALLS is not None
         self._spec = _Itimerspec()
+        self._scope: trio.CancelScope | None = None  # the fallback's sleep, to wake it
 
     def __enter__(self) -> PreciseTimer:
         return self
@@ -109,7 +110,20 @@ class PreciseTimer:
             except BlockingIOError:
                 pass
             return
-        await trio.sleep_until(trio_deadline)
+        with trio.move_on_at(trio_deadline) as self._scope:
+            await trio.sleep_forever()
+        self._scope = None
+
+    def wake(self) -> None:
+        """End the current sleep now (the schedule changed: a live edit of the run).
+
+        Arming the timerfd at a time long past makes it readable at once; when nobody
+        sleeps on it, the next :meth:`sleep_until_ns` arms it again, which clears that.
+        """
+        if self._fd >= 0 and self._usable:
+            self._arm(1)
+        if self._scope is not None:
+            self._scope.cancel()
 
     def _arm(self, deadline_ns: int) -> bool:
         assert _CALLS is not None

@@ -1,4 +1,4 @@
-"""Run routes beyond the basic contract: export and the one-packet tool."""
+"""Run routes beyond the basic contract: export, live edits and the one-packet tool."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from quart_schema import document_querystring, document_request, document_respon
 
 from app import __version__
 from app.errors import SpecError
+from app.runs.control import RunEdit
 from app.runs.spec import parse_run_spec
 from app.validation import validate
 from app.web import security
@@ -134,6 +135,50 @@ async def run_report(run_id: str) -> Response:
     # The page needs nothing from outside itself: say so, and a browser enforces it.
     response.headers["Content-Security-Policy"] = REPORT_CSP
     return response
+
+
+@runs_api.patch("/runs/<run_id>")
+@document_request(RunEdit)
+@document_response(RunDoc)
+@document_errors(404, 409, 415, 422)
+async def edit_run(run_id: str) -> dict[str, Any]:
+    """Edit a running run at once, keeping its statistics: ``rate`` or ``bitrate`` (rate
+    and UDP bulk runs), ``connections`` (runs given a duration), ``paused``.
+
+    The edit is checked as a new spec of the run would be (its pattern's model, the lab's
+    caps): a field the run cannot change live, or a value beyond a cap, is a 422 naming
+    the field. The series shows it from the next second on (``rate_target``,
+    ``connections``, ``paused`` in each point; ``control.edits`` lists the edits). Paused
+    time counts against the run's duration. Answers the run's document without series;
+    404 when no run ``run_id`` is going, 409 for a run followed on a peer.
+    """
+    body = await request.get_json(silent=True)
+    if body is None:
+        raise SpecError("the body must be a JSON document", "body")
+    edit = validate(RunEdit, body)
+    return _deps().runs.edit(run_id, edit).to_dict(series=False)
+
+
+@runs_api.post("/runs/<run_id>/pause")
+@document_response(RunDoc)
+@document_errors(404, 409, 422)
+async def pause_run(run_id: str) -> dict[str, Any]:
+    """Pause a running run (as ``PATCH`` with ``{"paused": true}``): it sends nothing until
+    resumed; replies in flight still count. No body."""
+    return _set_paused(run_id, True)
+
+
+@runs_api.post("/runs/<run_id>/resume")
+@document_response(RunDoc)
+@document_errors(404, 409, 422)
+async def resume_run(run_id: str) -> dict[str, Any]:
+    """Resume a paused run (as ``PATCH`` with ``{"paused": false}``). No body."""
+    return _set_paused(run_id, False)
+
+
+def _set_paused(run_id: str, paused: bool) -> dict[str, Any]:
+    edit = RunEdit.model_validate({"paused": paused})
+    return _deps().runs.edit(run_id, edit).to_dict(series=False)
 
 
 @runs_api.post("/send")

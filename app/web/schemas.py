@@ -31,7 +31,7 @@ from app.web.query import ASCII_INTEGER, QueryInt
 
 T = TypeVar("T", bound=Callable[..., Any])
 
-RunStatus = Literal["running", "finished", "stopped", "failed"]
+RunStatus = Literal["running", "paused", "finished", "stopped", "failed"]
 
 
 class _Strict(BaseModel):
@@ -341,6 +341,31 @@ class SeriesPoint(_Open):
     sent_per_s: float | None = Field(None, description="messages sent per second")
     bits_per_s_received: float | None = Field(None, description="bits received per second")
     rtt_ms: RttMs
+    rate_target: float | None = Field(
+        None, description="messages/s the run was held to as the second ended (rate, UDP bulk)"
+    )
+    connections: int | None = Field(None, description="connections the run had as it ended")
+    paused: bool | None = Field(None, description="whether the run was paused as it ended")
+
+
+class RunEditMark(_Strict):
+    """One live edit: when (seconds since the start) and what it changed."""
+
+    t: float
+    rate_target: float | None = None
+    connections: int | None = None
+    paused: bool | None = None
+
+
+class RunControlDoc(_Strict):
+    """A live run's settings now, what of them may change, and the edits so far
+    (``PATCH /api/runs/{run_id}``)."""
+
+    rate_target: float | None = Field(description="messages/s the run is held to (rate, UDP bulk)")
+    connections: int
+    paused: bool
+    editable: list[str] = Field(description="the fields PATCH accepts for this run")
+    edits: list[RunEditMark]
 
 
 class RunDoc(_Strict):
@@ -355,6 +380,7 @@ class RunDoc(_Strict):
     started_at: float | None
     ended_at: float | None
     progress: float | None = Field(None, ge=0, le=1, description="while running, 0 to 1")
+    control: RunControlDoc | None = Field(None, description="live settings, while it goes")
     series: Annotated[list[SeriesPoint] | None, FailFast()] = None
     labels: list[str] = Field(default_factory=list, description="sorted; see /labels")
 

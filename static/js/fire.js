@@ -6,13 +6,15 @@ import { registerSection, state } from "./state.js";
 import { pctPairs, runCharts, summaryPairs } from "./runview.js";
 import { showFailures } from "./failures.js";
 import { renderVerdict } from "./verdict.js";
+import { RunCards } from "./liveruns.js";
 
 const form = $("#fire-form");
 const f = form.elements;
 const charts = runCharts($("#chart-run-rtt"), $("#chart-run-tput"), 190);
-const LAST_RUN = "socketlab.lastRun";
+// The run shown below the cards: this tab's own (a reload keeps it, another tab does not).
+const SELECTED_RUN = "socketlab.fire.selected";
 
-let current = null; // {id, seen: bool, finishing: bool}
+let current = null; // the selected run while it goes: {id, finishing: bool}
 // Runs the feed said ended (its "run.ended" messages), newest last: a short run can end
 // before the POST that started it has answered, so follow() looks here first.
 const endedRuns = [];
@@ -135,7 +137,10 @@ $("#preset-delete").addEventListener("click", async () => {
   } catch (err) { showError($("#fire-error"), err); }
 });
 
-// ---- firing and following a run ---------------------------------------------------------------
+// ---- firing and following runs ---------------------------------------------------------------
+// Several runs at once: each run this tab fires (or picks) gets a live card of its own
+// (liveruns.js); the one selected is shown below the cards with its charts and, once it has
+// ended, its result. The Fire button stays usable while runs go.
 function progressText(live) {
   const pct = `${(live.progress * 100).toFixed(0)} %`;
   return `${pct} · ${fmtNum(live.received)} replies · ${fmtMsgRate(live.msgs_per_s)} · ` +
@@ -143,14 +148,22 @@ function progressText(live) {
     (live.errors ? ` · ${fmtNum(live.errors)} errors` : "");
 }
 
+const cards = new RunCards($("#run-cards"), $("#other-runs"), {
+  describe: progressText,
+  onPick: (id) => showRun(id),
+  onEnded: (id) => finish(id),
+});
+const LIVE = ["running", "paused"];
+
+/** Select run `id` for the view below the cards, following it live. */
 function follow(id) {
-  current = { id, seen: false, finishing: false, ticksSince: 0 };
-  localStorage.setItem(LAST_RUN, id);
+  current = { id, finishing: false };
+  sessionStorage.setItem(SELECTED_RUN, id);
+  cards.follow(id);
   $("#progress-run").textContent = `run ${id}`;
   $("#run-progress").hidden = false;
   $("#fire-idle").hidden = true;
   $("#stop-button").disabled = false;
-  $("#fire-button").disabled = true;
   if (endedRuns.includes(id)) finish(id);
 }
 
@@ -185,10 +198,9 @@ async function finish(id) {
   current.finishing = true;
   try {
     const run = await api("GET", `/api/runs/${id}`);
-    if (run.status === "running") { current.finishing = false; return; }
+    if (LIVE.includes(run.status)) { current.finishing = false; return; }
     current = null;
     $("#stop-button").disabled = true;
-    $("#fire-button").disabled = false;
     $("#progress-bar").value = 1;
     $("#progress-text").textContent = `100 % · ${run.status}`;
     charts.setSeries(run.series);
@@ -201,10 +213,11 @@ async function finish(id) {
 }
 
 feed.on("tick", (msg) => {
+  const runs = msg.runs || [];
+  cards.tick(runs);
   if (!current) return;
-  const live = (msg.runs || []).find((r) => r.id === current.id);
-  if (live && live.status === "running") {
-    current.seen = true;
+  const live = runs.find((r) => r.id === current.id);
+  if (live && LIVE.includes(live.status)) {
     showProgress(live);
     if (live.point && live.point.t > charts.lastT()) charts.push(live.point);
   }
@@ -214,38 +227,43 @@ feed.on("tick", (msg) => {
 feed.on("run.ended", (msg) => {
   endedRuns.push(msg.run_id);
   if (endedRuns.length > ENDED_KEPT) endedRuns.shift();
+  cards.ended(msg.run_id);
   if (current && current.id === msg.run_id) finish(msg.run_id);
 });
 
 // A full state comes after a reconnect or after this browser fell behind, when "run.ended"
 // messages may have been lost: a followed run missing from it is asked about once.
 feed.on("full", (msg) => {
-  if (current && !(msg.runs || []).some((r) => r.id === current.id)) finish(current.id);
+  const going = new Set((msg.runs || []).map((r) => r.id));
+  for (const id of cards.ids()) if (!going.has(id)) cards.ended(id);
+  if (current && !going.has(current.id)) finish(current.id);
 });
 
 /** Show a stored or running run: its charts from the server's series, then follow it live. */
 async function showRun(id) {
   try {
     const run = await api("GET", `/api/runs/${id}`);
-    localStorage.setItem(LAST_RUN, id);
+    sessionStorage.setItem(SELECTED_RUN, id);
     charts.setSeries(run.series);
     charts.explain(run);
     $("#run-progress").hidden = false;
     $("#fire-idle").hidden = true;
     $("#progress-run").textContent = `run ${id}`;
-    if (run.status === "running") {
+    if (LIVE.includes(run.status)) {
       $("#run-result").hidden = true;
       follow(id);
       const s = run.summary;
       showProgress({ progress: run.progress, received: s.received, errors: s.errors, msgs_per_s: s.msgs_per_s });
     } else {
+      if (current && current.id !== id) current = null;
+      $("#stop-button").disabled = true;
       $("#progress-bar").value = 1;
       $("#progress-text").textContent = `100 % · ${run.status}`;
       showResult(run);
     }
     if (run.spec && !f.target.value) specToForm(run.spec);
   } catch (err) {
-    if (err.status === 404) localStorage.removeItem(LAST_RUN);
+    if (err.status === 404) sessionStorage.removeItem(SELECTED_RUN);
   }
 }
 
@@ -254,6 +272,8 @@ form.addEventListener("submit", async (ev) => {
   $("#fire-error").hidden = true;
   markField(form, null);
   const spec = specFromForm();
+  // Held only while the request is answered (no double submit); runs already going do not
+  // hold it: another one may be fired beside them.
   $("#fire-button").disabled = true;
   try {
     const run = await api("POST", "/api/runs", spec);
@@ -265,9 +285,10 @@ form.addEventListener("submit", async (ev) => {
     $("#progress-text").textContent = "starting…";
     follow(run.id);
   } catch (err) {
-    $("#fire-button").disabled = false;
     markField(form, err.field);
     showError($("#fire-error"), err);
+  } finally {
+    $("#fire-button").disabled = false;
   }
 });
 
@@ -307,7 +328,8 @@ registerSection("fire", {
     if (arg) { showRun(arg); return; }
     if (!started) {
       started = true;
-      const last = localStorage.getItem(LAST_RUN);
+      cards.restore();
+      const last = sessionStorage.getItem(SELECTED_RUN);
       if (last && !current) showRun(last);
     }
   },
