@@ -94,7 +94,17 @@ PATTERNS: list[tuple[str, str, dict[str, Any]]] = [
     ("bulk tcp", "tcp://127.0.0.1:0", {"pattern": "bulk", "connections": 2}),
     ("bulk tls", "tls://127.0.0.1:0", {"pattern": "bulk", "insecure": True}),
     ("bulk udp", "udp://127.0.0.1:0", {"pattern": "bulk"}),
+    ("scenario tcp", "tcp://127.0.0.1:0", {"pattern": "scenario", "connections": 2}),
+    ("scenario udp", "udp://127.0.0.1:0", {"pattern": "scenario", "connections": 2}),
+    ("scenario tls", "tls://127.0.0.1:0", {"pattern": "scenario", "insecure": True}),
 ]
+# A scenario row: one message of SIZE bytes and its echo, session after session.
+ECHOED = {
+    "steps": [
+        {"send": "x" * SIZE},
+        {"expect": "x" * SIZE, "framing": "length", "length": SIZE, "timeout": 0.5},
+    ]
+}
 # Rows on a schedule known in advance (pingpong and TCP bulk set their own pace).
 SCHEDULED = {"rate tcp", "rate udp", "burst tcp", "burst udp", "bulk udp"}
 RATE_CAP = 200.0  # msg/s
@@ -107,7 +117,14 @@ def spec_for(cap: str, url: str, fields: dict[str, Any], port: int) -> dict[str,
     """The row's spec for the column ``cap``: at the cap where the pattern takes a rate,
     as fast as it goes where it does not."""
     scheme = url.split(":", 1)[0]
-    body = {"target": f"{scheme}://127.0.0.1:{port}", "size": SIZE, "timeout": 0.5, **fields}
+    target = f"{scheme}://127.0.0.1:{port}"
+    if fields.get("pattern") == "scenario":
+        # Its sessions set their own pace; it has no size, count or warm-up of its own.
+        length = {"rate": {"duration": SECONDS}, "bitrate": {"duration": SECONDS}}.get(
+            cap, {"duration": 5} if cap == "bytes" else {"iterations": 10_000_000}
+        )
+        return {"target": target, "scenario": ECHOED, **fields, **length}
+    body = {"target": target, "size": SIZE, "timeout": 0.5, **fields}
     pattern = body.get("pattern", "pingpong")
     # Under the byte cap, 40 kB/s: it comes after 0.5 s, and no burst overflows a socket.
     per_second = {"rate": RATE_CAP, "bitrate": BITRATE_CAP / 8 / SIZE, "bytes": 400.0}.get(

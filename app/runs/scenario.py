@@ -15,6 +15,7 @@ its kind (``mismatch``, ``timeout``, ``closed``, ``capture``, ``oversized``, or 
 
 from __future__ import annotations
 
+import math
 import random
 import socket as stdsocket
 from itertools import count
@@ -39,6 +40,10 @@ from app.wire.conversation import (
 from app.wire.scenario import Program
 
 _READ = 65_536
+
+
+class _Stopped(Exception):
+    """The run sends no more (its duration, or a cap): the session ends uncounted."""
 
 
 def _program(ctx: FlowContext) -> Program:
@@ -106,6 +111,21 @@ class _Session:
             self.sock = None
 
     async def send(self, data: bytes) -> None:
+        """Send ``data`` within the run's caps (app.runs.budget), as every flow does.
+
+        Raises:
+            _Stopped: The run sends no more: its duration is over or a cap is reached.
+        """
+        ctx = self.ctx
+        while True:
+            if not ctx.sending():
+                raise _Stopped
+            wait = ctx.budget.take(len(data), trio.current_time())
+            if not wait:
+                break
+            if wait == math.inf:
+                raise _Stopped  # the byte cap: the budget stopped the run's sending
+            await trio.sleep_until(min(wait, ctx.send_deadline))
         if self.sock is not None:
             await trio.lowlevel.wait_writable(self.sock)
             self.sock.send(data)
@@ -135,8 +155,9 @@ class _Session:
             return await self.channel.recv_into(self.view, _READ)
         return None
 
-    async def run(self, conv: Conversation) -> bool:
-        """One session to its end; True when every step passed."""
+    async def run(self, conv: Conversation) -> bool | None:
+        """One session to its end; True when every step passed, None when the run stopped
+        sending before it ended (it counts neither way)."""
         try:
             if self.conn is None and not await self.open(conv):
                 return False
@@ -166,6 +187,8 @@ class _Session:
                         continue  # the failure is the conversation's: Finished next
                 elif isinstance(action, Finished):
                     return action.ok
+        except _Stopped:
+            return None
         except ConnectionRefusedError:
             conv.broke("unreachable" if self.sock is not None else "refused", trio.current_time())
         except OSError as exc:
@@ -187,6 +210,8 @@ async def scenario_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> No
         while ctx.sending() and (quota is None or done < quota):
             conv = Conversation(program, next(ctx.sessions), rng)
             ok = await session.run(conv)
+            if ok is None:
+                break
             table.session_ended(ok)
             done += 1
             # A passed session that left its connection open hands it to the next one.
