@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -19,6 +19,7 @@ import trio
 from app.errors import ConflictError, NotFoundError
 from app.listeners.base import Listener
 from app.listeners.modes import create_listener
+from app.listeners.modes.source import SourceMode
 from app.listeners.modes.statsd import StatsdMode
 from app.listeners.policy import ListenerPolicy
 from app.listeners.spec import ListenerSpec
@@ -51,6 +52,9 @@ class ListenerManager:
         self.accepting = True
         # Requested listeners being bound: they hold a place under the cap (start_requested).
         self._starting = 0
+        # Whom a source listener may send to (a requester's address): the lab's target
+        # policy; None leaves each source to its own default, loopback only.
+        self.send_policy: Callable[[str], bool] | None = None
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the nursery that listeners live in, until cancelled."""
@@ -85,6 +89,8 @@ class ListenerManager:
         if self._nursery is None or not self.accepting:
             raise ConflictError("the lab is not accepting new listeners", None)
         listener = create_listener(f"l{next(self._ids)}", spec)
+        if isinstance(listener.mode, SourceMode) and self.send_policy is not None:
+            listener.mode.may_send_to = self.send_policy
         try:
             await self._nursery.start(self._run, listener)
         except OSError as exc:

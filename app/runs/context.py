@@ -14,7 +14,7 @@ import random
 import socket as stdsocket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -25,6 +25,9 @@ from app.runs.channel import Channel, ConnectError, client_tls_context, connect_
 from app.runs.spec import RunSpec
 from app.runs.stats import RunStats, error_kind
 from app.wire import probe
+
+if TYPE_CHECKING:
+    from app.runs.reverse import ReverseSide
 
 # Sizes drawn in advance for runs with a size range: no random draw per message.
 _SIZE_TABLE = 4096
@@ -80,6 +83,8 @@ class FlowContext:
         # Plain TCP and UDP pingpong flows are served by one driver task (app.runs.mux),
         # set by the pattern's preparation (app.runs.flows).
         self.mux: FlowDriver | None = None
+        # What the reverse flows receive (reverse and bidir runs; app.runs.reverse).
+        self.reverse: ReverseSide | None = None
         if spec.size_max is not None and spec.size_max != spec.size:
             rng = random.Random(self.run_tag)
             self.sizes = [rng.randint(spec.size, spec.size_max) for _ in range(_SIZE_TABLE)]

@@ -44,7 +44,7 @@ from app.errors import SocketlabError
 from app.registry import Registry
 from app.runs.budget import Budget
 from app.runs.context import FlowContext
-from app.runs.flows import FLOWS
+from app.runs.flows import Flow, flow_kinds
 from app.runs.flowstats import one_way
 from app.runs.outcome import Outcome, conclude
 from app.runs.spec import RunSpec
@@ -74,6 +74,11 @@ class ReceivingEnd(Protocol):
         """
         ...
 
+    def is_source(self, endpoint: Endpoint) -> bool | None:
+        """Whether ``endpoint`` is a socketlab source: True, False (a listener in another
+        mode), or None when it is no listener this lab knows of (a relay, another host)."""
+        ...
+
 
 class NoReceivingEnd:
     """For runs fired outside a lab: nobody keeps the receiver's side."""
@@ -82,6 +87,9 @@ class NoReceivingEnd:
         return False
 
     async def figures(self, endpoint: Endpoint, run_tag: int) -> dict[str, Any] | None:
+        return None
+
+    def is_source(self, endpoint: Endpoint) -> bool | None:
         return None
 
 
@@ -250,9 +258,9 @@ async def execute(
     if expect is None:
         expect = not sink
     ctx.expect_replies = stats.expect_replies = expect
-    kind = FLOWS[spec.pattern, endpoint.protocol]
-    background = kind.prepare(ctx)
-    flow = kind.flow
+    kinds = flow_kinds(spec, endpoint.protocol)
+    backgrounds = [b for b in (kind.prepare(ctx) for kind in kinds) if b is not None]
+    flows_of = [kind.flow for kind in kinds]
     quotas = _quotas(spec)
     ctx.clock0 = trio.current_time()
     ctx.perf0 = perf_ns()
@@ -275,7 +283,7 @@ async def execute(
             on_tick()
             next_tick += 1.0
 
-    async def guarded_flow(flow_id: int, quota: int | None) -> None:
+    async def guarded_flow(flow: Flow, flow_id: int, quota: int | None) -> None:
         # The per-flow boundary: a bug that raises in one flow ends that flow only (counted
         # as an "internal" error and logged with the run and flow ids); the run goes on
         # with the others. Cancellation is not an Exception and still propagates.
@@ -292,7 +300,8 @@ async def execute(
                 continue
             if spec.ramp_up and n > 1:
                 await trio.sleep_until(ctx.clock0 + spec.ramp_up * i / (n - 1))
-            flows.start_soon(guarded_flow, i, quota)
+            for flow in flows_of:  # bidir: a forward and a reverse flow each
+                flows.start_soon(guarded_flow, flow, i, quota)
 
     flows_end = math.inf  # when the flows ended, unless the run was stopped first
     cap_note: str | None = None
@@ -300,7 +309,7 @@ async def execute(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ticker)
             nursery.start_soon(monitor.watch)
-            if background is not None:
+            for background in backgrounds:
                 nursery.start_soon(background)
             with trio.move_on_at(hard_deadline):
                 async with trio.open_nursery() as flows:

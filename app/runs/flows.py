@@ -4,6 +4,10 @@ A row names the flow function (one per connection or UDP flow) and its preparati
 runs once per run before the flows start and may return a background task the run keeps
 going beside them (the pingpong multiplexer). Adding a pattern is one row here, its flow
 module, its spec model and its tests.
+
+The reverse direction (``reverse`` and ``bidir`` runs of bulk, rate and burst) has one row
+per protocol in :data:`REVERSE_FLOWS`: whatever the pattern, the source keeps the schedule
+and this end receives. :func:`flow_kinds` says which kinds of flow a run starts.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from app.runs.mux_udp import UdpMultiplexer
 from app.runs.openloop import tcp_openloop_flow, udp_openloop_flow
 from app.runs.packet import packet_flow
 from app.runs.pingpong import tcp_pingpong_flow, udp_pingpong_flow
+from app.runs.reverse import tcp_reverse_flow, udp_reverse_flow, with_reverse_side
+from app.runs.spec import RunSpec
 
 Flow = Callable[[FlowContext, int, int | None], Awaitable[None]]
 Background = Callable[[], Awaitable[None]]
@@ -63,3 +69,18 @@ FLOWS: dict[tuple[str, str], FlowKind] = {
     ("packet", "udp"): FlowKind(packet_flow),
     ("packet", "tls"): FlowKind(packet_flow),
 }
+
+# The flows of the reverse direction, by the target's protocol.
+REVERSE_FLOWS: dict[str, FlowKind] = {
+    "tcp": FlowKind(tcp_reverse_flow, with_reverse_side),
+    "tls": FlowKind(tcp_reverse_flow, with_reverse_side),
+    "udp": FlowKind(udp_reverse_flow, with_reverse_side),
+}
+
+
+def flow_kinds(spec: RunSpec, protocol: str) -> tuple[FlowKind, ...]:
+    """The kinds of flow a run starts, ``connections`` of each: forward, reverse or both."""
+    if spec.reverse:
+        return (REVERSE_FLOWS[protocol],)
+    forward = FLOWS[spec.pattern, protocol]
+    return (forward, REVERSE_FLOWS[protocol]) if spec.bidir else (forward,)

@@ -16,7 +16,7 @@ import errno
 import socket
 import ssl
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from hdrh.histogram import HdrHistogram
 
@@ -56,6 +56,12 @@ ERROR_MEANINGS = {
     "internal": "a flow failed unexpectedly (see the lab's log)",
     "other": "an unclassified socket error",
 }
+
+
+class DirectionFigures(Protocol):
+    """The reverse direction of a run, as this end received it (app.runs.reverse)."""
+
+    def summary(self, source: dict[str, Any] | None) -> dict[str, Any]: ...
 
 
 def new_histogram() -> HdrHistogram:
@@ -137,6 +143,8 @@ class RunStats:
         self.bottleneck: dict[str, Any] | None = None
         self.remote: dict[str, Any] | None = None
         self.remote_error: str | None = None  # why ``remote`` is missing for a sink's run
+        # Reverse and bidir runs: what the source sent this end, beside the source's count.
+        self.reverse: DirectionFigures | None = None
         self._last = (0, 0, 0, 0)
         self._last_t = 0.0
         # How many intervals were folded into ``total``, and the live RTT figures of then.
@@ -267,6 +275,7 @@ class RunStats:
             "bottleneck": self.bottleneck,
             "remote": self.remote,
             "remote_error": self.remote_error,
+            "reverse": None if self.reverse is None else self.reverse.summary(self.remote),
         }
 
     def _loss_pct(self) -> float | None:

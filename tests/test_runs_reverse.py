@@ -1,0 +1,137 @@
+"""Reverse and bidirectional runs against a socketlab source: what arrived equals what the
+source counted, on this node, on a peer, and through the impairing relay."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+
+from app.errors import SpecError
+from app.lab import Lab
+from app.listeners.spec import parse_listener
+from app.runs.spec import parse_run_spec
+from tests.helpers import wait_for
+from tests.relay import RCVBUF, Impairment, RelayLog, serve_udp_relay
+
+LOADS: dict[str, dict[str, Any]] = {
+    "bulk-tcp": {"pattern": "bulk", "count": 2000, "size": 1024},
+    "bulk-udp": {"pattern": "bulk", "count": 300, "rate": 3000, "size": 512},
+    "rate": {"pattern": "rate", "rate": 2000, "count": 200, "size": 64},
+    "burst": {"pattern": "burst", "burst": 25, "interval": 0.05, "count": 200, "size": 100},
+}
+
+
+async def source_port(lab: Lab, protocol: str, query: str = "") -> int:
+    listener = await lab.listeners.start(
+        parse_listener(f"{protocol}://127.0.0.1:0?mode=source{query}")
+    )
+    return listener.port
+
+
+async def finish(lab: Lab, spec: dict[str, Any]) -> dict[str, Any]:
+    run = await lab.runs.start(parse_run_spec(spec))
+    with trio.fail_after(60):
+        await run.done.wait()
+    doc = await lab.runs.get(run.id)
+    assert doc["status"] == "finished", doc
+    summary: dict[str, Any] = doc["summary"]
+    return summary
+
+
+def _load(name: str, protocol: str) -> dict[str, Any]:
+    if name.startswith("bulk"):
+        return LOADS["bulk-udp" if protocol == "udp" else "bulk-tcp"]
+    return LOADS[name]
+
+
+@pytest.mark.parametrize("protocol", ["tcp", "udp", "tls"])
+@pytest.mark.parametrize("load", ["bulk", "rate", "burst"])
+async def test_reverse_run_receives_what_the_source_counted(
+    lab: Lab, protocol: str, load: str
+) -> None:
+    spec = _load(load, protocol)
+    framing = f"&message_size={spec['size']}" if protocol != "udp" else ""
+    port = await source_port(lab, protocol, framing)
+    summary = await finish(
+        lab,
+        {"target": f"{protocol}://127.0.0.1:{port}", "reverse": True, "insecure": True, **spec},
+    )
+    reverse = summary["reverse"]
+    source = reverse["source"]
+    assert summary["errors"] == 0, summary["error_samples"]
+    assert summary["sent"] == 0
+    # The source's own count (read from its listener, as a peer would be asked).
+    assert source["tx_messages"] == spec["count"]
+    assert reverse["received"] == source["tx_messages"]
+    assert reverse["rx_bytes"] == source["tx_bytes"] == spec["count"] * spec["size"]
+    assert reverse["lost"] == 0 and reverse["duplicates"] == 0
+    assert summary["received"] == reverse["received"]
+    assert summary["bytes_received"] == reverse["rx_bytes"]
+
+
+@pytest.mark.parametrize("protocol", ["tcp", "udp"])
+async def test_bidir_run_counts_both_directions(lab: Lab, protocol: str) -> None:
+    spec = LOADS["rate"]
+    framing = f"&message_size={spec['size']}" if protocol != "udp" else ""
+    port = await source_port(lab, protocol, framing)
+    summary = await finish(
+        lab, {"target": f"{protocol}://127.0.0.1:{port}", "bidir": True, "connections": 2, **spec}
+    )
+    assert summary["errors"] == 0, summary["error_samples"]
+    # Forward: what the source received as a sink equals what this end sent.
+    remote = summary["remote"]
+    assert summary["sent"] == spec["count"]
+    assert (remote["received"], remote["lost"]) == (summary["sent"], 0)
+    assert remote["rx_bytes"] == summary["bytes_sent"]
+    # Reverse: what this end received equals what the source sent.
+    reverse = summary["reverse"]
+    assert reverse["source"]["tx_messages"] == spec["count"]
+    assert reverse["received"] == reverse["source"]["tx_messages"]
+    assert reverse["rx_bytes"] == reverse["source"]["tx_bytes"]
+    assert summary["received"] == spec["count"]
+
+
+async def test_reverse_at_a_listener_that_does_not_send_is_refused(lab: Lab) -> None:
+    listener = await lab.listeners.start(parse_listener("udp://127.0.0.1:0?mode=sink"))
+    spec = {"target": f"udp://127.0.0.1:{listener.port}", "reverse": True, **LOADS["rate"]}
+    with pytest.raises(SpecError) as caught:
+        await lab.runs.start(parse_run_spec(spec))
+    assert caught.value.field == "reverse"
+    assert "mode=source" in caught.value.message
+
+
+async def test_reverse_udp_loss_through_the_relay_equals_its_log(
+    lab: Lab, nursery: trio.Nursery
+) -> None:
+    log = RelayLog()
+    upstream = await source_port(lab, "udp", f"&rcvbuf={RCVBUF}")
+    relay = await nursery.start(
+        partial(serve_udp_relay, replies=True),
+        ("127.0.0.1", upstream),
+        Impairment(loss=5, seed=105),
+        log,
+    )
+    count = 400
+    summary = await finish(
+        lab,
+        {
+            "target": f"udp://127.0.0.1:{relay}",
+            "pattern": "rate",
+            "rate": 2000,
+            "count": count,
+            "connections": 2,
+            "reverse": True,
+            "timeout": 0.5,
+        },
+    )
+    await wait_for(lambda: len(log.counted()) == count)
+    dropped = log.count("dropped")
+    assert dropped > 0
+    reverse = summary["reverse"]
+    # Behind the relay the lab cannot see its source: the requested count is the truth.
+    assert reverse["source"] is None and reverse["sent"] == count
+    assert reverse["lost"] == dropped
+    assert reverse["received"] == count - dropped
