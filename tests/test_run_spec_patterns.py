@@ -33,6 +33,8 @@ VALUES: dict[str, Any] = {
     "timeout": 1,
     "insecure": True,
     "expect_replies": True,
+    "reverse": True,
+    "bidir": True,
 }
 # What each pattern needs to be valid at all (a rate run needs its rate).
 BASE: dict[str, dict[str, Any]] = {"rate": {"rate": 100}, "bulk": {}}

@@ -3,14 +3,19 @@ source counted, on this node, on a peer, and through the impairing relay."""
 
 from __future__ import annotations
 
+import json
+import sys
+import zlib
 from functools import partial
 from typing import Any
 
 import pytest
 import trio
 
+from app.endpoint import Endpoint
 from app.errors import SpecError
 from app.lab import Lab
+from app.listeners.modes.source import SourceMode
 from app.listeners.spec import parse_listener
 from app.runs.spec import parse_run_spec
 from tests.helpers import wait_for
@@ -135,3 +140,108 @@ async def test_reverse_udp_loss_through_the_relay_equals_its_log(
     assert reverse["source"] is None and reverse["sent"] == count
     assert reverse["lost"] == dropped
     assert reverse["received"] == count - dropped
+
+
+async def peer_knows(hub: Lab, protocol: str, port: int) -> None:
+    """Wait until the hub's poll of its peer shows the source."""
+    peers = hub.peers
+    assert peers is not None
+    endpoint = Endpoint.parse(f"{protocol}://127.0.0.1:{port}", field="target")
+    await wait_for(lambda: peers.mode_at(endpoint) == "source", timeout=10)
+
+
+@pytest.mark.parametrize("direction", ["reverse", "bidir"])
+@pytest.mark.parametrize("protocol", ["tcp", "udp"])
+async def test_a_run_at_a_peers_source_gets_the_peers_count(
+    hub_lab: Lab, edge: Lab, protocol: str, direction: str
+) -> None:
+    spec = LOADS["rate"]
+    framing = f"&message_size={spec['size']}" if protocol != "udp" else ""
+    port = await source_port(edge, protocol, framing)
+    await peer_knows(hub_lab, protocol, port)
+    summary = await finish(
+        hub_lab, {"target": f"{protocol}://127.0.0.1:{port}", direction: True, **spec}
+    )
+    assert summary["errors"] == 0, summary["error_samples"]
+    assert summary["remote_error"] is None
+    source = next(item for item in edge.listeners if item.port == port)
+    mode = source.mode
+    assert isinstance(mode, SourceMode)
+    # The peer's own counters: what it sent is what arrived here, and the figures the
+    # run got over the peer's API say the same.
+    sent = sum(item.messages for item in mode.sent.values())
+    sent_bytes = sum(item.bytes for item in mode.sent.values())
+    reverse = summary["reverse"]
+    assert sent == spec["count"]
+    assert reverse["source"]["tx_messages"] == sent == reverse["received"]
+    assert reverse["rx_bytes"] == sent_bytes == reverse["source"]["tx_bytes"]
+    assert reverse["lost"] == 0
+    if direction == "bidir":
+        remote = summary["remote"]
+        assert (remote["received"], remote["lost"]) == (summary["sent"], 0)
+        assert summary["sent"] == spec["count"]
+
+
+@pytest.mark.parametrize("direction", ["--reverse", "--bidir"])
+async def test_fire_reverse_and_bidir_from_the_command_line(lab: Lab, direction: str) -> None:
+    port = await source_port(lab, "udp")
+    result = await trio.run_process(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "fire",
+            f"udp://127.0.0.1:{port}",
+            "--pattern",
+            "rate",
+            "--rate",
+            "2000",
+            "--count",
+            "200",
+            direction,
+            "--json",
+        ],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    summary = doc["summary"]
+    source = next(item for item in lab.listeners if item.port == port)
+    figures = source.receiving_end(zlib.crc32(doc["id"].encode()))
+    assert figures is not None
+    # What the source counted, read from it, equals what the command line received.
+    assert figures["tx_messages"] == summary["reverse"]["received"] == 200
+    assert figures["tx_bytes"] == summary["reverse"]["rx_bytes"]
+    if direction == "--bidir":
+        assert figures["received"] == summary["sent"] == 200
+        assert figures["rx_bytes"] == summary["bytes_sent"]
+    table = await trio.run_process(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "fire",
+            f"udp://127.0.0.1:{port}",
+            "--pattern",
+            "rate",
+            "--rate",
+            "2000",
+            "--count",
+            "100",
+            direction,
+        ],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert b"reverse: received 100 of 100 sent" in table.stdout, table.stdout
+
+
+def test_reverse_is_refused_for_patterns_that_do_not_send_many() -> None:
+    for pattern in ("pingpong", "packet"):
+        with pytest.raises(SpecError) as caught:
+            parse_run_spec({"target": "tcp://127.0.0.1:9", "pattern": pattern, "reverse": True})
+        assert caught.value.field == "reverse"
+        assert "rate, bulk and burst" in caught.value.message

@@ -23,7 +23,9 @@ caps pace pingpong and TCP bulk), and the duration cap is a send deadline at mos
 A run aimed at a socketlab sink (this lab's, or a peer's: the :class:`ReceivingEnd` knows
 before the run starts) expects no replies unless its spec says ``expect_replies``; one that
 expects none claims no loss, and its summary's ``remote`` says what arrived of what was
-sent, as the receiving end counted it once the run has sent everything. A receiving end
+sent, as the receiving end counted it once the run has sent everything. Reverse and bidir
+runs start the reverse flows of :mod:`app.runs.reverse` (instead of, or beside, the
+pattern's own) from :func:`~app.runs.flows.flow_kinds`. A receiving end
 that cannot be asked (a peer down or answering badly) leaves ``remote`` null and says why
 in ``remote_error``; the run ends as it would have.
 """
@@ -256,7 +258,8 @@ async def execute(
     expect = spec.expect_replies
     sink = receiving_end.is_sink(endpoint)
     if expect is None:
-        expect = not sink
+        # A bidir run's target is a source, which answers nothing on the forward flows.
+        expect = not (sink or spec.bidir)
     ctx.expect_replies = stats.expect_replies = expect
     kinds = flow_kinds(spec, endpoint.protocol)
     backgrounds = [b for b in (kind.prepare(ctx) for kind in kinds) if b is not None]

@@ -23,8 +23,9 @@ for ``timeout`` plus one gap of the schedule. A UDP request is sent again (at mo
 :data:`REQUEST_TRIES` times) while nothing has arrived, since the request itself can be lost.
 
 Error handling: a target that echoes the request back is not a source (counted as
-``other`` with that reason); one that sends nothing within ``timeout`` refused the request
-(its caps or its target policy) or is no source (``timeout``).
+``other`` with that reason); a TCP source that closes before sending refused the request
+(``closed``); one that sends nothing within ``timeout`` refused it or is no source
+(``timeout``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ perf_ns = time.perf_counter_ns
 # A UDP request is sent this many times at most while nothing has come back.
 REQUEST_TRIES = 4
 NOT_A_SOURCE = "the target sent the send request back: it is not a socketlab source (mode=source)"
+REFUSED = (
+    "the source closed the connection without sending: it refused the request (its "
+    "max_streams, or its target policy) or could not serve it"
+)
 _READ_SIZE = 65536
 
 
@@ -175,6 +180,8 @@ async def _tcp_reverse(
             with trio.move_on_after(quiet_after):
                 n = await channel.recv_into(view, _READ_SIZE)
                 if not n:
+                    if not arrived:
+                        stats.record_error("closed", REFUSED)
                     break
                 if not arrived:
                     arrived = True
