@@ -14,20 +14,18 @@ import random
 import socket as stdsocket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import trio
 
 from app.endpoint import Endpoint
+from app.listeners.modes.sink import ProbeSink
 from app.registry import Conn, Registry
 from app.runs.budget import Budget
 from app.runs.channel import Channel, ConnectError, client_tls_context, connect_stream
 from app.runs.spec import RunSpec
 from app.runs.stats import RunStats, error_kind
 from app.wire import probe
-
-if TYPE_CHECKING:
-    from app.runs.reverse import ReverseSide
 
 # Sizes drawn in advance for runs with a size range: no random draw per message.
 _SIZE_TABLE = 4096
@@ -39,6 +37,17 @@ class FlowDriver(Protocol):
     async def drive(
         self, sock: stdsocket.socket, conn: Conn, flow_id: int, quota: int | None
     ) -> None: ...
+
+
+class ReverseReceiver(Protocol):
+    """What the reverse flows of a run count into (app.runs.reverse.ReverseSide)."""
+
+    @property
+    def sink(self) -> ProbeSink: ...
+
+    def sync(self) -> None:
+        """Move what arrived since the last call into the run's counters."""
+        ...
 
 
 class FlowContext:
@@ -84,7 +93,7 @@ class FlowContext:
         # set by the pattern's preparation (app.runs.flows).
         self.mux: FlowDriver | None = None
         # What the reverse flows receive (reverse and bidir runs; app.runs.reverse).
-        self.reverse: ReverseSide | None = None
+        self.reverse: ReverseReceiver | None = None
         if spec.size_max is not None and spec.size_max != spec.size:
             rng = random.Random(self.run_tag)
             self.sizes = [rng.randint(spec.size, spec.size_max) for _ in range(_SIZE_TABLE)]
