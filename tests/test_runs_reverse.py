@@ -18,7 +18,8 @@ from app.lab import Lab
 from app.listeners.modes.source import SourceMode
 from app.listeners.spec import parse_listener
 from app.runs.spec import parse_run_spec
-from tests.helpers import wait_for
+from tests.conftest import listener_port
+from tests.helpers import http, wait_for
 from tests.relay import RCVBUF, Impairment, RelayLog, serve_udp_relay
 
 LOADS: dict[str, dict[str, Any]] = {
@@ -245,3 +246,33 @@ def test_reverse_is_refused_for_patterns_that_do_not_send_many() -> None:
             parse_run_spec({"target": "tcp://127.0.0.1:9", "pattern": pattern, "reverse": True})
         assert caught.value.field == "reverse"
         assert "rate, bulk and burst" in caught.value.message
+
+
+async def test_the_api_refuses_reverse_at_a_listener_that_does_not_send(lab: Lab) -> None:
+    port = listener_port(lab, "tcp")  # an echo listener of the lab
+    assert lab.web_port is not None
+    body = {"target": f"tcp://127.0.0.1:{port}", "pattern": "bulk", "bidir": True, "count": 5}
+    answer = await http(lab.web_port, "POST", "/api/runs", body=body)
+    assert answer.status == 422
+    assert answer.json()["field"] == "bidir"
+    assert "mode=source" in answer.json()["error"]
+
+
+async def test_an_echo_server_the_lab_does_not_know_is_told_from_a_source(
+    lab: Lab, nursery: trio.Nursery
+) -> None:
+    async def echo(stream: trio.SocketStream) -> None:
+        async for data in stream:
+            await stream.send_all(data)
+
+    listeners = await nursery.start(partial(trio.serve_tcp, echo, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    doc_run = await lab.runs.start(
+        parse_run_spec({"target": f"tcp://127.0.0.1:{port}", "reverse": True, **LOADS["rate"]})
+    )
+    with trio.fail_after(30):
+        await doc_run.done.wait()
+    summary = (await lab.runs.get(doc_run.id))["summary"]
+    assert summary["errors_by_kind"] == {"other": 1}
+    assert "not a socketlab source" in summary["error_samples"]["other"][0]
+    assert summary["reverse"]["received"] == 0

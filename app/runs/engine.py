@@ -258,8 +258,8 @@ async def execute(
     expect = spec.expect_replies
     sink = receiving_end.is_sink(endpoint)
     if expect is None:
-        # A bidir run's target is a source, which answers nothing on the forward flows.
-        expect = not (sink or spec.bidir)
+        # A reverse or bidir run's target is a source, which answers nothing it is sent.
+        expect = not (sink or spec.reverse or spec.bidir)
     ctx.expect_replies = stats.expect_replies = expect
     kinds = flow_kinds(spec, endpoint.protocol)
     backgrounds = [b for b in (kind.prepare(ctx) for kind in kinds) if b is not None]
