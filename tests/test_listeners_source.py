@@ -13,8 +13,11 @@ import trio
 from app.errors import SpecError
 from app.lab import Lab
 from app.listeners.base import Listener
-from app.listeners.modes.source import SourceMode, policy_allows
+from app.listeners.modes import create_listener
+from app.listeners.modes.source import REQUEST_QUEUE, SourceMode, policy_allows
 from app.listeners.spec import parse_listener
+from app.listeners.udp import UdpFlows
+from app.registry import Registry
 from app.runs.targets import TargetPolicy
 from tests.helpers import http, wait_for
 from tests.relay import parse_probe
@@ -213,3 +216,24 @@ async def test_the_probes_route_gives_a_sources_count(lab: Lab) -> None:
     )
     listing = await http(lab.web_port, "GET", f"/api/listeners/{listener.id}")
     assert listing.json()["source"]["runs"][f"{TAG:08x}"]["tx_messages"] == 20
+
+
+async def test_udp_requests_past_the_queue_are_dropped_and_counted() -> None:
+    # The per-datagram handler never waits: with nobody draining the queue (the mode's
+    # run() task is not started here), requests past its bound are dropped and counted.
+    listener = create_listener("l1", parse_listener("udp://127.0.0.1:0?mode=source"))
+    mode = mode_of(listener)
+    registry = Registry()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        flows = UdpFlows(listener, registry, sock)
+        handle = mode.datagram_handler(flows)
+        data = bytearray(request())
+        for i in range(REQUEST_QUEUE + 10):
+            addr = ("127.0.0.1", 20000 + i)
+            flow = registry.open("udp", ("127.0.0.1", 1), addr, listener_id="l1")
+            handle(memoryview(data), len(data), addr, flow)
+        # A bad request is counted too, and queues nothing.
+        handle(memoryview(data), 39, ("127.0.0.1", 30000), flow)
+    assert mode.dropped_requests == 10
+    assert mode.bad_requests == 1

@@ -276,3 +276,15 @@ async def test_an_echo_server_the_lab_does_not_know_is_told_from_a_source(
     assert summary["errors_by_kind"] == {"other": 1}
     assert "not a socketlab source" in summary["error_samples"]["other"][0]
     assert summary["reverse"]["received"] == 0
+
+
+async def test_a_reverse_run_leaves_the_sources_warm_up_out(lab: Lab) -> None:
+    port = await source_port(lab, "udp")
+    spec = {"pattern": "rate", "rate": 1000, "duration": 0.3, "warmup": 0.1, "size": 64}
+    summary = await finish(lab, {"target": f"udp://127.0.0.1:{port}", "reverse": True, **spec})
+    reverse = summary["reverse"]
+    source = reverse["source"]
+    assert source["tx_warmup"] > 0 and source["tx_messages"] > 0
+    # Counted at both ends alike: the warm-up is in neither figure.
+    assert reverse["received"] == source["tx_messages"] == summary["received"]
+    assert reverse["lost"] == 0
