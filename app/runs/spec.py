@@ -25,6 +25,7 @@ from pydantic import (
 
 from app.endpoint import Endpoint
 from app.errors import SpecError
+from app.runs.directions import OneWay, bidir_field, check_directions, reverse_field
 from app.runs.payload_spec import PayloadSpec
 from app.validation import validate
 
@@ -222,50 +223,7 @@ def _expect_replies() -> Any:
     )
 
 
-def _reverse() -> Any:
-    return Field(
-        False,
-        description="the target (a socketlab source) sends and this end measures what "
-        "arrives, as iperf3's -R",
-    )
-
-
-def _bidir() -> Any:
-    return Field(
-        False,
-        description="both directions at once: this end sends to the target (a socketlab "
-        "source) and measures what the source sends back on flows of their own",
-    )
-
-
-def _check_directions(spec: Any) -> None:
-    """What the reverse direction needs: a probe header in every message, one size."""
-    if spec.reverse and spec.bidir:
-        raise ValueError("bidir: give reverse or bidir, not both")
-    if not (spec.reverse or spec.bidir):
-        return
-    name = "bidir" if spec.bidir else "reverse"
-    if spec.size < 28:
-        raise ValueError(
-            f"size: a {name} run's messages carry a 28-byte probe header; give 28 or more"
-        )
-    if spec.size_max is not None:
-        raise ValueError(f"size_max: the source of a {name} run sends size bytes each time")
-
-
-class _OneWay:
-    """A pattern that runs in one direction only."""
-
-    @property
-    def reverse(self) -> bool:
-        return False
-
-    @property
-    def bidir(self) -> bool:
-        return False
-
-
-class PingpongSpec(_OneWay, _Unpaced, _NoBursts, _AwaitsReplies, _Load):
+class PingpongSpec(OneWay, _Unpaced, _NoBursts, _AwaitsReplies, _Load):
     """Closed loop: each flow sends its next message when a reply has come back."""
 
     # The one pattern whose name may be left out: a spec without one is a pingpong run.
@@ -280,14 +238,14 @@ class RateSpec(_NoBursts, _OneInFlight, _Paced):
 
     pattern: Literal["rate"] = Field(description=PATTERN_HELP)
     expect_replies: bool | None = _expect_replies()
-    reverse: bool = _reverse()
-    bidir: bool = _bidir()
+    reverse: bool = reverse_field()
+    bidir: bool = bidir_field()
 
     @model_validator(mode="after")
     def _has_rate(self) -> Self:
         if self.message_rate is None:
             raise ValueError("rate: the rate pattern needs rate or bitrate")
-        _check_directions(self)
+        check_directions(self)
         return self
 
 
@@ -296,12 +254,12 @@ class BulkSpec(_NoBursts, _OneInFlight, _Paced):
 
     pattern: Literal["bulk"] = Field(description=PATTERN_HELP)
     expect_replies: bool | None = _expect_replies()
-    reverse: bool = _reverse()
-    bidir: bool = _bidir()
+    reverse: bool = reverse_field()
+    bidir: bool = bidir_field()
 
     @model_validator(mode="after")
     def _pace_by_protocol(self) -> Self:
-        _check_directions(self)
+        check_directions(self)
         if self.target.protocol == "udp":
             if self.message_rate is None:
                 raise ValueError("rate: a UDP bulk run needs a rate cap (rate or bitrate)")
@@ -327,16 +285,16 @@ class BurstSpec(_Unpaced, _OneInFlight, _Load):
     expect_replies: bool | None = _expect_replies()
     burst: int = Field(DEFAULT_BURST, ge=1, le=1_000_000, description="messages per burst")
     interval: float = Field(DEFAULT_INTERVAL, gt=0, le=3600, description="seconds between bursts")
-    reverse: bool = _reverse()
-    bidir: bool = _bidir()
+    reverse: bool = reverse_field()
+    bidir: bool = bidir_field()
 
     @model_validator(mode="after")
     def _directions(self) -> Self:
-        _check_directions(self)
+        check_directions(self)
         return self
 
 
-class PacketSpec(_OneWay, _Unpaced, _NoBursts, _OneInFlight, _AwaitsReplies, _Common):
+class PacketSpec(OneWay, _Unpaced, _NoBursts, _OneInFlight, _AwaitsReplies, _Common):
     """One message and its reply, shown as hex and text."""
 
     pattern: Literal["packet"] = Field(description=PATTERN_HELP)
