@@ -78,13 +78,21 @@ async def test_reverse_run_receives_what_the_source_counted(
     assert summary["bytes_received"] == reverse["rx_bytes"]
 
 
-@pytest.mark.parametrize("protocol", ["tcp", "udp"])
-async def test_bidir_run_counts_both_directions(lab: Lab, protocol: str) -> None:
-    spec = LOADS["rate"]
+@pytest.mark.parametrize("protocol", ["tcp", "udp", "tls"])
+@pytest.mark.parametrize("load", ["bulk", "rate", "burst"])
+async def test_bidir_run_counts_both_directions(lab: Lab, protocol: str, load: str) -> None:
+    spec = _load(load, protocol)
     framing = f"&message_size={spec['size']}" if protocol != "udp" else ""
     port = await source_port(lab, protocol, framing)
     summary = await finish(
-        lab, {"target": f"{protocol}://127.0.0.1:{port}", "bidir": True, "connections": 2, **spec}
+        lab,
+        {
+            "target": f"{protocol}://127.0.0.1:{port}",
+            "bidir": True,
+            "connections": 2,
+            "insecure": True,
+            **spec,
+        },
     )
     assert summary["errors"] == 0, summary["error_samples"]
     # Forward: what the source received as a sink equals what this end sent.
