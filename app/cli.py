@@ -227,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listen.add_argument("urls", metavar="URL", nargs="+", help="a listener URL; several allowed")
     listen.add_argument(
-        "--mode", choices=["echo", "sink", "respond", "statsd"], help="mode (default echo)"
+        "--mode",
+        choices=["echo", "sink", "respond", "statsd", "source"],
+        help="mode (default echo)",
     )
     listen.add_argument("--rules", metavar="FILE", help="respond: rules file (JSON or TOML)")
     listen.add_argument("--default-reply", metavar="TEMPLATE", help="respond: default reply")

@@ -30,6 +30,7 @@ from app.errors import BindError, ConflictError, StoreUnavailableError
 from app.events import RunEnded, RunInterval, run_ended, run_interval
 from app.hub import Hub
 from app.listeners.manager import ListenerManager
+from app.listeners.modes.source import policy_allows
 from app.listeners.policy import ListenerPolicy, parse_bind_networks
 from app.listeners.saved import SavedListeners
 from app.looplag import LoopLagMonitor
@@ -95,6 +96,8 @@ class Lab:
             (*settings.allow_targets, *(p.host for p in peers)),
             allow_multicast=settings.allow_multicast,
         )
+        # A source listener sends only where runs may (app.listeners.modes.source).
+        self.listeners.send_policy = policy_allows(policy)
         # Opened by serve(); every collaborator of the run manager exists from here on.
         self.store = Store(settings.data_dir, settings.store_limits)
         # Listeners clients start are kept in the store and started again by serve().
@@ -166,6 +169,19 @@ class Lab:
                 continue
             return listener.receiving_end(run_tag)
         return None
+
+    def is_source(self, endpoint: Endpoint) -> bool | None:
+        """Whether a run's target is a socketlab source (one of ours, or a peer's as last
+        polled); None when it is no listener this lab knows of (a relay, another host)."""
+        for listener in self.listeners:
+            if listener.port != endpoint.port or listener.spec.protocol != endpoint.protocol:
+                continue
+            if listener.host == endpoint.host or is_loopback(endpoint.host):
+                return listener.spec.mode == "source"
+        if self.peers is None:
+            return None
+        mode = self.peers.mode_at(endpoint)
+        return None if mode is None else mode == "source"
 
     def is_sink(self, endpoint: Endpoint) -> bool:
         """Whether a run's target is a socketlab sink: one of ours, or one of a peer's as

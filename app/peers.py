@@ -321,16 +321,29 @@ class PeerManager:
         run.stats.series[:] = doc.get("series") or []
         return conclude(pattern, run.stats, run.elapsed, reported=doc)
 
-    def sink_at(self, endpoint: Endpoint) -> tuple[PeerState, str] | None:
-        """The peer and listener id of the sink a run's target is, from the last poll:
-        the peer's host, and a listener's port and protocol; None for anything else."""
+    def _listener_at(self, endpoint: Endpoint) -> tuple[PeerState, dict[str, Any]] | None:
         for state in self.states.values():
             if state.config.host != endpoint.host:
                 continue
             for item in state.listeners:
                 if item["port"] == endpoint.port and item["protocol"] == endpoint.protocol:
-                    return (state, item["id"]) if item["mode"] == "sink" else None
+                    return state, item
         return None
+
+    def mode_at(self, endpoint: Endpoint) -> str | None:
+        """The mode of the peer's listener a run's target is, from the last poll; None
+        when it is no peer's listener."""
+        found = self._listener_at(endpoint)
+        return None if found is None else str(found[1]["mode"])
+
+    def sink_at(self, endpoint: Endpoint) -> tuple[PeerState, str] | None:
+        """The peer and listener id of the sink a run's target is, from the last poll:
+        the peer's host, and a listener's port and protocol; None for anything else. A
+        source counts what it receives as a sink does, and what it sent beside it."""
+        found = self._listener_at(endpoint)
+        if found is None or found[1]["mode"] not in ("sink", "source"):
+            return None
+        return found[0], found[1]["id"]
 
     async def receiving_end(self, endpoint: Endpoint, run_tag: int) -> dict[str, Any] | None:
         """What a peer's sink counted of a run (``GET

@@ -161,12 +161,17 @@ async def serve_udp_relay(
     log: RelayLog,
     *,
     hold_timeout: float = 0.2,
+    replies: bool = False,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Relay UDP from any number of clients to ``upstream``, impairing the clients' side.
 
     Each client (source address) gets its own socket to ``upstream``, so replies go back to
     the client they answer, unchanged. Reports the relay's port; serves until cancelled.
+
+    With ``replies``, the other way round: what the clients send passes unchanged and
+    unlogged, and what ``upstream`` sends back (a socketlab source's stream) is impaired
+    and logged, by loss and duplication only (no reordering, no delay).
     """
     draw = _Draw(impairment)
     delayed = bool(impairment.delay or impairment.jitter)
@@ -212,13 +217,29 @@ async def serve_udp_relay(
                     fate.action = "passed"  # nothing came after it: it went out in order
                     await emit(fate, data, client)
 
-            async def replies(back: trio.socket.SocketType, address: tuple[str, int]) -> None:
+            async def replies_of(
+                back: trio.socket.SocketType, address: tuple[str, int], client: int
+            ) -> None:
                 while True:
                     try:
                         data = await back.recv(65536)
                     except ConnectionRefusedError:
                         continue
-                    await front.sendto(data, address)
+                    if not replies:
+                        await front.sendto(data, address)
+                        continue
+                    action = draw.action()
+                    fate = Fate(client, parse_probe(data), action, perf_ns())
+                    if action == "reordered":
+                        fate.action = "passed"
+                    log.fates.append(fate)
+                    if action == "dropped":
+                        continue
+                    for _ in range(2 if action == "duplicated" else 1):
+                        t = perf_ns()
+                        await front.sendto(data, address)
+                        fate.emitted_ns.append(t)
+                        log.emitted.append((fate, t))
 
             while True:
                 data, address = await front.recvfrom(65536)
@@ -230,7 +251,10 @@ async def serve_udp_relay(
                     back.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
                     await back.connect(upstream)
                     client = clients[address] = len(backs) - 1
-                    nursery.start_soon(replies, back, address)
+                    nursery.start_soon(replies_of, back, address, client)
+                if replies:
+                    await backs[client].send(data)
+                    continue
                 action = draw.action()
                 if action == "reordered" and client in held:
                     action = "passed"  # one held back at a time per client

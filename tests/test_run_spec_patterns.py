@@ -38,6 +38,8 @@ VALUES: dict[str, Any] = {
     "payload": {"kind": "zeros"},
     "iterations": 3,
     "scenario": {"steps": [{"send": "x"}]},
+    "reverse": True,
+    "bidir": True,
 }
 # What each pattern needs to be valid at all (a rate run needs its rate).
 BASE: dict[str, dict[str, Any]] = {

@@ -88,7 +88,8 @@ class Mode:
         return None
 
     def receiving_end(self, run_tag: int) -> dict[str, Any] | None:
-        """A run's figures as this listener's end counted them, if it is a sink."""
+        """A run's figures as this listener's end counted them, if it is a sink (or a
+        source: what it received, and what it sent, ``tx_*``)."""
         return None
 
 
@@ -146,7 +147,8 @@ class Listener:
         port), ``options`` (those not at their defaults), the counters of the class
         docstring, the limits, and the mode's own section: ``respond`` (rules with hit
         counters), ``statsd`` (collector counters, kernel drops), ``probe`` (sink: one-way
-        statistics per run), ``impairment`` (echo), plus ``tls`` (certificate fingerprint).
+        statistics per run), ``impairment`` (echo), ``source`` (streams sent, requests
+        refused, what each run was sent), plus ``tls`` (certificate fingerprint).
         """
         spec = self.spec
         doc: dict[str, Any] = {

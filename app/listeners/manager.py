@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -24,6 +24,7 @@ from app.errors import ConflictError, NotFoundError, SocketlabError
 from app.listeners.base import Listener
 from app.listeners.modes import create_listener
 from app.listeners.modes.respond import RespondMode
+from app.listeners.modes.source import SourceMode
 from app.listeners.modes.statsd import StatsdMode
 from app.listeners.policy import ListenerPolicy
 from app.listeners.saved import SavedListeners
@@ -61,6 +62,9 @@ class ListenerManager:
         self.saved: SavedListeners | None = None
         # Kept listeners that could not start again, by key: {"key", "url", "spec", "error"}.
         self.failed: dict[str, dict[str, Any]] = {}
+        # Whom a source listener may send to (a requester's address): the lab's target
+        # policy; None leaves each source to its own default, loopback only.
+        self.send_policy: Callable[[str], bool] | None = None
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the nursery that listeners live in, until cancelled."""
@@ -95,6 +99,8 @@ class ListenerManager:
         if self._nursery is None or not self.accepting:
             raise ConflictError("the lab is not accepting new listeners", None)
         listener = create_listener(f"l{next(self._ids)}", spec)
+        if isinstance(listener.mode, SourceMode) and self.send_policy is not None:
+            listener.mode.may_send_to = self.send_policy
         try:
             await self._nursery.start(self._run, listener)
         except OSError as exc:

@@ -7,6 +7,7 @@ A listener is written as a URL whose query string holds the options::
     tcp://127.0.0.1:9001?mode=respond&rules_file=rules.toml&framing=line
     udp://127.0.0.1:8125?mode=statsd&flush_interval=10
     tls://127.0.0.1:9443?mode=echo                 (a self-signed certificate is made)
+    tcp://127.0.0.1:9002?mode=source&max_rate=1000 (sends to whoever asks: reverse runs)
 
 or as a JSON object (the API body, a config file table) with the URL plus options as keys:
 ``{"url": "tcp://127.0.0.1:0?mode=respond", "rules": [...], "default_reply": "?\\n"}``.
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 LISTENER_PROTOCOLS = ("tcp", "udp", "tls")
-LISTENER_MODES = ("echo", "sink", "respond", "statsd")
+LISTENER_MODES = ("echo", "sink", "respond", "statsd", "source")
 
 # The largest datagram a UDP socket can return, and a sane bound for one TCP read.
 MAX_MESSAGE_SIZE = 65_536
@@ -67,7 +68,7 @@ _MODE_OPTIONS: dict[str, tuple[str, ...]] = {
     "loss": ("echo",),
     "duplicate": ("echo",),
     "seed": ("echo",),
-    "message_size": ("sink",),
+    "message_size": ("sink", "source"),
     "rules": ("respond",),
     "rules_file": ("respond",),
     "default_reply": ("respond",),
@@ -78,6 +79,9 @@ _MODE_OPTIONS: dict[str, tuple[str, ...]] = {
     "percentiles": ("statsd",),
     "signed_gauges": ("statsd",),
     "delete_counters": ("statsd",),
+    "max_rate": ("source",),
+    "max_duration": ("source",),
+    "max_streams": ("source",),
 }
 _UDP_ONLY = ("loss", "duplicate", "rcvbuf", "reply_rate")
 _STREAM_ONLY = ("message_size", "framing")
@@ -107,7 +111,7 @@ class ListenerSpec(BaseModel):
         protocol: ``tcp``, ``udp`` or ``tls`` (TCP with TLS on top).
         host: Address to bind (IPv4 or IPv6 literal, or a name).
         port: Port to bind; 0 picks a free one (the listener reports which).
-        mode: ``echo``, ``sink``, ``respond`` or ``statsd``.
+        mode: ``echo``, ``sink``, ``respond``, ``statsd`` or ``source``.
         max_connections: TCP/TLS connections served at once. The next one is accepted and
             closed at once (the client sees EOF right away instead of hanging in the
             kernel's backlog) and counted in ``rejected``. For UDP, the most flows
@@ -126,9 +130,10 @@ class ListenerSpec(BaseModel):
         loss: Echo over UDP: percent of datagrams dropped instead of echoed.
         duplicate: Echo over UDP: percent of echoed datagrams sent twice.
         seed: Echo: seed of the impairment's random source, for repeatable runs.
-        message_size: Sink over TCP/TLS: frame the stream into messages of this many bytes
-            and read the probe header at the start of each. Without it a TCP sink counts
-            bytes and reads only (one-way loss and jitter then come from UDP sinks).
+        message_size: Sink (and source, of what it receives) over TCP/TLS: frame the
+            stream into messages of this many bytes and read the probe header at the
+            start of each. Without it a TCP sink counts bytes and reads only (one-way
+            loss and jitter then come from UDP sinks).
         rules: Respond: match-and-reply rules, ``{"match", "pattern", "reply",
             "encoding"}`` each (see :mod:`app.wire.rules`).
         rules_file: Respond: a JSON or TOML file with ``rules`` (and optionally
@@ -146,6 +151,11 @@ class ListenerSpec(BaseModel):
             ``-N|g``; ``set`` (the DogStatsD agent) sets it to the signed value.
         delete_counters: StatsD: drop a counter idle for an interval instead of flushing
             it as 0 (etsy's ``deleteCounters``; off by default, as in etsy's StatsD).
+        max_rate: Source: messages per second one stream may send, whatever its request
+            asks (a bulk request is paced at this rate).
+        max_duration: Source: seconds one stream may send; a longer request ends there.
+        max_streams: Source: streams sent at once; a request past it is refused (counted
+            in ``refused``). UDP requesters get one stream each.
         rcvbuf: UDP: the socket's receive buffer (SO_RCVBUF) in bytes; the kernel doubles
             it. Larger buffers drop fewer datagrams in bursts.
         reply_rate: UDP: replies per second to one source outside loopback (a token
@@ -161,7 +171,7 @@ class ListenerSpec(BaseModel):
     protocol: Literal["tcp", "udp", "tls"]
     host: str = Field(min_length=1)
     port: int = Field(ge=0, le=65535)
-    mode: Literal["echo", "sink", "respond", "statsd"] = "echo"
+    mode: Literal["echo", "sink", "respond", "statsd", "source"] = "echo"
     max_connections: int = Field(10_000, ge=1, le=1_000_000)
     idle_timeout: float = Field(300.0, gt=0, le=7 * 86_400)
     max_message_size: int = Field(MAX_MESSAGE_SIZE, ge=1, le=MAX_MESSAGE_SIZE)
@@ -181,12 +191,17 @@ class ListenerSpec(BaseModel):
     percentiles: tuple[float, ...] = (50.0, 90.0, 95.0, 99.0)
     signed_gauges: Literal["delta", "set"] = "delta"
     delete_counters: bool = False
+    max_rate: float = Field(10_000.0, gt=0, le=1_000_000)
+    max_duration: float = Field(60.0, gt=0, le=86_400)
+    max_streams: int = Field(64, ge=1, le=10_000)
     rcvbuf: int | None = Field(None, ge=1024, le=1 << 30)
     reply_rate: float = Field(100.0, ge=0, le=10_000_000)
     cert: str | None = None
     key: str | None = None
 
-    @field_validator("idle_timeout", "delay", "jitter", "flush_interval", mode="before")
+    @field_validator(
+        "idle_timeout", "delay", "jitter", "flush_interval", "max_duration", mode="before"
+    )
     @classmethod
     def _durations_take_units(cls, value: Any) -> Any:
         return _duration(value)

@@ -54,6 +54,10 @@ def summary_line(listener: Listener) -> str:
         parts.append(f"rule_hits={hits} default_hits={doc['respond']['default_hits']}")
     if "probe" in doc:
         parts.append(f"probes={doc['probe']['probes']}")
+    if "source" in doc:
+        source = doc["source"]
+        sent = sum(run["tx_messages"] for run in source["runs"].values())
+        parts.append(f"sent_messages={sent} refused_requests={source['refused']}")
     return " ".join(parts)
 
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import trio
 
 from app.endpoint import Endpoint
+from app.listeners.modes.sink import ProbeSink
 from app.registry import Conn, Registry
 from app.runs.budget import Budget
 from app.runs.channel import Channel, ConnectError, client_tls_context, connect_stream
@@ -37,6 +38,17 @@ class FlowDriver(Protocol):
     async def drive(
         self, sock: stdsocket.socket, conn: Conn, flow_id: int, quota: int | None
     ) -> None: ...
+
+
+class ReverseReceiver(Protocol):
+    """What the reverse flows of a run count into (app.runs.reverse.ReverseSide)."""
+
+    @property
+    def sink(self) -> ProbeSink: ...
+
+    def sync(self) -> None:
+        """Move what arrived since the last call into the run's counters."""
+        ...
 
 
 class FlowContext:
@@ -95,6 +107,8 @@ class FlowContext:
         self.slots: dict[int, int] = {i: i for i in range(spec.connections)}
         self.joined: dict[int, float] = {}
         self.retirers: dict[int, Callable[[], None]] = {}
+        # What the reverse flows receive (reverse and bidir runs; app.runs.reverse).
+        self.reverse: ReverseReceiver | None = None
         if spec.size_max is not None and spec.size_max != spec.size:
             rng = random.Random(self.run_tag)
             self.sizes = [rng.randint(spec.size, spec.size_max) for _ in range(_SIZE_TABLE)]

@@ -28,7 +28,9 @@ and each closed second of the series carries the settings it ended with.
 A run aimed at a socketlab sink (this lab's, or a peer's: the :class:`ReceivingEnd` knows
 before the run starts) expects no replies unless its spec says ``expect_replies``; one that
 expects none claims no loss, and its summary's ``remote`` says what arrived of what was
-sent, as the receiving end counted it once the run has sent everything. A receiving end
+sent, as the receiving end counted it once the run has sent everything. Reverse and bidir
+runs start the reverse flows of :mod:`app.runs.reverse` (instead of, or beside, the
+pattern's own) from :func:`~app.runs.flows.flow_kinds`. A receiving end
 that cannot be asked (a peer down or answering badly) leaves ``remote`` null and says why
 in ``remote_error``; the run ends as it would have.
 """
@@ -50,7 +52,7 @@ from app.registry import Registry
 from app.runs.budget import Budget
 from app.runs.context import FlowContext
 from app.runs.control import RunControl
-from app.runs.flows import FLOWS
+from app.runs.flows import flow_kinds, one_flow
 from app.runs.flowset import FlowSet
 from app.runs.flowstats import one_way
 from app.runs.outcome import Outcome, conclude
@@ -81,6 +83,11 @@ class ReceivingEnd(Protocol):
         """
         ...
 
+    def is_source(self, endpoint: Endpoint) -> bool | None:
+        """Whether ``endpoint`` is a socketlab source: True, False (a listener in another
+        mode), or None when it is no listener this lab knows of (a relay, another host)."""
+        ...
+
 
 class NoReceivingEnd:
     """For runs fired outside a lab: nobody keeps the receiver's side."""
@@ -89,6 +96,9 @@ class NoReceivingEnd:
         return False
 
     async def figures(self, endpoint: Endpoint, run_tag: int) -> dict[str, Any] | None:
+        return None
+
+    def is_source(self, endpoint: Endpoint) -> bool | None:
         return None
 
 
@@ -260,11 +270,12 @@ async def execute(
     expect = spec.expect_replies
     sink = receiving_end.is_sink(endpoint)
     if expect is None:
-        expect = not sink
+        # A reverse or bidir run's target is a source, which answers nothing it is sent.
+        expect = not (sink or spec.reverse or spec.bidir)
     ctx.expect_replies = stats.expect_replies = expect
-    kind = FLOWS[spec.pattern, endpoint.protocol]
-    background = kind.prepare(ctx)
-    flow = kind.flow
+    kinds = flow_kinds(spec, endpoint.protocol)
+    backgrounds = [b for b in (kind.prepare(ctx) for kind in kinds) if b is not None]
+    flow = one_flow(kinds)
     quotas = _quotas(spec)
     if spec.count is None and spec.pattern != "packet":
         quotas = [None] * control.spec.connections  # edited before the flows started
@@ -302,7 +313,7 @@ async def execute(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ticker)
             nursery.start_soon(monitor.watch)
-            if background is not None:
+            for background in backgrounds:
                 nursery.start_soon(background)
             with trio.move_on_at(hard_deadline):
                 await flows.run()

@@ -152,6 +152,17 @@ def format_result(doc: dict[str, Any]) -> str:
         )
     elif remote:
         lines.append("  receiver side: a TCP sink without message_size counts no messages")
+    reverse = s.get("reverse")
+    if reverse:
+        source = reverse["source"]
+        lines.append(
+            f"  reverse: received {reverse['received']:,} of "
+            + ("?" if reverse["sent"] is None else f"{reverse['sent']:,}")
+            + f" sent ({'the source' if source else 'requested'})  "
+            f"lost {reverse.get('lost', 0):,}  duplicates {reverse['duplicates']:,}  "
+            f"reordered {reverse['reordered']:,}  jitter {reverse['jitter_ms']:.3f} ms  "
+            f"{reverse['rx_bytes']:,} B"
+        )
     bottleneck = s["bottleneck"]
     if bottleneck and bottleneck.get("limited"):
         lines.append(f"  warning: socketlab was the bottleneck: {bottleneck['reason']}")

@@ -26,7 +26,7 @@ from typing import Any
 import trio
 
 from app.endpoint import Endpoint
-from app.errors import ConflictError, NotFoundError, TargetNotAllowedError
+from app.errors import ConflictError, NotFoundError, SpecError, TargetNotAllowedError
 from app.history import RunHistory
 from app.registry import Registry
 from app.runs.caps import check_run_caps
@@ -147,6 +147,7 @@ class RunManager:
 
     async def _start_local(self, spec: RunSpec, principal: str, client: str | None) -> Run:
         run = Run(spec)
+        self._check_source(run)
         requested_at = time.time()
         pinned: tuple[int, tuple[Any, ...]] | OSError
         try:
@@ -162,6 +163,23 @@ class RunManager:
             pinned = exc
         await self._launch(run, partial(self._execute, pinned), principal, client, requested_at)
         return run
+
+    def _check_source(self, run: Run) -> None:
+        """Refuse a reverse or bidir run at a listener known not to be a source.
+
+        Raises:
+            SpecError: Naming ``reverse`` or ``bidir``.
+        """
+        spec = run.spec
+        if not (spec.reverse or spec.bidir):
+            return
+        if self._receiving_end.is_source(run.endpoint) is False:
+            name = "reverse" if spec.reverse else "bidir"
+            raise SpecError(
+                f"{name}: {run.endpoint.url} is a socketlab listener that does not send; "
+                "a reverse or bidir run needs a listener in mode=source",
+                name,
+            )
 
     async def start_followed(
         self,

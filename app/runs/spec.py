@@ -26,6 +26,7 @@ from pydantic import (
 
 from app.endpoint import Endpoint
 from app.errors import SpecError
+from app.runs.directions import OneWay, bidir_field, check_directions, reverse_field
 from app.runs.payload_spec import PayloadSpec
 from app.validation import validate
 from app.wire.scenario import Program, Scenario, compile_scenario
@@ -65,7 +66,7 @@ PATTERN_HELP = (
     "message and its reply; scenario: a scenario's steps over many sessions"
 )
 # Fields that exclude each other: the models refuse both, the CLI makes them alternatives.
-EXCLUSIVE = (("duration", "count", "iterations"), ("rate", "bitrate"))
+EXCLUSIVE = (("duration", "count", "iterations"), ("rate", "bitrate"), ("reverse", "bidir"))
 
 # The values a pattern without such a field runs with (the engine reads them all).
 DEFAULT_CONNECTIONS = 1
@@ -253,7 +254,7 @@ def _expect_replies() -> Any:
     )
 
 
-class PingpongSpec(_Unpaced, _NoBursts, _AwaitsReplies, _Load):
+class PingpongSpec(OneWay, _Unpaced, _NoBursts, _AwaitsReplies, _Load):
     """Closed loop: each flow sends its next message when a reply has come back."""
 
     # The one pattern whose name may be left out: a spec without one is a pingpong run.
@@ -268,11 +269,14 @@ class RateSpec(_NoBursts, _OneInFlight, _Paced):
 
     pattern: Literal["rate"] = Field(description=PATTERN_HELP)
     expect_replies: bool | None = _expect_replies()
+    reverse: bool = reverse_field()
+    bidir: bool = bidir_field()
 
     @model_validator(mode="after")
     def _has_rate(self) -> Self:
         if self.message_rate is None:
             raise ValueError("rate: the rate pattern needs rate or bitrate")
+        check_directions(self)
         return self
 
 
@@ -281,9 +285,12 @@ class BulkSpec(_NoBursts, _OneInFlight, _Paced):
 
     pattern: Literal["bulk"] = Field(description=PATTERN_HELP)
     expect_replies: bool | None = _expect_replies()
+    reverse: bool = reverse_field()
+    bidir: bool = bidir_field()
 
     @model_validator(mode="after")
     def _pace_by_protocol(self) -> Self:
+        check_directions(self)
         if self.target.protocol == "udp":
             if self.message_rate is None:
                 raise ValueError("rate: a UDP bulk run needs a rate cap (rate or bitrate)")
@@ -309,6 +316,13 @@ class BurstSpec(_Unpaced, _OneInFlight, _Load):
     expect_replies: bool | None = _expect_replies()
     burst: int = Field(DEFAULT_BURST, ge=1, le=1_000_000, description="messages per burst")
     interval: float = Field(DEFAULT_INTERVAL, gt=0, le=3600, description="seconds between bursts")
+    reverse: bool = reverse_field()
+    bidir: bool = bidir_field()
+
+    @model_validator(mode="after")
+    def _directions(self) -> Self:
+        check_directions(self)
+        return self
 
 
 class _OwnBytes:
@@ -339,7 +353,7 @@ class _OwnBytes:
 _NO_PAYLOAD = PayloadSpec()  # type: ignore[call-arg]  # every field has a default
 
 
-class PacketSpec(_Unpaced, _NoBursts, _OneInFlight, _AwaitsReplies, _OwnBytes, _Common):
+class PacketSpec(OneWay, _Unpaced, _NoBursts, _OneInFlight, _AwaitsReplies, _OwnBytes, _Common):
     """One message and its reply, shown as hex and text."""
 
     pattern: Literal["packet"] = Field(description=PATTERN_HELP)
@@ -373,7 +387,7 @@ class PacketSpec(_Unpaced, _NoBursts, _OneInFlight, _AwaitsReplies, _OwnBytes, _
         return 0.0
 
 
-class ScenarioSpec(_Unpaced, _NoBursts, _OneInFlight, _AwaitsReplies, _OwnBytes, _Base):
+class ScenarioSpec(OneWay, _Unpaced, _NoBursts, _OneInFlight, _AwaitsReplies, _OwnBytes, _Base):
     """A scenario's steps (app.wire.scenario) over ``connections`` sessions at once, one
     session after another on each, for ``duration`` seconds or ``iterations`` sessions."""
 

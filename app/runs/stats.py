@@ -83,6 +83,12 @@ class Summarised(Protocol):
     def summary(self) -> dict[str, Any]: ...
 
 
+class DirectionFigures(Protocol):
+    """The reverse direction of a run, as this end received it (app.runs.reverse)."""
+
+    def summary(self, source: dict[str, Any] | None) -> dict[str, Any]: ...
+
+
 def new_histogram() -> HdrHistogram:
     return HdrHistogram(_LOWEST_NS, _HIGHEST_NS, _DIGITS)
 
@@ -224,6 +230,8 @@ class RunStats:
         self.bottleneck: dict[str, Any] | None = None
         self.remote: dict[str, Any] | None = None
         self.remote_error: str | None = None  # why ``remote`` is missing for a sink's run
+        # Reverse and bidir runs: what the source sent this end, beside the source's count.
+        self.reverse: DirectionFigures | None = None
         self._last = (0, 0, 0, 0)
         self._last_t = 0.0
         self._previous_t = 0.0  # where the newest point's interval began
@@ -411,6 +419,7 @@ class RunStats:
             "bottleneck": self.bottleneck,
             "remote": self.remote,
             "remote_error": self.remote_error,
+            "reverse": None if self.reverse is None else self.reverse.summary(self.remote),
         }
 
     def _loss_pct(self) -> float | None:

@@ -85,7 +85,7 @@ class ListenerInfo(_Strict):
     protocol: Literal["tcp", "udp", "tls"]
     host: str
     port: int = Field(ge=1, le=65_535)
-    mode: Literal["echo", "sink", "respond", "statsd"]
+    mode: Literal["echo", "sink", "respond", "statsd", "source"]
     url: str = Field(
         description="a URL that starts the same listener again",
         examples=["tcp://127.0.0.1:9000?mode=echo"],
@@ -122,6 +122,9 @@ class ListenerInfo(_Strict):
     respond: dict[str, Any] | None = Field(None, description="respond: rules and hit counters")
     statsd: dict[str, Any] | None = Field(None, description="statsd: collector counters")
     probe: dict[str, Any] | None = Field(None, description="sink: one-way figures per run")
+    source: dict[str, Any] | None = Field(
+        None, description="source: streams sending now, requests refused, what each run got"
+    )
 
 
 class ProbeFigures(_Strict):
@@ -147,6 +150,12 @@ class ProbeFigures(_Strict):
         max_length=3600,
         description="receiver-side bits per second, one per second since the first arrival",
     )
+    tx_messages: int | None = Field(
+        None, ge=0, description="source: messages it sent of the run (warm-up left out)"
+    )
+    tx_bytes: int | None = Field(None, ge=0, description="source: bytes of those messages")
+    tx_warmup: int | None = Field(None, ge=0, description="source: warm-up messages it sent")
+    tx_streams: int | None = Field(None, ge=0, description="source: streams the run asked for")
 
 
 class ListenerList(_Strict):
@@ -322,6 +331,12 @@ class RunSummary(_Strict):
     )
     remote_error: str | None = Field(
         None, description="why remote is null for a run at a peer's sink (the peer's answer)"
+    )
+    reverse: dict[str, Any] | None = Field(
+        None,
+        description="reverse and bidir runs: what the source sent, as this end received it "
+        "(received, rx_bytes, lost, duplicates, reordered, jitter_ms, rx_series) and the "
+        "source's own count (source: tx_messages, tx_bytes) when it was asked",
     )
 
 

@@ -65,6 +65,8 @@ export function specFromForm() {
   const mbit = number("bitrate_mbit");
   if (mbit !== undefined) spec.bitrate = mbit * 1e6;
   if (shown("insecure") && f.insecure.checked) spec.insecure = true;
+  // reverse and bidir exclude each other: one select sets at most one of them.
+  if (shown("direction") && f.direction.value !== "forward") spec[f.direction.value] = true;
   const kind = f.payload_kind.value;
   if (kind !== "random") {
     spec.payload = { kind };
@@ -83,6 +85,7 @@ function specToForm(spec) {
   }
   f.bitrate_mbit.value = spec.bitrate ? spec.bitrate / 1e6 : "";
   f.insecure.checked = Boolean(spec.insecure);
+  f.direction.value = spec.reverse ? "reverse" : spec.bidir ? "bidir" : "forward";
   f.stop_by.value = spec.count ? "count" : "duration";
   const payload = spec.payload || {};
   f.payload_kind.value = payload.kind || "random";

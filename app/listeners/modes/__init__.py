@@ -7,6 +7,8 @@
 | sink    | sink.py    | count; probe stats with message_size     | count; probe stats per flow   |
 | respond | respond.py | rule replies per line or per read        | rule replies per datagram     |
 | statsd  | statsd.py  | StatsD lines, cut at newlines            | StatsD datagrams              |
+| source  | source.py  | a probe stream per send request; else as | a probe stream per requester; |
+|         |            | a sink                                   | else as a sink                |
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from app.listeners.base import Listener, Mode
 from app.listeners.modes.echo import EchoMode
 from app.listeners.modes.respond import RespondMode
 from app.listeners.modes.sink import SinkMode
+from app.listeners.modes.source import SourceMode
 from app.listeners.modes.statsd import StatsdMode
 from app.listeners.spec import ListenerSpec
 
@@ -24,6 +27,7 @@ MODES: dict[str, type[Mode]] = {
     "sink": SinkMode,
     "respond": RespondMode,
     "statsd": StatsdMode,
+    "source": SourceMode,
 }
 
 
