@@ -63,7 +63,7 @@ async def test_reverse_run_receives_what_the_source_counted(
     port = await source_port(lab, protocol, framing)
     summary = await finish(
         lab,
-        {"target": f"{protocol}://127.0.0.1:{port}", "reverse": True, "insecure": True, **spec},
+        {"target": f"{protocol}://127.0.0.1:{port}", "reverse": True, **_trust(protocol), **spec},
     )
     reverse = summary["reverse"]
     source = reverse["source"]
@@ -78,6 +78,11 @@ async def test_reverse_run_receives_what_the_source_counted(
     assert summary["bytes_received"] == reverse["rx_bytes"]
 
 
+def _trust(protocol: str) -> dict[str, bool]:
+    # The lab's own TLS source has a self-signed certificate; insecure is TLS's only.
+    return {"insecure": True} if protocol == "tls" else {}
+
+
 @pytest.mark.parametrize("protocol", ["tcp", "udp", "tls"])
 @pytest.mark.parametrize("load", ["bulk", "rate", "burst"])
 async def test_bidir_run_counts_both_directions(lab: Lab, protocol: str, load: str) -> None:
@@ -90,7 +95,7 @@ async def test_bidir_run_counts_both_directions(lab: Lab, protocol: str, load: s
             "target": f"{protocol}://127.0.0.1:{port}",
             "bidir": True,
             "connections": 2,
-            "insecure": True,
+            **_trust(protocol),
             **spec,
         },
     )

@@ -54,7 +54,10 @@ export function measures(run) {
   const replies = s.lost !== null && s.lost !== undefined;
   let noRtt = null;
   let noRttShort = null;
-  if (!replies) {
+  if (spec.reverse || spec.bidir) {
+    noRtt = "One-way traffic: the source sends and this end counts what arrives; there are no round trips to time.";
+    noRttShort = "none: one-way traffic";
+  } else if (!replies) {
     noRtt = "A sink does not reply: there are no round trips to time. What arrived there is in the result.";
     noRttShort = "none: a sink does not reply";
   } else if (bytes) {
@@ -94,6 +97,25 @@ function receiverPairs(s) {
   return pairs;
 }
 
+// A reverse or bidir run: what the source sent, as this end received it.
+function reversePairs(s, stream) {
+  const r = s.reverse;
+  const pairs = [["received", cellOf(figure("reverse.received", "count", r.received), " msgs · ",
+    figure("reverse.rx_bytes", "bytes", r.rx_bytes), " from the source"), "received"]];
+  if (r.lost != null) pairs.push(["lost", cellOf(figure("reverse.lost", "count", r.lost)), "reverse_lost"]);
+  if (!stream) {
+    pairs.push(["duplicates", cellOf(figure("reverse.duplicates", "count", r.duplicates)), "reverse_duplicates"]);
+    pairs.push(["reordered", cellOf(figure("reverse.reordered", "count", r.reordered)), "reverse_reordered"]);
+  }
+  if (r.jitter_ms != null) pairs.push(["jitter", cellOf(figure("reverse.jitter_ms", "ms", r.jitter_ms)), "reverse_jitter"]);
+  const src = r.source;
+  pairs.push(src
+    ? ["source sent", cellOf(figure("reverse.source.tx_messages", "count", src.tx_messages), " msgs · ",
+      figure("reverse.source.tx_bytes", "bytes", src.tx_bytes)), "source"]
+    : ["source sent", "not known: the source was not asked", "source"]);
+  return pairs;
+}
+
 /**
  * [label, value, key] rows of a run's summary (the same keys while running and after).
  *
@@ -129,8 +151,10 @@ export function summaryPairs(run) {
     pairs.push(["send lateness", cellOf("mean ", figure("send_lateness_ms.mean", "ms", late.mean),
       " · max ", figure("send_lateness_ms.max", "ms", late.max)), "send_lateness"]);
   }
-  // A run at one of the lab's sinks: what arrived there, beside what was sent.
-  if (!m.replies) pairs.push(...receiverPairs(s));
+  // A reverse or bidir run: what came from the source; a bidir run's forward half and a
+  // run at one of the lab's sinks: what arrived there, beside what was sent.
+  if (s.reverse) pairs.push(...reversePairs(s, m.stream));
+  if (!m.replies && !(run.spec || {}).reverse) pairs.push(...receiverPairs(s));
   pairs.push(["errors", errorsText(s), "errors"]);
   pairs.push(["send rate", cellOf(figure("sent_per_s", "msgrate", s.sent_per_s)), "sent_per_s"]);
   if (m.replies && !m.bytes) pairs.push(["reply rate", cellOf(figure("msgs_per_s", "msgrate", s.msgs_per_s)), "msgs_per_s"]);
