@@ -21,6 +21,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from app.runs.flowstats import FlowStats
+from app.tcpinfo import UNSUPPORTED, TcpSums
 
 # 1 ns to 60 s at 3 significant digits: every RTT a test can produce, 0.1 % precision.
 _LOWEST_NS = 1
@@ -125,6 +126,15 @@ class RunStats:
         # How many intervals were folded into ``total``, and the live RTT figures of then.
         self._folds = 0
         self._rtt_cache: tuple[int, dict[str, float | None], list[list[float]]] | None = None
+        # The kernel's retransmits over the run's TCP flows (app.tcpinfo); None for UDP.
+        self.tcp: TcpSums | None = None
+        self._last_retransmits = 0
+
+    def tcp_sums(self) -> TcpSums:
+        """The sums the run's TCP flows add their kernel retransmits to (made on first use)."""
+        if self.tcp is None:
+            self.tcp = TcpSums()
+        return self.tcp
 
     def note_send_end(self, now: float) -> None:
         self.send_end = max(self.send_end, now)
@@ -163,6 +173,7 @@ class RunStats:
         point["bits_per_s"] = point["bytes_sent"] * 8 / elapsed
         rtt = rtt_summary(self.interval)
         point["rtt_ms"] = {k: rtt[k] for k in ("min", "p50", "p99", "max")}
+        point["retransmits"] = self._retransmits_since_tick()
         self.fold()
         self._last = (self.sent, self.received, self.bytes_sent, self.bytes_received)
         self._last_t = now
@@ -241,6 +252,32 @@ class RunStats:
             "bottleneck": self.bottleneck,
             "remote": self.remote,
             "remote_error": self.remote_error,
+            "tcp": self._tcp_summary(),
+        }
+
+    def _retransmits_since_tick(self) -> int | None:
+        """Segments the kernel retransmitted since the last closed interval (``None``: UDP,
+        or no flow's kernel figures could be read)."""
+        tcp = self.tcp
+        if tcp is None or not tcp.connections:
+            return None
+        delta = tcp.retransmits - self._last_retransmits
+        self._last_retransmits = tcp.retransmits
+        return delta
+
+    def _tcp_summary(self) -> dict[str, Any] | None:
+        """The kernel's figures over the run's TCP flows; ``None`` for a UDP run."""
+        tcp = self.tcp
+        if tcp is None:
+            return None
+        if not tcp.connections:
+            reason = UNSUPPORTED or "no connection was made"
+            return {"retransmits": None, "bytes_retrans": None, "sampled": 0, "reason": reason}
+        return {
+            "retransmits": tcp.retransmits,
+            "bytes_retrans": tcp.bytes_retrans,
+            "sampled": tcp.connections,
+            "reason": None,
         }
 
     def _loss_pct(self) -> float | None:
