@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app import tcpinfo
-from app.tcpinfo import FIELDS, TcpSample, TcpSums, parse
+from app.tcpinfo import FIELDS, SupportsGetsockopt, TcpSample, TcpSums, parse
 
 # getsockopt(IPPROTO_TCP, TCP_INFO, 232) on Linux 6.18, from a connection whose server
 # dropped 30 % of the segments it received (nftables, in a network namespace), next to what
@@ -135,11 +135,11 @@ def test_sums_add_only_growth_and_count_a_connection_once() -> None:
 
 class _Row:
     def __init__(self, sock: socket.socket | None) -> None:
-        self.tcp_sock = sock
+        self.tcp_sock: SupportsGetsockopt | None = sock
         self.tcp: TcpSample | None = None
         self.tcp_at = 0.0
         self.sums = TcpSums()
-        self.tcp_sums = (self.sums,)
+        self.tcp_sums: tuple[TcpSums, ...] = (self.sums,)
 
 
 @pytest.mark.skipif(tcpinfo.TCP_INFO is None, reason="the platform has no TCP_INFO")
