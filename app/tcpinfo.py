@@ -10,8 +10,8 @@ and :func:`missing_reason` says which kernel added it. :func:`sample` is the one
 (retransmitted segments and bytes) to the :class:`TcpSums` the row reports to (the lab's
 per-direction totals, a run's totals). Who calls it decides the cost: the dashboard's rows
 on screen, the connections API's page, a run's flows once a second, and every connection
-once at close; never per message. One sample is a system call and an unpack, about 2 µs,
-so a page of 100 rows costs about 0.2 ms a tick whatever the number of connections.
+once at close; never per message. One sample is a system call and an unpack, about 3 µs,
+so a page of 100 rows costs about 0.3 ms a tick whatever the number of connections.
 
 Where there is no ``TCP_INFO`` (not Linux, a UDP flow, a closed socket) the figures are
 ``None`` and :data:`UNSUPPORTED` or the row's reason says why.
@@ -36,8 +36,8 @@ NOT_SAMPLED = "not sampled yet: the kernel's figures are read for rows someone l
 # Bytes asked of the kernel: the whole struct up to tcpi_reord_seen (Linux 4.19+).
 _ASK = 232
 
-# (offset, struct code) of each field read, in struct tcp_info (include/uapi/linux/tcp.h);
-# the Linux release that added it, for the reason a short struct gives.
+# (offset, struct code, the Linux release that added it) of each field read, in struct
+# tcp_info (include/uapi/linux/tcp.h); the release goes into the reason a short struct gives.
 _LAYOUT: dict[str, tuple[int, str, str]] = {
     "state": (0, "B", "2.6"),
     "retrans": (36, "I", "2.6"),
