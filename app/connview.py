@@ -9,7 +9,14 @@ feed carries at most ``limit`` rows per tick whatever the number of connections,
 at all while the page is unchanged, which is what keeps 10,000 connections under a few kB/s.
 
 The selection is plain Python over the registry's rows, O(n log n) when sorted by a counter;
-the caller runs it only when the registry changed or the view did.
+the caller runs it only when the registry changed, the view did, or the kernel's figures of a
+row on the page did.
+
+The kernel's view of a TCP row (:mod:`app.tcpinfo`) travels as :data:`TCP_COLUMNS` after
+the counters. It is read only for the rows a page shows (the caller's ``sample`` hook, once
+per tick), so idle rows off screen cost nothing. Sorting by a kernel column needs every
+matching row's figures: those are read again when older than :data:`SORT_SAMPLE_AGE`, so a
+sort over 10,000 rows costs their sampling (about 30 ms) once per that age, not per tick.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app import tcpinfo
 from app.errors import SpecError
+from app.tcpinfo import TcpSample
 from app.validation import validate
 from app.wire import jsondoc
 
@@ -36,7 +45,11 @@ COLUMNS = (
     "msgs_out",
     "opened_at",
     "last_active",
+    *tcpinfo.FIELDS,
+    "tcp_reason",
 )
+# The kernel's columns (app.tcpinfo.TcpInfo), sortable: their values are the API's.
+TCP_COLUMNS = (*tcpinfo.FIELDS, "tcp_reason")
 SortKey = Literal[
     "id",
     "protocol",
@@ -49,6 +62,17 @@ SortKey = Literal[
     "msgs_out",
     "opened_at",
     "last_active",
+    "state",
+    "srtt_ms",
+    "rttvar_ms",
+    "retrans",
+    "total_retrans",
+    "lost",
+    "reordering",
+    "snd_cwnd",
+    "unacked",
+    "delivery_bits_per_s",
+    "bytes_retrans",
 ]
 # The most rows one page may hold: a page is what a screen shows, and this bounds one
 # message to about 60 kB even when every row on it changed.
@@ -57,6 +81,8 @@ ANY = "*"
 # A view message is a few short fields (about 200 bytes); anything much larger is refused
 # before it is parsed, so a client cannot make each message cost a megabyte of decoding.
 MAX_VIEW_MESSAGE = 4096
+# Seconds a row's kernel figures may be old when a view sorts by one of them.
+SORT_SAMPLE_AGE = 5.0
 
 
 class ConnRow(Protocol):
@@ -74,6 +100,12 @@ class ConnRow(Protocol):
     bytes_out: int
     msgs_in: int
     msgs_out: int
+    tcp: TcpSample | None  # the kernel's figures last read, None before (or for UDP)
+
+
+# A hook that reads the kernel's figures of the rows given (app.tcpinfo.refresh_all with a
+# clock), with how old (seconds) a row's figures may stay unread.
+Sampler = Callable[[list[ConnRow], float], object]
 
 
 class ConnView(BaseModel):
@@ -128,6 +160,22 @@ _SORT_KEYS: dict[str, Callable[[ConnRow], Any]] = {
 }
 
 
+def _tcp_key(index: int) -> Callable[[ConnRow], Any]:
+    # Rows without the figure (UDP, not read) sort below every row that has it.
+    def key(conn: ConnRow) -> Any:
+        tcp = conn.tcp
+        value = None if tcp is None else tcp[index]
+        return -1 if value is None else value
+
+    return key
+
+
+# A sample holds the API's fields in the same order, in the kernel's units (srtt_us for
+# srtt_ms, ...): the order is the same, so is the sort.
+for _index, _name in enumerate(tcpinfo.FIELDS):
+    _SORT_KEYS[_name] = _tcp_key(_index)
+
+
 def predicate(view: ConnView) -> Callable[[ConnRow], bool] | None:
     """A test for the view's filters, or None when it has none."""
     tests: list[Callable[[ConnRow], bool]] = []
@@ -157,14 +205,20 @@ def predicate(view: ConnView) -> Callable[[ConnRow], bool] | None:
     return lambda c: all(test(c) for test in tests)
 
 
-def select(conns: Iterable[ConnRow], view: ConnView) -> tuple[list[ConnRow], int, int]:
+def select(
+    conns: Iterable[ConnRow], view: ConnView, sample: Sampler | None = None
+) -> tuple[list[ConnRow], int, int]:
     """The page of ``view``: its rows, the number of matching rows, and the page's offset.
 
     ``conns`` must iterate in opening order (the registry does). An offset past the end is
     moved back to the last page, so deleting rows never leaves a browser on an empty page.
+    ``sample`` reads the kernel's figures of the page's rows (and of every matching row,
+    at most every :data:`SORT_SAMPLE_AGE` seconds, when the sort is by one of them).
     """
     test = predicate(view)
     matched = [c for c in conns if test(c)] if test is not None else list(conns)
+    if sample is not None and view.sort in tcpinfo.FIELDS:
+        sample(matched, SORT_SAMPLE_AGE)
     key = _SORT_KEYS.get(view.sort)
     if key is not None:
         # Python's sort is stable: ties stay in opening order, so pages do not shuffle.
@@ -176,7 +230,10 @@ def select(conns: Iterable[ConnRow], view: ConnView) -> tuple[list[ConnRow], int
         offset = (len(matched) - 1) // view.limit * view.limit
     elif not matched:
         offset = 0
-    return matched[offset : offset + view.limit], len(matched), offset
+    page = matched[offset : offset + view.limit]
+    if sample is not None:
+        sample(page, 0.0)
+    return page, len(matched), offset
 
 
 def encode(conn: ConnRow, wall_offset: float) -> list[Any]:
@@ -193,6 +250,7 @@ def encode(conn: ConnRow, wall_offset: float) -> list[Any]:
         conn.msgs_out,
         round(conn.opened_at, 3),
         round(conn.last_active + wall_offset, 1),
+        *tcpinfo.columns(conn.protocol, conn.tcp),
     ]
 
 
@@ -203,7 +261,7 @@ class ConnWindow:
         self.view = view or ConnView()
         self.view_changed = True
         self._ids: list[str] = []
-        self._counters: dict[str, tuple[int, int, int, int]] = {}
+        self._counters: dict[str, tuple[object, ...]] = {}
         self._counts: tuple[int, int, int] = (-1, -1, -1)
 
     def set_view(self, view: ConnView) -> None:
@@ -216,6 +274,15 @@ class ConnWindow:
         self._counters = {}
         self._counts = (-1, -1, -1)
         self.view_changed = True
+
+    def sample(self, get: Callable[[str], ConnRow | None], sample: Sampler) -> bool:
+        """Read the kernel's figures of the rows of the page sent last (once per tick).
+
+        Returns whether any of them changed, so the page must be sent again.
+        """
+        rows = [conn for conn in map(get, self._ids) if conn is not None]
+        sample(rows, 0.0)
+        return any(self._counters.get(conn.id, (None,))[-1] is not conn.tcp for conn in rows)
 
     def stale(self, exists: Callable[[str], object], total: int) -> bool:
         """Whether the page sent last may be out of date though no tick reported a change.
@@ -230,7 +297,11 @@ class ConnWindow:
         return any(exists(conn_id) is None for conn_id in self._ids)
 
     def update(
-        self, conns: Iterable[ConnRow], total: int, wall_offset: float
+        self,
+        conns: Iterable[ConnRow],
+        total: int,
+        wall_offset: float,
+        sample: Sampler | None = None,
     ) -> dict[str, Any] | None:
         """The ``conns`` message for this subscriber, or None when it already has it all.
 
@@ -238,16 +309,18 @@ class ConnWindow:
             conns: Every live row, in opening order.
             total: The number of live rows (shown next to the number that match).
             wall_offset: ``time.time() - trio.current_time()``, for the last-active column.
+            sample: Reads the kernel's figures of rows (see :func:`select`).
         """
         view = self.view
-        page, matched, offset = select(conns, view)
+        page, matched, offset = select(conns, view, sample)
         forced = self.view_changed
         self.view_changed = False
         ids = [c.id for c in page]
         rows = []
-        counters: dict[str, tuple[int, int, int, int]] = {}
+        counters: dict[str, tuple[object, ...]] = {}
         for conn in page:
-            now = (conn.bytes_in, conn.bytes_out, conn.msgs_in, conn.msgs_out)
+            # The sample last: a new reading is a new object (see sample()).
+            now = (conn.bytes_in, conn.bytes_out, conn.msgs_in, conn.msgs_out, conn.tcp)
             counters[conn.id] = now
             if forced or self._counters.get(conn.id) != now:
                 rows.append(encode(conn, wall_offset))

@@ -7,6 +7,11 @@ A timer (the lab's snapshot loop, about 4 Hz) calls :meth:`Registry.take_diff`, 
 only at rows opened, closed or dirtied since the previous call. That keeps the cost of a
 snapshot proportional to what changed, not to how many connections are open, which is what
 lets 10,000 idle connections cost nothing per tick.
+
+A TCP row also holds its socket, so the kernel's view of it (:mod:`app.tcpinfo`) can be read
+by whoever looks at the row (a dashboard page, the API's page, a run's ticker), and is read
+once more when the row closes: the growth of its retransmit counters goes to the lab's
+per-direction :class:`~app.tcpinfo.TcpSums` (and a run's), which only ever grow.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 import trio
 
 from app.endpoint import host_port
+from app.tcpinfo import SupportsGetsockopt, TcpSample, TcpSums, refresh, to_doc
 
 _CLOCK: Callable[[], float] = trio.current_time
 
@@ -48,6 +54,10 @@ class Conn:
         "protocol",
         "remote",
         "run_id",
+        "tcp",
+        "tcp_at",
+        "tcp_sock",
+        "tcp_sums",
     )
 
     def __init__(
@@ -78,6 +88,12 @@ class Conn:
         self.close_hook: Callable[[], None] | None = None
         # A listener's UDP flow: forgets the flow when its peer (a run of this lab) closed.
         self.peer_gone: Callable[[], None] | None = None
+        # The kernel's view (app.tcpinfo): the socket to ask, the last answer and when it
+        # came (trio time), and the sums its retransmits are added to.
+        self.tcp_sock: SupportsGetsockopt | None = None
+        self.tcp: TcpSample | None = None
+        self.tcp_at = 0.0
+        self.tcp_sums: tuple[TcpSums, ...] = ()
 
     def touch(self) -> None:
         """Mark the row changed since the last snapshot (cheap: one flag test)."""
@@ -85,8 +101,8 @@ class Conn:
             self.dirty = True
             self._reg._dirty.append(self)
 
-    def row(self) -> dict[str, Any]:
-        """The JSON row the API and the dashboard show."""
+    def row(self, *, tcp: bool = False) -> dict[str, Any]:
+        """The JSON row the API and the dashboard show; ``tcp``: with the kernel's view."""
         row: dict[str, Any] = {
             "id": self.id,
             "protocol": self.protocol,
@@ -103,6 +119,9 @@ class Conn:
             row["run_id"] = self.run_id
         else:
             row["listener_id"] = self.listener_id
+        if tcp:
+            wall_offset = time.time() - _CLOCK()
+            row["tcp"] = to_doc(self.protocol, self.tcp, round(self.tcp_at + wall_offset, 3))
         return row
 
 
@@ -122,6 +141,10 @@ class Registry:
         self._added: list[Conn] = []
         self._removed: list[str] = []
         self._dirty: list[Conn] = []
+        # Kernel retransmits of TCP connections, inbound (to listeners) and outbound (runs).
+        self.tcp_inbound = TcpSums()
+        self.tcp_outbound = TcpSums()
+        self._inbound_sums = (self.tcp_inbound,)
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -137,8 +160,15 @@ class Registry:
         *,
         listener_id: str | None = None,
         run_id: str | None = None,
+        sock: SupportsGetsockopt | None = None,
+        tcp_sums: tuple[TcpSums, ...] = (),
     ) -> Conn:
-        """Add a row for a new connection or flow and return it."""
+        """Add a row for a new connection or flow and return it.
+
+        Args:
+            sock: A TCP connection's socket, for the kernel's view of it (left out for UDP).
+            tcp_sums: Where else its retransmits are added up (a run's sums).
+        """
         conn = Conn(
             self,
             f"c{next(self._ids)}",
@@ -148,14 +178,24 @@ class Registry:
             listener_id,
             run_id,
         )
+        if sock is not None and protocol != "udp":
+            conn.tcp_sock = sock
+            if run_id is None:
+                conn.tcp_sums = (*self._inbound_sums, *tcp_sums)
+            else:
+                conn.tcp_sums = (self.tcp_outbound, *tcp_sums)
         self._conns[conn.id] = conn
         self._added.append(conn)
         return conn
 
     def close(self, conn: Conn) -> None:
-        """Remove a row; idempotent."""
+        """Remove a row; idempotent. A TCP row's kernel figures are read one last time (the
+        caller closes the socket after this)."""
         if conn.closed:
             return
+        if conn.tcp_sock is not None:
+            refresh(conn, _CLOCK())
+            conn.tcp_sock = None
         conn.closed = True
         conn.close_hook = conn.peer_gone = None
         if self._conns.pop(conn.id, None) is not None:
@@ -211,10 +251,25 @@ class Registry:
         limit: int = 1000,
         predicate: Callable[[Conn], bool] | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
-        """A page of rows, oldest first, and the number of rows that match."""
+        """A page of rows, oldest first, and the number of rows that match.
+
+        The page's TCP rows are sampled (:mod:`app.tcpinfo`) and carry the kernel's view.
+        """
         conns = self._conns.values()
         matching = [c for c in conns if predicate(c)] if predicate else list(conns)
-        return [c.row() for c in matching[offset : offset + limit]], len(matching)
+        page = matching[offset : offset + limit]
+        now = _CLOCK()
+        for conn in page:
+            refresh(conn, now)
+        return [c.row(tcp=True) for c in page], len(matching)
+
+    def detail(self, conn_id: str) -> dict[str, Any] | None:
+        """One row with the kernel's view read now; ``None`` for an unknown id."""
+        conn = self._conns.get(conn_id)
+        if conn is None:
+            return None
+        refresh(conn, _CLOCK())
+        return conn.row(tcp=True)
 
     def take_diff(self) -> dict[str, list[Any]]:
         """What changed since the previous call: added rows, updated ids, removed ids.

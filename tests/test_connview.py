@@ -9,6 +9,7 @@ import pytest
 
 from app.connview import COLUMNS, ConnRow, ConnView, ConnWindow, parse_view, select
 from app.errors import SpecError
+from app.tcpinfo import TcpSample
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Row:
     bytes_out: int = 0
     msgs_in: int = 0
     msgs_out: int = 0
+    tcp: TcpSample | None = None
 
 
 def rows(n: int) -> list[Row]:

@@ -38,6 +38,7 @@ from app.listeners.base import Listener
 from app.listeners.stream import Transport
 from app.registry import Conn, Registry
 from app.sockio import DirectSocket
+from app.tcpinfo import SupportsGetsockopt
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ async def handle_tcp_socket(
     raw.setblocking(False)
     transport = DirectSocket(raw, more=True)
     try:
-        conn = registry.open("tcp", local, remote, listener_id=listener.id)
+        conn = registry.open("tcp", local, remote, listener_id=listener.id, sock=raw)
         await _serve_connection(listener, registry, conn, transport)
     finally:
         transport.close()
@@ -166,14 +167,16 @@ async def handle_tcp_stream(
     local: Any,
     remote: Any,
     protocol: str = "tcp",
+    sock: SupportsGetsockopt | None = None,
 ) -> None:
     """Serve one connection given as a trio ``Stream``; closes ``stream`` at the end.
 
-    This is the path of TLS connections (``stream`` is an ``SSLStream``) and of tests that
-    drive a handler over ``trio.testing.memory_stream_pair`` with a virtual clock.
+    This is the path of TLS connections (``stream`` is an ``SSLStream``; ``sock`` its TCP
+    socket, for the kernel's view) and of tests that drive a handler over
+    ``trio.testing.memory_stream_pair`` with a virtual clock.
     """
     try:
-        conn = registry.open(protocol, local, remote, listener_id=listener.id)
+        conn = registry.open(protocol, local, remote, listener_id=listener.id, sock=sock)
         await _serve_connection(listener, registry, conn, StreamTransport(stream))
     finally:
         await trio.aclose_forcefully(stream)
@@ -192,7 +195,7 @@ async def _serve_one(
         else:
             local = sock.getsockname()
             stream = trio.SSLStream(trio.SocketStream(sock), context, server_side=True)
-            await handle_tcp_stream(listener, registry, stream, local, remote, "tls")
+            await handle_tcp_stream(listener, registry, stream, local, remote, "tls", sock)
     finally:
         listener.connections -= 1
         DESCRIPTORS.give()

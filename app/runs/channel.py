@@ -19,6 +19,7 @@ import trio
 
 from app.runs.stats import error_detail, error_kind
 from app.sockio import DirectSocket
+from app.tcpinfo import SupportsGetsockopt
 
 
 class ConnectError(Exception):
@@ -37,6 +38,10 @@ class Channel(Protocol):
     def close(self) -> None: ...
     def getsockname(self) -> object: ...
     def getpeername(self) -> object: ...
+    @property
+    def sock(self) -> SupportsGetsockopt:
+        """The TCP socket underneath, for the kernel's view of it (app.tcpinfo)."""
+        ...
 
 
 class TlsChannel:
@@ -62,6 +67,10 @@ class TlsChannel:
         n = len(data)
         view[:n] = data
         return n
+
+    @property
+    def sock(self) -> trio.socket.SocketType:
+        return self.raw
 
     def shutdown_write(self) -> None:
         pass

@@ -91,6 +91,10 @@ class FlowContext:
         self.measure_from_ns = 0
         self.clock0 = 0.0
         self.perf0 = 0
+        # Open TCP flows, whose kernel figures the engine's ticker reads once a second.
+        self.tcp_flows: set[Conn] = set()
+        if self.protocol == "tcp":
+            stats.tcp_sums()
         # Plain TCP and UDP pingpong flows are served by one driver task (app.runs.mux),
         # set by the pattern's preparation (app.runs.flows).
         self.mux: FlowDriver | None = None
@@ -138,8 +142,14 @@ class FlowContext:
             return None
         self.stats.connections_opened += 1
         row = self.registry.open(
-            "tcp", channel.getsockname(), channel.getpeername(), run_id=self.run_id
+            "tcp",
+            channel.getsockname(),
+            channel.getpeername(),
+            run_id=self.run_id,
+            sock=channel.sock,
+            tcp_sums=(self.stats.tcp_sums(),),
         )
+        self.tcp_flows.add(row)
         return channel, row
 
     def open_udp(self) -> tuple[stdsocket.socket, Conn] | None:
@@ -198,7 +208,8 @@ async def serve_tcp_flow(ctx: FlowContext, body: TcpBody) -> None:
     except* OSError as group:
         ctx.stats.flow_failed(error_kind(group), error_detail(group))
     finally:
-        ctx.registry.close(conn)
+        ctx.tcp_flows.discard(conn)
+        ctx.registry.close(conn)  # reads its kernel figures a last time
         channel.close()
 
 

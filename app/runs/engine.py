@@ -58,6 +58,7 @@ from app.runs.flowstats import one_way
 from app.runs.outcome import Outcome, conclude
 from app.runs.spec import RunSpec
 from app.runs.stats import RunStats, error_detail, error_kind, new_histogram
+from app.tcpinfo import refresh_all
 
 logger = logging.getLogger(__name__)
 perf_ns = time.perf_counter_ns
@@ -303,6 +304,9 @@ async def execute(
         next_tick = clock0 + 1.0
         while True:
             await trio.sleep_until(next_tick)
+            # The kernel's view of the open TCP flows, once a second: the interval's
+            # retransmits (flows that closed were read at their close).
+            refresh_all(ctx.tcp_flows, trio.current_time())
             close_interval()
             on_tick()
             next_tick += 1.0

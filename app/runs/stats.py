@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from hdrh.histogram import HdrHistogram
 
 from app.runs.flowstats import FlowStats
+from app.tcpinfo import UNSUPPORTED, TcpSums
 
 # 1 ns to 60 s at 3 significant digits: every RTT a test can produce, 0.1 % precision.
 _LOWEST_NS = 1
@@ -238,6 +239,15 @@ class RunStats:
         # How many intervals were folded into ``total``, and the live RTT figures of then.
         self._folds = 0
         self._rtt_cache: tuple[int, dict[str, float | None], list[list[float]]] | None = None
+        # The kernel's retransmits over the run's TCP flows (app.tcpinfo); None for UDP.
+        self.tcp: TcpSums | None = None
+        self._last_retransmits = 0
+
+    def tcp_sums(self) -> TcpSums:
+        """The sums the run's TCP flows add their kernel retransmits to (made on first use)."""
+        if self.tcp is None:
+            self.tcp = TcpSums()
+        return self.tcp
 
     def note_send_end(self, now: float) -> None:
         self.send_end = max(self.send_end, now)
@@ -276,6 +286,7 @@ class RunStats:
     def tick(self, now: float) -> dict[str, Any]:
         """Close the current interval at ``now`` (seconds since the run started)."""
         point = self._point(self._last, self._last_t, now, self.interval)
+        point["retransmits"] = self._retransmits_since_tick()
         self._previous_t = self._last_t
         self._close_interval(now)
         self.series.append(point)
@@ -307,6 +318,12 @@ class RunStats:
         if self.interval.get_total_count():
             self._previous.add(self.interval)
         point = self._point(start, self._previous_t, now, self._previous)
+        retransmits = self._retransmits_since_tick()
+        point["retransmits"] = (
+            None
+            if retransmits is None and before.get("retransmits") is None
+            else (before.get("retransmits") or 0) + (retransmits or 0)
+        )
         self._close_interval(now)
         self.series.append(point)
         return point
@@ -420,6 +437,32 @@ class RunStats:
             "remote": self.remote,
             "remote_error": self.remote_error,
             "reverse": None if self.reverse is None else self.reverse.summary(self.remote),
+            "tcp": self._tcp_summary(),
+        }
+
+    def _retransmits_since_tick(self) -> int | None:
+        """Segments the kernel retransmitted since the last closed interval (``None``: UDP,
+        or no flow's kernel figures could be read)."""
+        tcp = self.tcp
+        if tcp is None or not tcp.connections:
+            return None
+        delta = tcp.retransmits - self._last_retransmits
+        self._last_retransmits = tcp.retransmits
+        return delta
+
+    def _tcp_summary(self) -> dict[str, Any] | None:
+        """The kernel's figures over the run's TCP flows; ``None`` for a UDP run."""
+        tcp = self.tcp
+        if tcp is None:
+            return None
+        if not tcp.connections:
+            reason = UNSUPPORTED or "no connection was made"
+            return {"retransmits": None, "bytes_retrans": None, "sampled": 0, "reason": reason}
+        return {
+            "retransmits": tcp.retransmits,
+            "bytes_retrans": tcp.bytes_retrans,
+            "sampled": tcp.connections,
+            "reason": None,
         }
 
     def _loss_pct(self) -> float | None:

@@ -21,6 +21,7 @@ from app.web.query import check_query, query_args
 from app.web.schemas import (
     ConnectionClosed,
     ConnectionPage,
+    ConnectionRow,
     Health,
     LabSeries,
     ListenerInfo,
@@ -341,6 +342,18 @@ async def flush_listener(listener_id: str) -> dict[str, Any]:
     if not isinstance(listener.mode, StatsdMode):
         raise ConflictError(f"listener {listener_id} is not a statsd listener", "id")
     return dict(await listener.mode.flush_in_steps())
+
+
+@api.get("/connections/<conn_id>")
+@document_response(ConnectionRow)
+@document_errors(404)
+async def get_connection(conn_id: str) -> dict[str, Any]:
+    """One live connection, with the kernel's view of it (``tcp``) read now. 404 when the
+    id names no live connection."""
+    row = _deps().registry.detail(conn_id)
+    if row is None:
+        raise NotFoundError(f"no connection {conn_id!r}", "id")
+    return row
 
 
 @api.delete("/connections/<conn_id>")

@@ -29,16 +29,18 @@ its page costs only its own writer.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import trio
 from quart import Blueprint, current_app, websocket
 
-from app.connview import ConnWindow, parse_view
+from app.connview import ConnRow, ConnWindow, parse_view
 from app.errors import SpecError
+from app.tcpinfo import refresh_all
 from app.web.feed import WS_ENCODER, Feed, dumps, encode_ws
 
 if TYPE_CHECKING:
+    from app.registry import Conn
     from app.web.deps import WebDeps
 
 live = Blueprint("live", __name__)
@@ -74,11 +76,21 @@ async def feed() -> None:
         epoch = -1
         tokens = float(PAGE_BURST_BYTES)
         refilled = trio.current_time()
+        # Rows on this page get the kernel's figures once per tick; half a tick's age lets a
+        # second browser on the same rows, or the page computed right after, reuse them.
+        half_tick = deps.settings.snapshot_interval / 2
 
-        async def send_page() -> None:
+        def sample(rows: list[ConnRow], max_age: float) -> bool:
+            # The rows are the registry's own (app.registry.Conn), which hold their sockets.
+            conns = cast("list[Conn]", rows)
+            return refresh_all(conns, trio.current_time(), min_age=max(max_age, half_tick))
+
+        async def send_page(*, tick: bool = False) -> None:
             nonlocal epoch, tokens, refilled
+            kernel_changed = tick and window.sample(registry.get, sample)
             if (
                 state.conn_epoch == epoch
+                and not kernel_changed
                 and not window.view_changed
                 and not window.stale(registry.get, len(registry))
             ):
@@ -89,7 +101,9 @@ async def feed() -> None:
             if tokens <= 0 and not window.view_changed:
                 return  # over budget: a later tick sends these changes, coalesced
             epoch = state.conn_epoch
-            message = window.update(registry, len(registry), time.time() - trio.current_time())
+            message = window.update(
+                registry, len(registry), time.time() - trio.current_time(), sample
+            )
             if message is not None:
                 text = dumps(message)
                 tokens -= len(text)
@@ -133,4 +147,4 @@ async def feed() -> None:
                     window.reset()
                     message = encode_ws(state.full())
                 await websocket.send(message)
-            await send_page()
+            await send_page(tick=is_tick)

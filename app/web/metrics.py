@@ -136,6 +136,7 @@ class LabCollector(Collector):
         open_conns.add_metric(["inbound"], inbound)
         open_conns.add_metric(["outbound"], outbound)
         yield open_conns
+        yield from self._tcp_metrics()
         yield GaugeMetricFamily(
             "socketlab_live_subscribers",
             "Dashboards and event streams subscribed to live updates",
@@ -146,6 +147,30 @@ class LabCollector(Collector):
             "Live update messages published to subscribers",
             value=deps.hub.published,
         )
+
+    def _tcp_metrics(self) -> Iterator[Metric]:
+        """The kernel's retransmits (TCP_INFO) summed per direction: two series each, read
+        where connections were looked at and at every close (see app.tcpinfo)."""
+        registry = self.deps.registry
+        sums = (("inbound", registry.tcp_inbound), ("outbound", registry.tcp_outbound))
+        families = (
+            ("socketlab_tcp_retransmits", "TCP segments the kernel retransmitted", "retransmits"),
+            (
+                "socketlab_tcp_retransmitted_bytes",
+                "Bytes the kernel retransmitted",
+                "bytes_retrans",
+            ),
+            (
+                "socketlab_tcp_sampled_connections",
+                "TCP connections whose TCP_INFO was read",
+                "connections",
+            ),
+        )
+        for name, documentation, attribute in families:
+            family = CounterMetricFamily(name, documentation, labels=["direction"])
+            for direction, tcp in sums:
+                family.add_metric([direction], getattr(tcp, attribute))
+            yield family
 
     def _listener_metrics(self) -> Iterator[Metric]:
         listeners = list(self.deps.listeners)

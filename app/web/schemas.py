@@ -27,6 +27,7 @@ from quart_schema import document_response
 from app.events import EVENT_KINDS
 from app.listeners.spec import ListenerSpec
 from app.runs.spec import RunSpec
+from app.tcpinfo import TcpInfo
 from app.web.query import ASCII_INTEGER, QueryInt
 
 T = TypeVar("T", bound=Callable[..., Any])
@@ -181,6 +182,12 @@ class ConnectionRow(_Strict):
     last_activity: float = Field(description="Unix time")
     listener_id: str | None = None
     run_id: str | None = None
+    tcp: TcpInfo | None = Field(
+        default=None,
+        description="the kernel's view of a TCP connection (read when the row is served); "
+        "its figures are null for a UDP flow or where the platform has no TCP_INFO, and "
+        "its reason says why",
+    )
 
 
 class ConnectionPage(_Strict):
@@ -280,6 +287,16 @@ class SendLateness(_Open):
     late_sends: int = Field(description="sends 2 ms or more late: their lateness is latency")
 
 
+class RunTcp(_Strict):
+    """The kernel's figures summed over a TCP run's connections (Linux ``TCP_INFO``), read
+    once a second and at each close."""
+
+    retransmits: int | None = Field(description="segments retransmitted (ss retrans:…/N)")
+    bytes_retrans: int | None = Field(description="bytes retransmitted")
+    sampled: int = Field(description="connections whose figures were read")
+    reason: str | None = Field(description="why the figures are null")
+
+
 class RunSummary(_Strict):
     """Totals of a run: the same keys while it runs and once it has ended; a figure not
     known yet (or not measured by the pattern) is ``null``. While a run goes, the RTT
@@ -338,6 +355,7 @@ class RunSummary(_Strict):
         "(received, rx_bytes, lost, duplicates, reordered, jitter_ms, rx_series) and the "
         "source's own count (source: tx_messages, tx_bytes) when it was asked",
     )
+    tcp: RunTcp | None = Field(None, description="TCP and TLS runs: the kernel's retransmits")
 
 
 class SeriesPoint(_Open):
@@ -381,6 +399,9 @@ class RunControlDoc(_Strict):
     paused: bool
     editable: list[str] = Field(description="the fields PATCH accepts for this run")
     edits: list[RunEditMark]
+    retransmits: int | None = Field(
+        None, description="TCP: segments the kernel retransmitted in that second (null: UDP)"
+    )
 
 
 class RunDoc(_Strict):

@@ -4,6 +4,7 @@
 import { $, $$, api, debounce, el, fmtBytes, fmtNum, setTime, showError, timeEl } from "./util.js";
 import { feed } from "./feed.js";
 import { registerSection, state } from "./state.js";
+import { KERNEL_COLUMNS, addHeaders, buildDetail, buildPicker, fillCells, newCells, showDetail, syncHeaders } from "./tcpinfo.js";
 
 const view = { type: "view", offset: 0, limit: 100, sort: "id", desc: false, listener: "", run: "", protocol: "", q: "", seq: 0 };
 const rows = new Map();
@@ -26,7 +27,19 @@ function sendView({ keepOffset = false } = {}) {
 }
 feed.setViewProvider(() => view);
 
-const NUMERIC = new Set(["bytes_in", "bytes_out", "msgs_in", "msgs_out", "opened_at", "last_active"]);
+const NUMERIC = new Set(["bytes_in", "bytes_out", "msgs_in", "msgs_out", "opened_at", "last_active",
+  ...KERNEL_COLUMNS.filter((c) => !c.text).map((c) => c.key)]);
+
+// The kernel's columns (hidden until picked) go before the close column; the picker above
+// the table, a connection's detail below it.
+const headRow = $("#conn-table thead tr");
+addHeaders(headRow, headRow.lastElementChild);
+const detail = buildDetail();
+$("#conn-table").closest(".scroll").after(detail);
+$("#conn-filters").after(buildPicker(() => {
+  syncHeaders($("#conn-table"));
+  for (const [id, tr] of trs) { const row = rows.get(id); if (row) updateRow(tr, row); }
+}));
 
 function owner(value) {
   if (value.startsWith("run:")) {
@@ -39,6 +52,11 @@ function owner(value) {
 function buildRow(row) {
   const tr = el("tr", { dataset: { id: row.id } });
   for (let i = 0; i < 11; i += 1) tr.append(el("td", { class: i >= 5 && i <= 8 ? "num" : i === 0 ? "mono" : null }));
+  const open = el("button", { type: "button", class: "link conn-id", text: row.id, "aria-label": `Details of connection ${row.id}` });
+  open.addEventListener("click", () => showDetail(detail, row.id));
+  tr.children[0].append(open);
+  tr._k = newCells();
+  tr.append(...tr._k);
   const button = el("button", { type: "button", class: "danger small close-conn", "aria-label": `Close connection ${row.id}`, text: "Close" });
   button.addEventListener("click", () => closeConn(row.id, tr));
   tr.append(el("td", {}, button));
@@ -55,7 +73,6 @@ function setCell(tr, index, key, value, make) {
 }
 
 function updateRow(tr, row) {
-  setCell(tr, 0, "id", row.id);
   setCell(tr, 1, "protocol", row.protocol);
   setCell(tr, 2, "owner", row.owner, owner);
   setCell(tr, 3, "local", row.local);
@@ -71,6 +88,7 @@ function updateRow(tr, row) {
     if (td.firstChild && td.firstChild.dataset) setTime(td.firstChild, row.last_active);
     else td.replaceChildren(timeEl(row.last_active, { relOnly: true }));
   }
+  fillCells(tr._k, row, tr._v);
   tr.classList.toggle("closing", closing.has(row.id));
 }
 
