@@ -122,6 +122,11 @@ class ListenerInfo(_Strict):
     respond: dict[str, Any] | None = Field(None, description="respond: rules and hit counters")
     statsd: dict[str, Any] | None = Field(None, description="statsd: collector counters")
     probe: dict[str, Any] | None = Field(None, description="sink: one-way figures per run")
+    kernel_loss: dict[str, Any] | None = Field(
+        None,
+        description="kernel_loss: percent, direction, nftables chain, packets dropped so far "
+        "by direction, and whether tc netem is available (or why not)",
+    )
 
 
 class ProbeFigures(_Strict):
