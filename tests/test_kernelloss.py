@@ -185,7 +185,7 @@ def start_listeners(ns: str, *urls: str) -> tuple[subprocess.Popen[str], list[in
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert process.stdout is not None
-    ports = []
+    ports: list[int] = []
     deadline = time.monotonic() + START_TIMEOUT
     while len(ports) < len(urls) and time.monotonic() < deadline:
         line = process.stdout.readline()
