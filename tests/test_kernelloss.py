@@ -156,21 +156,21 @@ def chains(ns: str) -> list[str]:
     return [item["chain"]["name"] for item in nft_table(ns) if "chain" in item]
 
 
-def drops(ns: str) -> dict[int, int]:
-    """Packets dropped so far, by the port each rule matches."""
+def drops(ns: str, way: str = "in") -> dict[int, int]:
+    """Packets dropped so far by the rules for direction ``way``, by the port they match
+    (the destination port for ``in``, the source port for ``out``)."""
+    field = "dport" if way == "in" else "sport"
     out: dict[int, int] = {}
     for item in nft_table(ns):
         rule = item.get("rule")
         if rule is None:
             continue
-        port = next(
-            e["match"]["right"]
-            for e in rule["expr"]
-            if "match" in e
-            and "payload" in e["match"]["left"]
-            and e["match"]["left"]["payload"]["field"] == "dport"
-        )
-        out[port] = next(e["counter"]["packets"] for e in rule["expr"] if "counter" in e)
+        for expr in rule["expr"]:
+            left = expr.get("match", {}).get("left", {})
+            if left.get("payload", {}).get("field") == field:
+                out[expr["match"]["right"]] = next(
+                    e["counter"]["packets"] for e in rule["expr"] if "counter" in e
+                )
     return out
 
 
@@ -200,8 +200,8 @@ def start_listeners(ns: str, *urls: str) -> tuple[subprocess.Popen[str], list[in
     return process, ports
 
 
-def fire(ns: str, url: str) -> subprocess.Popen[str]:
-    """A rate run of 1,000 msg/s for 10 s, from a process in ``ns``."""
+def fire(ns: str, url: str, *load: str) -> subprocess.Popen[str]:
+    """A rate run (by default 1,000 msg/s for 10 s), from a process in ``ns``."""
     return subprocess.Popen(
         in_ns(
             ns,
@@ -212,10 +212,7 @@ def fire(ns: str, url: str) -> subprocess.Popen[str]:
             url,
             "--pattern",
             "rate",
-            "--rate",
-            "1000",
-            "--duration",
-            "10",
+            *(load or ("--rate", "1000", "--duration", "10")),
             "--json",
         ),
         cwd=ROOT,
@@ -276,6 +273,26 @@ def test_five_percent_inbound_loss_tcp_retransmits_everything_udp_loses_its_shar
     assert docs[tcp_lossy]["kernel_loss"]["dropped"]["in"] >= dropped[tcp_lossy]
     assert "kernel_loss" not in docs[tcp_clean]
     assert chains(netns) == []
+
+
+@needs_netns
+def test_both_directions_lose_requests_and_replies(netns: str) -> None:
+    lab, (port,) = start_listeners(
+        netns, "udp://127.0.0.1:0?mode=echo&kernel_loss=20&kernel_loss_direction=both"
+    )
+    try:
+        run = summary(fire(netns, f"udp://127.0.0.1:{port}", "--rate", "1000", "--count", "3000"))
+        requests, replies = drops(netns, "in")[port], drops(netns, "out")[port]
+    finally:
+        lab.send_signal(signal.SIGTERM)
+        out, _ = lab.communicate(timeout=60)
+    # A message is lost once: its request, or else its reply (1 - 0.8 ** 2 = 36 %).
+    assert requests > 0 and replies > 0
+    assert run["lost"] >= requests + replies
+    assert 32.0 <= run["loss_pct"] <= 40.0
+    doc = json.loads(out[out.index("[") :])[0]
+    assert doc["kernel_loss"]["dropped"] == {"in": requests, "out": replies}
+    assert doc["kernel_loss"]["direction"] == "both"
 
 
 @needs_netns
