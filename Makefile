@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Debian packages the tests drive as real peers: a browser, nc/socat, openssl, compose, promtool.
-DEBS   := chromium socat netcat-openbsd openssl docker-compose prometheus iproute2
+# Debian packages the tests drive as real peers: a browser, nc/socat, openssl, compose, promtool,
+# and nft (kernel_loss listeners are tested with real nftables rules in a network namespace).
+DEBS   := chromium socat netcat-openbsd openssl docker-compose prometheus iproute2 nftables
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint typecheck pytest bench system-deps clean screenshots
@@ -29,7 +30,8 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 system-deps:
 	@missing=""; \
 	for cmd in chromium:chromium socat:socat nc:netcat-openbsd openssl:openssl \
-	           docker-compose:docker-compose promtool:prometheus ip:iproute2; do \
+	           docker-compose:docker-compose promtool:prometheus ip:iproute2 \
+	           nft:nftables; do \
 	  command -v $${cmd%%:*} >/dev/null 2>&1 || missing="$$missing $${cmd##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \

@@ -51,7 +51,9 @@ bytes = 1000000
 concurrent_runs = 4
 """
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-FILE_OPTIONS = ("rules_file", "cert", "key")
+# File options name files of the lab's machine; kernel_loss would add nftables rules to the
+# host's ruleset (it is tested in a network namespace of its own: tests/test_kernelloss.py).
+FILE_OPTIONS = ("rules_file", "cert", "key", "kernel_loss", "kernel_loss_direction")
 
 
 @pytest.fixture(scope="module")

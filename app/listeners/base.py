@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import trio
 
+from app.listeners.kernelloss import KernelLossState
 from app.listeners.spec import ListenerSpec
 from app.listeners.stream import StreamSession, Transport, serve_stream
 from app.registry import Conn
@@ -139,6 +140,8 @@ class Listener:
         self.oversized = 0
         # UDP: the reflection limits every reply passes (see app.wire.replyguard).
         self.reply_guard: ReplyGuard | None = None
+        # kernel_loss: the nftables chain dropping this listener's packets, once added.
+        self.kernel_loss: KernelLossState | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document the API, the dashboard and the CLI show.
@@ -148,7 +151,8 @@ class Listener:
         docstring, the limits, and the mode's own section: ``respond`` (rules with hit
         counters), ``statsd`` (collector counters, kernel drops), ``probe`` (sink: one-way
         statistics per run), ``impairment`` (echo), ``source`` (streams sent, requests
-        refused, what each run was sent), plus ``tls`` (certificate fingerprint).
+        refused, what each run was sent), plus ``tls`` (certificate fingerprint) and
+        ``kernel_loss`` (percent, direction, chain, packets dropped so far, netem).
         """
         spec = self.spec
         doc: dict[str, Any] = {
@@ -180,6 +184,8 @@ class Listener:
             doc["tls"] = self.tls
         if self.reply_guard is not None:
             doc["reflection_dropped"] = self.reply_guard.dropped
+        if self.kernel_loss is not None:
+            doc["kernel_loss"] = self.kernel_loss.to_dict()
         doc.update(self.mode.details())
         return doc
 

@@ -22,6 +22,7 @@ import trio
 
 from app.errors import ConflictError, NotFoundError, SocketlabError
 from app.listeners.base import Listener
+from app.listeners.kernelloss import KernelLoss
 from app.listeners.modes import create_listener
 from app.listeners.modes.respond import RespondMode
 from app.listeners.modes.source import SourceMode
@@ -49,8 +50,15 @@ class ListenerManager:
         policy: What listeners asked for by clients may bind, and how many there may be.
     """
 
-    def __init__(self, registry: Registry, policy: ListenerPolicy | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        policy: ListenerPolicy | None = None,
+        kernel_loss: KernelLoss | None = None,
+    ) -> None:
         self.registry = registry
+        # The nftables chains of listeners with kernel_loss (app.listeners.kernelloss).
+        self.kernel_loss = kernel_loss if kernel_loss is not None else KernelLoss()
         self.policy = policy if policy is not None else ListenerPolicy()
         self._ids = itertools.count(1)
         self._listeners: dict[str, Listener] = {}
@@ -69,6 +77,8 @@ class ListenerManager:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the nursery that listeners live in, until cancelled."""
         async with trio.open_nursery() as self._nursery:
+            # Chains a crashed lab left would drop packets on ports listeners reuse now.
+            await self.kernel_loss.clean_stale()
             task_status.started()
             await trio.sleep_forever()
 
@@ -94,10 +104,13 @@ class ListenerManager:
 
         Raises:
             ConflictError: The address is in use or cannot be bound, or the lab is stopping.
-            SpecError: A TLS certificate or key cannot be loaded.
+            SpecError: A TLS certificate or key cannot be loaded, or kernel loss cannot be
+                set up (no root, no nft: field ``kernel_loss``).
         """
         if self._nursery is None or not self.accepting:
             raise ConflictError("the lab is not accepting new listeners", None)
+        if spec.kernel_loss:
+            self.kernel_loss.check(spec)
         listener = create_listener(f"l{next(self._ids)}", spec)
         if isinstance(listener.mode, SourceMode) and self.send_policy is not None:
             listener.mode.may_send_to = self.send_policy
@@ -108,6 +121,8 @@ class ListenerManager:
                 f"cannot bind {spec.protocol}://{spec.host}:{spec.port}: {exc.strerror or exc}",
                 "url",
             ) from exc
+        if spec.kernel_loss:
+            await self._add_kernel_loss(listener)
         listener.started_at = time.time()
         self._listeners[listener.id] = listener
         logger.info("listener %s serving %s", listener.id, listener.spec_url())
@@ -221,6 +236,19 @@ class ListenerManager:
         logger.info("listener %s: rules replaced (%d rules)", listener_id, len(spec.rules))
         return listener
 
+    async def _add_kernel_loss(self, listener: Listener) -> None:
+        """Add a bound listener's nftables chain, or stop the listener and raise."""
+        assert self._nursery is not None
+        try:
+            state = await self.kernel_loss.add(listener.id, listener.spec, listener.port)
+        except BaseException:
+            listener.cancel_scope.cancel()
+            with trio.CancelScope(shield=True):
+                await listener.stopped.wait()
+            raise
+        listener.kernel_loss = state
+        self._nursery.start_soon(self.kernel_loss.watch, state, listener.stopped)
+
     def serving_web(self, host: str, port: int) -> None:
         """Tell the policy where the web server listens (its port is known once bound)."""
         self.policy = replace(self.policy, web_host=host, web_port=port)
@@ -234,6 +262,8 @@ class ListenerManager:
                 await serve(listener, self.registry, task_status=task_status)
         finally:
             self._listeners.pop(listener.id, None)
+            if listener.kernel_loss is not None:
+                await self.kernel_loss.remove(listener.kernel_loss)
             listener.stopped.set()
 
     async def stop(self, listener_id: str) -> Listener:

@@ -4,6 +4,7 @@ A listener is written as a URL whose query string holds the options::
 
     tcp://127.0.0.1:9000?mode=echo&max_connections=100&idle_timeout=30
     udp://[::1]:9000?mode=echo&loss=10&delay=50ms
+    tcp://127.0.0.1:9002?mode=echo&kernel_loss=5    (the kernel drops 5 %: root, nftables)
     tcp://127.0.0.1:9001?mode=respond&rules_file=rules.toml&framing=line
     udp://127.0.0.1:8125?mode=statsd&flush_interval=10
     tls://127.0.0.1:9443?mode=echo                 (a self-signed certificate is made)
@@ -16,7 +17,7 @@ win over ``defaults`` (the CLI's ``--mode`` and friends).
 
 Durations (``idle_timeout``, ``delay``, ``jitter``, ``flush_interval``) are seconds, as a
 number or a string with a unit: ``"0.05"``, ``"50ms"``, ``"2s"``. ``loss`` and
-``duplicate`` are percentages (0 to 100).
+``duplicate`` are percentages (0 to 100), and so is ``kernel_loss`` (in steps of 0.01).
 
 Everything that can be wrong is found here, before anything binds: unknown options,
 options that do not apply to the mode or protocol, rules that do not compile (or whose
@@ -38,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.endpoint import Endpoint
 from app.errors import SpecError
+from app.listeners.nftrules import where_refused
 from app.validation import spec_error_from
 from app.wire.regex import MAX_MESSAGE_WORK
 from app.wire.rules import Responder, Rule, RuleError
@@ -164,6 +166,15 @@ class ListenerSpec(BaseModel):
         cert: TLS: PEM certificate (chain) file; with ``key``. Without both, a self-signed
             certificate for the bind address is made at start.
         key: TLS: PEM private key file.
+        kernel_loss: Any mode and protocol: percent of the listener's packets the kernel
+            drops (nftables rules of socketlab's own, see
+            :mod:`app.listeners.kernelloss`), so TCP retransmits for real. Needs root
+            (CAP_NET_ADMIN) and the ``nft`` command; without them the listener refuses
+            to start, naming what is missing.
+        kernel_loss_direction: Which packets ``kernel_loss`` drops: ``in`` (those the
+            listener receives; the default), ``out`` (those it sends) or ``both``.
+            ``out`` and ``both`` need a loopback listener (see
+            :mod:`app.listeners.nftrules`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -198,6 +209,8 @@ class ListenerSpec(BaseModel):
     reply_rate: float = Field(100.0, ge=0, le=10_000_000)
     cert: str | None = None
     key: str | None = None
+    kernel_loss: float = Field(0.0, ge=0, le=100)
+    kernel_loss_direction: Literal["in", "out", "both"] = "in"
 
     @field_validator(
         "idle_timeout", "delay", "jitter", "flush_interval", "max_duration", mode="before"
@@ -434,6 +447,7 @@ def _check_applicable(values: Mapping[str, Any], protocol: str, mode: str) -> No
 
 
 def _check_spec(spec: ListenerSpec) -> None:
+    _check_kernel_loss(spec)
     if (spec.cert is None) != (spec.key is None):
         raise SpecError("give cert and key together (or neither, for a self-signed one)", "cert")
     for name in ("cert", "key"):
@@ -448,6 +462,21 @@ def _check_spec(spec: ListenerSpec) -> None:
         except RuleError as exc:
             raise SpecError(exc.message, exc.field) from None
         _check_regex_work(responder.rules, spec.max_message_size)
+
+
+def _check_kernel_loss(spec: ListenerSpec) -> None:
+    if "kernel_loss_direction" in spec.model_fields_set and not spec.kernel_loss:
+        raise SpecError(
+            "kernel_loss_direction applies with kernel_loss (a percent above 0)",
+            "kernel_loss_direction",
+        )
+    if spec.kernel_loss and round(spec.kernel_loss * 100) == 0:
+        raise SpecError("kernel_loss: the smallest share is 0.01 (percent)", "kernel_loss")
+    if spec.kernel_loss:
+        reason = where_refused(spec.host, spec.kernel_loss_direction)
+        if reason is not None:
+            field = "kernel_loss_direction" if spec.kernel_loss_direction != "in" else "url"
+            raise SpecError(reason, field)
 
 
 def _check_regex_work(rules: Sequence[Rule], max_message_size: int) -> None:

@@ -225,7 +225,9 @@ async def create_listener() -> tuple[dict[str, Any], int]:
     ``jitter``, ``loss``, ``duplicate``, ``seed``; sink: ``message_size``; respond:
     ``rules`` (list of ``{"match", "pattern", "reply", "encoding"}``), ``rules_file``,
     ``default_reply``, ``encoding``, ``framing``; statsd: ``flush_interval``,
-    ``max_keys``, ``percentiles``; udp: ``rcvbuf``; tls: ``cert``, ``key``.
+    ``max_keys``, ``percentiles``; udp: ``rcvbuf``; tls: ``cert``, ``key``; any mode:
+    ``kernel_loss`` (percent the kernel drops, through nftables) and
+    ``kernel_loss_direction`` (``in``, ``out``, ``both``).
 
     The answer is the listener's document (``GET /api/listeners/{id}``): ``port`` is the
     bound port (useful with port 0). The listener is kept in the store and started again,
@@ -233,7 +235,8 @@ async def create_listener() -> tuple[dict[str, Any], int]:
     /api/listeners/failed`` lists those that could not start again). 422 names the option
     at fault, or ``url`` when the bind policy refuses the address or port (loopback only
     unless the operator allowed more with ``--allow-bind``; no privileged port; not the
-    dashboard's port); 409 when the address is in use or cannot be bound, or the cap on
+    dashboard's port), or ``kernel_loss`` with the reason when this lab cannot drop packets
+    (no root, no nft); 409 when the address is in use or cannot be bound, or the cap on
     listeners is reached.
     """
     import trio

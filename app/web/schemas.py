@@ -126,6 +126,11 @@ class ListenerInfo(_Strict):
     source: dict[str, Any] | None = Field(
         None, description="source: streams sending now, requests refused, what each run got"
     )
+    kernel_loss: dict[str, Any] | None = Field(
+        None,
+        description="kernel_loss: percent, direction, nftables chain, packets dropped so far "
+        "by direction, and whether tc netem is available (or why not)",
+    )
 
 
 class ProbeFigures(_Strict):
