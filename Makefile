@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages the tests drive as real peers: a browser, nc/socat, openssl, compose, promtool,
-# and nft (kernel_loss listeners are tested with real nftables rules in a network namespace).
-DEBS   := chromium socat netcat-openbsd openssl docker-compose prometheus iproute2 nftables
+# nft (kernel_loss listeners are tested with real nftables rules in a network namespace) and
+# redis-server with redis-cli (a scenario run is checked against Redis's own command counts).
+DEBS   := chromium socat netcat-openbsd openssl docker-compose prometheus iproute2 nftables \
+          redis-server redis-tools
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint typecheck pytest bench system-deps clean screenshots
@@ -31,7 +33,7 @@ system-deps:
 	@missing=""; \
 	for cmd in chromium:chromium socat:socat nc:netcat-openbsd openssl:openssl \
 	           docker-compose:docker-compose promtool:prometheus ip:iproute2 \
-	           nft:nftables; do \
+	           nft:nftables redis-server:redis-server redis-cli:redis-tools; do \
 	  command -v $${cmd%%:*} >/dev/null 2>&1 || missing="$$missing $${cmd##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \

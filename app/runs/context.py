@@ -120,12 +120,13 @@ class FlowContext:
             self.sizes = [spec.size]
 
     async def open_tcp(
-        self, on_error: Callable[[str], None] | None = None
+        self, on_error: Callable[[str, str], None] | None = None
     ) -> tuple[Channel, Conn] | None:
         """Connect one TCP (or TLS) flow to the checked address and give it a registry row.
 
-        A failure is counted by its error kind (and told to ``on_error``) and gives
-        ``None``: the flow just ends.
+        A failure gives ``None``: it is counted as the error that ended the flow, or, given
+        ``on_error``, told to it (kind and why) to count as its own (a scenario's session
+        fails its step, and the flow goes on with the next session).
         """
         try:
             channel = await connect_stream(
@@ -136,9 +137,10 @@ class FlowContext:
                 server_hostname=self.server_hostname,
             )
         except ConnectError as exc:
-            self.stats.flow_failed(exc.kind, str(exc))
-            if on_error is not None:
-                on_error(exc.kind)
+            if on_error is None:
+                self.stats.flow_failed(exc.kind, str(exc))
+            else:
+                on_error(exc.kind, str(exc))
             return None
         self.stats.connections_opened += 1
         row = self.registry.open(

@@ -26,7 +26,7 @@ from app.registry import Conn
 from app.runs.channel import Channel
 from app.runs.context import FlowContext
 from app.runs.spec import ScenarioSpec
-from app.runs.stats import error_kind
+from app.runs.stats import ERROR_MEANINGS, error_detail, error_kind
 from app.runs.steps import StepTable
 from app.wire.conversation import (
     AwaitReply,
@@ -69,6 +69,8 @@ class _Session:
         self.channel: Channel | None = None
         self.sock: stdsocket.socket | None = None
         self.conn: Conn | None = None
+        # Why the I/O failed, by kind (the OS's or TLS's words), for the error's sample.
+        self.details: dict[str, str] = {}
 
     def account(self, results: list[StepResult]) -> None:
         """Move the conversation's finished steps into the run's figures."""
@@ -77,7 +79,8 @@ class _Session:
         stats = self.stats
         for result in results:
             if result.kind is not None:
-                stats.record_error(result.kind, f"{result.step}: {result.kind}")
+                why = self.details.pop(result.kind, None) or ERROR_MEANINGS.get(result.kind)
+                stats.record_error(result.kind, f"{result.step}: {why or result.kind}")
             elif result.latency is not None:
                 stats.received += 1
                 stats.interval.record_value(max(int(result.latency * 1e9), 1))
@@ -93,7 +96,12 @@ class _Session:
                 return False
             self.sock, self.conn = opened_udp
             return True
-        opened = await ctx.open_tcp(on_error=lambda kind: conv.broke(kind, trio.current_time()))
+
+        def refused(kind: str, detail: str) -> None:
+            self.details[kind] = detail
+            conv.broke(kind, trio.current_time())
+
+        opened = await ctx.open_tcp(on_error=refused)
         if opened is None:
             return False
         self.channel, self.conn = opened
@@ -163,7 +171,6 @@ class _Session:
                 return False
             while True:
                 action = conv.next(trio.current_time())
-                self.account(conv.results)
                 if isinstance(action, SendBytes):
                     await self.send(action.data)
                 elif isinstance(action, AwaitReply):
@@ -187,12 +194,19 @@ class _Session:
                         continue  # the failure is the conversation's: Finished next
                 elif isinstance(action, Finished):
                     return action.ok
+                # After the action: a send counts once it is made, not when it is asked for.
+                self.account(conv.results)
         except _Stopped:
+            conv.results.clear()  # the send it was about to make was not made
             return None
-        except ConnectionRefusedError:
-            conv.broke("unreachable" if self.sock is not None else "refused", trio.current_time())
+        except ConnectionRefusedError as exc:
+            kind = "unreachable" if self.sock is not None else "refused"
+            self.details[kind] = error_detail(exc)
+            conv.broke(kind, trio.current_time())
         except OSError as exc:
-            conv.broke(error_kind(exc), trio.current_time())
+            kind = error_kind(exc)
+            self.details[kind] = error_detail(exc)
+            conv.broke(kind, trio.current_time())
         finally:
             self.account(conv.results)
         return False
