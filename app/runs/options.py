@@ -60,6 +60,10 @@ def option_message(exc: SpecError) -> str:
         return exc.message
     head, sep, rest = exc.message.partition(": ")
     if sep and head == exc.field:
+        # A field inside a file's document (scenario.steps.3.send) keeps its path there.
+        option, dot, inside = head.partition(".")
+        if dot and option == "scenario":
+            return f"{option_name(option)}: {inside}: {rest}"
         return f"{option_name(exc.field)}: {rest}"
     return exc.message
 
@@ -126,7 +130,8 @@ def add_spec_options(
         if name == "pattern":
             target.add_argument(*flags, choices=chosen, **common)
         elif name == "scenario":
-            target.add_argument(*flags, type=load_scenario_file, metavar="FILE", **common)
+            # Read when the spec is made (spec_body): a bad file is then one line, exit 2.
+            target.add_argument(*flags, metavar="FILE", **common)
         elif kind is bool and info.default is None:
             # A yes/no whose default is decided at run time: --x and --no-x.
             target.add_argument(*flags, action=argparse.BooleanOptionalAction, **common)
@@ -163,21 +168,26 @@ def load_scenario_file(path: str) -> Any:
     """A scenario file's document: TOML for ``.toml``, JSON otherwise (``--scenario``).
 
     Raises:
-        argparse.ArgumentTypeError: It cannot be read or parsed; says why in one line.
+        SpecError: It cannot be read or parsed; says why in one line (field ``scenario``).
     """
+
+    def refuse(reason: str) -> SpecError:
+        return SpecError(f"scenario: {reason}", "scenario")
+
     try:
-        data = Path(path).read_bytes()[: MAX_SCENARIO_FILE + 1]
+        with Path(path).open("rb") as file:
+            data = file.read(MAX_SCENARIO_FILE + 1)
     except OSError as exc:
-        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror}") from None
+        raise refuse(f"cannot read {path}: {exc.strerror}") from None
     if len(data) > MAX_SCENARIO_FILE:
-        raise argparse.ArgumentTypeError(f"{path} is larger than {MAX_SCENARIO_FILE:,} bytes")
+        raise refuse(f"{path} is larger than {MAX_SCENARIO_FILE:,} bytes")
     try:
         if path.endswith(".toml"):
             return tomllib.loads(data.decode())
         return jsondoc.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise argparse.ArgumentTypeError(f"{path} is not a scenario file: {reason}") from None
+        raise refuse(f"{path} is not a scenario file: {reason}") from None
 
 
 def spec_body(target: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -187,6 +197,8 @@ def spec_body(target: str, args: argparse.Namespace) -> dict[str, Any]:
     for name in FIELD_PATTERNS:
         if name in given and name not in _NOT_OPTIONS:
             body[name] = given[name]
+    if isinstance(body.get("scenario"), str):
+        body["scenario"] = load_scenario_file(body["scenario"])
     if isinstance(body.get("size"), tuple):
         body["size"], size_max = body["size"]
         if size_max is not None:
