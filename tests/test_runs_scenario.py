@@ -8,6 +8,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -292,3 +293,25 @@ async def test_timeouts_resets_and_refusals_are_counted_by_kind_and_others_pass(
     assert status == "failed"
     assert summary["errors_by_kind"] == {"refused": 5}
     assert steps_of(summary)["steps.0"]["errors_by_kind"] == {"refused": 5}
+
+
+async def test_fire_scenario_prints_the_step_table(lab: Lab, tmp_path: Path) -> None:
+    from tests.conftest import listener_port
+
+    scenario = tmp_path / "echo.toml"
+    scenario.write_text('[[steps]]\nsend = "hi {counter}\\n"\n[[steps]]\nexpect = "hi {counter}"\n')
+    target = f"tcp://127.0.0.1:{listener_port(lab, 'tcp')}"
+    command = [sys.executable, "-m", "app.cli", "fire", target, "--pattern", "scenario"]
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            [*command, "--scenario", str(scenario), "--iterations", "20", "--conns", "2"],
+            capture_stdout=True,
+            capture_stderr=True,
+        )
+    out = result.stdout.decode()
+    assert "sessions 20 (0 failed)" in out, out
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith("steps.")]
+    assert [row[:5] for row in rows] == [
+        ["steps.0", "send", "20", "20", "0"],
+        ["steps.1", "expect", "20", "20", "0"],
+    ]

@@ -100,6 +100,28 @@ def _lost(s: dict[str, Any]) -> str:
     return f"{s['lost']:,} ({s['loss_pct']:.2f} %)"
 
 
+def _scenario_lines(spec: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    """A scenario run's sessions and its table of steps, with the replies that failed."""
+    figures = s["scenario"] or {"sessions": 0, "sessions_failed": 0, "steps": []}
+    lines = [
+        f"  connections {spec['connections']}  sessions {figures['sessions']:,} "
+        f"({figures['sessions_failed']:,} failed)  elapsed {s['elapsed']:.2f} s",
+        "  step                 action      count     passed   failed   p50 ms   p99 ms",
+    ]
+    for row in figures["steps"]:
+        latency = row["latency_ms"] or {}
+        lines.append(
+            f"  {row['step']:<20} {row['action']:<8} {row['count']:>9,} {row['passed']:>10,} "
+            f"{row['failed']:>8,} {_ms(latency.get('p50')):>8} {_ms(latency.get('p99')):>8}"
+        )
+    if figures.get("worst_step"):
+        lines.append(f"  failed most: {figures['worst_step']}")
+    for row in figures["steps"]:
+        for sample in row["samples"]:
+            lines.append(f"  {row['step']} {sample['kind']}: got {sample['text']!r}")
+    return lines
+
+
 def format_result(doc: dict[str, Any]) -> str:
     """The human-readable result table of a run document."""
     s = doc["summary"]
@@ -117,6 +139,8 @@ def format_result(doc: dict[str, Any]) -> str:
             lines.append(f"  text  {reply['text']}")
         elif reply:
             lines.append(f"  {reply.get('note', 'no reply')}")
+    elif spec["pattern"] == "scenario":
+        lines += _scenario_lines(spec, s)
     else:
         rtt = s["rtt_ms"]
         lines += [
