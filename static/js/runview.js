@@ -200,11 +200,14 @@ export function runCharts(rttNode, tputNode, height = 220, { log = false } = {})
       { label: "replies", fmt: fmtMsgRate },
       { label: "bits sent", scale: "bits", fmt: fmtBitRate },
       { label: "bits received", scale: "bits", fmt: fmtBitRate },
+      // What the path delivered, counted by the receiving end (a sink or this end of a
+      // reverse run), once the run has ended: the kernel's buffers do not inflate it.
+      { label: "bits at the receiver", scale: "bits", fmt: fmtBitRate },
     ],
   });
   const note = el("p", { class: "muted chart-note", hidden: true });
   rttNode.after(note);
-  const tputYs = (p) => [p.sent_per_s ?? null, p.msgs_per_s ?? null, p.bits_per_s ?? null, p.bits_per_s_received ?? null];
+  const tputYs = (p) => [p.sent_per_s ?? null, p.msgs_per_s ?? null, p.bits_per_s ?? null, p.bits_per_s_received ?? null, null];
   return {
     rtt,
     tput,
@@ -219,7 +222,7 @@ export function runCharts(rttNode, tputNode, height = 220, { log = false } = {})
       const r = (key) => points.map((p) => (p.rtt_ms ? p.rtt_ms[key] ?? null : null));
       rtt.setData([xs, r("p50"), r("p99"), r("max")]);
       const ys = points.map(tputYs);
-      tput.setData([xs, ...[0, 1, 2, 3].map((i) => ys.map((y) => y[i]))]);
+      tput.setData([xs, ...[0, 1, 2, 3, 4].map((i) => ys.map((y) => y[i]))]);
     },
     explain(run) {
       const m = measures(run);
@@ -228,6 +231,14 @@ export function runCharts(rttNode, tputNode, height = 220, { log = false } = {})
       note.textContent = m.noRtt || "";
       tput.showSeries(2, m.replies && !m.bytes);
       tput.showSeries(4, m.replies);
+      // The receiver's second i beside the run's interval i (both from their first byte).
+      const s = run.summary || {};
+      const rx = (s.remote && s.remote.rx_series) || (s.reverse && s.reverse.rx_series) || null;
+      if (rx && rx.length && tput.data[0].length) {
+        const d = tput.data;
+        tput.setData([...d.slice(0, 5), d[0].map((_, i) => rx[i] ?? null)]);
+      }
+      tput.showSeries(5, Boolean(rx && rx.length));
     },
     lastT() {
       const xs = rtt.data[0];
