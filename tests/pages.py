@@ -62,3 +62,18 @@ def open_section(page: Any, served: ServedLab, name: str) -> None:
         sign_in(page, served)
     page.click(f"#tabs a[data-tab={name}]")
     page.wait_for_selector(f"section#{name}:not([hidden])", timeout=5000)
+
+
+# Counts the strongly coloured pixels of a chart's canvas: series lines and bars, not the
+# grey axes and grid, so a drawn chart and an empty one are told apart by what is painted.
+COLOURED_PIXELS = """(selector) => {
+  const canvas = document.querySelector(selector + " canvas");
+  if (!canvas || !canvas.width) return 0;
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let n = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    const r = data[i], g = data[i + 1], b = data[i + 2];
+    if (data[i + 3] > 200 && Math.max(r, g, b) - Math.min(r, g, b) > 80) n += 1;
+  }
+  return n;
+}"""

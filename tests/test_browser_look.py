@@ -19,22 +19,10 @@ from typing import Any
 import pytest
 
 from tests.helpers import TOKEN, ServedLab, api_call, start_served_lab
-from tests.pages import PHONE, browser_context, open_section, sign_in, themed_page
+from tests.pages import COLOURED_PIXELS, PHONE, browser_context, open_section, sign_in, themed_page
 
 pytestmark = pytest.mark.browser
 
-# Counts the strongly coloured pixels of a chart's canvas: the series, not axes or grid.
-COLOURED_PIXELS = """(selector) => {
-  const canvas = document.querySelector(selector + " canvas");
-  if (!canvas || !canvas.width) return 0;
-  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
-  let n = 0;
-  for (let i = 0; i < data.length; i += 4) {
-    const r = data[i], g = data[i + 1], b = data[i + 2];
-    if (data[i + 3] > 200 && Math.max(r, g, b) - Math.min(r, g, b) > 80) n += 1;
-  }
-  return n;
-}"""
 
 # The dashboard's formatters applied to the API's summary: what each figure must read.
 FORMATTED = """async (s) => {

@@ -17,24 +17,11 @@ import pytest
 
 from tests.browser import chromium_page, screenshot
 from tests.helpers import TOKEN, ServedLab, api_call, start_served_lab
+from tests.pages import COLOURED_PIXELS
 
 pytestmark = pytest.mark.browser
 
 STATSD_URL = "udp://127.0.0.1:0?mode=statsd&flush_interval=1"
-
-# Counts the strongly coloured pixels of a chart's canvas: series lines and bars, not the
-# grey axes and grid, so a drawn chart and an empty one are told apart by what is painted.
-COLOURED_PIXELS = """(selector) => {
-  const canvas = document.querySelector(selector + " canvas");
-  if (!canvas || !canvas.width) return 0;
-  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
-  let n = 0;
-  for (let i = 0; i < data.length; i += 4) {
-    const r = data[i], g = data[i + 1], b = data[i + 2];
-    if (data[i + 3] > 200 && Math.max(r, g, b) - Math.min(r, g, b) > 80) n += 1;
-  }
-  return n;
-}"""
 
 
 @pytest.fixture(scope="module")
