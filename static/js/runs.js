@@ -131,7 +131,7 @@ async function showDetail(id, { scroll = false } = {}) {
     $("#export-html").href = `/api/runs/${run.id}/report.html`;
     $("#export-html").download = `run-${run.id}-report.html`;
     renderLabels(run.id, run.labels || []);
-    $("#detail-delete").disabled = run.status === "running";
+    $("#detail-delete").disabled = run.status === "running" || run.status === "paused";
     $("#detail-summary tbody").replaceChildren(...kvRows(summaryPairs(run)));
     $("#detail-pct tbody").replaceChildren(...kvRows(pctPairs(run)));
     showFailures($("#detail-failures-box"), $("#detail-failures"), run.summary);
@@ -216,18 +216,21 @@ document.addEventListener("socketlab:run-ended", () => { if (visible) loadList()
 // a second, their documents are read again from the API, so the row shows the API's figures.
 let refreshing = false;
 let lastRefresh = 0;
+// A paused run is going too (its status says which, the store keeps it as running).
+const live = (status) => status === "running" || status === "paused";
 async function refreshRunning() {
-  const rows = items.filter((r) => r.status === "running");
-  const detailLive = detailId && detailStatus === "running" && !$("#run-detail").hidden;
+  const rows = items.filter((r) => live(r.status));
+  const detailLive = detailId && live(detailStatus) && !$("#run-detail").hidden;
   if ((!rows.length && !detailLive) || refreshing || Date.now() - lastRefresh < 1000) return;
   refreshing = true;
   lastRefresh = Date.now();
   try {
     if (rows.length) {
-      const fresh = new Map(((await api("GET", listQuery({ status: "running" }))).items || []).map((r) => [r.id, r]));
+      const lists = await Promise.all(["running", "paused"].map((status) => api("GET", listQuery({ status }))));
+      const fresh = new Map(lists.flatMap((doc) => doc.items || []).map((r) => [r.id, r]));
       for (const [i, r] of items.entries()) {
         const now = fresh.get(r.id);
-        if (r.status !== "running" || !now) continue;
+        if (!live(r.status) || !now) continue;
         items[i] = now;
         const tr = $(`#runs-table tbody tr[data-id="${r.id}"]`);
         if (tr) tr.replaceWith(rowFor(now));

@@ -5,7 +5,7 @@ import { Chart, msAxis } from "./charts.js";
 export const PCTS = [["min", "min"], ["p50", "p50"], ["p90", "p90"], ["p99", "p99"], ["p99.9", "p999"], ["max", "max"], ["mean", "mean"]];
 
 export function statusPill(status) {
-  const cls = { finished: "ok", running: "run", stopped: "warn", failed: "bad", cancelled: "warn" }[status] || "";
+  const cls = { finished: "ok", running: "run", paused: "warn", stopped: "warn", failed: "bad", cancelled: "warn" }[status] || "";
   return el("span", { class: `pill ${cls}`, text: status || "–" });
 }
 
