@@ -106,7 +106,9 @@ async def test_an_odd_query_value_is_4xx_naming_the_key(
 ) -> None:
     assert lab.web_port is not None
     integer = "integer" in schema
-    for value in ODD_VALUES:
+    # Free text (a search) takes "abc" or "1.5" as it is: only empty or unprintable is odd.
+    text = "'type': 'string'" in schema and "enum" not in schema and "format" not in schema
+    for value in ("", "\x00", "a\x01b") if text else ODD_VALUES:
         response = await http(lab.web_port, method, f"{concrete(path)}?{key}={quote(value)}")
         doc = error_doc(response.status, response.json())
         if integer or response.status == 422:

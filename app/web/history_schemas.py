@@ -8,15 +8,32 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, FailFast, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, FailFast, Field, WithJsonSchema
 
 from app.runs.histogram import DEFAULT_PER_DOUBLING, MAX_PER_DOUBLING
+from app.runs.spec import PATTERNS
 from app.web.query import ASCII_INTEGER, QueryInt
 from app.web.schemas import RunStatus
 
 # Letters, digits and a few separators: a label reads the same in a URL, a page and a CLI.
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$"
 Label = Annotated[str, Field(min_length=1, max_length=64, pattern=LABEL_PATTERN)]
+
+
+def _known_pattern(name: str) -> str:
+    if name not in PATTERNS:
+        raise ValueError(f"must be one of {', '.join(PATTERNS)}")
+    return name
+
+
+# One of the run patterns (the spec models' own list, not a copy of it).
+PatternName = Annotated[
+    str,
+    AfterValidator(_known_pattern),
+    WithJsonSchema({"type": "string", "enum": list(PATTERNS)}),
+]
+# Text to look for: printable, so a stray NUL or an empty value is a 422, not a search.
+SearchText = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class _Strict(BaseModel):
@@ -30,11 +47,9 @@ class RunsQuery(_Strict):
     offset: Annotated[int, Field(ge=0, le=10_000_000), ASCII_INTEGER] = Field(
         0, description="stored runs to skip (running ones come first on the first page)"
     )
-    q: str | None = Field(
-        None, max_length=200, description="found in the id, target, pattern or a label"
-    )
-    target: str | None = Field(None, max_length=200, description="found in the target URL")
-    pattern: str | None = Field(None, max_length=32, description="the pattern, exactly")
+    q: SearchText | None = Field(None, description="found in the id, target, pattern or a label")
+    target: SearchText | None = Field(None, description="found in the target URL")
+    pattern: PatternName | None = Field(None, description="the pattern, exactly")
     status: RunStatus | None = None
     label: Label | None = Field(None, description="a label the run carries")
 
