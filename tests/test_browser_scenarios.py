@@ -15,7 +15,7 @@ import pytest
 
 from tests.browser import chromium_page
 from tests.helpers import ServedLab, api_call, start_served_lab
-from tests.pages import open_section
+from tests.pages import PHONE, open_section, themed_page
 
 pytestmark = pytest.mark.browser
 
@@ -132,8 +132,8 @@ def test_write_dry_run_save_fire_and_follow_a_scenario(served: ServedLab, tmp_pa
             shown = [b for b in (x["sent"], x["received"]) if b]
             assert row["texts"] == [f'"{b["text"]}"' for b in shown]
             assert row["hexes"] == [b["hex"] for b in shown]
-            want = DASH if x["latency_ms"] is None else fmt(page, "fmtMs", x["latency_ms"])
-            assert row["latency"] == want
+            latency = DASH if x["latency_ms"] is None else fmt(page, "fmtMs", x["latency_ms"])
+            assert row["latency"] == latency
         # The number captured from the first reply went back, byte for byte.
         got = dry["exchanges"][1]["received"]["text"].removeprefix("PONG ")
         assert dry["exchanges"][3]["sent"]["text"] == f"ECHO {got}\\n"
@@ -199,3 +199,24 @@ def test_write_dry_run_save_fire_and_follow_a_scenario(served: ServedLab, tmp_pa
         page.goto(f"http://127.0.0.1:{served.web_port}/#runs/{run_id}")
         page.wait_for_selector("#detail-steps-box:not([hidden])", timeout=10000)
         assert figures_shown(page, "#detail-steps") == want
+
+        # And so does the run's HTML report.
+        page.goto(f"http://127.0.0.1:{served.web_port}/api/runs/{run_id}/report.html")
+        page.wait_for_selector("body[data-ready='1']", timeout=10000)
+        assert figures_shown(page, "#report-steps") == want
+
+
+def test_on_a_phone_the_scenarios_section_fits_the_screen(served: ServedLab) -> None:
+    with themed_page(*PHONE) as page:
+        open_section(page, served, "scenarios")
+        page.fill("#scn-text", SCENARIO_TOML)
+        page.wait_for_function("document.querySelectorAll('#scn-steps li').length === 6")
+        overflow = page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0
+        # Each step's buttons stay on the screen.
+        for box in page.locator("#scn-steps button[aria-label^=remove]").all():
+            where = box.bounding_box()
+            assert where is not None
+            assert where["x"] >= 0 and where["x"] + where["width"] <= PHONE[0], where

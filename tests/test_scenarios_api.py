@@ -4,11 +4,14 @@ own respond listener (real sockets, real SQLite)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import trio
 
 from app.lab import Lab
 from app.wire.scenario import Scenario
-from tests.conftest import listener_port
+from tests.conftest import listener_port, running_lab
 from tests.helpers import http, wait_for_async
 
 # A respond listener: PING gets a numbered PONG; ECHO <word> gets GOT <word> back.
@@ -259,3 +262,24 @@ async def test_a_dry_run_is_held_to_the_target_policy_and_names_saved_scenarios(
         {"target": target, "scenario": {"steps": [{"send": "{x}"}]}},
     )
     assert (status, error["field"]) == (422, "scenario.steps.0.send"), error
+
+
+async def test_saved_scenarios_survive_a_restart_and_are_capped(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    async with running_lab(nursery, data) as first:
+        status, saved = await call(
+            first, "POST", "/api/scenarios", {"name": "rt", "scenario": ROUND_TRIP}
+        )
+        assert status == 201, saved
+    async with running_lab(nursery, data) as second:
+        assert (await call(second, "GET", "/api/scenarios/rt"))[1] == saved
+        second.scenarios.store.max_scenarios = 1
+        status, error = await call(
+            second, "POST", "/api/scenarios", {"name": "other", "scenario": ROUND_TRIP}
+        )
+        assert (status, error["field"]) == (409, "name"), error
+        # Replacing the one saved is not a new one.
+        status, _ = await call(second, "PUT", "/api/scenarios/rt", {"scenario": ROUND_TRIP})
+        assert status == 200
