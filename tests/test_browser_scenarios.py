@@ -220,3 +220,35 @@ def test_on_a_phone_the_scenarios_section_fits_the_screen(served: ServedLab) -> 
             where = box.bounding_box()
             assert where is not None
             assert where["x"] >= 0 and where["x"] + where["width"] <= PHONE[0], where
+
+
+def test_a_failing_dry_run_and_a_bad_step_are_shown_where_they_are(served: ServedLab) -> None:
+    target = respond_target(served)
+    with chromium_page() as page:
+        open_section(page, served, "scenarios")
+        wrong = '[[steps]]\nsend = "PING\\\\n"\n\n[[steps]]\nexpect = "PANG"\nmatch = "prefix"\n'
+        page.fill("#scn-text", wrong)
+        page.wait_for_function(
+            "document.querySelector('#scn-steps li[data-index=\"1\"] input[name=expect]')"
+            "?.value === 'PANG'"
+        )
+        page.fill("#scn-target", target)
+        with page.expect_response(lambda r: r.url.endswith("/api/scenarios/dry-run")) as answer:
+            page.click("#scn-dry")
+        dry = answer.value.json()
+        page.wait_for_selector("#scn-transcript tbody tr[data-step='steps.1'].failed")
+        row = page.locator("#scn-transcript tbody tr[data-step='steps.1']")
+        assert row.locator(".x-result").text_content() == "fail: mismatch"
+        received = dry["exchanges"][1]["received"]
+        assert row.locator(".x-text").text_content() == f'"{received["text"]}"'
+        assert page.text_content("#scn-dry-outcome") == dry["error"] == "steps.1: mismatch"
+
+        # A step the lab refuses: the error names it, and that step is marked in the editor.
+        page.fill("#scn-steps li[data-index='0'] input[name=send]", "{nope}")
+        page.dispatch_event("#scn-steps li[data-index='0'] input[name=send]", "change")
+        page.fill("#scn-name", "bad")
+        page.click("#scn-save")
+        page.wait_for_selector("#scn-steps li[data-index='0'].field-error")
+        assert "scenario.steps.0.send" in (page.text_content("#scn-error") or "")
+        saved = api_call(served, "GET", "/api/scenarios")["items"]
+        assert "bad" not in [item["name"] for item in saved]

@@ -283,3 +283,18 @@ async def test_saved_scenarios_survive_a_restart_and_are_capped(
         # Replacing the one saved is not a new one.
         status, _ = await call(second, "PUT", "/api/scenarios/rt", {"scenario": ROUND_TRIP})
         assert status == 200
+
+
+async def test_a_dry_run_of_a_malformed_scenario_names_its_field(lab: Lab) -> None:
+    cases = [
+        (5, "scenario"),
+        ({"steps": [{"send": "a", "expect": "b"}]}, "scenario.steps.0"),
+        ({"steps": [{"expect": "b", "timeout": "soon"}]}, "scenario.steps.0.timeout"),
+        ({"steps": []}, "scenario.steps"),
+    ]
+    for scenario, field in cases:
+        body = {"target": "tcp://127.0.0.1:9", "scenario": scenario}
+        status, error = await call(lab, "POST", "/api/scenarios/dry-run", body)
+        assert (status, error["field"]) == (422, field), (scenario, error)
+    status, error = await call(lab, "POST", "/api/scenarios/dry-run", {"scenario": "x"})
+    assert (status, error["field"]) == (422, "target"), error

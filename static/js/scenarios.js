@@ -162,11 +162,15 @@ $("#scn-add").addEventListener("click", () => {
 function clearError() {
   errorBox.hidden = true;
   markField(form, null);
+  for (const li of list.children) li.classList.remove("field-error");
 }
 
 function fail(err) {
   showError(errorBox, err);
   markField(form, err.field);
+  // An error in the steps names one (scenario.steps.2.expect): that step is marked.
+  const step = /^scenario\.steps\.(\d+)/.exec(err.field || "");
+  for (const li of list.children) li.classList.toggle("field-error", Boolean(step) && li.dataset.index === step[1]);
 }
 
 // ---- dry run ----------------------------------------------------------------------------
