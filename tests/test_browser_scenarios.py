@@ -243,6 +243,33 @@ def test_a_failing_dry_run_and_a_bad_step_are_shown_where_they_are(served: Serve
         assert row.locator(".x-text").text_content() == f'"{received["text"]}"'
         assert page.text_content("#scn-dry-outcome") == dry["error"] == "steps.1: mismatch"
 
+        # Fired: the failures are counted on the step that failed, by kind, with samples.
+        page.fill("#scn-form input[name=connections]", "2")
+        page.select_option("#scn-form select[name=stop_by]", "iterations")
+        page.fill("#scn-form input[name=iterations]", "6")
+        with page.expect_response(lambda r: r.url.endswith("/api/runs")) as fired:
+            page.click("#scn-fire")
+        run_id = fired.value.json()["id"]
+        page.wait_for_function(
+            "document.querySelector('#scn-run-status').textContent === 'finished'", timeout=60000
+        )
+        figures = api_call(served, "GET", f"/api/runs/{run_id}")["summary"]["scenario"]
+        expect_row = figures["steps"][1]
+        assert (expect_row["failed"], expect_row["errors_by_kind"]) == (6, {"mismatch": 6})
+        shown = figures_shown(page, "#scn-step-table")
+        assert shown["scenario.steps.1.failed"] == fmt(page, "fmtNum", 6)
+        assert shown["scenario.steps.1.errors_by_kind.mismatch"] == fmt(page, "fmtNum", 6)
+        assert shown["scenario.sessions_failed"] == fmt(page, "fmtNum", figures["sessions_failed"])
+        assert (
+            page.text_content("#scn-step-table .worst-step") == figures["worst_step"] == "steps.1"
+        )
+        samples = page.eval_on_selector_all(
+            "#scn-step-table tr[data-step='steps.1'] .samples li",
+            "ns => ns.map(n => n.textContent)",
+        )
+        assert samples == [f'{x["kind"]}: "{x["text"]}"' for x in expect_row["samples"]]
+        assert samples
+
         # A step the lab refuses: the error names it, and that step is marked in the editor.
         page.fill("#scn-steps li[data-index='0'] input[name=send]", "{nope}")
         page.dispatch_event("#scn-steps li[data-index='0'] input[name=send]", "change")

@@ -6,13 +6,13 @@ import { el, figure } from "./util.js";
 
 const cellOf = (...children) => el("td", { class: "num" }, ...children);
 
-function kindsText(kinds) {
+function kindsText(kinds, base) {
   const entries = Object.entries(kinds || {}).filter(([, n]) => n).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
   if (!entries.length) return ["–"];
   const out = [];
   entries.forEach(([kind, n], i) => {
     if (i) out.push(" · ");
-    out.push(el("span", { class: "mono", text: `${kind} ` }), figure(`errors_by_kind.${kind}`, "count", n));
+    out.push(el("span", { class: "mono", text: `${kind} ` }), figure(`${base}.errors_by_kind.${kind}`, "count", n));
   });
   return out;
 }
@@ -28,7 +28,7 @@ export function stepRows(figures) {
       cellOf(figure(`${base}.count`, "count", row.count)),
       cellOf(figure(`${base}.passed`, "count", row.passed)),
       cellOf(figure(`${base}.failed`, "count", row.failed)),
-      el("td", { class: "kinds" }, ...kindsText(row.errors_by_kind)),
+      el("td", { class: "kinds" }, ...kindsText(row.errors_by_kind, base)),
       cellOf(row.latency_ms ? figure(`${base}.latency_ms.p50`, "ms", lat.p50) : "–"),
       cellOf(row.latency_ms ? figure(`${base}.latency_ms.p99`, "ms", lat.p99) : "–"),
       el("td", { class: "samples" }, el("ul", {}, ...(row.samples || []).map((s) =>
@@ -51,7 +51,7 @@ export function showSteps(box, table, summary) {
   const caption = el("caption", {},
     "Sessions ", figure("scenario.sessions", "count", figures.sessions),
     " · failed ", figure("scenario.sessions_failed", "count", figures.sessions_failed),
-    " · worst step ", el("span", { class: "mono", dataset: { field: "scenario.worst_step" }, text: figures.worst_step || "none" }));
+    " · worst step ", el("span", { class: "mono worst-step", text: figures.worst_step || "none" }));
   table.replaceChildren(caption, head, el("tbody", {}, ...stepRows(figures)));
   return true;
 }
