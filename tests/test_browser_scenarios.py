@@ -99,6 +99,17 @@ def test_write_dry_run_save_fire_and_follow_a_scenario(served: ServedLab, tmp_pa
         page.wait_for_function("document.querySelector('#scn-text').value.includes('close = true')")
         page.click("#scn-steps li:last-child button[aria-label^=remove]")
         page.wait_for_function("!document.querySelector('#scn-text').value.includes('close')")
+        # Reordered: the capture moved above the expect, then back.
+        order = "ns => ns.map(n => n.dataset.action).join(' ')"
+        page.click("#scn-steps li[data-index='2'] button[aria-label^='move step 2 up']")
+        page.wait_for_function(
+            "document.querySelector('#scn-text').value.indexOf('capture') "
+            "< document.querySelector('#scn-text').value.indexOf('expect')"
+        )
+        moved = page.eval_on_selector_all("#scn-steps li", order)
+        assert moved == "send capture expect send expect delay"
+        page.click("#scn-steps li[data-index='1'] button[aria-label^='move step 1 down']")
+        assert page.eval_on_selector_all("#scn-steps li", order) == " ".join(actions)
         page.fill("#scn-steps li[data-index='5'] input[name=delay]", "0.02,0.05")
         page.dispatch_event("#scn-steps li[data-index='5'] input[name=delay]", "change")
         page.wait_for_function(
