@@ -41,6 +41,8 @@ from app.peers import PeerManager, parse_peer
 from app.registry import Registry
 from app.runs.manager import Run, RunManager
 from app.runs.targets import TargetPolicy
+from app.scenarios import ScenarioTool
+from app.scenarios_store import ScenarioStore
 from app.settings import Settings, is_loopback
 from app.store import AuditLog, Store, open_store
 from app.timeseries import LabSeries
@@ -105,6 +107,9 @@ class Lab:
         self.packets = PacketTool(
             PacketStore(self.store), self.registry, settings, policy, AuditLog(self.store), self
         )
+        self.scenarios = ScenarioTool(
+            ScenarioStore(self.store), self.registry, settings, policy, AuditLog(self.store), self
+        )
         self.runs = RunManager(
             self.registry,
             settings,
@@ -147,6 +152,7 @@ class Lab:
             peers=self.peers,
             store=self.store,
             packets=self.packets,
+            scenarios=self.scenarios,
             shutdown=self.shutdown,
             started_at=self.started_at,
         )

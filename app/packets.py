@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -105,26 +106,8 @@ class PacketTool:
     ) -> dict[str, Any]:
         endpoint = spec.target
         requested_at = time.time()
-        audit = {
-            "run_id": None,
-            "principal": principal,
-            "client": client,
-            "target": endpoint.url,
-            "spec": spec.model_dump(mode="json"),
-            "requested_at": requested_at,
-        }
-        try:
-            pinned: tuple[int, tuple[Any, ...]] | OSError = await self._policy.resolve(endpoint)
-        except TargetNotAllowedError as exc:
-            await self._audit.record(audit | {"outcome": f"refused: {exc.message}"})
-            raise
-        except OSError as exc:
-            pinned = exc
-
-        async def resolved(_: Endpoint) -> tuple[int, tuple[Any, ...]]:
-            if isinstance(pinned, OSError):
-                raise pinned
-            return pinned
+        audit = audit_entry(spec, principal, client, requested_at)
+        resolved = await checked_target(self._policy, self._audit, spec, audit)
 
         s = self._settings
         outcome = await execute(
@@ -156,6 +139,45 @@ class PacketTool:
                 **entry,
             }
         )
+
+
+def audit_entry(
+    spec: RunSpec, principal: str, client: str | None, requested_at: float
+) -> dict[str, Any]:
+    """The audit record of a send that makes no run (no run id); ``outcome`` comes later."""
+    return {
+        "run_id": None,
+        "principal": principal,
+        "client": client,
+        "target": spec.target.url,
+        "spec": spec.model_dump(mode="json"),
+        "requested_at": requested_at,
+    }
+
+
+async def checked_target(
+    policy: TargetPolicy, audit: AuditLog, spec: RunSpec, entry: dict[str, Any]
+) -> Callable[[Endpoint], Awaitable[tuple[int, tuple[Any, ...]]]]:
+    """The target of ``spec`` checked by ``policy`` once, as the engine's resolver: it
+    gives that address (or raises the error resolving it gave).
+
+    Raises:
+        TargetNotAllowedError: The policy refuses the target (audited with ``entry``).
+    """
+    try:
+        pinned: tuple[int, tuple[Any, ...]] | OSError = await policy.resolve(spec.target)
+    except TargetNotAllowedError as exc:
+        await audit.record(entry | {"outcome": f"refused: {exc.message}"})
+        raise
+    except OSError as exc:
+        pinned = exc
+
+    async def resolved(_: Endpoint) -> tuple[int, tuple[Any, ...]]:
+        if isinstance(pinned, OSError):
+            raise pinned
+        return pinned
+
+    return resolved
 
 
 def packet_result(

@@ -8,13 +8,14 @@ import "./js/fire.js";
 import "./js/runs.js";
 import "./js/telemetry.js";
 import "./js/packet.js";
+import "./js/scenarios.js";
 import "./js/listeners.js";
 import "./js/peers.js";
 import "./js/health.js";
 import "./js/layout.js";
 
 const SECTIONS = [
-  "overview", "connections", "fire", "runs", "telemetry", "packet", "listeners", "peers",
+  "overview", "connections", "fire", "runs", "telemetry", "packet", "scenarios", "listeners", "peers",
 ];
 
 function route() {

@@ -309,7 +309,17 @@ def test_the_report_is_dark_in_a_dark_system_too(served: ServedLab, tmp_path: Pa
         assert contrast(text, card) >= 7
 
 
-SECTIONS = ("overview", "connections", "fire", "runs", "telemetry", "packet", "listeners", "peers")
+SECTIONS = (
+    "overview",
+    "connections",
+    "fire",
+    "runs",
+    "telemetry",
+    "packet",
+    "scenarios",
+    "listeners",
+    "peers",
+)
 
 HEADING_AND_HEADER = """(name) => ({
   header: document.querySelector("body > header").getBoundingClientRect().bottom,

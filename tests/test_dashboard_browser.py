@@ -510,7 +510,15 @@ def test_every_section_is_reachable_from_the_keyboard(served: ServedLab) -> None
     with chromium_page() as page:
         open_section(page, served, "overview")
         page.focus("#tabs a[data-tab=overview]")
-        for name in ("connections", "fire", "runs", "telemetry", "packet", "listeners"):
+        for name in (
+            "connections",
+            "fire",
+            "runs",
+            "telemetry",
+            "packet",
+            "scenarios",
+            "listeners",
+        ):
             page.keyboard.press("Tab")
             assert page.evaluate("document.activeElement.dataset.tab") == name
             page.keyboard.press("Enter")

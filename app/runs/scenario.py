@@ -53,8 +53,10 @@ def _program(ctx: FlowContext) -> Program:
 
 
 def prepare_steps(ctx: FlowContext) -> None:
-    """The run's step table and session numbers, shared by its flows."""
-    ctx.stats.steps = StepTable(_program(ctx))
+    """The run's step table (unless the caller gave one: a dry run's transcript) and
+    session numbers, shared by its flows."""
+    if ctx.stats.steps is None:
+        ctx.stats.steps = StepTable(_program(ctx))
     ctx.sessions = count(1)
 
 
@@ -222,7 +224,7 @@ async def scenario_flow(ctx: FlowContext, flow_id: int, quota: int | None) -> No
     done = 0
     try:
         while ctx.sending() and (quota is None or done < quota):
-            conv = Conversation(program, next(ctx.sessions), rng)
+            conv = Conversation(program, next(ctx.sessions), rng, keep=table.keep)
             ok = await session.run(conv)
             if ok is None:
                 break

@@ -73,6 +73,10 @@ def _action_of(instruction: Any) -> str:
 class StepTable:
     """The figures of every step of ``program``, in its order."""
 
+    # Bytes of each exchange the sessions keep in their step results (a subclass that
+    # shows them, the dry run's transcript, keeps some; the figures need none).
+    keep = 0
+
     def __init__(self, program: Program) -> None:
         self.sessions = 0
         self.sessions_failed = 0
@@ -89,6 +93,11 @@ class StepTable:
             row = rows.get(result.step)
             if row is not None:
                 row.add(result)
+
+    def action_of(self, path: str) -> str:
+        """The action of the step at ``path`` (``send``, ``expect``, ...)."""
+        row = self._rows.get(path)
+        return row.action if row is not None else "step"
 
     def session_ended(self, ok: bool) -> None:
         self.sessions += 1

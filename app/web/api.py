@@ -105,9 +105,13 @@ async def list_connections() -> dict[str, Any]:
 async def create_run() -> tuple[dict[str, Any], int]:
     """Start a run; answers as soon as it is stored (201) with its id.
 
-    503 while the store cannot write (see ``/api/health``): nothing was started.
+    503 while the store cannot write (see ``/api/health``): nothing was started. A
+    ``scenario`` run may name a saved scenario (``"scenario": "name"``) instead of giving
+    its steps: the run's stored spec holds the saved steps it ran (422 when none is saved
+    by that name).
     """
-    spec = parse_run_spec(await _json_body())
+    body = await _deps().scenarios.resolve_run_body(await _json_body())
+    spec = parse_run_spec(body)
     run = await _deps().runs.start(
         spec, principal=security.principal(_deps().settings, request), client=request.remote_addr
     )

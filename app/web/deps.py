@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from app.peers import PeerManager
     from app.registry import Registry
     from app.runs.manager import RunManager
+    from app.scenarios import ScenarioTool
     from app.settings import Settings
     from app.store import Store
     from app.timeseries import LabSeries
@@ -42,6 +43,7 @@ class WebDeps:
         store: the store (presets, and whether it is degraded, for ``/api/health``); open
             while the lab serves.
         packets: the packet tool: sends without runs, saved packets, the send log.
+        scenarios: saved scenarios and the dry run of one session.
         shutdown: set when the lab shuts down; live feeds end and the server drains.
         started_at: when the lab started (Unix time).
     """
@@ -56,5 +58,6 @@ class WebDeps:
     peers: PeerManager | None
     store: Store
     packets: PacketTool
+    scenarios: ScenarioTool
     shutdown: trio.Event
     started_at: float

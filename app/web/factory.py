@@ -28,6 +28,7 @@ from app.web.openapi import install_openapi
 from app.web.packets_api import packets_api
 from app.web.peers_api import peers_api
 from app.web.runs_api import runs_api
+from app.web.scenarios_api import scenarios_api
 from app.wire import jsondoc
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ def create_web(deps: WebDeps, feed: Feed | None = None) -> QuartTrio:
     web.register_blueprint(events_api)
     web.register_blueprint(packets_api)
     web.register_blueprint(listeners_api)
+    web.register_blueprint(scenarios_api)
     settings = deps.settings
 
     def _auth_ok() -> bool:

@@ -81,12 +81,14 @@ Action = SendBytes | AwaitReply | Wait | OpenAgain | Finished
 @dataclass(frozen=True, slots=True)
 class StepResult:
     """One step as it ended: ``kind`` None when it passed; ``latency`` (seconds) for an
-    expect that got its reply; ``received``: a failed step's reply, bounded."""
+    expect that got its reply; ``received``: a failed step's reply, bounded (and a passed
+    expect's, with ``keep``); ``sent``: a send's bytes, with ``keep``."""
 
     step: str
     kind: str | None
     latency: float | None = None
     received: bytes = b""
+    sent: bytes = b""
 
 
 class Conversation:
@@ -97,6 +99,8 @@ class Conversation:
         counter: The value of ``{counter}`` in this session (the driver numbers sessions).
         rng: Source of ``{random}`` and of random delays.
         variables: Values captured before (a reconnect keeps them); copied.
+        keep: Bytes of each send and passed reply kept in :attr:`results` (a dry run's
+            transcript); 0 keeps only a failed step's reply, bounded.
     """
 
     def __init__(
@@ -105,8 +109,10 @@ class Conversation:
         counter: int,
         rng: random.Random,
         variables: Mapping[str, bytes] | None = None,
+        keep: int = 0,
     ) -> None:
         self.program = program
+        self.keep = keep
         self.counter = counter
         self.rng = rng
         self.variables: dict[str, bytes] = dict(variables or {})
@@ -148,7 +154,7 @@ class Conversation:
                     op.template, counter=self.counter, now=now, rng=self.rng, values=self.variables
                 )
                 self._sent_at = now
-                self.results.append(StepResult(op.path, None))
+                self.results.append(StepResult(op.path, None, sent=data[: self.keep]))
                 return SendBytes(data)
             if isinstance(op, Expect):
                 self._waiting = op
@@ -261,7 +267,7 @@ class Conversation:
             self._fail(step.path, "mismatch", reply)
             return True
         started = self._sent_at if self._sent_at is not None else self._expect_started
-        self.results.append(StepResult(step.path, None, now - started))
+        self.results.append(StepResult(step.path, None, now - started, reply[: self.keep]))
         return True
 
     def _matches(self, step: Expect, reply: bytes, now: float) -> bool:
@@ -304,5 +310,6 @@ class Conversation:
     def _fail(self, path: str, kind: str, received: bytes) -> Finished:
         self._waiting = None
         self._done = False
-        self.results.append(StepResult(path, kind, None, received[:SAMPLE_BYTES]))
+        bound = max(SAMPLE_BYTES, self.keep)
+        self.results.append(StepResult(path, kind, None, received[:bound]))
         return Finished(False)

@@ -5,6 +5,7 @@ import { feed } from "./feed.js";
 import { registerSection, state } from "./state.js";
 import { pctPairs, runCharts, summaryPairs } from "./runview.js";
 import { showFailures } from "./failures.js";
+import { showSteps } from "./steptable.js";
 import { renderVerdict } from "./verdict.js";
 import { RunCards } from "./liveruns.js";
 
@@ -182,6 +183,7 @@ function showResult(run) {
   $("#result-table tbody").replaceChildren(...kvRows(summaryPairs(run)));
   $("#result-pct tbody").replaceChildren(...kvRows(pctPairs(run)));
   showFailures($("#result-failures-box"), $("#result-failures"), run.summary);
+  showSteps($("#result-steps-box"), $("#result-steps"), run.summary);
   charts.explain(run);
   const reply = run.summary.reply;
   const replyNode = $("#result-reply");

@@ -4,6 +4,7 @@ import { $, el, fmtMs, fmtNum, kvRows, timeEl } from "./util.js";
 import { Chart } from "./charts.js";
 import { describeSpec, pctPairs, runCharts, statusPill, summaryPairs } from "./runview.js";
 import { showFailures } from "./failures.js";
+import { showSteps } from "./steptable.js";
 
 const run = JSON.parse($("#run-doc").textContent);
 const s = run.summary;
@@ -19,6 +20,7 @@ if (s) {
   $("#report-summary tbody").replaceChildren(...kvRows(summaryPairs(run)));
   $("#report-pct tbody").replaceChildren(...kvRows(pctPairs(run)));
   showFailures($("#report-failures-box"), $("#report-failures"), s);
+  showSteps($("#report-steps-box"), $("#report-steps"), s);
   const reply = s.reply;
   if (reply && reply.bytes) {
     const node = $("#report-reply");

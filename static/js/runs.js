@@ -7,6 +7,7 @@ import { Histogram } from "./histogram.js";
 import { compareRuns, setCompareLog } from "./compare.js";
 import { describeSpec, pctPairs, runCharts, statusPill, summaryPairs } from "./runview.js";
 import { showFailures } from "./failures.js";
+import { showSteps } from "./steptable.js";
 
 let items = [];
 const ticked = new Set();
@@ -135,6 +136,7 @@ async function showDetail(id, { scroll = false } = {}) {
     $("#detail-summary tbody").replaceChildren(...kvRows(summaryPairs(run)));
     $("#detail-pct tbody").replaceChildren(...kvRows(pctPairs(run)));
     showFailures($("#detail-failures-box"), $("#detail-failures"), run.summary);
+    showSteps($("#detail-steps-box"), $("#detail-steps"), run.summary);
     $("#chart-detail-hist").closest("figure").hidden = hist.buckets.length === 0;
     if (hist.buckets.length) histogram.show([{ id: run.id, label: "messages", histogram: hist }]);
     else histogram.clear();
