@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from app.lab import Lab
 from app.runs.compare import fire_both_in_process, format_side_by_side, transport_specs
+from tests.conftest import running_lab
 from tests.helpers import http, wait_for_async
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,6 +126,25 @@ async def test_bad_compare_bodies_are_422_naming_the_field_and_start_nothing(
     assert answer.status == 422, answer.body
     assert answer.json()["field"] == field
     assert (await http(port_of(lab), "GET", "/api/runs")).json()["items"] == []
+
+
+async def test_a_comparison_is_all_or_nothing_under_the_concurrent_run_cap(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    async with running_lab(nursery, tmp_path / "data", max_concurrent_runs=1) as lab:
+        port = await echo_pair(lab)
+        body = {"target": f"127.0.0.1:{port}", **LOAD, "count": 100_000}
+        answer = await http(port_of(lab), "POST", "/api/compare", body=body)
+        assert answer.status == 409, answer.body
+        # The TCP run that did start was stopped: no half comparison keeps going.
+        runs = (await http(port_of(lab), "GET", "/api/runs")).json()["items"]
+        assert [run["spec"]["target"] for run in runs] == [f"tcp://127.0.0.1:{port}"]
+
+        async def stopped() -> bool:
+            items = (await http(port_of(lab), "GET", "/api/runs")).json()["items"]
+            return bool(items[0]["status"] == "stopped")
+
+        await wait_for_async(stopped, timeout=30)
 
 
 async def test_compare_needs_the_token_and_unknown_ids_are_404(lab: Lab) -> None:
