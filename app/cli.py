@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 import os
 import sys
@@ -189,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     fire.add_argument(
         "--token", help="the token of the lab given with --via (default: $SOCKETLAB_TOKEN)"
     )
+    fire.add_argument(
+        "--both",
+        action="store_true",
+        help="compare transports: run the same load over TCP and UDP to URL's host:port at "
+        "once, and print the two results side by side",
+    )
 
     kill = sub.add_parser(
         "stop-all",
@@ -337,7 +344,23 @@ def _run_and_print(body: dict[str, Any], as_json: bool) -> int:
     return EXIT_OK if doc["status"] == "finished" else EXIT_FAILED
 
 
+def _fire_both(args: argparse.Namespace) -> int:
+    from app.runs.compare import fire_both_in_process, format_side_by_side, transport_specs
+
+    if args.via:
+        _usage_error("--both: fires from this process; it does not go with --via")
+    specs = transport_specs(spec_body(args.url, args))
+    try:
+        doc = trio.run(fire_both_in_process, specs)
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+    print(json.dumps(doc, indent=2) if args.json else format_side_by_side(doc["runs"]))
+    return EXIT_OK if doc["status"] == "finished" else EXIT_FAILED
+
+
 def _fire(args: argparse.Namespace) -> int:
+    if args.both:
+        return _fire_both(args)
     if args.via:
         from app.runs.remote import fire_via
 

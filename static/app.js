@@ -5,6 +5,7 @@ import { state, sectionHooks } from "./js/state.js";
 import "./js/overview.js";
 import "./js/connections.js";
 import "./js/fire.js";
+import "./js/compare_transports.js";
 import "./js/runs.js";
 import "./js/telemetry.js";
 import "./js/packet.js";

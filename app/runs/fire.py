@@ -75,7 +75,8 @@ async def fire_in_process(spec: RunSpec, show_progress: bool) -> dict[str, Any]:
     return run.to_dict()
 
 
-def _ms(value: float | None) -> str:
+def ms_text(value: float | None) -> str:
+    """Milliseconds with three decimals, or "-" when there is none."""
     return "-" if value is None else f"{value:.3f}"
 
 
@@ -87,14 +88,16 @@ def per_s(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _rate(bits: float) -> str:
+def rate_text(bits: float) -> str:
+    """A bit rate in its unit: "12.50 Mbit/s"."""
     for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
         if bits >= scale:
             return f"{bits / scale:,.2f} {unit}"
     return f"{bits:,.0f} bit/s"
 
 
-def _lost(s: dict[str, Any]) -> str:
+def lost_text(s: dict[str, Any]) -> str:
+    """A summary's lost messages and their share, or why it has none."""
     if s["lost"] is None:
         return "- (no replies expected)"
     return f"{s['lost']:,} ({s['loss_pct']:.2f} %)"
@@ -134,7 +137,7 @@ def format_result(doc: dict[str, Any]) -> str:
         reply = s["reply"]
         lines.append(f"  sent {s['bytes_sent']} B")
         if reply and reply.get("bytes"):
-            lines.append(f"  reply {reply['bytes']} B in {_ms(reply['rtt_ms'])} ms")
+            lines.append(f"  reply {reply['bytes']} B in {ms_text(reply['rtt_ms'])} ms")
             lines.append(f"  hex   {reply['hex']}")
             lines.append(f"  text  {reply['text']}")
         elif reply:
@@ -148,15 +151,17 @@ def format_result(doc: dict[str, Any]) -> str:
             + (f"-{spec['size_max']}" if spec.get("size_max") else "")
             + " B  "
             f"elapsed {s['elapsed']:.2f} s",
-            f"  sent {s['sent']:,}  received {s['received']:,}  lost {_lost(s)}  "
+            f"  sent {s['sent']:,}  received {s['received']:,}  lost {lost_text(s)}  "
             f"duplicates {s['duplicates']:,}  "
             f"reordered {s['reordered']:,}  late {s['late']:,}  errors {s['errors']:,}",
             f"  throughput {per_s(s['sent_per_s'])} msg/s sent, {per_s(s['msgs_per_s'])} msg/s "
-            f"received, {_rate(s['bits_per_s'])}"
+            f"received, {rate_text(s['bits_per_s'])}"
             + (f"  jitter {s['jitter_ms']:.3f} ms" if s["jitter_ms"] is not None else ""),
             "  RTT ms      min      p50      p90      p99    p99.9      max",
             "         "
-            + " ".join(f"{_ms(rtt[k]):>8}" for k in ("min", "p50", "p90", "p99", "p999", "max")),
+            + " ".join(
+                f"{ms_text(rtt[k]):>8}" for k in ("min", "p50", "p90", "p99", "p999", "max")
+            ),
         ]
     lateness = s["send_lateness_ms"]
     if lateness:
@@ -170,7 +175,7 @@ def format_result(doc: dict[str, Any]) -> str:
     remote = s["remote"]
     if remote and "received" in remote:
         lines.append(
-            f"  receiver side: received {remote['received']:,}  lost {_lost(remote)}  "
+            f"  receiver side: received {remote['received']:,}  lost {lost_text(remote)}  "
             f"duplicates {remote['duplicates']:,}  reordered {remote['reordered']:,}  "
             f"jitter {remote['jitter_ms']:.3f} ms"
         )

@@ -18,6 +18,7 @@ from app.errors import SocketlabError
 from app.runs.spec import run_form
 from app.web import security
 from app.web.api import api
+from app.web.compare_api import compare_api
 from app.web.events_api import events_api
 from app.web.feed import Feed
 from app.web.history_api import history_api
@@ -120,6 +121,7 @@ def create_web(deps: WebDeps, feed: Feed | None = None) -> QuartTrio:
     web.register_blueprint(packets_api)
     web.register_blueprint(listeners_api)
     web.register_blueprint(scenarios_api)
+    web.register_blueprint(compare_api)
     settings = deps.settings
 
     def _auth_ok() -> bool:
