@@ -115,7 +115,7 @@ def _scenario_lines(spec: dict[str, Any], s: dict[str, Any]) -> list[str]:
         latency = row["latency_ms"] or {}
         lines.append(
             f"  {row['step']:<20} {row['action']:<8} {row['count']:>9,} {row['passed']:>10,} "
-            f"{row['failed']:>8,} {_ms(latency.get('p50')):>8} {_ms(latency.get('p99')):>8}"
+            f"{row['failed']:>8,} {ms_text(latency.get('p50')):>8} {ms_text(latency.get('p99')):>8}"
         )
     if figures.get("worst_step"):
         lines.append(f"  failed most: {figures['worst_step']}")
