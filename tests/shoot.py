@@ -32,7 +32,26 @@ from tests.helpers import ServedLab, api_call, start_served_lab
 from tests.pages import DESKTOP, PHONE, Scheme, open_section, sign_in, themed_page
 
 DOCS = Path(__file__).resolve().parent.parent / "static" / "docs"
-SECTIONS = ("overview", "connections", "fire", "runs", "telemetry", "packet", "listeners", "peers")
+SECTIONS = (
+    "overview",
+    "connections",
+    "fire",
+    "runs",
+    "telemetry",
+    "packet",
+    "scenarios",
+    "listeners",
+    "peers",
+)
+# The scenario the Scenarios section shows, dry-run against the echo listener.
+SCENARIO_TOML = """name = "hello"
+[[steps]]
+send = 'HELLO {counter}\\n'
+[[steps]]
+expect = "HELLO {counter}"
+[[steps]]
+delay = [0.01, 0.05]
+"""
 # (name, viewport, colour scheme) of each look.
 LOOKS: tuple[tuple[str, tuple[int, int], Scheme], ...] = (
     ("desktop", DESKTOP, "light"),
@@ -152,6 +171,17 @@ def prepare_packet(page: Any, scene: Scene) -> None:
     page.wait_for_selector("#packet-result:not([hidden])", timeout=TIMEOUT_MS)
 
 
+def prepare_scenarios(page: Any, scene: Scene) -> None:
+    page.fill("#scn-text", SCENARIO_TOML)
+    page.wait_for_function(
+        "document.querySelectorAll('#scn-steps li, #scn-steps tr, #scn-steps .step').length >= 3",
+        timeout=TIMEOUT_MS,
+    )
+    page.fill("#scn-target", scene.tcp)
+    page.click("#scn-dry")
+    page.wait_for_selector("#scn-dry-box:not([hidden])", timeout=TIMEOUT_MS)
+
+
 def prepare_listeners(page: Any, scene: Scene) -> None:
     page.wait_for_selector("#listeners-table tbody tr", timeout=TIMEOUT_MS)
 
@@ -167,6 +197,7 @@ PREPARE: dict[str, Callable[[Any, Scene], None]] = {
     "runs": prepare_runs,
     "telemetry": prepare_telemetry,
     "packet": prepare_packet,
+    "scenarios": prepare_scenarios,
     "listeners": prepare_listeners,
     "peers": prepare_peers,
 }
