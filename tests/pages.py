@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any, Literal
 import pytest
 
 from tests.browser import CHROMIUM, CHROMIUM_FLAGS
-from tests.helpers import ServedLab
+from tests.helpers import ServedLab, api_call
 
 Scheme = Literal["light", "dark"]
 
@@ -77,3 +78,14 @@ COLOURED_PIXELS = """(selector) => {
   }
   return n;
 }"""
+
+
+def wait_run(served: ServedLab, run_id: str) -> dict[str, Any]:
+    """A run's document once it has ended (polled: it runs in another process)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        run: dict[str, Any] = api_call(served, "GET", f"/api/runs/{run_id}")
+        if run["status"] != "running":
+            return run
+        time.sleep(0.05)  # polling another process's state: there is no event to wait on
+    raise AssertionError(f"run {run_id} did not end")

@@ -48,11 +48,11 @@ RESULT_TIMEOUT_MS = 180_000
 _DASHBOARD = re.compile(r"dashboard: (http://[^\s]+?:(\d+)/\S*)")
 
 # Every figure of the compare view: [transport, summary field, unit, text].
-READ_VIEW = """() => [...document.querySelectorAll("#compare-table td [data-field]")]
+READ_VIEW = """() => [...document.querySelectorAll("#compare-transports-table td [data-field]")]
   .map((node) => [node.closest("td").dataset.transport, node.dataset.field, node.dataset.unit,
                   node.textContent])"""
 # The cells that say why a transport has no such figure: [transport, field, text].
-READ_ABSENT = """() => [...document.querySelectorAll("#compare-table td [data-absent]")]
+READ_ABSENT = """() => [...document.querySelectorAll("#compare-transports-table td [data-absent]")]
   .map((node) => [node.closest("td").dataset.transport, node.dataset.absent, node.textContent])"""
 # The page's own formatter module, fed the API's numbers: [[unit, value], ...] -> texts.
 FORMAT = """async (pairs) => {
@@ -142,7 +142,7 @@ def test_the_compare_view_shows_tcp_retransmitting_and_udp_losing_on_a_lossy_pat
             page.select_option("#fire-pattern", "rate")
             page.fill("#fire-form input[name='rate']", "1000")
             page.fill("#fire-form input[name='duration']", "10")
-            page.click("#compare-button")
+            page.click("#compare-transports-button")
 
             view = page.locator("#compare-view")
             # Live: the view is up while the runs go, before they end.

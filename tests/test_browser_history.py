@@ -7,7 +7,6 @@ Figures on the page are compared with the API's JSON formatted by the page's own
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 
 from tests.browser import chromium_page, screenshot
 from tests.helpers import ServedLab, api_call, start_served_lab
-from tests.pages import COLOURED_PIXELS
+from tests.pages import COLOURED_PIXELS, wait_run
 
 pytestmark = pytest.mark.browser
 
@@ -56,16 +55,6 @@ def page(served: ServedLab) -> Iterator[Any]:
 
 def tcp(served: ServedLab) -> str:
     return f"tcp://127.0.0.1:{served.listeners['tcp']}"
-
-
-def wait_run(served: ServedLab, run_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        run: dict[str, Any] = api_call(served, "GET", f"/api/runs/{run_id}")
-        if run["status"] != "running":
-            return run
-        time.sleep(0.05)  # polling another process's state: there is no event to wait on
-    raise AssertionError(f"run {run_id} did not end")
 
 
 def finished(served: ServedLab, spec: dict[str, Any]) -> dict[str, Any]:

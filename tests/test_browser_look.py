@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import socket
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,15 @@ from typing import Any
 import pytest
 
 from tests.helpers import TOKEN, ServedLab, api_call, start_served_lab
-from tests.pages import COLOURED_PIXELS, PHONE, browser_context, open_section, sign_in, themed_page
+from tests.pages import (
+    COLOURED_PIXELS,
+    PHONE,
+    browser_context,
+    open_section,
+    sign_in,
+    themed_page,
+    wait_run,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -67,16 +74,6 @@ def refusing_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
-
-
-def wait_run(served: ServedLab, run_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        run: dict[str, Any] = api_call(served, "GET", f"/api/runs/{run_id}")
-        if run["status"] != "running":
-            return run
-        time.sleep(0.05)  # polling another process's state: there is no event to wait on
-    raise AssertionError(f"run {run_id} did not end")
 
 
 def fetch_report(served: ServedLab, run_id: str) -> tuple[str, Any]:

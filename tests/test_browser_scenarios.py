@@ -15,7 +15,7 @@ import pytest
 
 from tests.browser import chromium_page
 from tests.helpers import ServedLab, api_call, start_served_lab
-from tests.pages import PHONE, open_section, themed_page
+from tests.pages import PHONE, open_section, themed_page, wait_run
 
 pytestmark = pytest.mark.browser
 
@@ -290,3 +290,51 @@ def test_a_failing_dry_run_and_a_bad_step_are_shown_where_they_are(served: Serve
         assert "scenario.steps.0.send" in (page.text_content("#scn-error") or "")
         saved = api_call(served, "GET", "/api/scenarios")["items"]
         assert "bad" not in [item["name"] for item in saved]
+
+
+STEP_BARS = """(box) => [...document.querySelectorAll(box + ' svg.stepchart g[data-step]')]
+  .map((g) => ({
+    step: g.dataset.step, passed: Number(g.dataset.passed), failed: Number(g.dataset.failed),
+    p50: g.dataset.p50 === undefined ? null : Number(g.dataset.p50),
+    p99: g.dataset.p99 === undefined ? null : Number(g.dataset.p99),
+    widths: [...g.querySelectorAll('rect.passed, rect.failed')]
+      .map((r) => Number(r.getAttribute('width'))),
+  }))"""
+
+
+def test_the_per_step_chart_draws_the_apis_passed_failed_and_latency(served: ServedLab) -> None:
+    # Sessions whose number ends in 0 or 5 get a wrong answer: the second step fails there.
+    body = {
+        "url": "tcp://127.0.0.1:0?mode=respond",
+        "rules": [
+            {"match": "regex", "pattern": "^Q [0-9]*[05]$", "reply": "WRONG\\n"},
+            {"match": "prefix", "pattern": "Q ", "reply": "RIGHT\\n"},
+        ],
+    }
+    listener = api_call(served, "POST", "/api/listeners", body)
+    spec = {
+        "target": f"tcp://127.0.0.1:{listener['port']}",
+        "pattern": "scenario",
+        "iterations": 40,
+        "scenario": {"steps": [{"send": "Q {counter}\\n"}, {"expect": "RIGHT"}]},
+    }
+    run = wait_run(served, api_call(served, "POST", "/api/runs", spec)["id"])
+    steps = run["summary"]["scenario"]["steps"]
+    with chromium_page() as page:
+        open_section(page, served, "runs")
+        page.evaluate(f"location.hash = 'runs/{run['id']}'")
+        page.wait_for_selector("#detail-steps-box svg.stepchart g[data-step]", timeout=15000)
+        bars = page.evaluate(STEP_BARS, "#detail-steps-box")
+    assert [b["step"] for b in bars] == [row["step"] for row in steps]
+    for bar, row in zip(bars, steps, strict=True):
+        assert (bar["passed"], bar["failed"]) == (row["passed"], row["failed"])
+        latency = row["latency_ms"]
+        assert (bar["p50"], bar["p99"]) == (
+            (None, None) if latency is None else (latency["p50"], latency["p99"])
+        )
+        # The bar is split in the API's proportion: failed over passed.
+        if row["passed"]:
+            assert bar["widths"][1] / bar["widths"][0] == pytest.approx(
+                row["failed"] / row["passed"]
+            )
+    assert steps[1]["failed"] == 8 and steps[1]["passed"] == 32

@@ -6,6 +6,7 @@ test saves a 1280x800 screenshot of its section into tests/screenshots/.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -586,3 +587,10 @@ def test_a_banner_says_when_the_store_cannot_write_and_goes_when_it_can(tmp_path
     finally:
         assert served.stop() == 0
         served.close_stdout()
+
+
+def test_no_id_is_given_twice_on_the_page() -> None:
+    # Two elements with one id: $("#x") finds the first, so the second's code never runs.
+    page = (Path(__file__).parent.parent / "templates" / "index.html").read_text()
+    ids = re.findall(r'\bid="([^"{]+)"', page)
+    assert sorted({i for i in ids if ids.count(i) > 1}) == []

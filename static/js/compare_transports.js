@@ -58,10 +58,10 @@ export function renderCompare(doc) {
   $("#compare-status").textContent = doc.status;
   view.dataset.status = doc.status;
   const runs = doc.transports.map((t) => doc.runs[t]);
-  $("#compare-table thead").replaceChildren(el("tr", {}, el("th", { scope: "col", text: "" }),
+  $("#compare-transports-table thead").replaceChildren(el("tr", {}, el("th", { scope: "col", text: "" }),
     ...doc.transports.map((t, i) => el("th", { scope: "col" }, t.toUpperCase(), " ",
       el("a", { class: "mono", href: `#runs/${runs[i].id}`, text: runs[i].id })))));
-  $("#compare-table tbody").replaceChildren(...COMPARE_ROWS.map((row) =>
+  $("#compare-transports-table tbody").replaceChildren(...COMPARE_ROWS.map((row) =>
     el("tr", { dataset: { key: row[1] } }, el("th", { scope: "row", text: row[0] }),
       ...runs.map((run) => sideCell(run, row)))));
   view.hidden = false;
@@ -86,9 +86,9 @@ async function follow(id) {
   }
 }
 
-$("#compare-button").addEventListener("click", async () => {
+$("#compare-transports-button").addEventListener("click", async () => {
   $("#fire-error").hidden = true;
-  const button = $("#compare-button");
+  const button = $("#compare-transports-button");
   button.disabled = true;
   try {
     const spec = specFromForm();

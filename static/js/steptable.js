@@ -2,6 +2,7 @@
 // percentiles and a few replies that did not match, read from summary.scenario as the API
 // returns it (the same while the run goes and on its result). Used by the Scenarios
 // section and by the Fire and Runs results of a scenario run.
+import { stepChart } from "./stepchart.js";
 import { el, figure } from "./util.js";
 
 const cellOf = (...children) => el("td", { class: "num" }, ...children);
@@ -53,5 +54,10 @@ export function showSteps(box, table, summary) {
     " · failed ", figure("scenario.sessions_failed", "count", figures.sessions_failed),
     " · worst step ", el("span", { class: "mono worst-step", text: figures.worst_step || "none" }));
   table.replaceChildren(caption, head, el("tbody", {}, ...stepRows(figures)));
+  // The chart beside the table, drawn again with it (live while the run goes).
+  const old = box.querySelector("svg.stepchart");
+  const chart = stepChart(figures);
+  if (old) old.replaceWith(chart);
+  else box.append(chart);
   return true;
 }
