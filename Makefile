@@ -43,7 +43,7 @@ system-deps:
 	fi
 
 run: $(VENV)/.installed-run
-	$(BIN)/socketlab serve $(ARGS)
+	SOCKETLAB_MAKE_RUN=1 $(BIN)/socketlab serve $(ARGS)
 
 # Beyond style: repeated blocks in app/ stay within their budget, and no import cycle
 # (function-local and TYPE_CHECKING imports included). Both always run and print what they

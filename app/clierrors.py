@@ -35,7 +35,8 @@ def error_line(error: SocketlabError) -> str:
         return option_message(error)
     if isinstance(error, BindError) and error.field in _BIND_FLAGS:
         flag = _BIND_FLAGS[error.field]
-        if os.environ.get("MAKELEVEL"):
+        # Set by the Makefile's run target (not MAKELEVEL: `make test` runs serve too).
+        if os.environ.get("SOCKETLAB_MAKE_RUN"):
             flag = f"make run ARGS='{flag}'"
         return f"{error.message}; choose another with {flag}"
     return error.message

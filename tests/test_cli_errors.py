@@ -95,18 +95,22 @@ def test_a_token_in_a_bad_lab_url_is_not_repeated() -> None:
     assert "s3cret" not in line
 
 
+def _outside_make_run() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "SOCKETLAB_MAKE_RUN"}
+
+
 def test_serve_with_the_web_port_taken_says_so_and_names_web(
     taken_tcp: int, tmp_path: Path
 ) -> None:
     args = ["serve", "--data", str(tmp_path / "data"), "--no-auth"]
     args += ["--web", f"127.0.0.1:{taken_tcp}", "--listen", "tcp://127.0.0.1:0"]
-    line = one_error_line(socketlab(*args))
+    line = one_error_line(socketlab(*args, env=_outside_make_run()))
     assert line == (
         f"socketlab: error: cannot serve the dashboard on 127.0.0.1:{taken_tcp}: "
         "Address already in use; choose another with --web HOST:PORT"
     )
     # As `make run` runs it: the flag is named the way make passes it.
-    under_make = socketlab(*args, env={**os.environ, "MAKELEVEL": "1"})
+    under_make = socketlab(*args, env={**os.environ, "SOCKETLAB_MAKE_RUN": "1"})
     assert one_error_line(under_make).endswith(
         "choose another with make run ARGS='--web HOST:PORT'"
     )
@@ -119,7 +123,7 @@ def test_serve_with_a_listener_port_taken_says_so_and_names_listen(
     port = taken_tcp if protocol == "tcp" else taken_udp
     url = f"{protocol}://127.0.0.1:{port}"
     args = ["serve", "--data", str(tmp_path / "data"), "--web", "127.0.0.1:0"]
-    line = one_error_line(socketlab(*args, "--listen", url))
+    line = one_error_line(socketlab(*args, "--listen", url, env=_outside_make_run()))
     assert line == (
         f"socketlab: error: cannot bind {url}: Address already in use; "
         "choose another with --listen URL"
