@@ -34,7 +34,9 @@ pytestmark = pytest.mark.skipif(
 
 ROOT = Path(__file__).resolve().parent.parent
 LOSSY, CLEAN = 9000, 9001  # inside the test's own namespace: nothing else listens there
-LOAD = ("--pattern", "rate", "--rate", "1000", "--duration", "10")
+# TCP delivers every message, late: at 20 % loss the kernel's retransmission backoff can
+# hold a segment for seconds on a loaded machine, so the replies get a generous timeout.
+LOAD = ("--pattern", "rate", "--rate", "1000", "--duration", "10", "--timeout", "10")
 START_TIMEOUT = 30.0
 
 

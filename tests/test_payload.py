@@ -264,3 +264,14 @@ def test_make_payload_hex_is_its_unit_repeated_and_cut_to_size(unit: bytes, size
     payload = make_payload("hex", size, text=to_hex(unit))
     assert len(payload) == size
     assert all(payload[i] == unit[i % len(unit)] for i in range(size))
+
+
+@pytest.mark.parametrize("text", ["\x1f", "  ", "\t\n"])
+def test_hex_of_nothing_but_separators_is_refused_not_sent(text: str) -> None:
+    from app.errors import SpecError
+    from app.runs.spec import parse_run_spec
+
+    body = {"target": "tcp://127.0.0.1:9", "payload": {"kind": "hex", "text": text}}
+    with pytest.raises(SpecError) as caught:
+        parse_run_spec(body)
+    assert caught.value.field == "payload.text"

@@ -29,9 +29,12 @@ class PayloadSpec(BaseModel):
             raise ValueError(f"payload.text: give the {self.kind} to send")
         if self.text is not None:
             try:
-                (parse_hex if self.kind == "hex" else parse_escaped)(self.text)
+                data = (parse_hex if self.kind == "hex" else parse_escaped)(self.text)
             except PayloadError as exc:
                 raise ValueError(f"payload.text: {exc}") from None
+            if self.kind in ("text", "hex") and not data:
+                # Hex of nothing but separators ("\x1f", spaces) is no bytes at all.
+                raise ValueError(f"payload.text: the {self.kind} holds no bytes to send")
         return self
 
     def raw(self) -> bytes | None:
