@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,13 +27,11 @@ import pytest
 
 from tests.browser import CHROMIUM, CHROMIUM_FLAGS, screenshot
 from tests.helpers import TOKEN, ServedLab
+from tests.netns import namespace, needs_netns
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("nft") is None,
-        reason="needs root, ip (iproute2) and nft (nftables) for a network namespace",
-    ),
+    needs_netns,
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,15 +65,8 @@ FETCH = """async (path) => {
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    name = f"slcmp-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
-    try:
-        subprocess.run(
-            ["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True, timeout=10
-        )
+    with namespace("slcmp") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
 
 
 @pytest.fixture

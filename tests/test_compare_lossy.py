@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,10 +25,9 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("nft") is None,
-    reason="needs root, ip (iproute2) and nft (nftables) for a network namespace",
-)
+from tests.netns import namespace, needs_netns
+
+pytestmark = needs_netns
 
 ROOT = Path(__file__).resolve().parent.parent
 LOSSY, CLEAN = 9000, 9001  # inside the test's own namespace: nothing else listens there
@@ -42,15 +39,8 @@ START_TIMEOUT = 30.0
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    name = f"slcmp-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
-    try:
-        subprocess.run(
-            ["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True, timeout=10
-        )
+    with namespace("slcmp") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
 
 
 def socketlab(ns: str, *args: str) -> subprocess.Popen[str]:

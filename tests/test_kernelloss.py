@@ -12,8 +12,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import api_call, start_served_lab
+from tests.netns import in_ns, namespace, needs_netns
 
 ROOT = Path(__file__).resolve().parent.parent
 PR_CAPBSET_DROP = 24
@@ -116,27 +115,11 @@ def test_api_without_nft_answers_422_with_the_reason(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------ inside a network namespace
 
-needs_netns = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("nft") is None,
-    reason="needs root, ip (iproute2) and nft (nftables) for a network namespace",
-)
-
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    name = f"slkl-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
-    try:
-        subprocess.run(
-            ["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True, timeout=10
-        )
+    with namespace("slkl") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
-
-
-def in_ns(ns: str, *args: str) -> list[str]:
-    return ["ip", "netns", "exec", ns, *args]
 
 
 def nft_table(ns: str) -> list[dict[str, Any]]:

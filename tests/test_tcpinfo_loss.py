@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from app import tcpinfo
+from tests.netns import namespace
 
 NEEDS = [shutil.which(tool) for tool in ("ip", "nft", "nstat")]
 pytestmark = pytest.mark.skipif(
@@ -44,10 +45,7 @@ def in_netns(name: str, *command: str, **options: Any) -> subprocess.CompletedPr
 @pytest.fixture
 def lossy_netns() -> Iterator[str]:
     """A namespace whose loopback drops 5 % of the TCP segments sent to port 9000."""
-    name = f"socketlab-tcpinfo-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=30)
-    try:
-        in_netns(name, "ip", "link", "set", "lo", "up")
+    with namespace("sltcpi") as name:
         in_netns(name, "nft", "add", "table", "inet", "loss")
         in_netns(
             name, "nft", "add", "chain", "inet", "loss", "input",
@@ -58,8 +56,6 @@ def lossy_netns() -> Iterator[str]:
             "tcp", "dport", str(PORT), "numgen", "random", "mod", "100", "<", "5", "drop",
         )  # fmt: skip
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, timeout=30)
 
 
 def retransmitted_segments(name: str) -> int:
