@@ -13,12 +13,15 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h11
 import trio
 
 from app.settings import Settings, parse_listener_url
+
+if TYPE_CHECKING:
+    from app.lab import Lab
 
 TOKEN = "test-token-0123456789"
 
@@ -122,6 +125,27 @@ async def wait_for_async(
         while not (result := await condition()):  # noqa: ASYNC110
             await trio.sleep(0.01)
         return result
+
+
+async def finished_run(
+    lab: Lab,
+    spec: dict[str, Any],
+    timeout: float = 30.0,  # noqa: ASYNC109
+) -> dict[str, Any]:
+    """Start a run on ``lab`` over the API (``POST /api/runs``, body ``spec``) and return
+    its document (``GET /api/runs/{id}``) once it is no longer running."""
+    assert lab.web_port is not None
+    port = lab.web_port
+    created = await http(port, "POST", "/api/runs", body=spec)
+    assert created.status == 201, created.body
+    run_id = created.json()["id"]
+
+    async def ended() -> dict[str, Any] | None:
+        doc: dict[str, Any] = (await http(port, "GET", f"/api/runs/{run_id}")).json()
+        return doc if doc["status"] != "running" else None
+
+    doc: dict[str, Any] = await wait_for_async(ended, timeout=timeout)
+    return doc
 
 
 @dataclass

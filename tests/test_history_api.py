@@ -15,26 +15,12 @@ from app.history import RunFilter, RunHistory
 from app.lab import Lab
 from app.store import MIGRATIONS, Store, StoreLimits, open_store
 from tests.conftest import listener_port
-from tests.helpers import http, wait_for_async
+from tests.helpers import finished_run, http, wait_for_async
 
 
 def port_of(lab: Lab) -> int:
     assert lab.web_port is not None
     return lab.web_port
-
-
-async def finished_run(lab: Lab, spec: dict[str, Any]) -> dict[str, Any]:
-    port = port_of(lab)
-    created = await http(port, "POST", "/api/runs", body=spec)
-    assert created.status == 201, created.body
-    run_id = created.json()["id"]
-
-    async def ended() -> dict[str, Any] | None:
-        doc: dict[str, Any] = (await http(port, "GET", f"/api/runs/{run_id}")).json()
-        return doc if doc["status"] != "running" else None
-
-    doc: dict[str, Any] = await wait_for_async(ended, timeout=30)
-    return doc
 
 
 async def ids(lab: Lab, query: str) -> list[str]:

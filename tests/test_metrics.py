@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterable
-from typing import Any
 
 import pytest
 import trio
@@ -19,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.lab import Lab
 from app.runs.totals import RTT_BUCKETS
 from tests.conftest import listener_port
-from tests.helpers import http, read_ndjson, wait_for, wait_for_async, websocket_handshake
+from tests.helpers import finished_run, http, read_ndjson, wait_for, websocket_handshake
 
 Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
 
@@ -51,20 +50,6 @@ async def scrape(lab: Lab) -> tuple[str, Samples]:
     return text, parse(text)
 
 
-async def finish_run(lab: Lab, spec: dict[str, Any]) -> dict[str, Any]:
-    port = web_port(lab)
-    created = await http(port, "POST", "/api/runs", body=spec)
-    assert created.status == 201, created.body
-    run_id = created.json()["id"]
-
-    async def ended() -> dict[str, Any] | None:
-        doc: dict[str, Any] = (await http(port, "GET", f"/api/runs/{run_id}")).json()
-        return doc if doc["status"] != "running" else None
-
-    doc: dict[str, Any] = await wait_for_async(ended, timeout=20)
-    return doc
-
-
 def rtt_buckets(samples: Samples, key: Iterable[tuple[str, str]]) -> dict[float, float]:
     out = {}
     for label_set, value in samples["socketlab_run_rtt_seconds_bucket"].items():
@@ -78,7 +63,7 @@ def rtt_buckets(samples: Samples, key: Iterable[tuple[str, str]]) -> dict[float,
 async def test_metrics_match_the_labs_counters_after_real_traffic(lab: Lab) -> None:
     tcp_port = listener_port(lab, "tcp")
     udp_port = listener_port(lab, "udp")
-    doc = await finish_run(
+    doc = await finished_run(
         lab,
         {
             "target": f"tcp://127.0.0.1:{tcp_port}",
@@ -261,7 +246,7 @@ async def test_promtool_accepts_the_metrics(lab: Lab) -> None:
             "(make system-deps installs it)"
         )
     # Some traffic first, so that every family has samples, histograms included.
-    await finish_run(lab, {"target": f"tcp://127.0.0.1:{listener_port(lab, 'tcp')}", "count": 20})
+    await finished_run(lab, {"target": f"tcp://127.0.0.1:{listener_port(lab, 'tcp')}", "count": 20})
     text, _ = await scrape(lab)
     with trio.fail_after(30):
         result = await trio.run_process(
