@@ -90,6 +90,13 @@ def test_two_runs_from_one_tab_both_live_and_one_edited_live(served: ServedLab) 
                 f'document.querySelector("{selector} .run-card-chart").dataset.points >= 1',
                 timeout=WAIT_MS,
             )
+            # Its y axis labels a rate above zero, not only "0/s" (the card's chart is
+            # short: the top of its scale must be a tick for one to fit).
+            page.wait_for_function(
+                f'document.querySelector("{selector} .run-card-chart").dataset.yTicks'
+                '.split(" | ").some((t) => t !== "0/s")',
+                timeout=WAIT_MS,
+            )
         assert {api_call(served, "GET", f"/api/runs/{r}")["status"] for r in card} == {"running"}
 
         # Edit the first run live from its card: a new rate.

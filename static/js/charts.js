@@ -9,6 +9,21 @@ for (let e = 0; e <= 13; e += 1) for (const m of [1, 2, 5]) INTEGER_STEPS.push(m
 // Steps for an x axis in seconds since a run started: whole tenths, seconds and minutes.
 export const SECOND_STEPS = [0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200];
 
+// uPlot's own y increments: 1, 2, 2.5 and 5 times a power of ten.
+const NICE = [1, 2, 2.5, 5, 10];
+
+/**
+ * The smallest of uPlot's y increments at or above `v` (> 0). A y scale that ends there
+ * has its top as a tick: a chart a few ticks tall (a run card's) then always labels one
+ * value above 0, where a top of max × 1.1 left only "0/s" whenever the next round
+ * increment (50,000 for a peak of 44,225) lay above it.
+ */
+export function niceCeil(v) {
+  const power = 10 ** Math.floor(Math.log10(v));
+  // A hair of tolerance: 0.3 / 0.1 is 2.9999999999999996 in floating point.
+  return NICE.find((m) => m * power >= v * (1 - 1e-9)) * power;
+}
+
 export const COLORS = ["#2563eb", "#ea580c", "#16a34a", "#9333ea", "#0891b2", "#be123c"];
 
 // Axis and grid colours from the page's theme (static/style.css), so charts stay readable in
@@ -68,17 +83,24 @@ export class Chart {
       const scale = s.scale || "y";
       if (!seen.has(scale)) {
         seen.add(scale);
-        scales[scale] = { auto: true, range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.1 : 1] };
+        scales[scale] = { auto: true, range: (u, min, max) => [Math.min(0, min), max > 0 ? niceCeil(max * 1.05) : 1] };
         // log: the first y scale is logarithmic (RTT tails over several decades).
         if (log && scale === (series[0].scale || "y")) scales[scale] = { distr: 3, log: 10 };
         const fmt = s.axisFmt || s.fmt || ((v) => String(v));
+        const first = yAxes.length === 0;
         yAxes.push({
           scale,
           side: yAxes.length === 0 ? 3 : 1,
           size: axisSize,
           stroke: ink,
           grid: { show: yAxes.length === 0, stroke: grid },
-          values: (u, vals) => vals.map((v) => fmt(v)),
+          values: (u, vals) => {
+            const labels = vals.map((v) => fmt(v));
+            // The labels the first y axis draws on its canvas, readable from the page
+            // (data-y-ticks), as data-points tells an empty chart from a drawn one.
+            if (first) container.dataset.yTicks = labels.join(" | ");
+            return labels;
+          },
           incrs: s.integer ? INTEGER_STEPS : undefined,
         });
       }
