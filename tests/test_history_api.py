@@ -13,6 +13,8 @@ import pytest
 
 from app.history import RunFilter, RunHistory
 from app.lab import Lab
+from app.runs.histogram import decode, fine_buckets
+from app.runs.stats import new_histogram
 from app.store import MIGRATIONS, Store, StoreLimits, open_store
 from tests.conftest import listener_port
 from tests.helpers import finished_run, http, wait_for_async
@@ -147,19 +149,48 @@ async def test_the_histogram_has_fine_buckets_and_markers_at_the_summary_percent
     for low, high in zip(hist["buckets"], hist["buckets"][1:], strict=False):
         assert low["to_ms"] == high["from_ms"]
         assert high["to_ms"] / high["from_ms"] == pytest.approx(2 ** (1 / 8))
-    assert hist["buckets"][0]["from_ms"] < rtt["min"] <= hist["buckets"][0]["to_ms"] * 1.001
-    assert hist["buckets"][-1]["from_ms"] < rtt["max"] <= hist["buckets"][-1]["to_ms"] * 1.001
+    # The ends are HDR's: its min is the lowest value of the min's sub-bucket, binned (as
+    # every recorded value) by that sub-bucket's highest value, which may lie past a fine
+    # edge (test_a_sub_bucket_across_a_fine_edge_is_binned_by_its_highest_value); its max
+    # is the highest value of the max's sub-bucket. Both exactly, from the stored histogram.
+    hdr = decode(await wait_for_async(lambda: RunHistory(lab.store).histogram(run["id"])))
+    assert (rtt["min"], rtt["max"]) == (hdr.get_min_value() / 1e6, hdr.get_max_value() / 1e6)
+    first, last = hist["buckets"][0], hist["buckets"][-1]
+    binned_min = hdr.get_highest_equivalent_value(hdr.get_min_value()) / 1e6
+    assert first["from_ms"] < binned_min <= first["to_ms"]
+    assert rtt["min"] <= first["to_ms"]
+    assert last["from_ms"] < rtt["max"] <= last["to_ms"]
     # Each marker sits in the bucket where the cumulative count crosses its percentile.
     for marker in hist["markers"]:
         before, through = cumulative_before_and_through(hist["buckets"], marker["ms"])
-        # HdrHistogram's rank of a percentile: the count rounded to the nearest message.
-        needed = max(1, int(marker["percentile"] / 100 * hist["count"] + 0.5))
+        # HdrHistogram's rank of a percentile (the count rounded to the nearest message),
+        # from HDR itself: pct / 100 * n and pct * n / 100 round apart at a half.
+        needed = hdr.get_target_count_at_percentile(marker["percentile"])
         assert before < needed <= through, marker
     finer = (await http(port, "GET", f"/api/runs/{run['id']}/histogram?per_doubling=32")).json()
     assert finer["count"] == hist["count"]
     assert len(finer["buckets"]) > len(hist["buckets"])
     bad = await http(port, "GET", f"/api/runs/{run['id']}/histogram?per_doubling=0")
     assert (bad.status, bad.json()["field"]) == (422, "per_doubling")
+
+
+def test_a_sub_bucket_across_a_fine_edge_is_binned_by_its_highest_value() -> None:
+    """An HDR sub-bucket (1,024 ns wide at 1.4 ms) that holds a fine edge: its value is
+    binned by the sub-bucket's highest value, the one HDR gives for a percentile, so the
+    bucket holds that marker; HDR's min, the sub-bucket's lowest value, is below the
+    bucket's lower edge. A run whose fastest RTT fell in such a sub-bucket is the edge case
+    the run test above checks exactly."""
+    edge_ns = 2 ** (163 / 8)  # the edge between fine buckets 162 and 163 (about 1.36 ms)
+    hdr = new_histogram()
+    hdr.record_value(int(edge_ns) - 1)
+    lowest, highest = hdr.get_min_value(), hdr.get_max_value()
+    assert lowest < edge_ns < highest  # the sub-bucket holds the edge
+    (bucket,) = fine_buckets(hdr)
+    assert bucket["count"] == 1
+    assert bucket["from_ms"] == edge_ns / 1e6
+    assert bucket["from_ms"] < highest / 1e6 <= bucket["to_ms"]
+    assert hdr.get_value_at_percentile(50) == highest
+    assert lowest / 1e6 < bucket["from_ms"]
 
 
 async def test_a_run_stored_before_histograms_were_kept_shows_its_doubling_rows(
