@@ -246,6 +246,9 @@ def test_the_pod_runs_as_the_image_user_on_a_read_only_root(docs: list[Doc]) -> 
     assert user is not None
     assert pod["securityContext"]["runAsUser"] == int(user.group(1))
     assert pod["securityContext"]["runAsGroup"] == int(user.group(2))
+    # Service links would put SOCKETLAB_PORT=tcp://... (the Service socketlab) beside the
+    # lab's own SOCKETLAB_* settings.
+    assert pod["enableServiceLinks"] is False
     spec = container(docs)
     assert spec["securityContext"]["readOnlyRootFilesystem"] is True
     env = {e["name"]: e.get("value") for e in spec["env"]}
