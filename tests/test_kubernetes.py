@@ -31,7 +31,7 @@ from tests.kube_manifests import (
     one,
     serve_flags,
 )
-from tests.kustomize import Doc, by_kind, render
+from tests.kustomize import Doc, KustomizeError, by_kind, render
 
 # The versions validated against: the newest kubernetes-validate knows, and an older one
 # still served by the big providers.
@@ -51,7 +51,7 @@ def docs(deploy: Path) -> list[Doc]:
 def test_without_the_token_file_nothing_renders(tmp_path: Path) -> None:
     shutil.copytree(BASE, tmp_path / "kubernetes")
     (tmp_path / "kubernetes" / "token.env").unlink(missing_ok=True)
-    with pytest.raises(Exception, match=r"token\.env"):
+    with pytest.raises(KustomizeError, match=r"token\.env"):
         render(tmp_path / "kubernetes")
 
 
