@@ -30,6 +30,7 @@ from app.web.packets_api import packets_api
 from app.web.peers_api import peers_api
 from app.web.runs_api import runs_api
 from app.web.scenarios_api import scenarios_api
+from app.web.telemetry_api import telemetry_api
 from app.wire import jsondoc
 
 if TYPE_CHECKING:
@@ -122,6 +123,7 @@ def create_web(deps: WebDeps, feed: Feed | None = None) -> QuartTrio:
     web.register_blueprint(listeners_api)
     web.register_blueprint(scenarios_api)
     web.register_blueprint(compare_api)
+    web.register_blueprint(telemetry_api)
     settings = deps.settings
 
     def _auth_ok() -> bool:
