@@ -16,6 +16,7 @@ from werkzeug.routing import MapAdapter
 from app import __version__
 from app.errors import SocketlabError
 from app.runs.spec import run_form
+from app.telemetry.points import FACILITIES, SEVERITIES
 from app.web import security
 from app.web.api import api
 from app.web.compare_api import compare_api
@@ -208,6 +209,12 @@ def create_web(deps: WebDeps, feed: Feed | None = None) -> QuartTrio:
             return response
         if not _auth_ok():
             return await render_template("login.html", failed=False), 401
-        return await render_template("index.html", version=__version__, run_form=run_form())
+        return await render_template(
+            "index.html",
+            version=__version__,
+            run_form=run_form(),
+            syslog_facilities=FACILITIES,
+            syslog_severities=SEVERITIES,
+        )
 
     return web
