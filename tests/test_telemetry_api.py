@@ -17,6 +17,7 @@ from app.telemetry.logs import LogStore
 from app.telemetry.points import LogRecord, Point, tags_of
 from tests.helpers import http, wait_for
 from tests.test_metrics import labels, scrape
+from tests.test_openapi import openapi, response_validator
 
 
 async def api(lab: Lab, method: str, path: str, body: Any = None) -> tuple[int, Any]:
@@ -78,6 +79,8 @@ async def test_the_series_query_picks_by_name_field_and_tags(lab: Lab) -> None:
     assert doc["total"] == 1 and doc["resolution"] == {listener_id: 60}
     status, doc = await api(lab, "GET", f"{base}&name=q.cpu&field=ok")
     assert [item["points"][0] for item in doc["items"]] == [[1e9, True]]
+    schema = await openapi(lab)
+    response_validator(schema, "/api/telemetry/series", "get", 200).validate(doc)
     status, doc = await api(lab, "GET", f"{base}&q=prod&history=false")
     [prod] = doc["items"]
     assert prod["tags"] == {"env": "prod"} and "points" not in prod
@@ -113,6 +116,8 @@ async def test_the_log_query_filters_and_counts_every_record_per_severity(lab: L
         "debug": 1,
     }  # fmt: skip
     assert (counts["received"], counts["kept"], counts["evicted"]) == (4, 3, 1)
+    schema = await openapi(lab)
+    response_validator(schema, "/api/telemetry/logs", "get", 200).validate(doc)
     status, doc = await api(lab, "GET", "/api/telemetry/logs?severity=err&host=db")
     [fire] = doc["items"]
     assert (fire["severity_name"], fire["facility_name"]) == ("crit", "local0")
