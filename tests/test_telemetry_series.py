@@ -10,8 +10,10 @@ import tracemalloc
 import pytest
 import trio
 
+from app.errors import SpecError
 from app.listeners.modes.statsd import StatsdMode
 from app.listeners.modes.statsd_series import key_tags, tags_key
+from app.listeners.spec import parse_listener_url
 from app.telemetry.logs import LogQuery, LogStore
 from app.telemetry.points import LogRecord, Point, tags_of
 from app.telemetry.series import SeriesQuery, SeriesStore
@@ -186,3 +188,30 @@ def test_the_log_query_filters_by_severity_host_app_text_and_seq() -> None:
     assert messages(LogQuery(app="sshd", text="DISK")) == ["Disk on fire"]
     assert messages(LogQuery(after=2)) == ["Disk on fire"]
     assert messages(LogQuery(facility=0)) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        ("udp://127.0.0.1:0?mode=statsd&history_points=0", "history_points"),
+        ("udp://127.0.0.1:0?mode=statsd&history_resolution=0", "history_resolution"),
+        ("udp://127.0.0.1:0?mode=statsd&history_buckets=-1", "history_buckets"),
+        ("udp://127.0.0.1:0?mode=echo&history_points=10", "history_points"),
+    ],
+)
+def test_a_history_bound_out_of_range_or_for_a_mode_that_keeps_none_is_refused(
+    url: str, field: str
+) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_listener_url(url)
+    assert caught.value.field == field
+
+
+async def test_a_collector_is_bounded_as_its_history_options_say() -> None:
+    url = "udp://127.0.0.1:0?mode=statsd&history_points=5&history_resolution=30s&history_buckets=7"
+    async with open_manager() as manager:
+        mode = (await start(manager, url)).mode
+        assert isinstance(mode, StatsdMode)
+        series = mode.series
+        assert (series.max_series, series.max_points) == (10_000, 5)
+        assert (series.resolution, series.max_buckets) == (30.0, 7)

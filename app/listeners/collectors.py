@@ -5,7 +5,8 @@ A collector is any listener whose mode has a ``series``
 syslog alike; a syslog collector also has ``logs`` (:class:`~app.telemetry.logs.LogStore`).
 The API, the Prometheus re-export and the dashboard read collectors only through this
 module, so a new collector mode needs nothing here: it owns its stores and a
-``telemetry()`` document of its counters.
+``telemetry()`` document of its counters (:func:`series_for` makes its series store as
+the listener's options bound it).
 
 :func:`collector_doc` is one item of ``GET /api/telemetry``: the mode's own document plus
 the same keys for every collector (``mode``, ``series_count``, ``max_series``,
@@ -20,12 +21,24 @@ from typing import Any
 
 from app.errors import ConflictError
 from app.listeners.base import Listener, Mode
+from app.listeners.spec import ListenerSpec
 from app.telemetry.logs import LogStore
 from app.telemetry.points import FACILITIES, SEVERITIES, Tags
 from app.telemetry.series import Series, SeriesKey, SeriesQuery, SeriesStore
 
 # Series listed per collector in GET /api/telemetry (the series query has the rest).
 MAX_LISTED = 200
+
+
+def series_for(spec: ListenerSpec) -> SeriesStore:
+    """A new collector's series store, bounded as its spec says: ``max_keys`` series,
+    ``history_points`` raw points, ``history_buckets`` of ``history_resolution`` s."""
+    return SeriesStore(
+        max_series=spec.max_keys,
+        max_points=spec.history_points,
+        resolution=spec.history_resolution,
+        max_buckets=spec.history_buckets,
+    )
 
 
 def series_of(mode: Mode | None) -> SeriesStore | None:

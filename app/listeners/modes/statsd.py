@@ -37,6 +37,7 @@ from typing import Any
 import trio
 
 from app.listeners.base import DatagramHandler, DatagramPort, Listener, Mode
+from app.listeners.collectors import series_for
 from app.listeners.modes.statsd_series import history_doc, snapshot_points
 from app.listeners.stream import Replies, Transport, serve_stream
 from app.listeners.udp import read_kernel_drops
@@ -183,12 +184,7 @@ class StatsdMode(Mode):
         self.backlog_drops = 0
         self.on_flush: Callable[[Snapshot], None] | None = None
         # Every flush's metrics, as the one telemetry model's series (app.telemetry).
-        self.series = SeriesStore(
-            max_series=spec.max_keys,
-            max_points=spec.history_points,
-            resolution=spec.history_resolution,
-            max_buckets=spec.history_buckets,
-        )
+        self.series: SeriesStore = series_for(spec)
         # The last flush in which metrics arrived: shown when traffic stops.
         self.last_active: Snapshot | None = None
         self._received_at_flush = 0
