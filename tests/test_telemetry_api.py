@@ -12,9 +12,15 @@ import pytest
 import trio
 
 from app.lab import Lab
+from app.listeners.base import Listener, Mode
+from app.listeners.collectors import collector_doc, collectors
+from app.listeners.modes import create_listener
 from app.listeners.modes.statsd import StatsdMode
+from app.listeners.spec import parse_listener_url
 from app.telemetry.logs import LogStore
 from app.telemetry.points import LogRecord, Point, tags_of
+from app.telemetry.series import SeriesStore
+from app.web.telemetry_metrics import TelemetryExporter
 from tests.helpers import http, wait_for
 from tests.test_metrics import labels, scrape
 from tests.test_openapi import openapi, response_validator
@@ -175,3 +181,39 @@ async def test_metrics_re_export_every_series_with_its_tags_as_labels(lab: Lab) 
         )
     output = (result.stdout + result.stderr).decode()
     assert result.returncode == 0 and output.strip() == "", output
+
+
+class OtherCollector(Mode):
+    """A collector mode as the influx, graphite and syslog modes are: a series store, a
+    log store and a document of its own counters; nothing else known to the API."""
+
+    name = "influx"
+
+    def __init__(self, listener: Listener) -> None:
+        super().__init__(listener)
+        self.series = SeriesStore()
+        self.logs = LogStore()
+
+    def telemetry(self) -> dict[str, Any]:
+        return {"received": 2, "bad_lines": 1, "kernel_drops": None, "forwarded": 0}
+
+
+async def test_any_mode_with_a_series_store_is_a_collector_for_the_api_and_metrics(
+    lab: Lab,
+) -> None:
+    listener = create_listener("x1", parse_listener_url("tcp://127.0.0.1:0?mode=statsd"))
+    listener.mode = other = OtherCollector(listener)
+    other.series.add(Point("weather", {"temp": 21.5, "city": "Oslo"}, tags_of({"at": "x"})), 0)
+    other.logs.add(_record(4, "cold"), 1.0)
+    [(found, series)] = collectors([listener])
+    doc = collector_doc(found, series)
+    assert (doc["mode"], doc["received"], doc["series_count"]) == ("influx", 2, 2)
+    assert doc["logs"]["by_severity"]["warning"] == 1
+    schema = await openapi(lab)
+    response_validator(schema, "/api/telemetry", "get", 200).validate({"items": [doc]})
+    families = {family.name: family for family in TelemetryExporter().collect([listener])}
+    [value] = families["socketlab_telemetry_value"].samples  # the string field is left out
+    assert value.labels == {"listener": "x1", "metric": "weather", "field": "temp", "at": "x"}
+    assert value.value == 21.5
+    [received] = families["socketlab_telemetry_received"].samples
+    assert received.value == 2

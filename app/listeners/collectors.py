@@ -121,7 +121,7 @@ def collector_doc(listener: Listener, series: SeriesStore) -> dict[str, Any]:
     doc.setdefault("listener_id", listener.id)
     doc.setdefault("url", listener.spec_url())
     doc.setdefault("protocol", listener.spec.protocol)
-    doc["mode"] = listener.spec.mode
+    doc["mode"] = mode.name if mode is not None else listener.spec.mode
     doc["series_count"] = series.series_count
     doc["max_series"] = series.max_series
     doc["series_overflow"] = series.overflow
