@@ -16,7 +16,7 @@ from app.listeners.modes.statsd_series import key_tags, tags_key
 from app.listeners.spec import parse_listener_url
 from app.telemetry.logs import LogQuery, LogStore
 from app.telemetry.points import LogRecord, Point, tags_of
-from app.telemetry.series import SeriesQuery, SeriesStore
+from app.telemetry.series import MAX_STRING, SeriesQuery, SeriesStore
 from tests.listener_fixtures import open_manager, start
 
 EPOCH = 1_800_000_000.0
@@ -51,6 +51,14 @@ def test_a_late_point_is_kept_in_time_order_and_does_not_replace_the_last_value(
     assert history["last"] == {"t": EPOCH + 20, "value": 2.0}
     since = store.history(("m", "f", ()), since=EPOCH + 10)
     assert since is not None and since["points"] == [[EPOCH + 10, 1.0], [EPOCH + 20, 2.0]]
+
+
+def test_a_long_string_is_kept_cut_and_counted() -> None:
+    store = SeriesStore()
+    store.add(Point("log", {"text": "x" * (MAX_STRING + 10), "short": "ok"}), EPOCH)
+    held = store.get(("log", "text", ()))
+    assert held is not None and held.last == (EPOCH, "x" * MAX_STRING)
+    assert store.strings_cut == 1
 
 
 def test_a_series_past_max_series_is_counted_not_kept() -> None:

@@ -10,7 +10,7 @@ the listener's options bound it).
 
 :func:`collector_doc` is one item of ``GET /api/telemetry``: the mode's own document plus
 the same keys for every collector (``mode``, ``series_count``, ``max_series``,
-``series_overflow``, the first :data:`MAX_LISTED` series with their last value, and for
+``series_overflow``, ``series_strings_cut``, the first :data:`MAX_LISTED` series with their last value, and for
 syslog the counts per severity).
 """
 
@@ -125,6 +125,7 @@ def collector_doc(listener: Listener, series: SeriesStore) -> dict[str, Any]:
     doc["series_count"] = series.series_count
     doc["max_series"] = series.max_series
     doc["series_overflow"] = series.overflow
+    doc["series_strings_cut"] = series.strings_cut
     listed, _ = series.query(SeriesQuery(), MAX_LISTED)
     doc["series"] = [series_row(key, held) for key, held in listed]
     logs = logs_of(mode)

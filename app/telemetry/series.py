@@ -17,7 +17,11 @@ and counted (``overflow``), never stored. A series stays until its collector sto
 bound is what keeps a flood of distinct names from growing memory, not an expiry.
 
 Strings and booleans (InfluxDB line protocol fields) are kept raw like numbers; their
-buckets hold only the count and the last value (a sum of strings means nothing).
+buckets hold only the count and the last value (a sum of strings means nothing). A string
+longer than :data:`MAX_STRING` characters is kept cut to that length, counted in
+``strings_cut``, so one series' memory does not grow with what a client puts in a field.
+A numeric raw point costs about 100 bytes and a bucket about 150: the worst case of a store
+is ``max_series * (max_points * 100 + max_buckets * 150)`` bytes, plus the names and tags.
 
 The interface (``add``, ``overflow``, ``series_count``) is what collectors rely on;
 :meth:`SeriesStore.query` and :meth:`SeriesStore.history` are what the API reads.
@@ -40,6 +44,8 @@ SeriesKey = tuple[str, str, Tags]
 DEFAULT_POINTS = 120
 DEFAULT_RESOLUTION = 60.0
 DEFAULT_BUCKETS = 60
+# Longest string value kept, in characters (InfluxDB string fields can be 64 KiB).
+MAX_STRING = 1024
 
 
 def _numeric(value: FieldValue) -> bool:
@@ -195,6 +201,7 @@ class SeriesStore:
         self.max_buckets = max_buckets
         self.overflow = 0
         self.points_received = 0
+        self.strings_cut = 0
         self._series: dict[SeriesKey, Series] = {}
 
     @property
@@ -213,6 +220,9 @@ class SeriesStore:
                     self.overflow += 1
                     continue
                 series = self._series[key] = Series()
+            if isinstance(value, str) and len(value) > MAX_STRING:
+                value = value[:MAX_STRING]
+                self.strings_cut += 1
             series.add(at, value, self)
 
     def get(self, key: SeriesKey) -> Series | None:

@@ -75,6 +75,7 @@ class _CollectorKeys(BaseModel):
     series_count: int
     max_series: int
     series_overflow: int = Field(description="points refused: max_series series are held")
+    series_strings_cut: int = Field(description="string values kept cut to 1,024 characters")
     series: list[SeriesRow] = Field(description="the first 200 series by name")
     logs: LogCounts | None = Field(description="syslog collectors only")
 
