@@ -10,8 +10,8 @@ the listener's options bound it).
 
 :func:`collector_doc` is one item of ``GET /api/telemetry``: the mode's own document plus
 the same keys for every collector (``mode``, ``series_count``, ``max_series``,
-``series_overflow``, ``series_strings_cut``, the first :data:`MAX_LISTED` series with their last value, and for
-syslog the counts per severity).
+``series_overflow``, ``series_strings_cut``, the first :data:`MAX_LISTED` series with their
+last value, and for syslog the counts per severity).
 """
 
 from __future__ import annotations
