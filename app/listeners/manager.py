@@ -22,11 +22,11 @@ import trio
 
 from app.errors import ConflictError, NotFoundError, SocketlabError
 from app.listeners.base import Listener
+from app.listeners.collectors import collector, collector_doc, collectors
 from app.listeners.kernelloss import KernelLoss
 from app.listeners.modes import create_listener
 from app.listeners.modes.respond import RespondMode
 from app.listeners.modes.source import SourceMode
-from app.listeners.modes.statsd import StatsdMode
 from app.listeners.policy import ListenerPolicy
 from app.listeners.saved import SavedListeners
 from app.listeners.spec import ListenerSpec, parse_listener
@@ -290,23 +290,22 @@ class ListenerManager:
             listener.cancel_scope.cancel()
 
     async def telemetry(self, listener_id: str | None = None) -> list[dict[str, Any]]:
-        """The documents of every StatsD listener (or just ``listener_id``), drops refreshed.
+        """The documents of every telemetry collector (or just ``listener_id``), kernel
+        drops refreshed (:func:`~app.listeners.collectors.collector_doc`).
 
         Raises:
             NotFoundError: ``listener_id`` names no running listener.
-            ConflictError: ``listener_id`` is not a StatsD listener.
+            ConflictError: ``listener_id`` is not a collector.
         """
         if listener_id is not None:
             listener = self.get(listener_id)
-            if not isinstance(listener.mode, StatsdMode):
-                raise ConflictError(f"listener {listener_id} is not a statsd listener", "listener")
-            listeners = [listener]
+            found = [(listener, collector(listener))]
         else:
-            listeners = [item for item in self if isinstance(item.mode, StatsdMode)]
+            found = list(collectors(self))
         docs = []
-        for listener in listeners:
-            mode = listener.mode
-            assert isinstance(mode, StatsdMode)
-            await mode.refresh_kernel_drops()
-            docs.append(mode.telemetry())
+        for listener, series in found:
+            refresh = getattr(listener.mode, "refresh_kernel_drops", None)
+            if refresh is not None:
+                await refresh()
+            docs.append(collector_doc(listener, series))
         return docs

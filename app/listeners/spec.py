@@ -63,6 +63,9 @@ MAX_FRAMED_MESSAGE = 16 * 1024 * 1024
 # Rules files are small; this stops a wrong path (a log file, /dev/zero) from eating memory.
 MAX_RULES_FILE = 1024 * 1024
 
+# The collector modes: each keeps its series in the one telemetry model (app.telemetry).
+TELEMETRY_MODES = ("statsd", "influx", "graphite", "syslog")
+
 # Which options apply to which modes (None: every mode).
 _MODE_OPTIONS: dict[str, tuple[str, ...]] = {
     "delay": ("echo",),
@@ -81,6 +84,9 @@ _MODE_OPTIONS: dict[str, tuple[str, ...]] = {
     "percentiles": ("statsd",),
     "signed_gauges": ("statsd",),
     "delete_counters": ("statsd",),
+    "history_points": TELEMETRY_MODES,
+    "history_resolution": TELEMETRY_MODES,
+    "history_buckets": TELEMETRY_MODES,
     "max_rate": ("source",),
     "max_duration": ("source",),
     "max_streams": ("source",),
@@ -153,6 +159,13 @@ class ListenerSpec(BaseModel):
             ``-N|g``; ``set`` (the DogStatsD agent) sets it to the signed value.
         delete_counters: StatsD: drop a counter idle for an interval instead of flushing
             it as 0 (etsy's ``deleteCounters``; off by default, as in etsy's StatsD).
+        history_points: Collectors: raw points kept per series (StatsD: one per flush).
+        history_resolution: Collectors: seconds per bucket for the points older than the
+            raw ones (count, mean, min, max and last value of each bucket).
+        history_buckets: Collectors: buckets kept per series beyond the raw points; with
+            the defaults, 120 raw points and then an hour of one-minute buckets. The last
+            value of a series is kept however old it is (see
+            :mod:`app.telemetry.series`).
         max_rate: Source: messages per second one stream may send, whatever its request
             asks (a bulk request is paced at this rate).
         max_duration: Source: seconds one stream may send; a longer request ends there.
@@ -202,6 +215,9 @@ class ListenerSpec(BaseModel):
     percentiles: tuple[float, ...] = (50.0, 90.0, 95.0, 99.0)
     signed_gauges: Literal["delta", "set"] = "delta"
     delete_counters: bool = False
+    history_points: int = Field(120, ge=1, le=100_000)
+    history_resolution: float = Field(60.0, ge=0.01, le=86_400)
+    history_buckets: int = Field(60, ge=0, le=100_000)
     max_rate: float = Field(10_000.0, gt=0, le=1_000_000)
     max_duration: float = Field(60.0, gt=0, le=86_400)
     max_streams: int = Field(64, ge=1, le=10_000)
@@ -213,7 +229,13 @@ class ListenerSpec(BaseModel):
     kernel_loss_direction: Literal["in", "out", "both"] = "in"
 
     @field_validator(
-        "idle_timeout", "delay", "jitter", "flush_interval", "max_duration", mode="before"
+        "idle_timeout",
+        "delay",
+        "jitter",
+        "flush_interval",
+        "max_duration",
+        "history_resolution",
+        mode="before",
     )
     @classmethod
     def _durations_take_units(cls, value: Any) -> Any:

@@ -38,8 +38,6 @@ from app.web.schemas import (
     RunSpecBody,
     SeriesQuery,
     StatsdSnapshot,
-    TelemetryList,
-    TelemetryQuery,
     document_errors,
 )
 
@@ -375,23 +373,3 @@ async def close_connection(conn_id: str) -> dict[str, Any]:
     if not _deps().registry.close_connection(conn_id):
         raise NotFoundError(f"no connection {conn_id!r}", "id")
     return {"id": conn_id, "closed": True}
-
-
-@api.get("/telemetry")
-@document_querystring(TelemetryQuery)
-@document_response(TelemetryList)
-@document_errors(404, 409)
-async def telemetry() -> dict[str, Any]:
-    """Every StatsD collector's current interval and last flush: ``{"items": [...]}``.
-
-    ``?listener=ID`` picks one. Each item has ``listener_id``, ``url``, ``protocol``,
-    ``metrics_received``, ``bad_lines``, ``overflow``, ``set_overflow``, ``keys``,
-    ``max_keys``, ``kernel_drops`` (datagrams the kernel dropped, read from the socket;
-    null for TCP or where unknown), ``flushes``, ``flush_interval``, ``last_flush_at``, and
-    ``current`` and ``last_flush`` snapshots: ``counters`` ({key: {value, rate}}),
-    ``gauges`` ({key: value}), ``timers`` ({key: {count, min, max, mean, sum, p50, p90,
-    p95, p99}}), ``sets`` ({key: distinct members}), ``flushed_at``, ``interval``. A key
-    is the metric name, or ``name|#tag,tag`` with its sorted tags.
-    """
-    listener_id = query_args(TelemetryQuery).listener
-    return {"items": await _deps().listeners.telemetry(listener_id)}

@@ -16,6 +16,7 @@ from werkzeug.routing import MapAdapter
 from app import __version__
 from app.errors import SocketlabError
 from app.runs.spec import run_form
+from app.telemetry.points import FACILITIES, SEVERITIES
 from app.web import security
 from app.web.api import api
 from app.web.compare_api import compare_api
@@ -30,6 +31,7 @@ from app.web.packets_api import packets_api
 from app.web.peers_api import peers_api
 from app.web.runs_api import runs_api
 from app.web.scenarios_api import scenarios_api
+from app.web.telemetry_api import telemetry_api
 from app.wire import jsondoc
 
 if TYPE_CHECKING:
@@ -122,6 +124,7 @@ def create_web(deps: WebDeps, feed: Feed | None = None) -> QuartTrio:
     web.register_blueprint(listeners_api)
     web.register_blueprint(scenarios_api)
     web.register_blueprint(compare_api)
+    web.register_blueprint(telemetry_api)
     settings = deps.settings
 
     def _auth_ok() -> bool:
@@ -206,6 +209,12 @@ def create_web(deps: WebDeps, feed: Feed | None = None) -> QuartTrio:
             return response
         if not _auth_ok():
             return await render_template("login.html", failed=False), 401
-        return await render_template("index.html", version=__version__, run_form=run_form())
+        return await render_template(
+            "index.html",
+            version=__version__,
+            run_form=run_form(),
+            syslog_facilities=FACILITIES,
+            syslog_severities=SEVERITIES,
+        )
 
     return web

@@ -41,12 +41,12 @@ class FailedListenerList(_Strict):
 
 
 class HistoryPoint(_Strict):
-    """One flush: each metric's value (at most 200 keys of each section)."""
+    """One flush still held raw: each metric's value (at most 200 keys of each section)."""
 
     t: float | None = Field(description="Unix time of the flush")
     counters: dict[str, float] = Field(description="the interval's total")
     gauges: dict[str, float]
-    timers: dict[str, dict[str, float]] = Field(description="count, mean, pN, ...")
+    timers: dict[str, dict[str, float]] = Field(description="count, min, max, mean, pN")
     sets: dict[str, int]
 
 

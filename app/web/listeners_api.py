@@ -67,9 +67,11 @@ async def forget_failed_listener(key: str) -> tuple[str, int]:
 @document_response(TelemetryHistory)
 @document_errors(404, 409)
 async def telemetry_history(listener_id: str) -> dict[str, Any]:
-    """A StatsD collector's history: each metric's value at every kept flush (the newest
-    120), the last flush in which metrics arrived (kept when traffic stops), and the newest
-    bad lines with why they were refused. 409 for a listener that is not a collector."""
+    """A StatsD collector's history: each metric's value at every flush its series still
+    hold raw (the newest ``history_points``; ``GET /api/telemetry/series`` has the older
+    buckets too), the last flush in which metrics arrived (kept when traffic stops), and
+    the newest bad lines with why they were refused. 409 for a listener that is not a
+    StatsD collector."""
     listener = _listeners().get(listener_id)
     if not isinstance(listener.mode, StatsdMode):
         raise ConflictError(f"listener {listener_id} is not a statsd listener", "id")

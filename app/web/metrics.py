@@ -11,8 +11,9 @@ Names follow Prometheus conventions: ``socketlab_`` prefix, base units (seconds,
 and ``address``; run series are aggregated over every run by ``protocol`` and ``pattern``
 (per-run labels would create a new series for each run). Run RTTs are exported as a
 Prometheus histogram with fixed buckets computed from the runs' HDR histograms
-(:mod:`app.runs.totals`). StatsD listeners' metrics are re-exported as
-``socketlab_statsd_*`` (:mod:`app.web.statsd_metrics`).
+(:mod:`app.runs.totals`). Every collector's series are re-exported as
+``socketlab_telemetry_*`` (:mod:`app.web.telemetry_metrics`), and StatsD's cumulative
+counters and timers as ``socketlab_statsd_*`` (:mod:`app.web.statsd_metrics`).
 
 Auth: ``/metrics`` needs the lab's token like ``/api`` (``Authorization: Bearer TOKEN``;
 Prometheus sends it with ``authorization: {credentials: ...}`` in a scrape config). The
@@ -42,6 +43,7 @@ from app.endpoint import host_port
 from app.runs.totals import RTT_BUCKETS, BucketCounts
 from app.web.openapi import document_text
 from app.web.statsd_metrics import StatsdExporter
+from app.web.telemetry_metrics import TelemetryExporter
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
@@ -102,6 +104,7 @@ class LabCollector(Collector):
         self.deps = deps
         self.statsd = StatsdExporter()
         self.statsd.attach_all(deps.listeners)
+        self.telemetry = TelemetryExporter()
 
     def collect(self) -> Iterator[Metric]:
         yield from self._lab_metrics()
@@ -109,6 +112,7 @@ class LabCollector(Collector):
         yield from self._run_metrics()
         yield from self._loop_metrics()
         yield from self.statsd.collect(self.deps.listeners)
+        yield from self.telemetry.collect(self.deps.listeners)
 
     def _lab_metrics(self) -> Iterator[Metric]:
         deps = self.deps

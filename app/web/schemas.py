@@ -579,39 +579,6 @@ class StatsdSnapshot(_Strict):
     overflow: int
 
 
-class TelemetryQuery(_Strict):
-    listener: str | None = Field(None, max_length=64, description="only this listener (its id)")
-
-
-class StatsdTelemetry(_Strict):
-    """A StatsD collector: its counters, its open interval and its last flush."""
-
-    listener_id: str
-    url: str
-    protocol: Literal["tcp", "udp", "tls"]
-    metrics_received: int
-    bad_lines: int
-    overflow: int
-    set_overflow: int
-    keys: int
-    max_keys: int
-    kernel_drops: int | None = Field(description="datagrams the kernel dropped (UDP)")
-    backlog_drops: int = Field(description="datagrams dropped: the parse queue was full")
-    events_received: int
-    service_checks_received: int
-    flushes: int
-    flush_interval: float
-    last_flush_at: float | None
-    current: StatsdSnapshot
-    last_flush: StatsdSnapshot | None
-
-
-class TelemetryList(_Strict):
-    """Every StatsD collector (or the one asked for)."""
-
-    items: list[StatsdTelemetry]
-
-
 class StoppedRuns(_Strict):
     """How many runs were running and are now stopped and stored."""
 

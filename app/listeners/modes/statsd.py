@@ -37,10 +37,12 @@ from typing import Any
 import trio
 
 from app.listeners.base import DatagramHandler, DatagramPort, Listener, Mode
-from app.listeners.modes.statsd_history import TelemetryHistory
+from app.listeners.collectors import series_for
+from app.listeners.modes.statsd_series import history_doc, snapshot_points
 from app.listeners.stream import Replies, Transport, serve_stream
 from app.listeners.udp import read_kernel_drops
 from app.registry import Conn
+from app.telemetry.series import SeriesStore
 from app.wire.rules import FrameTooLongError
 from app.wire.statsd import Aggregator, Snapshot
 
@@ -54,6 +56,8 @@ _LINES_PER_STEP = 250
 _SAMPLES_PER_STEP = 20_000
 # Bytes of UDP datagrams waiting to be parsed; a datagram past this is dropped, counted.
 _MAX_BACKLOG = 8 * 1024 * 1024
+# Points of a flush put into the series store between two checkpoints.
+_POINTS_PER_STEP = 2_000
 
 
 async def feed_in_steps(aggregator: Aggregator, lines: list[bytes], credit: int) -> int:
@@ -166,6 +170,8 @@ class StatsdMode(Mode):
     def __init__(self, listener: Listener) -> None:
         super().__init__(listener)
         spec = listener.spec
+        # Unix time of flushes (a test on trio's virtual clock swaps in its own).
+        self.wall_clock: Callable[[], float] = time.time
         self.aggregator = Aggregator(
             max_keys=spec.max_keys,
             percentiles=spec.percentiles,
@@ -177,7 +183,11 @@ class StatsdMode(Mode):
         self.kernel_drops: int | None = None
         self.backlog_drops = 0
         self.on_flush: Callable[[Snapshot], None] | None = None
-        self.history = TelemetryHistory()
+        # Every flush's metrics, as the one telemetry model's series (app.telemetry).
+        self.series: SeriesStore = series_for(spec)
+        # The last flush in which metrics arrived: shown when traffic stops.
+        self.last_active: Snapshot | None = None
+        self._received_at_flush = 0
         self._sock: Any = None
         self._backlog: deque[bytes] = deque()
         self._backlog_bytes = 0
@@ -220,7 +230,10 @@ class StatsdMode(Mode):
 
     def _published(self, snapshot: Snapshot) -> Snapshot:
         self.flushes += 1
-        self.history.record(snapshot)
+        received = snapshot["metrics_received"]
+        if received > self._received_at_flush:
+            self.last_active = snapshot
+        self._received_at_flush = received
         if self.on_flush is not None:
             try:
                 self.on_flush(snapshot)
@@ -230,15 +243,24 @@ class StatsdMode(Mode):
 
     def flush(self) -> Snapshot:
         """End the interval now, all in one go (tests, the CLI)."""
-        return self._published(self.aggregator.flush(time.time()))
+        snapshot = self.aggregator.flush(self.wall_clock())
+        now = self.wall_clock()
+        for point in snapshot_points(snapshot):
+            self.series.add(point, now)
+        return self._published(snapshot)
 
     async def flush_in_steps(self) -> Snapshot:
         """End the interval now; summarize its timers with a checkpoint every
         ``_SAMPLES_PER_STEP`` samples (the timer does this; the API may too)."""
-        job = self.aggregator.begin_flush(time.time())
+        job = self.aggregator.begin_flush(self.wall_clock())
         while not job.step(_SAMPLES_PER_STEP):
             await trio.lowlevel.checkpoint()
         assert job.snapshot is not None
+        now = self.wall_clock()
+        for done, point in enumerate(snapshot_points(job.snapshot), 1):
+            self.series.add(point, now)
+            if done % _POINTS_PER_STEP == 0:
+                await trio.lowlevel.checkpoint()
         return self._published(job.snapshot)
 
     async def refresh_kernel_drops(self) -> int | None:
@@ -302,14 +324,15 @@ class StatsdMode(Mode):
         return {"statsd": self._counters()}
 
     def history_doc(self) -> dict[str, Any]:
-        """For ``GET /api/telemetry/{id}/history``: every metric's value at each kept flush
-        (:class:`~app.listeners.modes.statsd_history.TelemetryHistory`), the last flush
-        with traffic, and the newest bad lines with why they were refused."""
+        """For ``GET /api/telemetry/{id}/history``: every metric's value at each flush its
+        series still hold raw (:func:`~app.listeners.modes.statsd_series.history_doc`), the
+        last flush with traffic, and the newest bad lines with why they were refused."""
         return {
             "listener_id": self.listener.id,
             "flush_interval": self.listener.spec.flush_interval,
             "percentiles": list(self.listener.spec.percentiles),
-            **self.history.to_dict(),
+            **history_doc(self.series),
+            "last_active_flush": self.last_active,
             "bad_lines": self.aggregator.bad_lines,
             "bad_samples": list(self.aggregator.bad_samples),
         }
@@ -335,7 +358,7 @@ class StatsdMode(Mode):
             # Percentiles of the open interval only while sorting them is cheap; a flush
             # computes them in steps, and the last flush has them.
             "current": self.aggregator.current(
-                time.time(), percentiles=self.aggregator.samples_held <= _SAMPLES_PER_STEP
+                self.wall_clock(), percentiles=self.aggregator.samples_held <= _SAMPLES_PER_STEP
             ),
             "last_flush": self.aggregator.last_flush,
         }
