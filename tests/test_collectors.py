@@ -1,0 +1,332 @@
+"""The influx, graphite and syslog collectors fed by real clients through real sockets.
+
+Clients no one here wrote: ``influxdb-client``'s line-protocol serializer, ``graphyte``,
+Python's ``logging.handlers.SysLogHandler`` and util-linux ``logger``, over UDP and TCP.
+What the collector parsed is read from its stores (recording subclasses, see
+tests/collector_fixtures.py) and from its ``telemetry()`` counters.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import shutil
+import socket
+from typing import Any
+
+import graphyte
+import pytest
+import trio
+from influxdb_client.client.write.point import Point as InfluxPoint
+
+from app.listeners.base import Listener
+from app.listeners.manager import ListenerManager
+from app.telemetry.points import FACILITIES
+from tests.collector_fixtures import recording
+from tests.helpers import wait_for
+from tests.listener_fixtures import open_manager, start
+
+# Generous: the machine running the tests is shared and loaded.
+WAIT = 30.0
+
+needs_logger = pytest.mark.skipif(shutil.which("logger") is None, reason="util-linux logger")
+
+
+async def send_udp(port: int, datagrams: list[bytes], host: str = "127.0.0.1") -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with trio.socket.socket(family, socket.SOCK_DGRAM) as sock:
+        for datagram in datagrams:
+            await sock.sendto(datagram, (host, port))
+
+
+async def send_tcp(port: int, data: bytes) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(data)
+
+
+async def collector(manager: ListenerManager, url: str) -> Listener:
+    return await start(manager, url)
+
+
+# InfluxDB line protocol: influxdb-client's serializer.
+
+
+def _influx_points(precision: str) -> list[InfluxPoint]:
+    """Points with every field type and every character that needs escaping, timestamps
+    in ``precision`` (``ns`` or ``s``)."""
+    nanoseconds = precision == "ns"
+    first = (
+        InfluxPoint("cpu load,total")  # a space and a comma in the measurement
+        .tag("host", "web 1,eu=west")  # space, comma and equals in a tag value
+        .tag("rack key=a", "r1")  # space and equals in a tag key
+        .tag("path", "C:\\temp")  # a lone backslash stays one
+        .field("usage user", 12.5)  # a space in a field key
+        .field("cores", 8)  # signed integer: 8i
+        .field("note", 'say "hi" \\ ok, a=b')  # quotes, a backslash, comma, equals
+        .field("up", True)
+        .field("down", False)
+        .field("whole", 3.0)  # the client writes 3, still a float
+        .time(1_700_000_000_123_456_789 if nanoseconds else 1_700_000_000)
+    )
+    counter = InfluxPoint.from_dict(
+        {
+            "measurement": "requests",
+            "tags": {"route": "/api/v1"},
+            "fields": {"total": 18_446_744_073_709_551_615, "neg": -(2**63)},
+            "time": 1_700_000_001_000_000_000 if nanoseconds else 1_700_000_001,
+        },
+        field_types={"total": "uint", "neg": "int"},
+    )
+    return [first, counter]
+
+
+def _check_influx(points: list[Any], precision: str) -> None:
+    assert len(points) == 2
+    first, counter = points
+    assert first.name == "cpu load,total"
+    assert dict(first.tags) == {"host": "web 1,eu=west", "rack key=a": "r1", "path": "C:\\temp"}
+    assert first.fields == {
+        "usage user": 12.5,
+        "cores": 8,
+        "note": 'say "hi" \\ ok, a=b',
+        "up": True,
+        "down": False,
+        "whole": 3.0,
+    }
+    assert type(first.fields["cores"]) is int and type(first.fields["whole"]) is float
+    assert first.fields["up"] is True and first.fields["down"] is False
+    assert first.time == (1_700_000_000_123_456_789 / 1e9 if precision == "ns" else 1.7e9)
+    assert counter.name == "requests"
+    assert counter.tags == (("route", "/api/v1"),)
+    assert counter.fields == {"total": 18_446_744_073_709_551_615, "neg": -(2**63)}
+    assert counter.time == 1_700_000_001.0
+
+
+@pytest.mark.parametrize(("protocol", "precision"), [("udp", "ns"), ("tcp", "s"), ("tcp", "ns")])
+async def test_influx_client_points_arrive_exact(protocol: str, precision: str) -> None:
+    lines = [point.to_line_protocol() for point in _influx_points(precision)]
+    async with open_manager() as manager:
+        listener = await collector(
+            manager, f"{protocol}://127.0.0.1:0?mode=influx&precision={precision}"
+        )
+        mode, series, _ = recording(listener)
+        if protocol == "udp":
+            await send_udp(listener.port, [lines[0].encode(), lines[1].encode() + b"\n"])
+        else:
+            await send_tcp(listener.port, ("\n".join(lines) + "\n").encode())
+        await wait_for(lambda: mode.received == 2, WAIT)
+        _check_influx(series.points, precision)
+        doc = mode.telemetry()
+        assert doc["received"] == 2 and doc["bad_lines"] == 0 and doc["mode"] == "influx"
+        assert doc["series_count"] == 6 + 2
+        assert listener.msgs_in == 2
+
+
+async def test_influx_bad_lines_are_counted_with_samples_and_comments_skipped() -> None:
+    async with open_manager() as manager:
+        listener = await collector(manager, "udp://127.0.0.1:0?mode=influx")
+        mode, _, _ = recording(listener)
+        datagram = b"# a comment\n\nok value=1\nno_fields\nbad x=1j\nok value=2 notatime\n"
+        await send_udp(listener.port, [datagram, b"\xff\xfe value=1"])
+        await wait_for(lambda: mode.received + mode.bad_lines == 5, WAIT)
+        assert (mode.received, mode.bad_lines) == (1, 4)
+        samples = mode.telemetry()["bad_samples"]
+        assert [sample["line"] for sample in samples] == [
+            "no_fields",
+            "bad x=1j",
+            "ok value=2 notatime",
+            "\\xff\\xfe value=1",
+        ]
+        assert all(sample["error"] for sample in samples)
+
+
+async def test_series_past_max_keys_are_refused_and_counted() -> None:
+    async with open_manager() as manager:
+        listener = await collector(manager, "tcp://127.0.0.1:0?mode=influx&max_keys=2")
+        mode, _, _ = recording(listener)
+        await send_tcp(listener.port, b"m a=1,b=2\nm c=3\nm a=4\nn a=5\n")
+        await wait_for(lambda: mode.received == 4, WAIT)
+        doc = listener.to_dict()["influx"]
+        assert doc["series_count"] == 2
+        assert doc["overflow"] == 2  # m.c and n.a: new series past the cap
+
+
+async def test_a_tcp_line_longer_than_max_message_size_ends_that_connection_only() -> None:
+    async with open_manager() as manager:
+        listener = await collector(manager, "tcp://127.0.0.1:0?mode=graphite&max_message_size=64")
+        mode, series, _ = recording(listener)
+        await send_tcp(listener.port, b"a.b 1 1700000000\n" + b"x" * 200)
+        await wait_for(lambda: listener.oversized == 1, WAIT)
+        await send_tcp(listener.port, b"c.d 2 1700000000\n")
+        await wait_for(lambda: mode.received == 2, WAIT)
+        assert [point.name for point in series.points] == ["a.b", "c.d"]
+
+
+# Graphite: graphyte.
+
+
+@pytest.mark.parametrize("protocol", ["udp", "tcp"])
+async def test_graphyte_values_arrive_exact(protocol: str) -> None:
+    values = [0.1, -2.5e-7, 123456789.123, 42.0, 1e300]
+    async with open_manager() as manager:
+        listener = await collector(manager, f"{protocol}://127.0.0.1:0?mode=graphite")
+        mode, series, _ = recording(listener)
+        sender = graphyte.Sender(
+            "127.0.0.1",
+            port=listener.port,
+            prefix="lab",
+            protocol=protocol,
+            tags={"dc": "eu-1", "role": "db=primary"},
+        )
+
+        def send_all() -> None:
+            for index, value in enumerate(values):
+                sender.send(f"disk.free{index}", value, timestamp=1_700_000_000 + index)
+            sender.send("plain.untagged", 7, timestamp=1_700_000_100, tags={"x": "y"})
+
+        # graphyte opens a blocking socket per send over TCP: not on the event loop.
+        await trio.to_thread.run_sync(send_all)
+        await wait_for(lambda: mode.received == len(values) + 1, WAIT)
+        assert mode.bad_lines == 0
+        for index, value in enumerate(values):
+            point = series.points[index]
+            assert point.name == f"lab.disk.free{index}"
+            assert point.tags == (("dc", "eu-1"), ("role", "db=primary"))
+            assert point.fields == {"value": value}
+            assert point.time == 1_700_000_000 + index
+        last = series.points[-1]
+        assert last.tags == (("dc", "eu-1"), ("role", "db=primary"), ("x", "y"))
+        assert last.fields == {"value": 7.0} and last.time == 1_700_000_100
+
+
+# Syslog: Python's SysLogHandler and util-linux logger.
+
+
+def _handler(port: int, socktype: int, *, with_header: bool) -> logging.handlers.SysLogHandler:
+    handler = logging.handlers.SysLogHandler(
+        address=("127.0.0.1", port),
+        facility=logging.handlers.SysLogHandler.LOG_LOCAL3,
+        socktype=socktype,  # type: ignore[arg-type]
+    )
+    if with_header:
+        # An RFC 3164 header as a daemon writes it: timestamp, host, tag[pid].
+        handler.setFormatter(
+            logging.Formatter(
+                "%(asctime)s labhost myapp[%(process)d]: %(message)s", datefmt="%b %d %H:%M:%S"
+            )
+        )
+    else:
+        handler.ident = "myapp: "
+    return handler
+
+
+@pytest.mark.parametrize("protocol", ["udp", "tcp"])
+@pytest.mark.parametrize("with_header", [True, False])
+async def test_python_syslog_handler_messages_arrive_with_facility_severity_host_app(
+    protocol: str, with_header: bool
+) -> None:
+    async with open_manager() as manager:
+        listener = await collector(manager, f"{protocol}://127.0.0.1:0?mode=syslog")
+        mode, _, logs = recording(listener)
+        assert logs is not None
+        socktype = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
+
+        def emit() -> None:
+            handler = _handler(listener.port, socktype, with_header=with_header)
+            log = logging.getLogger(f"collector-test-{protocol}-{with_header}")
+            log.propagate = False
+            log.setLevel(logging.DEBUG)
+            log.addHandler(handler)
+            try:
+                log.warning("disk %s is %d%% full", "/var", 91)
+                log.error("a message: with a colon, and [brackets]")
+                log.debug("quiet")
+            finally:
+                log.removeHandler(handler)
+                handler.close()
+
+        await trio.to_thread.run_sync(emit)
+        await wait_for(lambda: mode.received == 3, WAIT)
+        assert mode.bad_lines == 0
+        records = logs.records
+        assert [FACILITIES[r.facility] for r in records] == ["local3"] * 3
+        assert [r.severity for r in records] == [4, 3, 7]
+        assert [r.message for r in records] == [
+            "disk /var is 91% full",
+            "a message: with a colon, and [brackets]",
+            "quiet",
+        ]
+        assert {r.app for r in records} == {"myapp"}
+        assert {r.host for r in records} == {"labhost" if with_header else None}
+        counts = mode.telemetry()["by_severity"]
+        assert (counts["warning"], counts["err"], counts["debug"]) == (1, 1, 1)
+
+
+async def _logger(*args: str) -> None:
+    await trio.run_process(["logger", *args], capture_stdout=True, capture_stderr=True)
+
+
+@needs_logger
+@pytest.mark.parametrize(
+    ("protocol", "flags"),
+    [
+        ("udp", ["-d"]),
+        ("tcp", ["-T"]),  # newline framing
+        ("tcp", ["-T", "--octet-count"]),
+    ],
+)
+@pytest.mark.parametrize("rfc", ["--rfc5424", "--rfc3164"])
+async def test_util_linux_logger_messages_arrive_with_every_header_field(
+    protocol: str, flags: list[str], rfc: str
+) -> None:
+    async with open_manager() as manager:
+        listener = await collector(manager, f"{protocol}://127.0.0.1:0?mode=syslog")
+        mode, _, logs = recording(listener)
+        assert logs is not None
+        port = str(listener.port)
+        common = ["-n", "127.0.0.1", "-P", port, *flags, rfc, "-t", "labapp", "--id=4242"]
+        structured: list[str] = []
+        if rfc == "--rfc5424":
+            structured = [
+                "--msgid",
+                "ID47",
+                "--sd-id",
+                "zoo@32473",
+                "--sd-param",
+                'tiger="hungry"',
+                "--sd-param",
+                r'quote="say \"hi\" \] \\ ok"',
+            ]
+        await _logger(*common, "-p", "local4.err", *structured, "first message")
+        await _logger(*common, "-p", "mail.info", "second: message")
+        await wait_for(lambda: mode.received == 2, WAIT)
+        assert mode.bad_lines == 0
+        first, second = logs.records
+        assert (FACILITIES[first.facility], first.severity) == ("local4", 3)
+        assert (FACILITIES[second.facility], second.severity) == ("mail", 6)
+        assert first.app == second.app == "labapp"
+        assert first.procid == second.procid == "4242"
+        assert first.message == "first message" and second.message == "second: message"
+        short = socket.gethostname().split(".")[0]
+        assert first.host is not None and first.host.split(".")[0] == short
+        assert first.format == rfc.strip("-")
+        if rfc == "--rfc5424":
+            assert first.msgid == "ID47"
+            assert first.structured["zoo@32473"] == {
+                "tiger": "hungry",
+                "quote": 'say "hi" ] \\ ok',
+            }
+            assert first.time is not None
+
+
+async def test_syslog_tcp_framing_error_ends_the_connection_counted_bad() -> None:
+    async with open_manager() as manager:
+        listener = await collector(manager, "tcp://127.0.0.1:0?mode=syslog")
+        mode, _, logs = recording(listener)
+        assert logs is not None
+        good = b"<13>1 - - - - - - fine"
+        await send_tcp(listener.port, b"%d %s8x <13>broken" % (len(good), good))
+        await wait_for(lambda: mode.bad_lines == 1, WAIT)
+        assert mode.received == 1
+        assert listener.errors == 0
