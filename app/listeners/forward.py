@@ -13,7 +13,9 @@ receive path only queues: a frame that does not fit, or that arrives while the u
 cannot be reached, is counted in ``forward_failed``.
 
 Counters (:meth:`Forwarder.counters`): ``forwarded`` and ``forward_failed`` in messages
-(a datagram over UDP; a line or syslog frame over TCP), and ``forwarded_bytes``.
+(a datagram over UDP; a line or syslog frame over TCP), and ``forwarded_bytes``. A UDP
+datagram is forwarded once the kernel took it: that it arrived, UDP does not say, but an
+upstream port that is closed answers with an ICMP error, which fails the next send.
 
 Policy: the upstream is a target like a run's: it is resolved once, when the listener
 starts (:meth:`Forwarder.resolve`), every address checked against the lab's target policy,
