@@ -19,11 +19,13 @@ import pytest
 import trio
 from influxdb_client.client.write.point import Point as InfluxPoint
 
+from app.lab import Lab
 from app.listeners.base import Listener
 from app.listeners.manager import ListenerManager
 from app.telemetry.points import FACILITIES
+from app.web.schemas import ListenerInfo
 from tests.collector_fixtures import recording
-from tests.helpers import wait_for
+from tests.helpers import http, wait_for
 from tests.listener_fixtures import open_manager, start
 
 # Generous: the machine running the tests is shared and loaded.
@@ -330,3 +332,42 @@ async def test_syslog_tcp_framing_error_ends_the_connection_counted_bad() -> Non
         await wait_for(lambda: mode.bad_lines == 1, WAIT)
         assert mode.received == 1
         assert listener.errors == 0
+
+
+async def test_a_udp_collector_reads_the_kernels_drop_counter_and_tcp_has_none() -> None:
+    async with open_manager() as manager:
+        udp = await collector(manager, "udp://[::1]:0?mode=syslog")
+        tcp = await collector(manager, "tcp://127.0.0.1:0?mode=syslog")
+        udp_mode, _, logs = recording(udp)
+        tcp_mode, _, _ = recording(tcp)
+        await send_udp(udp.port, [b"<30>1 - v6host app - - - over IPv6"], host="::1")
+        await wait_for(lambda: udp_mode.received == 1, WAIT)
+        assert logs is not None and logs.records[0].host == "v6host"
+        assert await udp_mode.refresh_kernel_drops() == 0
+        assert await tcp_mode.refresh_kernel_drops() is None
+        assert udp_mode.telemetry()["kernel_drops"] == 0
+
+
+async def test_collectors_over_the_api_show_their_section_and_refuse_a_denied_upstream(
+    lab: Lab,
+) -> None:
+    assert lab.web_port is not None
+    with trio.fail_after(WAIT):
+        refused = await http(
+            lab.web_port,
+            "POST",
+            "/api/listeners",
+            body={"url": "udp://127.0.0.1:0?mode=syslog", "forward": "192.0.2.9:514"},
+        )
+        assert refused.status == 403
+        assert refused.json()["field"] == "forward"
+        for mode in ("influx", "graphite", "syslog"):
+            made = await http(
+                lab.web_port,
+                "POST",
+                "/api/listeners",
+                body={"url": f"tcp://127.0.0.1:0?mode={mode}", "max_keys": 50},
+            )
+            assert made.status == 201, made.body
+            doc = ListenerInfo.model_validate(made.json()).model_dump()
+            assert doc[mode]["max_series"] == 50 and doc[mode]["received"] == 0
