@@ -22,7 +22,8 @@ starts (:meth:`Forwarder.resolve`), every address checked against the lab's targ
 and the checked address used from then on.
 
 Resource handling: the UDP socket is closed by :meth:`Forwarder.close`; each TCP upstream
-connection is closed when its client connection ends, after at most
+connection holds a descriptor of the listeners' share and is closed when its client
+connection ends, after at most
 :data:`DRAIN_TIMEOUT` seconds spent sending what was still queued.
 """
 
@@ -37,6 +38,7 @@ from typing import Any
 
 import trio
 
+from app.descriptors import DESCRIPTORS
 from app.endpoint import Endpoint, host_port
 from app.errors import SpecError, TargetNotAllowedError
 
@@ -247,7 +249,25 @@ class StreamForward:
         self.queued_bytes = 0
 
     async def pump(self) -> None:
-        """Connect, then send the queue as it fills; on any error the rest fails."""
+        """Connect, then send the queue as it fills; on any error the rest fails.
+
+        The upstream connection takes a descriptor from the listeners' share
+        (:mod:`app.descriptors`), as its client connection did: a flood of forwarded
+        connections cannot eat the web server's reserve. Without one, nothing of this
+        connection is forwarded (counted failed).
+        """
+        if not DESCRIPTORS.take_nowait():
+            self.broken = True
+            self.fail_rest()
+            self.drained.set()
+            return
+        try:
+            await self._connect_and_send()
+        finally:
+            DESCRIPTORS.give()
+        self.drained.set()
+
+    async def _connect_and_send(self) -> None:
         owner = self.owner
         address = owner._target()
         sock = trio.socket.socket(owner.family, stdsocket.SOCK_STREAM)
@@ -273,4 +293,3 @@ class StreamForward:
             except (OSError, trio.TooSlowError):
                 self.broken = True
                 self.fail_rest()
-        self.drained.set()
