@@ -104,5 +104,6 @@ def test_the_collector_counts_every_line_received_or_bad() -> None:
         mode.consume(lines)
         counted = [line for line in lines if line.strip()]
         assert mode.received + mode.bad_lines - before == len(counted)
+        assert len(mode.bad_samples) == min(mode.bad_lines, 10)
 
     check()

@@ -191,3 +191,4 @@ def test_the_collector_counts_every_message_received_or_bad(messages: list[bytes
     counted = [m for m in messages if m.strip(b"\x00\r\n\t ")]
     assert mode.received + mode.bad_lines == len(counted)
     assert sum(mode.counters()["by_severity"].values()) == mode.received
+    assert len(mode.bad_samples) == min(mode.bad_lines, 10)
