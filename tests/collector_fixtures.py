@@ -8,14 +8,22 @@ internals are.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
+import trio
+
 from app.listeners.base import Listener
+from app.listeners.manager import ListenerManager
 from app.listeners.modes.collector import CollectorMode
 from app.listeners.modes.syslog import SyslogMode
 from app.telemetry.logs import LogStore
 from app.telemetry.points import LogRecord, Point
 from app.telemetry.series import SeriesStore
+from tests.listener_fixtures import start
+
+# Generous: the machine running the tests is shared and loaded.
+WAIT = 30.0
 
 
 class RecordingSeries(SeriesStore):
@@ -66,3 +74,20 @@ def frames_of(mode: CollectorMode) -> list[bytes]:
 
     mode.consume = keeping  # type: ignore[method-assign]
     return seen
+
+
+async def send_udp(port: int, datagrams: list[bytes], host: str = "127.0.0.1") -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with trio.socket.socket(family, socket.SOCK_DGRAM) as sock:
+        for datagram in datagrams:
+            await sock.sendto(datagram, (host, port))
+
+
+async def send_tcp(port: int, data: bytes) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(data)
+
+
+async def collector(manager: ListenerManager, url: str) -> Listener:
+    return await start(manager, url)
