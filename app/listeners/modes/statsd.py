@@ -22,7 +22,11 @@ that would need a key past ``max_keys`` are counted (``overflow``), set members 
 per-set bound too (``set_overflow``), and datagrams the kernel discarded because the socket
 buffer was full are read from the socket's drop counter (``kernel_drops``, refreshed every
 second and on every telemetry request; None where the kernel does not tell, and for TCP,
-which does not drop).
+which does not drop). The UDP queue and these counters are every collector's
+(:mod:`app.listeners.modes.intake`).
+
+With ``forward=host:port`` what arrives is also sent on, unchanged, to an upstream StatsD
+(:mod:`app.listeners.forward`; ``forwarded`` and ``forward_failed`` in the counters).
 """
 
 from __future__ import annotations
