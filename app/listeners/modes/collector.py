@@ -40,6 +40,7 @@ from app.listeners.modes.intake import DatagramIntake
 from app.listeners.stream import Replies, Transport, serve_stream
 from app.registry import Conn
 from app.telemetry.series import SeriesStore
+from app.wire.rules import FrameTooLongError
 from app.wire.statsd import MAX_BAD_SAMPLE_BYTES, MAX_BAD_SAMPLES
 from app.wire.syslog_framing import SyslogFramingError
 
@@ -74,7 +75,11 @@ class FramedSession:
         self.upstream: StreamForward | None = None
 
     def receive(self, view: memoryview, n: int) -> Replies:
-        frames, raw = self.framer.feed(view[:n].tobytes())
+        try:
+            frames, raw = self.framer.feed(view[:n].tobytes())
+        except FrameTooLongError as exc:
+            self.messages += len(exc.lines)  # the stream loop hands them to the outlet
+            raise
         self.messages += len(frames)
         if raw and self.upstream is not None:
             self.upstream.send_nowait(raw, len(frames))
@@ -208,6 +213,9 @@ class CollectorMode(Mode):
                 self.listener, conn, transport, scope, session, self.consume_in_steps
             )
         except SyslogFramingError as exc:
+            # The stream loop counted the bytes, not these last messages: count them here.
+            conn.msgs_in += len(exc.messages)
+            self.listener.msgs_in += len(exc.messages)
             self.consume(exc.messages)
             self.count_bad(exc.line, exc)
 
