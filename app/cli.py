@@ -28,7 +28,7 @@ from app.runs.edit_cli import add_edit_commands, edit_command
 from app.runs.options import add_spec_options, spec_body
 from app.runs.spec import parse_run_spec
 from app.runs.targets import TargetPolicy
-from app.settings import Settings, load_settings
+from app.settings import LISTENER_MODES, Settings, load_settings
 from app.store import StoreLimits, check_data_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="a listener, e.g. tcp://127.0.0.1:9000?mode=echo or udp://[::1]:9000?mode=echo; "
         "repeat for more (default: TCP and UDP echo on 127.0.0.1:9000). Modes: echo, sink, "
-        "respond, statsd; options as for `socketlab listen`",
+        "respond, statsd, source, influx, graphite, syslog; options as for `socketlab listen`",
     )
     serve.add_argument(
         "--token",
@@ -226,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     listen = sub.add_parser(
         "listen",
-        help="run listeners only (no dashboard): echo, sink, respond, statsd, over tcp/udp/tls",
+        help="run listeners only (no dashboard): echo, sink, respond, statsd, influx, graphite, "
+        "syslog, over tcp/udp/tls",
         description="Run listeners without the dashboard until Ctrl-C or SIGTERM, then print "
         "their totals. URL: tcp://, udp:// or tls://HOST:PORT?mode=MODE&option=value..., "
         "e.g. udp://127.0.0.1:8125?mode=statsd or tcp://127.0.0.1:9000?mode=echo&delay=50ms. "
@@ -235,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("urls", metavar="URL", nargs="+", help="a listener URL; several allowed")
     listen.add_argument(
         "--mode",
-        choices=["echo", "sink", "respond", "statsd", "source"],
+        choices=LISTENER_MODES,
         help="mode (default echo)",
     )
     listen.add_argument("--rules", metavar="FILE", help="respond: rules file (JSON or TOML)")

@@ -6,7 +6,7 @@ traffic stays on the machine and small:
 
 - every ``target`` in a generated body is pinned to the lab's own echo listeners (same
   protocol; ``tls`` goes to the TCP echo and fails its handshake quickly), and the lab
-  allows only 127.0.0.1/32;
+  allows only 127.0.0.1/32; a collector's ``forward`` goes to the TCP echo;
 - a generated listener binds 127.0.0.1 on a free port, and never names a file
   (``rules_file``, ``cert`` and ``key`` are dropped from bodies);
 - caps from a config file bound what an accepted run may do (1 s, 1,000 msg/s, 10
@@ -114,6 +114,9 @@ def pin(value: Any, lab: ServedLab) -> Any:
         pinned["target"] = (
             f"{scheme if scheme in ('tcp', 'udp', 'tls') else 'tcp'}://127.0.0.1:{port}"
         )
+    if isinstance(pinned.get("forward"), str):
+        # A collector's upstream is a target too: the lab's own TCP echo.
+        pinned["forward"] = f"127.0.0.1:{lab.listeners['tcp']}"
     url = pinned.get("url")
     if isinstance(url, str):
         scheme = url.partition("://")[0]

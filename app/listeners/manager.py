@@ -20,19 +20,21 @@ from typing import Any
 
 import trio
 
-from app.errors import ConflictError, NotFoundError, SocketlabError
+from app.errors import ConflictError, NotFoundError, SocketlabError, SpecError
 from app.listeners.base import Listener
 from app.listeners.collectors import collector, collector_doc, collectors
+from app.listeners.forward import Forwarder
 from app.listeners.kernelloss import KernelLoss
 from app.listeners.modes import create_listener
 from app.listeners.modes.respond import RespondMode
-from app.listeners.modes.source import SourceMode
+from app.listeners.modes.source import SourceMode, policy_allows
 from app.listeners.policy import ListenerPolicy
 from app.listeners.saved import SavedListeners
 from app.listeners.spec import ListenerSpec, parse_listener
 from app.listeners.tcp import serve_tcp_listener
 from app.listeners.udp import serve_udp_listener
 from app.registry import Registry
+from app.runs.targets import TargetPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +116,10 @@ class ListenerManager:
         listener = create_listener(f"l{next(self._ids)}", spec)
         if isinstance(listener.mode, SourceMode) and self.send_policy is not None:
             listener.mode.may_send_to = self.send_policy
+        forwarder = getattr(listener.mode, "forwarder", None)
+        if isinstance(forwarder, Forwarder):
+            # The upstream is a target like a run's: resolved once, every address checked.
+            await forwarder.resolve(self.send_policy or policy_allows(TargetPolicy()))
         try:
             await self._nursery.start(self._run, listener)
         except OSError as exc:
@@ -121,6 +127,9 @@ class ListenerManager:
                 f"cannot bind {spec.protocol}://{spec.host}:{spec.port}: {exc.strerror or exc}",
                 "url",
             ) from exc
+        if isinstance(forwarder, Forwarder) and forwarder.loops_to(listener.host, listener.port):
+            await self._stop_started(listener)
+            raise SpecError("forward: the upstream is this listener itself", "forward")
         if spec.kernel_loss:
             await self._add_kernel_loss(listener)
         listener.started_at = time.time()
@@ -236,15 +245,19 @@ class ListenerManager:
         logger.info("listener %s: rules replaced (%d rules)", listener_id, len(spec.rules))
         return listener
 
+    @staticmethod
+    async def _stop_started(listener: Listener) -> None:
+        listener.cancel_scope.cancel()
+        with trio.CancelScope(shield=True):
+            await listener.stopped.wait()
+
     async def _add_kernel_loss(self, listener: Listener) -> None:
         """Add a bound listener's nftables chain, or stop the listener and raise."""
         assert self._nursery is not None
         try:
             state = await self.kernel_loss.add(listener.id, listener.spec, listener.port)
         except BaseException:
-            listener.cancel_scope.cancel()
-            with trio.CancelScope(shield=True):
-                await listener.stopped.wait()
+            await self._stop_started(listener)
             raise
         listener.kernel_loss = state
         self._nursery.start_soon(self.kernel_loss.watch, state, listener.stopped)

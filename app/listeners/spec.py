@@ -7,6 +7,9 @@ A listener is written as a URL whose query string holds the options::
     tcp://127.0.0.1:9002?mode=echo&kernel_loss=5    (the kernel drops 5 %: root, nftables)
     tcp://127.0.0.1:9001?mode=respond&rules_file=rules.toml&framing=line
     udp://127.0.0.1:8125?mode=statsd&flush_interval=10
+    udp://127.0.0.1:8094?mode=influx&precision=ms  (InfluxDB line protocol, as Telegraf)
+    tcp://127.0.0.1:2003?mode=graphite&forward=127.0.0.1:2004  (and on to a carbon)
+    udp://127.0.0.1:5514?mode=syslog               (RFC 3164 and 5424; TCP: RFC 6587)
     tls://127.0.0.1:9443?mode=echo                 (a self-signed certificate is made)
     tcp://127.0.0.1:9002?mode=source&max_rate=1000 (sends to whoever asks: reverse runs)
 
@@ -39,12 +42,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.endpoint import Endpoint
 from app.errors import SpecError
+from app.listeners.forward import parse_forward
 from app.listeners.nftrules import where_refused
 from app.validation import spec_error_from
 from app.wire.regex import MAX_MESSAGE_WORK
 from app.wire.rules import Responder, Rule, RuleError
 
 __all__ = [
+    "COLLECTOR_MODES",
     "LISTENER_MODES",
     "LISTENER_PROTOCOLS",
     "ListenerSpec",
@@ -54,7 +59,10 @@ __all__ = [
 ]
 
 LISTENER_PROTOCOLS = ("tcp", "udp", "tls")
-LISTENER_MODES = ("echo", "sink", "respond", "statsd", "source")
+LISTENER_MODES = ("echo", "sink", "respond", "statsd", "source", "influx", "graphite", "syslog")
+# The telemetry collectors: they take max_keys and forward, and keep their series in the
+# one telemetry model (app.telemetry) with a bounded history.
+COLLECTOR_MODES = ("statsd", "influx", "graphite", "syslog")
 
 # The largest datagram a UDP socket can return, and a sane bound for one TCP read.
 MAX_MESSAGE_SIZE = 65_536
@@ -63,8 +71,6 @@ MAX_FRAMED_MESSAGE = 16 * 1024 * 1024
 # Rules files are small; this stops a wrong path (a log file, /dev/zero) from eating memory.
 MAX_RULES_FILE = 1024 * 1024
 
-# The collector modes: each keeps its series in the one telemetry model (app.telemetry).
-TELEMETRY_MODES = ("statsd", "influx", "graphite", "syslog")
 
 # Which options apply to which modes (None: every mode).
 _MODE_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -80,13 +86,15 @@ _MODE_OPTIONS: dict[str, tuple[str, ...]] = {
     "encoding": ("respond",),
     "framing": ("respond",),
     "flush_interval": ("statsd",),
-    "max_keys": ("statsd",),
+    "max_keys": COLLECTOR_MODES,
+    "forward": COLLECTOR_MODES,
+    "precision": ("influx",),
     "percentiles": ("statsd",),
     "signed_gauges": ("statsd",),
     "delete_counters": ("statsd",),
-    "history_points": TELEMETRY_MODES,
-    "history_resolution": TELEMETRY_MODES,
-    "history_buckets": TELEMETRY_MODES,
+    "history_points": COLLECTOR_MODES,
+    "history_resolution": COLLECTOR_MODES,
+    "history_buckets": COLLECTOR_MODES,
     "max_rate": ("source",),
     "max_duration": ("source",),
     "max_streams": ("source",),
@@ -119,7 +127,8 @@ class ListenerSpec(BaseModel):
         protocol: ``tcp``, ``udp`` or ``tls`` (TCP with TLS on top).
         host: Address to bind (IPv4 or IPv6 literal, or a name).
         port: Port to bind; 0 picks a free one (the listener reports which).
-        mode: ``echo``, ``sink``, ``respond``, ``statsd`` or ``source``.
+        mode: ``echo``, ``sink``, ``respond``, ``statsd``, ``source``, or the telemetry
+            collectors ``influx``, ``graphite``, ``syslog``.
         max_connections: TCP/TLS connections served at once. The next one is accepted and
             closed at once (the client sees EOF right away instead of hanging in the
             kernel's backlog) and counted in ``rejected``. For UDP, the most flows
@@ -153,7 +162,15 @@ class ListenerSpec(BaseModel):
             or ``read`` (one message per read). UDP is always one message per datagram.
         flush_interval: StatsD: seconds between flushes.
         max_keys: StatsD: most metric keys held at once; new keys past it are dropped and
-            counted in ``overflow``.
+            counted in ``overflow``. Influx, graphite, syslog: most series in the
+            collector's series store (each field of a measurement is one); points of new
+            series past it are refused and counted in ``overflow``.
+        forward: Collectors (statsd, influx, graphite, syslog; tcp:// and udp://):
+            ``host:port`` of an upstream of the same protocol and transport that receives
+            everything unchanged (an allowed target, like a run's); counted in
+            ``forwarded`` and ``forward_failed`` (see :mod:`app.listeners.forward`).
+        precision: Influx: the unit of line protocol timestamps, ``ns`` (InfluxDB's
+            default), ``us``, ``ms`` or ``s``.
         percentiles: StatsD: percentiles reported for timers.
         signed_gauges: StatsD: ``delta`` (etsy's StatsD) moves a gauge by ``+N|g`` or
             ``-N|g``; ``set`` (the DogStatsD agent) sets it to the signed value.
@@ -195,7 +212,9 @@ class ListenerSpec(BaseModel):
     protocol: Literal["tcp", "udp", "tls"]
     host: str = Field(min_length=1)
     port: int = Field(ge=0, le=65535)
-    mode: Literal["echo", "sink", "respond", "statsd", "source"] = "echo"
+    mode: Literal["echo", "sink", "respond", "statsd", "source", "influx", "graphite", "syslog"] = (
+        "echo"
+    )
     max_connections: int = Field(10_000, ge=1, le=1_000_000)
     idle_timeout: float = Field(300.0, gt=0, le=7 * 86_400)
     max_message_size: int = Field(MAX_MESSAGE_SIZE, ge=1, le=MAX_MESSAGE_SIZE)
@@ -218,6 +237,8 @@ class ListenerSpec(BaseModel):
     history_points: int = Field(120, ge=1, le=100_000)
     history_resolution: float = Field(60.0, ge=0.01, le=86_400)
     history_buckets: int = Field(60, ge=0, le=100_000)
+    forward: str | None = Field(None, min_length=1)
+    precision: Literal["ns", "us", "ms", "s"] = "ns"
     max_rate: float = Field(10_000.0, gt=0, le=1_000_000)
     max_duration: float = Field(60.0, gt=0, le=86_400)
     max_streams: int = Field(64, ge=1, le=10_000)
@@ -470,6 +491,8 @@ def _check_applicable(values: Mapping[str, Any], protocol: str, mode: str) -> No
 
 def _check_spec(spec: ListenerSpec) -> None:
     _check_kernel_loss(spec)
+    if spec.forward is not None:
+        parse_forward(spec.forward, spec.protocol)
     if (spec.cert is None) != (spec.key is None):
         raise SpecError("give cert and key together (or neither, for a self-signed one)", "cert")
     for name in ("cert", "key"):

@@ -49,6 +49,17 @@ def summary_line(listener: Listener) -> str:
             f"overflow={stats['overflow']}",
             f"kernel_drops={stats['kernel_drops']}",
         ]
+    for mode in ("influx", "graphite", "syslog"):
+        if mode in doc:
+            stats = doc[mode]
+            parts += [
+                f"received={stats['received']}",
+                f"bad_lines={stats['bad_lines']}",
+                f"overflow={stats['overflow']}",
+                f"kernel_drops={stats['kernel_drops']}",
+            ]
+            if "forward" in stats:
+                parts.append(f"forwarded={stats['forwarded']} failed={stats['forward_failed']}")
     if "respond" in doc:
         hits = [rule["hits"] for rule in doc["respond"]["rules"]]
         parts.append(f"rule_hits={hits} default_hits={doc['respond']['default_hits']}")

@@ -35,13 +35,15 @@ from typing import Any, NoReturn
 import trio
 
 from app.listeners.base import DatagramHandler, Listener
+from app.listeners.spec import COLLECTOR_MODES
 from app.registry import Conn, Registry
 from app.wire.replyguard import ReplyGuard
 
 # Datagrams handled per wake-up before yielding to other tasks: enough to amortise the
 # scheduler round, small enough that a flood cannot starve the web server.
 _BATCH = 64
-# Receive buffer of a StatsD listener when none is given: about 40,000 small datagrams.
+# Receive buffer of a collector (StatsD, influx, graphite, syslog) when none is given:
+# about 40,000 small datagrams.
 STATSD_RCVBUF = 8 * 1024 * 1024
 _SO_RCVBUFFORCE = getattr(stdsocket, "SO_RCVBUFFORCE", 33)
 
@@ -205,7 +207,7 @@ async def serve_udp_listener(
 ) -> NoReturn:
     """Serve ``listener`` forever; reports the bound port through ``task_status``."""
     rcvbuf = listener.spec.rcvbuf
-    if rcvbuf is None and listener.spec.mode == "statsd":
+    if rcvbuf is None and listener.spec.mode in COLLECTOR_MODES:
         # A collector must ride out bursts and pauses (a flush, a collection) without the
         # kernel dropping datagrams: StatsD's most common complaint.
         rcvbuf = STATSD_RCVBUF

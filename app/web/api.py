@@ -222,12 +222,16 @@ async def create_listener() -> tuple[dict[str, Any], int]:
 
     Body: ``{"url": "tcp://127.0.0.1:0?mode=echo", ...options}``: the URL, with options
     in its query string and/or as keys of the body (the body wins). Options are those of
-    :class:`app.listeners.spec.ListenerSpec`: ``mode`` (echo, sink, respond, statsd),
+    :class:`app.listeners.spec.ListenerSpec`: ``mode`` (echo, sink, respond, statsd,
+    source, influx, graphite, syslog),
     ``max_connections``, ``idle_timeout``, ``max_message_size``; echo: ``delay``,
     ``jitter``, ``loss``, ``duplicate``, ``seed``; sink: ``message_size``; respond:
     ``rules`` (list of ``{"match", "pattern", "reply", "encoding"}``), ``rules_file``,
     ``default_reply``, ``encoding``, ``framing``; statsd: ``flush_interval``,
-    ``max_keys``, ``percentiles``; udp: ``rcvbuf``; tls: ``cert``, ``key``; any mode:
+    ``max_keys``, ``percentiles``; collectors (statsd, influx, graphite, syslog):
+    ``max_keys``, ``forward`` (``host:port`` of an upstream, an allowed target: 403 with
+    field ``forward`` when it is not); influx: ``precision``; udp: ``rcvbuf``; tls:
+    ``cert``, ``key``; any mode:
     ``kernel_loss`` (percent the kernel drops, through nftables) and
     ``kernel_loss_direction`` (``in``, ``out``, ``both``).
 

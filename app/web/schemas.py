@@ -86,7 +86,7 @@ class ListenerInfo(_Strict):
     protocol: Literal["tcp", "udp", "tls"]
     host: str
     port: int = Field(ge=1, le=65_535)
-    mode: Literal["echo", "sink", "respond", "statsd", "source"]
+    mode: Literal["echo", "sink", "respond", "statsd", "source", "influx", "graphite", "syslog"]
     url: str = Field(
         description="a URL that starts the same listener again",
         examples=["tcp://127.0.0.1:9000?mode=echo"],
@@ -122,6 +122,11 @@ class ListenerInfo(_Strict):
     impairment: dict[str, Any] | None = Field(None, description="echo: added delay, loss, ...")
     respond: dict[str, Any] | None = Field(None, description="respond: rules and hit counters")
     statsd: dict[str, Any] | None = Field(None, description="statsd: collector counters")
+    influx: dict[str, Any] | None = Field(None, description="influx: collector counters")
+    graphite: dict[str, Any] | None = Field(None, description="graphite: collector counters")
+    syslog: dict[str, Any] | None = Field(
+        None, description="syslog: collector counters and messages per severity"
+    )
     probe: dict[str, Any] | None = Field(None, description="sink: one-way figures per run")
     source: dict[str, Any] | None = Field(
         None, description="source: streams sending now, requests refused, what each run got"

@@ -99,6 +99,10 @@ class StatsdTelemetry(_CollectorKeys):
     flushes: int
     flush_interval: float
     last_flush_at: float | None
+    forwarded: int = Field(0, description="forward: messages sent on to the upstream")
+    forward_failed: int = Field(0, description="forward: messages that could not be sent on")
+    forward: str | None = Field(None, description="forward: the upstream, host:port")
+    forwarded_bytes: int | None = Field(None, description="forward: bytes sent on")
     current: StatsdSnapshot
     last_flush: StatsdSnapshot | None
 

@@ -22,7 +22,11 @@ that would need a key past ``max_keys`` are counted (``overflow``), set members 
 per-set bound too (``set_overflow``), and datagrams the kernel discarded because the socket
 buffer was full are read from the socket's drop counter (``kernel_drops``, refreshed every
 second and on every telemetry request; None where the kernel does not tell, and for TCP,
-which does not drop).
+which does not drop). The UDP queue and these counters are every collector's
+(:mod:`app.listeners.modes.intake`).
+
+With ``forward=host:port`` what arrives is also sent on, unchanged, to an upstream StatsD
+(:mod:`app.listeners.forward`; ``forwarded`` and ``forward_failed`` in the counters).
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -38,9 +41,10 @@ import trio
 
 from app.listeners.base import DatagramHandler, DatagramPort, Listener, Mode
 from app.listeners.collectors import series_for
+from app.listeners.forward import StreamForward, forwarder_for
+from app.listeners.modes.intake import DatagramIntake
 from app.listeners.modes.statsd_series import history_doc, snapshot_points
 from app.listeners.stream import Replies, Transport, serve_stream
-from app.listeners.udp import read_kernel_drops
 from app.registry import Conn
 from app.telemetry.series import SeriesStore
 from app.wire.rules import FrameTooLongError
@@ -54,8 +58,6 @@ _DROPS_PERIOD = 1.0
 _LINES_PER_STEP = 250
 # Timer samples sorted and summarized between two checkpoints of a flush: a few ms.
 _SAMPLES_PER_STEP = 20_000
-# Bytes of UDP datagrams waiting to be parsed; a datagram past this is dropped, counted.
-_MAX_BACKLOG = 8 * 1024 * 1024
 # Points of a flush put into the series store between two checkpoints.
 _POINTS_PER_STEP = 2_000
 
@@ -95,6 +97,9 @@ class StatsdStream:
         aggregator: Where the metrics go.
         max_line: Longest unterminated tail kept; past it :meth:`feed` raises.
         deferred: Return complete lines from :meth:`receive` rather than aggregate them.
+
+    Attributes:
+        upstream: Where the complete lines go on, unchanged (``forward``), if anywhere.
     """
 
     whole_reads = True
@@ -104,6 +109,7 @@ class StatsdStream:
         self.max_line = max_line
         self.deferred = deferred
         self.messages = 0
+        self.upstream: StreamForward | None = None
         self._pending = bytearray()
 
     def receive(self, view: memoryview, n: int) -> Replies:
@@ -112,6 +118,8 @@ class StatsdStream:
             self.feed(view[:n].tobytes())
             return ()
         chunk = self.cut(view[:n].tobytes())
+        if chunk is not None and self.upstream is not None:
+            self.upstream.send_nowait(chunk + b"\n", chunk.count(b"\n") + 1)
         return (chunk,) if chunk else ()
 
     def cut(self, data: bytes) -> bytes | None:
@@ -158,6 +166,8 @@ class StatsdStream:
     def close(self) -> None:
         """End of stream: aggregate the last line even without its newline."""
         if self._pending:
+            if self.upstream is not None:
+                self.upstream.send_nowait(bytes(self._pending), 1)
             self.aggregator.feed(bytes(self._pending))
             self._pending.clear()
 
@@ -180,25 +190,32 @@ class StatsdMode(Mode):
             delete_counters=spec.delete_counters,
         )
         self.flushes = 0
-        self.kernel_drops: int | None = None
-        self.backlog_drops = 0
         self.on_flush: Callable[[Snapshot], None] | None = None
         # Every flush's metrics, as the one telemetry model's series (app.telemetry).
         self.series: SeriesStore = series_for(spec)
         # The last flush in which metrics arrived: shown when traffic stops.
         self.last_active: Snapshot | None = None
         self._received_at_flush = 0
-        self._sock: Any = None
-        self._backlog: deque[bytes] = deque()
-        self._backlog_bytes = 0
-        self._wake = trio.Event()
+        self.forwarder = forwarder_for(spec.forward, spec.protocol)
+        self.intake = DatagramIntake(self.forwarder)
+
+    @property
+    def kernel_drops(self) -> int | None:
+        return self.intake.kernel_drops
+
+    @property
+    def backlog_drops(self) -> int:
+        return self.intake.backlog_drops
 
     async def run(self) -> None:
         """Parse queued datagrams; flush every ``flush_interval`` seconds; read the kernel
         drop counter meanwhile."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._parse_backlog)
-            await self._flush_timer()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._parse_backlog)
+                await self._flush_timer()
+        finally:
+            self.intake.close()
 
     async def _flush_timer(self) -> None:
         interval = self.listener.spec.flush_interval
@@ -213,20 +230,15 @@ class StatsdMode(Mode):
                 )
 
     async def _parse_backlog(self) -> None:
-        backlog = self._backlog
+        intake = self.intake
         aggregator = self.aggregator
+        credit = _LINES_PER_STEP
         while True:
-            credit = _LINES_PER_STEP
-            while backlog:
-                data = backlog.popleft()
-                self._backlog_bytes -= len(data)
-                credit = await feed_in_steps(aggregator, data.split(b"\n"), credit)
-                if credit <= 0:
-                    await trio.lowlevel.checkpoint()
-                    credit = _LINES_PER_STEP
-            # Nothing awaits between the emptiness check and the wait: no wake-up is lost.
-            self._wake = trio.Event()
-            await self._wake.wait()
+            data = await intake.get()
+            credit = await feed_in_steps(aggregator, data.split(b"\n"), credit)
+            if credit <= 0:
+                await trio.lowlevel.checkpoint()
+                credit = _LINES_PER_STEP
 
     def _published(self, snapshot: Snapshot) -> Snapshot:
         self.flushes += 1
@@ -265,12 +277,7 @@ class StatsdMode(Mode):
 
     async def refresh_kernel_drops(self) -> int | None:
         """Read the UDP socket's kernel drop counter (in a thread: it is file I/O)."""
-        sock = self._sock
-        if sock is not None and sock.fileno() >= 0:
-            drops = await trio.to_thread.run_sync(read_kernel_drops, sock)
-            if drops is not None:
-                self.kernel_drops = drops
-        return self.kernel_drops
+        return await self.intake.refresh_kernel_drops()
 
     def open_session(self) -> StatsdStream:
         return StatsdStream(self.aggregator, self.listener.spec.max_message_size, deferred=True)
@@ -278,28 +285,22 @@ class StatsdMode(Mode):
     async def handle_stream(
         self, conn: Conn, transport: Transport, scope: trio.CancelScope
     ) -> None:
-        """Serve one TCP/TLS connection; what it reads is aggregated in steps."""
-        await serve_stream(
-            self.listener, conn, transport, scope, self.open_session(), self._aggregate
-        )
+        """Serve one TCP/TLS connection; what it reads is aggregated in steps (and sent on
+        to ``forward`` on an upstream connection of its own)."""
+        session = self.open_session()
+        if self.forwarder is None:
+            await serve_stream(self.listener, conn, transport, scope, session, self._aggregate)
+            return
+        async with self.forwarder.open_stream() as upstream:
+            session.upstream = upstream
+            await serve_stream(self.listener, conn, transport, scope, session, self._aggregate)
 
     async def _aggregate(self, chunks: Replies) -> None:
         for chunk in chunks:
             await feed_in_steps(self.aggregator, bytes(chunk).split(b"\n"), _LINES_PER_STEP)
 
     def datagram_handler(self, port: DatagramPort) -> DatagramHandler:
-        self._sock = port.sock
-        backlog = self._backlog
-
-        def handle(view: memoryview, n: int, addr: Any, flow: Conn) -> None:
-            if self._backlog_bytes + n > _MAX_BACKLOG:
-                self.backlog_drops += 1
-                return
-            backlog.append(view[:n].tobytes())
-            self._backlog_bytes += n
-            self._wake.set()
-
-        return handle
+        return self.intake.handler(port)
 
     def _counters(self) -> dict[str, Any]:
         agg = self.aggregator
@@ -318,6 +319,11 @@ class StatsdMode(Mode):
             "flushes": self.flushes,
             "flush_interval": self.listener.spec.flush_interval,
             "last_flush_at": None if last is None else last["flushed_at"],
+            **(
+                self.forwarder.counters()
+                if self.forwarder is not None
+                else {"forwarded": 0, "forward_failed": 0}
+            ),
         }
 
     def details(self) -> dict[str, Any]:
