@@ -267,6 +267,9 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request at INFO: peers and mesh rows ask each peer every second or
+    # two, which would bury what the lab itself says.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, getattr(logging, level.upper())))
 
 
 def _serve(args: argparse.Namespace) -> int:
