@@ -9,9 +9,9 @@ nodes are other processes, so the tests poll their APIs (there is no event to wa
 from __future__ import annotations
 
 import time
-from functools import partial
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
