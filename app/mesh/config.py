@@ -9,6 +9,7 @@ resolves to, looked up again every ``resolve_interval`` seconds.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,6 +20,8 @@ DEFAULT_WEB_PORT = 8000
 # "Low, capped": a mesh is a background measurement, never a load test.
 MAX_RATE = 50.0
 MAX_PEERS_LIMIT = 1024
+# A name goes into the API's paths (app.web.mesh_schemas.NAME_PATTERN).
+_NAME = re.compile(r"[^\s/?#%\\]{1,128}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +113,10 @@ def mesh_settings(base: MeshSettings, values: dict[str, Any], where: str) -> Mes
             changes[key] = int(number)
         elif key == "name":
             name = str(raw).strip()
-            if not name or len(name) > 128 or not name.isprintable():
-                raise SpecError(f"{field}: 1 to 128 printable characters", field)
+            if not _NAME.fullmatch(name):
+                raise SpecError(
+                    f"{field}: 1 to 128 printable characters, no space, / ? # % or \\", field
+                )
             changes[key] = name
         elif key == "peers_dns":
             items = [raw] if isinstance(raw, str) else raw

@@ -33,7 +33,7 @@ from app.errors import SocketlabError
 from app.mesh.config import MeshSettings
 from app.mesh.discovery import discover
 from app.mesh.pair import SERIES_COLUMNS, Pair
-from app.peerhttp import PeerClient, PeerLimits, one_line
+from app.peerhttp import PeerClient, PeerLimits, one_line, peer_path
 from app.peers import PeerConfig
 from app.web.mesh_schemas import MeshRowDoc, MeshSeries
 
@@ -158,6 +158,9 @@ class MeshManager:
         if name == self.name:
             target.is_self = True
             return
+        if not doc["enabled"] or doc["port"] is None:
+            target.mark("unknown", "not in mesh mode (started without --mesh)")
+            return
         target.name, target.port, target.row = name, doc["port"], doc
         target.mark("ok", None)
         if target.pair is None and not any(
@@ -202,6 +205,7 @@ class MeshManager:
                 pairs.append(self._pending(target))
         return {
             "node": self.name,
+            "enabled": True,
             "port": self.port,
             "rate": self.mesh.rate,
             "window": self.mesh.window,
@@ -283,7 +287,5 @@ class MeshManager:
         config = self.url_of(src)
         if config is None or self.client is None:
             return None
-        from urllib.parse import urlencode
-
-        path = "/api/mesh/series?" + urlencode({"src": src, "dst": dst})
+        path = peer_path("api", "mesh", "pairs", src, dst, "series")
         return await self.client.call(config.url, "GET", path, MeshSeries, token=config.token)

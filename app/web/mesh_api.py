@@ -1,5 +1,5 @@
 """The mesh: ``/api/mesh`` (the merged matrix), ``/api/mesh/row`` (this node's own row,
-what other nodes ask for) and ``/api/mesh/series`` (one pair's series)."""
+what other nodes ask for) and ``/api/mesh/pairs/SRC/DST/series`` (one pair's series)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, current_app
-from quart_schema import document_querystring, document_response
+from quart_schema import document_response
 
 from app.errors import NotFoundError
-from app.web.mesh_schemas import MeshMatrix, MeshRowDoc, MeshSeries, MeshSeriesQuery
-from app.web.query import check_query, query_args
+from app.web.mesh_schemas import MeshMatrix, MeshRowDoc, MeshSeries
+from app.web.query import check_query
 from app.web.schemas import document_errors
 
 if TYPE_CHECKING:
@@ -42,28 +42,35 @@ async def get_matrix() -> dict[str, Any]:
 
 @mesh_api.get("/mesh/row")
 @document_response(MeshRowDoc)
-@document_errors(404)
 async def get_row() -> dict[str, Any]:
-    """This node's own row: what it measures to each of its peers (other nodes ask it)."""
+    """This node's own row: what it measures to each of its peers (other nodes ask it).
+    A node not in mesh mode answers ``enabled: false`` and is not probed."""
     mesh = _mesh()
     if mesh is None:
-        raise NotFoundError(_NOT_MESH, None)
+        return {
+            "node": socket.gethostname(),
+            "enabled": False,
+            "port": None,
+            "rate": 1.0,
+            "window": 1.0,
+            "at": None,
+            "ignored_peers": 0,
+            "pairs": [],
+        }
     return mesh.row()
 
 
-@mesh_api.get("/mesh/series")
-@document_querystring(MeshSeriesQuery)
+@mesh_api.get("/mesh/pairs/<src>/<dst>/series")
 @document_response(MeshSeries)
-@document_errors(404, 409, 422, 502)
-async def get_series() -> dict[str, Any]:
+@document_errors(404, 409, 502)
+async def get_series(src: str, dst: str) -> dict[str, Any]:
     """One pair's figures once a second; a pair of another node's is asked of that node."""
     mesh = _mesh()
     if mesh is None:
         raise NotFoundError(_NOT_MESH, None)
-    query = query_args(MeshSeriesQuery)
-    doc = mesh.series(query.src, query.dst)
-    if doc is None and query.src != mesh.name:
-        doc = await mesh.peer_series(query.src, query.dst)
+    doc = mesh.series(src, dst)
+    if doc is None and src != mesh.name:
+        doc = await mesh.peer_series(src, dst)
     if doc is None:
-        raise NotFoundError(f"no mesh pair {query.src} → {query.dst}", "dst")
+        raise NotFoundError(f"no mesh pair {src} → {dst}", "dst")
     return doc

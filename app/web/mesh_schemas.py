@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict, FailFast, Field
 
 from app.mesh.config import MAX_PEERS_LIMIT
 
-Name = Annotated[str, Field(min_length=1, max_length=256)]
+# A node's name goes into a path (``/api/mesh/pairs/SRC/DST/series``): no separators.
+NAME_PATTERN = r"^[^\s/?#%\\]{1,128}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Count = Annotated[int, Field(ge=0)]
 Ms = Annotated[float, Field(ge=0)]
 
@@ -66,7 +68,8 @@ class MeshRowDoc(_Strict):
     """A node's own outgoing row: what it measures to each of its peers."""
 
     node: Name = Field(description="this node's name in the matrix")
-    port: int = Field(ge=1, le=65535, description="its mesh echo port (TCP and UDP)")
+    enabled: bool = Field(description="false: the node is not in mesh mode (nothing else set)")
+    port: int | None = Field(ge=1, le=65535, description="its mesh echo port (TCP and UDP)")
     rate: float = Field(gt=0, description="probes per second of each flow")
     window: float = Field(gt=0, description="seconds the figures cover")
     at: float | None = Field(description="unix time the figures were taken")
@@ -104,8 +107,3 @@ class MeshSeries(_Strict):
     dst: Name
     columns: list[str]
     points: Annotated[list[list[float | None]], FailFast(), Field(max_length=3600)]
-
-
-class MeshSeriesQuery(_Strict):
-    src: Name
-    dst: Name
