@@ -54,11 +54,13 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         b.close_stdout()
 
 
-SHOWN = """() => [...document.querySelectorAll('#mesh-matrix td.mesh-cell[data-src]')].map((td) => ({
-  src: td.dataset.src, dst: td.dataset.dst, state: td.dataset.state, at: td.dataset.at,
-  heat: td.dataset.heat,
-  figures: [...td.querySelectorAll('.fig')].map((f) => [f.dataset.field, f.dataset.unit, f.textContent]),
-}))"""
+SHOWN = """() => [...document.querySelectorAll('#mesh-matrix td.mesh-cell[data-src]')]
+  .map((td) => ({
+    src: td.dataset.src, dst: td.dataset.dst, state: td.dataset.state, at: td.dataset.at,
+    heat: td.dataset.heat,
+    figures: [...td.querySelectorAll('.fig')]
+      .map((f) => [f.dataset.field, f.dataset.unit, f.textContent]),
+  }))"""
 
 FORMAT = """async ([unit, value]) => {
   const util = await import('/static/js/util.js');
