@@ -29,13 +29,15 @@ import trio
 from app import tcpinfo
 from app.mesh.window import ProbeWindow
 from app.peerhttp import one_line
+from app.runs.targets import TargetPolicy
 
 _PROBE = struct.Struct("!4sIQ")
 MAGIC = b"SLMP"
 RECONNECT_DELAY = 1.0
 CONNECT_TIMEOUT = 2.0
 SAMPLE_INTERVAL = 1.0
-_ALWAYS_DENIED = ("0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "ff00::/8")
+# The ranges runs never reach (app.runs.targets): a DNS answer cannot aim probes there.
+_POLICY = TargetPolicy()
 
 
 class ProbeTargetError(OSError):
@@ -74,9 +76,9 @@ async def resolve(host: str, port: int, kind: int) -> tuple[int, tuple[str, int]
         raise ProbeTargetError(f"{host} does not resolve")
     family, _, _, _, sockaddr = infos[0]
     address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-    for net in _ALWAYS_DENIED:
-        if address in ipaddress.ip_network(net):
-            raise ProbeTargetError(f"{host} resolves to {address}, in {net}: never probed")
+    reason = _POLICY.denied_reason(address)
+    if reason is not None:
+        raise ProbeTargetError(f"{host} resolves to {address}, which is {reason}: never probed")
     return family, (str(sockaddr[0]), int(sockaddr[1]))
 
 
