@@ -1,7 +1,8 @@
 """The Mesh section in Chromium: the heat map shows what ``/api/mesh`` answers, and a click
 on a cell opens that pair's figures and its series.
 
-Two ``socketlab serve --mesh`` processes on loopback (b first, then a with b as its peer).
+Three ``socketlab serve --mesh`` processes on loopback, each with the other two as peers
+(web ports chosen before they start, so each can name the others).
 The page's figures are compared with the API's for the same taking of the figures (the
 cells carry the ``at`` of their row), formatted by the page's own formatters (FIGURES).
 """
@@ -9,8 +10,8 @@ cells carry the ``at`` of their row), formatted by the page's own formatters (FI
 from __future__ import annotations
 
 import shutil
+import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,33 +26,40 @@ pytestmark = pytest.mark.browser
 DOCS = Path(__file__).resolve().parent.parent / "static" / "docs"
 
 
-@dataclass
-class Pair:
-    a: ServedLab
-    b: ServedLab
+NAMES = ("a", "b", "c")
+ALL_PAIRS = {(s, d) for s in NAMES for d in NAMES if s != d}
 
 
-def mesh_node(data: Path, name: str, *peers: str) -> ServedLab:
-    args = ["--mesh", "--mesh-name", name, "--mesh-port", "0", "--mesh-rate", "10"]
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def mesh_node(data: Path, name: str, web: int, peers: list[int]) -> ServedLab:
+    # The last --web wins over start_served_lab's own (port 0).
+    args = ["--web", f"127.0.0.1:{web}", "--mesh", "--mesh-name", name, "--mesh-port", "0"]
+    args += ["--mesh-rate", "10", "--peer-token", TOKEN]
     for peer in peers:
-        args += ["--peer", peer, "--peer-token", TOKEN]
+        args += ["--peer", f"http://127.0.0.1:{peer}"]
     return start_served_lab(data / name, *args)
 
 
 @pytest.fixture(scope="module")
-def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ServedLab]]:
     data = tmp_path_factory.mktemp("mesh")
-    b = mesh_node(data, "b")
+    ports = {name: free_port() for name in NAMES}
+    served: dict[str, ServedLab] = {}
     try:
-        a = mesh_node(data, "a", f"http://127.0.0.1:{b.web_port}")
-        try:
-            yield Pair(a, b)
-        finally:
-            assert a.stop() == 0
-            a.close_stdout()
+        for name in NAMES:
+            others = [ports[n] for n in NAMES if n != name]
+            served[name] = mesh_node(data, name, ports[name], others)
+        yield served
     finally:
-        assert b.stop() == 0
-        b.close_stdout()
+        for node in served.values():
+            assert node.stop() == 0
+            node.close_stdout()
 
 
 SHOWN = """() => [...document.querySelectorAll('#mesh-matrix td.mesh-cell[data-src]')]
@@ -85,17 +93,21 @@ def api_value(pair: dict[str, Any], field: str) -> Any:
     return pair[flow][key]
 
 
-def test_the_heat_map_shows_the_apis_matrix_and_opens_a_pairs_series(nodes: Pair) -> None:
+def test_the_heat_map_shows_the_apis_matrix_and_opens_a_pairs_series(
+    nodes: dict[str, ServedLab],
+) -> None:
+    a = nodes["a"]
     with themed_page(*DESKTOP) as page:
-        sign_in(page, nodes.a)
-        open_section(page, nodes.a, "mesh")
-        page.wait_for_selector(
-            "#mesh-matrix td.mesh-cell[data-src=a][data-dst=b][data-state=ok]", timeout=30_000
+        sign_in(page, a)
+        open_section(page, a, "mesh")
+        page.wait_for_function(
+            "document.querySelectorAll('#mesh-matrix td.mesh-cell[data-state=ok]').length == 6",
+            timeout=30_000,
         )
         compared = False
         for _ in range(20):
             shown = page.evaluate(SHOWN)
-            matrix = api_call(nodes.a, "GET", "/api/mesh")
+            matrix = api_call(a, "GET", "/api/mesh")
             rows = {row["src"]: row for row in matrix["rows"]}
             cells = [c for c in shown if c["at"] and float(c["at"]) == rows[c["src"]]["at"]]
             if not cells:
@@ -115,7 +127,7 @@ def test_the_heat_map_shows_the_apis_matrix_and_opens_a_pairs_series(nodes: Pair
                 compared = True
             break
         assert compared, "the page never showed the figures the API answered"
-        assert {(c["src"], c["dst"]) for c in page.evaluate(SHOWN)} == {("a", "b")}
+        assert {(c["src"], c["dst"]) for c in page.evaluate(SHOWN)} == ALL_PAIRS
         page.click("#mesh-matrix td.mesh-cell[data-src=a][data-dst=b]")
         page.wait_for_selector("#mesh-pair:not([hidden])")
         assert page.text_content("#mesh-pair-title") == "a → b"

@@ -1,14 +1,17 @@
-"""The mesh's sans-IO parts: a probe flow's window figures, the [mesh] settings, the caps."""
+"""The mesh's parts without sockets: a probe flow's window figures, its schedule, the
+[mesh] settings, the caps, and the addresses probes never go to."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
+import trio
 
 from app.errors import SpecError
 from app.mesh.config import MeshSettings, mesh_settings, parse_dns_name
-from app.mesh.probes import decode, encode
+from app.mesh.probes import ProbeTargetError, Schedule, decode, encode, resolve
 from app.mesh.window import ProbeWindow, percentile
 from app.runs.caps import check_mesh_caps
 from app.settings import Settings, load_settings
@@ -152,3 +155,24 @@ def test_the_config_files_mesh_table_and_flags_over_it(tmp_path: Path) -> None:
     config.write_text("mesh = 3\n")
     with pytest.raises(SpecError):
         load_settings(config=str(config), data=str(tmp_path))
+
+
+async def test_a_late_schedule_skips_the_probes_it_missed(autojump_clock: trio.abc.Clock) -> None:
+    schedule = Schedule(0.1)
+    start = trio.current_time()
+    await schedule.wait()
+    await trio.sleep(1.05)  # a stalled loop: ten probes' times pass
+    times = []
+    for _ in range(3):
+        await schedule.wait()
+        times.append(trio.current_time() - start)
+    # The next slot of the grid, then one a period: never a burst to catch up.
+    assert times == pytest.approx([1.1, 1.2, 1.3])
+
+
+async def test_probes_never_go_to_an_always_denied_address() -> None:
+    for host in ("169.254.1.1", "0.0.0.1", "224.0.0.1", "ff02::1"):
+        with pytest.raises(ProbeTargetError):
+            await resolve(host, 9101, socket.SOCK_DGRAM)
+    family, address = await resolve("127.0.0.1", 9101, socket.SOCK_DGRAM)
+    assert (family, address) == (socket.AF_INET, ("127.0.0.1", 9101))
