@@ -219,3 +219,25 @@ def test_serve_help_lists_the_mesh_flags() -> None:
     )
     for flag in ("--mesh", "--mesh-rate", "--mesh-window", "--peers-dns", "--mesh-name"):
         assert flag in done.stdout
+
+
+async def test_another_node_at_a_peers_address_gets_a_pair_of_its_own(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """A pod's IP given to a new pod: the pair follows the node that answers there now."""
+    with trio.socket.socket() as sock:
+        await sock.bind(("127.0.0.1", 0))
+        web_port = sock.getsockname()[1]
+    peers = (f"http://127.0.0.1:{web_port}",)
+    async with running_lab(
+        nursery, tmp_path / "m", mesh=mesh("m"), peers=peers, peer_token=TOKEN
+    ) as node:
+
+        async def measured(name: str) -> bool:
+            pairs = (await get(node, "/api/mesh/row"))["pairs"]
+            return [(p["dst"], p["state"]) for p in pairs] == [(name, "ok")]
+
+        async with running_lab(nursery, tmp_path / "old", mesh=mesh("old"), web_port=web_port):
+            await wait_for_async(lambda: measured("old"), timeout=30)
+        async with running_lab(nursery, tmp_path / "new", mesh=mesh("new"), web_port=web_port):
+            await wait_for_async(lambda: measured("new"), timeout=30)

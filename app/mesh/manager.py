@@ -3,7 +3,8 @@
 Theory of operation: the peers are the ``--peer`` URLs and the addresses the
 ``--peers-dns`` names resolve to (:mod:`app.mesh.discovery`, looked up again every
 ``resolve_interval``; a peer no longer found is dropped with its pair). For each peer a
-task asks its API for its row (``GET /api/mesh/row``, every ``ROW_INTERVAL`` seconds, through
+task asks its API for its row (``GET /api/mesh/row``, every ``ROW_INTERVAL`` seconds or
+more in a large mesh, through
 :class:`~app.peerhttp.PeerClient`: bounded in time and bytes, checked against
 :class:`~app.web.mesh_schemas.MeshRowDoc`). The first answer names the peer and its mesh
 port; from then on a :class:`~app.mesh.pair.Pair` probes it. A URL that answers with this
@@ -40,6 +41,9 @@ from app.web.mesh_schemas import MeshRowDoc, MeshSeries
 logger = logging.getLogger(__name__)
 
 ROW_INTERVAL = 1.0
+# Rows fetched a second at most, all peers together: a large mesh refreshes its copy of
+# the others' rows more slowly (its own pairs still tick every second).
+ROWS_PER_SECOND = 10.0
 TICK = 1.0
 
 
@@ -151,7 +155,7 @@ class MeshManager:
                         self._learn(target, doc, nursery)
                         if target.is_self:
                             return
-                    await trio.sleep(ROW_INTERVAL)
+                    await trio.sleep(max(ROW_INTERVAL, len(self.targets) / ROWS_PER_SECOND))
 
     def _learn(self, target: Target, doc: dict[str, Any], nursery: trio.Nursery) -> None:
         name = doc["node"]
@@ -161,6 +165,12 @@ class MeshManager:
         if not doc["enabled"] or doc["port"] is None:
             target.mark("unknown", "not in mesh mode (started without --mesh)")
             return
+        pair = target.pair
+        if pair is not None and (pair.dst, pair.port) != (name, doc["port"]):
+            # Another node at that address now (a pod's IP given to a new pod), or the same
+            # one started again on another port: a new pair, with figures of its own.
+            pair.scope.cancel()
+            target.pair = None
         target.name, target.port, target.row = name, doc["port"], doc
         target.mark("ok", None)
         if target.pair is None and not any(

@@ -41,13 +41,15 @@ class Pair:
         self.since_wall: float | None = None
         self.doc: dict[str, Any] = {}
         self.series: deque[list[float | None]] = deque(maxlen=SERIES_POINTS)
+        self.scope = trio.CancelScope()
 
     async def serve(self) -> None:
-        """Both flows, until cancelled."""
+        """Both flows, until cancelled (or ``scope`` is)."""
         mesh = self.mesh
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(serve_udp_flow, self.udp, self.host, self.port, mesh.rate, mesh.size)
-            nursery.start_soon(serve_tcp_flow, self.tcp, self.host, self.port, mesh.rate, mesh.size)
+        with self.scope:
+            async with trio.open_nursery() as nursery:
+                for serve, flow in ((serve_udp_flow, self.udp), (serve_tcp_flow, self.tcp)):
+                    nursery.start_soon(serve, flow, self.host, self.port, mesh.rate, mesh.size)
 
     def _flow_state(self, flow: Flow, now: float) -> PairState:
         last = flow.window.last_reply
