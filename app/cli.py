@@ -23,6 +23,8 @@ from app import __version__
 from app.clierrors import check_lab_url, error_line, socketlab_error
 from app.endpoint import host_port
 from app.errors import SocketlabError
+from app.mesh.options import add_mesh_options, mesh_values
+from app.runs.caps import check_mesh_caps
 from app.runs.edit_cli import COMMANDS as EDIT_COMMANDS
 from app.runs.edit_cli import add_edit_commands, edit_command
 from app.runs.options import add_spec_options, spec_body
@@ -165,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep a demo profile of test traffic flowing to every peer: 'gentle' (the "
         "default) is 10 msg/s over TCP and 5 msg/s over UDP to each peer's echo listeners",
     )
+    add_mesh_options(serve)
     serve.add_argument(
         "--allow-origin",
         metavar="ORIGIN",
@@ -265,6 +268,9 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request at INFO: peers and mesh rows ask each peer every second or
+    # two, which would bury what the lab itself says.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, getattr(logging, level.upper())))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -290,7 +296,9 @@ def _serve(args: argparse.Namespace) -> int:
                 "audit": args.max_audit_entries,
                 "presets": args.max_presets,
             },
+            mesh=mesh_values(args),
         )
+        check_mesh_caps(settings)
         TargetPolicy(settings.allow_targets)
         # Before anything logs: a data directory that cannot hold the database is one line.
         check_data_dir(settings.data_dir, settings.store_limits)

@@ -34,16 +34,18 @@ from app.listeners.modes.source import policy_allows
 from app.listeners.policy import ListenerPolicy, parse_bind_networks
 from app.listeners.saved import SavedListeners
 from app.looplag import LoopLagMonitor
+from app.mesh.manager import MeshManager
 from app.packets import PacketTool
 from app.packets_store import PacketStore
 from app.peerhttp import PeerLimits
 from app.peers import PeerManager, parse_peer
 from app.registry import Registry
+from app.runs.caps import check_mesh_caps
 from app.runs.manager import Run, RunManager
 from app.runs.targets import TargetPolicy
 from app.scenarios import ScenarioTool
 from app.scenarios_store import ScenarioStore
-from app.settings import Settings, is_loopback
+from app.settings import Settings, is_loopback, parse_listener_url
 from app.store import AuditLog, Store, open_store
 from app.timeseries import LabSeries
 from app.web.deps import WebDeps
@@ -122,6 +124,10 @@ class Lab:
         )
         limits = PeerLimits.within(settings.peer_timeout)
         self.peers: PeerManager | None = PeerManager(self.runs, peers, limits) if peers else None
+        self.mesh: MeshManager | None = None
+        if settings.mesh.enabled:
+            check_mesh_caps(settings)
+            self.mesh = MeshManager(settings.mesh, peers, limits, settings.peer_token)
         self.loop_lag = LoopLagMonitor()
         self.series = LabSeries()
 
@@ -150,6 +156,7 @@ class Lab:
             series=self.series,
             loop_lag=self.loop_lag,
             peers=self.peers,
+            mesh=self.mesh,
             store=self.store,
             packets=self.packets,
             scenarios=self.scenarios,
@@ -237,6 +244,8 @@ class Lab:
                             await self.listeners.start(spec)
                         except ConflictError as exc:
                             raise BindError(exc.message, "listen") from exc
+                    if self.mesh is not None:
+                        await self._start_mesh(nursery, self.mesh)
                     if self.peers is not None:
                         await nursery.start(self.peers.serve)
                         if settings.demo:
@@ -249,6 +258,26 @@ class Lab:
                     nursery.cancel_scope.cancel()
         finally:
             self.stopped.set()
+
+    async def _start_mesh(self, nursery: trio.Nursery, mesh: MeshManager) -> None:
+        """The mesh's echo listeners (TCP, then UDP on the port TCP bound), then its probes.
+
+        Raises:
+            BindError: The mesh port is taken (field ``mesh.port``).
+        """
+        where = host_port(self.settings.web_host, self.settings.mesh.port)
+        port = self.settings.mesh.port
+        for protocol in ("tcp", "udp"):
+            spec = parse_listener_url(
+                f"{protocol}://{host_port(self.settings.web_host, port)}?mode=echo"
+            )
+            try:
+                listener = await self.listeners.start(spec)
+            except ConflictError as exc:
+                raise BindError(f"mesh echo on {where}: {exc.message}", "mesh.port") from exc
+            port = listener.port
+        mesh.port = port
+        await nursery.start(mesh.serve)
 
     async def _restore_listeners(self) -> None:
         # After the web server is bound: the bind policy keeps listeners off its port.

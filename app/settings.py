@@ -25,6 +25,7 @@ from app.listeners.spec import LISTENER_PROTOCOLS as LISTENER_PROTOCOLS
 from app.listeners.spec import ListenerSpec as ListenerSpec
 from app.listeners.spec import parse_listener as parse_listener
 from app.listeners.spec import parse_listener_url as parse_listener_url
+from app.mesh.config import MeshSettings, mesh_settings
 from app.store import StoreLimits
 
 DEFAULT_LISTENERS = ("tcp://127.0.0.1:9000?mode=echo", "udp://127.0.0.1:9000?mode=echo")
@@ -97,6 +98,7 @@ class Settings:
     peer_timeout: float = 5.0
     demo: bool = False
     store_limits: StoreLimits = field(default_factory=StoreLimits)
+    mesh: MeshSettings = field(default_factory=MeshSettings)
 
     def with_token(self) -> Settings:
         """Return settings with a token: the given one, or a fresh random one."""
@@ -198,10 +200,12 @@ def load_settings(
     peer_timeout: float | None = None,
     demo: bool = False,
     retention: dict[str, int | None] | None = None,
+    mesh: dict[str, Any] | None = None,
 ) -> Settings:
     """Build :class:`Settings` from a config file, the environment and flags.
 
-    ``retention`` maps :data:`RETENTION` keys to limits (None: keep the config's).
+    ``retention`` maps :data:`RETENTION` keys to limits (None: keep the config's);
+    ``mesh`` maps ``[mesh]`` keys to the flags' values (None: keep the config's).
 
     Raises:
         SpecError: A value is malformed, or ``--no-auth`` is combined with a non-loopback bind.
@@ -239,6 +243,10 @@ def load_settings(
             raise SpecError("config file: retention must be a table", "retention")
         values["store_limits"] = store_limits(StoreLimits(), kept, "config file")
         values.update(_peer_values(doc))
+        table = doc.get("mesh", {})
+        if not isinstance(table, dict):
+            raise SpecError("config file: mesh must be a table", "mesh")
+        values["mesh"] = mesh_settings(MeshSettings(), table, "config file")
     if env.get("SOCKETLAB_TOKEN"):
         values["token"] = env["SOCKETLAB_TOKEN"]
     if env.get("SOCKETLAB_DATA"):
@@ -280,6 +288,8 @@ def load_settings(
     if retention:
         base = values.get("store_limits", StoreLimits())
         values["store_limits"] = store_limits(base, retention, "retention")
+    if mesh:
+        values["mesh"] = mesh_settings(values.get("mesh", MeshSettings()), mesh, "flags")
     settings = Settings(**values)
     parse_bind_networks(settings.allow_binds)  # refused here, with one line, if malformed
     if not settings.auth:

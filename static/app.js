@@ -12,11 +12,12 @@ import "./js/packet.js";
 import "./js/scenarios.js";
 import "./js/listeners.js";
 import "./js/peers.js";
+import "./js/mesh.js";
 import "./js/health.js";
 import "./js/layout.js";
 
 const SECTIONS = [
-  "overview", "connections", "fire", "runs", "telemetry", "packet", "scenarios", "listeners", "peers",
+  "overview", "connections", "fire", "runs", "telemetry", "packet", "scenarios", "listeners", "peers", "mesh",
 ];
 
 function route() {

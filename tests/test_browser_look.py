@@ -316,6 +316,7 @@ SECTIONS = (
     "scenarios",
     "listeners",
     "peers",
+    "mesh",
 )
 
 HEADING_AND_HEADER = """(name) => ({

@@ -10,7 +10,8 @@ binds a distinct 127.0.0.x address and the service names in its command are rewr
 those addresses.
 
 Within 20 s the lab must list both peers as up, the peers' demo traffic must show as live
-connections on the lab, and every node's /metrics must parse with prometheus-client's parser.
+connections on the lab, the mesh matrix on the lab must have all six directed pairs ok, and
+every node's /metrics must parse with prometheus-client's parser.
 """
 
 from __future__ import annotations
@@ -45,10 +46,13 @@ def get(base, path):
     request = urllib.request.Request(base + path, headers={"Authorization": "Bearer " + token})
     with urllib.request.urlopen(request, timeout=3) as response:
         return response.read().decode()
-out = {"peers": None, "connections": None, "metrics": {}}
+out = {"peers": None, "connections": None, "metrics": {}, "mesh": None}
 try:
     out["peers"] = json.loads(get(lab, "/api/peers"))["items"]
     out["connections"] = json.loads(get(lab, "/api/connections?limit=1000"))["items"]
+    rows = json.loads(get(lab, "/api/mesh"))["rows"]
+    pairs = [p for r in rows for p in r["pairs"] if p["state"] == "ok"]
+    out["mesh"] = sorted(p["src"] + ">" + p["dst"] for p in pairs)
 except Exception as exc:
     out["error"] = repr(exc)
 for node in nodes:
@@ -244,9 +248,12 @@ def test_compose_topology_comes_alive_without_docker(topology: Topology) -> None
             if any(c.get("run_id") and c["local"] in inbound for c in p["connections"])
         }
         metrics = state.get("metrics", {})
+        names = list(topology.services)
+        mesh = {f"{s}>{d}" for s in names for d in names if s != d}
         if (
             up == {topology.url(name) for name in edges}
             and demo == up
+            and set(state.get("mesh") or []) == mesh
             and len(metrics) == 3
             and all(isinstance(n, int) and n > 0 for n in metrics.values())
         ):

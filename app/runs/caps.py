@@ -91,3 +91,23 @@ def check_rate(spec: RunSpec, max_rate: float, max_bitrate: float) -> None:
         raise SpecError(f"rate: at most {max_rate:g} messages/s per run", "rate")
     if rate is not None and rate * spec.mean_size * 8 > max_bitrate:
         raise SpecError(f"bitrate: at most {max_bitrate:g} bit/s per run", "bitrate")
+
+
+def check_mesh_caps(settings: Settings) -> None:
+    """Mesh mode's probes count against the run caps as one run that never ends: one UDP
+    and one TCP flow per peer, for as many peers as it measures at most (``max_peers``),
+    each at ``rate`` probes a second of ``size`` bytes.
+
+    Raises:
+        SpecError: Their rate or bit rate together exceeds a cap (field ``mesh.rate``).
+    """
+    mesh = settings.mesh
+    if not mesh.enabled:
+        return
+    per_second = 2 * mesh.rate * mesh.max_peers
+    if per_second > settings.max_run_rate or per_second * mesh.size * 8 > settings.max_run_bitrate:
+        raise SpecError(
+            f"mesh.rate: 2 flows x {mesh.max_peers} peers x {mesh.rate:g}/s exceeds the run caps "
+            f"({settings.max_run_rate:g} msg/s, {settings.max_run_bitrate:g} bit/s)",
+            "mesh.rate",
+        )

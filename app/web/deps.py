@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from app.hub import Hub
     from app.listeners.manager import ListenerManager
     from app.looplag import LoopLagMonitor
+    from app.mesh.manager import MeshManager
     from app.packets import PacketTool
     from app.peers import PeerManager
     from app.registry import Registry
@@ -46,6 +47,7 @@ class WebDeps:
         scenarios: saved scenarios and the dry run of one session.
         shutdown: set when the lab shuts down; live feeds end and the server drains.
         started_at: when the lab started (Unix time).
+        mesh: the mesh manager, or ``None`` when the lab is not in mesh mode.
     """
 
     settings: Settings
@@ -61,3 +63,4 @@ class WebDeps:
     scenarios: ScenarioTool
     shutdown: trio.Event
     started_at: float
+    mesh: MeshManager | None = None

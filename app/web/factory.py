@@ -25,6 +25,7 @@ from app.web.feed import Feed
 from app.web.history_api import history_api
 from app.web.listeners_api import listeners_api
 from app.web.live import live
+from app.web.mesh_api import mesh_api
 from app.web.metrics import install_metrics
 from app.web.openapi import install_openapi
 from app.web.packets_api import packets_api
@@ -125,6 +126,7 @@ def create_web(deps: WebDeps, feed: Feed | None = None) -> QuartTrio:
     web.register_blueprint(scenarios_api)
     web.register_blueprint(compare_api)
     web.register_blueprint(telemetry_api)
+    web.register_blueprint(mesh_api)
     settings = deps.settings
 
     def _auth_ok() -> bool:

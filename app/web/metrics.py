@@ -41,6 +41,7 @@ from quart import Blueprint, Response, current_app, request
 from app import __version__
 from app.endpoint import host_port
 from app.runs.totals import RTT_BUCKETS, BucketCounts
+from app.web.mesh_metrics import MeshCollector
 from app.web.openapi import document_text
 from app.web.statsd_metrics import StatsdExporter
 from app.web.telemetry_metrics import TelemetryExporter
@@ -263,6 +264,8 @@ def create_registry(deps: WebDeps) -> CollectorRegistry:
     """A registry of its own per lab (tests run several labs in one process)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(LabCollector(deps))
+    if deps.mesh is not None:
+        registry.register(MeshCollector(deps.mesh))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)

@@ -1,0 +1,1 @@
+"""Mesh mode: every node measures every peer continuously and shares an all-pairs matrix."""
