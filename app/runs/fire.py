@@ -181,6 +181,7 @@ def format_result(doc: dict[str, Any]) -> str:
         )
     elif remote:
         lines.append("  receiver side: a TCP sink without message_size counts no messages")
+    lines += receiver_lines(s.get("receivers"))
     reverse = s.get("reverse")
     if reverse:
         source = reverse["source"]
@@ -196,6 +197,25 @@ def format_result(doc: dict[str, Any]) -> str:
     if bottleneck and bottleneck.get("limited"):
         lines.append(f"  warning: socketlab was the bottleneck: {bottleneck['reason']}")
     return "\n".join(lines)
+
+
+def receiver_lines(receivers: list[dict[str, Any]] | None) -> list[str]:
+    """The table of a multicast run's receivers, one line each (none for other runs)."""
+    if receivers is None:
+        return []
+    if not receivers:
+        return ["  receivers: no socketlab sink on the group (this lab's or a peer's)"]
+    lines = ["  receiver                    received       lost   loss %  dup  reord  jitter ms"]
+    for row in receivers:
+        name = f"{row['peer'] or 'this lab'} {row['listener']}"
+        if row["received"] is None:
+            lines.append(f"  {name:<26}  {row['error']}")
+            continue
+        lines.append(
+            f"  {name:<26} {row['received']:>9,} {row['lost']:>10,} {row['loss_pct']:>8.2f} "
+            f"{row['duplicates']:>4,} {row['reordered']:>6,} {row['jitter_ms']:>10.3f}"
+        )
+    return lines
 
 
 def print_result(doc: dict[str, Any], *, as_json: bool) -> None:

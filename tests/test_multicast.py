@@ -1,0 +1,337 @@
+"""Multicast listeners and runs, in network namespaces joined by a bridge.
+
+Two senders (``tx1``, ``tx2``) and two receivers (``rx1``, ``rx2``) are socketlab nodes,
+each a ``socketlab serve`` process in a namespace of its own, all four on one bridge
+(:func:`tests.netns.bridge`). The senders have both receivers as peers. The receivers' sinks
+join IPv4 and IPv6 groups on ``veth0``; ``rx1`` has two sinks on the same group and port
+(shared with SO_REUSEPORT) and source-specific sinks that take ``tx1``'s datagrams only,
+where ``rx2`` joins the same groups for any source.
+
+A run is fired on a sender from inside its namespace (``socketlab fire --via``, the CLI
+the README shows) and its result's ``receivers`` table is compared with the truth from
+outside: the count the run was told to send, and the packets an nftables rule in ``rx2``'s
+namespace dropped (``numgen random mod 100 < 5``, counted by a named nft counter).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.netns import bridge, in_ns, namespace, needs_netns
+
+ROOT = Path(__file__).resolve().parent.parent
+ADDRS = {
+    "tx1": ("10.51.0.1", "fd51::1"),
+    "tx2": ("10.51.0.2", "fd51::2"),
+    "rx1": ("10.51.0.11", "fd51::11"),
+    "rx2": ("10.51.0.12", "fd51::12"),
+}
+GROUP4, GROUP6 = "239.1.2.3", "ff15::1:2"
+# Source-specific groups (RFC 4607's ranges 232.0.0.0/8 and ff3x::/32).
+SSM4, SSM6 = "232.1.1.1", "ff35::1:3"
+PORT, SSM_PORT = 5000, 7000
+# Big receive buffers: a loaded machine may pause a receiver, and the kernel must not
+# drop datagrams meanwhile (that would be loss no rule made).
+SINK = "mode=sink&iface=veth0&rcvbuf=4194304"
+STARTUP = 60.0
+
+# Runs inside a sender's namespace: GET a path of a node and print the JSON answer.
+GETTER = r"""
+import sys, urllib.request
+request = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + sys.argv[2]})
+with urllib.request.urlopen(request, timeout=5) as response:
+    print(response.read().decode())
+"""
+
+
+def group_url(group: str, port: int, options: str) -> str:
+    host = f"[{group}]" if ":" in group else group
+    return f"udp://{host}:{port}?{options}"
+
+
+@dataclass
+class Node:
+    name: str
+    ns: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def web(self) -> str:
+        return f"http://{ADDRS[self.name][0]}:8000"
+
+
+@dataclass
+class Net:
+    token: str
+    nodes: dict[str, Node] = field(default_factory=dict)
+
+    def get(self, via: str, path: str) -> Any:
+        node = self.nodes[via]
+        result = subprocess.run(
+            in_ns(node.ns, sys.executable, "-c", GETTER, node.web + path, self.token),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if result.returncode != 0:
+            return None
+        return json.loads(result.stdout)
+
+    def fire(self, via: str, target: str, *options: str, as_json: bool = True) -> Any:
+        """A run fired on sender ``via`` through its API, followed to its end."""
+        node = self.nodes[via]
+        command = [sys.executable, "-m", "app.cli", "fire", "--via", node.web, target]
+        command += ["--token", self.token, *options] + (["--json"] if as_json else [])
+        result = subprocess.run(
+            in_ns(node.ns, *command), capture_output=True, text=True, timeout=120, cwd=ROOT
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        return json.loads(result.stdout) if as_json else result.stdout
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n.name}\n{n.log.read_text()[-1500:]}" for n in self.nodes.values())
+
+
+def receiver_command(name: str) -> list[str]:
+    address = ADDRS[name][0]
+    listeners = [
+        group_url(GROUP4, PORT, SINK),
+        group_url(GROUP6, PORT, SINK),
+    ]
+    if name == "rx1":
+        # A second sink on the same group and port, and sinks that take tx1's only.
+        listeners.append(group_url(GROUP4, PORT, SINK))
+        listeners.append(group_url(SSM4, SSM_PORT, f"{SINK}&source={ADDRS['tx1'][0]}"))
+        listeners.append(group_url(SSM6, SSM_PORT, f"{SINK}&source={ADDRS['tx1'][1]}"))
+    else:
+        listeners.append(group_url(SSM4, SSM_PORT, SINK))
+        listeners.append(group_url(SSM6, SSM_PORT, SINK))
+    command = ["serve", "--web", f"{address}:8000"]
+    for url in listeners:
+        command += ["--listen", url]
+    return command
+
+
+def sender_command(name: str) -> list[str]:
+    command = ["serve", "--web", f"{ADDRS[name][0]}:8000", "--allow-multicast"]
+    for net in ("239.0.0.0/8", "232.0.0.0/8", "ff15::/16", "ff35::/16"):
+        command += ["--allow-target", net]
+    for peer in ("rx1", "rx2"):
+        command += ["--peer", f"http://{ADDRS[peer][0]}:8000"]
+    return command
+
+
+def wait_until_ready(net: Net) -> None:
+    """Each sender lists both receivers as up, with their listeners (polled every 2 s)."""
+    deadline = time.monotonic() + STARTUP
+    pending = {"tx1", "tx2"}
+    while pending and time.monotonic() < deadline:
+        for node in net.nodes.values():
+            if node.process.poll() is not None:
+                pytest.fail(f"{node.name} exited {node.process.returncode}\n{net.logs()}")
+        for sender in sorted(pending):
+            doc = net.get(sender, "/api/peers")
+            peers = (doc or {}).get("items") or []
+            if len(peers) == 2 and all(p["status"] == "up" and p["listeners"] for p in peers):
+                pending.discard(sender)
+        if pending:
+            time.sleep(0.5)  # other processes: poll them, there is no event to wait on
+    if pending:
+        pytest.fail(
+            f"{sorted(pending)} did not see both receivers within {STARTUP:g} s\n{net.logs()}"
+        )
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    tmp = tmp_path_factory.mktemp("multicast")
+    net = Net(secrets.token_urlsafe(24))
+    with ExitStack() as stack:
+        spaces = {name: stack.enter_context(namespace(name)) for name in ADDRS}
+        members = {spaces[n]: (f"{v4}/24", f"{v6}/64") for n, (v4, v6) in ADDRS.items()}
+        stack.enter_context(bridge(members))
+        env = {
+            "SOCKETLAB_TOKEN": net.token,
+            "SOCKETLAB_PEER_TOKEN": net.token,
+            "PYTHONUNBUFFERED": "1",
+        }
+        try:
+            for name in ("rx1", "rx2", "tx1", "tx2"):
+                command = receiver_command(name) if name.startswith("rx") else sender_command(name)
+                log = tmp / f"{name}.log"
+                with log.open("wb") as out:
+                    process = subprocess.Popen(
+                        in_ns(spaces[name], sys.executable, "-m", "app.cli", *command),
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        env={**os.environ, **env, "SOCKETLAB_DATA": str(tmp / name)},
+                        cwd=ROOT,
+                    )
+                net.nodes[name] = Node(name, spaces[name], process, log)
+            wait_until_ready(net)
+            yield net
+        finally:
+            for node in net.nodes.values():
+                if node.process.poll() is None:
+                    node.process.terminate()
+            for node in net.nodes.values():
+                try:
+                    node.process.wait(15)
+                except subprocess.TimeoutExpired:
+                    node.process.kill()
+                    node.process.wait()
+
+
+def rows_by_receiver(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The run's receivers table keyed by (peer, listener id)."""
+    assert doc["status"] == "finished", doc
+    rows = doc["summary"]["receivers"]
+    assert rows is not None
+    return {(row["peer"], row["listener"]): row for row in rows}
+
+
+def listener_ids(net: Net, receiver: str, group: str, port: int) -> list[str]:
+    doc = net.get(receiver, "/api/listeners")
+    assert doc is not None
+    return [
+        item["id"]
+        for item in doc["items"]
+        if item["port"] == port and item["host"].lower() == group.lower()
+    ]
+
+
+@dataclass
+class Drop:
+    """An nftables rule in a receiver's namespace dropping 5 % of a port's datagrams."""
+
+    ns: str
+
+    def __enter__(self) -> Drop:
+        rules = (
+            "table inet mcdrop {\n"
+            "  counter dropped { }\n"
+            "  chain input {\n"
+            "    type filter hook input priority -10; policy accept;\n"
+            f"    udp dport {PORT} numgen random mod 100 < 5 counter name dropped drop\n"
+            "  }\n"
+            "}\n"
+        )
+        subprocess.run(in_ns(self.ns, "nft", "-f", "-"), input=rules, text=True, check=True)
+        return self
+
+    def dropped(self) -> int:
+        out = subprocess.run(
+            in_ns(self.ns, "nft", "-j", "list", "counter", "inet", "mcdrop", "dropped"),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        counters = [e["counter"] for e in json.loads(out)["nftables"] if "counter" in e]
+        return int(counters[0]["packets"])
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run(in_ns(self.ns, "nft", "delete", "table", "inet", "mcdrop"), check=False)
+
+
+pytestmark = [needs_netns]
+
+
+@pytest.mark.parametrize("group", [GROUP4, GROUP6])
+def test_every_receiver_counts_what_the_sender_sent(net: Net, group: str) -> None:
+    count = 2000
+    target = group_url(group, PORT, "").rstrip("?")
+    doc = net.fire(
+        "tx1", target, "--pattern", "rate", "--rate", "1000", "--count", str(count),
+        "--ttl", "1", "--iface", "veth0",
+    )  # fmt: skip
+    rows = rows_by_receiver(doc)
+    # rx1's two sinks on the group and port each got a copy of everything, and rx2's one.
+    rx1 = listener_ids(net, "rx1", group, PORT)
+    rx2 = listener_ids(net, "rx2", group, PORT)
+    assert len(rx1) == (2 if group == GROUP4 else 1) and len(rx2) == 1
+    # A peer is named by its host.
+    expected = {(ADDRS["rx1"][0], i) for i in rx1}
+    expected |= {(ADDRS["rx2"][0], i) for i in rx2}
+    assert set(rows) == expected
+    assert doc["summary"]["sent"] == count
+    for row in rows.values():
+        assert row["error"] is None
+        assert (row["received"], row["lost"], row["duplicates"], row["reordered"]) == (
+            count,
+            0,
+            0,
+            0,
+        ), row
+        assert row["loss_pct"] == 0
+
+
+@pytest.mark.parametrize("group", [GROUP4, GROUP6])
+def test_a_drop_on_one_receivers_link_shows_there_only(net: Net, group: str) -> None:
+    count = 5000
+    target = group_url(group, PORT, "").rstrip("?")
+    with Drop(net.nodes["rx2"].ns) as drop:
+        doc = net.fire(
+            "tx1", target, "--pattern", "rate", "--rate", "1000", "--count", str(count),
+            "--iface", "veth0",
+        )  # fmt: skip
+        dropped = drop.dropped()
+    rows = rows_by_receiver(doc)
+    lossy = [row for (peer, _), row in rows.items() if peer == ADDRS["rx2"][0]]
+    clean = [row for (peer, _), row in rows.items() if peer == ADDRS["rx1"][0]]
+    assert len(lossy) == 1 and clean
+    # The truth from outside: what the kernel's rule counted as dropped.
+    assert 0.04 * count <= dropped <= 0.06 * count
+    assert lossy[0]["lost"] == dropped
+    assert lossy[0]["received"] == count - dropped
+    assert 4.0 <= lossy[0]["loss_pct"] <= 6.0
+    for row in clean:
+        assert (row["received"], row["lost"], row["loss_pct"]) == (count, 0, 0), row
+
+
+@pytest.mark.parametrize(("group", "family"), [(SSM4, 0), (SSM6, 1)])
+def test_a_source_specific_join_ignores_a_second_sender(net: Net, group: str, family: int) -> None:
+    count = 500
+    target = group_url(group, SSM_PORT, "").rstrip("?")
+    options = ("--pattern", "burst", "--burst", "100", "--interval", "0.1", "--count", str(count))
+    # fmt: off
+    from_tx1 = rows_by_receiver(net.fire("tx1", target, *options, "--iface", "veth0"))
+    from_tx2 = rows_by_receiver(net.fire("tx2", target, *options, "--iface", "veth0"))
+    # fmt: on
+    rx1, rx2 = ADDRS["rx1"][0], ADDRS["rx2"][0]
+    for rows in (from_tx1, from_tx2):
+        assert {peer for peer, _ in rows} == {rx1, rx2}
+    # rx2 joined for any source: it has both runs whole.
+    for rows in (from_tx1, from_tx2):
+        (any_source,) = [row for (peer, _), row in rows.items() if peer == rx2]
+        assert (any_source["received"], any_source["lost"]) == (count, 0)
+    # rx1 joined for tx1 only: all of tx1's run, nothing of tx2's.
+    (specific,) = [row for (peer, _), row in from_tx1.items() if peer == rx1]
+    assert (specific["received"], specific["lost"]) == (count, 0)
+    (ignored,) = [row for (peer, _), row in from_tx2.items() if peer == rx1]
+    assert ignored["received"] == 0 and ignored["lost"] == count
+
+
+def test_the_cli_prints_the_table_of_receivers(net: Net) -> None:
+    out = net.fire(
+        "tx1", group_url(GROUP4, PORT, "").rstrip("?"),
+        "--pattern", "rate", "--rate", "500", "--count", "200", as_json=False,
+    )  # fmt: skip
+    table = [line.split() for line in out.splitlines() if line.startswith("  10.51.0.1")]
+    assert len(table) == 3, out
+    for cells in table:
+        # name, listener, received, lost, loss %, dup, reord, jitter
+        assert cells[2:7] == ["200", "0", "0.00", "0", "0"], out
