@@ -128,6 +128,9 @@ def receiver_command(name: str) -> list[str]:
 
 def sender_command(name: str) -> list[str]:
     command = ["serve", "--web", f"{ADDRS[name][0]}:8000", "--allow-multicast"]
+    if name == "tx1":
+        # A sink of the sender's own on the group: a receiver of this lab (loopback).
+        command += ["--listen", group_url(GROUP4, PORT, SINK)]
     for net in ("239.0.0.0/8", "232.0.0.0/8", "ff15::/16", "ff35::/16"):
         command += ["--allow-target", net]
     for peer in ("rx1", "rx2"):
@@ -262,10 +265,13 @@ def test_every_receiver_counts_what_the_sender_sent(net: Net, group: str) -> Non
     # rx1's two sinks on the group and port each got a copy of everything, and rx2's one.
     rx1 = listener_ids(net, "rx1", group, PORT)
     rx2 = listener_ids(net, "rx2", group, PORT)
+    own = listener_ids(net, "tx1", group, PORT)
     assert len(rx1) == (2 if group == GROUP4 else 1) and len(rx2) == 1
-    # A peer is named by its host.
+    assert len(own) == (1 if group == GROUP4 else 0)
+    # A peer is named by its host; the sender's own sink by no peer.
     expected = {(ADDRS["rx1"][0], i) for i in rx1}
     expected |= {(ADDRS["rx2"][0], i) for i in rx2}
+    expected |= {(None, i) for i in own}
     assert set(rows) == expected
     assert doc["summary"]["sent"] == count
     for row in rows.values():
@@ -291,7 +297,7 @@ def test_a_drop_on_one_receivers_link_shows_there_only(net: Net, group: str) -> 
         dropped = drop.dropped()
     rows = rows_by_receiver(doc)
     lossy = [row for (peer, _), row in rows.items() if peer == ADDRS["rx2"][0]]
-    clean = [row for (peer, _), row in rows.items() if peer == ADDRS["rx1"][0]]
+    clean = [row for (peer, _), row in rows.items() if peer != ADDRS["rx2"][0]]
     assert len(lossy) == 1 and clean
     # The truth from outside: what the kernel's rule counted as dropped.
     assert 0.04 * count <= dropped <= 0.06 * count
@@ -330,8 +336,41 @@ def test_the_cli_prints_the_table_of_receivers(net: Net) -> None:
         "tx1", group_url(GROUP4, PORT, "").rstrip("?"),
         "--pattern", "rate", "--rate", "500", "--count", "200", as_json=False,
     )  # fmt: skip
-    table = [line.split() for line in out.splitlines() if line.startswith("  10.51.0.1")]
-    assert len(table) == 3, out
+    table = [
+        line.split() for line in out.splitlines() if line.startswith(("  10.51.0.1", "  this lab"))
+    ]
+    assert len(table) == 4, out
     for cells in table:
-        # name, listener, received, lost, loss %, dup, reord, jitter
+        # name (two words for this lab's), listener, received, lost, loss %, dup, reord, jitter
+        cells = cells[1:] if cells[0] == "this" else cells
         assert cells[2:7] == ["200", "0", "0.00", "0", "0"], out
+
+
+def test_ttl_0_stays_on_the_host_and_no_loopback_leaves_it(net: Net) -> None:
+    count = 300
+    target = group_url(GROUP4, PORT, "").rstrip("?")
+    options = ("--pattern", "rate", "--rate", "1000", "--count", str(count), "--iface", "veth0")
+    # TTL 0: the kernel loops the datagrams back to this host's members and sends none.
+    local_only = rows_by_receiver(net.fire("tx1", target, *options, "--ttl", "0"))
+    # No loopback: the link's members get them and this host's do not.
+    remote_only = rows_by_receiver(net.fire("tx1", target, *options, "--no-loopback"))
+    for rows, here, there in ((local_only, count, 0), (remote_only, 0, count)):
+        assert len(rows) == 4
+        for (peer, _), row in rows.items():
+            assert row["received"] == (here if peer is None else there), row
+
+
+def test_the_options_are_refused_for_a_unicast_target_and_other_patterns(net: Net) -> None:
+    node = net.nodes["tx1"]
+    for options, option in (
+        (["udp://10.51.0.11:5000", "--pattern", "rate", "--rate", "10", "--ttl", "2"], "--ttl"),
+        ([group_url(GROUP4, PORT, "").rstrip("?"), "--ttl", "2"], "--ttl"),
+        ([group_url(GROUP4, PORT, "").rstrip("?"), "--pattern", "burst", "--reverse"], "--reverse"),
+    ):
+        command = [sys.executable, "-m", "app.cli", "fire", "--via", node.web, *options]
+        result = subprocess.run(
+            in_ns(node.ns, *command, "--token", net.token),
+            capture_output=True, text=True, timeout=60, cwd=ROOT,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"socketlab: error: {option}: "), result.stderr
