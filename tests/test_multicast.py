@@ -199,7 +199,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
                     node.process.wait()
 
 
-def rows_by_receiver(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+def rows_by_receiver(doc: dict[str, Any]) -> dict[tuple[str | None, str], dict[str, Any]]:
     """The run's receivers table keyed by (peer, listener id)."""
     assert doc["status"] == "finished", doc
     rows = doc["summary"]["receivers"]
@@ -269,7 +269,7 @@ def test_every_receiver_counts_what_the_sender_sent(net: Net, group: str) -> Non
     assert len(rx1) == (2 if group == GROUP4 else 1) and len(rx2) == 1
     assert len(own) == (1 if group == GROUP4 else 0)
     # A peer is named by its host; the sender's own sink by no peer.
-    expected = {(ADDRS["rx1"][0], i) for i in rx1}
+    expected: set[tuple[str | None, str]] = {(ADDRS["rx1"][0], i) for i in rx1}
     expected |= {(ADDRS["rx2"][0], i) for i in rx2}
     expected |= {(None, i) for i in own}
     assert set(rows) == expected
