@@ -16,22 +16,17 @@ namespace dropped (``numgen random mod 100 < 5``, counted by a named nft counter
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from tests.netns import bridge, in_ns, namespace, needs_netns
+from tests.netns import in_ns, needs_netns
+from tests.nsnodes import ROOT, Nodes, serve_nodes
 
-ROOT = Path(__file__).resolve().parent.parent
 ADDRS = {
     "tx1": ("10.51.0.1", "fd51::1"),
     "tx2": ("10.51.0.2", "fd51::2"),
@@ -45,65 +40,11 @@ PORT, SSM_PORT = 5000, 7000
 # Big receive buffers: a loaded machine may pause a receiver, and the kernel must not
 # drop datagrams meanwhile (that would be loss no rule made).
 SINK = "mode=sink&iface=veth0&rcvbuf=4194304"
-STARTUP = 60.0
-
-# Runs inside a sender's namespace: GET a path of a node and print the JSON answer.
-GETTER = r"""
-import sys, urllib.request
-request = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + sys.argv[2]})
-with urllib.request.urlopen(request, timeout=5) as response:
-    print(response.read().decode())
-"""
 
 
-def group_url(group: str, port: int, options: str) -> str:
+def group_url(group: str, port: int, options: str = "") -> str:
     host = f"[{group}]" if ":" in group else group
-    return f"udp://{host}:{port}?{options}"
-
-
-@dataclass
-class Node:
-    name: str
-    ns: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def web(self) -> str:
-        return f"http://{ADDRS[self.name][0]}:8000"
-
-
-@dataclass
-class Net:
-    token: str
-    nodes: dict[str, Node] = field(default_factory=dict)
-
-    def get(self, via: str, path: str) -> Any:
-        node = self.nodes[via]
-        result = subprocess.run(
-            in_ns(node.ns, sys.executable, "-c", GETTER, node.web + path, self.token),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        if result.returncode != 0:
-            return None
-        return json.loads(result.stdout)
-
-    def fire(self, via: str, target: str, *options: str, as_json: bool = True) -> Any:
-        """A run fired on sender ``via`` through its API, followed to its end."""
-        node = self.nodes[via]
-        command = [sys.executable, "-m", "app.cli", "fire", "--via", node.web, target]
-        command += ["--token", self.token, *options] + (["--json"] if as_json else [])
-        result = subprocess.run(
-            in_ns(node.ns, *command), capture_output=True, text=True, timeout=120, cwd=ROOT
-        )
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-        return json.loads(result.stdout) if as_json else result.stdout
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {n.name}\n{n.log.read_text()[-1500:]}" for n in self.nodes.values())
+    return f"udp://{host}:{port}" + (f"?{options}" if options else "")
 
 
 def receiver_command(name: str) -> list[str]:
@@ -138,65 +79,15 @@ def sender_command(name: str) -> list[str]:
     return command
 
 
-def wait_until_ready(net: Net) -> None:
-    """Each sender lists both receivers as up, with their listeners (polled every 2 s)."""
-    deadline = time.monotonic() + STARTUP
-    pending = {"tx1", "tx2"}
-    while pending and time.monotonic() < deadline:
-        for node in net.nodes.values():
-            if node.process.poll() is not None:
-                pytest.fail(f"{node.name} exited {node.process.returncode}\n{net.logs()}")
-        for sender in sorted(pending):
-            doc = net.get(sender, "/api/peers")
-            peers = (doc or {}).get("items") or []
-            if len(peers) == 2 and all(p["status"] == "up" and p["listeners"] for p in peers):
-                pending.discard(sender)
-        if pending:
-            time.sleep(0.5)  # other processes: poll them, there is no event to wait on
-    if pending:
-        pytest.fail(
-            f"{sorted(pending)} did not see both receivers within {STARTUP:g} s\n{net.logs()}"
-        )
-
-
 @pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
-    tmp = tmp_path_factory.mktemp("multicast")
-    net = Net(secrets.token_urlsafe(24))
-    with ExitStack() as stack:
-        spaces = {name: stack.enter_context(namespace(name)) for name in ADDRS}
-        members = {spaces[n]: (f"{v4}/24", f"{v6}/64") for n, (v4, v6) in ADDRS.items()}
-        stack.enter_context(bridge(members))
-        env = {
-            "SOCKETLAB_TOKEN": net.token,
-            "SOCKETLAB_PEER_TOKEN": net.token,
-            "PYTHONUNBUFFERED": "1",
-        }
-        try:
-            for name in ("rx1", "rx2", "tx1", "tx2"):
-                command = receiver_command(name) if name.startswith("rx") else sender_command(name)
-                log = tmp / f"{name}.log"
-                with log.open("wb") as out:
-                    process = subprocess.Popen(
-                        in_ns(spaces[name], sys.executable, "-m", "app.cli", *command),
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        env={**os.environ, **env, "SOCKETLAB_DATA": str(tmp / name)},
-                        cwd=ROOT,
-                    )
-                net.nodes[name] = Node(name, spaces[name], process, log)
-            wait_until_ready(net)
-            yield net
-        finally:
-            for node in net.nodes.values():
-                if node.process.poll() is None:
-                    node.process.terminate()
-            for node in net.nodes.values():
-                try:
-                    node.process.wait(15)
-                except subprocess.TimeoutExpired:
-                    node.process.kill()
-                    node.process.wait()
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
+    commands = {
+        name: receiver_command(name) if name.startswith("rx") else sender_command(name)
+        for name in ("rx1", "rx2", "tx1", "tx2")
+    }
+    with serve_nodes(tmp_path_factory.mktemp("multicast"), ADDRS, commands) as nodes:
+        nodes.wait_for_peers({"tx1": 2, "tx2": 2})
+        yield nodes
 
 
 def rows_by_receiver(doc: dict[str, Any]) -> dict[tuple[str | None, str], dict[str, Any]]:
@@ -207,7 +98,7 @@ def rows_by_receiver(doc: dict[str, Any]) -> dict[tuple[str | None, str], dict[s
     return {(row["peer"], row["listener"]): row for row in rows}
 
 
-def listener_ids(net: Net, receiver: str, group: str, port: int) -> list[str]:
+def listener_ids(net: Nodes, receiver: str, group: str, port: int) -> list[str]:
     doc = net.get(receiver, "/api/listeners")
     assert doc is not None
     return [
@@ -254,9 +145,9 @@ pytestmark = [needs_netns]
 
 
 @pytest.mark.parametrize("group", [GROUP4, GROUP6])
-def test_every_receiver_counts_what_the_sender_sent(net: Net, group: str) -> None:
+def test_every_receiver_counts_what_the_sender_sent(net: Nodes, group: str) -> None:
     count = 2000
-    target = group_url(group, PORT, "").rstrip("?")
+    target = group_url(group, PORT)
     doc = net.fire(
         "tx1", target, "--pattern", "rate", "--rate", "1000", "--count", str(count),
         "--ttl", "1", "--iface", "veth0",
@@ -286,10 +177,10 @@ def test_every_receiver_counts_what_the_sender_sent(net: Net, group: str) -> Non
 
 
 @pytest.mark.parametrize("group", [GROUP4, GROUP6])
-def test_a_drop_on_one_receivers_link_shows_there_only(net: Net, group: str) -> None:
+def test_a_drop_on_one_receivers_link_shows_there_only(net: Nodes, group: str) -> None:
     count = 5000
-    target = group_url(group, PORT, "").rstrip("?")
-    with Drop(net.nodes["rx2"].ns) as drop:
+    target = group_url(group, PORT)
+    with Drop(net["rx2"].ns) as drop:
         doc = net.fire(
             "tx1", target, "--pattern", "rate", "--rate", "1000", "--count", str(count),
             "--iface", "veth0",
@@ -309,9 +200,11 @@ def test_a_drop_on_one_receivers_link_shows_there_only(net: Net, group: str) -> 
 
 
 @pytest.mark.parametrize(("group", "family"), [(SSM4, 0), (SSM6, 1)])
-def test_a_source_specific_join_ignores_a_second_sender(net: Net, group: str, family: int) -> None:
+def test_a_source_specific_join_ignores_a_second_sender(
+    net: Nodes, group: str, family: int
+) -> None:
     count = 500
-    target = group_url(group, SSM_PORT, "").rstrip("?")
+    target = group_url(group, SSM_PORT)
     options = ("--pattern", "burst", "--burst", "100", "--interval", "0.1", "--count", str(count))
     # fmt: off
     from_tx1 = rows_by_receiver(net.fire("tx1", target, *options, "--iface", "veth0"))
@@ -331,9 +224,9 @@ def test_a_source_specific_join_ignores_a_second_sender(net: Net, group: str, fa
     assert ignored["received"] == 0 and ignored["lost"] == count
 
 
-def test_the_cli_prints_the_table_of_receivers(net: Net) -> None:
+def test_the_cli_prints_the_table_of_receivers(net: Nodes) -> None:
     out = net.fire(
-        "tx1", group_url(GROUP4, PORT, "").rstrip("?"),
+        "tx1", group_url(GROUP4, PORT),
         "--pattern", "rate", "--rate", "500", "--count", "200", as_json=False,
     )  # fmt: skip
     table = [
@@ -346,9 +239,9 @@ def test_the_cli_prints_the_table_of_receivers(net: Net) -> None:
         assert cells[2:7] == ["200", "0", "0.00", "0", "0"], out
 
 
-def test_ttl_0_stays_on_the_host_and_no_loopback_leaves_it(net: Net) -> None:
+def test_ttl_0_stays_on_the_host_and_no_loopback_leaves_it(net: Nodes) -> None:
     count = 300
-    target = group_url(GROUP4, PORT, "").rstrip("?")
+    target = group_url(GROUP4, PORT)
     options = ("--pattern", "rate", "--rate", "1000", "--count", str(count), "--iface", "veth0")
     # TTL 0: the kernel loops the datagrams back to this host's members and sends none.
     local_only = rows_by_receiver(net.fire("tx1", target, *options, "--ttl", "0"))
@@ -360,12 +253,12 @@ def test_ttl_0_stays_on_the_host_and_no_loopback_leaves_it(net: Net) -> None:
             assert row["received"] == (here if peer is None else there), row
 
 
-def test_the_options_are_refused_for_a_unicast_target_and_other_patterns(net: Net) -> None:
-    node = net.nodes["tx1"]
+def test_the_options_are_refused_for_a_unicast_target_and_other_patterns(net: Nodes) -> None:
+    node = net["tx1"]
     for options, option in (
         (["udp://10.51.0.11:5000", "--pattern", "rate", "--rate", "10", "--ttl", "2"], "--ttl"),
-        ([group_url(GROUP4, PORT, "").rstrip("?"), "--ttl", "2"], "--ttl"),
-        ([group_url(GROUP4, PORT, "").rstrip("?"), "--pattern", "burst", "--reverse"], "--reverse"),
+        ([group_url(GROUP4, PORT), "--ttl", "2"], "--ttl"),
+        ([group_url(GROUP4, PORT), "--pattern", "burst", "--reverse"], "--reverse"),
     ):
         command = [sys.executable, "-m", "app.cli", "fire", "--via", node.web, *options]
         result = subprocess.run(
