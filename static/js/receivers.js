@@ -2,6 +2,15 @@
 // group (this lab's or a peer's), with what it counted of the run.
 import { el, figure } from "./util.js";
 
+/** Whether a run's target (udp://host:port) is a multicast group: 224.0.0.0/4 or ff00::/8. */
+export function isGroupTarget(target) {
+  const m = /^udp:\/\/(\[([^\]]+)\]|([^:/]+)):\d+$/.exec(String(target || ""));
+  if (!m) return false;
+  if (m[2]) return /^ff/i.test(m[2]);
+  const first = Number(m[3].split(".")[0]);
+  return /^\d+\.\d+\.\d+\.\d+$/.test(m[3]) && first >= 224 && first <= 239;
+}
+
 function receiverName(row) {
   return `${row.peer || "this lab"} · ${row.listener}`;
 }

@@ -1,7 +1,7 @@
 // How a run reads in tables and charts; shared by the fire and runs sections.
 import { el, figure, fmtBitRate, fmtMs, fmtMsgRate, fmtNum, fmtSeconds, timeEl } from "./util.js";
 import { Chart, msAxis } from "./charts.js";
-import { receiverRows } from "./receivers.js";
+import { isGroupTarget, receiverRows } from "./receivers.js";
 
 export const PCTS = [["min", "min"], ["p50", "p50"], ["p90", "p90"], ["p99", "p99"], ["p99.9", "p999"], ["max", "max"], ["mean", "mean"]];
 
@@ -58,6 +58,9 @@ export function measures(run) {
   if (spec.reverse || spec.bidir) {
     noRtt = "One-way traffic: the source sends and this end counts what arrives; there are no round trips to time.";
     noRttShort = "none: one-way traffic";
+  } else if (!replies && isGroupTarget(spec.target)) {
+    noRtt = "A multicast group's members do not reply: there are no round trips to time. What each received is in the result.";
+    noRttShort = "none: a group's members do not reply";
   } else if (!replies) {
     noRtt = "A sink does not reply: there are no round trips to time. What arrived there is in the result.";
     noRttShort = "none: a sink does not reply";
