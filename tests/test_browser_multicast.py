@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ TARGETS = [
     ("udp://ff.example:9", False),
 ]
 
-READ_ROWS = """() => [...document.querySelectorAll("#detail-summary tr")]
+READ_ROWS = """(table) => [...document.querySelectorAll(`${table} tr`)]
   .filter((tr) => (tr.dataset.key || "").startsWith("receiver_"))
   .map((tr) => ({
     key: tr.dataset.key,
@@ -81,6 +82,8 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
             "--allow-multicast",
             "--allow-target",
             "239.0.0.0/8",
+            "--allow-bind",
+            "239.0.0.0/8",
             "--peer",
             f"http://{ADDRS['rx'][0]}:8000",
         ],
@@ -102,6 +105,25 @@ def chromium_in(ns: str, folder: Path) -> str:
     return str(wrapper)
 
 
+@contextmanager
+def signed_in(nodes: Nodes, folder: Path) -> Iterator[Any]:
+    """A dashboard page of the sender, signed in, in Chromium inside its namespace."""
+    from playwright.sync_api import sync_playwright
+
+    base = nodes["tx"].web
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium_in(nodes["tx"].ns, folder), args=CHROMIUM_FLAGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{base}/?token={nodes.token}")
+            page.wait_for_selector("#status:text('live')", timeout=20000)
+            yield page
+        finally:
+            browser.close()
+
+
 def test_the_receivers_of_a_multicast_run_read_as_the_api_says(
     nodes: Nodes, tmp_path: Path
 ) -> None:
@@ -111,28 +133,14 @@ def test_the_receivers_of_a_multicast_run_read_as_the_api_says(
     run: dict[str, Any] = nodes.get("tx", f"/api/runs/{fired['id']}")
     receivers = run["summary"]["receivers"]
     assert len(receivers) == 2 and {row["received"] for row in receivers} == {COUNT}
-    from playwright.sync_api import sync_playwright
-
-    base = nodes["tx"].web
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=chromium_in(nodes["tx"].ns, tmp_path), args=CHROMIUM_FLAGS
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(f"{base}/?token={nodes.token}")
-            page.wait_for_selector("#status:text('live')", timeout=20000)
-            page.goto(f"{base}/#runs/{run['id']}")
-            page.wait_for_selector(
-                "#detail-summary [data-field='receivers.1.received']", timeout=20000
-            )
-            shown = page.evaluate(READ_ROWS)
-            no_rtt = page.text_content("#detail-pct tr[data-key='no_rtt'] td")
-            groups = page.evaluate(IS_GROUP, [t for t, _ in TARGETS])
-            pairs = [[UNITS[name], row[name]] for row in receivers for name in FIELDS]
-            texts = iter(page.evaluate(FORMAT, pairs))
-        finally:
-            browser.close()
+    with signed_in(nodes, tmp_path) as page:
+        page.goto(f"{nodes['tx'].web}/#runs/{run['id']}")
+        page.wait_for_selector("#detail-summary [data-field='receivers.1.received']", timeout=20000)
+        shown = page.evaluate(READ_ROWS, "#detail-summary")
+        no_rtt = page.text_content("#detail-pct tr[data-key='no_rtt'] td")
+        groups = page.evaluate(IS_GROUP, [t for t, _ in TARGETS])
+        pairs = [[UNITS[name], row[name]] for row in receivers for name in FIELDS]
+        texts = iter(page.evaluate(FORMAT, pairs))
     assert groups == [expected for _, expected in TARGETS]
     assert no_rtt == "none: a group's members do not reply"
     assert [row["key"] for row in shown] == ["receiver_0", "receiver_1"]
@@ -141,3 +149,54 @@ def test_the_receivers_of_a_multicast_run_read_as_the_api_says(
         assert page_row["label"] == f"receiver {name} · {api_row['listener']}"
         expected = {f"receivers.{index}.{field}": next(texts) for field in FIELDS}
         assert page_row["figures"] == expected
+
+
+def test_the_fire_form_sends_to_a_group_with_its_options(nodes: Nodes, tmp_path: Path) -> None:
+    with signed_in(nodes, tmp_path) as page:
+        page.click("#tabs a[data-tab=fire]")
+        page.wait_for_selector("section#fire:not([hidden])", timeout=5000)
+        page.select_option("#fire-pattern", "rate")
+        page.fill("#fire-target", "udp://127.0.0.1:9")
+        assert page.is_hidden("#fire-form [data-multicast]")  # a unicast target has none
+        page.fill("#fire-target", f"udp://{GROUP}:{PORT}")
+        page.wait_for_selector("#fire-form [data-multicast]:not([hidden])", timeout=5000)
+        page.fill("#fire-form [name=rate]", "400")
+        page.select_option("#fire-stop-by", "count")
+        page.fill("#fire-form [name=count]", str(COUNT))
+        page.fill("#fire-form [name=ttl]", "1")
+        page.fill("#fire-form [name=iface]", "veth0")
+        page.select_option("#fire-form [name=loopback]", "false")
+        page.click("#fire-button")
+        page.wait_for_selector("#result-table [data-field='receivers.1.received']", timeout=30000)
+        shown = page.evaluate(READ_ROWS, "#result-table")
+        runs = nodes.get("tx", "/api/runs?limit=1")["items"]
+        run: dict[str, Any] = nodes.get("tx", f"/api/runs/{runs[0]['id']}")
+        pairs = [[UNITS[name], row[name]] for row in run["summary"]["receivers"] for name in FIELDS]
+        texts = iter(page.evaluate(FORMAT, pairs))
+    spec = run["spec"]
+    assert (spec["ttl"], spec["iface"], spec["loopback"]) == (1, "veth0", False)
+    # No loopback: the sender's own sink got nothing, the peer's everything.
+    received = {row["peer"]: row["received"] for row in run["summary"]["receivers"]}
+    assert received == {None: 0, ADDRS["rx"][0]: COUNT}
+    for index, page_row in enumerate(shown):
+        assert page_row["figures"] == {
+            f"receivers.{index}.{field}": next(texts) for field in FIELDS
+        }
+
+
+def test_the_listener_form_joins_a_group_source_specific(nodes: Nodes, tmp_path: Path) -> None:
+    with signed_in(nodes, tmp_path) as page:
+        page.click("#tabs a[data-tab=listeners]")
+        page.wait_for_selector("section#listeners:not([hidden])", timeout=5000)
+        page.select_option("#lf-protocol", "udp")
+        page.select_option("#lf-mode", "sink")
+        page.fill("#listener-form input[name=host]", "239.5.6.8")
+        page.fill("#listener-form input[name=port]", "5002")
+        page.fill("#listener-form input[name=iface]", "veth0")
+        page.fill("#listener-form input[name=source]", ADDRS["rx"][0])
+        page.click("#listener-add")
+        page.wait_for_selector("#listener-msg:not([hidden])", timeout=10000)
+    items = nodes.get("tx", "/api/listeners")["items"]
+    (joined,) = [item for item in items if item["host"] == "239.5.6.8"]
+    assert (joined["port"], joined["mode"]) == (5002, "sink")
+    assert joined["options"] == {"iface": "veth0", "source": ADDRS["rx"][0]}
