@@ -36,7 +36,7 @@ ADDRS = {
 GROUP4, GROUP6 = "239.1.2.3", "ff15::1:2"
 # Source-specific groups (RFC 4607's ranges 232.0.0.0/8 and ff3x::/32).
 SSM4, SSM6 = "232.1.1.1", "ff35::1:3"
-PORT, SSM_PORT = 5000, 7000
+PORT, SSM_PORT, ECHO_PORT = 5000, 7000, 5001
 # Big receive buffers: a loaded machine may pause a receiver, and the kernel must not
 # drop datagrams meanwhile (that would be loss no rule made).
 SINK = "mode=sink&iface=veth0&rcvbuf=4194304"
@@ -54,8 +54,9 @@ def receiver_command(name: str) -> list[str]:
         group_url(GROUP6, PORT, SINK),
     ]
     if name == "rx1":
-        # A second sink on the same group and port, and sinks that take tx1's only.
+        # A second sink on the same group and port, sinks that take tx1's only, an echo.
         listeners.append(group_url(GROUP4, PORT, SINK))
+        listeners.append(group_url(GROUP4, ECHO_PORT, "mode=echo&iface=veth0"))
         listeners.append(group_url(SSM4, SSM_PORT, f"{SINK}&source={ADDRS['tx1'][0]}"))
         listeners.append(group_url(SSM6, SSM_PORT, f"{SINK}&source={ADDRS['tx1'][1]}"))
     else:
@@ -267,3 +268,20 @@ def test_the_options_are_refused_for_a_unicast_target_and_other_patterns(net: No
         )  # fmt: skip
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith(f"socketlab: error: {option}: "), result.stderr
+
+
+def test_an_echo_on_a_group_answers_each_sender_by_unicast(net: Nodes) -> None:
+    count = 50
+    doc = net.fire(
+        "tx1", group_url(GROUP4, ECHO_PORT), "--pattern", "rate", "--rate", "50",
+        "--count", str(count), "--iface", "veth0",
+    )  # fmt: skip
+    assert doc["status"] == "finished"
+    assert doc["summary"]["receivers"] == []  # an echo is no sink: it counts no probes
+    (echo,) = [
+        item
+        for item in net.get("rx1", "/api/listeners")["items"]
+        if item["port"] == ECHO_PORT and item["mode"] == "echo"
+    ]
+    assert (echo["msgs_in"], echo["msgs_out"], echo["errors"]) == (count, count, 0)
+    assert echo["bytes_out"] == echo["bytes_in"] == count * 64
