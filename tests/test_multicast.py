@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from app.wire.probe import run_tag_of
 from tests.netns import in_ns, needs_netns
 from tests.nsnodes import ROOT, Nodes, serve_nodes
 
@@ -285,3 +286,26 @@ def test_an_echo_on_a_group_answers_each_sender_by_unicast(net: Nodes) -> None:
     ]
     assert (echo["msgs_in"], echo["msgs_out"], echo["errors"]) == (count, count, 0)
     assert echo["bytes_out"] == echo["bytes_in"] == count * 64
+
+
+def test_the_cli_fires_at_a_group_from_its_own_process_when_allowed(net: Nodes) -> None:
+    node = net["tx2"]
+    command = [sys.executable, "-m", "app.cli", "fire", group_url(GROUP6, PORT)]
+    command += ["--pattern", "rate", "--rate", "500", "--count", "100", "--iface", "veth0"]
+    refused = subprocess.run(
+        in_ns(node.ns, *command), capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert refused.returncode != 0 and "multicast" in refused.stderr
+    fired = subprocess.run(
+        in_ns(node.ns, *command, "--allow-multicast", "--json"),
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert fired.returncode == 0, fired.stderr
+    doc = json.loads(fired.stdout)
+    # Outside a lab there are no peers to ask: each receiver has the run all the same.
+    assert (doc["summary"]["sent"], doc["summary"]["receivers"]) == (100, [])
+    tag = f"{run_tag_of(doc['id']):08x}"
+    for receiver in ("rx1", "rx2"):
+        (sink,) = listener_ids(net, receiver, GROUP6, PORT)
+        counted = net.get(receiver, f"/api/listeners/{sink}/probes/{tag}")
+        assert (counted["received"], counted["duplicates"]) == (100, 0)

@@ -36,8 +36,11 @@ def _progress_line(run: Run) -> str:
     return f"\r[{bar}] {progress_text(live)}"
 
 
-async def fire_in_process(spec: RunSpec, show_progress: bool) -> dict[str, Any]:
-    """Run ``spec`` to its end here and return the same document the API returns."""
+async def fire_in_process(
+    spec: RunSpec, show_progress: bool, *, allow_multicast: bool = False
+) -> dict[str, Any]:
+    """Run ``spec`` to its end here and return the same document the API returns; a
+    multicast group is a target only with ``allow_multicast`` (``--allow-multicast``)."""
     run = Run(spec)
     registry = Registry()
     outcome: Outcome | None = None
@@ -55,7 +58,7 @@ async def fire_in_process(spec: RunSpec, show_progress: bool) -> dict[str, Any]:
         try:
             # The user of the command line has the machine already: any target outside
             # the always-denied ranges is allowed.
-            policy = TargetPolicy(allow_any=True)
+            policy = TargetPolicy(allow_any=True, allow_multicast=allow_multicast)
             outcome = await execute(
                 run.id,
                 spec,
@@ -204,7 +207,7 @@ def receiver_lines(receivers: list[dict[str, Any]] | None) -> list[str]:
     if receivers is None:
         return []
     if not receivers:
-        return ["  receivers: no socketlab sink on the group (this lab's or a peer's)"]
+        return ["  receivers: none known (a lab asks its own sinks on the group and its peers')"]
     lines = ["  receiver                    received       lost   loss %  dup  reord  jitter ms"]
     for row in receivers:
         name = f"{row['peer'] or 'this lab'} {row['listener']}"

@@ -27,10 +27,12 @@ from app.errors import SocketlabError
 from app.listeners.multicast import group_address
 from app.runs.flowstats import one_way
 
-__all__ = ["Receiver", "find_receivers", "gather"]
+__all__ = ["MAX_RECEIVERS", "Receiver", "find_receivers", "gather"]
 
 # Between two looks at a receiver still reading what is in flight.
 _LOOK_INTERVAL = 0.01
+# Receivers asked at most (the first found): each is a call, and a row of the summary.
+MAX_RECEIVERS = 1000
 _FIGURES = ("received", "lost", "loss_pct", "duplicates", "reordered", "jitter_ms")
 
 Ask = Callable[[int], Awaitable[dict[str, Any] | None]]
@@ -91,7 +93,8 @@ def _peer_ask(peers: PeerSinks, name: str, listener_id: str) -> Ask:
 def find_receivers(
     endpoint: Endpoint, listeners: Iterable[LocalSink], peers: PeerSinks | None
 ) -> list[Receiver]:
-    """Every sink on ``endpoint``'s group and port: this lab's, then its peers'."""
+    """Every sink on ``endpoint``'s group and port: this lab's, then its peers' (at most
+    :data:`MAX_RECEIVERS`)."""
     group = group_address(endpoint.host)
     if group is None:
         return []
@@ -108,7 +111,7 @@ def find_receivers(
             Receiver(name, listener_id, _peer_ask(peers, name, listener_id))
             for name, listener_id in peers.group_sinks(endpoint)
         ]
-    return found
+    return found[:MAX_RECEIVERS]
 
 
 async def _ask_until_complete(

@@ -26,6 +26,7 @@ from quart_schema import document_response
 
 from app.events import EVENT_KINDS
 from app.listeners.spec import ListenerSpec
+from app.runs.receivers import MAX_RECEIVERS
 from app.runs.spec import RunSpec
 from app.tcpinfo import TcpInfo
 from app.web.query import ASCII_INTEGER, QueryInt
@@ -372,7 +373,7 @@ class RunSummary(_Strict):
     )
     receivers: list[ReceiverRow] | None = Field(
         None,
-        max_length=1000,
+        max_length=MAX_RECEIVERS,
         description="a run to a multicast group, once it has ended: every socketlab sink "
         "on the group (this lab's and its peers') and what each counted of the run",
     )

@@ -19,7 +19,7 @@ function receiverName(row) {
 export function receiverRows(s) {
   const rows = s.receivers;
   if (!rows) return [];
-  if (!rows.length) return [["receivers", "none: no socketlab sink on the group (this lab's or a peer's)", "receivers"]];
+  if (!rows.length) return [["receivers", "none known: no sink of this lab or its peers on the group", "receivers"]];
   return rows.map((row, i) => {
     const at = `receivers.${i}`;
     const value = row.received == null
