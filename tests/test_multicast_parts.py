@@ -23,6 +23,7 @@ from app.listeners.multicast import (
     pack_group_source_req,
 )
 from app.listeners.spec import parse_listener
+from app.listeners.udp import bind_udp
 from app.peerhttp import PeerUnreachableError
 from app.runs.receivers import Receiver, gather
 from app.runs.spec import parse_run_spec
@@ -186,3 +187,11 @@ async def test_a_stopped_run_asks_each_receiver_once(autojump_clock: object) -> 
     rows = await gather([_receiver(answers, "rx1")], 1, 100, start + 2.0, wait=False)
     assert (rows[0]["received"], rows[0]["lost"]) == (10, 90)
     assert trio.current_time() == start
+
+
+@pytest.mark.parametrize("group", ["239.1.2.3", "ff15::1:2"])
+def test_a_join_on_an_interface_that_does_not_exist_says_so(group: str) -> None:
+    # Fails before anything is sent: the interface is looked up first.
+    membership = Membership.of(group, "nosuch0", None)
+    with pytest.raises(OSError, match="no network interface 'nosuch0'"):
+        bind_udp(group, 0, None, membership)
