@@ -54,6 +54,9 @@ class Node:
 class Nodes:
     token: str
     nodes: dict[str, Node] = field(default_factory=dict)
+    # Given to every run fired: e.g. a longer --timeout, which is also how long a run's
+    # receiving ends are waited for (a loaded machine may answer slowly).
+    fire_options: tuple[str, ...] = ("--timeout", "5")
 
     def __getitem__(self, name: str) -> Node:
         return self.nodes[name]
@@ -77,7 +80,8 @@ class Nodes:
         to its end: its document, or the text the CLI printed."""
         node = self.nodes[via]
         command = [sys.executable, "-m", "app.cli", "fire", "--via", node.web, target]
-        command += ["--token", self.token, *options] + (["--json"] if as_json else [])
+        command += ["--token", self.token, *self.fire_options, *options]
+        command += ["--json"] if as_json else []
         result = subprocess.run(
             in_ns(node.ns, *command), capture_output=True, text=True, timeout=120, cwd=ROOT
         )
