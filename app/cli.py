@@ -194,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--token", help="the token of the lab given with --via (default: $SOCKETLAB_TOKEN)"
     )
     fire.add_argument(
+        "--allow-multicast",
+        action="store_true",
+        help="let this run send to a multicast group (a lab's runs: the lab's own flag)",
+    )
+    fire.add_argument(
         "--both",
         action="store_true",
         help="compare transports: run the same load over TCP and UDP to URL's host:port at "
@@ -340,13 +345,17 @@ async def _serve_async(settings: Settings) -> None:
             print(f"dashboard: {base} (no auth)", flush=True)
 
 
-def _run_and_print(body: dict[str, Any], as_json: bool) -> int:
+def _run_and_print(body: dict[str, Any], as_json: bool, allow_multicast: bool = False) -> int:
     from app.runs.fire import fire_in_process, print_result
 
     spec = parse_run_spec(body)
     try:
         # A target the policy refuses (an always-denied range) is a SocketlabError: main().
-        doc = trio.run(fire_in_process, spec, not as_json and sys.stderr.isatty())
+        doc = trio.run(
+            partial(fire_in_process, allow_multicast=allow_multicast),
+            spec,
+            not as_json and sys.stderr.isatty(),
+        )
     except KeyboardInterrupt:
         return EXIT_FAILED
     print_result(doc, as_json=as_json)
@@ -373,12 +382,14 @@ def _fire(args: argparse.Namespace) -> int:
     if args.via:
         from app.runs.remote import fire_via
 
+        if args.allow_multicast:
+            _usage_error("--allow-multicast: the lab given with --via decides (its own flag)")
         check_lab_url(args.via, "--via")
         body = spec_body(args.url, args)
         parse_run_spec(body)
         token = args.token or os.environ.get("SOCKETLAB_TOKEN")
         return fire_via(args.via, token, body, as_json=args.json)
-    return _run_and_print(spec_body(args.url, args), args.json)
+    return _run_and_print(spec_body(args.url, args), args.json, args.allow_multicast)
 
 
 def _send(args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ from app.peers import PeerManager, parse_peer
 from app.registry import Registry
 from app.runs.caps import check_mesh_caps
 from app.runs.manager import Run, RunManager
+from app.runs.receivers import Receiver, find_receivers
 from app.runs.targets import TargetPolicy
 from app.scenarios import ScenarioTool
 from app.scenarios_store import ScenarioStore
@@ -202,6 +203,10 @@ class Lab:
         if self.receiver_side(endpoint, 0) is not None:
             return True
         return self.peers is not None and self.peers.sink_at(endpoint) is not None
+
+    def receivers_of(self, endpoint: Endpoint) -> list[Receiver]:
+        """The sinks on a multicast group: ours, and our peers' as last polled."""
+        return find_receivers(endpoint, self.listeners, self.peers)
 
     async def figures(self, endpoint: Endpoint, run_tag: int) -> dict[str, Any] | None:
         """What the receiving end counted of a run: one of our sinks (no await, as cheap

@@ -36,6 +36,7 @@ from pydantic import BaseModel
 
 from app.endpoint import Endpoint, bracket, host_port
 from app.errors import NotFoundError, SocketlabError, SpecError, StoreUnavailableError
+from app.listeners.multicast import group_address
 from app.peerhttp import (
     PeerAnswerError,
     PeerClient,
@@ -356,8 +357,36 @@ class PeerManager:
         if found is None:
             return None
         state, listener_id = found
+        return await self.probe_figures(state.config.name, listener_id, run_tag)
+
+    def group_sinks(self, endpoint: Endpoint) -> list[tuple[str, str]]:
+        """The peer and listener id of every peer's UDP sink on the multicast group and
+        port of ``endpoint``, from the last poll of the peers that are up."""
+        group = group_address(endpoint.host)
+        if group is None:
+            return []
+        return [
+            (state.config.name, str(item["id"]))
+            for state in self.states.values()
+            if state.status == "up"
+            for item in state.listeners
+            if item["protocol"] == "udp"
+            and item["mode"] == "sink"
+            and item["port"] == endpoint.port
+            and group_address(str(item["host"])) == group
+        ]
+
+    async def probe_figures(
+        self, name: str, listener_id: str, run_tag: int
+    ) -> dict[str, Any] | None:
+        """What peer ``name``'s sink ``listener_id`` counted of a run (``GET
+        /api/listeners/{id}/probes/{run_tag}``).
+
+        Raises:
+            SocketlabError: The peer could not be asked, answered badly or refused.
+        """
         path = peer_path("api", "listeners", listener_id, "probes", f"{run_tag:08x}")
-        return await self.request(state, "GET", path, ProbeFigures)
+        return await self.request(self.get(name), "GET", path, ProbeFigures)
 
     async def get_run(self, name: str, remote_id: str) -> dict[str, Any]:
         """A run as peer ``name`` reports it now.

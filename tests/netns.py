@@ -12,7 +12,7 @@ import os
 import secrets
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import pytest
@@ -67,3 +67,28 @@ def link(
             extra = ["nodad"] if ":" in addr else []
             ip("addr", "add", addr, "dev", name, *extra, ns=ns)
         ip("link", "set", name, "up", ns=ns)
+
+
+@contextmanager
+def bridge(members: Mapping[str, tuple[str, ...]], prefix: str = "slbr") -> Iterator[str]:
+    """One more namespace holding a bridge ``br0``, and a veth pair from it to each member.
+
+    ``members`` maps each member namespace (made by the caller with :func:`namespace`) to
+    its addresses (``"10.0.0.1/24"``, ``"fd00::1/64"``; IPv6 without duplicate address
+    detection). In each member the interface is ``veth0`` and carries the multicast
+    routes (``224.0.0.0/4``, and ``ff00::/8`` as the kernel adds it), so a group is
+    reached over the bridge without naming an interface. The bridge floods multicast to every
+    port (IGMP/MLD snooping off: no querier runs here, and what the members receive must
+    depend on their own joins only). Yields the bridge namespace's name; it is deleted,
+    with the bridge and the pairs, when the block ends.
+    """
+    with namespace(prefix) as hub:
+        ip("link", "add", "br0", "type", "bridge", "mcast_snooping", "0", ns=hub)
+        ip("link", "set", "br0", "up", ns=hub)
+        for index, (member, addrs) in enumerate(members.items()):
+            port = f"port{index}"
+            link(hub, member, (), addrs, names=(port, "veth0"))
+            ip("link", "set", port, "master", "br0", ns=hub)
+            # IPv6 needs none: the kernel routes ff00::/8 by every interface it runs on.
+            ip("route", "add", "224.0.0.0/4", "dev", "veth0", ns=member)
+        yield hub

@@ -40,6 +40,9 @@ VALUES: dict[str, Any] = {
     "scenario": {"steps": [{"send": "x"}]},
     "reverse": True,
     "bidir": True,
+    "ttl": 4,
+    "iface": "eth0",
+    "loopback": True,
 }
 # What each pattern needs to be valid at all (a rate run needs its rate).
 BASE: dict[str, dict[str, Any]] = {
@@ -85,6 +88,8 @@ def test_every_field_a_pattern_has_is_accepted(pattern: str) -> None:
                 doc.pop("rate", None)
             if name == "insecure":  # only a TLS target has a certificate to accept
                 doc["target"] = "tls://127.0.0.1:9"
+            if name in ("ttl", "iface", "loopback"):  # only a group has a TTL to set
+                doc["target"] = "udp://239.1.2.3:9"
             if pattern == "bulk" and name in ("rate", "bitrate", "size_max"):
                 doc["target"] = "udp://127.0.0.1:9"  # TCP bulk goes as fast as it can
                 doc.setdefault("bitrate" if name == "bitrate" else "rate", 100)

@@ -12,6 +12,8 @@ A listener is written as a URL whose query string holds the options::
     udp://127.0.0.1:5514?mode=syslog               (RFC 3164 and 5424; TCP: RFC 6587)
     tls://127.0.0.1:9443?mode=echo                 (a self-signed certificate is made)
     tcp://127.0.0.1:9002?mode=source&max_rate=1000 (sends to whoever asks: reverse runs)
+    udp://239.1.2.3:5000?mode=sink&iface=eth0       (joins a multicast group on eth0)
+    udp://[ff15::1:2]:5000?mode=sink&source=fd00::1  (source-specific: only fd00::1's)
 
 or as a JSON object (the API body, a config file table) with the URL plus options as keys:
 ``{"url": "tcp://127.0.0.1:0?mode=respond", "rules": [...], "default_reply": "?\\n"}``.
@@ -43,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from app.endpoint import Endpoint
 from app.errors import SpecError
 from app.listeners.forward import parse_forward
+from app.listeners.multicast import check_group
 from app.listeners.nftrules import where_refused
 from app.validation import spec_error_from
 from app.wire.regex import MAX_MESSAGE_WORK
@@ -99,7 +102,7 @@ _MODE_OPTIONS: dict[str, tuple[str, ...]] = {
     "max_duration": ("source",),
     "max_streams": ("source",),
 }
-_UDP_ONLY = ("loss", "duplicate", "rcvbuf", "reply_rate")
+_UDP_ONLY = ("loss", "duplicate", "rcvbuf", "reply_rate", "iface", "source")
 _STREAM_ONLY = ("message_size", "framing")
 _TLS_ONLY = ("cert", "key")
 
@@ -205,6 +208,12 @@ class ListenerSpec(BaseModel):
             listener receives; the default), ``out`` (those it sends) or ``both``.
             ``out`` and ``both`` need a loopback listener (see
             :mod:`app.listeners.nftrules`).
+        iface: UDP on a multicast group (the host is a group address): the interface
+            (its name, e.g. ``eth0``) the group is joined on; without it the kernel
+            picks one by route. Several listeners may share one group and port.
+        source: UDP on a multicast group: join source-specific (RFC 4607), so only
+            datagrams from this address (of the group's family) arrive; without it, any
+            source's.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -248,6 +257,8 @@ class ListenerSpec(BaseModel):
     key: str | None = None
     kernel_loss: float = Field(0.0, ge=0, le=100)
     kernel_loss_direction: Literal["in", "out", "both"] = "in"
+    iface: str | None = Field(None, min_length=1, max_length=15, pattern=r"^[^/\s:]+$")
+    source: str | None = None
 
     @field_validator(
         "idle_timeout",
@@ -279,10 +290,10 @@ class ListenerSpec(BaseModel):
                 raise ValueError(f"percentile {pct:g} is not in (0, 100]")
         return value
 
-    @field_validator("host")
+    @field_validator("host", "source")
     @classmethod
-    def _host_is_bare(cls, value: str) -> str:
-        return value.strip("[]")
+    def _host_is_bare(cls, value: str | None) -> str | None:
+        return None if value is None else value.strip("[]")
 
     @property
     def endpoint(self) -> Endpoint:
@@ -490,6 +501,7 @@ def _check_applicable(values: Mapping[str, Any], protocol: str, mode: str) -> No
 
 
 def _check_spec(spec: ListenerSpec) -> None:
+    check_group(spec.host, spec.protocol, spec.mode, spec.iface, spec.source)
     _check_kernel_loss(spec)
     if spec.forward is not None:
         parse_forward(spec.forward, spec.protocol)

@@ -35,6 +35,7 @@ from typing import Any, NoReturn
 import trio
 
 from app.listeners.base import DatagramHandler, Listener
+from app.listeners.multicast import Membership
 from app.listeners.spec import COLLECTOR_MODES
 from app.registry import Conn, Registry
 from app.wire.replyguard import ReplyGuard
@@ -48,8 +49,12 @@ STATSD_RCVBUF = 8 * 1024 * 1024
 _SO_RCVBUFFORCE = getattr(stdsocket, "SO_RCVBUFFORCE", 33)
 
 
-def bind_udp(host: str, port: int, rcvbuf: int | None = None) -> stdsocket.socket:
-    """A bound, non-blocking UDP socket on ``host:port``."""
+def bind_udp(
+    host: str, port: int, rcvbuf: int | None = None, membership: Membership | None = None
+) -> stdsocket.socket:
+    """A bound, non-blocking UDP socket on ``host:port``; given a ``membership`` (``host``
+    is a multicast group), bound to the group and port shared with other listeners, and
+    joined (:mod:`app.listeners.multicast`)."""
     family = stdsocket.AF_INET6 if ":" in host else stdsocket.AF_INET
     sock = stdsocket.socket(family, stdsocket.SOCK_DGRAM)
     try:
@@ -62,7 +67,12 @@ def bind_udp(host: str, port: int, rcvbuf: int | None = None) -> stdsocket.socke
                 sock.setsockopt(stdsocket.SOL_SOCKET, _SO_RCVBUFFORCE, rcvbuf)
             except OSError:
                 sock.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_RCVBUF, rcvbuf)
-        sock.bind((host, port))
+        if membership is None:
+            sock.bind((host, port))
+        else:
+            membership.prepare(sock)
+            sock.bind(membership.bind_address(port))
+            membership.join(sock)
     except BaseException:
         sock.close()
         raise
@@ -211,7 +221,9 @@ async def serve_udp_listener(
         # A collector must ride out bursts and pauses (a flush, a collection) without the
         # kernel dropping datagrams: StatsD's most common complaint.
         rcvbuf = STATSD_RCVBUF
-    sock = bind_udp(listener.host, listener.port, rcvbuf)
+    spec = listener.spec
+    membership = Membership.of(listener.host, spec.iface, spec.source)
+    sock = bind_udp(listener.host, listener.port, rcvbuf, membership)
     try:
         flows = UdpFlows(listener, registry, sock)
     except BaseException:

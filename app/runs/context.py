@@ -20,6 +20,7 @@ import trio
 
 from app.endpoint import Endpoint
 from app.listeners.modes.sink import ProbeSink
+from app.listeners.multicast import configure_sender, is_group
 from app.registry import Conn, Registry
 from app.runs.budget import Budget
 from app.runs.channel import Channel, ConnectError, client_tls_context, connect_stream
@@ -70,6 +71,8 @@ class FlowContext:
         self.spec = spec
         self.endpoint = endpoint
         self.protocol = "udp" if endpoint.protocol == "udp" else "tcp"
+        # A multicast group: sent to once, every member gets a copy (app.runs.receivers).
+        self.multicast = is_group(endpoint.host)
         self.registry = registry
         self.stats = stats
         self.address = address
@@ -156,10 +159,14 @@ class FlowContext:
 
     def open_udp(self) -> tuple[stdsocket.socket, Conn] | None:
         """A non-blocking UDP socket connected to the checked address (so ICMP errors reach
-        it), with a registry row; ``None`` (counted) when it cannot be made."""
+        it), with a registry row; ``None`` (counted) when it cannot be made. To a multicast
+        group, with the spec's TTL, interface and loop (app.listeners.multicast)."""
         sock = stdsocket.socket(self.family, stdsocket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
+            if self.multicast:
+                spec = self.spec
+                configure_sender(sock, spec.ttl, spec.iface, spec.loopback)
             sock.connect(self.address)
         except OSError as exc:
             sock.close()

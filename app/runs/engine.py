@@ -56,6 +56,7 @@ from app.runs.flows import flow_kinds, one_flow
 from app.runs.flowset import FlowSet
 from app.runs.flowstats import one_way
 from app.runs.outcome import Outcome, conclude
+from app.runs.receivers import Receiver, gather
 from app.runs.spec import RunSpec
 from app.runs.stats import RunStats, error_detail, error_kind, new_histogram
 from app.tcpinfo import refresh_all
@@ -89,6 +90,11 @@ class ReceivingEnd(Protocol):
         mode), or None when it is no listener this lab knows of (a relay, another host)."""
         ...
 
+    def receivers_of(self, endpoint: Endpoint) -> list[Receiver]:
+        """The socketlab sinks on a multicast group ``endpoint`` (this lab's and its
+        peers'), asked when the run has sent everything (:mod:`app.runs.receivers`)."""
+        ...
+
 
 class NoReceivingEnd:
     """For runs fired outside a lab: nobody keeps the receiver's side."""
@@ -101,6 +107,9 @@ class NoReceivingEnd:
 
     def is_source(self, endpoint: Endpoint) -> bool | None:
         return None
+
+    def receivers_of(self, endpoint: Endpoint) -> list[Receiver]:
+        return []
 
 
 NO_RECEIVING_END = NoReceivingEnd()
@@ -267,12 +276,14 @@ async def execute(
         max_bitrate=max_bitrate,
         on_exhausted=ctx.stop_sending,
     )
-    # A run aimed at a socketlab sink expects no replies unless its spec says so.
+    # A run aimed at a socketlab sink expects no replies unless its spec says so; nor
+    # does one to a multicast group, whose receivers each count what arrived (an echo's
+    # unicast reply never reaches a socket connected to the group).
     expect = spec.expect_replies
-    sink = receiving_end.is_sink(endpoint)
+    sink = not ctx.multicast and receiving_end.is_sink(endpoint)
     if expect is None:
         # A reverse or bidir run's target is a source, which answers nothing it is sent.
-        expect = not (sink or spec.reverse or spec.bidir)
+        expect = not (sink or ctx.multicast or spec.reverse or spec.bidir)
     ctx.expect_replies = stats.expect_replies = expect
     kinds = flow_kinds(spec, endpoint.protocol)
     backgrounds = [b for b in (kind.prepare(ctx) for kind in kinds) if b is not None]
@@ -349,6 +360,15 @@ async def execute(
         stats.bottleneck = monitor.report()
     if sink:
         await _final_figures(receiving_end, ctx)
+    if ctx.multicast:
+        # Every receiver waited for at most ``timeout``; a stopped run's asked once.
+        stats.receivers = await gather(
+            receiving_end.receivers_of(endpoint),
+            ctx.run_tag,
+            stats.sent,
+            trio.current_time() + spec.timeout,
+            wait=not (stop.cancelled_caught or cap_note is not None),
+        )
     # Every reply is in (or given up on) and a sink has read what arrived: a listener of
     # this lab forgets the run's UDP flows now, not at its idle timeout.
     registry.peers_gone(ctx.udp_clients, endpoint.port)

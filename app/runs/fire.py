@@ -36,8 +36,11 @@ def _progress_line(run: Run) -> str:
     return f"\r[{bar}] {progress_text(live)}"
 
 
-async def fire_in_process(spec: RunSpec, show_progress: bool) -> dict[str, Any]:
-    """Run ``spec`` to its end here and return the same document the API returns."""
+async def fire_in_process(
+    spec: RunSpec, show_progress: bool, *, allow_multicast: bool = False
+) -> dict[str, Any]:
+    """Run ``spec`` to its end here and return the same document the API returns; a
+    multicast group is a target only with ``allow_multicast`` (``--allow-multicast``)."""
     run = Run(spec)
     registry = Registry()
     outcome: Outcome | None = None
@@ -55,7 +58,7 @@ async def fire_in_process(spec: RunSpec, show_progress: bool) -> dict[str, Any]:
         try:
             # The user of the command line has the machine already: any target outside
             # the always-denied ranges is allowed.
-            policy = TargetPolicy(allow_any=True)
+            policy = TargetPolicy(allow_any=True, allow_multicast=allow_multicast)
             outcome = await execute(
                 run.id,
                 spec,
@@ -181,6 +184,7 @@ def format_result(doc: dict[str, Any]) -> str:
         )
     elif remote:
         lines.append("  receiver side: a TCP sink without message_size counts no messages")
+    lines += receiver_lines(s.get("receivers"))
     reverse = s.get("reverse")
     if reverse:
         source = reverse["source"]
@@ -196,6 +200,25 @@ def format_result(doc: dict[str, Any]) -> str:
     if bottleneck and bottleneck.get("limited"):
         lines.append(f"  warning: socketlab was the bottleneck: {bottleneck['reason']}")
     return "\n".join(lines)
+
+
+def receiver_lines(receivers: list[dict[str, Any]] | None) -> list[str]:
+    """The table of a multicast run's receivers, one line each (none for other runs)."""
+    if receivers is None:
+        return []
+    if not receivers:
+        return ["  receivers: none known (a lab asks its own sinks on the group and its peers')"]
+    lines = ["  receiver                    received       lost   loss %  dup  reord  jitter ms"]
+    for row in receivers:
+        name = f"{row['peer'] or 'this lab'} {row['listener']}"
+        if row["received"] is None:
+            lines.append(f"  {name:<26}  {row['error']}")
+            continue
+        lines.append(
+            f"  {name:<26} {row['received']:>9,} {row['lost']:>10,} {row['loss_pct']:>8.2f} "
+            f"{row['duplicates']:>4,} {row['reordered']:>6,} {row['jitter_ms']:>10.3f}"
+        )
+    return lines
 
 
 def print_result(doc: dict[str, Any], *, as_json: bool) -> None:

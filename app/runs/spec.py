@@ -27,6 +27,13 @@ from pydantic import (
 from app.endpoint import Endpoint
 from app.errors import SpecError
 from app.runs.directions import OneWay, bidir_field, check_directions, reverse_field
+from app.runs.multicast_spec import (
+    NoMulticast,
+    check_multicast,
+    iface_field,
+    loopback_field,
+    ttl_field,
+)
 from app.runs.payload_spec import PayloadSpec
 from app.validation import validate
 from app.wire.scenario import Program, Scenario, compile_scenario
@@ -254,7 +261,7 @@ def _expect_replies() -> Any:
     )
 
 
-class PingpongSpec(OneWay, _Unpaced, _NoBursts, _AwaitsReplies, _Load):
+class PingpongSpec(NoMulticast, OneWay, _Unpaced, _NoBursts, _AwaitsReplies, _Load):
     """Closed loop: each flow sends its next message when a reply has come back."""
 
     # The one pattern whose name may be left out: a spec without one is a pingpong run.
@@ -271,16 +278,20 @@ class RateSpec(_NoBursts, _OneInFlight, _Paced):
     expect_replies: bool | None = _expect_replies()
     reverse: bool = reverse_field()
     bidir: bool = bidir_field()
+    ttl: int | None = ttl_field()
+    iface: str | None = iface_field()
+    loopback: bool | None = loopback_field()
 
     @model_validator(mode="after")
     def _has_rate(self) -> Self:
         if self.message_rate is None:
             raise ValueError("rate: the rate pattern needs rate or bitrate")
         check_directions(self)
+        check_multicast(self)
         return self
 
 
-class BulkSpec(_NoBursts, _OneInFlight, _Paced):
+class BulkSpec(NoMulticast, _NoBursts, _OneInFlight, _Paced):
     """Maximum throughput: a TCP stream as fast as it goes, or a UDP blast at a rate cap."""
 
     pattern: Literal["bulk"] = Field(description=PATTERN_HELP)
@@ -318,10 +329,14 @@ class BurstSpec(_Unpaced, _OneInFlight, _Load):
     interval: float = Field(DEFAULT_INTERVAL, gt=0, le=3600, description="seconds between bursts")
     reverse: bool = reverse_field()
     bidir: bool = bidir_field()
+    ttl: int | None = ttl_field()
+    iface: str | None = iface_field()
+    loopback: bool | None = loopback_field()
 
     @model_validator(mode="after")
     def _directions(self) -> Self:
         check_directions(self)
+        check_multicast(self)
         return self
 
 
@@ -353,7 +368,9 @@ class _OwnBytes:
 _NO_PAYLOAD = PayloadSpec()  # type: ignore[call-arg]  # every field has a default
 
 
-class PacketSpec(OneWay, _Unpaced, _NoBursts, _OneInFlight, _AwaitsReplies, _OwnBytes, _Common):
+class PacketSpec(
+    NoMulticast, OneWay, _Unpaced, _NoBursts, _OneInFlight, _AwaitsReplies, _OwnBytes, _Common
+):
     """One message and its reply, shown as hex and text."""
 
     pattern: Literal["packet"] = Field(description=PATTERN_HELP)
@@ -387,7 +404,9 @@ class PacketSpec(OneWay, _Unpaced, _NoBursts, _OneInFlight, _AwaitsReplies, _Own
         return 0.0
 
 
-class ScenarioSpec(OneWay, _Unpaced, _NoBursts, _OneInFlight, _AwaitsReplies, _OwnBytes, _Base):
+class ScenarioSpec(
+    NoMulticast, OneWay, _Unpaced, _NoBursts, _OneInFlight, _AwaitsReplies, _OwnBytes, _Base
+):
     """A scenario's steps (app.wire.scenario) over ``connections`` sessions at once, one
     session after another on each, for ``duration`` seconds or ``iterations`` sessions."""
 

@@ -231,6 +231,8 @@ class RunStats:
         self.bottleneck: dict[str, Any] | None = None
         self.remote: dict[str, Any] | None = None
         self.remote_error: str | None = None  # why ``remote`` is missing for a sink's run
+        # A run to a multicast group: each receiver's figures (app.runs.receivers).
+        self.receivers: list[dict[str, Any]] | None = None
         # Reverse and bidir runs: what the source sent this end, beside the source's count.
         self.reverse: DirectionFigures | None = None
         self._last = (0, 0, 0, 0)
@@ -436,6 +438,7 @@ class RunStats:
             "bottleneck": self.bottleneck,
             "remote": self.remote,
             "remote_error": self.remote_error,
+            "receivers": self.receivers,
             "reverse": None if self.reverse is None else self.reverse.summary(self.remote),
             "tcp": self._tcp_summary(),
         }

@@ -26,6 +26,7 @@ from quart_schema import document_response
 
 from app.events import EVENT_KINDS
 from app.listeners.spec import ListenerSpec
+from app.runs.receivers import MAX_RECEIVERS
 from app.runs.spec import RunSpec
 from app.tcpinfo import TcpInfo
 from app.web.query import ASCII_INTEGER, QueryInt
@@ -307,6 +308,22 @@ class RunTcp(_Strict):
     reason: str | None = Field(description="why the figures are null")
 
 
+class ReceiverRow(_Strict):
+    """One receiver of a run to a multicast group: a socketlab sink on the group (this
+    lab's, ``peer`` null, or a peer's) and what it counted of the run; the figures are
+    null, and ``error`` says why, when it could not be asked."""
+
+    peer: str | None = Field(description="the peer's name; null: a listener of this lab")
+    listener: str = Field(description="the sink listener's id there")
+    received: int | None = Field(ge=0, description="datagrams, duplicates included")
+    lost: int | None = Field(ge=0, description="sent and never arrived there")
+    loss_pct: float | None = Field(ge=0)
+    duplicates: int | None = Field(ge=0)
+    reordered: int | None = Field(ge=0)
+    jitter_ms: float | None = Field(ge=0, description="RFC 3550")
+    error: str | None = Field(description="why the figures are null")
+
+
 class RunSummary(_Strict):
     """Totals of a run: the same keys while it runs and once it has ended; a figure not
     known yet (or not measured by the pattern) is ``null``. While a run goes, the RTT
@@ -358,6 +375,12 @@ class RunSummary(_Strict):
     )
     remote_error: str | None = Field(
         None, description="why remote is null for a run at a peer's sink (the peer's answer)"
+    )
+    receivers: list[ReceiverRow] | None = Field(
+        None,
+        max_length=MAX_RECEIVERS,
+        description="a run to a multicast group, once it has ended: every socketlab sink "
+        "on the group (this lab's and its peers') and what each counted of the run",
     )
     reverse: dict[str, Any] | None = Field(
         None,

@@ -1,6 +1,7 @@
 // Fire: a form for every run pattern and option, saved presets, live progress and charts.
 import { $, $$, api, el, figure, fmtMs, fmtMsgRate, fmtNum, kvRows, listenerTargets, markField, showError } from "./util.js";
 import { isTls } from "./tls.js";
+import { isGroupTarget } from "./receivers.js";
 import { feed } from "./feed.js";
 import { registerSection, state } from "./state.js";
 import { pctPairs, runCharts, summaryPairs } from "./runview.js";
@@ -37,6 +38,9 @@ function applyVisibility() {
   for (const node of $$("[data-field]", form)) {
     node.hidden = !fields.includes(node.dataset.field) || ("tls" in node.dataset && !tls);
   }
+  // The multicast fields apply to a group target only (and to the patterns that have them).
+  const group = isGroupTarget(f.target.value) && fields.includes("ttl");
+  for (const node of $$("[data-multicast]", form)) node.hidden = !group;
   const stopBy = f.stop_by.value;
   for (const node of $$("[data-stop]", form)) node.hidden = node.dataset.stop !== stopBy;
   const kind = f.payload_kind.value;
@@ -66,6 +70,10 @@ export function specFromForm() {
   const mbit = number("bitrate_mbit");
   if (mbit !== undefined) spec.bitrate = mbit * 1e6;
   if (shown("insecure") && f.insecure.checked) spec.insecure = true;
+  const ttl = number("ttl");
+  if (ttl !== undefined) spec.ttl = ttl;
+  if (shown("iface") && f.iface.value.trim()) spec.iface = f.iface.value.trim();
+  if (shown("loopback") && f.loopback.value) spec.loopback = f.loopback.value === "true";
   // reverse and bidir exclude each other: one select sets at most one of them.
   if (shown("direction") && f.direction.value !== "forward") spec[f.direction.value] = true;
   const kind = f.payload_kind.value;
@@ -86,6 +94,9 @@ function specToForm(spec) {
   }
   f.bitrate_mbit.value = spec.bitrate ? spec.bitrate / 1e6 : "";
   f.insecure.checked = Boolean(spec.insecure);
+  f.ttl.value = spec.ttl ?? "";
+  f.iface.value = spec.iface || "";
+  f.loopback.value = spec.loopback == null ? "" : String(spec.loopback);
   f.direction.value = spec.reverse ? "reverse" : spec.bidir ? "bidir" : "forward";
   f.stop_by.value = spec.count ? "count" : "duration";
   const payload = spec.payload || {};

@@ -1,6 +1,7 @@
 // How a run reads in tables and charts; shared by the fire and runs sections.
 import { el, figure, fmtBitRate, fmtMs, fmtMsgRate, fmtNum, fmtSeconds, timeEl } from "./util.js";
 import { Chart, msAxis } from "./charts.js";
+import { isGroupTarget, receiverRows } from "./receivers.js";
 
 export const PCTS = [["min", "min"], ["p50", "p50"], ["p90", "p90"], ["p99", "p99"], ["p99.9", "p999"], ["max", "max"], ["mean", "mean"]];
 
@@ -57,6 +58,9 @@ export function measures(run) {
   if (spec.reverse || spec.bidir) {
     noRtt = "One-way traffic: the source sends and this end counts what arrives; there are no round trips to time.";
     noRttShort = "none: one-way traffic";
+  } else if (!replies && isGroupTarget(spec.target)) {
+    noRtt = "A multicast group's members do not reply: there are no round trips to time. What each received is in the result.";
+    noRttShort = "none: a group's members do not reply";
   } else if (!replies) {
     noRtt = "A sink does not reply: there are no round trips to time. What arrived there is in the result.";
     noRttShort = "none: a sink does not reply";
@@ -154,7 +158,9 @@ export function summaryPairs(run) {
   // A reverse or bidir run: what came from the source; a bidir run's forward half and a
   // run at one of the lab's sinks: what arrived there, beside what was sent.
   if (s.reverse) pairs.push(...reversePairs(s, m.stream));
-  if (!m.replies && !(run.spec || {}).reverse) pairs.push(...receiverPairs(s));
+  // A run to a multicast group: one row per receiver on the group instead.
+  if (s.receivers) pairs.push(...receiverRows(s));
+  else if (!m.replies && !(run.spec || {}).reverse) pairs.push(...receiverPairs(s));
   pairs.push(["errors", errorsText(s), "errors"]);
   pairs.push(["send rate", cellOf(figure("sent_per_s", "msgrate", s.sent_per_s)), "sent_per_s"]);
   if (m.replies && !m.bytes) pairs.push(["reply rate", cellOf(figure("msgs_per_s", "msgrate", s.msgs_per_s)), "msgs_per_s"]);
