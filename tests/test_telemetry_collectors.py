@@ -327,6 +327,11 @@ async def test_the_series_query_finds_each_clients_series_by_name_field_and_tags
         status, doc = await api(lab, "GET", _query(name=name, tag="path:C:\\temp"))
         assert {item["field"] for item in doc["items"]} == set(INFLUX_FIELDS)
         assert {item["listener_id"] for item in doc["items"]} == {listener}
+        # A comma inside a tag is escaped in the tag list (as the dashboard does).
+        tags = r"host:web 1\,eu=west,rack key=a:r1"
+        status, doc = await api(lab, "GET", _query(listener=listener, name=name, tag=tags))
+        assert status == 200, doc
+        assert {item["field"] for item in doc["items"]} == set(INFLUX_FIELDS)
     # Graphite: by a tag graphyte sent, every value exact at its own time.
     listener = fed.ids["graphite", "tcp"]
     status, doc = await api(lab, "GET", _query(listener=listener, tag="role:db=primary"))
