@@ -186,11 +186,16 @@ def test_the_page_shows_the_real_clients_series_and_charts(
             assert shown[(ids["graphite"], name, "value", "dc=eu-1")] == _value_text(page, value)
         assert shown[(ids["statsd"], "br2.temperature", "gauge", "")] == "21.5"
         # The influx series' chart (its tags escaped as the client wrote them): every point.
+        # Searched as a person types it: the list narrows to what the API's search picks.
         page.fill("#tm-search", "cpu load")
-        usage = f"{ROWS}[data-name='cpu load'][data-field='usage']"
+        found = api_call(served, "GET", "/api/telemetry/series?q=cpu+load&history=false")
+        assert {item["field"] for item in found["items"]} == {"usage", "up"}
         page.wait_for_function(
-            "(sel) => document.querySelectorAll(sel).length === 1", arg=usage, timeout=10000
+            "([sel, n]) => document.querySelectorAll(sel).length === n",
+            arg=[ROWS, len(found["items"])],
+            timeout=10000,
         )
+        usage = f"{ROWS}[data-name='cpu load'][data-field='usage']"
         page.locator(f"{usage} button.tm-metric").click()
         chart = "#tm-series-charts figure[data-series*='|cpu load|usage|'] .chart"
         page.wait_for_function(
