@@ -29,7 +29,8 @@ from tests.pages import open_section
 pytestmark = pytest.mark.browser
 
 WAIT = 30.0
-INFLUX_TAGS = {"host": "web 1,eu=west", "rack key=a": "r1"}
+# A comma, a space and an equals sign in tags, and a colon in a key: the chart still opens.
+INFLUX_TAGS = {"host": "web 1,eu=west", "rack key=a": "r1", "az:zone": "b"}
 INFLUX_TIMES = [1_800_000_000 + 10 * i for i in range(6)]
 GRAPHITE = {"lab.disk.free": 0.1, "lab.disk.used": 123456789.123}
 ROWS = "#tm-series tbody tr[data-name]"
@@ -179,7 +180,7 @@ def test_the_page_shows_the_real_clients_series_and_charts(
         }  # fmt: skip
         assert shown == expected
         # And that is what the clients sent.
-        influx_tags = "host=web 1,eu=west, rack key=a=r1"
+        influx_tags = "az:zone=b, host=web 1,eu=west, rack key=a=r1"
         assert shown[(ids["influx"], "cpu load", "usage", influx_tags)] == _value_text(page, 15.0)
         assert shown[(ids["influx"], "cpu load", "up", influx_tags)] == "false"
         for name, value in GRAPHITE.items():

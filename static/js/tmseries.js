@@ -54,7 +54,10 @@ export function tagText(text) {
 
 async function fetchOne(s) {
   const params = { listener: s.listener_id, name: s.name, field: s.field, limit: "50" };
-  const tags = Object.entries(s.tags).map(([k, v]) => `${tagText(k)}:${tagText(v)}`).join(",");
+  // A key with a colon cannot be told from its value in k:v: left out of the filter (the
+  // exact match below still picks the series).
+  const tags = Object.entries(s.tags).filter(([k]) => !k.includes(":"))
+    .map(([k, v]) => `${tagText(k)}:${tagText(v)}`).join(",");
   if (tags) params.tag = tags;
   const doc = await api("GET", query(params));
   // The tag filter asks for "at least these tags": pick the series with exactly them.
