@@ -67,13 +67,23 @@ class Bucket:
         self.max: float | None = self.sum
 
     def fold(self, value: FieldValue) -> None:
+        # Once per point past the raw ones (the hot path of a flood): no calls but float().
         self.count += 1
         self.last = value
-        if self.sum is not None and _numeric(value):
+        total, low, high = self.sum, self.min, self.max
+        if (
+            total is not None
+            and low is not None
+            and high is not None
+            and isinstance(value, int | float)
+            and value.__class__ is not bool
+        ):
             number = float(value)
-            self.sum += number
-            self.min = number if self.min is None else min(self.min, number)
-            self.max = number if self.max is None else max(self.max, number)
+            self.sum = total + number
+            if number < low:
+                self.min = number
+            elif number > high:
+                self.max = number
         else:
             self.sum = self.min = self.max = None
 
@@ -111,12 +121,14 @@ class Series:
     def add(self, at: float, value: FieldValue, store: SeriesStore) -> None:
         self.received += 1
         raw = self.raw
+        point = (at, value)
         if not raw or at >= raw[-1][0]:
-            raw.append((at, value))
+            raw.append(point)
         else:  # a client's own timestamp, out of order: keep the points in time order
-            bisect.insort(raw, (at, value), key=_at)
-        if self.last is None or at >= self.last[0]:
-            self.last = (at, value)
+            bisect.insort(raw, point, key=_at)
+        last = self.last
+        if last is None or at >= last[0]:
+            self.last = point
         if len(raw) > store.max_points:
             self._fold(raw.pop(0), store)
 

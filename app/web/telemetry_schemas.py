@@ -120,10 +120,28 @@ class TelemetryList(_Strict):
     items: list[StatsdTelemetry | CollectorTelemetry]
 
 
+def split_tags(text: str) -> tuple[str, ...]:
+    """``k:v,k2:v2`` → (``k:v``, ``k2:v2``). Tags as InfluxDB sends them may hold commas:
+    ``\\,`` is a comma inside a tag and ``\\\\`` a backslash; any other backslash is itself
+    (``path:C:\\temp`` as typed)."""
+    tags: list[str] = []
+    current: list[str] = []
+    chars = iter(text)
+    for char in chars:
+        if char == "\\":
+            following = next(chars, "")
+            current.append(following if following in (",", "\\") else char + following)
+        elif char == ",":
+            tags.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    tags.append("".join(current))
+    return tuple(tags)
+
+
 def _split_tags(value: object) -> object:
-    if isinstance(value, str):
-        return tuple(value.split(","))
-    return value
+    return split_tags(value) if isinstance(value, str) else value
 
 
 class SeriesQueryArgs(_Strict):
@@ -133,7 +151,11 @@ class SeriesQueryArgs(_Strict):
     name: str | None = _text(512, "exact name")
     field: str | None = _text(256, "exact field")
     tag: tuple[str, ...] = Field(
-        (), description="tags the series must have: k:v,k2:v2 (a tag without value: k:)"
+        (),
+        description=(
+            "tags the series must have: k:v,k2:v2 (a tag without value: k:; a comma in a"
+            " tag: \\, and a backslash: \\\\)"
+        ),
     )
     q: str | None = _text(256, "text in the name, a field or a tag")
     since: Annotated[int, Field(ge=0, le=MAX_SEQ), ASCII_INTEGER] | None = Field(

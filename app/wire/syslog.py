@@ -92,21 +92,22 @@ def parse_message(data: bytes, received_at: float | None = None) -> LogRecord:
 
 
 def _rfc5424(data: bytes, pos: int, facility: int, severity: int) -> LogRecord:
-    # Six space-separated header fields (timestamp to msgid), then structured data.
-    parts = data[pos:].split(b" ", 6)
+    # Five space-separated header fields (timestamp to msgid), then structured data and
+    # the message: one split, one decode of the header (the common path of a flood).
+    parts = data[pos:].split(b" ", 5)
     if len(parts) < 6:
         raise SyslogError("RFC 5424 header has fewer than six fields after the version", data)
+    header = data[pos : len(data) - len(parts[5]) - 1]
     try:
-        fields = [part.decode("ascii") for part in parts[:5]]
+        stamp_text, *fields = header.decode("ascii").split(" ")
     except UnicodeDecodeError:
         raise SyslogError("RFC 5424 header fields are printable ASCII", data) from None
-    stamp_text = fields[0]
-    names = [None if value == "-" else value for value in fields[1:5]]
+    names = [None if value == "-" else value for value in fields]
     for value, (what, limit) in zip(names, _HEADER_LIMITS, strict=True):
         if value is not None and (len(value) > limit or not value.isprintable()):
             raise SyslogError(f"{what} is longer than {limit} or not printable", data)
     stamp = None if stamp_text == "-" else _rfc3339(stamp_text, data)
-    rest = _decode(data[pos + sum(len(p) + 1 for p in parts[:5]) :])
+    rest = _decode(parts[5])
     structured, after = _structured(rest, data)
     if after and not after.startswith(" "):
         raise SyslogError("no space between the structured data and the message", data)

@@ -46,9 +46,18 @@ function query(extra) {
   return `/api/telemetry/series?${params}`;
 }
 
+/** A tag key or value in the series query's tag list: a comma or backslash escaped, as
+ * InfluxDB tags may hold them ("host=web 1,eu=west"). */
+export function tagText(text) {
+  return text.replace(/[\\,]/g, (c) => `\\${c}`);
+}
+
 async function fetchOne(s) {
   const params = { listener: s.listener_id, name: s.name, field: s.field, limit: "50" };
-  const tags = Object.entries(s.tags).map(([k, v]) => `${k}:${v}`).join(",");
+  // A key with a colon cannot be told from its value in k:v: left out of the filter (the
+  // exact match below still picks the series).
+  const tags = Object.entries(s.tags).filter(([k]) => !k.includes(":"))
+    .map(([k, v]) => `${tagText(k)}:${tagText(v)}`).join(",");
   if (tags) params.tag = tags;
   const doc = await api("GET", query(params));
   // The tag filter asks for "at least these tags": pick the series with exactly them.

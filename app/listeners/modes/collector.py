@@ -177,10 +177,19 @@ class CollectorMode(Mode):
             self.intake.close()
 
     async def _parse_backlog(self) -> None:
+        # A checkpoint per LINES_PER_STEP messages, not per datagram: syslog has one
+        # message per datagram, and a checkpoint each would cost more than the parse.
+        credit = LINES_PER_STEP
         while True:
-            data = await self.intake.get()
-            await self.consume_in_steps(self.split_datagram(data))
-            await trio.lowlevel.checkpoint()
+            messages = self.split_datagram(await self.intake.get())
+            start = 0
+            while len(messages) - start > credit:
+                self.consume(messages[start : start + credit])
+                start += credit
+                await trio.lowlevel.checkpoint()
+                credit = LINES_PER_STEP
+            self.consume(messages[start:] if start else messages)
+            credit -= len(messages) - start
 
     async def refresh_kernel_drops(self) -> int | None:
         """Read the UDP socket's kernel drop counter (see :class:`DatagramIntake`)."""
