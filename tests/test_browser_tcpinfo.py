@@ -35,12 +35,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedLab]:
         served.close_stdout()
 
 
-def fmt_ms(ms: float) -> str:
-    """util.js fmtMs below 1,000 ms."""
-    for bound, digits in ((100, 0), (10, 1), (1, 2)):
-        if ms >= bound:
-            return f"{ms:.{digits}f} ms"
-    return f"{ms:.3f} ms"
+# The page's own millisecond formatter (util.js fmtMs), fed the API's number.
+FMT_MS = """async (value) => (await import("/static/js/util.js")).fmtMs(value)"""
 
 
 def open_connections(page: Any, served: ServedLab) -> None:
@@ -104,7 +100,13 @@ def test_kernel_columns_show_the_apis_figures_and_can_be_added_and_sorted(
             shows_the_apis_figure(
                 served, kernel_cell(row, "total_retrans"), conn_id, "total_retrans"
             )
-            shows_the_apis_figure(served, kernel_cell(row, "srtt_ms"), conn_id, "srtt_ms", fmt_ms)
+            shows_the_apis_figure(
+                served,
+                kernel_cell(row, "srtt_ms"),
+                conn_id,
+                "srtt_ms",
+                lambda ms: str(page.evaluate(FMT_MS, ms)),
+            )
             assert kernel_cell(row, "lost").is_hidden()
 
             # Add a column: its header and cells appear.

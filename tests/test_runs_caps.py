@@ -98,11 +98,14 @@ PATTERNS: list[tuple[str, str, dict[str, Any]]] = [
     ("scenario udp", "udp://127.0.0.1:0", {"pattern": "scenario", "connections": 2}),
     ("scenario tls", "tls://127.0.0.1:0", {"pattern": "scenario", "insecure": True}),
 ]
+# How long a reply may take: generous, since a loaded machine can hold a TLS reply for
+# longer than a run's pace (the caps bound what is sent, not how fast replies come).
+TIMEOUT = 2.0
 # A scenario row: one message of SIZE bytes and its echo, session after session.
 ECHOED = {
     "steps": [
         {"send": "x" * SIZE},
-        {"expect": "x" * SIZE, "framing": "length", "length": SIZE, "timeout": 0.5},
+        {"expect": "x" * SIZE, "framing": "length", "length": SIZE, "timeout": TIMEOUT},
     ]
 }
 # Rows on a schedule known in advance (pingpong and TCP bulk set their own pace).
@@ -124,7 +127,7 @@ def spec_for(cap: str, url: str, fields: dict[str, Any], port: int) -> dict[str,
             cap, {"duration": 5} if cap == "bytes" else {"iterations": 10_000_000}
         )
         return {"target": target, "scenario": ECHOED, **fields, **length}
-    body = {"target": target, "size": SIZE, "timeout": 0.5, **fields}
+    body = {"target": target, "size": SIZE, "timeout": TIMEOUT, **fields}
     pattern = body.get("pattern", "pingpong")
     # Under the byte cap, 40 kB/s: it comes after 0.5 s, and no burst overflows a socket.
     per_second = {"rate": RATE_CAP, "bitrate": BITRATE_CAP / 8 / SIZE, "bytes": 400.0}.get(
@@ -183,8 +186,8 @@ async def run_row(
         elif run.error != f"stopped at the cap of {BYTES_CAP:,} bytes per run":
             problem = f"ended {run.status}: {run.error}"
     else:
-        # Sending ends at the cap; replies in flight get at most the timeout (0.5 s).
-        if not elapsed <= DURATION_CAP + 0.5 + 2.0 or received == 0:
+        # Sending ends at the cap; replies in flight get at most the timeout.
+        if not elapsed <= DURATION_CAP + TIMEOUT + 2.0 or received == 0:
             problem = f"ran {elapsed:.2f} s with a cap of {DURATION_CAP:g} s"
         elif run.error != f"stopped at the cap of {DURATION_CAP:g} s per run":
             problem = f"ended {run.status}: {run.error}"
