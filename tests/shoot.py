@@ -1,8 +1,8 @@
 """Screenshots of every section of the dashboard, for the README: ``python -m tests.shoot``.
 
 Starts a real ``socketlab serve`` on free ports, gives it something to show (connections
-held open, finished runs, a failed run with its failures table, two runs going, StatsD
-metrics, a packet and its reply), and saves what Chromium shows of each section in three
+held open, finished runs, a failed run with its failures table, two runs going, StatsD,
+InfluxDB and syslog telemetry, a packet and its reply), and saves what Chromium shows of each section in three
 looks: 1280 px wide (``desktop-*.png``), 390 px wide as on a phone (``phone-*.png``) and
 1280 px in the dark theme (``dark-*.png``), plus a run's HTML report in the light and dark
 themes. The overview at 1280 px is ``dashboard.png``, the README's first picture.
@@ -71,7 +71,7 @@ class Scene:
         self.served = served
         self.tcp = f"tcp://127.0.0.1:{served.listeners['tcp']}"
         self.udp = f"udp://127.0.0.1:{served.listeners['udp']}"
-        self.statsd_port = self._statsd_port()
+        self.statsd_port = self._port_of("statsd")
         # A few connections held open, with some traffic, for the Connections section.
         for size in (1200, 64_000, 5):
             conn = stack.enter_context(
@@ -93,9 +93,9 @@ class Scene:
         )
         self.going: list[str] = []
 
-    def _statsd_port(self) -> int:
+    def _port_of(self, mode: str) -> int:
         items = api_call(self.served, "GET", "/api/listeners")["items"]
-        return int(next(item["port"] for item in items if item["mode"] == "statsd"))
+        return int(next(item["port"] for item in items if item["mode"] == mode))
 
     def _finish(self, spec: dict[str, Any]) -> str:
         run_id = str(api_call(self.served, "POST", "/api/runs", spec)["id"])
@@ -118,7 +118,7 @@ class Scene:
             api_call(self.served, "POST", f"/api/runs/{run_id}/stop", {})
         self.going.clear()
 
-    def send_statsd(self) -> None:
+    def send_telemetry(self) -> None:
         lines = [
             b"shop.checkout:1|c",
             b"shop.cart.items:3|c|@0.5",
@@ -128,9 +128,23 @@ class Scene:
             b"shop.visitors:alice|s",
             b"shop.visitors:bob|s",
         ]
+        influx = [
+            b"cpu,host=web-1,region=eu usage_user=12.5,usage_system=3.1 ",
+            b"cpu,host=web-2,region=eu usage_user=48.0,usage_system=9.7 ",
+            b"disk,host=web-1,path=/var free=81234567i,used_pct=61.2 ",
+        ]
+        logs = [
+            b"<134>1 - web-1 nginx 4121 - - GET /checkout 200 12 ms",
+            b"<131>1 - db-1 postgres 311 - - could not extend file: no space left on device",
+            b'<12>1 - web-2 app 88 auth [login@32473 user="alice"] sign-in from a new address',
+        ]
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             for line in lines:
                 sock.sendto(line, ("127.0.0.1", self.statsd_port))
+            for line in influx:
+                sock.sendto(line, ("127.0.0.1", self._port_of("influx")))
+            for line in logs:
+                sock.sendto(line, ("127.0.0.1", self._port_of("syslog")))
 
 
 def prepare_overview(page: Any, scene: Scene) -> None:
@@ -159,9 +173,14 @@ def prepare_runs(page: Any, scene: Scene) -> None:
 
 
 def prepare_telemetry(page: Any, scene: Scene) -> None:
-    scene.send_statsd()
-    page.wait_for_selector("#tm-counters tbody tr", timeout=TIMEOUT_MS)
-    page.wait_for_selector("#tm-timers tbody tr", timeout=TIMEOUT_MS)
+    scene.send_telemetry()
+    for table, text in (
+        ("#tm-series", "usage_user"),
+        ("#tm-series", "shop.checkout"),
+        ("#tm-logs", "postgres"),
+        ("#tm-counters", "shop.checkout"),
+    ):
+        page.locator(f"{table} tbody tr", has_text=text).first.wait_for(timeout=TIMEOUT_MS)
 
 
 def prepare_packet(page: Any, scene: Scene) -> None:
@@ -253,6 +272,10 @@ def scene_lab() -> Iterator[Scene]:
             "udp://127.0.0.1:0?mode=echo",
             "--listen",
             "udp://127.0.0.1:0?mode=statsd&flush_interval=1",
+            "--listen",
+            "udp://127.0.0.1:0?mode=influx",
+            "--listen",
+            "udp://127.0.0.1:0?mode=syslog",
         )
         try:
             yield Scene(served, stack)
