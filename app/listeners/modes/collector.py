@@ -50,7 +50,7 @@ __all__ = ["LINES_PER_STEP", "CollectorMode", "FramedSession", "Framer"]
 # How often the kernel drop counter is read.
 DROPS_PERIOD = 1.0
 # Messages parsed between two checkpoints: about a millisecond of work.
-LINES_PER_STEP = 250
+LINES_PER_STEP = 100
 
 
 class Framer(Protocol):
