@@ -2,10 +2,11 @@
 
 Starts a real ``socketlab serve`` on free ports, gives it something to show (connections
 held open, finished runs, a failed run with its failures table, two runs going, StatsD,
-InfluxDB and syslog telemetry, a packet and its reply), and saves what Chromium shows of each section in three
-looks: 1280 px wide (``desktop-*.png``), 390 px wide as on a phone (``phone-*.png``) and
-1280 px in the dark theme (``dark-*.png``), plus a run's HTML report in the light and dark
-themes. The overview at 1280 px is ``dashboard.png``, the README's first picture.
+InfluxDB and syslog telemetry, a packet and its reply), and saves what Chromium shows of
+each section in three looks: 1280 px wide (``desktop-*.png``), 390 px wide as on a phone
+(``phone-*.png``) and 1280 px in the dark theme (``dark-*.png``), plus a run's HTML report
+in the light and dark themes. The overview at 1280 px is ``dashboard.png``, the README's
+first picture.
 
     python -m tests.shoot                    # into static/docs/
     python -m tests.shoot --out /tmp/shots   # elsewhere
