@@ -206,14 +206,16 @@ class StatsdMode(Mode):
         backlog = self._backlog
         aggregator = self.aggregator
         while True:
-            credit = _LINES_PER_STEP
             while backlog:
-                data = backlog.popleft()
-                self._backlog_bytes -= len(data)
-                credit = await feed_in_steps(aggregator, data.split(b"\n"), credit)
-                if credit <= 0:
-                    await trio.lowlevel.checkpoint()
-                    credit = _LINES_PER_STEP
+                # Datagrams are taken together, a step's worth of lines at a time: one
+                # parse call and one checkpoint per step, not per datagram.
+                lines: list[bytes] = []
+                while backlog and len(lines) < _LINES_PER_STEP:
+                    data = backlog.popleft()
+                    self._backlog_bytes -= len(data)
+                    lines += data.split(b"\n")
+                await feed_in_steps(aggregator, lines, _LINES_PER_STEP)
+                await trio.lowlevel.checkpoint()
             # Nothing awaits between the emptiness check and the wait: no wake-up is lost.
             self._wake = trio.Event()
             await self._wake.wait()
