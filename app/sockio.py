@@ -26,8 +26,12 @@ from typing import Generic, NoReturn, TypeVar
 import trio
 
 BUDGET = 32
-# Ready sockets a :class:`ReadyLoop` takes per epoll call, served in one pass.
-PASS_SIZE = 256
+# Ready sockets a :class:`ReadyLoop` takes per epoll call, served in one pass. A pass runs
+# without a checkpoint, so its length is how long the web server's requests wait for a
+# turn: 32 echoes are about 0.3 ms, where 100 connections served in one pass were over 1 ms
+# (each /api/health request needs several turns). Level triggering hands the sockets left
+# out to the next pass; the extra epoll call costs about 1 % per message.
+PASS_SIZE = 32
 
 
 class DirectSocket:
