@@ -64,23 +64,21 @@ _MSG_TRUNC = getattr(stdsocket, "MSG_TRUNC", 0x20)
 
 
 def _load_libc() -> Any | None:
-    """libc's ``recvmmsg``/``sendmmsg``, or None where they are missing."""
+    """libc's ``recvmmsg``/``sendmmsg``, or None where they are missing.
+
+    Through ``PyDLL``, which keeps the GIL over the call: both are always called with
+    ``MSG_DONTWAIT``, so they never block, and releasing and taking back the GIL would cost
+    more than the call. Arguments are given as ctypes objects built once (no ``argtypes``
+    conversion per call): together about half a microsecond less per call.
+    """
     if ctypes.sizeof(ctypes.c_void_p) != 8 or not hasattr(stdsocket, "AF_INET6"):
         return None  # the layout above is the 64-bit one
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         recvmmsg, sendmmsg = libc.recvmmsg, libc.sendmmsg
     except (OSError, AttributeError):
         return None
-    recvmmsg.argtypes = [
-        ctypes.c_int,
-        ctypes.c_void_p,
-        ctypes.c_uint,
-        ctypes.c_int,
-        ctypes.c_void_p,
-    ]
     recvmmsg.restype = ctypes.c_int
-    sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
     sendmmsg.restype = ctypes.c_int
     return libc
 
@@ -225,8 +223,21 @@ class MmsgBatch:
             self._shdr_q[h + 2], self._shdr_q[h + 3] = siov_at + 16 * i, 1
         # msg_len of entry i, as a 32-bit index into the receive headers.
         self._lens = memoryview(self._rhdr).cast("B").cast("I")
-        self._rhdr_at = ctypes.addressof(self._rhdr)
-        self._shdr_at = ctypes.addressof(self._shdr)
+        rhdr_at, shdr_at = ctypes.addressof(self._rhdr), ctypes.addressof(self._shdr)
+        # The calls' arguments as ctypes objects, built once (see _load_libc).
+        self._fd_arg = ctypes.c_int(self._fd)
+        self._recvmmsg = _LIBC.recvmmsg
+        self._recv_args = (
+            self._fd_arg,
+            ctypes.c_void_p(rhdr_at),
+            ctypes.c_uint(slots),
+            ctypes.c_int(_MSG_DONTWAIT | _MSG_TRUNC),
+            None,
+        )
+        self._sendmmsg = _LIBC.sendmmsg
+        self._send_flags = ctypes.c_int(_MSG_DONTWAIT)
+        self._send_at = [ctypes.c_void_p(shdr_at + 64 * i) for i in range(slots)]
+        self._counts = [ctypes.c_uint(i) for i in range(slots + 1)]
         self.sizes = [0] * slots
         self.addrs: list[Any] = [None] * slots
         self._known: dict[Any, Any] = {}
@@ -241,9 +252,7 @@ class MmsgBatch:
         Raises:
             OSError: An error queued on the socket, before any datagram was read.
         """
-        count: int = _LIBC.recvmmsg(  # type: ignore[union-attr]
-            self._fd, self._rhdr_at, self.slots, _MSG_DONTWAIT | _MSG_TRUNC, None
-        )
+        count: int = self._recvmmsg(*self._recv_args)
         if count <= 0:
             if count == 0:
                 return 0
@@ -308,9 +317,10 @@ class MmsgBatch:
         self._queued = 0
         failed: list[int] = []
         done = 0
-        sendmmsg = _LIBC.sendmmsg  # type: ignore[union-attr]
+        sendmmsg, fd, flags = self._sendmmsg, self._fd_arg, self._send_flags
+        at, counts = self._send_at, self._counts
         while done < total:
-            sent: int = sendmmsg(self._fd, self._shdr_at + 64 * done, total - done, _MSG_DONTWAIT)
+            sent: int = sendmmsg(fd, at[done], counts[total - done], flags)
             if sent <= 0:
                 if sent < 0 and ctypes.get_errno() == errno.EINTR:
                     continue  # nothing was sent: try again
