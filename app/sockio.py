@@ -115,6 +115,53 @@ class DirectSocket:
         return self.sock.getpeername()
 
 
+class Done:
+    """A one-shot event with at most one waiter: what the owner of a served socket waits for.
+
+    It does ``trio.Event``'s job (``set``, ``is_set``, ``wait``) for the one task that owns
+    a socket, without the event's parking lot: about 400 bytes less per connection, which
+    10,000 idle connections feel. ``wait`` checkpoints like ``trio.Event.wait``; a
+    cancelled wait leaves the event unset.
+    """
+
+    __slots__ = ("_flag", "_task")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._task: trio.lowlevel.Task | None = None
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        """Set the event and wake its waiter, if any (idempotent)."""
+        if self._flag:
+            return
+        self._flag = True
+        task = self._task
+        if task is not None:
+            self._task = None
+            trio.lowlevel.reschedule(task)
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    async def wait(self) -> None:
+        """Wait until :meth:`set` (at once, with a checkpoint, when it was set already).
+
+        Raises:
+            RuntimeError: Another task waits already (a socket has one owner).
+        """
+        if self._flag:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._task is not None:
+            raise RuntimeError("a served socket has one owner waiting for it")
+        self._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+
 class Served:
     """A socket served by a :class:`ReadyLoop`, and what the task that owns it waits for.
 
@@ -126,7 +173,7 @@ class Served:
     def __init__(self, sock: stdsocket.socket) -> None:
         self.sock = sock
         self.fd = sock.fileno()
-        self.done = trio.Event()
+        self.done = Done()
         self.error: Exception | None = None
 
 
