@@ -274,8 +274,14 @@ class ReadyLoop(Generic[S]):
         Raises:
             Exception: What the handler ran into for this item, if anything.
         """
+        done = item.done
         try:
-            await item.done.wait()
+            if done._flag or done._task is not None:
+                await done.wait()  # set already (a checkpoint), or a second waiter (refused)
+            else:
+                # Done.wait inline: one coroutine frame less per idle connection.
+                done._task = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(done._abort)
         finally:
             self.finish(item)
         if item.error is not None:
