@@ -218,3 +218,25 @@ async def test_udp_statsd_counts_every_metric_on_both_paths(path: str) -> None:
         )
         assert statsd["bad_lines"] == 0
         assert statsd["backlog_drops"] == 0
+
+
+async def test_a_flood_is_answered_in_batches_with_exact_counts(path: str) -> None:
+    """Datagrams sent without yielding to the listener pile up in the kernel, so its next
+    reads fill every slot: the flood path (replies queued, one sendmmsg per batch)."""
+    sizes = [1 + (i * 37) % 200 for i in range(150)]
+    async with open_manager() as manager:
+        listener = await start(manager, "udp://127.0.0.1:0?mode=echo")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client, trio.fail_after(30):
+            client.bind(("127.0.0.1", 0))
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            for size in sizes:  # no await in between: the listener cannot read meanwhile
+                client.sendto(bytes([size % 251]) * size, ("127.0.0.1", listener.port))
+            client.setblocking(False)
+            replies: list[bytes] = []
+            while len(replies) < len(sizes):
+                await trio.lowlevel.wait_readable(client)
+                replies.append(client.recv(4096))
+        assert sorted(map(len, replies)) == sorted(sizes)
+        assert (listener.msgs_in, listener.bytes_in) == (len(sizes), sum(sizes))
+        assert (listener.msgs_out, listener.bytes_out) == (len(sizes), sum(sizes))
+        assert listener.errors == 0

@@ -236,8 +236,9 @@ async def _drain_loop(
 
     Each batch is one ``recvmmsg`` (see :mod:`app.mmsg`; ``recvfrom_into`` calls with the
     fallback). Every datagram is counted against its flow first. Then, with ``handler``
-    None (plain echo), its reply is queued and the batch's replies leave in one
-    ``sendmmsg``; otherwise it goes to ``handler``, which replies through ``flows.reply``.
+    None (plain echo), it is answered: at once, or, when the batch filled every slot (a
+    flood), queued so that the batch's replies leave in one ``sendmmsg``; otherwise it goes
+    to ``handler``, which replies through ``flows.reply``.
     A batch that did not fill every slot drained the socket: the loop waits for readiness
     again. A full one is followed by a checkpoint, so a flood cannot starve other tasks.
     """
@@ -246,6 +247,7 @@ async def _drain_loop(
     views, sizes, addrs, slots = batch.views, batch.sizes, batch.addrs, batch.slots
     recv, queue_reply, flush = batch.recv, batch.reply, batch.flush
     sock = flows.sock
+    sendto = sock.sendto
     get_flow = flows.rows.get
     open_flow = flows.open
     allow = flows.guard.allow
@@ -267,6 +269,10 @@ async def _drain_loop(
             if not count:
                 break
             now = current_time()
+            # A batch that filled every slot is a flood: its replies leave together in one
+            # sendmmsg. Otherwise each goes at once, so a ping-pong peer is not kept
+            # waiting for the rest of the batch (its next request comes that much sooner).
+            flood = count == slots
             for i in range(count):
                 n = sizes[i]
                 addr = addrs[i]
@@ -288,8 +294,15 @@ async def _drain_loop(
                     continue
                 if not allow(addr, n, n, now):
                     continue
-                queue_reply(i, n)
-                replied.append((flow, n))
+                if flood:
+                    queue_reply(i, n)
+                    replied.append((flow, n))
+                else:
+                    try:
+                        sendto(views[i][:n], addr)
+                    except OSError:
+                        listener.errors += 1
+                        continue
                 flow.bytes_out += n
                 flow.msgs_out += 1
                 listener.bytes_out += n
