@@ -57,13 +57,31 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
+# UDP listeners read and reply in batches (recvmmsg/sendmmsg, app/mmsg.py); their tests run
+# a second time over the pure-Python fallback, forced by SOCKETLAB_NO_MMSG=1, so both paths
+# are held to the same counts.
+UDP_TESTS := tests/test_mmsg.py tests/test_listeners_echo.py tests/test_listeners_impair.py \
+             tests/test_listeners_limits.py tests/test_listeners_respond.py \
+             tests/test_listeners_sink.py tests/test_listeners_source.py \
+             tests/test_listeners_fds.py tests/test_statsd.py tests/test_statsd_collector.py \
+             tests/test_statsd_loop.py tests/test_statsd_etsy.py tests/test_statsd_clients.py \
+             tests/test_oneway.py tests/test_replyguard.py tests/test_collectors.py \
+             tests/test_collectors_syslog.py tests/test_collectors_forward.py
+
 pytest: $(VENV)/.installed-test system-deps
 	SOCKETLAB_PYTHON_STATSD=$(abspath $(VENV))/pystatsd $(BIN)/pytest $(PYTEST_ARGS)
+	SOCKETLAB_NO_MMSG=1 SOCKETLAB_PYTHON_STATSD=$(abspath $(VENV))/pystatsd \
+	  $(BIN)/pytest -q $(UDP_TESTS)
 
 test: lint typecheck pytest
 
+# py-spy (the bench extra) profiles a server under load: bench/profile.py.
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-test
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $@
+
 # iperf3 is the outside figure bench/receiver.py compares the sink's receiver side with.
-bench: $(VENV)/.installed-test
+bench: $(VENV)/.installed-bench
 	@command -v iperf3 >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends iperf3 >/dev/null; }
 	$(BIN)/python bench/run.py $(ARGS)

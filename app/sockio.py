@@ -26,8 +26,12 @@ from typing import Generic, NoReturn, TypeVar
 import trio
 
 BUDGET = 32
-# Ready sockets a :class:`ReadyLoop` takes per epoll call, served in one pass.
-PASS_SIZE = 256
+# Ready sockets a :class:`ReadyLoop` takes per epoll call, served in one pass. A pass runs
+# without a checkpoint, so its length is how long the web server's requests wait for a
+# turn: 32 echoes are about 0.3 ms, where 100 connections served in one pass were over 1 ms
+# (each /api/health request needs several turns). Level triggering hands the sockets left
+# out to the next pass; the extra epoll call costs about 1 % per message.
+PASS_SIZE = 32
 
 
 class DirectSocket:
@@ -111,6 +115,53 @@ class DirectSocket:
         return self.sock.getpeername()
 
 
+class Done:
+    """A one-shot event with at most one waiter: what the owner of a served socket waits for.
+
+    It does ``trio.Event``'s job (``set``, ``is_set``, ``wait``) for the one task that owns
+    a socket, without the event's parking lot: about 400 bytes less per connection, which
+    10,000 idle connections feel. ``wait`` checkpoints like ``trio.Event.wait``; a
+    cancelled wait leaves the event unset.
+    """
+
+    __slots__ = ("_flag", "_task")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._task: trio.lowlevel.Task | None = None
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        """Set the event and wake its waiter, if any (idempotent)."""
+        if self._flag:
+            return
+        self._flag = True
+        task = self._task
+        if task is not None:
+            self._task = None
+            trio.lowlevel.reschedule(task)
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    async def wait(self) -> None:
+        """Wait until :meth:`set` (at once, with a checkpoint, when it was set already).
+
+        Raises:
+            RuntimeError: Another task waits already (a socket has one owner).
+        """
+        if self._flag:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._task is not None:
+            raise RuntimeError("a served socket has one owner waiting for it")
+        self._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+
 class Served:
     """A socket served by a :class:`ReadyLoop`, and what the task that owns it waits for.
 
@@ -122,7 +173,7 @@ class Served:
     def __init__(self, sock: stdsocket.socket) -> None:
         self.sock = sock
         self.fd = sock.fileno()
-        self.done = trio.Event()
+        self.done = Done()
         self.error: Exception | None = None
 
 
@@ -223,8 +274,14 @@ class ReadyLoop(Generic[S]):
         Raises:
             Exception: What the handler ran into for this item, if anything.
         """
+        done = item.done
         try:
-            await item.done.wait()
+            if done._flag or done._task is not None:
+                await done.wait()  # set already (a checkpoint), or a second waiter (refused)
+            else:
+                # Done.wait inline: one coroutine frame less per idle connection.
+                done._task = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(done._abort)
         finally:
             self.finish(item)
         if item.error is not None:

@@ -1,12 +1,13 @@
 """``make bench``: build the tools, run the selected sections, write report.md and raw.jsonl.
 
-Usage: python bench/run.py [--sections abcdefghi] [--reps 3] [--duration 10] [--quick]
+Usage: python bench/run.py [--sections abcdefghij] [--reps 3] [--duration 10] [--quick]
                            [--out DIR]
 
 Sections: a TCP echo, b UDP echo, c TCP sink, d client side, e 10k idle connections,
-f dashboard under load, g StatsD intake, h accuracy of socketlab fire, i event loop
-stalls (ReDoS lines, StatsD flood, a 2.4 M-sample flush). Results go to
-bench/results/<timestamp>/ (git ignores it).
+f dashboard under load, g StatsD intake (100,000 and 300,000/s), h accuracy of socketlab
+fire, i event loop stalls (ReDoS lines, StatsD flood, a 2.4 M-sample flush), j counters at
+full speed against netbench's. report.md opens with the goals of issue 20 (bench/goals.py).
+Results go to bench/results/<timestamp>/ (git ignores it).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from bench import clients, dashboard, harness, report, servers, stalls
+from bench import clients, counts, dashboard, harness, report, servers, stalls
 from bench.common import Context
 from bench.harness import REPO, log
 
@@ -35,6 +36,7 @@ SECTIONS: dict[str, Callable[[Context], None]] = {
     "g": dashboard.section_g,
     "h": clients.section_h,
     "i": stalls.section_i,
+    "j": counts.section_j,
 }
 
 

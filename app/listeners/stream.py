@@ -67,6 +67,9 @@ class StreamSession(Protocol):
     Attributes:
         whole_reads: Read ``max_message_size`` bytes at a time from the first read (a mode
             whose messages are the reads themselves), instead of growing the buffer.
+        light_reads: Optional, False when absent. True when :meth:`receive` costs the same
+            whatever the read's size (a sink that only counts, an echo): the loop then
+            does not yield after every big read, only when the socket's budget says so.
         messages: Messages received so far (whole reads, lines, fixed-size frames): the
             loop counts ``msgs_in`` from it.
     """
@@ -139,6 +142,9 @@ async def serve_stream(
     receive = session.receive
     current_time = trio.current_time
     counted = session.messages
+    # Past a big read, yield only for a session whose work grows with the read (see
+    # StreamSession.light_reads); the transport's budget checkpoints the others.
+    step_bytes = max_size + 1 if getattr(session, "light_reads", False) else STEP_BYTES
     try:
         while True:
             n = await recv_into(buf, size)
@@ -168,7 +174,7 @@ async def serve_stream(
                 return
             conn.touch()
             scope.deadline = current_time() + idle
-            if n > STEP_BYTES:
+            if n > step_bytes:
                 # A big read was a lot of session work (a respond rule per line): let the
                 # rest of the lab run before the next one, whatever the socket's budget.
                 await trio.lowlevel.checkpoint()

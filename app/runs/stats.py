@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from hdrh.histogram import HdrHistogram
 
 from app.runs.flowstats import FlowStats
+from app.runs.hdrfast import FastHistogram
 from app.tcpinfo import UNSUPPORTED, TcpSums
 
 # 1 ns to 60 s at 3 significant digits: every RTT a test can produce, 0.1 % precision.
@@ -91,7 +92,8 @@ class DirectionFigures(Protocol):
 
 
 def new_histogram() -> HdrHistogram:
-    return HdrHistogram(_LOWEST_NS, _HIGHEST_NS, _DIGITS)
+    # The same counts as HdrHistogram's, recorded for a third of the cost (per message).
+    return FastHistogram(_LOWEST_NS, _HIGHEST_NS, _DIGITS)
 
 
 # Sample messages kept per error kind (the first distinct ones), and their length.

@@ -29,6 +29,7 @@ class EchoSession:
     __slots__ = ("messages",)
 
     whole_reads = False
+    light_reads = True  # a read is sent back as it is, whatever its size
 
     def __init__(self) -> None:
         self.messages = 0

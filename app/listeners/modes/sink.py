@@ -180,12 +180,14 @@ class SinkSession:
     message is one message and its probe header is recorded; without, the stream is one
     run's when it starts with a probe header, and its bytes are counted for that run."""
 
-    __slots__ = ("_framer", "_head", "_sink", "_stream", "_unseen", "messages")
+    __slots__ = ("_framer", "_head", "_sink", "_stream", "_unseen", "light_reads", "messages")
 
     whole_reads = False
 
     def __init__(self, sink: ProbeSink, framer: FixedFramer | None) -> None:
         self._framer = framer
+        # Unframed, a read costs the same whatever its size: no yield after each big one.
+        self.light_reads = framer is None
         self._sink = sink
         self._stream: ReceivedBytes | None = None
         # The stream's first bytes until a header's worth came, and how many bytes that was.
