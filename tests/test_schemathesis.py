@@ -26,6 +26,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis.core.errors import InvalidSchema
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -175,7 +176,16 @@ def test_the_api_never_fails_and_answers_as_documented(
             ],
         )
 
-    check()
+    try:
+        check()
+    except InvalidSchema as exc:
+        # Schemathesis cannot always lay out an array inside a recursive schema (a scenario's
+        # repeat step holds steps) and gives up on that draw; the API is not at fault. A
+        # second run draws afresh.
+        if "demanded elements" not in str(exc):
+            raise
+        calls = queried = 0
+        check()
     assert calls >= 100 or path_is_small(operation), calls
     # Query strings are fuzzed too (odd values, wrong types), not only bodies.
     assert queried > 0 or not query_parameters(operation), queried
