@@ -337,3 +337,29 @@ async def websocket_handshake(
                 return 101, WebSocketClient(stream, ws), stream
             if isinstance(event, RejectConnection):
                 return event.status_code, None, stream
+
+
+async def promtool_check(text: str) -> tuple[int, str]:
+    """``promtool check metrics`` on an exposition ``text``: (exit code, its output).
+
+    Fails the test when promtool is missing (Debian's prometheus package; make
+    system-deps installs it)."""
+    import shutil
+
+    import pytest
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail(
+            "promtool is not installed: it comes with Debian's prometheus package "
+            "(make system-deps installs it)"
+        )
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            [promtool, "check", "metrics"],
+            stdin=text.encode(),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    return result.returncode, (result.stdout + result.stderr).decode()

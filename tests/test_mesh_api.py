@@ -4,7 +4,6 @@ promtool accepts it), a node not in mesh mode is not probed, bad flags are one l
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -19,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.lab import Lab
 from app.mesh.config import MeshSettings
 from tests.conftest import running_lab
-from tests.helpers import TOKEN, http, wait_for_async
+from tests.helpers import TOKEN, http, promtool_check, wait_for_async
 from tests.test_openapi import openapi, response_validator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,19 +129,8 @@ async def test_the_metrics_say_what_the_api_says_and_promtool_accepts_them(three
             assert got[("socketlab_mesh_probes_window", flow)] == figures["sent"]
         retrans = got[("socketlab_mesh_tcp_retransmits_window", labels)]
         assert retrans == pair["tcp"]["retransmits"]
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail("promtool is not installed: install Debian's prometheus package")
-    with trio.fail_after(30):
-        result = await trio.run_process(
-            [promtool, "check", "metrics"],
-            stdin=text.encode(),
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-    output = (result.stdout + result.stderr).decode()
-    assert result.returncode == 0 and output.strip() == "", output
+    returncode, output = await promtool_check(text)
+    assert returncode == 0 and output.strip() == "", output
 
 
 async def test_a_node_not_in_mesh_mode_is_shown_and_not_probed(

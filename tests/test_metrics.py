@@ -18,7 +18,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.lab import Lab
 from app.runs.totals import RTT_BUCKETS
 from tests.conftest import listener_port
-from tests.helpers import finished_run, http, read_ndjson, wait_for, websocket_handshake
+from tests.helpers import (
+    finished_run,
+    http,
+    promtool_check,
+    read_ndjson,
+    wait_for,
+    websocket_handshake,
+)
 
 Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
 
@@ -239,25 +246,11 @@ async def test_metrics_speak_openmetrics_when_asked(lab: Lab) -> None:
 
 
 async def test_promtool_accepts_the_metrics(lab: Lab) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail(
-            "promtool is not installed: it comes with Debian's prometheus package "
-            "(make system-deps installs it)"
-        )
     # Some traffic first, so that every family has samples, histograms included.
     await finished_run(lab, {"target": f"tcp://127.0.0.1:{listener_port(lab, 'tcp')}", "count": 20})
     text, _ = await scrape(lab)
-    with trio.fail_after(30):
-        result = await trio.run_process(
-            [promtool, "check", "metrics"],
-            stdin=text.encode(),
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-    output = (result.stdout + result.stderr).decode()
-    assert result.returncode == 0, output
+    returncode, output = await promtool_check(text)
+    assert returncode == 0, output
     assert output.strip() == "", output
 
 

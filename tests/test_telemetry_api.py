@@ -5,10 +5,8 @@ series with its tags as labels, accepted by promtool."""
 
 from __future__ import annotations
 
-import shutil
 from typing import Any
 
-import pytest
 import trio
 
 from app.lab import Lab
@@ -21,7 +19,7 @@ from app.telemetry.logs import LogStore
 from app.telemetry.points import LogRecord, Point, tags_of
 from app.telemetry.series import SeriesStore
 from app.web.telemetry_metrics import TelemetryExporter
-from tests.helpers import http, wait_for
+from tests.helpers import http, promtool_check, wait_for
 from tests.test_metrics import labels, scrape
 from tests.test_openapi import openapi, response_validator
 
@@ -168,19 +166,8 @@ async def test_metrics_re_export_every_series_with_its_tags_as_labels(lab: Lab) 
         ]
         == 1
     )
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail("promtool is not installed: install Debian's prometheus package")
-    with trio.fail_after(30):
-        result = await trio.run_process(
-            [promtool, "check", "metrics"],
-            stdin=text.encode(),
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-    output = (result.stdout + result.stderr).decode()
-    assert result.returncode == 0 and output.strip() == "", output
+    returncode, output = await promtool_check(text)
+    assert returncode == 0 and output.strip() == "", output
 
 
 class OtherCollector(Mode):

@@ -26,7 +26,7 @@ import trio
 from influxdb_client.client.write.point import Point as InfluxPoint
 
 from app.lab import Lab
-from tests.helpers import http, wait_for_async
+from tests.helpers import http, promtool_check, wait_for_async
 from tests.test_metrics import labels, scrape
 from tests.test_openapi import openapi, response_validator
 
@@ -401,19 +401,8 @@ async def test_the_log_query_shows_each_syslog_clients_messages(lab: Lab) -> Non
 
 
 async def _promtool(text: str) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail("promtool is not installed: install Debian's prometheus package")
-    with trio.fail_after(WAIT):
-        result = await trio.run_process(
-            [promtool, "check", "metrics"],
-            stdin=text.encode(),
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-    output = (result.stdout + result.stderr).decode()
-    assert result.returncode == 0 and output.strip() == "", output
+    returncode, output = await promtool_check(text)
+    assert returncode == 0 and output.strip() == "", output
 
 
 async def test_metrics_have_every_collectors_series_and_pass_promtool(lab: Lab) -> None:
