@@ -37,7 +37,7 @@ from app.errors import LineError
 from app.listeners.base import DatagramHandler, DatagramPort, Listener, Mode
 from app.listeners.collectors import series_for
 from app.listeners.forward import StreamForward, forwarder_for
-from app.listeners.modes.intake import DatagramIntake
+from app.listeners.modes.intake import DatagramIntake, in_steps
 from app.listeners.stream import Replies, Transport, serve_stream
 from app.registry import Conn
 from app.telemetry.series import SeriesStore
@@ -158,10 +158,7 @@ class CollectorMode(Mode):
 
     async def consume_in_steps(self, messages: Sequence[bytes | memoryview]) -> None:
         """:meth:`consume`, with a checkpoint every :data:`LINES_PER_STEP` messages."""
-        for start in range(0, len(messages), LINES_PER_STEP):
-            if start:
-                await trio.lowlevel.checkpoint()
-            self.consume(messages[start : start + LINES_PER_STEP])
+        await in_steps(self.consume, messages, LINES_PER_STEP, LINES_PER_STEP)
 
     # Serving.
 
@@ -182,14 +179,7 @@ class CollectorMode(Mode):
         credit = LINES_PER_STEP
         while True:
             messages = self.split_datagram(await self.intake.get())
-            start = 0
-            while len(messages) - start > credit:
-                self.consume(messages[start : start + credit])
-                start += credit
-                await trio.lowlevel.checkpoint()
-                credit = LINES_PER_STEP
-            self.consume(messages[start:] if start else messages)
-            credit -= len(messages) - start
+            credit = await in_steps(self.consume, messages, credit, LINES_PER_STEP)
 
     async def refresh_kernel_drops(self) -> int | None:
         """Read the UDP socket's kernel drop counter (see :class:`DatagramIntake`)."""

@@ -13,7 +13,8 @@ Datagrams the kernel dropped because the socket buffer was full never reach the 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import trio
 
@@ -22,10 +23,39 @@ from app.listeners.forward import Forwarder
 from app.listeners.udp import read_kernel_drops
 from app.registry import Conn
 
-__all__ = ["MAX_BACKLOG", "DatagramIntake"]
+__all__ = ["MAX_BACKLOG", "DatagramIntake", "in_steps"]
 
 # Bytes of UDP datagrams waiting to be parsed; a datagram past this is dropped, counted.
 MAX_BACKLOG = 8 * 1024 * 1024
+
+T = TypeVar("T")
+
+
+async def in_steps(
+    consume: Callable[[Sequence[T]], object], items: Sequence[T], credit: int, step: int
+) -> int:
+    """Hand ``items`` to ``consume``, with a checkpoint whenever ``credit`` of them are spent.
+
+    The credit carries from one call to the next (one datagram's lines, then the next's),
+    so the checkpoints come every ``step`` items, not once per datagram.
+
+    Args:
+        consume: What parses a slice of the items.
+        items: The lines or messages of one datagram or chunk.
+        credit: Items that may still go before the next checkpoint.
+        step: Items between two checkpoints.
+
+    Returns:
+        The credit left for the caller's next call (never negative).
+    """
+    start = 0
+    while len(items) - start > credit:
+        consume(items[start : start + credit])
+        start += credit
+        await trio.lowlevel.checkpoint()
+        credit = step
+    consume(items[start:] if start else items)
+    return credit - (len(items) - start)
 
 
 class DatagramIntake:

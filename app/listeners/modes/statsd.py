@@ -42,7 +42,7 @@ import trio
 from app.listeners.base import DatagramHandler, DatagramPort, Listener, Mode
 from app.listeners.collectors import series_for
 from app.listeners.forward import StreamForward, forwarder_for
-from app.listeners.modes.intake import DatagramIntake
+from app.listeners.modes.intake import DatagramIntake, in_steps
 from app.listeners.modes.statsd_series import history_doc, snapshot_points
 from app.listeners.stream import Replies, Transport, serve_stream
 from app.registry import Conn
@@ -60,27 +60,6 @@ _LINES_PER_STEP = 250
 _SAMPLES_PER_STEP = 20_000
 # Points of a flush put into the series store between two checkpoints.
 _POINTS_PER_STEP = 2_000
-
-
-async def feed_in_steps(aggregator: Aggregator, lines: list[bytes], credit: int) -> int:
-    """Feed ``lines`` to ``aggregator``, checkpointing whenever ``credit`` lines are spent.
-
-    Args:
-        aggregator: Where the lines go.
-        lines: The lines (a datagram or chunk split at newlines).
-        credit: Lines that may still be parsed before the next checkpoint.
-
-    Returns:
-        The credit left for the caller's next call.
-    """
-    start = 0
-    while len(lines) - start > credit:
-        aggregator.feed_lines(lines[start : start + credit])
-        start += credit
-        await trio.lowlevel.checkpoint()
-        credit = _LINES_PER_STEP
-    aggregator.feed_lines(lines[start:] if start else lines)
-    return credit - (len(lines) - start)
 
 
 class StatsdStream:
@@ -235,7 +214,9 @@ class StatsdMode(Mode):
         credit = _LINES_PER_STEP
         while True:
             data = await intake.get()
-            credit = await feed_in_steps(aggregator, data.split(b"\n"), credit)
+            credit = await in_steps(
+                aggregator.feed_lines, data.split(b"\n"), credit, _LINES_PER_STEP
+            )
             if credit <= 0:
                 await trio.lowlevel.checkpoint()
                 credit = _LINES_PER_STEP
@@ -297,7 +278,12 @@ class StatsdMode(Mode):
 
     async def _aggregate(self, chunks: Replies) -> None:
         for chunk in chunks:
-            await feed_in_steps(self.aggregator, bytes(chunk).split(b"\n"), _LINES_PER_STEP)
+            await in_steps(
+                self.aggregator.feed_lines,
+                bytes(chunk).split(b"\n"),
+                _LINES_PER_STEP,
+                _LINES_PER_STEP,
+            )
 
     def datagram_handler(self, port: DatagramPort) -> DatagramHandler:
         return self.intake.handler(port)
