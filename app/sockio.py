@@ -25,13 +25,9 @@ from typing import Generic, NoReturn, TypeVar
 
 import trio
 
+from app.turns import WEB
+
 BUDGET = 32
-# Ready sockets a :class:`ReadyLoop` takes per epoll call, served in one pass. A pass runs
-# without a checkpoint, so its length is how long the web server's requests wait for a
-# turn: 32 echoes are about 0.3 ms, where 100 connections served in one pass were over 1 ms
-# (each /api/health request needs several turns). Level triggering hands the sockets left
-# out to the next pass; the extra epoll call costs about 1 % per message.
-PASS_SIZE = 32
 
 
 class DirectSocket:
@@ -301,9 +297,13 @@ class ReadyLoop(Generic[S]):
         poll = ep.poll
         items = self.items
         handler = self._handler
+        pass_size = WEB.pass_size
         try:
             while True:
-                events = poll(0, PASS_SIZE)
+                # A pass runs without a checkpoint: its length is everyone else's wait
+                # for a turn (see app.turns). Level triggering hands the sockets left out
+                # to the next pass.
+                events = poll(0, pass_size())
                 if not events:
                     await trio.lowlevel.wait_readable(ep)
                     continue

@@ -15,6 +15,14 @@ What this module adds to quart-schema's generator:
 - routes that answer text declare it with :func:`document_text`, and answers without a
   body with :func:`document_empty`.
 
+Answers: quart-schema also wraps the application's ``make_response`` to turn models into
+JSON-ready values, and does so for a plain dict or list too, by building a pydantic
+``TypeAdapter`` for it and walking every value: a schema built per request (an eighth of an
+``/api/health`` request's time) and a walk of all 10,000 rows of ``/api/connections``. The
+routes here answer dicts and lists that are JSON-ready already (built by ``to_dict`` and
+``summary`` methods, never holding models), so :func:`install_openapi` lets those through
+unconverted and leaves everything else to quart-schema.
+
 Auth: ``/openapi.json`` and ``/docs`` are served without a token, like ``/api/health``. They
 describe the code, which is public, and hold no state of the lab; serving them openly lets
 API clients and generators fetch the schema, and lets a person read the docs before logging
@@ -153,7 +161,8 @@ def install_openapi(web: QuartTrio) -> QuartSchema:
     web.config["QUART_SCHEMA_SWAGGER_JS_URL"] = SWAGGER_JS
     web.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = SWAGGER_CSS
     web.register_blueprint(docs)
-    return QuartSchema(
+    plain = web.make_response
+    schema = QuartSchema(
         web,
         openapi_path="/openapi.json",
         swagger_ui_path=None,
@@ -179,3 +188,13 @@ def install_openapi(web: QuartTrio) -> QuartSchema:
         ],
         openapi_provider_class=SocketlabOpenAPIProvider,
     )
+    converting = web.make_response  # quart-schema's wrapper (see Answers above)
+
+    async def make_response(result: Any) -> Any:
+        value = result[0] if isinstance(result, tuple) else result
+        if isinstance(value, dict | list):
+            return await plain(result)
+        return await converting(result)
+
+    web.make_response = make_response  # type: ignore[method-assign]
+    return schema

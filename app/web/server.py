@@ -29,6 +29,7 @@ from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wra
 
 from app.descriptors import DESCRIPTORS
 from app.endpoint import host_port
+from app.turns import counting_requests
 from app.web.accept import GuardedListener, TrackedServer, WebConnections
 from app.web.factory import create_web
 from app.web.feed import Feed
@@ -82,7 +83,7 @@ async def serve_hypercorn(
     ``shutdown_trigger`` has returned and the connections have drained (at most
     ``config.graceful_timeout``).
     """
-    app = wrap_app(web, config.wsgi_max_body_size, None)
+    app = wrap_app(counting_requests(web), config.wsgi_max_body_size, None)
     state: dict[str, Any] = {}
     lifespan = Lifespan(app, config, state)
     context = WorkerContext(None)
