@@ -271,6 +271,7 @@ async def _drain_loop(
     get_flow = flows.rows.get
     open_flow = flows.open
     allow = flows.guard.allow
+    free = flows.guard.free
     current_time = trio.current_time
     # The flows and sizes of the replies queued in this batch, in queue order: a reply the
     # kernel refuses is taken back out of the counts it was added to.
@@ -288,9 +289,9 @@ async def _drain_loop(
                     singles -= 1
                     try:
                         sizes[0], addrs[0] = recvfrom_into(first, 0, MSG_TRUNC)
+                        count = 1
                     except BlockingIOError:
-                        break
-                    count = 1
+                        count = 0
                 else:
                     count = recv()
             except OSError:
@@ -306,6 +307,9 @@ async def _drain_loop(
             # sendmmsg. Otherwise each goes at once, so a ping-pong peer is not kept
             # waiting for the rest of the batch (its next request comes that much sooner).
             flood = count == slots
+            # The listener's totals are summed here and added once per batch: nothing
+            # reads them before this task's next checkpoint.
+            bytes_in = msgs_in = bytes_out = msgs_out = 0
             for i in range(count):
                 n = sizes[i]
                 addr = addrs[i]
@@ -316,16 +320,17 @@ async def _drain_loop(
                         continue
                 flow.bytes_in += n
                 flow.msgs_in += 1
-                listener.bytes_in += n
-                listener.msgs_in += 1
-                flow.touch()
+                bytes_in += n
+                msgs_in += 1
+                if not flow.dirty:
+                    flow.touch()
                 if n > max_size:
                     listener.oversized += 1
                     continue
                 if handler is not None:
                     handler(views[i], n, addr, flow)
                     continue
-                if not allow(addr, n, n, now):
+                if addr not in free and not allow(addr, n, n, now):
                     continue
                 if flood:
                     queue_reply(i, n)
@@ -338,8 +343,12 @@ async def _drain_loop(
                         continue
                 flow.bytes_out += n
                 flow.msgs_out += 1
-                listener.bytes_out += n
-                listener.msgs_out += 1
+                bytes_out += n
+                msgs_out += 1
+            listener.bytes_in += bytes_in
+            listener.msgs_in += msgs_in
+            listener.bytes_out += bytes_out
+            listener.msgs_out += msgs_out
             if replied:
                 for k in flush():
                     flow, n = replied[k]

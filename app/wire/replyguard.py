@@ -51,7 +51,7 @@ class ReplyGuard:
         dropped: Replies refused so far.
     """
 
-    __slots__ = ("_state", "burst", "dropped", "rate")
+    __slots__ = ("_state", "burst", "dropped", "free", "rate")
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
@@ -59,6 +59,9 @@ class ReplyGuard:
         self.dropped = 0
         # Per source: None (free), _SILENT (never answered) or [tokens, last time].
         self._state: dict[Any, Any] = {}
+        # The sources answered without a limit (loopback, a port from 1024 up): a drain
+        # loop tests membership here before it pays for a call to :meth:`allow`.
+        self.free: set[Any] = set()
 
     def _classify(self, addr: Any, now: float) -> Any:
         if addr[1] < MIN_SOURCE_PORT:
@@ -74,6 +77,8 @@ class ReplyGuard:
                 loopback = ip.is_loopback
             state = None if loopback else [self.burst, now]
         self._state[addr] = state
+        if state is None:
+            self.free.add(addr)
         return state
 
     def allow(self, addr: Any, request_size: int, reply_size: int, now: float) -> bool:
@@ -107,6 +112,7 @@ class ReplyGuard:
     def forget(self, addr: Any) -> None:
         """Drop the state of ``addr``: its next reply is decided afresh (a full bucket)."""
         self._state.pop(addr, None)
+        self.free.discard(addr)
 
     def __len__(self) -> int:
         return len(self._state)

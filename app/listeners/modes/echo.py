@@ -157,7 +157,8 @@ class EchoMode(Mode):
         conn.msgs_out += 1
         listener.bytes_out += n
         listener.msgs_out += 1
-        conn.touch()
+        if not conn.dirty:  # touch() once per snapshot: a call less per message after
+            conn.touch()
         now = self._loop.now
         if now - state.moved_at >= self._refresh:
             # + refresh: the last byte may come up to refresh later than this move.
