@@ -1,0 +1,126 @@
+"""Idle timeouts of many connections that have no task (and no cancel scope) of their own.
+
+Theory of operation: a connection served by a listener's socket loop records when it last
+had traffic (``active_at``: one float store per message, the only hot-path cost). The
+:class:`IdleDeadlines` heap holds one entry per connection, never later than its real
+deadline (``active_at + idle_timeout``). When the earliest entry comes due, the sweep looks
+at its connection: one that had traffic since goes back into the heap at its real deadline;
+one that did not is expired (``expire(item)``: the loop closes it and counts it in
+``idle_closed``); one that has ended already is dropped. So a busy connection costs one heap
+push per idle period, a silent one its expiry, and a sweep touches only the entries that
+came due: its cost does not grow with the number of connections open.
+
+Sweeps run at most every ``granularity`` seconds, so a silent connection is closed between
+``idle_timeout`` and ``idle_timeout + granularity`` after its last byte (never before).
+
+Resource handling: the entries of connections that ended stay in the heap until they come
+due; when they outnumber the live ones (twice as many, plus a slack), the heap is rebuilt
+from the live connections, so its size stays proportional to what is open, as trio's own
+deadline heap does.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Callable, Collection
+from typing import Generic, NoReturn, Protocol, TypeVar
+
+import trio
+
+# Stale entries tolerated beyond twice the live ones before the heap is rebuilt.
+_PRUNE_SLACK = 1024
+
+
+class Idling(Protocol):
+    """What the sweep reads of a connection."""
+
+    active_at: float  # trio time of its last traffic
+
+
+T = TypeVar("T", bound=Idling)
+
+
+class IdleDeadlines(Generic[T]):
+    """The idle deadlines of a listener's task-less connections, and the task that sweeps.
+
+    Args:
+        idle_timeout: Seconds of silence after which a connection is expired.
+        granularity: The least time between two sweeps (seconds).
+        expire: Called with each connection found silent for ``idle_timeout``; it ends it.
+        ended: Whether a connection has ended already (its entry is then dropped).
+        live: The connections served now (to rebuild the heap from).
+    """
+
+    def __init__(
+        self,
+        idle_timeout: float,
+        granularity: float,
+        expire: Callable[[T], object],
+        ended: Callable[[T], bool],
+        live: Callable[[], Collection[T]],
+    ) -> None:
+        self._idle = idle_timeout
+        self._granularity = granularity
+        self._expire = expire
+        self._ended = ended
+        self._live = live
+        self._heap: list[tuple[float, int, T]] = []
+        self._seq = itertools.count()  # ties: items themselves are not ordered
+        self._wake: trio.CancelScope | None = None  # the sweeper's sleep, while it sleeps
+        self._not_before = -math.inf  # the earliest time the next sweep may run
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def add(self, item: T) -> None:
+        """Start watching ``item``, silent since ``item.active_at``."""
+        deadline = item.active_at + self._idle
+        heap = self._heap
+        heapq.heappush(heap, (deadline, next(self._seq), item))
+        wake = self._wake
+        if wake is not None and wake.deadline == math.inf:
+            # The sweeper slept with nothing to watch. Otherwise its deadline is early
+            # enough already: every connection has the same timeout and time only grows.
+            wake.deadline = max(deadline, self._not_before)
+        if len(heap) > 2 * len(self._live()) + _PRUNE_SLACK:
+            self._rebuild()
+
+    def sweep(self, now: float) -> int:
+        """Expire the connections silent for the idle timeout at ``now``; returns how many."""
+        heap = self._heap
+        idle = self._idle
+        expired = 0
+        while heap and heap[0][0] <= now:
+            _, _, item = heapq.heappop(heap)
+            if self._ended(item):
+                continue
+            deadline = item.active_at + idle
+            if deadline > now:
+                heapq.heappush(heap, (deadline, next(self._seq), item))
+                continue
+            expired += 1
+            self._expire(item)
+        return expired
+
+    def _rebuild(self) -> None:
+        idle = self._idle
+        seq = self._seq
+        self._heap = [(item.active_at + idle, next(seq), item) for item in self._live()]
+        heapq.heapify(self._heap)
+
+    async def run(self) -> NoReturn:
+        """Sweep whenever the earliest deadline comes due, forever (cancel to stop)."""
+        while True:
+            with trio.CancelScope() as wake:
+                heap = self._heap
+                wake.deadline = max(heap[0][0], self._not_before) if heap else math.inf
+                self._wake = wake
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self._wake = None
+            now = trio.current_time()
+            self._not_before = now + self._granularity
+            self.sweep(now)
