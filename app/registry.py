@@ -181,7 +181,8 @@ class Registry:
         if sock is not None and protocol != "udp":
             conn.tcp_sock = sock
             if run_id is None:
-                conn.tcp_sums = (*self._inbound_sums, *tcp_sums)
+                # One tuple shared by every inbound row that adds to no other sums.
+                conn.tcp_sums = (*self._inbound_sums, *tcp_sums) if tcp_sums else self._inbound_sums
             else:
                 conn.tcp_sums = (self.tcp_outbound, *tcp_sums)
         self._conns[conn.id] = conn

@@ -165,15 +165,17 @@ class Done:
 class Served:
     """A socket served by a :class:`ReadyLoop`, and what the task that owns it waits for.
 
-    Subclasses add the state their handler keeps between events.
+    Subclasses add the state their handler keeps between events. Items no task ever waits
+    for (a listener's adopted connections) may share one ``done``: :meth:`ReadyLoop.finish`
+    sets it and nobody awaits it, which saves an object per socket.
     """
 
     __slots__ = ("done", "error", "fd", "sock")
 
-    def __init__(self, sock: stdsocket.socket) -> None:
+    def __init__(self, sock: stdsocket.socket, done: Done | None = None) -> None:
         self.sock = sock
         self.fd = sock.fileno()
-        self.done = Done()
+        self.done = Done() if done is None else done
         self.error: Exception | None = None
 
 

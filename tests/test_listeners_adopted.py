@@ -104,7 +104,11 @@ async def test_stopping_the_listener_closes_its_idle_connections_without_countin
 class _Item:
     def __init__(self, active_at: float) -> None:
         self.active_at = active_at
+        self.idle_due = active_at
         self.ended = False
+
+    def __lt__(self, other: _Item) -> bool:
+        return self.idle_due < other.idle_due
 
 
 def _deadlines(idle: float, live: list[_Item], expired: list[_Item]) -> IdleDeadlines[_Item]:

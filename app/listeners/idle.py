@@ -22,10 +22,9 @@ deadline heap does.
 from __future__ import annotations
 
 import heapq
-import itertools
 import math
 from collections.abc import Callable, Collection
-from typing import Generic, NoReturn, Protocol, TypeVar
+from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
 import trio
 
@@ -34,9 +33,18 @@ _PRUNE_SLACK = 1024
 
 
 class Idling(Protocol):
-    """What the sweep reads of a connection."""
+    """What the sweep reads and writes of a connection.
+
+    The heap holds the connections themselves, ordered by ``idle_due`` (``__lt__``): no
+    entry object per connection. ``idle_due`` is the heap's, written only by
+    :class:`IdleDeadlines` (a connection is in the heap once, from :meth:`~IdleDeadlines.add`
+    until the sweep pops it).
+    """
 
     active_at: float  # trio time of its last traffic
+    idle_due: float  # when the sweep looks at it next
+
+    def __lt__(self, other: Any, /) -> bool: ...
 
 
 T = TypeVar("T", bound=Idling)
@@ -66,8 +74,7 @@ class IdleDeadlines(Generic[T]):
         self._expire = expire
         self._ended = ended
         self._live = live
-        self._heap: list[tuple[float, int, T]] = []
-        self._seq = itertools.count()  # ties: items themselves are not ordered
+        self._heap: list[T] = []
         self._wake: trio.CancelScope | None = None  # the sweeper's sleep, while it sleeps
         self._not_before = -math.inf  # the earliest time the next sweep may run
 
@@ -76,9 +83,9 @@ class IdleDeadlines(Generic[T]):
 
     def add(self, item: T) -> None:
         """Start watching ``item``, silent since ``item.active_at``."""
-        deadline = item.active_at + self._idle
+        deadline = item.idle_due = item.active_at + self._idle
         heap = self._heap
-        heapq.heappush(heap, (deadline, next(self._seq), item))
+        heapq.heappush(heap, item)
         wake = self._wake
         if wake is not None and wake.deadline == math.inf:
             # The sweeper slept with nothing to watch. Otherwise its deadline is early
@@ -92,13 +99,14 @@ class IdleDeadlines(Generic[T]):
         heap = self._heap
         idle = self._idle
         expired = 0
-        while heap and heap[0][0] <= now:
-            _, _, item = heapq.heappop(heap)
+        while heap and heap[0].idle_due <= now:
+            item = heapq.heappop(heap)
             if self._ended(item):
                 continue
             deadline = item.active_at + idle
             if deadline > now:
-                heapq.heappush(heap, (deadline, next(self._seq), item))
+                item.idle_due = deadline
+                heapq.heappush(heap, item)
                 continue
             expired += 1
             self._expire(item)
@@ -106,16 +114,18 @@ class IdleDeadlines(Generic[T]):
 
     def _rebuild(self) -> None:
         idle = self._idle
-        seq = self._seq
-        self._heap = [(item.active_at + idle, next(seq), item) for item in self._live()]
-        heapq.heapify(self._heap)
+        heap = list(self._live())
+        for item in heap:
+            item.idle_due = item.active_at + idle
+        heapq.heapify(heap)
+        self._heap = heap
 
     async def run(self) -> NoReturn:
         """Sweep whenever the earliest deadline comes due, forever (cancel to stop)."""
         while True:
             with trio.CancelScope() as wake:
                 heap = self._heap
-                wake.deadline = max(heap[0][0], self._not_before) if heap else math.inf
+                wake.deadline = max(heap[0].idle_due, self._not_before) if heap else math.inf
                 self._wake = wake
                 try:
                     await trio.sleep_forever()
