@@ -101,8 +101,14 @@ class Conn:
             self.dirty = True
             self._reg._dirty.append(self)
 
-    def row(self, *, tcp: bool = False) -> dict[str, Any]:
-        """The JSON row the API and the dashboard show; ``tcp``: with the kernel's view."""
+    def row(self, *, tcp: bool = False, wall_offset: float | None = None) -> dict[str, Any]:
+        """The JSON row the API and the dashboard show; ``tcp``: with the kernel's view.
+
+        ``wall_offset`` (``time.time() - trio.current_time()``) is read now when not given;
+        a page of rows reads it once for all of them.
+        """
+        if wall_offset is None:
+            wall_offset = time.time() - _CLOCK()
         row: dict[str, Any] = {
             "id": self.id,
             "protocol": self.protocol,
@@ -113,14 +119,13 @@ class Conn:
             "msgs_in": self.msgs_in,
             "msgs_out": self.msgs_out,
             "opened_at": self.opened_at,
-            "last_activity": time.time() - (_CLOCK() - self.last_active),
+            "last_activity": self.last_active + wall_offset,
         }
         if self.run_id is not None:
             row["run_id"] = self.run_id
         else:
             row["listener_id"] = self.listener_id
         if tcp:
-            wall_offset = time.time() - _CLOCK()
             row["tcp"] = to_doc(self.protocol, self.tcp, round(self.tcp_at + wall_offset, 3))
         return row
 
@@ -262,7 +267,8 @@ class Registry:
         now = _CLOCK()
         for conn in page:
             refresh(conn, now)
-        return [c.row(tcp=True) for c in page], len(matching)
+        wall_offset = time.time() - now
+        return [c.row(tcp=True, wall_offset=wall_offset) for c in page], len(matching)
 
     def detail(self, conn_id: str) -> dict[str, Any] | None:
         """One row with the kernel's view read now; ``None`` for an unknown id."""
