@@ -215,7 +215,12 @@ def _adopt(
         return
     raw, local = plain
     conn = registry.open("tcp", local, remote, listener_id=listener.id, sock=raw)
-    listener.mode.adopt(conn, raw, ended)
+    try:
+        listener.mode.adopt(conn, raw, ended)
+    except Exception as exc:
+        # The per-connection boundary of an adopted connection: a bug in the mode ends
+        # this connection (counted, logged with its id), never the accept loop.
+        ended(conn, raw, "error", exc)
 
 
 async def handle_tcp_stream(
