@@ -2,16 +2,16 @@
 
 Usage::
 
-    python -m bench.idle_10k [--connections 10000] [--trace]
+    python -m bench.idle_10k [--connections 10000] [--trace] [--mode echo]
     python -m bench.idle_10k --lab [--connections 10000] [--window 3]
 
-The first form serves a plain TCP echo listener in this process (a ListenerManager over a
-Registry, as the lab has them) and opens the connections from a child process, then prints
-per connection: RSS (KiB), the server's CPU to accept and adopt it (µs), the objects the
-garbage collector tracks and how long one full collection takes with them open (a full
-collection walks every tracked object: it is the pause the whole lab feels). ``--trace``
-adds the Python heap per connection by allocation site (tracemalloc; slower, and RSS grows
-with tracemalloc's own bookkeeping).
+The first form serves a plain TCP listener (echo, or ``--mode``) in this process (a
+ListenerManager over a Registry, as the lab has them) and opens the connections from a
+child process, then prints per connection: RSS (KiB), the server's CPU to accept and
+adopt it (µs), the objects the garbage collector tracks and how long one full collection
+takes with them open (a full collection walks every tracked object: it is the pause the
+whole lab feels). ``--trace`` adds the Python heap per connection by allocation site
+(tracemalloc; slower, and RSS grows with tracemalloc's own bookkeeping).
 
 ``--lab`` starts ``socketlab serve`` (the code on ``PYTHONPATH``, else the installed one)
 with the connections open to its echo listener and prints the server's CPU per
@@ -77,7 +77,7 @@ def rss_kib() -> int:
     return 0
 
 
-def in_process(count: int, trace: bool) -> None:
+def in_process(count: int, trace: bool, mode: str) -> None:
     import trio
 
     from app.listeners.manager import ListenerManager
@@ -87,7 +87,7 @@ def in_process(count: int, trace: bool) -> None:
     async def main() -> None:
         registry = Registry()
         manager = ListenerManager(registry)
-        url = f"tcp://127.0.0.1:0?mode=echo&max_connections={2 * count}&idle_timeout=86400"
+        url = f"tcp://127.0.0.1:0?mode={mode}&max_connections={2 * count}&idle_timeout=86400"
 
         async def settle(open_now: int) -> None:
             # The registry has no event for it; polling is fine in a measurement.
@@ -120,7 +120,7 @@ def in_process(count: int, trace: bool) -> None:
             gc.collect()
             full_ms = 1000 * (time.perf_counter() - t0)
             print(
-                f"{count} idle echo connections: RSS {(rss1 - rss0) / count:.2f} KiB/conn; "
+                f"{count} idle {mode} connections: RSS {(rss1 - rss0) / count:.2f} KiB/conn; "
                 f"accept and adopt {1e6 * (cpu1 - cpu0) / count:.1f} µs CPU/conn; "
                 f"{(objects1 - objects0) / count:.1f} GC-tracked objects/conn "
                 f"({objects1} in all; a full collection {full_ms:.1f} ms)"
@@ -207,6 +207,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--trace", action="store_true", help="Python heap by allocation site")
+    parser.add_argument("--mode", default="echo", help="the listener's mode (without --lab)")
     parser.add_argument("--lab", action="store_true", help="measure a running socketlab serve")
     parser.add_argument("--window", type=float, default=3.0, help="seconds per CPU window")
     args = parser.parse_args()
@@ -217,7 +218,7 @@ def main() -> int:
     if args.lab:
         with_lab(args.connections, args.window)
     else:
-        in_process(args.connections, args.trace)
+        in_process(args.connections, args.trace, args.mode)
     return 0
 
 
