@@ -161,10 +161,14 @@ def _idle_run(ctx: Context, port: int, pid: int) -> tuple[dict[str, Any], dict[s
     assert p.stderr is not None
     opened = p.stderr.readline()  # "netbench: N idle connections open"
     t_open = time.time() - t0
-    # The server's CPU over the first part of the active phase (before the API is asked
-    # anything): per round trip, the figure a busy machine moves least.
+    # The server's CPU over the first part of the active phase, after the opening's
+    # aftermath (a collection of the new objects, the tick that lists them) and before the
+    # API is asked anything: per round trip (at the run's mean rate, so approximate), the
+    # figure a busy machine moves least.
+    settle = min(ctx.duration / 6, 1.0)
+    time.sleep(settle)
     c_open, t_steady = harness.cpu_seconds(pid), time.time()
-    time.sleep(min(ctx.duration / 2, 3.0))
+    time.sleep(min(ctx.duration / 2, 3.0) - settle)
     rss1 = harness.rss_kib(pid)
     extra = {
         "steady_cpu_s": harness.cpu_seconds(pid) - c_open,
