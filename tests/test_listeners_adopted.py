@@ -9,7 +9,7 @@ import struct
 import trio
 
 from app.descriptors import DESCRIPTORS
-from app.listeners.idle import IdleDeadlines
+from app.listeners.idle import SWEEP_BATCH, IdleDeadlines
 from tests.helpers import echo_round_trip, wait_for
 from tests.listener_fixtures import open_manager, read_to_eof, start
 
@@ -131,13 +131,26 @@ def test_a_sweep_expires_the_silent_keeps_the_active_and_drops_the_ended() -> No
     ended.ended = True
     live.remove(ended)
     assert deadlines.sweep(9.9) == 0
-    assert deadlines.sweep(10.0) == 1
+    assert deadlines.sweep(10.0) == 3  # each looked at once
     assert expired == [silent]
     assert len(deadlines) == 1  # the active one, due again at 15
     assert deadlines.sweep(14.9) == 0
     assert deadlines.sweep(15.0) == 1
     assert expired == [silent, active]
     assert len(deadlines) == 0
+
+
+def test_a_sweep_looks_at_no_more_than_its_limit() -> None:
+    live = [_Item(0.0) for _ in range(10)]
+    expired: list[_Item] = []
+    deadlines = _deadlines(1.0, live, expired)
+    for item in list(live):
+        deadlines.add(item)
+    assert deadlines.sweep(5.0, 4) == 4
+    assert len(expired) == 4
+    assert deadlines.sweep(5.0, 4) == 4
+    assert deadlines.sweep(5.0, 4) == 2
+    assert len(expired) == 10
 
 
 def test_the_heap_stays_proportional_to_the_live_connections() -> None:
@@ -151,6 +164,32 @@ def test_the_heap_stays_proportional_to_the_live_connections() -> None:
             gone = live.pop(0)
             gone.ended = True
     assert len(deadlines) <= 2 * len(live) + 1024 + 1
+
+
+async def test_thousands_due_at_once_are_closed_in_batches_with_turns_between(
+    autojump_clock: object,
+) -> None:
+    live = [_Item(0.0) for _ in range(3 * SWEEP_BATCH + 5)]
+    expired: list[_Item] = []
+    deadlines = _deadlines(10.0, live, expired)
+    for item in list(live):
+        deadlines.add(item)
+    turns = 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(deadlines.run)
+
+        async def other_task() -> None:
+            nonlocal turns
+            while len(expired) < 3 * SWEEP_BATCH + 5:
+                # Each batch ends with a checkpoint: this task runs between batches.
+                turns += 1
+                await trio.lowlevel.checkpoint()
+
+        await trio.sleep(10)
+        await other_task()
+        nursery.cancel_scope.cancel()
+    assert len(expired) == 3 * SWEEP_BATCH + 5
+    assert turns >= 3
 
 
 async def test_the_sweeper_wakes_for_an_item_added_while_it_slept_with_nothing(
