@@ -72,6 +72,22 @@ class DirectSocket:
             await self._spent()
             return n
 
+    @property
+    def drained(self) -> bool:
+        """Whether the next :meth:`recv_into` will wait for data first (the last read did
+        not fill its buffer, so the kernel's was emptied)."""
+        return not self._more
+
+    async def wait_readable(self) -> None:
+        """Wait until there is data (or the end) to read, without a buffer to read it into.
+
+        The next :meth:`recv_into` then reads at once.
+        """
+        if not self._more:
+            await trio.lowlevel.wait_readable(self.sock)
+            self._budget = BUDGET
+            self._more = True
+
     async def send(self, data: memoryview, /) -> int:
         """Send what the kernel takes now (waiting only while it takes nothing)."""
         sock = self.sock

@@ -173,7 +173,9 @@ async def handle_tcp_socket(
     if plain is None:
         return
     raw, local = plain
-    transport = DirectSocket(raw, more=True)
+    # The first read waits for data before it takes a buffer (app.listeners.stream): a
+    # connection that stays silent holds none.
+    transport = DirectSocket(raw)
     try:
         conn = registry.open("tcp", local, remote, listener_id=listener.id, sock=raw)
         await _serve_connection(listener, registry, conn, transport)
