@@ -64,3 +64,16 @@ async def test_an_echo_over_the_stream_loop_grows_its_buffer_and_keeps_every_byt
             async with await trio.open_tcp_stream("127.0.0.1", listener.port) as s:
                 for size in (10, 70_000, 10):
                     await echo_round_trip(s, bytes(range(256)) * (size // 256 + 1))
+
+
+def test_the_pool_keeps_a_bounded_number_of_bytes_and_reuses_what_it_keeps() -> None:
+    spares = stream._Spares()
+    size = 1 << 20
+    taken = [spares.take(size) for _ in range(10)]
+    assert spares.lent == 10
+    for pair in taken:
+        spares.give(size, pair)
+    assert spares.lent == 0
+    kept = [spares.take(size) for _ in range(10)]
+    reused = sum(any(pair[0] is old[0] for old in taken) for pair in kept)
+    assert reused == stream.MAX_SPARE_BYTES // size  # the rest were new buffers

@@ -36,32 +36,34 @@ from app.wire.rules import FrameTooLongError
 FIRST_READ_SIZE = 4096
 # Past this many bytes in one read, the loop yields to the rest of the lab after serving it.
 STEP_BYTES = 4096
-# Read buffers kept for reuse, per size: a connection waiting for data holds none (see
-# serve_stream), so 10,000 idle connections hold no buffer, and the busy ones take and give
-# back the same few.
-MAX_SPARES = 64
+# Read buffers kept for reuse: a connection waiting for data holds none (see serve_stream),
+# so 10,000 idle connections hold no buffer, and the busy ones take and give back the same
+# few. At most this many bytes of them wait in the pool (grown buffers are large).
+MAX_SPARE_BYTES = 4 << 20
 
 
 class _Spares:
-    """Read buffers (with their views) not in use, by size; at most MAX_SPARES of each."""
+    """Read buffers (with their views) not in use, by size; MAX_SPARE_BYTES of them at most."""
 
     def __init__(self) -> None:
         self._free: dict[int, list[tuple[bytearray, memoryview]]] = {}
+        self._bytes = 0
         self.lent = 0  # buffers held by connections now
 
     def take(self, size: int) -> tuple[bytearray, memoryview]:
         self.lent += 1
         free = self._free.get(size)
         if free:
+            self._bytes -= size
             return free.pop()
         buf = bytearray(size)
         return buf, memoryview(buf)
 
     def give(self, size: int, pair: tuple[bytearray, memoryview]) -> None:
         self.lent -= 1
-        free = self._free.setdefault(size, [])
-        if len(free) < MAX_SPARES:
-            free.append(pair)
+        if self._bytes + size <= MAX_SPARE_BYTES:
+            self._bytes += size
+            self._free.setdefault(size, []).append(pair)
 
 
 SPARES = _Spares()
