@@ -68,6 +68,22 @@ class DirectSocket:
             await self._spent()
             return n
 
+    @property
+    def drained(self) -> bool:
+        """Whether the next :meth:`recv_into` will wait for data first (the last read did
+        not fill its buffer, so the kernel's was emptied)."""
+        return not self._more
+
+    async def wait_readable(self) -> None:
+        """Wait until there is data (or the end) to read, without a buffer to read it into.
+
+        The next :meth:`recv_into` then reads at once.
+        """
+        if not self._more:
+            await trio.lowlevel.wait_readable(self.sock)
+            self._budget = BUDGET
+            self._more = True
+
     async def send(self, data: memoryview, /) -> int:
         """Send what the kernel takes now (waiting only while it takes nothing)."""
         sock = self.sock
@@ -161,15 +177,17 @@ class Done:
 class Served:
     """A socket served by a :class:`ReadyLoop`, and what the task that owns it waits for.
 
-    Subclasses add the state their handler keeps between events.
+    Subclasses add the state their handler keeps between events. Items no task ever waits
+    for (a listener's adopted connections) may share one ``done``: :meth:`ReadyLoop.finish`
+    sets it and nobody awaits it, which saves an object per socket.
     """
 
     __slots__ = ("done", "error", "fd", "sock")
 
-    def __init__(self, sock: stdsocket.socket) -> None:
+    def __init__(self, sock: stdsocket.socket, done: Done | None = None) -> None:
         self.sock = sock
         self.fd = sock.fileno()
-        self.done = Done()
+        self.done = Done() if done is None else done
         self.error: Exception | None = None
 
 

@@ -19,6 +19,7 @@ Where there is no ``TCP_INFO`` (not Linux, a UDP flow, a closed socket) the figu
 
 from __future__ import annotations
 
+import functools
 import socket as stdsocket
 import struct
 from collections.abc import Iterable
@@ -198,6 +199,7 @@ def parse(data: bytes) -> TcpSample:
     )
 
 
+@functools.cache  # one kernel gives one size: computed once, not per row of every page
 def missing_reason(size: int) -> str | None:
     """Why some fields of a struct of ``size`` bytes are ``None``; ``None`` when none are."""
     missing = [

@@ -139,8 +139,9 @@ def idle_table(recs: list[Rec]) -> list[str]:
     rows = [r for r in recs if r.get("section") == "e" and not r.get("skipped")]
     out = [
         "| server | RSS KiB/conn | open 10k s | 10 active rtt/s (no idle) | with 10k idle "
-        "| kept | GET /api/connections ms (max) | WS kB/s steady |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| kept | server CPU µs/rtt (no idle) | with 10k idle "
+        "| GET /api/connections ms (max) | WS kB/s steady |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in dict.fromkeys(r["server"] for r in rows):
         g = [r for r in rows if r["server"] == s]
@@ -150,6 +151,8 @@ def idle_table(recs: list[Rec]) -> list[str]:
             f"{fmt(med([r.get('base_rtt_per_s') for r in g]))} | "
             f"{fmt(med([r.get('rtt_per_s') for r in g]))} | "
             f"{fmt(med([r.get('rate_kept') for r in g]), 2)} | "
+            f"{fmt(med([r.get('base_server_cpu_us_per_rtt') for r in g]), 2)} | "
+            f"{fmt(med([r.get('server_cpu_us_per_rtt_idle') for r in g]), 2)} | "
             f"{fmt(med([r.get('api_connections_ms_max') for r in g]), 1)} | "
             f"{fmt(med([r.get('ws_kbytes_per_s_steady') for r in g]), 1)} |"
         )

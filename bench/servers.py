@@ -161,9 +161,18 @@ def _idle_run(ctx: Context, port: int, pid: int) -> tuple[dict[str, Any], dict[s
     assert p.stderr is not None
     opened = p.stderr.readline()  # "netbench: N idle connections open"
     t_open = time.time() - t0
-    time.sleep(min(ctx.duration / 2, 3.0))
+    # The server's CPU over the first part of the active phase, after the opening's
+    # aftermath (a collection of the new objects, the tick that lists them) and before the
+    # API is asked anything: per round trip (at the run's mean rate, so approximate), the
+    # figure a busy machine moves least.
+    settle = min(ctx.duration / 6, 1.0)
+    time.sleep(settle)
+    c_open, t_steady = harness.cpu_seconds(pid), time.time()
+    time.sleep(min(ctx.duration / 2, 3.0) - settle)
     rss1 = harness.rss_kib(pid)
     extra = {
+        "steady_cpu_s": harness.cpu_seconds(pid) - c_open,
+        "steady_s": time.time() - t_steady,
         "idle": IDLE,
         "open_s": t_open,
         "open_line": opened.strip(),
@@ -255,6 +264,18 @@ def _emit_idle(
     kept = (
         r["rtt_per_s"] / base["rtt_per_s"] if r.get("rtt_per_s") and base.get("rtt_per_s") else None
     )
+    # Server CPU per round trip alone and beside the idle connections (the steady window
+    # of _idle_run, its round trips at the run's mean rate).
+    cpu_alone = (
+        1e6 * base["server_cpu_s"] / base["rtt_total"]
+        if base.get("server_cpu_s") is not None and base.get("rtt_total")
+        else None
+    )
+    cpu_idle = (
+        1e6 * extra["steady_cpu_s"] / (r["rtt_per_s"] * extra["steady_s"])
+        if r.get("rtt_per_s") and extra.get("steady_s")
+        else None
+    )
     rec = ctx.emit(
         {
             "section": "e",
@@ -263,6 +284,8 @@ def _emit_idle(
             "base_rtt_per_s": base.get("rtt_per_s"),
             "base_p99_us": base.get("p99_us"),
             "rate_kept": kept,
+            "base_server_cpu_us_per_rtt": cpu_alone,
+            "server_cpu_us_per_rtt_idle": cpu_idle,
             **extra,
             **r,
         }
@@ -272,7 +295,8 @@ def _emit_idle(
         f"[e {rep + 1}/{ctx.reps}] {server}: {IDLE} idle open in {rec['open_s']:.1f} s, "
         f"RSS {rec['rss0_kib']} -> {rec['rss1_kib']} KiB = {rec['rss_per_conn_kib']:.2f} KiB/conn; "
         f"10 active {rec.get('rtt_per_s', 0):,.0f} rtt/s vs {rec.get('base_rtt_per_s') or 0:,.0f} "
-        f"without idle ({(kept or 0):.2f}x)"
+        f"without idle ({(kept or 0):.2f}x); server CPU {cpu_alone or 0:.2f} µs/rtt alone, "
+        f"{cpu_idle or 0:.2f} beside the idle ones"
         + (f"; GET /api/connections max {api:.1f} ms" if api is not None else "")
     )
 

@@ -96,19 +96,21 @@ async def test_a_fault_in_one_of_a_hundred_listener_handlers_leaves_the_others(
 ) -> None:
     listener = echo_listener(lab)
     mode = listener.mode
-    original = mode.handle_stream
+    # Plain TCP echo connections have no task: the mode's adopt() is where each one's
+    # handling starts (see app.listeners.tcp).
+    original = mode.adopt
     calls = 0
     faulty_conn: list[str] = []
 
-    async def handle_stream(conn: Any, transport: Any, scope: trio.CancelScope) -> None:
+    def adopt(conn: Any, sock: Any, ended: Any) -> None:
         nonlocal calls
         calls += 1
         if calls == 37:
             faulty_conn.append(conn.id)
             raise RuntimeError("injected fault in one connection handler")
-        await original(conn, transport, scope)
+        original(conn, sock, ended)
 
-    monkeypatch.setattr(mode, "handle_stream", handle_stream)
+    monkeypatch.setattr(mode, "adopt", adopt)
     results: dict[int, bytes | None] = {}
     release = trio.Event()
 

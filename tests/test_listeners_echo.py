@@ -11,6 +11,7 @@ import trio
 
 from app.lab import Lab
 from app.listeners.modes.echo import EchoMode
+from app.registry import Conn
 from tests.conftest import listener_port
 from tests.helpers import wait_for
 
@@ -90,22 +91,28 @@ async def test_connections_sharing_the_read_buffer_never_mix_bytes(
         client = trio.socket.from_stdlib_socket(client_end)
         conn = lab.registry.open("tcp", "test", f"pair-{i}", listener_id=tcp.id)
         got = bytearray()
-        with client, server_end, trio.CancelScope() as scope:
+        ends: list[str] = []
+
+        def ended(_: Conn, sock: socket.socket, why: str, error: Exception | None) -> None:
+            ends.append(why)
+
+        with client, server_end:
+            mode.adopt(conn, server_end, ended)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(mode._echo_socket, conn, server_end, scope)
 
                 async def reader() -> None:
                     while len(got) < len(payload):
                         data = await client.recv(1000)
                         got.extend(data)
-                    scope.cancel()
+                    assert conn.close_hook is not None
+                    conn.close_hook()  # as the API closes it
 
                 nursery.start_soon(reader)
                 view = memoryview(payload)
                 while view:
                     view = view[await client.send(view[:8192]) :]
         lab.registry.close(conn)
-        results[i] = bytes(got) == payload
+        results[i] = bytes(got) == payload and ends == ["api"]
 
     loop = mode._loop
     real_watch = loop.watch
@@ -166,13 +173,13 @@ async def test_plain_tcp_echo_takes_the_direct_socket_path(
     from app.listeners.modes.echo import EchoMode
 
     taken: list[str] = []
-    real = EchoMode._echo_socket
+    real = EchoMode.adopt
 
-    async def spy(self: EchoMode, conn: object, sock: socket.socket, scope: object) -> None:
-        taken.append(conn.id)  # type: ignore[attr-defined]
-        await real(self, conn, sock, scope)  # type: ignore[arg-type]
+    def spy(self: EchoMode, conn: Conn, sock: socket.socket, ended: Any) -> None:
+        taken.append(conn.id)
+        real(self, conn, sock, ended)
 
-    monkeypatch.setattr(EchoMode, "_echo_socket", spy)
+    monkeypatch.setattr(EchoMode, "adopt", spy)
     with trio.fail_after(5):
         async with await trio.open_tcp_stream("127.0.0.1", listener_port(lab, "tcp")) as s:
             await s.send_all(b"ping")

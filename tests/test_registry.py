@@ -39,6 +39,19 @@ async def test_a_new_row_is_added_once_with_its_whole_row(autojump_clock: object
     assert registry.take_diff() == EMPTY
 
 
+async def test_a_diff_without_rows_lists_the_added_ids_and_the_same_changes(
+    autojump_clock: object,
+) -> None:
+    registry = Registry()
+    a, b, c = opened(registry, 3)
+    b.touch()
+    registry.close(c)
+    assert registry.take_diff(rows=False) == {"added": [a.id, b.id], "updated": [], "removed": []}
+    a.touch()
+    registry.close(b)
+    assert registry.take_diff(rows=False) == {"added": [], "updated": [a.id], "removed": [b.id]}
+
+
 async def test_diffs_across_ticks_list_each_change_once(autojump_clock: object) -> None:
     registry = Registry()
     a, b, c = opened(registry, 3)

@@ -9,8 +9,9 @@ read loop (``stream.py``), over UDP a handler called by the one drain loop (``ud
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import trio
 
@@ -38,6 +39,12 @@ class DatagramPort(Protocol):
 
 # A mode's per-datagram entry: (buffer, length, peer address, flow row).
 DatagramHandler = Callable[[memoryview, int, Any, Conn], None]
+# Why a connection a mode adopted ended: end of stream, closed from the API, silent for the
+# idle timeout, an error (given beside), or the listener stopping.
+EndReason = Literal["eof", "api", "idle", "error", "shutdown"]
+# The server's bookkeeping when an adopted connection ends: (row, socket, why, error). It
+# counts the end on the listener, removes the row and closes the socket.
+Ended = Callable[[Conn, socket.socket, EndReason, Exception | None], None]
 
 
 class Mode:
@@ -46,7 +53,9 @@ class Mode:
     Over TCP and TLS a mode is a session factory: the server calls :meth:`handle_stream`
     once per connection, inside a cancel scope whose deadline is the idle timeout, and by
     default that runs the one stream loop (:func:`~app.listeners.stream.serve_stream`) with
-    the session :meth:`open_session` makes. Over UDP the server calls
+    the session :meth:`open_session` makes. A mode that serves plain TCP from a loop of
+    its own (echo) sets ``adopts_sockets`` and gets each connection through :meth:`adopt`
+    instead: no task, no cancel scope per connection. Over UDP the server calls
     :meth:`datagram_handler` once per socket and calls what it returns for each datagram.
     :meth:`run` runs beside the server for the listener's lifetime (flush timers, delay
     lines).
@@ -59,6 +68,8 @@ class Mode:
     name = "echo"
     # True when the UDP server may use its built-in echo loop instead of the handler.
     udp_fast_echo = False
+    # True when plain TCP connections go to adopt() instead of a task each (handle_stream).
+    adopts_sockets = False
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
@@ -75,6 +86,15 @@ class Mode:
     ) -> None:
         """Serve one TCP/TLS connection until EOF."""
         await serve_stream(self.listener, conn, transport, scope, self.open_session())
+
+    def adopt(self, conn: Conn, sock: socket.socket, ended: Ended) -> None:
+        """Serve one plain TCP connection without a task of its own (see ``adopts_sockets``).
+
+        The mode owns ``sock`` (non-blocking) from here on, sets ``conn.close_hook``, applies
+        the idle timeout, and calls ``ended`` exactly once when the connection ends,
+        whatever ends it; ``ended`` closes the socket. It must not raise.
+        """
+        raise NotImplementedError
 
     def datagram_handler(self, port: DatagramPort) -> DatagramHandler:
         """The per-datagram function for the UDP socket behind ``port``."""

@@ -107,7 +107,7 @@ async def run_listeners(
     async def housekeeping() -> None:
         while True:
             await trio.sleep(_HOUSEKEEPING_PERIOD)
-            registry.take_diff()
+            registry.take_diff(rows=False)
 
     # A failed start is raised after the nursery closes, so it is not wrapped in a group.
     failure: SocketlabError | None = None

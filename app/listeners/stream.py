@@ -5,8 +5,9 @@ the loop a :class:`StreamSession`, a sans-IO object in the manner of h11: the lo
 tells the session that data arrived (:meth:`StreamSession.receive`), and sends back what the
 session answers. Everything else lives here once: the byte and message counters of the
 connection and its listener, the idle deadline (pushed forward after every read), the read
-buffer (small at first, grown x4 up to ``max_message_size`` after a read fills it) and the
-end of a connection whose message is too long (:class:`~app.wire.rules.FrameTooLongError`:
+buffer (small at first, grown x4 up to ``max_message_size`` after a read fills it; given
+back to a pool while a plain TCP connection waits for data, so an idle one holds none) and
+the end of a connection whose message is too long (:class:`~app.wire.rules.FrameTooLongError`:
 counted in ``oversized``, the replies before it sent, then the connection ends).
 
 Plain TCP echo does not come here: it is served by one socket loop per listener
@@ -26,6 +27,7 @@ import trio
 
 from app.listeners.spec import ListenerSpec
 from app.registry import Conn
+from app.sockio import DirectSocket
 from app.wire.rules import FrameTooLongError
 
 # First read buffer of a TCP connection. Buffers grow (x4, up to max_message_size) after a
@@ -34,6 +36,37 @@ from app.wire.rules import FrameTooLongError
 FIRST_READ_SIZE = 4096
 # Past this many bytes in one read, the loop yields to the rest of the lab after serving it.
 STEP_BYTES = 4096
+# Read buffers kept for reuse: a connection waiting for data holds none (see serve_stream),
+# so 10,000 idle connections hold no buffer, and the busy ones take and give back the same
+# few. At most this many bytes of them wait in the pool (grown buffers are large).
+MAX_SPARE_BYTES = 4 << 20
+
+
+class _Spares:
+    """Read buffers (with their views) not in use, by size; MAX_SPARE_BYTES of them at most."""
+
+    def __init__(self) -> None:
+        self._free: dict[int, list[tuple[bytearray, memoryview]]] = {}
+        self._bytes = 0
+        self.lent = 0  # buffers held by connections now
+
+    def take(self, size: int) -> tuple[bytearray, memoryview]:
+        self.lent += 1
+        free = self._free.get(size)
+        if free:
+            self._bytes -= size
+            return free.pop()
+        buf = bytearray(size)
+        return buf, memoryview(buf)
+
+    def give(self, size: int, pair: tuple[bytearray, memoryview]) -> None:
+        self.lent -= 1
+        if self._bytes + size <= MAX_SPARE_BYTES:
+            self._bytes += size
+            self._free.setdefault(size, []).append(pair)
+
+
+SPARES = _Spares()
 
 # What a session answers: bytes, or views of the read buffer (valid until the next read).
 Replies = Sequence[bytes | memoryview]
@@ -136,8 +169,13 @@ async def serve_stream(
     max_size = spec.max_message_size
     idle = spec.idle_timeout
     size = max_size if session.whole_reads else min(FIRST_READ_SIZE, max_size)
-    buf = bytearray(size)
-    view = memoryview(buf)
+    # A plain socket can wait for data without a buffer: the connection gives its buffer
+    # back while it waits (nothing refers to it then: replies were sent, and what a
+    # session or an outlet keeps it copies, since the next read would overwrite it anyway).
+    direct = transport if isinstance(transport, DirectSocket) else None
+    pair = SPARES.take(size)
+    buf, view = pair
+    held = True  # whether this connection holds ``pair``
     recv_into = transport.recv_into
     receive = session.receive
     current_time = trio.current_time
@@ -147,6 +185,13 @@ async def serve_stream(
     step_bytes = max_size + 1 if getattr(session, "light_reads", False) else STEP_BYTES
     try:
         while True:
+            if direct is not None and direct.drained:
+                SPARES.give(size, pair)
+                held = False
+                await direct.wait_readable()
+                pair = SPARES.take(size)
+                held = True
+                buf, view = pair
             n = await recv_into(buf, size)
             if not n:
                 return
@@ -179,8 +224,11 @@ async def serve_stream(
                 # rest of the lab run before the next one, whatever the socket's budget.
                 await trio.lowlevel.checkpoint()
             if n == size and size < max_size:
+                SPARES.give(size, pair)
                 size = min(size * 4, max_size)
-                buf = bytearray(size)
-                view = memoryview(buf)
+                pair = SPARES.take(size)
+                buf, view = pair
     finally:
+        if held:
+            SPARES.give(size, pair)
         session.close()

@@ -1,4 +1,11 @@
-"""TCP and TLS listeners: accept loop plus one handler task per connection.
+"""TCP and TLS listeners: accept loop plus one handler task per connection, or none.
+
+Tasks: a connection gets a handler task of its own (its cancel scope, its error boundary),
+except plain TCP to a mode that serves sockets from a loop of its own (echo,
+``Mode.adopts_sockets``): that mode adopts the socket and serves it with no task, no cancel
+scope, no coroutine frames, and tells the server when it ended (:func:`_adopted_ends` does
+the same bookkeeping as the task's boundary). An idle connection then costs its socket and
+its rows, not a task: about a fifth of the memory.
 
 Limits: at most ``max_connections`` connections are served at once. The policy for the next
 one is *accept and close at once*: the client sees EOF (or a reset, if it has sent data)
@@ -21,7 +28,7 @@ of crashing, as trio does.
 
 Resource handling: the listening socket and every connection socket are closed when the
 listener's cancel scope is cancelled; closing a row from the API cancels that connection's own
-scope, which closes the real socket.
+scope (or, for an adopted one, ends it in its mode's loop), which closes the real socket.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from typing import Any, NoReturn
 import trio
 
 from app.descriptors import ACCEPT_CAPACITY_ERRNOS, DESCRIPTORS
-from app.listeners.base import Listener
+from app.listeners.base import Ended, EndReason, Listener
 from app.listeners.stream import Transport
 from app.registry import Conn, Registry
 from app.sockio import DirectSocket
@@ -133,6 +140,27 @@ async def _serve_connection(
         registry.close(conn)
 
 
+def _plain_socket(
+    listener: Listener, sock: trio.socket.SocketType, remote: Any
+) -> tuple[stdsocket.socket, Any] | None:
+    """The stdlib non-blocking socket behind an accepted one, and its local address.
+
+    ``None`` (``sock`` closed, counted in ``errors``) when the client reset the connection
+    before it was served.
+    """
+    try:
+        local = sock.getsockname()
+        sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, 1)
+    except OSError as exc:
+        sock.close()
+        listener.errors += 1
+        logger.debug("connection from %s gone before serving: %r", remote, exc)
+        return None
+    raw = stdsocket.socket(sock.family, sock.type, fileno=sock.detach())
+    raw.setblocking(False)
+    return raw, local
+
+
 async def handle_tcp_socket(
     listener: Listener, registry: Registry, sock: trio.socket.SocketType, remote: Any
 ) -> None:
@@ -141,23 +169,60 @@ async def handle_tcp_socket(
     The mode reads with ``recv_into`` on the socket itself (see :mod:`app.sockio`): no
     stream wrapper, no copy, one scheduler round per request.
     """
-    try:
-        local = sock.getsockname()
-        sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, 1)
-    except OSError as exc:
-        # Reset before we got to it: nothing to serve.
-        sock.close()
-        listener.errors += 1
-        logger.debug("connection from %s gone before serving: %r", remote, exc)
+    plain = _plain_socket(listener, sock, remote)
+    if plain is None:
         return
-    raw = stdsocket.socket(sock.family, sock.type, fileno=sock.detach())
-    raw.setblocking(False)
-    transport = DirectSocket(raw, more=True)
+    raw, local = plain
+    # The first read waits for data before it takes a buffer (app.listeners.stream): a
+    # connection that stays silent holds none.
+    transport = DirectSocket(raw)
     try:
         conn = registry.open("tcp", local, remote, listener_id=listener.id, sock=raw)
         await _serve_connection(listener, registry, conn, transport)
     finally:
         transport.close()
+
+
+def _adopted_ends(listener: Listener, registry: Registry) -> Ended:
+    """The bookkeeping of a connection the mode serves without a task, when it ends: what
+    :func:`_serve_connection` and :func:`_serve_one` do for a connection with a task."""
+
+    def ended(conn: Conn, sock: stdsocket.socket, why: EndReason, error: Exception | None) -> None:
+        if why == "api":
+            listener.closed_by_api += 1
+        elif why == "idle":
+            listener.idle_closed += 1
+        elif error is not None:
+            listener.errors += 1
+            if is_client_error(error):
+                logger.debug("connection %s ended: %r", conn.id, error)
+            else:
+                logger.error("connection %s: handler failed", conn.id, exc_info=error)
+        registry.close(conn)
+        sock.close()
+        listener.connections -= 1
+        DESCRIPTORS.give()
+
+    return ended
+
+
+def _adopt(
+    listener: Listener, registry: Registry, sock: trio.socket.SocketType, remote: Any, ended: Ended
+) -> None:
+    """Hand one plain TCP connection to its mode's own loop (``Mode.adopts_sockets``)."""
+    plain = _plain_socket(listener, sock, remote)
+    if plain is None:
+        listener.connections -= 1
+        DESCRIPTORS.give()
+        return
+    raw, local = plain
+    conn = registry.open("tcp", local, remote, listener_id=listener.id, sock=raw)
+    try:
+        listener.mode.adopt(conn, raw, ended)
+    except Exception as exc:
+        # The per-connection boundary of an adopted connection: a bug in the mode ends
+        # this connection (counted, logged with its id), never the accept loop.
+        ended(conn, raw, "error", exc)
 
 
 async def handle_tcp_stream(
@@ -240,6 +305,9 @@ async def serve_tcp_listener(
     budget = DESCRIPTORS
     budget.refresh()
     last_logged = -float("inf")
+    # Plain TCP served by the mode's own loop (echo): no task per connection.
+    adopts = context is None and listener.mode.adopts_sockets
+    ended = _adopted_ends(listener, registry)
     with lsock:
         listener.port = lsock.getsockname()[1]
         async with trio.open_nursery() as nursery:
@@ -276,5 +344,8 @@ async def serve_tcp_listener(
                     continue
                 listener.connections += 1
                 # The descriptor taken above is given back when the connection ends.
-                nursery.start_soon(_serve_one, listener, registry, sock, remote, context)
+                if adopts:
+                    _adopt(listener, registry, sock, remote, ended)
+                else:
+                    nursery.start_soon(_serve_one, listener, registry, sock, remote, context)
     raise AssertionError("unreachable")  # pragma: no cover

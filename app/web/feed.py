@@ -86,8 +86,11 @@ class Feed:
         """One snapshot: connection events, the series sample, listener changes, a tick."""
         deps = self.deps
         hub = deps.hub
-        diff = deps.registry.take_diff()
-        if hub.wants(ConnectionOpened) or hub.wants(ConnectionClosed):
+        events = hub.wants(ConnectionOpened) or hub.wants(ConnectionClosed)
+        # The added rows are built only for an events subscriber (the feed's pages build
+        # their own rows).
+        diff = deps.registry.take_diff(rows=events)
+        if events:
             for event in connection_events(diff):
                 hub.publish(event)
         if diff["added"] or diff["updated"] or diff["removed"]:

@@ -3,9 +3,12 @@
 Plain echo over TCP is the lab's hottest path: one task per listener serves every
 connection through a private epoll (:class:`~app.sockio.ReadyLoop`), reading into one
 preallocated buffer with ``recv_into`` and sending from a memoryview of it, touching only
-counters. Plain echo over UDP uses the UDP server's inlined loop. TLS (and any other
-stream) goes through the one stream loop with an :class:`EchoSession`. With impairment
-options the work moves to :mod:`app.listeners.modes.impair`.
+counters. A connection has no task of its own (the mode adopts its socket, see
+:meth:`EchoMode.adopt`): its idle timeout is an entry in the listener's
+:class:`~app.listeners.idle.IdleDeadlines`, its close from the API a call into the loop.
+Plain echo over UDP uses the UDP server's inlined loop. TLS (and any other stream) goes
+through the one stream loop with an :class:`EchoSession`. With impairment options the work
+moves to :mod:`app.listeners.modes.impair`.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from typing import Any
 
 import trio
 
-from app.listeners.base import DatagramHandler, DatagramPort, Listener, Mode
+from app.listeners.base import DatagramHandler, DatagramPort, Ended, EndReason, Listener, Mode
+from app.listeners.idle import IdleDeadlines
 from app.listeners.modes.impair import Impairment, impaired_datagram_handler, impaired_stream
 from app.listeners.stream import Replies, Transport
 from app.registry import Conn
-from app.sockio import DirectSocket, ReadyLoop, Served
+from app.sockio import Done, ReadyLoop, Served
 
 
 class EchoSession:
@@ -42,19 +46,38 @@ class EchoSession:
         pass
 
 
-class _EchoConn(Served):
-    """One plain TCP connection served by the listener's socket loop."""
+# No task waits for an adopted connection: they share one Done, which the loop sets and
+# nobody awaits (an object less per connection).
+_UNWAITED = Done()
 
-    __slots__ = ("conn", "moved_at", "pending", "scope")
+
+class _EchoConn(Served):
+    """One plain TCP connection served by the listener's socket loop, without a task.
+
+    It is its own ``Conn.close_hook`` (calling it closes the connection, counted in
+    ``closed_by_api``) and its own entry in the idle heap (ordered by ``idle_due``): two
+    objects fewer per connection than a bound method and a heap tuple.
+    """
+
+    __slots__ = ("active_at", "conn", "ended", "idle_due", "mode", "pending")
 
     def __init__(
-        self, sock: socket.socket, conn: Conn, scope: trio.CancelScope, now: float
+        self, mode: EchoMode, sock: socket.socket, conn: Conn, ended: Ended, now: float
     ) -> None:
-        super().__init__(sock)
+        super().__init__(sock, _UNWAITED)
+        self.mode = mode
         self.conn = conn
-        self.scope = scope
-        self.moved_at = now
+        self.ended = ended
+        self.active_at = now  # trio time of its last traffic (app.listeners.idle)
+        self.idle_due = now
         self.pending: memoryview | None = None  # what the kernel has not taken yet
+
+    def __call__(self) -> None:
+        """``Conn.close_hook``: the API closes the real socket."""
+        self.mode._end(self, "api")
+
+    def __lt__(self, other: _EchoConn) -> bool:
+        return self.idle_due < other.idle_due
 
 
 class EchoMode(Mode):
@@ -67,22 +90,35 @@ class EchoMode(Mode):
         spec = listener.spec
         self.impairment = Impairment(spec) if Impairment.wanted(spec) else None
         self.udp_fast_echo = self.impairment is None
-        # One read buffer for every plain TCP connection of this listener (see
-        # _echo_socket): an idle connection then costs no buffer at all.
+        # Plain TCP is served by the socket loop alone: no task, no cancel scope, no buffer
+        # per connection (see adopt), which is what 10,000 idle connections feel.
+        self.adopts_sockets = self.impairment is None
+        # One read buffer for every plain TCP connection of this listener (see _on_ready).
         self._shared = bytearray(spec.max_message_size)
         self._view = memoryview(self._shared)
-        # Moving a cancel scope's deadline costs about 1.5 us (a heap push), so the idle
-        # deadline moves at most every ``refresh`` seconds: a silent connection is closed
-        # between idle and idle + refresh after its last byte.
-        self._idle = spec.idle_timeout
-        self._refresh = min(self._idle / 16, 1.0)
-        self._loop: ReadyLoop[_EchoConn] = ReadyLoop(self._on_ready)
+        self._loop: ReadyLoop[_EchoConn] = ReadyLoop(self._on_ready, self._on_error)
+        items = self._loop.items
+        self._idle = IdleDeadlines(
+            spec.idle_timeout,
+            min(spec.idle_timeout / 16, 1.0),
+            lambda state: self._end(state, "idle"),
+            lambda state: items.get(state.fd) is not state,
+            items.values,
+        )
 
     async def run(self) -> None:
         if self.impairment is not None:
             await self.impairment.run()
         elif self.listener.spec.protocol == "tcp":
-            await self._loop.run()
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._idle.run)
+                    await self._loop.run()
+            finally:
+                # The listener stops: its connections end with it (not counted as idle or
+                # closed by the API).
+                for state in list(self._loop.items.values()):
+                    self._end(state, "shutdown")
 
     def open_session(self) -> EchoSession:
         return EchoSession()
@@ -94,20 +130,36 @@ class EchoMode(Mode):
             await impaired_stream(
                 self.listener, self.impairment, conn, transport, scope, EchoSession()
             )
-        elif isinstance(transport, DirectSocket):
-            await self._echo_socket(conn, transport.sock, scope)
         else:
             await super().handle_stream(conn, transport, scope)
 
-    async def _echo_socket(self, conn: Conn, sock: socket.socket, scope: trio.CancelScope) -> None:
-        """Plain TCP echo, the lab's hottest path: served by the listener's socket loop.
+    def adopt(self, conn: Conn, sock: socket.socket, ended: Ended) -> None:
+        """Serve a plain TCP connection from the listener's socket loop, with no task.
 
-        This task owns the connection (its scope, row and socket) and waits while the loop
-        (:meth:`_on_ready`) echoes; it returns at EOF and raises what the loop ran into.
+        The loop reads, echoes and counts (:meth:`_on_ready`); the idle deadlines close it
+        when silent; ``conn.close_hook`` closes it from the API. However it ends,
+        ``ended`` is called once, with why, and does the listener's bookkeeping.
         """
-        state = _EchoConn(sock, conn, scope, trio.current_time())
-        self._loop.add(state)
-        await self._loop.wait(state)
+        state = _EchoConn(self, sock, conn, ended, trio.current_time())
+        try:
+            self._loop.add(state)
+        except trio.ClosedResourceError:  # the listener is stopping
+            ended(conn, sock, "shutdown", None)
+            return
+        except OSError as exc:  # epoll refused it (out of memory): this connection only
+            self._end(state, "error", exc)
+            return
+        conn.close_hook = state
+        self._idle.add(state)
+
+    def _end(self, state: _EchoConn, why: EndReason, error: Exception | None = None) -> None:
+        """End one connection (once: a later call for it does nothing)."""
+        if self._loop.finish(state, error):
+            state.pending = None
+            state.ended(state.conn, state.sock, why, error)
+
+    def _on_error(self, state: _EchoConn, exc: Exception) -> None:
+        self._end(state, "error", exc)
 
     def _on_ready(self, state: _EchoConn, mask: int) -> None:
         """Echo what one connection sent, without waiting.
@@ -136,7 +188,7 @@ class EchoMode(Mode):
         except BlockingIOError:
             return
         if not n:
-            self._loop.finish(state)
+            self._end(state, "eof")
             return
         conn = state.conn
         listener = self.listener
@@ -159,11 +211,7 @@ class EchoMode(Mode):
         listener.msgs_out += 1
         if not conn.dirty:  # touch() once per snapshot: a call less per message after
             conn.touch()
-        now = self._loop.now
-        if now - state.moved_at >= self._refresh:
-            # + refresh: the last byte may come up to refresh later than this move.
-            state.scope.deadline = now + self._idle + self._refresh
-            state.moved_at = now
+        state.active_at = self._loop.now
 
     def datagram_handler(self, port: DatagramPort) -> DatagramHandler:
         assert self.impairment is not None  # plain echo uses the UDP server's own loop
