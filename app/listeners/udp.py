@@ -46,6 +46,13 @@ from app.wire.replyguard import ReplyGuard
 # reads in batches (recvmmsg): a ping-pong's few datagrams per wake-up are answered soonest
 # that way, measured against batches, while a flood is soon read 64 to a call.
 _SINGLES = 16
+# Reads a loaded wake-up tries on a drained socket before it waits for readiness again: a
+# ping-pong's next requests are a round trip away (tens of microseconds), and a read that
+# finds none costs about a microsecond where waiting costs a scheduler round, an epoll_ctl
+# and an epoll_wait (about eight). With 10 flows this took the echo from 164k to 188k
+# round trips/s and its CPU from 6.0 to 5.2 us a round trip. A wake-up that found one
+# datagram or none (light traffic) goes back to waiting at once.
+_SPIN = 16
 MSG_TRUNC = getattr(stdsocket, "MSG_TRUNC", 0x20)
 # Receive buffer of a collector (StatsD, influx, graphite, syslog) when none is given:
 # about 40,000 small datagrams.
@@ -260,7 +267,8 @@ async def _drain_loop(
     flood), queued so that the batch's replies leave in one ``sendmmsg``; otherwise it goes
     to ``handler``, which replies through ``flows.reply``.
     A batch that did not fill every slot drained the socket: the loop waits for readiness
-    again. A full one is followed by a checkpoint, so a flood cannot starve other tasks.
+    again, after ``_SPIN`` more reads when this wake-up was busy. A checkpoint follows
+    every ``slots`` datagrams served without one, so a flood cannot starve other tasks.
     """
     max_size = listener.spec.max_message_size
     batch = open_batch(flows.sock, max_size)
@@ -281,6 +289,9 @@ async def _drain_loop(
     while True:
         await trio.lowlevel.wait_readable(sock)
         singles = _SINGLES
+        spins = _SPIN
+        loaded = False  # more than one datagram this wake-up
+        served = 0  # datagrams since the last checkpoint
         while True:
             try:
                 single = singles > 0
@@ -301,7 +312,13 @@ async def _drain_loop(
                 listener.errors += 1
                 break
             if not count:
+                if loaded and spins:
+                    spins -= 1
+                    singles = 0
+                    continue
                 break
+            served += count
+            loaded = loaded or served > 1
             now = current_time()
             # A batch that filled every slot is a flood: its replies leave together in one
             # sendmmsg. Otherwise each goes at once, so a ping-pong peer is not kept
@@ -358,8 +375,15 @@ async def _drain_loop(
                     listener.msgs_out -= 1
                     listener.errors += 1
                 replied.clear()
+            if served >= slots:
+                await trio.lowlevel.checkpoint()
+                served = 0
+                continue
             if single:
                 continue  # read on: singly, or in batches once the singles are spent
             if count < slots:
-                break  # a batch that did not fill every slot drained the socket
-            await trio.lowlevel.checkpoint()
+                # A batch that did not fill every slot drained the socket.
+                if loaded and spins:
+                    spins -= 1
+                    continue
+                break
