@@ -56,6 +56,9 @@ EPOLLOUT = select.EPOLLOUT
 HEADER_SIZE = probe.HEADER_SIZE
 # Set in the header of a message sent during the warm-up (app.wire.probe).
 WARMUP = probe.FLAG_WARMUP
+FLAGS_OFFSET = probe.FLAGS_OFFSET
+SEQ_OFFSET = probe.SEQ_OFFSET
+stamp = probe.STAMP.pack_into
 # ``first_counted`` until a flow sends a counted message (above every u64 seq number).
 NOT_COUNTED = 1 << 64
 
@@ -130,6 +133,11 @@ class Multiplexer:
         self._fixed = len(ctx.sizes) == 1
         self._parked: list[MuxFlow] = []
         self._take = ctx.budget.take  # the run's caps, charged per new message
+        # The RTT histogram is reset at each interval, never replaced: bound once.
+        self._record = ctx.stats.interval.record_value
+        # Every message carries a probe header: each flow's is written once (drive) and
+        # only its sequence number and send time per message (probe.STAMP).
+        self._all_headers = min(ctx.sizes) >= HEADER_SIZE
 
     @staticmethod
     def receive_size(ctx: FlowContext) -> int:
@@ -158,6 +166,9 @@ class Multiplexer:
         flow = MuxFlow(sock, conn, flow_id, quota, buf)
         if self._fixed:
             flow.msg = flow.view[: self._sizes[0]]
+        if self._all_headers:
+            # Flagged warm-up until the flow's first counted message clears the flag.
+            probe.encode_into(buf, self.ctx.run_tag, flow_id, 0, 0, flags=WARMUP)
 
         def close_from_api() -> None:
             self._loop.finish(flow)
@@ -235,6 +246,31 @@ class Multiplexer:
         flow.blocked = on
         self._loop.watch(flow, EPOLLIN | EPOLLOUT if on else EPOLLIN)
 
+    def _stamp(self, flow: MuxFlow, seq: int, size: int) -> int:
+        """Read the send time of ``flow``'s message ``seq`` and write it into the message's
+        probe header (if it has room for one), numbered as probe.encode_numbered numbers it.
+
+        A flow whose messages all carry a header has it written once (:meth:`drive`): per
+        message only the sequence number and the send time are (probe.STAMP), and the
+        flags byte once, at the first counted message.
+
+        Returns:
+            The send time (``perf_counter_ns``); counted from ``ctx.measure_from_ns`` on.
+        """
+        t0 = perf_ns()
+        counted = t0 >= self.ctx.measure_from_ns
+        if counted and seq < flow.first_counted:
+            flow.first_counted = seq
+            if self._all_headers:
+                flow.buf[FLAGS_OFFSET] = 0  # no longer a warm-up message
+        if self._all_headers:
+            stamp(flow.buf, SEQ_OFFSET, seq - flow.first_counted if counted else seq, t0)
+        elif size >= HEADER_SIZE:
+            probe.encode_numbered(
+                flow.buf, self.ctx.run_tag, flow.flow_id, seq, flow.first_counted, t0, counted
+            )
+        return t0
+
     # --- TCP: replies matched by order, ``in_flight`` outstanding ---------------------
 
     def _start(self, flow: MuxFlow) -> None:
@@ -275,14 +311,15 @@ class Multiplexer:
             outstanding.popleft()
             ctx = self.ctx
             if t0 >= ctx.measure_from_ns:
+                self._record(perf_ns() - t0)
                 stats = ctx.stats
-                stats.interval.record_value(perf_ns() - t0)
                 stats.received += 1
                 stats.bytes_received += size
             conn = flow.conn
             conn.bytes_in += size
             conn.msgs_in += 1
-            conn.touch()
+            if not conn.dirty:
+                conn.touch()  # once per snapshot: the test saves a call per reply
         self._fill(flow)
         if not outstanding and not flow.parked:
             self._loop.finish(flow)
@@ -290,30 +327,27 @@ class Multiplexer:
     def _fill(self, flow: MuxFlow) -> None:
         """Send until ``in_flight`` messages are out (or the quota or the time is up)."""
         ctx = self.ctx
-        if flow.blocked or flow.parked or self._loop.now >= ctx.send_deadline:
+        now = self._loop.now
+        if flow.blocked or flow.parked or now >= ctx.send_deadline:
             return
         outstanding = flow.outstanding
         quota = flow.quota
+        window = self._window
         sizes = self._sizes
         stats = ctx.stats
+        measure_from = ctx.measure_from_ns
         conn = flow.conn
         take = self._take
-        while len(outstanding) < self._window and (quota is None or flow.seq < quota):
+        while len(outstanding) < window and (quota is None or flow.seq < quota):
             seq = flow.seq
             size = sizes[seq % len(sizes)]
-            wait = take(size, self._loop.now)
+            wait = take(size, now)
             if wait:
                 self._park(flow, wait)
                 return
-            t0 = perf_ns()
-            counted = t0 >= ctx.measure_from_ns
-            if counted and seq < flow.first_counted:
-                flow.first_counted = seq
-            if size >= HEADER_SIZE:
-                # Replies are matched by order: the header's numbers are the receiver's.
-                probe.encode_numbered(
-                    flow.buf, ctx.run_tag, flow.flow_id, seq, flow.first_counted, t0, counted
-                )
+            # Replies are matched by order: the header's numbers are the receiver's.
+            t0 = self._stamp(flow, seq, size)
+            counted = t0 >= measure_from
             data = flow.msg if flow.msg is not None else flow.view[:size]
             try:
                 n = flow.sock.send(data)
