@@ -134,7 +134,7 @@ class Multiplexer:
         self._parked: list[MuxFlow] = []
         self._take = ctx.budget.take  # the run's caps, charged per new message
         # The RTT histogram is reset at each interval, never replaced: bound once.
-        self._record = ctx.stats.interval.record_value
+        self._record = ctx.stats.interval.record_ns
         # Every message carries a probe header: each flow's is written once (drive) and
         # only its sequence number and send time per message (probe.STAMP).
         self._all_headers = min(ctx.sizes) >= HEADER_SIZE
@@ -325,38 +325,36 @@ class Multiplexer:
             self._loop.finish(flow)
 
     def _fill(self, flow: MuxFlow) -> None:
-        """Send until ``in_flight`` messages are out (or the quota or the time is up)."""
+        """Send until ``in_flight`` messages are out (or the quota or the time is up).
+
+        Runs for every reply: locals only where a value is used more than once.
+        """
         ctx = self.ctx
         now = self._loop.now
         if flow.blocked or flow.parked or now >= ctx.send_deadline:
             return
         outstanding = flow.outstanding
         quota = flow.quota
-        window = self._window
-        sizes = self._sizes
-        stats = ctx.stats
-        measure_from = ctx.measure_from_ns
-        conn = flow.conn
-        take = self._take
-        while len(outstanding) < window and (quota is None or flow.seq < quota):
+        while len(outstanding) < self._window and (quota is None or flow.seq < quota):
             seq = flow.seq
-            size = sizes[seq % len(sizes)]
-            wait = take(size, now)
+            size = self._sizes[seq % len(self._sizes)]
+            wait = self._take(size, now)
             if wait:
                 self._park(flow, wait)
                 return
             # Replies are matched by order: the header's numbers are the receiver's.
             t0 = self._stamp(flow, seq, size)
-            counted = t0 >= measure_from
             data = flow.msg if flow.msg is not None else flow.view[:size]
             try:
                 n = flow.sock.send(data)
             except BlockingIOError:
                 n = 0
             outstanding.append((t0, size))
+            conn = flow.conn
             conn.bytes_out += size
             conn.msgs_out += 1
-            if counted:
+            if t0 >= ctx.measure_from_ns:
+                stats = ctx.stats
                 stats.sent += 1
                 stats.bytes_sent += size
             flow.seq = seq + 1
