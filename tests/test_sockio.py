@@ -17,7 +17,7 @@ import pytest
 import trio
 import trio.testing
 
-from app.sockio import BUDGET, DirectSocket, ReadyLoop, Served
+from app.sockio import BUDGET, PASS_SIZE, DirectSocket, ReadyLoop, Served
 
 
 class Pairs:
@@ -292,6 +292,51 @@ async def test_a_socket_with_more_to_read_comes_back_in_the_next_pass(pair: Pair
             nursery.cancel_scope.cancel()
     assert sorted(echo.names()[:2]) == ["a", "b"]
     assert [echo.names()[i : i + 2].count("a") for i in range(0, 10, 2)] == [1] * 5
+
+
+async def test_a_busy_loop_yields_after_pass_size_sockets_served_not_after_every_pass(
+    pair: Pairs,
+) -> None:
+    # One socket with a byte per event and 3 * PASS_SIZE bytes waiting: passes of one socket
+    # each. Another task counts its turns. The loop yields after PASS_SIZE sockets served, so
+    # between two of the other's turns it serves at most twice that (trio runs each batch of
+    # tasks in either order: loop, other | other, loop), as when it yielded after every full
+    # pass; and one-socket passes run on without a scheduler round each (at most 2 apart).
+    turns = 0
+    seen: list[int] = []  # the other task's turns when each event was served
+    echo = EchoLoop(read_size=1)
+    handler = echo.on_ready
+
+    def on_ready(item: Echo, mask: int) -> None:
+        seen.append(turns)
+        handler(item, mask)
+
+    loop: ReadyLoop[Echo] = ReadyLoop(on_ready)
+    echo.loop = loop
+    served, peer = pair()
+    total = 3 * PASS_SIZE
+    await peer.send(b"x" * total)
+    await trio.testing.wait_all_tasks_blocked()  # every byte is in the served socket's queue
+    loop.add(Echo(served, "a"))
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            await trio.lowlevel.checkpoint()
+            turns += 1
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other)
+            nursery.start_soon(loop.run)
+            got = b""
+            while len(got) < total:
+                got += await peer.recv(total)
+            nursery.cancel_scope.cancel()
+    assert len(seen) >= total
+    runs = [seen[:total].count(t) for t in sorted(set(seen[:total]))]
+    assert max(runs) <= 2 * PASS_SIZE
+    assert max(runs) > 2
 
 
 async def test_a_handler_error_ends_that_socket_only_and_its_owner_raises_it(
