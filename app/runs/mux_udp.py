@@ -25,10 +25,12 @@ from app.runs.context import FlowContext
 from app.runs.mux import (
     EPOLLOUT,
     HEADER_SIZE,
+    SEQ_OFFSET,
     WARMUP,
     Multiplexer,
     MuxFlow,
     perf_ns,
+    stamp,
 )
 from app.runs.stats import UNREACHABLE_DETAIL
 from app.wire import probe
@@ -194,8 +196,13 @@ class UdpMultiplexer(Multiplexer):
                         return
                     break  # the byte cap: nothing more to send; it ends once replies are in
                 # A counted reply's number plus ``first_counted`` is the flow's own (see
-                # _on_udp).
-                t0 = self._stamp(flow, seq, size)
+                # _on_udp). Once the flow counts, stamped here without the call (see _fill).
+                first = flow.first_counted
+                if first <= seq and self._all_headers:
+                    t0 = perf_ns()
+                    stamp(flow.buf, SEQ_OFFSET, seq - first, t0)
+                else:
+                    t0 = self._stamp(flow, seq, size)
                 try:
                     sock.send(flow.msg if flow.msg is not None else flow.view[:size])
                 except BlockingIOError:
