@@ -215,13 +215,17 @@ class ReadyLoop(Generic[S]):
     Args:
         handler: Called with the item of each ready socket and its epoll event mask.
         on_error: Called when ``handler`` raised an ``Exception`` for that item.
+        after_pass: Called after each pass (it must not await either): a client sends
+            there what the pass's replies made room for, back to back.
     """
 
     def __init__(
         self,
         handler: Callable[[S, int], None],
         on_error: Callable[[S, Exception], object] | None = None,
+        after_pass: Callable[[], None] | None = None,
     ) -> None:
+        self._after_pass = after_pass
         self._ep: select.epoll | None = None  # opened on first use: see Resource handling
         self._ended = False
         self._handler = handler
@@ -304,6 +308,7 @@ class ReadyLoop(Generic[S]):
         poll = ep.poll
         items = self.items
         handler = self._handler
+        after_pass = self._after_pass
         served = 0  # ready sockets served since this task last yielded
         try:
             while True:
@@ -321,6 +326,8 @@ class ReadyLoop(Generic[S]):
                         handler(item, mask)
                     except Exception as exc:
                         self._on_error(item, exc)
+                if after_pass is not None:
+                    after_pass()
                 served += len(events)
                 if served >= PASS_SIZE:
                     await trio.lowlevel.checkpoint()

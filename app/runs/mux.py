@@ -114,7 +114,8 @@ class Multiplexer:
     """Drives the pingpong flows of one run: plain TCP here, UDP in a subclass.
 
     A subclass gives the ready handler (:meth:`_handler`), the first sends of a flow
-    (:meth:`_start`), what the sweep does with a flow's overdue replies (:meth:`_overdue`),
+    (:meth:`_start`), the sends at the end of a pass for the flows answered in it
+    (:meth:`_refill`), what the sweep does with a flow's overdue replies (:meth:`_overdue`),
     what a flow that fails leaves unanswered (:meth:`_abandon`), and the size of the one
     receive buffer (:meth:`receive_size`).
     """
@@ -122,7 +123,10 @@ class Multiplexer:
     def __init__(self, ctx: FlowContext) -> None:
         self.ctx = ctx
         self.refresh = min(ctx.timeout / 16, 0.1)
-        self._loop: ReadyLoop[MuxFlow] = ReadyLoop(self._handler(), self._on_error)
+        self._loop: ReadyLoop[MuxFlow] = ReadyLoop(self._handler(), self._on_error, self._send_due)
+        # Flows whose replies came in this pass: they send at its end, one after the other
+        # (see _send_due).
+        self._due: list[MuxFlow] = []
         # Replies are counted, not kept: one receive buffer, made once, serves every flow
         # (a handler never awaits, so no two replies are in it at once).
         self._rbuf = bytearray(self.receive_size(ctx))
@@ -320,8 +324,37 @@ class Multiplexer:
             conn.msgs_in += 1
             if not conn.dirty:
                 conn.touch()  # once per snapshot: the test saves a call per reply
+            self._due.append(flow)  # its next message goes at the end of the pass
+            return
         self._fill(flow)
         if not outstanding and not flow.parked:
+            self._loop.finish(flow)
+
+    def _send_due(self) -> None:
+        """At the end of a pass, send the next messages of the flows answered in it.
+
+        Sent together, not each right after its reply: a peer faster than this loop (a C
+        echo) otherwise sleeps between two of them and every send pays for waking it (a
+        tenth of the client's CPU, measured with perf), where back to back most find it
+        awake. Each message's send time is still read just before its send.
+        """
+        due = self._due
+        if not due:
+            return
+        self._due = []
+        items = self._loop.items
+        for flow in due:
+            if items.get(flow.fd) is not flow:
+                continue  # ended in the pass (an error, a close from the API)
+            try:
+                self._refill(flow)
+            except Exception as exc:
+                self._on_error(flow, exc)
+
+    def _refill(self, flow: MuxFlow) -> None:
+        """Send what the replies of a pass made room for; end the flow if it is done."""
+        self._fill(flow)
+        if not flow.outstanding and not flow.parked:
             self._loop.finish(flow)
 
     def _fill(self, flow: MuxFlow) -> None:

@@ -123,6 +123,9 @@ class UdpMultiplexer(Multiplexer):
                 stats.bytes_received += n
             if not conn.dirty:
                 conn.touch()  # once per snapshot: the test saves a call per reply
+        self._due.append(flow)  # the window is refilled at the end of the pass (_send_due)
+
+    def _refill(self, flow: MuxFlow) -> None:
         self._fill_udp(flow)
 
     def _unmatched(self, flow: MuxFlow, seq: int | None, n: int) -> None:
