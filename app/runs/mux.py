@@ -343,11 +343,12 @@ class Multiplexer:
             return
         self._due = []
         items = self._loop.items
+        refill = self._refill
         for flow in due:
             if items.get(flow.fd) is not flow:
                 continue  # ended in the pass (an error, a close from the API)
             try:
-                self._refill(flow)
+                refill(flow)
             except Exception as exc:
                 self._on_error(flow, exc)
 

@@ -125,9 +125,6 @@ class UdpMultiplexer(Multiplexer):
                 conn.touch()  # once per snapshot: the test saves a call per reply
         self._due.append(flow)  # the window is refilled at the end of the pass (_send_due)
 
-    def _refill(self, flow: MuxFlow) -> None:
-        self._fill_udp(flow)
-
     def _unmatched(self, flow: MuxFlow, seq: int | None, n: int) -> None:
         """A datagram that answers nothing in flight: a duplicate, a late reply or a stray.
 
@@ -224,3 +221,6 @@ class UdpMultiplexer(Multiplexer):
                     stats.bytes_sent += size
         if not inflight:
             self._loop.finish(flow)
+
+    # The end of a pass refills the window of each flow answered in it (one call less).
+    _refill = _fill_udp
