@@ -339,6 +339,34 @@ async def test_a_busy_loop_yields_after_pass_size_sockets_served_not_after_every
     assert max(runs) > 2
 
 
+async def test_after_pass_runs_once_after_each_pass_that_served_sockets(pair: Pairs) -> None:
+    # A pingpong client sends there what the pass's replies made room for, back to back.
+    log: list[str] = []
+    echo = EchoLoop()
+    handler = echo.on_ready
+
+    def on_ready(item: Echo, mask: int) -> None:
+        log.append(item.name)
+        handler(item, mask)
+
+    loop: ReadyLoop[Echo] = ReadyLoop(on_ready, after_pass=lambda: log.append("|"))
+    echo.loop = loop
+    peers = []
+    for name in ("a", "b"):
+        served, peer = pair()
+        loop.add(Echo(served, name))
+        await peer.send(b"ping")
+        peers.append(peer)
+    await trio.testing.wait_all_tasks_blocked()  # both sockets have their data
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await serve(nursery, loop)
+            for peer in peers:
+                assert await peer.recv(10) == b"ping"
+            nursery.cancel_scope.cancel()
+    assert log == ["a", "b", "|"] or log == ["b", "a", "|"]  # one pass, then its end
+
+
 async def test_a_handler_error_ends_that_socket_only_and_its_owner_raises_it(
     pair: Pairs,
 ) -> None:
