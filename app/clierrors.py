@@ -11,7 +11,6 @@ import os
 import re
 
 from app.errors import BindError, SocketlabError, SpecError
-from app.peers import parse_peer
 from app.runs.options import option_message
 
 # The flag to change for an address the lab could not serve on (BindError.field).
@@ -48,6 +47,10 @@ def check_lab_url(text: str, option: str) -> None:
     Raises:
         SpecError: Naming ``option``; a token in the URL is not repeated.
     """
+    # Imported here: app.peers brings the web schemas (pydantic, Quart), most of a second
+    # of CPU that `socketlab fire` and `send` would otherwise pay at every start.
+    from app.peers import parse_peer
+
     try:
         parse_peer(text, None)
     except SpecError:

@@ -34,3 +34,17 @@ def test_runs_record_into_it_and_it_adds_and_encodes_like_the_library() -> None:
     assert ref.get_total_count() == 4
     decoded = HdrHistogram.decode(hist.encode())
     assert decoded.get_value_at_percentile(50) == hist.get_value_at_percentile(50)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=2 * 60 * 10**9), max_size=200))
+def test_record_ns_counts_what_record_value_counts(values: list[int]) -> None:
+    # The per-reply recorder: non-negative ints only, the same slots and extremes (values
+    # out of range recorded by neither).
+    ref = HdrHistogram(1000, 60 * 10**9, 3)
+    fast = FastHistogram(1000, 60 * 10**9, 3)
+    for value in [edge for edge in EDGES if edge >= 0] + values:
+        ref.record_value(value)
+        fast.record_ns(value)
+    assert list(fast.counts) == list(ref.counts)
+    assert fast.get_total_count() == ref.get_total_count()
+    assert (fast.min_value, fast.max_value) == (ref.min_value, ref.max_value)

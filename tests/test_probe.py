@@ -6,7 +6,12 @@ from hypothesis import strategies as st
 
 from app.wire.probe import (
     FLAG_WARMUP,
+    FLAGS_OFFSET,
     HEADER_SIZE,
+    PEEK,
+    PREFIX,
+    SEQ_OFFSET,
+    STAMP,
     ProbeHeader,
     decode,
     encode,
@@ -157,3 +162,27 @@ def test_a_flow_numbered_in_one_sequence_writes_both_series_from_0(
     assert decoded is not None
     assert (decoded.flags, decoded.seq) == header
     assert (decoded.run_tag, decoded.flow, decoded.sent_ns) == (0xABCD, 2, 99)
+
+
+@given(U32, U32, U64, U64, U64, U64, st.booleans())
+def test_a_stamped_header_is_the_one_encode_writes(
+    tag: int, flow: int, seq0: int, seq: int, t0: int, t: int, warmup: bool
+) -> None:
+    # A sender writes a flow's header once, then per message only the sequence number and
+    # send time (and the flags byte when the warm-up ends): the bytes are encode's.
+    buf = bytearray(b"x" * 40)
+    encode_into(buf, tag, flow, seq0, t0, flags=FLAG_WARMUP)
+    STAMP.pack_into(buf, SEQ_OFFSET, seq, t)
+    if not warmup:
+        buf[FLAGS_OFFSET] = 0
+    assert bytes(buf) == encode(tag, flow, seq, t, flags=FLAG_WARMUP if warmup else 0) + b"x" * 12
+    word, peeked = PEEK.unpack_from(buf)
+    assert word >> 8 == PREFIX
+    assert word & 0xFF == (FLAG_WARMUP if warmup else 0)
+    assert peeked == seq == peek_seq(buf)
+
+
+@given(st.binary(min_size=HEADER_SIZE, max_size=HEADER_SIZE + 4))
+def test_peek_tells_a_probe_as_peek_seq_does(data: bytes) -> None:
+    word, seq = PEEK.unpack_from(data)
+    assert (seq if word >> 8 == PREFIX else None) == peek_seq(data)

@@ -18,6 +18,7 @@ import trio
 import trio.testing
 
 from app.sockio import BUDGET, DirectSocket, ReadyLoop, Served
+from app.turns import PASS_SIZE
 
 
 class Pairs:
@@ -292,6 +293,79 @@ async def test_a_socket_with_more_to_read_comes_back_in_the_next_pass(pair: Pair
             nursery.cancel_scope.cancel()
     assert sorted(echo.names()[:2]) == ["a", "b"]
     assert [echo.names()[i : i + 2].count("a") for i in range(0, 10, 2)] == [1] * 5
+
+
+async def test_a_busy_loop_yields_after_pass_size_sockets_served_not_after_every_pass(
+    pair: Pairs,
+) -> None:
+    # One socket with a byte per event and 3 * PASS_SIZE bytes waiting: passes of one socket
+    # each. Another task counts its turns. The loop yields after PASS_SIZE sockets served, so
+    # between two of the other's turns it serves at most twice that (trio runs each batch of
+    # tasks in either order: loop, other | other, loop), as when it yielded after every full
+    # pass; and one-socket passes run on without a scheduler round each (at most 2 apart).
+    turns = 0
+    seen: list[int] = []  # the other task's turns when each event was served
+    echo = EchoLoop(read_size=1)
+    handler = echo.on_ready
+
+    def on_ready(item: Echo, mask: int) -> None:
+        seen.append(turns)
+        handler(item, mask)
+
+    loop: ReadyLoop[Echo] = ReadyLoop(on_ready)
+    echo.loop = loop
+    served, peer = pair()
+    total = 3 * PASS_SIZE
+    await peer.send(b"x" * total)
+    await trio.testing.wait_all_tasks_blocked()  # every byte is in the served socket's queue
+    loop.add(Echo(served, "a"))
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            await trio.lowlevel.checkpoint()
+            turns += 1
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other)
+            nursery.start_soon(loop.run)
+            got = b""
+            while len(got) < total:
+                got += await peer.recv(total)
+            nursery.cancel_scope.cancel()
+    assert len(seen) >= total
+    runs = [seen[:total].count(t) for t in sorted(set(seen[:total]))]
+    assert max(runs) <= 2 * PASS_SIZE
+    assert max(runs) > 2
+
+
+async def test_after_pass_runs_once_after_each_pass_that_served_sockets(pair: Pairs) -> None:
+    # A pingpong client sends there what the pass's replies made room for, back to back.
+    log: list[str] = []
+    echo = EchoLoop()
+    handler = echo.on_ready
+
+    def on_ready(item: Echo, mask: int) -> None:
+        log.append(item.name)
+        handler(item, mask)
+
+    loop: ReadyLoop[Echo] = ReadyLoop(on_ready, after_pass=lambda: log.append("|"))
+    echo.loop = loop
+    peers = []
+    for name in ("a", "b"):
+        served, peer = pair()
+        loop.add(Echo(served, name))
+        await peer.send(b"ping")
+        peers.append(peer)
+    await trio.testing.wait_all_tasks_blocked()  # both sockets have their data
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await serve(nursery, loop)
+            for peer in peers:
+                assert await peer.recv(10) == b"ping"
+            nursery.cancel_scope.cancel()
+    assert log == ["a", "b", "|"] or log == ["b", "a", "|"]  # one pass, then its end
 
 
 async def test_a_handler_error_ends_that_socket_only_and_its_owner_raises_it(

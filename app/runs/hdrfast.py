@@ -47,3 +47,22 @@ class FastHistogram(HdrHistogram):  # type: ignore[misc]
         if value > self.max_value:
             self.max_value = value
         return True
+
+    def record_ns(self, value: int) -> None:
+        """Record one ``value`` known to be a non-negative int (an RTT in ns from a
+        monotonic clock): :meth:`record_value` without the checks and the conversion those
+        values do not need, for the per-reply path. Out of range, it records nothing, as
+        :meth:`record_value` does."""
+        # For value >= 0 the bucket, and so the index, is never negative.
+        bucket = (value | self._mask).bit_length() - self._bucket_offset
+        index = (
+            ((bucket + 1) << self._half_magnitude) + (value >> (bucket + self._shift)) - self._half
+        )
+        if index >= self.counts_len:
+            return
+        self.counts[index] += 1
+        self.total_count += 1
+        if value < self.min_value:
+            self.min_value = value
+        if value > self.max_value:
+            self.max_value = value

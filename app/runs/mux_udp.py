@@ -22,9 +22,21 @@ import math
 from collections.abc import Callable
 
 from app.runs.context import FlowContext
-from app.runs.mux import EPOLLOUT, HEADER_SIZE, WARMUP, Multiplexer, MuxFlow, perf_ns
+from app.runs.mux import (
+    EPOLLOUT,
+    HEADER_SIZE,
+    SEQ_OFFSET,
+    WARMUP,
+    Multiplexer,
+    MuxFlow,
+    perf_ns,
+    stamp,
+)
 from app.runs.stats import UNREACHABLE_DETAIL
 from app.wire import probe
+
+peek = probe.PEEK.unpack_from
+PREFIX = probe.PREFIX
 
 # Larger than any UDP payload (65,507 bytes over IPv4, 65,527 over IPv6): a reply is never
 # cut, whatever the size of its request.
@@ -38,8 +50,6 @@ class UdpMultiplexer(Multiplexer):
 
     def __init__(self, ctx: FlowContext) -> None:
         super().__init__(ctx)
-        # Every message carries a probe header: a reply without one answers nothing.
-        self._all_headers = min(ctx.sizes) >= HEADER_SIZE
         # Without a warm-up every message is counted and numbered as the flow numbers it.
         self._warmup = ctx.spec.warmup > 0
 
@@ -74,7 +84,10 @@ class UdpMultiplexer(Multiplexer):
         conn = flow.conn
         measure_from = self.ctx.measure_from_ns
         stats = self.ctx.stats
+        record = self._record
         warmup = self._warmup
+        # With every message carrying a header, a reply without one answers nothing.
+        by_order = not self._all_headers
         # Up to a window of replies per event, then the window is refilled in one go; with
         # one in flight that is one recv, as before (no recv that only says EAGAIN).
         reads = self._window
@@ -91,21 +104,26 @@ class UdpMultiplexer(Multiplexer):
                 break
             conn.bytes_in += n
             conn.msgs_in += 1
-            seq = probe.peek_seq(rbuf) if n >= HEADER_SIZE else None
-            if seq is not None and warmup and not rbuf[3] & WARMUP:
-                seq += flow.first_counted  # a counted reply: its number in the flow
-            if seq is None and not self._all_headers:
+            seq: int | None = None
+            if n >= HEADER_SIZE:
+                word, seq = peek(rbuf)
+                if word >> 8 != PREFIX:
+                    seq = None  # not a probe header
+                elif warmup and not word & WARMUP:
+                    seq += flow.first_counted  # a counted reply: its number in the flow
+            if seq is None and by_order:
                 seq = next(iter(inflight), None)  # no header to match: the oldest one
             t0 = inflight.pop(seq, None) if seq is not None else None
             if t0 is None:
                 self._unmatched(flow, seq, n)
                 continue
             if t0 >= measure_from:
-                stats.interval.record_value(perf_ns() - t0)
+                record(perf_ns() - t0)
                 stats.received += 1
                 stats.bytes_received += n
-            conn.touch()
-        self._fill_udp(flow)
+            if not conn.dirty:
+                conn.touch()  # once per snapshot: the test saves a call per reply
+        self._due.append(flow)  # the window is refilled at the end of the pass (_send_due)
 
     def _unmatched(self, flow: MuxFlow, seq: int | None, n: int) -> None:
         """A datagram that answers nothing in flight: a duplicate, a late reply or a stray.
@@ -150,58 +168,59 @@ class UdpMultiplexer(Multiplexer):
 
     def _fill_udp(self, flow: MuxFlow) -> None:
         """Send until ``in_flight`` datagrams are out; end the flow once none is out and
-        none may be sent (the quota or the time is up)."""
+        none may be sent (the quota or the time is up).
+
+        One function per reply, the sends inlined: this runs for every datagram.
+        """
         if flow.blocked or flow.parked:
             return  # the rest goes when the socket is writable, or the sweep resumes it
         inflight = flow.inflight
-        if self._loop.now < self.ctx.send_deadline:
+        now = self._loop.now
+        ctx = self.ctx
+        if now < ctx.send_deadline:
             quota = flow.quota
             window = self._window
             sizes = self._sizes
             take = self._take
+            measure_from = ctx.measure_from_ns
+            stats = ctx.stats
+            conn = flow.conn
+            sock = flow.sock
             while len(inflight) < window and (quota is None or flow.seq < quota):
-                wait = take(sizes[flow.seq % len(sizes)], self._loop.now)
+                seq = flow.seq
+                size = sizes[seq % len(sizes)]
+                wait = take(size, now)
                 if wait:
                     if wait != math.inf:
                         self._park(flow, wait)  # the rate caps: the sweep resumes it
                         return
                     break  # the byte cap: nothing more to send; it ends once replies are in
-                if not self._send_udp(flow):
+                # A counted reply's number plus ``first_counted`` is the flow's own (see
+                # _on_udp). Once the flow counts, stamped here without the call (see _fill).
+                first = flow.first_counted
+                if first <= seq and self._all_headers:
+                    t0 = perf_ns()
+                    stamp(flow.buf, SEQ_OFFSET, seq - first, t0)
+                else:
+                    t0 = self._stamp(flow, seq, size)
+                try:
+                    sock.send(flow.msg if flow.msg is not None else flow.view[:size])
+                except BlockingIOError:
+                    self._watch_writable(flow, True)  # sent (with a new send time) when writable
                     return
+                except ConnectionRefusedError:
+                    # An ICMP port unreachable for an earlier datagram: this one was not
+                    # sent and is counted lost at its deadline, as a dead port deserves.
+                    stats.record_error("unreachable", UNREACHABLE_DETAIL)
+                inflight[seq] = t0
+                flow.seq = seq + 1
+                conn.msgs_out += 1
+                conn.bytes_out += size
+                if t0 >= measure_from:
+                    stats.sent += 1
+                    stats.bytes_sent += size
         if not inflight:
             self._loop.finish(flow)
 
-    def _send_udp(self, flow: MuxFlow) -> bool:
-        """Send the flow's next datagram; False when the socket cannot take it now."""
-        ctx = self.ctx
-        sizes = self._sizes
-        seq = flow.seq
-        size = sizes[seq % len(sizes)]
-        t0 = perf_ns()
-        counted = t0 >= ctx.measure_from_ns
-        if counted and seq < flow.first_counted:
-            flow.first_counted = seq
-        if size >= HEADER_SIZE:
-            # A counted reply's number plus ``first_counted`` is the flow's own (see _on_udp).
-            probe.encode_numbered(
-                flow.buf, ctx.run_tag, flow.flow_id, seq, flow.first_counted, t0, counted
-            )
-        try:
-            flow.sock.send(flow.msg if flow.msg is not None else flow.view[:size])
-        except BlockingIOError:
-            self._watch_writable(flow, True)  # sent (with a new send time) when writable
-            return False
-        except ConnectionRefusedError:
-            # An ICMP port unreachable for an earlier datagram: this one was not sent and
-            # is counted lost at its deadline, as a dead port deserves.
-            ctx.stats.record_error("unreachable", UNREACHABLE_DETAIL)
-        flow.inflight[seq] = t0
-        flow.seq = seq + 1
-        if counted:
-            stats = ctx.stats
-            stats.sent += 1
-            stats.bytes_sent += size
-        conn = flow.conn
-        conn.bytes_out += size
-        conn.msgs_out += 1
-        return True
+    # The end of a pass refills the window of each flow answered in it (one call less).
+    _refill = _fill_udp
