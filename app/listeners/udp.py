@@ -50,8 +50,9 @@ _SINGLES = 16
 # ping-pong's next requests are a round trip away (tens of microseconds), and a read that
 # finds none costs about a microsecond where waiting costs a scheduler round, an epoll_ctl
 # and an epoll_wait (about eight). With 10 flows this took the echo from 164k to 188k
-# round trips/s and its CPU from 6.0 to 5.2 us a round trip. A wake-up that found one
-# datagram or none (light traffic) goes back to waiting at once.
+# round trips/s and its CPU from 6.0 to 5.2 us a round trip (bench section b, one run of
+# each, side by side). A wake-up that found one datagram or none (light traffic) goes
+# back to waiting at once.
 _SPIN = 16
 MSG_TRUNC = getattr(stdsocket, "MSG_TRUNC", 0x20)
 # Receive buffer of a collector (StatsD, influx, graphite, syslog) when none is given:
