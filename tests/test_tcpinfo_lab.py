@@ -142,17 +142,18 @@ async def test_a_tcp_run_counts_kernel_retransmits_per_second_and_a_udp_run_has_
         docs[protocol] = await wait_for_async(ended, timeout=30)
     tcp, udp = docs["tcp"], docs["udp"]
     assert tcp["status"] == "finished", tcp
-    # Loopback loses nothing: the kernel retransmitted nothing, and said so for each flow.
-    assert tcp["summary"]["tcp"] == {
-        "retransmits": 0,
-        "bytes_retrans": 0,
-        "sampled": 3,
-        "reason": None,
-    }
-    assert [point["retransmits"] for point in tcp["series"]] == [0] * len(tcp["series"])
+    # Every flow was read. Loopback drops nothing, but on a loaded machine the kernel may
+    # still retransmit a few segments (a tail-loss probe when an answer is late), so the
+    # check is that the per-second series, the summary and /metrics show one figure; that
+    # the figure is the kernel's own is tests/test_tcpinfo_loss.py's (drops nft counted).
+    summary = tcp["summary"]["tcp"]
+    assert summary["sampled"] == 3 and summary["reason"] is None
+    assert summary["retransmits"] >= 0 and summary["bytes_retrans"] >= 0
+    assert sum(point["retransmits"] for point in tcp["series"]) == summary["retransmits"]
     assert udp["summary"]["tcp"] is None
     assert {point["retransmits"] for point in udp["series"]} == {None}
 
     metrics = (await http(port, "GET", "/metrics")).body.decode()
-    assert 'socketlab_tcp_retransmits_total{direction="outbound"} 0.0' in metrics
+    total = float(summary["retransmits"])
+    assert f'socketlab_tcp_retransmits_total{{direction="outbound"}} {total}' in metrics
     assert 'socketlab_tcp_sampled_connections_total{direction="outbound"} 3.0' in metrics
