@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, current_app, request
 from quart_schema import document_querystring, document_request, document_response, security_scheme
 
 from app.errors import ConflictError, NotFoundError, SpecError
@@ -89,14 +89,11 @@ async def list_listeners() -> dict[str, Any]:
 @document_querystring(PageQuery)
 @document_response(ConnectionPage)
 @document_errors(422)
-async def list_connections() -> Response:
+async def list_connections() -> dict[str, Any]:
     """A page of live connections and UDP flows, oldest first."""
     page = query_args(PageQuery)
     rows, total = _deps().registry.rows(offset=page.offset, limit=page.limit)
-    doc = {"items": rows, "total": total, "offset": page.offset, "limit": page.limit}
-    # Encoded here, as Quart would: a dict returned would first be copied whole by
-    # quart-schema's response conversion, a third of the time of a page of 500 rows.
-    return cast(Response, current_app.json.response(doc))  # Quart's response_class
+    return {"items": rows, "total": total, "offset": page.offset, "limit": page.limit}
 
 
 @api.post("/runs")
