@@ -18,6 +18,7 @@ traffic stays on the machine and small:
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,24 @@ def test_fuzzing_sent_nothing_beyond_the_lab(fuzzed_lab: ServedLab) -> None:
         assert item["target"].rsplit(":", 1)[-1].isdigit()
         assert item["target"].split("://", 1)[1].startswith("127.0.0.1:"), item["target"]
         assert int(item["target"].rsplit(":", 1)[-1]) in ports
+
+
+def test_a_request_line_the_http_layer_cannot_parse_gets_the_documented_400(
+    api_schema: Any, fuzzed_lab: ServedLab
+) -> None:
+    # A raw space in the target: h11 refuses the request before any route runs.
+    port = fuzzed_lab.web_port
+    request = (
+        f"DELETE /api/connections/a b HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request.encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert body == b""
+    responses = api_schema["/api/connections/{conn_id}"]["DELETE"].definition.raw["responses"]
+    assert "content" not in responses["400"]

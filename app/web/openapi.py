@@ -87,6 +87,11 @@ def is_documented_path(path: str) -> bool:
     return path.startswith("/api/") or path == "/metrics"
 
 
+# The HTTP layer (h11) answers a request it cannot parse (a space or control character in the
+# target, a malformed header) itself, before any route runs: 400 with an empty body.
+MALFORMED_REQUEST = "the HTTP layer could not parse the request line or a header (empty body)"
+
+
 def _common_errors(path: str, operation: dict[str, Any]) -> Iterator[tuple[int, str]]:
     """The error answers an operation has because of the checks every request passes."""
     # Every request passes the Host check, and every write the Origin check.
@@ -127,6 +132,7 @@ class SocketlabOpenAPIProvider(OpenAPIProvider):
                     }
                 for status, description in getattr(func, _EMPTY_ATTRIBUTE, {}).items():
                     responses[status] = {"description": description}
+                responses.setdefault(400, {"description": MALFORMED_REQUEST})
                 for status, description in _common_errors(rule.rule, operation):
                     if status not in responses:
                         response, extra = self.build_response_object(ErrorResponse, None)
