@@ -3,6 +3,9 @@
 
 # Build the wheel (templates and static assets inside it) and the wheels of its dependencies.
 FROM python:3.11-slim AS build
+# A C compiler for the fast paths (app/native), compiled into the wheel.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app

@@ -15,7 +15,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+# The fast paths (app/native/_fast.c) are compiled by the install, so a change to them reinstalls.
+$(VENV)/.installed-run: pyproject.toml app/native/_fast.c | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 	@echo 'socketlab is installed as $(abspath $(BIN))/socketlab; to have it on your PATH:'
@@ -23,19 +24,22 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 
 # python-statsd installs a top-level ``statsd`` package over the ``statsd`` library the
 # test extras hold, so it lives in a folder of its own that one test puts on a child's path.
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml app/native/_fast.c | $(BIN)/python system-deps
 	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/pip install -q --no-deps --upgrade --target $(VENV)/pystatsd 'python-statsd>=3,<4'
 	touch $@ $(VENV)/.installed-run
 
-# Installs the Debian packages only when one is missing, so repeated runs cost nothing.
+# gcc and Python's headers compile the fast paths (app/native) at install; the tests hold
+# them built. Installs the Debian packages only when one is missing, so repeated runs cost nothing.
 system-deps:
 	@missing=""; \
 	for cmd in chromium:chromium socat:socat nc:netcat-openbsd openssl:openssl \
 	           docker-compose:docker-compose promtool:prometheus ip:iproute2 \
-	           nft:nftables redis-server:redis-server redis-cli:redis-tools; do \
+	           nft:nftables redis-server:redis-server redis-cli:redis-tools cc:gcc; do \
 	  command -v $${cmd%%:*} >/dev/null 2>&1 || missing="$$missing $${cmd##*:}"; \
 	done; \
+	[ -f "$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] \
+	  || missing="$$missing python3-dev"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
@@ -68,10 +72,14 @@ UDP_TESTS := tests/test_mmsg.py tests/test_listeners_echo.py tests/test_listener
              tests/test_oneway.py tests/test_replyguard.py tests/test_collectors.py \
              tests/test_collectors_syslog.py tests/test_collectors_forward.py
 
+# The compiled fast paths (app/native) have the same second run, over their Python twins
+# (SOCKETLAB_NO_NATIVE=1).
+NATIVE_TESTS := tests/test_native.py
+
 pytest: $(VENV)/.installed-test system-deps
 	SOCKETLAB_PYTHON_STATSD=$(abspath $(VENV))/pystatsd $(BIN)/pytest $(PYTEST_ARGS)
-	SOCKETLAB_NO_MMSG=1 SOCKETLAB_PYTHON_STATSD=$(abspath $(VENV))/pystatsd \
-	  $(BIN)/pytest -q $(UDP_TESTS)
+	SOCKETLAB_NO_MMSG=1 SOCKETLAB_NO_NATIVE=1 SOCKETLAB_PYTHON_STATSD=$(abspath $(VENV))/pystatsd \
+	  $(BIN)/pytest -q $(UDP_TESTS) $(NATIVE_TESTS)
 
 test: lint typecheck pytest
 
