@@ -15,8 +15,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# The fast paths (app/native/_fast.c) are compiled by the install, so a change to them reinstalls.
-$(VENV)/.installed-run: pyproject.toml app/native/_fast.c | $(BIN)/python
+# The fast paths (app/native/_*.c) are compiled by the install, so a change to them reinstalls.
+$(VENV)/.installed-run: pyproject.toml $(wildcard app/native/_*.c) | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 	@echo 'socketlab is installed as $(abspath $(BIN))/socketlab; to have it on your PATH:'
@@ -24,7 +24,7 @@ $(VENV)/.installed-run: pyproject.toml app/native/_fast.c | $(BIN)/python
 
 # python-statsd installs a top-level ``statsd`` package over the ``statsd`` library the
 # test extras hold, so it lives in a folder of its own that one test puts on a child's path.
-$(VENV)/.installed-test: pyproject.toml app/native/_fast.c | $(BIN)/python system-deps
+$(VENV)/.installed-test: pyproject.toml $(wildcard app/native/_*.c) | $(BIN)/python system-deps
 	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/pip install -q --no-deps --upgrade --target $(VENV)/pystatsd 'python-statsd>=3,<4'
 	touch $@ $(VENV)/.installed-run

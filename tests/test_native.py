@@ -1,7 +1,7 @@
 """The compiled fast paths are built by the install, and one variable turns them off.
 
-``make test`` runs the tests of every fast path twice: with the compiled module, and with
-``SOCKETLAB_NO_NATIVE=1`` over its pure-Python twin. Built means built: a ``make test``
+``make test`` runs the tests of every fast path twice: with the compiled modules, and with
+``SOCKETLAB_NO_NATIVE=1`` over their pure-Python twins. Built means built: a ``make test``
 whose install could not compile them fails here instead of testing the fallback twice.
 """
 
@@ -11,17 +11,18 @@ import os
 import subprocess
 import sys
 
-from app.native import FAST
+import pytest
 
-FORCED_OFF = os.environ.get("SOCKETLAB_NO_NATIVE") == "1"
+from app.native import OFF, SOURCES, native
 
 
-def test_the_fast_paths_are_compiled_unless_turned_off() -> None:
-    assert (FAST is None) == FORCED_OFF
+@pytest.mark.parametrize("source", SOURCES)
+def test_every_fast_path_is_compiled_unless_turned_off(source: str) -> None:
+    assert (native(source.removeprefix("_")) is None) == OFF
 
 
 def test_socketlab_no_native_turns_them_off() -> None:
-    code = "from app.native import FAST; print(FAST is None)"
+    code = "from app.native import native; print(native('probe') is None)"
     env = {**os.environ, "SOCKETLAB_NO_NATIVE": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "True", out.stderr

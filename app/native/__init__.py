@@ -1,20 +1,28 @@
 """Compiled fast paths, and the switch that turns them off.
 
-Theory of operation: ``_fast`` is a small C extension compiled at install time
-(:mod:`app.native.build`). :data:`FAST` is that module, or ``None`` when it was not built
-or ``SOCKETLAB_NO_NATIVE=1`` is set; every caller keeps its pure-Python code for that case,
-and ``make test`` runs the tests of those paths once more with the fallback forced.
+Theory of operation: each ``app/native/_<name>.c`` is a small C extension compiled at
+install time (:mod:`app.native.build`). :func:`native` returns that module, or ``None`` when
+it was not built or ``SOCKETLAB_NO_NATIVE=1`` is set; every caller keeps its pure-Python
+code for that case, and ``make test`` runs the tests of those paths once more with the
+fallback forced.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
 from types import ModuleType
 
-FAST: ModuleType | None = None
-if os.environ.get("SOCKETLAB_NO_NATIVE") != "1":
+OFF = os.environ.get("SOCKETLAB_NO_NATIVE") == "1"
+SOURCES = sorted(path.stem for path in Path(__file__).parent.glob("_*.c"))
+
+
+def native(name: str) -> ModuleType | None:
+    """The compiled module ``_<name>``, or ``None`` (not built, or turned off)."""
+    if OFF:
+        return None
     try:
-        FAST = importlib.import_module("app.native._fast")
+        return importlib.import_module(f"app.native._{name}")
     except ImportError:  # not built: no compiler at install time
-        FAST = None
+        return None
