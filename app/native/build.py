@@ -6,6 +6,9 @@ into (``sysconfig``), into the extension module ``app/native/_<name><EXT_SUFFIX>
 that holds them is tagged for this platform. When there is no compiler (or no
 ``Python.h``), the install goes on with a warning and socketlab runs its pure-Python code,
 which every fast path falls back to (:mod:`app.native`).
+
+Run as a script (``python app/native/build.py``) it compiles them in place, without an
+install: for whoever edits a source.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import sysconfig
 from pathlib import Path
 from typing import Any
 
-from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+try:
+    from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+except ImportError:  # run as a script (below), outside an install
+    BuildHookInterface = object
 
 SOURCES = "app/native/_*.c"
 
@@ -63,3 +69,8 @@ class NativeBuildHook(BuildHookInterface):  # type: ignore[misc]
                 build_data["force_include"][str(target)] = str(target.relative_to(root))
                 build_data["pure_python"] = False
                 build_data["infer_tag"] = True
+
+
+if __name__ == "__main__":
+    for path in sorted(Path(__file__).resolve().parents[2].glob(SOURCES)):
+        print(compile_module(path))
