@@ -4,18 +4,25 @@ Every error a user can cause carries the name of the field that was wrong, so th
 answer ``{"error": ..., "field": ...}`` and the CLI can print one clear line.
 """
 
+# A message quotes what the user sent (an id, a name, a line): past this many characters it
+# is cut, so a 20 kB id does not come back as a 20 kB error.
+MAX_MESSAGE = 500
+
 
 class SocketlabError(Exception):
     """Base of every error socketlab raises on purpose.
 
     Args:
-        message: What is wrong, in words a user understands.
+        message: What is wrong, in words a user understands; cut at :data:`MAX_MESSAGE`
+            characters.
         field: The input field (API body key, CLI option, URL part) that caused it.
     """
 
     status = 400
 
     def __init__(self, message: str, field: str | None = None) -> None:
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 1] + "…"
         super().__init__(message)
         self.message = message
         self.field = field

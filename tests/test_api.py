@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
+from app.errors import MAX_MESSAGE
 from app.lab import Lab
 from tests.conftest import listener_port
 from tests.helpers import http, wait_for, wait_for_async
@@ -161,6 +162,14 @@ async def test_unknown_ids_are_404_with_the_error_shape(lab: Lab) -> None:
     missing = await http(port, "GET", "/api/nothing-here")
     assert missing.status == 404
     assert "error" in missing.json()
+
+
+async def test_an_error_quotes_at_most_a_bounded_part_of_what_was_sent(lab: Lab) -> None:
+    response = await http(web_port(lab), "DELETE", "/api/connections/" + "x" * 20_000)
+    assert response.status == 404
+    error = response.json()["error"]
+    assert error.startswith("no connection 'xxx") and error.endswith("…")
+    assert len(error) == MAX_MESSAGE
 
 
 async def test_foreign_host_is_refused(lab: Lab) -> None:
