@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import trio
 
-from app import __version__
+from app import __version__, native
 from app.clierrors import check_lab_url, error_line, socketlab_error
 from app.endpoint import host_port
 from app.errors import SocketlabError
@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="socketlab",
         description="A network traffic lab: TCP/UDP listeners, test traffic and a live dashboard.",
     )
-    parser.add_argument("--version", action="version", version=f"socketlab {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"socketlab {__version__} ({native.describe()})"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     serve = sub.add_parser(

@@ -127,6 +127,9 @@ def use_revision(rev: str) -> str:
             check=True,
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        build = tmp / "app/native/build.py"
+        if build.exists():  # the compiled fast paths are not in git: built for the export
+            subprocess.run([sys.executable, str(build)], check=True, stdout=subprocess.DEVNULL)
         tmp.rename(dest)
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(dest), os.environ.get("PYTHONPATH", "")) if p

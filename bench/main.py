@@ -56,6 +56,16 @@ def _cpu_model() -> str:
     return platform.processor() or "?"
 
 
+def _fast_paths() -> str:
+    """What the socketlab children run compiled (app.native), asked of a child with their
+    environment (PYTHONPATH may point at an exported revision)."""
+    code = "from app import native; print(native.describe())"
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    return r.stdout.strip() or f"fast paths: unknown ({r.stderr.strip()[-200:]})"
+
+
 def header(args: argparse.Namespace, started: float) -> list[str]:
     if getattr(args, "commit", None):
         code = f"{args.commit[:10]} (--rev {args.rev}: the committed code, not the working tree)"
@@ -74,6 +84,7 @@ def header(args: argparse.Namespace, started: float) -> list[str]:
         f"- servers pinned to CPU {harness.SERVER_CPU}, load generators to CPU "
         f"{harness.LOAD_CPU}; 64 B messages unless said; {args.reps} rep(s) of "
         f"{args.duration:g} s; medians over reps; ratios are medians of per-rep ratios",
+        f"- {_fast_paths()}",
         f"- sections: {args.sections}; raw figures: raw.jsonl beside this file",
     ]
 

@@ -26,3 +26,15 @@ def test_socketlab_no_native_turns_them_off() -> None:
     env = {**os.environ, "SOCKETLAB_NO_NATIVE": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "True", out.stderr
+
+
+def test_version_says_which_fast_paths_run_compiled() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "app.cli", "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    if OFF:
+        assert "pure Python (SOCKETLAB_NO_NATIVE=1)" in out
+    else:
+        names = [s.removeprefix("_") for s in SOURCES if s != "_probe"]
+        assert out.startswith("socketlab ") and "not built" not in out
+        assert all(name in out for name in names), out

@@ -26,3 +26,14 @@ def native(name: str) -> ModuleType | None:
         return importlib.import_module(f"app.native._{name}")
     except ImportError:  # not built: no compiler at install time
         return None
+
+
+def describe() -> str:
+    """Which fast paths this process runs compiled, in words (``--version``, bench reports)."""
+    names = [source.removeprefix("_") for source in SOURCES if source != "_probe"]
+    if OFF:
+        return "fast paths: pure Python (SOCKETLAB_NO_NATIVE=1)"
+    built = [name for name in names if native(name) is not None]
+    missing = sorted(set(names) - set(built))
+    text = f"fast paths compiled: {', '.join(built) or 'none'}"
+    return text + (f"; pure Python: {', '.join(missing)} (not built)" if missing else "")
