@@ -50,7 +50,8 @@ from app.runs.manager import RunManager
 from app.runs.outcome import Outcome, conclude
 from app.runs.run import LIVE_STATUSES, Run
 from app.runs.spec import parse_run_spec
-from app.web.schemas import ConnectionPage, ListenerList, ProbeFigures, RunDoc, RunRef
+from app.web.run_schemas import RunDoc, RunRef
+from app.web.schemas import ConnectionPage, ListenerList, ProbeFigures
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import trio
 from app.lab import Lab
 from app.runs.spec import parse_run_spec
 from app.runs.stats import RunStats
-from app.web.schemas import RunSummary
+from app.web.run_schemas import RunSummary
 from tests.conftest import listener_port
 from tests.helpers import wait_for
 

@@ -38,7 +38,8 @@ from app.peerhttp import (
 )
 from app.peers import parse_peer
 from app.runs.fire import print_result, progress_text
-from app.web.schemas import ErrorResponse, RunDoc, RunRef, StoppedRuns
+from app.web.run_schemas import RunDoc, RunRef
+from app.web.schemas import ErrorResponse, StoppedRuns
 from app.wire import jsondoc
 from app.wire.bounded import BoundedBody
 

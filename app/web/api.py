@@ -18,6 +18,7 @@ from app.web.history_api import search_runs, with_labels
 from app.web.history_schemas import RunsQuery
 from app.web.openapi import document_empty, document_text
 from app.web.query import check_query, query_args
+from app.web.run_schemas import RunDoc, RunList, RunRef
 from app.web.schemas import (
     ConnectionClosed,
     ConnectionPage,
@@ -32,9 +33,6 @@ from app.web.schemas import (
     Preset,
     PresetList,
     ProbeFigures,
-    RunDoc,
-    RunList,
-    RunRef,
     RunSpecBody,
     SeriesQuery,
     StatsdSnapshot,

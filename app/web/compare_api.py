@@ -27,7 +27,8 @@ from app.runs.manager import Run
 from app.validation import validate
 from app.web import security
 from app.web.query import check_query
-from app.web.schemas import RunDoc, document_errors
+from app.web.run_schemas import RunDoc
+from app.web.schemas import document_errors
 
 if TYPE_CHECKING:
     from app.runs.spec import RunSpec

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, FailFast, Field, WithJsonSchema
+from pydantic import AfterValidator, FailFast, Field, WithJsonSchema
 
 from app.runs.histogram import DEFAULT_PER_DOUBLING, MAX_PER_DOUBLING
 from app.runs.spec import PATTERNS
 from app.web.query import ASCII_INTEGER, QueryInt
-from app.web.schemas import RunStatus
+from app.web.schemas import RunStatus, Strict
 
 # Letters, digits and a few separators: a label reads the same in a URL, a page and a CLI.
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$"
@@ -36,11 +36,7 @@ PatternName = Annotated[
 SearchText = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RunsQuery(_Strict):
+class RunsQuery(Strict):
     """Which runs ``GET /api/runs`` returns; every filter given must hold."""
 
     limit: QueryInt = Field(100, ge=1, le=1000, description="runs to return, newest first")
@@ -54,27 +50,27 @@ class RunsQuery(_Strict):
     label: Label | None = Field(None, description="a label the run carries")
 
 
-class LabelRequest(_Strict):
+class LabelRequest(Strict):
     """A label to put on a run."""
 
     label: Label = Field(examples=["baseline"])
 
 
-class RunLabels(_Strict):
+class RunLabels(Strict):
     """A run's labels, sorted."""
 
     id: str
     labels: list[str]
 
 
-class HistogramQuery(_Strict):
+class HistogramQuery(Strict):
     per_doubling: Annotated[int, Field(ge=1, le=MAX_PER_DOUBLING), ASCII_INTEGER] = Field(
         DEFAULT_PER_DOUBLING,
         description="buckets per doubling of the RTT (8: each bucket about 9 % wide)",
     )
 
 
-class HistogramBucket(_Strict):
+class HistogramBucket(Strict):
     """RTTs above ``from_ms`` up to ``to_ms``."""
 
     from_ms: float
@@ -82,7 +78,7 @@ class HistogramBucket(_Strict):
     count: int
 
 
-class PercentileMarker(_Strict):
+class PercentileMarker(Strict):
     """A percentile of the run's RTT: the summary's own figure."""
 
     name: Literal["p50", "p90", "p99", "p999"]
@@ -90,7 +86,7 @@ class PercentileMarker(_Strict):
     ms: float
 
 
-class RunHistogram(_Strict):
+class RunHistogram(Strict):
     """A run's RTT histogram in fine buckets, with markers at the summary's percentiles.
 
     ``resolution`` is ``fine`` when the run's HDR histogram is at hand (running runs, and

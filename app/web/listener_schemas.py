@@ -5,16 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, FailFast, Field
+from pydantic import FailFast, Field
 
-from app.web.schemas import StatsdSnapshot
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from app.web.schemas import StatsdSnapshot, Strict
 
 
-class RulesBody(_Strict):
+class RulesBody(Strict):
     """A respond listener's new rules: they replace ``rules``, ``default_reply`` and
     ``encoding`` together, validated as when the listener is made."""
 
@@ -25,7 +21,7 @@ class RulesBody(_Strict):
     encoding: Literal["text", "hex"] = "text"
 
 
-class FailedListener(_Strict):
+class FailedListener(Strict):
     """A kept listener that did not start again when the lab started, and why."""
 
     key: str
@@ -34,13 +30,13 @@ class FailedListener(_Strict):
     error: str
 
 
-class FailedListenerList(_Strict):
+class FailedListenerList(Strict):
     """Kept listeners that did not start again."""
 
     items: Annotated[list[FailedListener], FailFast()]
 
 
-class HistoryPoint(_Strict):
+class HistoryPoint(Strict):
     """One flush still held raw: each metric's value (at most 200 keys of each section)."""
 
     t: float | None = Field(description="Unix time of the flush")
@@ -50,14 +46,14 @@ class HistoryPoint(_Strict):
     sets: dict[str, int]
 
 
-class BadLine(_Strict):
+class BadLine(Strict):
     """A line that did not parse, and why."""
 
     line: str = Field(description="its first 200 bytes")
     error: str
 
 
-class TelemetryHistory(_Strict):
+class TelemetryHistory(Strict):
     """A StatsD collector's flushes (oldest first), its last flush that had traffic, and
     the newest lines it could not parse."""
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, FailFast, Field
+from pydantic import FailFast, Field
 
 from app.mesh.config import MAX_PEERS_LIMIT
+from app.web.schemas import Strict
 
 # A node's name goes into a path (``/api/mesh/pairs/SRC/DST/series``): no separators.
 NAME_PATTERN = r"^[^\s/?#%\\]{1,128}$"
@@ -20,11 +21,7 @@ Count = Annotated[int, Field(ge=0)]
 Ms = Annotated[float, Field(ge=0)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class MeshFlowFigures(_Strict):
+class MeshFlowFigures(Strict):
     """One probe flow's figures over the mesh window (null where nothing was measured)."""
 
     sent: Count = Field(description="probes decided in the window (answered or lost)")
@@ -41,7 +38,7 @@ class MeshFlowFigures(_Strict):
     )
 
 
-class MeshPair(_Strict):
+class MeshPair(Strict):
     """What ``src`` measures to ``dst``: one UDP and one TCP probe flow."""
 
     src: Name
@@ -64,7 +61,7 @@ class MeshPair(_Strict):
 Pairs = Annotated[list[MeshPair], FailFast(), Field(max_length=MAX_PEERS_LIMIT)]
 
 
-class MeshRowDoc(_Strict):
+class MeshRowDoc(Strict):
     """A node's own outgoing row: what it measures to each of its peers."""
 
     node: Name = Field(description="this node's name in the matrix")
@@ -77,7 +74,7 @@ class MeshRowDoc(_Strict):
     pairs: Pairs
 
 
-class MeshRowState(_Strict):
+class MeshRowState(Strict):
     """A row of the matrix as this node has it."""
 
     src: Name
@@ -91,7 +88,7 @@ class MeshRowState(_Strict):
     pairs: Pairs
 
 
-class MeshMatrix(_Strict):
+class MeshMatrix(Strict):
     """The all-pairs matrix: this node's row and the rows its peers report."""
 
     node: Name = Field(description="the node that answered")
@@ -100,7 +97,7 @@ class MeshMatrix(_Strict):
     rows: Annotated[list[MeshRowState], Field(max_length=MAX_PEERS_LIMIT + 1)]
 
 
-class MeshSeries(_Strict):
+class MeshSeries(Strict):
     """A pair's figures once a second (the last ten minutes), columns as named."""
 
     src: Name

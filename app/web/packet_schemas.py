@@ -6,17 +6,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, FailFast, Field
+from pydantic import FailFast, Field
 
 from app.web.query import QueryInt
-from app.web.schemas import Reply, SendRequest
+from app.web.schemas import Reply, SendRequest, Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SavedPacketBody(_Strict):
+class SavedPacketBody(Strict):
     """A packet to keep: ``{"name", "target", "payload", "hex", "timeout"}``."""
 
     name: str = Field(min_length=1, max_length=80, pattern=r"^[^/\x00-\x1f\x7f]+$")
@@ -33,7 +29,7 @@ class SavedPacket(SavedPacketBody):
     updated_at: float = Field(description="Unix time")
 
 
-class SavedPacketList(_Strict):
+class SavedPacketList(Strict):
     """Saved packets, by name."""
 
     items: Annotated[list[SavedPacket], FailFast()]
@@ -45,7 +41,7 @@ class PacketSendBody(SendRequest):
     name: str | None = Field(None, max_length=80, description="the saved packet sent, if any")
 
 
-class PacketLogEntry(_Strict):
+class PacketLogEntry(Strict):
     """One send: what went where, and what came back (``reply``) or why not (``error``)."""
 
     seq: int
@@ -60,17 +56,17 @@ class PacketLogEntry(_Strict):
     error_kind: str | None = Field(description="refused, reset, tls, ... (errors_by_kind)")
 
 
-class PacketLog(_Strict):
+class PacketLog(Strict):
     """The send log, newest first."""
 
     items: Annotated[list[PacketLogEntry], FailFast()]
 
 
-class PacketLogQuery(_Strict):
+class PacketLogQuery(Strict):
     limit: QueryInt = Field(100, ge=1, le=1000, description="entries at most, newest first")
 
 
-class PacketLogCleared(_Strict):
+class PacketLogCleared(Strict):
     """How many log entries were deleted."""
 
     deleted: int

@@ -10,13 +10,8 @@ from quart_schema import document_request, document_response
 from app.errors import NotFoundError, SpecError
 from app.runs.spec import parse_run_spec
 from app.web.query import check_query
-from app.web.schemas import (
-    PeerList,
-    PeerRunRef,
-    RunDoc,
-    RunSpecBody,
-    document_errors,
-)
+from app.web.run_schemas import RunDoc
+from app.web.schemas import PeerList, PeerRunRef, RunSpecBody, document_errors
 
 if TYPE_CHECKING:
     from app.peers import PeerManager

@@ -22,11 +22,11 @@ from app.web.history_api import with_labels
 from app.web.openapi import document_text
 from app.web.query import check_query, query_args
 from app.web.report import embedded_json, report_assets
+from app.web.run_schemas import RunDoc
 from app.web.schemas import (
     AuditList,
     AuditQuery,
     ExportQuery,
-    RunDoc,
     SendRequest,
     SendResult,
     StoppedRuns,

@@ -6,31 +6,28 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, FailFast, Field
+from pydantic import FailFast, Field
 
+from app.web.schemas import Strict
 from app.wire.scenario import Scenario
 
 _NAME = Field(min_length=1, max_length=80, pattern=r"^[^/\x00-\x1f\x7f]+$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SavedScenarioBody(_Strict):
+class SavedScenarioBody(Strict):
     """A scenario to keep: ``{"name", "scenario"}`` (``POST /api/scenarios``)."""
 
     name: str = _NAME
     scenario: Scenario
 
 
-class ScenarioEditBody(_Strict):
+class ScenarioEditBody(Strict):
     """The new steps of a saved scenario (``PUT /api/scenarios/{name}``)."""
 
     scenario: Scenario
 
 
-class SavedScenario(_Strict):
+class SavedScenario(Strict):
     """A saved scenario."""
 
     name: str
@@ -39,26 +36,26 @@ class SavedScenario(_Strict):
     updated_at: float = Field(description="Unix time")
 
 
-class SavedScenarioList(_Strict):
+class SavedScenarioList(Strict):
     """Saved scenarios, by name."""
 
     items: Annotated[list[SavedScenario], FailFast()]
 
 
-class ScenarioTextBody(_Strict):
+class ScenarioTextBody(Strict):
     """A scenario written as text, to check and turn into its document."""
 
     text: str = Field(max_length=256 * 1024)
     format: Literal["json", "toml"] = "toml"
 
 
-class ScenarioDoc(_Strict):
+class ScenarioDoc(Strict):
     """A scenario document that validates (and compiles)."""
 
     scenario: Scenario
 
 
-class DryRunBody(_Strict):
+class DryRunBody(Strict):
     """One session of a scenario against ``target``: the steps inline or a saved one's name."""
 
     target: str = Field(examples=["tcp://127.0.0.1:9000"])
@@ -67,7 +64,7 @@ class DryRunBody(_Strict):
     timeout: float = Field(2.0, gt=0, le=60, description="seconds to connect")
 
 
-class Bytes(_Strict):
+class Bytes(Strict):
     """Bytes, as hex and as text with escapes (as the packet tool shows them)."""
 
     bytes: int = Field(ge=0)
@@ -75,7 +72,7 @@ class Bytes(_Strict):
     text: str
 
 
-class Exchange(_Strict):
+class Exchange(Strict):
     """One step of the session as it ended: what it sent or received, passed or why not."""
 
     step: str = Field(description="the step's path, as the per-step figures name it")
@@ -87,7 +84,7 @@ class Exchange(_Strict):
     latency_ms: float | None = Field(description="an expect's reply time from the last send")
 
 
-class DryRunResult(_Strict):
+class DryRunResult(Strict):
     """The transcript of one session, step by step."""
 
     target: str

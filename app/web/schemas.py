@@ -26,7 +26,6 @@ from quart_schema import document_response
 
 from app.events import EVENT_KINDS
 from app.listeners.spec import ListenerSpec
-from app.runs.receivers import MAX_RECEIVERS
 from app.runs.spec import RunSpec
 from app.tcpinfo import TcpInfo
 from app.web.query import ASCII_INTEGER, QueryInt
@@ -36,15 +35,19 @@ T = TypeVar("T", bound=Callable[..., Any])
 RunStatus = Literal["running", "paused", "finished", "stopped", "failed"]
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """A document that forbids keys it does not list (the base of every API model)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class _Open(BaseModel):
+class Open(BaseModel):
+    """A document that may hold keys beyond those it lists (it grows with the patterns)."""
+
     model_config = ConfigDict(extra="allow")
 
 
-class ErrorResponse(_Strict):
+class ErrorResponse(Strict):
     """What went wrong, and which input it is about (a field name, a header, or null)."""
 
     error: str = Field(description="one line, meant for a person")
@@ -69,7 +72,7 @@ class RunSpecBody(RootModel[RunSpec]):
     """A run spec: the fields of its pattern and only those (one model per pattern)."""
 
 
-class Health(_Strict):
+class Health(Strict):
     """The lab is up (no token needed); ``degraded`` while the store cannot write."""
 
     status: Literal["ok", "degraded"]
@@ -80,7 +83,7 @@ class Health(_Strict):
     )
 
 
-class ListenerInfo(_Strict):
+class ListenerInfo(Strict):
     """A listener: where it binds, its mode, limits, live totals and its mode's own section."""
 
     id: str = Field(examples=["l1"])
@@ -139,7 +142,7 @@ class ListenerInfo(_Strict):
     )
 
 
-class ProbeFigures(_Strict):
+class ProbeFigures(Strict):
     """What a sink listener counted of one run's probes (warm-up left out): zeros before
     the first; only ``framed: false`` from a TCP sink without ``message_size``."""
 
@@ -170,7 +173,7 @@ class ProbeFigures(_Strict):
     tx_streams: int | None = Field(None, ge=0, description="source: streams the run asked for")
 
 
-class ListenerList(_Strict):
+class ListenerList(Strict):
     """Every running listener."""
 
     # Lists fail fast here and below: a peer's answer of a million bad items costs one
@@ -178,7 +181,7 @@ class ListenerList(_Strict):
     items: Annotated[list[ListenerInfo], FailFast()]
 
 
-class ConnectionRow(_Strict):
+class ConnectionRow(Strict):
     """One live TCP connection or UDP flow; ``listener_id`` (inbound) or ``run_id`` (a run's)."""
 
     id: str
@@ -201,7 +204,7 @@ class ConnectionRow(_Strict):
     )
 
 
-class ConnectionPage(_Strict):
+class ConnectionPage(Strict):
     """A page of live connections, oldest first."""
 
     items: Annotated[list[ConnectionRow], FailFast()]
@@ -210,257 +213,16 @@ class ConnectionPage(_Strict):
     limit: int
 
 
-class PageQuery(_Strict):
+class PageQuery(Strict):
     offset: QueryInt = Field(0, ge=0, le=10_000_000, description="rows to skip")
     limit: QueryInt = Field(500, ge=1, le=5000, description="rows to return")
 
 
-class LimitQuery(_Strict):
+class LimitQuery(Strict):
     limit: QueryInt = Field(100, ge=1, le=1000, description="runs to return, newest first")
 
 
-class RunRef(_Strict):
-    """A run's id and status."""
-
-    id: str = Field(examples=["3f2a9c1b7d4e"])
-    status: RunStatus
-
-
-class RttMs(_Open):
-    """Round-trip times in milliseconds; null when nothing was measured."""
-
-    min: float | None = None
-    p50: float | None = None
-    p90: float | None = None
-    p99: float | None = None
-    p999: float | None = None
-    max: float | None = None
-    mean: float | None = None
-
-
-class StepSample(_Strict):
-    """A reply a step did not accept, as hex and as text (bounded)."""
-
-    kind: str
-    hex: str
-    text: str
-
-
-class StepRow(_Strict):
-    """One step of a scenario over every session of the run."""
-
-    step: str = Field(description="its path in the scenario, e.g. steps.3")
-    action: str = Field(description="send, expect, capture, delay, close or reconnect")
-    count: int = Field(ge=0)
-    passed: int = Field(ge=0)
-    failed: int = Field(ge=0)
-    errors_by_kind: dict[str, int]
-    latency_ms: dict[str, float | None] | None = Field(
-        description="expect steps: from the last send to the reply (min, p50..p999, max, mean)"
-    )
-    samples: list[StepSample] = Field(max_length=3)
-
-
-class ScenarioFigures(_Strict):
-    """A scenario run's sessions and steps."""
-
-    sessions: int = Field(ge=0)
-    sessions_failed: int = Field(ge=0)
-    worst_step: str | None = Field(description="the step that failed most (null: none failed)")
-    steps: list[StepRow]
-
-
-class PacketReply(_Open):
-    """What came back to a packet run, as hex and as text."""
-
-    bytes: int
-    hex: str
-    text: str
-    rtt_ms: float | None
-    note: str | None = Field(None, description="why there is no reply, when there is none")
-
-
-class Bottleneck(_Open):
-    """Whether socketlab itself limited the run (CPU, event-loop lag)."""
-
-    cpu_pct: float
-    loop_lag_ms_p99: float
-    loop_lag_ms_max: float
-    limited: bool
-    reason: str
-
-
-class SendLateness(_Open):
-    """How late an open-loop sender sent, after each message's intended time."""
-
-    mean: float = Field(description="ms")
-    max: float = Field(description="ms")
-    late_sends: int = Field(description="sends 2 ms or more late: their lateness is latency")
-
-
-class RunTcp(_Strict):
-    """The kernel's figures summed over a TCP run's connections (Linux ``TCP_INFO``), read
-    once a second and at each close."""
-
-    retransmits: int | None = Field(description="segments retransmitted (ss retrans:…/N)")
-    bytes_retrans: int | None = Field(description="bytes retransmitted")
-    sampled: int = Field(description="connections whose figures were read")
-    reason: str | None = Field(description="why the figures are null")
-
-
-class ReceiverRow(_Strict):
-    """One receiver of a run to a multicast group: a socketlab sink on the group (this
-    lab's, ``peer`` null, or a peer's) and what it counted of the run; the figures are
-    null, and ``error`` says why, when it could not be asked."""
-
-    peer: str | None = Field(description="the peer's name; null: a listener of this lab")
-    listener: str = Field(description="the sink listener's id there")
-    received: int | None = Field(ge=0, description="datagrams, duplicates included")
-    lost: int | None = Field(ge=0, description="sent and never arrived there")
-    loss_pct: float | None = Field(ge=0)
-    duplicates: int | None = Field(ge=0)
-    reordered: int | None = Field(ge=0)
-    jitter_ms: float | None = Field(ge=0, description="RFC 3550")
-    error: str | None = Field(description="why the figures are null")
-
-
-class RunSummary(_Strict):
-    """Totals of a run: the same keys while it runs and once it has ended; a figure not
-    known yet (or not measured by the pattern) is ``null``. While a run goes, the RTT
-    figures and the histogram are those of its closed seconds and ``rtt_ms.mean``,
-    ``bottleneck``, ``remote`` and ``reply`` are ``null``."""
-
-    sent: int
-    received: int
-    bytes_sent: int
-    bytes_received: int
-    lost: int | None = Field(
-        description="null when the run expects no replies (a sink): see remote for what arrived"
-    )
-    loss_pct: float | None
-    late: int
-    duplicates: int
-    reordered: int
-    jitter_ms: float | None = Field(
-        description="RFC 3550 from the actual send times; UDP replies that carry a header"
-    )
-    send_lateness_ms: SendLateness | None = Field(
-        description="rate, burst and UDP bulk: the sender's own lateness, not in jitter"
-    )
-    errors: int
-    errors_by_kind: Annotated[dict[str, int], FailFast()]
-    error_samples: Annotated[dict[str, list[str]], FailFast()] = Field(
-        default_factory=dict,
-        description="per error kind, its first few distinct messages (at most 3, 200 characters "
-        "each): why (a TLS handshake's reason, the system's words for a reset), or what the "
-        "kind means; empty in runs stored before it was kept",
-    )
-    connections_opened: int
-    elapsed: float = Field(description="seconds since the run started")
-    send_seconds: float = Field(description="seconds over which the rates are computed")
-    msgs_per_s: float
-    sent_per_s: float
-    bits_per_s: float
-    bits_per_s_received: float
-    rtt_ms: RttMs
-    histogram: Annotated[list[Annotated[list[float], FailFast()]], FailFast()] = Field(
-        description="[upper bound in ms, count] rows"
-    )
-    reply: PacketReply | None = Field(description="packet runs, once the reply is in")
-    scenario: ScenarioFigures | None = Field(None, description="scenario runs: per step")
-    bottleneck: Bottleneck | None = Field(description="once the run has ended")
-    remote: dict[str, Any] | None = Field(
-        description="the receiver's side, when one of this lab's sinks counted the run: "
-        "what arrived (received, duplicates, reordered, jitter_ms) and lost of what was sent"
-    )
-    remote_error: str | None = Field(
-        None, description="why remote is null for a run at a peer's sink (the peer's answer)"
-    )
-    receivers: list[ReceiverRow] | None = Field(
-        None,
-        max_length=MAX_RECEIVERS,
-        description="a run to a multicast group, once it has ended: every socketlab sink "
-        "on the group (this lab's and its peers') and what each counted of the run",
-    )
-    reverse: dict[str, Any] | None = Field(
-        None,
-        description="reverse and bidir runs: what the source sent, as this end received it "
-        "(received, rx_bytes, lost, duplicates, reordered, jitter_ms, rx_series) and the "
-        "source's own count (source: tx_messages, tx_bytes) when it was asked",
-    )
-    tcp: RunTcp | None = Field(None, description="TCP and TLS runs: the kernel's retransmits")
-
-
-class SeriesPoint(_Open):
-    """One interval of a run, closed at ``t``: counts, rates and RTT of that interval.
-
-    Intervals are a second long; the last one is what is left (up to 1.5 s: a shorter
-    remainder joins the second before it), and rates are over each interval's own length."""
-
-    t: float = Field(description="seconds since the run started")
-    sent: int
-    received: int
-    bytes_sent: int
-    bytes_received: int
-    msgs_per_s: float
-    bits_per_s: float
-    sent_per_s: float | None = Field(None, description="messages sent per second")
-    bits_per_s_received: float | None = Field(None, description="bits received per second")
-    rtt_ms: RttMs
-    rate_target: float | None = Field(
-        None, description="messages/s the run was held to as the second ended (rate, UDP bulk)"
-    )
-    connections: int | None = Field(None, description="connections the run had as it ended")
-    paused: bool | None = Field(None, description="whether the run was paused as it ended")
-
-
-class RunEditMark(_Strict):
-    """One live edit: when (seconds since the start) and what it changed."""
-
-    t: float
-    rate_target: float | None = None
-    connections: int | None = None
-    paused: bool | None = None
-
-
-class RunControlDoc(_Strict):
-    """A live run's settings now, what of them may change, and the edits so far
-    (``PATCH /api/runs/{run_id}``)."""
-
-    rate_target: float | None = Field(description="messages/s the run is held to (rate, UDP bulk)")
-    connections: int
-    paused: bool
-    editable: list[str] = Field(description="the fields PATCH accepts for this run")
-    edits: list[RunEditMark]
-    retransmits: int | None = Field(
-        None, description="TCP: segments the kernel retransmitted in that second (null: UDP)"
-    )
-
-
-class RunDoc(_Strict):
-    """A run: its spec, status and results. ``series`` only in ``GET /api/runs/{run_id}``."""
-
-    id: str
-    status: RunStatus
-    spec: RunSpecBody
-    summary: RunSummary | None
-    error: str | None
-    created_at: float
-    started_at: float | None
-    ended_at: float | None
-    progress: float | None = Field(None, ge=0, le=1, description="while running, 0 to 1")
-    control: RunControlDoc | None = Field(None, description="live settings, while it goes")
-    series: Annotated[list[SeriesPoint] | None, FailFast()] = None
-    labels: list[str] = Field(default_factory=list, description="sorted; see /labels")
-
-
-class RunList(_Strict):
-    """Runs, newest first (running ones first)."""
-
-    items: list[RunDoc]
-
-
-class SendRequest(_Strict):
+class SendRequest(Strict):
     """One message to send, as text with escapes (``\\r\\n``, ``\\x00``) or as hex."""
 
     target: str = Field(examples=["tcp://127.0.0.1:9000"])
@@ -470,7 +232,7 @@ class SendRequest(_Strict):
     insecure: bool = Field(False, description="tls: accept any server certificate")
 
 
-class Reply(_Open):
+class Reply(Open):
     """What came back, as hex and as text with escapes."""
 
     bytes: int
@@ -479,7 +241,7 @@ class Reply(_Open):
     rtt_ms: float | None
 
 
-class SendResult(_Strict):
+class SendResult(Strict):
     """The run that sent the message, and its reply (null when none came)."""
 
     id: str
@@ -489,19 +251,19 @@ class SendResult(_Strict):
     errors_by_kind: dict[str, int]
 
 
-class ExportQuery(_Strict):
+class ExportQuery(Strict):
     format: Literal["json", "csv"] = Field(
         "json", description="json: the whole run; csv: its per-second series"
     )
 
 
-class SeriesQuery(_Strict):
+class SeriesQuery(Strict):
     seconds: Annotated[int, Field(ge=1), ASCII_INTEGER] | None = Field(
         None, description="only the last N seconds, at most the seconds kept (all kept)"
     )
 
 
-class ListenerRates(_Strict):
+class ListenerRates(Strict):
     connections: int
     bytes_in: float = Field(description="per second")
     bytes_out: float = Field(description="per second")
@@ -515,14 +277,14 @@ class LabPoint(ListenerRates):
     listeners: dict[str, ListenerRates]
 
 
-class LabSeries(_Strict):
+class LabSeries(Strict):
     """The lab's per-second totals, oldest first."""
 
     interval: float = Field(description="seconds between points")
     points: list[LabPoint]
 
 
-class Preset(_Strict):
+class Preset(Strict):
     """A saved run spec."""
 
     name: str
@@ -534,7 +296,7 @@ class PresetDoc(Preset):
     updated_at: float
 
 
-class PresetList(_Strict):
+class PresetList(Strict):
     """Saved presets, by name."""
 
     items: list[PresetDoc]
@@ -567,7 +329,7 @@ def _listener_request() -> type[BaseModel]:
 ListenerRequest = _listener_request()
 
 
-class ListenerStopped(_Strict):
+class ListenerStopped(Strict):
     """The listener stopped; its port is free. ``listener`` is its final document."""
 
     id: str
@@ -575,19 +337,19 @@ class ListenerStopped(_Strict):
     listener: ListenerInfo
 
 
-class ConnectionClosed(_Strict):
+class ConnectionClosed(Strict):
     """The connection's socket was closed."""
 
     id: str
     closed: Literal[True]
 
 
-class StatsdCounter(_Strict):
+class StatsdCounter(Strict):
     value: float = Field(description="the interval's total, scaled by 1/sample rate")
     rate: float | None = Field(description="per second over the interval")
 
 
-class StatsdSnapshot(_Strict):
+class StatsdSnapshot(Strict):
     """One StatsD interval. Keys are ``name`` or ``name|#tag,tag`` (sorted tags)."""
 
     counters: dict[str, StatsdCounter]
@@ -607,17 +369,17 @@ class StatsdSnapshot(_Strict):
     overflow: int
 
 
-class StoppedRuns(_Strict):
+class StoppedRuns(Strict):
     """How many runs were running and are now stopped and stored."""
 
     stopped: int
 
 
-class AuditQuery(_Strict):
+class AuditQuery(Strict):
     limit: QueryInt = Field(100, ge=1, le=10_000, description="entries, newest first")
 
 
-class AuditEntry(_Strict):
+class AuditEntry(Strict):
     """Who asked for a run, from where, and how it ended (refused requests too)."""
 
     seq: int
@@ -632,13 +394,13 @@ class AuditEntry(_Strict):
     outcome: str
 
 
-class AuditList(_Strict):
+class AuditList(Strict):
     """The audit log, newest first."""
 
     items: list[AuditEntry]
 
 
-class PeerInfo(_Strict):
+class PeerInfo(Strict):
     """A peer node as last polled: up or down, its listeners and first connections."""
 
     name: str = Field(description="the peer's host name (host:port when two share a host)")
@@ -654,11 +416,11 @@ class PeerInfo(_Strict):
     connection_total: int
 
 
-class PeerList(_Strict):
+class PeerList(Strict):
     items: list[PeerInfo]
 
 
-class PeerRunRef(_Strict):
+class PeerRunRef(Strict):
     """A run started on a peer. ``id`` is this node's copy (``peer~remote_id``)."""
 
     id: str
@@ -670,7 +432,7 @@ class PeerRunRef(_Strict):
 _KINDS = "|".join(EVENT_KINDS)
 
 
-class EventsQuery(_Strict):
+class EventsQuery(Strict):
     types: str | None = Field(
         None,
         pattern=rf"^({_KINDS})(,({_KINDS}))*$",

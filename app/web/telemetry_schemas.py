@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.telemetry.points import FACILITIES, SEVERITIES
 from app.web.query import ASCII_INTEGER
-from app.web.schemas import StatsdSnapshot
+from app.web.schemas import StatsdSnapshot, Strict
 
 # The most series or records one answer holds.
 MAX_LIMIT = 1000
@@ -31,20 +31,16 @@ def _text(max_length: int, description: str | None = None) -> Any:
     )
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TelemetryQuery(_Strict):
+class TelemetryQuery(Strict):
     listener: str | None = Field(None, max_length=64, description="only this listener (its id)")
 
 
-class LastValue(_Strict):
+class LastValue(Strict):
     t: float = Field(description="Unix time of the newest point")
     value: JsonValue
 
 
-class SeriesRow(_Strict):
+class SeriesRow(Strict):
     """A series without its history."""
 
     name: str
@@ -54,7 +50,7 @@ class SeriesRow(_Strict):
     last: LastValue | None = Field(description="kept when traffic stops")
 
 
-class LogCounts(_Strict):
+class LogCounts(Strict):
     """A syslog collector's records: counted exactly, the newest ``max_records`` kept."""
 
     received: int
@@ -114,7 +110,7 @@ class CollectorTelemetry(_CollectorKeys):
     model_config = ConfigDict(extra="allow")
 
 
-class TelemetryList(_Strict):
+class TelemetryList(Strict):
     """Every collector (or the one asked for)."""
 
     items: list[StatsdTelemetry | CollectorTelemetry]
@@ -144,7 +140,7 @@ def _split_tags(value: object) -> object:
     return split_tags(value) if isinstance(value, str) else value
 
 
-class SeriesQueryArgs(_Strict):
+class SeriesQueryArgs(Strict):
     """Which series: every given part must match."""
 
     listener: str | None = Field(None, max_length=64, description="only this collector")
@@ -175,7 +171,7 @@ class SeriesQueryArgs(_Strict):
         return value
 
 
-class Bucket(_Strict):
+class Bucket(Strict):
     t: float = Field(description="Unix time the bucket starts")
     count: int
     mean: float | None = Field(description="null for strings and booleans")
@@ -192,7 +188,7 @@ class SeriesDoc(SeriesRow):
     points: list[tuple[float, JsonValue]] | None = Field(None, description="[t, value]")
 
 
-class SeriesList(_Strict):
+class SeriesList(Strict):
     """The series picked, sorted by name, field and tags (per collector)."""
 
     items: list[SeriesDoc]
@@ -213,7 +209,7 @@ def _level(names: tuple[str, ...], what: str) -> Callable[[Any], Any]:
     return parse
 
 
-class LogQueryArgs(_Strict):
+class LogQueryArgs(Strict):
     """Which records: every given part must match."""
 
     listener: str | None = Field(None, max_length=64, description="only this collector")
@@ -233,7 +229,7 @@ class LogQueryArgs(_Strict):
     _severity = field_validator("severity", mode="before")(_level(SEVERITIES, "severity"))
 
 
-class LogEntry(_Strict):
+class LogEntry(Strict):
     """One syslog record as parsed."""
 
     listener_id: str
@@ -253,7 +249,7 @@ class LogEntry(_Strict):
     structured: dict[str, dict[str, str]] = Field(description="RFC 5424 SD-ID: params")
 
 
-class LogList(_Strict):
+class LogList(Strict):
     """The newest records picked (newest first) and every collector's exact counts."""
 
     items: list[LogEntry]
