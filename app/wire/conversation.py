@@ -22,7 +22,6 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from app.wire.rules import render_template
 from app.wire.scenario import (
     Again,
     Capture,
@@ -34,6 +33,7 @@ from app.wire.scenario import (
     Reconnect,
     Send,
 )
+from app.wire.template import render_template
 
 __all__ = [
     "AwaitReply",

@@ -5,8 +5,8 @@ bytes regex) with a reply template. Regexes are RE2 (:mod:`app.wire.regex`), whi
 time linear in the message, so no line a client sends can stall the loop. Everything that
 can be wrong with a rule is found when it is built (:meth:`Rule.from_dict` or the
 constructor raise :class:`RuleError` naming the field): the pattern is decoded or compiled
-once, and the template is compiled to a tuple of literal byte strings and fields, so
-rendering a reply cannot fail.
+once, and the template is compiled (:mod:`app.wire.template`) to a tuple of literal byte
+strings and fields, so rendering a reply cannot fail.
 
 A :class:`Responder` holds a list of rules, an optional default reply and one hit counter per
 rule. ``respond(message, now)`` returns the reply of the first rule that matches (and counts
@@ -39,12 +39,19 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Literal, NamedTuple, cast
+from typing import Literal, cast
 
-from app.errors import ProtocolError, SpecError
-from app.wire.payload import PayloadError, parse_escaped, parse_hex
+from app.errors import ProtocolError
 from app.wire.regex import Regex, RegexError, RegexMatch, compile_regex
+from app.wire.template import (
+    Encoding,
+    Part,
+    RuleError,
+    compile_parts,
+    decode_literal,
+    render_parts,
+    uses_groups,
+)
 
 __all__ = [
     "ENCODINGS",
@@ -54,29 +61,13 @@ __all__ = [
     "Responder",
     "Rule",
     "RuleError",
-    "Template",
-    "compile_template",
-    "is_macro",
-    "render_template",
 ]
 
 MatchKind = Literal["exact", "prefix", "contains", "suffix", "regex"]
-Encoding = Literal["text", "hex"]
 MATCH_KINDS: tuple[MatchKind, ...] = ("exact", "prefix", "contains", "suffix", "regex")
 ENCODINGS: tuple[Encoding, ...] = ("text", "hex")
 
-_MAX_RANDOM_DIGITS = 1024
 _RULE_KEYS = ("match", "pattern", "reply", "encoding")
-
-
-class RuleError(SpecError, ValueError):
-    """A rule, template or default reply that does not validate.
-
-    Args:
-        message: What is wrong.
-        field: The rule field at fault (``"match"``, ``"pattern"``, ``"reply"``,
-            ``"encoding"``, ``"default_reply"``), or None for the rule as a whole.
-    """
 
 
 class FrameTooLongError(ProtocolError, ValueError):
@@ -94,223 +85,11 @@ class FrameTooLongError(ProtocolError, ValueError):
         self.lines = lines if lines is not None else []
 
 
-class _Field(NamedTuple):
-    """A template field: a macro (``counter``, ``time``, ``unix``, ``random``) or a group.
-
-    A group is always held by number, a named group too.
-    """
-
-    kind: Literal["counter", "time", "unix", "random", "group", "var"]
-    arg: int | str = 0
-
-
-_Part = bytes | _Field
-_MACROS: dict[str, _Field] = {
-    "counter": _Field("counter"),
-    "time": _Field("time"),
-    "unix": _Field("unix"),
-    "random": _Field("random"),
-}
-
-
-def _decode(text: str, encoding: Encoding, field_name: str) -> bytes:
-    try:
-        return parse_hex(text) if encoding == "hex" else parse_escaped(text)
-    except PayloadError as exc:
-        raise RuleError(f"{field_name}: {exc.message}", field_name) from None
-
-
-def _parse_field(
-    body: str,
-    at: int,
-    field_name: str,
-    regex: Regex | None,
-    variables: frozenset[str] | None = None,
-) -> _Field:
-    shown = body if len(body) <= 40 else body[:37] + "..."
-    name, colon, arg = body.partition(":")
-    if name == "random" and colon:
-        # The length check first: int() refuses strings of thousands of digits.
-        if not (arg.isascii() and arg.isdigit() and len(arg) <= 4) or not (
-            1 <= int(arg) <= _MAX_RANDOM_DIGITS
-        ):
-            raise RuleError(
-                f"{field_name}: {{random:N}} at offset {at} needs N from 1 to {_MAX_RANDOM_DIGITS}",
-                field_name,
-            )
-        return _Field("random", int(arg))
-    number = body.isascii() and body.isdigit()
-    if colon or not (number or body.isidentifier()):
-        raise RuleError(f"{field_name}: unknown field {{{shown}}} at offset {at}", field_name)
-    # A long digit string stays a string: no regex has that many groups, and int() would
-    # refuse thousands of digits.
-    group: int | str = int(body) if number and len(body) <= 6 else body
-    is_group = regex is not None and (
-        group in regex.groupindex if isinstance(group, str) else group <= regex.groups
-    )
-    macro = _MACROS.get(body)
-    if is_group and macro is not None:
-        raise RuleError(
-            f"{field_name}: {{{shown}}} at offset {at} is both a macro and a regex group; "
-            "rename the group",
-            field_name,
-        )
-    if is_group and regex is not None:
-        return _Field("group", regex.groupindex[group] if isinstance(group, str) else group)
-    if macro is not None:
-        return macro
-    if variables is not None and body in variables:
-        return _Field("var", body)
-    if variables is not None:
-        raise RuleError(
-            f"{field_name}: {{{shown}}} at offset {at} is neither a macro nor a variable "
-            "captured by an earlier step",
-            field_name,
-        )
-    if regex is None:
-        raise RuleError(
-            f"{field_name}: {{{shown}}} at offset {at} is not a macro; captures need a regex rule",
-            field_name,
-        )
-    raise RuleError(f"{field_name}: the regex has no group {{{shown}}} (offset {at})", field_name)
-
-
-def _compile_template(
-    template: str,
-    encoding: Encoding,
-    field_name: str,
-    regex: Regex | None = None,
-    variables: frozenset[str] | None = None,
-) -> tuple[_Part, ...]:
-    """Compile a reply template to literal byte strings and fields.
-
-    Literal runs are decoded one by one, but first the whole template is decoded with every
-    field blanked out by spaces, so that a decoding error reports its offset in the
-    template as the user wrote it. A space ends a hex token and is not an escape, so this
-    check fails exactly when decoding one of the runs would.
-    """
-    pieces: list[str | _Part] = []  # str: a literal run still to decode
-    masked: list[str] = []
-    literal_start = 0
-    i = 0
-    end = len(template)
-
-    def close_literal(stop: int) -> None:
-        if stop > literal_start:
-            pieces.append(template[literal_start:stop])
-            masked.append(template[literal_start:stop])
-
-    while i < end:
-        char = template[i]
-        if char in "{}" and template.startswith(char * 2, i):
-            close_literal(i)
-            pieces.append(char.encode())
-            masked.append("  ")
-            i += 2
-            literal_start = i
-        elif char == "}":
-            raise RuleError(
-                f"{field_name}: lone '}}' at offset {i}; write '}}}}' for a brace", field_name
-            )
-        elif char == "{":
-            close = template.find("}", i + 1)
-            if close < 0:
-                raise RuleError(
-                    f"{field_name}: '{{' at offset {i} is never closed; write '{{{{' for a brace",
-                    field_name,
-                )
-            close_literal(i)
-            pieces.append(_parse_field(template[i + 1 : close], i, field_name, regex, variables))
-            masked.append(" " * (close + 1 - i))
-            i = close + 1
-            literal_start = i
-        else:
-            i += 1
-    close_literal(end)
-
-    _decode("".join(masked), encoding, field_name)
-    parts: list[_Part] = []
-    for piece in pieces:
-        part = _decode(piece, encoding, field_name) if isinstance(piece, str) else piece
-        if isinstance(part, bytes) and parts and isinstance(parts[-1], bytes):
-            parts[-1] += part  # adjacent literals render as one
-        elif part != b"":
-            parts.append(part)
-    return tuple(parts)
-
-
 def _compile(pattern: str, *, captures: bool = True) -> Regex:
     try:
         return compile_regex(pattern, captures=captures)
     except RegexError as exc:
         raise RuleError(f"pattern is {exc}", "pattern") from None
-
-
-def _uses_groups(parts: Sequence[_Part]) -> bool:
-    """Whether a template reads a capture group (``{0}`` is the match itself, not a group)."""
-    return any(isinstance(part, _Field) and part.kind == "group" and part.arg for part in parts)
-
-
-def _render(
-    parts: Sequence[_Part],
-    match: RegexMatch | None,
-    counter: int,
-    now: float,
-    rng: random.Random,
-    values: Mapping[str, bytes] | None = None,
-) -> bytes:
-    out = bytearray()
-    for part in parts:
-        if isinstance(part, bytes):
-            out += part
-        elif part.kind == "var":
-            if values is not None:
-                out += values.get(str(part.arg), b"")
-        elif part.kind == "group":
-            # Compilation checked the group exists; an unmatched optional group is empty.
-            if match is not None:
-                out += match.group(int(part.arg)) or b""
-        elif part.kind == "counter":
-            out += str(counter).encode()
-        elif part.kind == "unix":
-            out += str(int(now)).encode()
-        elif part.kind == "time":
-            stamp = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
-            out += stamp.replace("+00:00", "Z").encode()
-        elif part.arg:
-            digits = int(part.arg)
-            out += f"{rng.getrandbits(4 * digits):0{digits}x}".encode()
-        else:
-            out += str(rng.getrandbits(32)).encode()
-    return bytes(out)
-
-
-Template = tuple[_Part, ...]
-
-
-def compile_template(
-    template: str, encoding: Encoding, field_name: str, variables: frozenset[str]
-) -> Template:
-    """A template of macros and named ``variables`` (no regex groups), for senders that
-    fill in values captured earlier (:mod:`app.wire.scenario`).
-
-    Raises:
-        RuleError: Naming ``field_name``: a field that is neither a macro nor a variable,
-            an escape or hex digit that does not decode, a lone brace.
-    """
-    return _compile_template(template, encoding, field_name, None, variables)
-
-
-def render_template(
-    parts: Template, *, counter: int, now: float, rng: random.Random, values: Mapping[str, bytes]
-) -> bytes:
-    """The bytes of a :func:`compile_template` template; a variable not set yet is empty."""
-    return _render(parts, None, counter, now, rng, values)
-
-
-def is_macro(name: str) -> bool:
-    """Whether ``{name}`` is a macro of every template (``counter``, ``time``, ...)."""
-    return name in _MACROS
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,7 +115,7 @@ class Rule:
     encoding: Encoding = "text"
     _needle: bytes = field(init=False, repr=False, compare=False)
     _regex: Regex | None = field(init=False, repr=False, compare=False)
-    _parts: tuple[_Part, ...] = field(init=False, repr=False, compare=False)
+    _parts: tuple[Part, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.match not in MATCH_KINDS:
@@ -355,11 +134,11 @@ class Rule:
                 raise RuleError("pattern is empty", "pattern")
             regex = _compile(self.pattern)
         else:
-            needle = _decode(self.pattern, self.encoding, "pattern")
+            needle = decode_literal(self.pattern, self.encoding, "pattern")
             if not needle:
                 raise RuleError("pattern is empty", "pattern")
-        parts = _compile_template(self.reply, self.encoding, "reply", regex)
-        if regex is not None and regex.groups and not _uses_groups(parts):
+        parts = compile_parts(self.reply, self.encoding, "reply", regex)
+        if regex is not None and regex.groups and not uses_groups(parts):
             # Without submatches RE2 finds a match with its DFA alone: far faster.
             regex = _compile(self.pattern, captures=False)
         object.__setattr__(self, "_needle", needle)
@@ -446,7 +225,7 @@ class Rule:
         found, match = self._find(message)
         if not found:
             return None
-        return _render(self._parts, match, counter, now, rng)
+        return render_parts(self._parts, match, counter, now, rng)
 
 
 class Responder:
@@ -486,7 +265,7 @@ class Responder:
         self._default = (
             None
             if default_reply is None
-            else _compile_template(default_reply, default_encoding, "default_reply")
+            else compile_parts(default_reply, default_encoding, "default_reply")
         )
         self._hits = [0] * len(self.rules)
         self.default_hits = 0
@@ -503,11 +282,11 @@ class Responder:
             found, match = rule._find(message)
             if found:
                 self._hits[index] += 1
-                return _render(rule._parts, match, self._hits[index], now, self._rng)
+                return render_parts(rule._parts, match, self._hits[index], now, self._rng)
         if self._default is None:
             return None
         self.default_hits += 1
-        return _render(self._default, None, self.default_hits, now, self._rng)
+        return render_parts(self._default, None, self.default_hits, now, self._rng)
 
     def adopt(self, other: Responder) -> None:
         """Answer by ``other``'s rules and default from now on, with its (fresh) counters.

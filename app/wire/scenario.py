@@ -66,7 +66,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_val
 from app.errors import SpecError
 from app.validation import validate
 from app.wire.regex import Regex, RegexError, compile_regex
-from app.wire.rules import RuleError, Template, compile_template, is_macro
+from app.wire.template import RuleError, Template, compile_template, is_macro
 
 __all__ = [
     "MAX_STEPS",
