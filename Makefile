@@ -95,7 +95,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache app/native/_*.so
 
 # The README's screenshots (static/docs/*.png): every section at 1280 px, 390 px and dark,
 # taken by Chromium from a lab started for the purpose (tests/shoot.py).
