@@ -7,7 +7,9 @@ with a checkpoint after each full batch for fairness, instead of paying one sche
 round per datagram. Every peer address is a flow (a registry row) that is forgotten after
 ``idle_timeout`` seconds of silence, or when the API closes its row; :class:`UdpFlows` keeps
 that bookkeeping for every mode. One loop serves every mode: plain echo replies inline,
-every other mode gets each datagram through its handler function.
+every other mode gets each datagram through its handler function. Where the compiled drain
+is built, a plain echo is served by it instead (:mod:`app.listeners.udpecho`), which hands
+back to Python every datagram this loop would treat other than as a plain echo.
 
 Limits: at most ``max_connections`` flows are tracked; a datagram from a new peer past that
 is dropped and counted in ``rejected`` (there is no connection to refuse). A datagram larger
