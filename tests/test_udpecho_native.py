@@ -13,6 +13,7 @@ import errno
 import gc
 import json
 import socket
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -388,3 +389,24 @@ def test_a_source_outside_loopback_gets_replies_only_as_the_reply_guard_allows()
     assert 5 <= doc["msgs_out"] <= 7
     assert doc["msgs_out"] + doc["dropped"] == 30
     assert doc["replies"] == doc["msgs_out"]
+
+
+@needs_c
+def test_an_echo_refuses_what_it_cannot_serve_and_use_before_it_is_made() -> None:
+    assert _udpecho is not None
+    blank = _udpecho.Echo.__new__(_udpecho.Echo)
+    with pytest.raises(RuntimeError, match="not initialised"):
+        blank.drain(1, 0)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        with pytest.raises(ValueError, match="AF_INET"):
+            _udpecho.Echo(sock.fileno(), socket.AF_UNIX, 100)
+        with pytest.raises(ValueError, match="out of range"):
+            _udpecho.Echo(sock.fileno(), socket.AF_INET, 0)
+        echo = _udpecho.Echo(sock.fileno(), socket.AF_INET, 100)
+        with pytest.raises(RuntimeError, match="already"):
+            echo.__init__(sock.fileno(), socket.AF_INET, 100)
+        with pytest.raises(ValueError, match="family"):
+            echo.add(b"\0" * 16, 0)  # AF_UNSPEC
+        with pytest.raises(ValueError, match="slot"):
+            raw = struct.pack("=H", socket.AF_INET) + struct.pack("!H", 9) + bytes(12)
+            echo.add(raw, 1 << 30)

@@ -39,10 +39,22 @@
 #define KEYLEN 28    /* sockaddr_in6; an IPv4 key is its first 8 bytes, zero padded */
 #define EMPTY (-1)
 #define MAX_FLOWS (1 << 22)
+/* Every method first: an Echo whose __init__ did not complete has no buffers. */
+#define NEED_READY(e)                                                     \
+    if (!(e)->table) {                                                    \
+        PyErr_SetString(PyExc_RuntimeError, "Echo is not initialised"); \
+        return NULL;                                                      \
+    }
 
 typedef struct {
     unsigned char b[KEYLEN];
 } Key;
+
+typedef struct { /* one known flow */
+    Key key;
+    unsigned char used, dirty; /* dirty: in touched[] */
+    int64_t c[4];              /* since the last take(): msgs_in, bytes_in, msgs_out, bytes_out */
+} Flow;
 
 typedef struct {
     PyObject_HEAD
@@ -58,13 +70,11 @@ typedef struct {
     int32_t *sent_slot;  /* per queued reply: its flow slot */
     unsigned *handoff;   /* per handed-off datagram: its batch entry */
     unsigned nhandoff;
-    /* Known flows: keys[slot] (used[slot]) and a linear-probing table of slot indexes. */
+    /* Known flows: flows[slot], and a linear-probing table of slot indexes by key. */
     uint32_t cap, tmask;
     int32_t *table;
-    Key *keys;
-    unsigned char *used, *dirty;
-    int64_t *ctr;        /* 4 per slot: msgs_in, bytes_in, msgs_out, bytes_out */
-    uint32_t *touched;   /* slots with counts since the last take() */
+    Flow *flows;
+    uint32_t *touched; /* slots with counts since the last take() */
     uint32_t ntouched;
 } Echo;
 
@@ -83,12 +93,12 @@ static int32_t lookup(const Echo *e, const Key *k) {
     for (uint32_t i = hash_key(k) & e->tmask;; i = (i + 1) & e->tmask) {
         int32_t s = e->table[i];
         if (s == EMPTY) return EMPTY;
-        if (!memcmp(e->keys[s].b, k->b, KEYLEN)) return s;
+        if (!memcmp(e->flows[s].key.b, k->b, KEYLEN)) return s;
     }
 }
 
 static void table_put(Echo *e, int32_t slot) {
-    uint32_t i = hash_key(&e->keys[slot]) & e->tmask;
+    uint32_t i = hash_key(&e->flows[slot].key) & e->tmask;
     while (e->table[i] != EMPTY) i = (i + 1) & e->tmask;
     e->table[i] = slot;
 }
@@ -98,56 +108,41 @@ static void table_put(Echo *e, int32_t slot) {
 static int grow(Echo *e, uint32_t need) {
     uint32_t cap = e->cap ? e->cap : 16;
     while (cap <= need) cap *= 2;
-    Key *keys = PyMem_Realloc(e->keys, cap * sizeof(Key));
-    if (keys) e->keys = keys;
-    unsigned char *used = PyMem_Realloc(e->used, cap);
-    if (used) e->used = used;
-    unsigned char *dirty = PyMem_Realloc(e->dirty, cap);
-    if (dirty) e->dirty = dirty;
-    int64_t *ctr = PyMem_Realloc(e->ctr, cap * 4 * sizeof(int64_t));
-    if (ctr) e->ctr = ctr;
+    Flow *flows = PyMem_Realloc(e->flows, cap * sizeof(Flow));
+    if (flows) e->flows = flows;
     uint32_t *touched = PyMem_Realloc(e->touched, cap * sizeof(uint32_t));
     if (touched) e->touched = touched;
     int32_t *table = PyMem_Malloc(cap * 2 * sizeof(int32_t));
-    if (!keys || !used || !dirty || !ctr || !touched || !table) {
+    if (!flows || !touched || !table) {
         PyMem_Free(table);
         PyErr_NoMemory();
         return -1;
     }
-    memset(e->used + e->cap, 0, cap - e->cap);
-    memset(e->dirty + e->cap, 0, cap - e->cap);
-    memset(e->ctr + 4 * (size_t)e->cap, 0, (cap - e->cap) * 4 * sizeof(int64_t));
+    memset(e->flows + e->cap, 0, (cap - e->cap) * sizeof(Flow));
     PyMem_Free(e->table);
     e->table = table;
     e->tmask = cap * 2 - 1;
     for (uint32_t i = 0; i <= e->tmask; i++) table[i] = EMPTY;
     for (uint32_t s = 0; s < e->cap; s++)
-        if (e->used[s]) table_put(e, (int32_t)s);
+        if (e->flows[s].used) table_put(e, (int32_t)s);
     e->cap = cap;
     return 0;
 }
 
 static void echo_dealloc(Echo *e) {
-    PyMem_Free(e->data);
-    PyMem_Free(e->names);
-    PyMem_Free(e->rhdr);
-    PyMem_Free(e->shdr);
-    PyMem_Free(e->riov);
-    PyMem_Free(e->siov);
-    PyMem_Free(e->sent_slot);
-    PyMem_Free(e->handoff);
-    PyMem_Free(e->table);
-    PyMem_Free(e->keys);
-    PyMem_Free(e->used);
-    PyMem_Free(e->dirty);
-    PyMem_Free(e->ctr);
-    PyMem_Free(e->touched);
+    void *owned[] = {e->data, e->names,     e->rhdr,    e->shdr,  e->riov,
+                     e->siov, e->sent_slot, e->handoff, e->table, e->flows, e->touched};
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) PyMem_Free(owned[i]);
     Py_TYPE(e)->tp_free((PyObject *)e);
 }
 
 static int echo_init(Echo *e, PyObject *args, PyObject *kw) {
     static char *names[] = {"fd", "family", "max_size", "slots", NULL};
     unsigned slots = 64;
+    if (e->data) { /* __init__ called twice: keep the first */
+        PyErr_SetString(PyExc_RuntimeError, "already initialised");
+        return -1;
+    }
     if (!PyArg_ParseTupleAndKeywords(args, kw, "iin|I", names, &e->fd, &e->family,
                                      &e->max_size, &slots))
         return -1;
@@ -157,10 +152,6 @@ static int echo_init(Echo *e, PyObject *args, PyObject *kw) {
     }
     if (e->max_size < 1 || e->max_size > (1 << 20) || slots < 1 || slots > 1024) {
         PyErr_SetString(PyExc_ValueError, "max_size or slots out of range");
-        return -1;
-    }
-    if (e->data) { /* __init__ called twice: keep the first */
-        PyErr_SetString(PyExc_RuntimeError, "already initialised");
         return -1;
     }
     e->namelen = e->family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
@@ -193,11 +184,11 @@ static int echo_init(Echo *e, PyObject *args, PyObject *kw) {
 }
 
 static void count(Echo *e, int32_t slot, int what, int64_t bytes) {
-    int64_t *c = e->ctr + 4 * (size_t)slot + what;
-    c[0] += 1;
-    c[1] += bytes;
-    if (!e->dirty[slot]) {
-        e->dirty[slot] = 1;
+    Flow *f = &e->flows[slot];
+    f->c[what] += 1;
+    f->c[what + 1] += bytes;
+    if (!f->dirty) {
+        f->dirty = 1;
         e->touched[e->ntouched++] = (uint32_t)slot;
     }
 }
@@ -228,6 +219,7 @@ static int64_t send_replies(Echo *e, unsigned q, int64_t *msgs_out, int64_t *byt
 
 /* drain(budget, spins) -> (status, read, msgs_in, bytes_in, msgs_out, bytes_out, errors) */
 static PyObject *echo_drain(Echo *e, PyObject *args) {
+    NEED_READY(e)
     unsigned budget, spins;
     if (!PyArg_ParseTuple(args, "II", &budget, &spins)) return NULL;
     int64_t read = 0, msgs_in = 0, bytes_in = 0, msgs_out = 0, bytes_out = 0, errors = 0;
@@ -286,6 +278,7 @@ static PyObject *echo_drain(Echo *e, PyObject *args) {
 
 /* handoffs() -> [(data, size, raw sockaddr)] of the last drain, in arrival order. */
 static PyObject *echo_handoffs(Echo *e, PyObject *unused) {
+    NEED_READY(e)
     PyObject *out = PyList_New(e->nhandoff);
     if (!out) return NULL;
     for (unsigned j = 0; j < e->nhandoff; j++) {
@@ -307,23 +300,26 @@ static PyObject *echo_handoffs(Echo *e, PyObject *unused) {
 
 /* take() -> [(slot, msgs_in, bytes_in, msgs_out, bytes_out)] of the touched slots, zeroed. */
 static PyObject *echo_take(Echo *e, PyObject *unused) {
-    PyObject *out = PyList_New(e->ntouched);
+    NEED_READY(e)
+    PyObject *out = PyList_New(0);
     if (!out) return NULL;
     for (uint32_t j = 0; j < e->ntouched; j++) {
-        uint32_t s = e->touched[j];
-        int64_t *c = e->ctr + 4 * (size_t)s;
-        PyObject *item = Py_BuildValue("(ILLLL)", s, (long long)c[0], (long long)c[1],
-                                       (long long)c[2], (long long)c[3]);
-        if (!item) { /* nothing is zeroed: every count stays for the next take() */
+        int64_t *c = e->flows[e->touched[j]].c;
+        if (!c[0] && !c[2]) continue; /* forgotten since: its counts went with it */
+        PyObject *item = Py_BuildValue("(ILLLL)", e->touched[j], (long long)c[0],
+                                       (long long)c[1], (long long)c[2], (long long)c[3]);
+        if (!item || PyList_Append(out, item) < 0) {
+            /* nothing is zeroed: every count stays for the next take() */
+            Py_XDECREF(item);
             Py_DECREF(out);
             return NULL;
         }
-        PyList_SET_ITEM(out, j, item);
+        Py_DECREF(item);
     }
     for (uint32_t j = 0; j < e->ntouched; j++) {
-        uint32_t s = e->touched[j];
-        memset(e->ctr + 4 * (size_t)s, 0, 4 * sizeof(int64_t));
-        e->dirty[s] = 0;
+        Flow *f = &e->flows[e->touched[j]];
+        memset(f->c, 0, sizeof f->c);
+        f->dirty = 0;
     }
     e->ntouched = 0;
     return out;
@@ -331,6 +327,7 @@ static PyObject *echo_take(Echo *e, PyObject *unused) {
 
 /* add(raw sockaddr, slot): datagrams from that source are served here, counted in slot. */
 static PyObject *echo_add(Echo *e, PyObject *args) {
+    NEED_READY(e)
     Py_buffer raw;
     unsigned slot;
     if (!PyArg_ParseTuple(args, "y*I", &raw, &slot)) return NULL;
@@ -342,11 +339,11 @@ static PyObject *echo_add(Echo *e, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "slot out of range");
     } else if ((slot >= e->cap && grow(e, slot) < 0)) {
         /* MemoryError set */
-    } else if (key_of(e, raw.buf, &k), lookup(e, &k) != EMPTY || e->used[slot]) {
+    } else if (key_of(e, raw.buf, &k), lookup(e, &k) != EMPTY || e->flows[slot].used) {
         PyErr_SetString(PyExc_ValueError, "source or slot already known");
     } else {
-        e->keys[slot] = k;
-        e->used[slot] = 1;
+        e->flows[slot].key = k;
+        e->flows[slot].used = 1;
         table_put(e, (int32_t)slot);
         result = Py_NewRef(Py_None);
     }
@@ -358,27 +355,28 @@ static PyObject *echo_add(Echo *e, PyObject *args) {
  * still holds are zeroed with it. Linear probing's backward-shift delete keeps every
  * other key reachable without tombstones. */
 static PyObject *echo_forget(Echo *e, PyObject *arg) {
+    NEED_READY(e)
     unsigned long slot = PyLong_AsUnsignedLong(arg);
     if (PyErr_Occurred()) return NULL;
-    if (slot >= e->cap || !e->used[slot]) {
+    if (slot >= e->cap || !e->flows[slot].used) {
         PyErr_SetString(PyExc_KeyError, "slot not known");
         return NULL;
     }
-    uint32_t i = hash_key(&e->keys[slot]) & e->tmask;
+    uint32_t i = hash_key(&e->flows[slot].key) & e->tmask;
     while (e->table[i] != (int32_t)slot) i = (i + 1) & e->tmask;
     for (uint32_t j = i;;) {
         j = (j + 1) & e->tmask;
         int32_t s = e->table[j];
         if (s == EMPTY) break;
-        uint32_t home = hash_key(&e->keys[s]) & e->tmask;
+        uint32_t home = hash_key(&e->flows[s].key) & e->tmask;
         /* s stays when its home lies cyclically in (i, j]. */
         if (i <= j ? (i < home && home <= j) : (i < home || home <= j)) continue;
         e->table[i] = s;
         i = j;
     }
     e->table[i] = EMPTY;
-    e->used[slot] = 0;
-    memset(e->ctr + 4 * (size_t)slot, 0, 4 * sizeof(int64_t));
+    e->flows[slot].used = 0;
+    memset(e->flows[slot].c, 0, sizeof e->flows[slot].c);
     return Py_NewRef(Py_None);
 }
 
