@@ -301,6 +301,28 @@ async def test_a_flow_closed_from_the_api_starts_a_new_row_with_its_next_datagra
     assert (listener.accepted, listener.msgs_in, listener.bytes_out) == (2, 7, 31)
 
 
+async def test_a_served_flow_that_goes_quiet_is_forgotten_and_comes_back_as_a_new_one(
+    autojump_clock: object,
+) -> None:
+    async with open_manager() as manager:
+        listener = await start(manager, "udp://127.0.0.1:0?mode=echo&idle_timeout=10")
+        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            await sock.connect(("127.0.0.1", listener.port))
+            for _ in range(4):
+                await sock.send(b"tick")
+                assert await sock.recv(10) == b"tick"
+            old = _flow_of(listener, manager.registry, sock)
+            manager.registry.take_diff()  # what the lab's snapshot loop does
+            await trio.sleep(20)
+            assert (listener.connections, listener.idle_closed) == (0, 1)
+            await sock.send(b"tock")
+            assert await sock.recv(10) == b"tock"
+            new = _flow_of(listener, manager.registry, sock)
+    assert new is not old
+    assert (old.msgs_in, old.msgs_out, new.msgs_in, new.msgs_out) == (4, 4, 1, 1)
+    assert (listener.accepted, listener.msgs_in, listener.msgs_out) == (2, 5, 5)
+
+
 async def test_counts_are_exact_against_socat_blasting_datagrams(tmp_path: Path) -> None:
     count, size = 3000, 64
     blob = tmp_path / "blob"
