@@ -26,7 +26,8 @@ Used when the module is built and neither ``SOCKETLAB_NO_NATIVE=1`` nor
 from __future__ import annotations
 
 import socket as stdsocket
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn, Protocol
 
 import trio
 
@@ -34,12 +35,28 @@ from app.listeners.base import Listener
 from app.mmsg import MAX_ADDRS, SLOTS, decode_sockaddr, mmsg_available
 from app.native import native
 from app.registry import Conn
+from app.wire.replyguard import ReplyGuard
 
 _udpecho = native("udpecho")
 # Datagrams served between checkpoints: as the Python loop's one full batch.
 BUDGET = SLOTS
 # Empty reads a busy call tries before it reports the socket drained (see udp._SPIN).
 SPINS = 16
+
+
+class Flows(Protocol):
+    """What this loop uses of the listener's :class:`~app.listeners.udp.UdpFlows`."""
+
+    rows: dict[Any, Conn]
+    sock: stdsocket.socket
+    guard: ReplyGuard
+    on_forget: Callable[[Any], None] | None
+
+    def open(self, addr: Any) -> Conn | None: ...
+
+    def reply(
+        self, flow: Conn, data: bytes | memoryview, addr: Any, request_size: int | None = None
+    ) -> None: ...
 
 
 def native_echo(sock: stdsocket.socket, max_size: int) -> Any | None:
@@ -101,7 +118,7 @@ class KnownFlows:
                 flow.touch()
 
 
-async def native_echo_loop(listener: Listener, flows: Any, echo: Any) -> NoReturn:
+async def native_echo_loop(listener: Listener, flows: Flows, echo: Any) -> NoReturn:
     """Serve a plain echo over ``echo`` (see the module docstring) forever.
 
     ``flows`` is the listener's :class:`~app.listeners.udp.UdpFlows`; its ``on_forget``
@@ -142,7 +159,7 @@ async def native_echo_loop(listener: Listener, flows: Any, echo: Any) -> NoRetur
                 served = 0
 
 
-def _serve_handoffs(listener: Listener, flows: Any, known: KnownFlows, items: list[Any]) -> None:
+def _serve_handoffs(listener: Listener, flows: Flows, known: KnownFlows, items: list[Any]) -> None:
     """Serve the datagrams C handed back, as the Python loop would; register new flows."""
     max_size = listener.spec.max_message_size
     free = flows.guard.free
