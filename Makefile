@@ -75,6 +75,7 @@ UDP_TESTS := tests/test_mmsg.py tests/test_listeners_echo.py tests/test_listener
 # The compiled fast paths (app/native) have the same second run, over their Python twins
 # (SOCKETLAB_NO_NATIVE=1).
 NATIVE_TESTS := tests/test_native.py
+NATIVE_TESTS += tests/test_udpecho_c.py tests/test_udpecho_native.py
 
 pytest: $(VENV)/.installed-test system-deps
 	SOCKETLAB_PYTHON_STATSD=$(abspath $(VENV))/pystatsd $(BIN)/pytest $(PYTEST_ARGS)

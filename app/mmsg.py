@@ -91,7 +91,7 @@ def mmsg_available() -> bool:
     return _LIBC is not None and os.environ.get(ENV_NO_MMSG, "") in ("", "0")
 
 
-def _decode(family: int, raw: bytes) -> Any:
+def decode_sockaddr(family: int, raw: bytes) -> Any:
     """A ``sockaddr`` as Python's ``recvfrom`` returns it."""
     if family == stdsocket.AF_INET:
         port = struct.unpack_from("!H", raw, 2)[0]
@@ -286,7 +286,8 @@ class MmsgBatch:
         if len(known) >= MAX_ADDRS:
             known.clear()
         start = slot * _ADDR_STRIDE
-        addr = _decode(self._family, self._names_mv[start : start + self._namelen].tobytes())
+        raw = self._names_mv[start : start + self._namelen].tobytes()
+        addr = decode_sockaddr(self._family, raw)
         known[key] = addr
         return addr
 

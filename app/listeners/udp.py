@@ -7,7 +7,9 @@ with a checkpoint after each full batch for fairness, instead of paying one sche
 round per datagram. Every peer address is a flow (a registry row) that is forgotten after
 ``idle_timeout`` seconds of silence, or when the API closes its row; :class:`UdpFlows` keeps
 that bookkeeping for every mode. One loop serves every mode: plain echo replies inline,
-every other mode gets each datagram through its handler function.
+every other mode gets each datagram through its handler function. Where the compiled drain
+is built, a plain echo is served by it instead (:mod:`app.listeners.udpecho`), which hands
+back to Python every datagram this loop would treat other than as a plain echo.
 
 Limits: at most ``max_connections`` flows are tracked; a datagram from a new peer past that
 is dropped and counted in ``rejected`` (there is no connection to refuse). A datagram larger
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import os
 import socket as stdsocket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -38,6 +41,7 @@ import trio
 from app.listeners.base import DatagramHandler, Listener
 from app.listeners.multicast import Membership
 from app.listeners.spec import COLLECTOR_MODES
+from app.listeners.udpecho import native_echo, native_echo_loop
 from app.mmsg import open_batch
 from app.registry import Conn, Registry
 from app.wire.replyguard import ReplyGuard
@@ -132,7 +136,7 @@ class UdpFlows:
     guard keeps state only for flows that are tracked.
     """
 
-    __slots__ = ("guard", "listener", "local", "registry", "rows", "sock")
+    __slots__ = ("guard", "listener", "local", "on_forget", "registry", "rows", "sock")
 
     def __init__(self, listener: Listener, registry: Registry, sock: stdsocket.socket) -> None:
         self.listener = listener
@@ -142,6 +146,8 @@ class UdpFlows:
         self.rows: dict[Any, Conn] = {}
         self.guard = ReplyGuard(listener.spec.reply_rate)
         listener.reply_guard = self.guard
+        # Told of every flow forgotten (the compiled echo's table: app.listeners.udpecho).
+        self.on_forget: Callable[[Any], None] | None = None
 
     def open(self, addr: Any) -> Conn | None:
         """A new flow for ``addr``; None (counted in ``rejected``) past ``max_connections``."""
@@ -173,6 +179,8 @@ class UdpFlows:
     def _forget(self, addr: Any) -> None:
         del self.rows[addr]
         self.guard.forget(addr)
+        if self.on_forget is not None:
+            self.on_forget(addr)
         self.listener.connections -= 1
 
     async def expire_forever(self) -> NoReturn:
@@ -249,6 +257,9 @@ async def serve_udp_listener(
             nursery.start_soon(flows.expire_forever)
             nursery.start_soon(mode.run)
             task_status.started(listener.port)
+            echo = None if handler else native_echo(sock, spec.max_message_size)
+            if echo is not None:
+                await native_echo_loop(listener, flows, echo)
             await _drain_loop(listener, flows, handler)
     finally:
         sock.close()
