@@ -23,8 +23,12 @@ from app.listeners.base import DatagramHandler, DatagramPort, Ended, EndReason, 
 from app.listeners.idle import IdleDeadlines
 from app.listeners.modes.impair import Impairment, impaired_datagram_handler, impaired_stream
 from app.listeners.stream import Replies, Transport
+from app.native import native
 from app.registry import Conn
-from app.sockio import Done, ReadyLoop, Served
+from app.sockio import Done, NativePass, ReadyLoop, Served
+
+# The compiled pass (app/native/_tcpecho.c), or None: then _on_ready serves every socket.
+_tcpecho = native("tcpecho")
 
 
 class EchoSession:
@@ -96,7 +100,9 @@ class EchoMode(Mode):
         # One read buffer for every plain TCP connection of this listener (see _on_ready).
         self._shared = bytearray(spec.max_message_size)
         self._view = memoryview(self._shared)
-        self._loop: ReadyLoop[_EchoConn] = ReadyLoop(self._on_ready, self._on_error)
+        self._loop: ReadyLoop[_EchoConn] = ReadyLoop(
+            self._on_ready, self._on_error, native=self._native_pass if _tcpecho else None
+        )
         items = self._loop.items
         self._idle = IdleDeadlines(
             spec.idle_timeout,
@@ -120,6 +126,23 @@ class EchoMode(Mode):
                 for state in list(self._loop.items.values()):
                     self._end(state, "shutdown")
 
+    def _native_pass(
+        self,
+        epfd: int,
+        items: dict[int, _EchoConn],
+        handler: Any,
+        on_error: Any,
+    ) -> NativePass[_EchoConn]:
+        """The compiled pass of the socket loop: it does what :meth:`_on_ready` does for a
+        readable connection with nothing pending, and calls it for everything else."""
+        assert _tcpecho is not None
+        size = self.listener.spec.max_message_size
+        listener = self.listener
+        echo_pass: NativePass[_EchoConn] = _tcpecho.EchoPass(
+            epfd, items, handler, on_error, self._keep, listener, _EchoConn, Conn, size
+        )
+        return echo_pass
+
     def open_session(self) -> EchoSession:
         return EchoSession()
 
@@ -142,7 +165,7 @@ class EchoMode(Mode):
         """
         state = _EchoConn(self, sock, conn, ended, trio.current_time())
         try:
-            self._loop.add(state)
+            self._loop.add(state, native=True)
         except trio.ClosedResourceError:  # the listener is stopping
             ended(conn, sock, "shutdown", None)
             return
@@ -203,8 +226,7 @@ class EchoMode(Mode):
             sent = 0
         if sent < n:
             # The shared buffer is the next reader's: keep the rest.
-            state.pending = memoryview(bytes(view[sent:n]))
-            self._loop.watch(state, select.EPOLLOUT)
+            self._keep(state, bytes(view[sent:n]))
         conn.bytes_out += n
         conn.msgs_out += 1
         listener.bytes_out += n
@@ -212,6 +234,12 @@ class EchoMode(Mode):
         if not conn.dirty:  # touch() once per snapshot: a call less per message after
             conn.touch()
         state.active_at = self._loop.now
+
+    def _keep(self, state: _EchoConn, rest: bytes) -> None:
+        """What the kernel did not take: sent when there is room, and nothing is read from
+        the connection before (backpressure on a client that does not read)."""
+        state.pending = memoryview(rest)
+        self._loop.watch(state, select.EPOLLOUT)
 
     def datagram_handler(self, port: DatagramPort) -> DatagramHandler:
         assert self.impairment is not None  # plain echo uses the UDP server's own loop

@@ -1,0 +1,484 @@
+/* The plain TCP echo's pass over its ready sockets, compiled (app/listeners/modes/echo.py).
+ *
+ * Theory of operation: the echo mode serves every plain TCP connection of a listener from
+ * one app.sockio.ReadyLoop (a private, level-triggered epoll). In Python each ready socket
+ * costs a handler call, a recv_into, a send and eight counter updates: a few microseconds
+ * of interpreter per round trip. An EchoPass does the loop's pass instead: one
+ * epoll_wait(timeout 0) for at most the caller's number of events, then for each socket
+ * the loop adopted (adopt(): a plain echo connection, an _EchoConn) that is readable and
+ * has nothing pending, one recv into a private buffer and one send of what it read, and
+ * the counters Python would have bumped:
+ *
+ *   conn.bytes_in/msgs_in, conn.bytes_out/msgs_out  written into the row's slots at once,
+ *       so whatever Python reads between two passes is exact (no fold to forget);
+ *   conn.touch() the first time after a snapshot (conn.dirty false), item.active_at = now
+ *       (the idle heap's clock: app.listeners.idle);
+ *   listener.bytes_in/... summed over the pass and added before any Python code runs
+ *       (a callback) and before the pass returns, on every exit path.
+ *
+ * What it does not handle goes to Python as the Python loop would have done it:
+ *   - an fd it did not adopt, or an event other than a plain EPOLLIN (EPOLLOUT while a
+ *     reply is pending, EPOLLERR, EPOLLHUP), or an adopted item with a reply pending:
+ *     handler(item, mask), looked up in the loop's items;
+ *   - end of stream (recv 0): handler(item, mask), whose own recv sees the end again
+ *     (it is sticky) and ends the connection;
+ *   - a recv or send error (a reset, a broken pipe): on_error(item, OSError(errno)), as
+ *     if the handler had raised it (the error is consumed by the call that reported it);
+ *   - a partial send (the peer's window is full): keep(item, rest) (the rest copied
+ *     into bytes), which makes it item.pending and watches the socket for EPOLLOUT only,
+ *     so that its next events go to the handler until the rest has gone.
+ * An exception from the handler goes to on_error; one from on_error (or a BaseException)
+ * ends the pass and propagates, as in the Python loop.
+ *
+ * Object handling: the table of adopted items (indexed by fd) holds a reference to each;
+ * forget(fd) (the loop's finish) drops it. No Python object is made per message except
+ * the counters' new values (ints, shared between in and out while they are equal).
+ * Everything runs with the GIL held; every socket call is non-blocking.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#define MAX_EVENTS 256 /* per call, whatever the caller asks: the array is on the stack */
+
+typedef struct {
+    PyObject_HEAD
+    int epfd;                 /* the ReadyLoop's epoll; not ours, never closed here */
+    PyObject *items;          /* the loop's dict fd -> item */
+    PyObject *handler;        /* handler(item, mask) */
+    PyObject *on_error;       /* on_error(item, exc) */
+    PyObject *keep;           /* keep(item, rest): a partial send's rest */
+    PyObject *listener;       /* whose bytes_in/... the pass adds to */
+    PyTypeObject *item_type;  /* _EchoConn: the slots below are its */
+    PyTypeObject *conn_type;  /* app.registry.Conn */
+    Py_ssize_t off_conn, off_pending, off_active;                 /* of an item */
+    Py_ssize_t off_bin, off_bout, off_min, off_mout, off_dirty;   /* of a Conn */
+    PyObject **table;         /* fd -> adopted item (a reference), or NULL */
+    int size;                 /* entries of table */
+    char *buf;
+    Py_ssize_t bufsize;
+    long long l_bin, l_min, l_bout, l_mout; /* the listener's share not added yet */
+} EchoPass;
+
+/* The offset of a __slots__ attribute (a member descriptor of an object slot). */
+static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *out) {
+    PyObject *d = PyObject_GetAttrString((PyObject *)type, name);
+    if (d == NULL) return -1;
+    int ok = Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+             ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX;
+    if (ok) *out = ((PyMemberDescrObject *)d)->d_member->offset;
+    Py_DECREF(d);
+    if (!ok) PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", type->tp_name, name);
+    return ok ? 0 : -1;
+}
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+/* Store v (a new reference, stolen) into a slot, releasing what it held. */
+static void slot_set(PyObject *obj, Py_ssize_t off, PyObject *v) {
+    PyObject *old = SLOT(obj, off);
+    SLOT(obj, off) = v;
+    Py_XDECREF(old);
+}
+
+/* Add the listener's share of the pass to its counters (Python: listener.x += n). */
+static int flush_listener(EchoPass *self) {
+    static const char *names[4] = {"bytes_in", "msgs_in", "bytes_out", "msgs_out"};
+    long long *shares[4] = {&self->l_bin, &self->l_min, &self->l_bout, &self->l_mout};
+    for (int i = 0; i < 4; i++) {
+        if (*shares[i] == 0) continue;
+        PyObject *old = PyObject_GetAttrString(self->listener, names[i]);
+        if (old == NULL) return -1;
+        PyObject *n = PyLong_FromLongLong(*shares[i]);
+        PyObject *sum = n ? PyNumber_Add(old, n) : NULL;
+        Py_DECREF(old);
+        Py_XDECREF(n);
+        if (sum == NULL) return -1;
+        int rc = PyObject_SetAttrString(self->listener, names[i], sum);
+        Py_DECREF(sum);
+        if (rc < 0) return -1;
+        *shares[i] = 0;
+    }
+    return 0;
+}
+
+/* The value of a counter (an int); -1 with an exception when it is not one. */
+static long long value_of(PyObject *v) {
+    if (v == NULL || !PyLong_CheckExact(v)) {
+        PyErr_SetString(PyExc_TypeError, "a counter is not an int");
+        return -1;
+    }
+    return PyLong_AsLongLong(v);
+}
+
+/* obj.<off> += n (Python's ``conn.bytes_in += n``). When the sum equals the counter
+ * ``twin`` (bytes_out is bytes_in once a message is echoed) that int is shared, so an
+ * echoed message makes two ints, not four. 0, or -1 with an exception. */
+static int add_to(PyObject *obj, Py_ssize_t off, long long n, PyObject *twin) {
+    long long v = value_of(SLOT(obj, off));
+    if (v == -1 && PyErr_Occurred()) return -1;
+    v += n;
+    PyObject *sum;
+    if (twin != NULL && PyLong_CheckExact(twin) && PyLong_AsLongLong(twin) == v) {
+        sum = Py_NewRef(twin);
+    } else if ((sum = PyLong_FromLongLong(v)) == NULL) {
+        return -1;
+    }
+    slot_set(obj, off, sum);
+    return 0;
+}
+
+#if PY_VERSION_HEX < 0x030C0000
+static PyObject *PyErr_GetRaisedException(void) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+static void PyErr_SetRaisedException(PyObject *exc) {
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+}
+#endif
+
+/* Call fn(item, arg) as the Python loop calls its handler: an Exception goes to
+ * on_error(item, exc). Returns -1 only when the pass must end (on_error failed, or a
+ * BaseException). The listener's counters are exact before any Python code runs. */
+static int call_python(EchoPass *self, PyObject *fn, PyObject *item, PyObject *arg) {
+    if (flush_listener(self) < 0) return -1;
+    PyObject *r = PyObject_CallFunctionObjArgs(fn, item, arg, NULL);
+    if (r != NULL) {
+        Py_DECREF(r);
+        return 0;
+    }
+    if (fn == self->on_error || !PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+    PyObject *exc = PyErr_GetRaisedException();
+    r = PyObject_CallFunctionObjArgs(self->on_error, item, exc, NULL);
+    Py_DECREF(exc);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* on_error(item, OSError(err)): the OSError constructor picks the subclass
+ * (ConnectionResetError, BrokenPipeError, ...). */
+static int call_error(EchoPass *self, PyObject *item, int err) {
+    PyObject *exc = PyObject_CallFunction(PyExc_OSError, "is", err, strerror(err));
+    if (exc == NULL) return -1;
+    int rc = call_python(self, self->on_error, item, exc);
+    Py_DECREF(exc);
+    return rc;
+}
+
+/* Hand what the kernel did not take to keep(item, rest): it becomes item.pending and the
+ * socket is watched for room only, by the same Python code as for the Python pass.
+ * 0: kept; 1: keep raised an Exception, given to on_error (the handler would have raised
+ * it before counting the message out); -1: the pass must end. */
+static int keep_rest(EchoPass *self, PyObject *item, const char *rest, Py_ssize_t n) {
+    if (flush_listener(self) < 0) return -1;
+    PyObject *bytes = PyBytes_FromStringAndSize(rest, n);
+    if (bytes == NULL) return -1;
+    PyObject *r = PyObject_CallFunctionObjArgs(self->keep, item, bytes, NULL);
+    Py_DECREF(bytes);
+    if (r != NULL) {
+        Py_DECREF(r);
+        return 0;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+    PyObject *exc = PyErr_GetRaisedException();
+    int rc = call_python(self, self->on_error, item, exc);
+    Py_DECREF(exc);
+    return rc < 0 ? -1 : 1;
+}
+
+/* Echo one readable adopted socket (its reference held by the caller). 1: not handled
+ * here (the handler's), 0: done, -1: the pass must end. */
+static int echo_one(EchoPass *self, PyObject *item, int fd, PyObject *now) {
+    PyObject *conn = SLOT(item, self->off_conn);
+    if (conn == NULL || !Py_IS_TYPE(conn, self->conn_type)) return 1; /* before reading */
+    ssize_t n;
+    do {
+        n = recv(fd, self->buf, (size_t)self->bufsize, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+        return call_error(self, item, errno);
+    }
+    if (n == 0) return 1; /* the end of stream: the handler ends the connection */
+    Py_INCREF(conn); /* on_error below may end the connection and let go of its row */
+    int rc = -1;
+    /* In first, as in Python: a send that fails leaves the bytes counted in only. */
+    if (add_to(conn, self->off_bin, n, NULL) < 0 || add_to(conn, self->off_min, 1, NULL) < 0)
+        goto done;
+    self->l_bin += n;
+    self->l_min += 1;
+    ssize_t sent;
+    do {
+        sent = send(fd, self->buf, (size_t)n, MSG_NOSIGNAL);
+    } while (sent < 0 && errno == EINTR);
+    if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        rc = call_error(self, item, errno);
+        goto done;
+    }
+    if (sent < 0) sent = 0;
+    if (sent < n && (rc = keep_rest(self, item, self->buf + sent, n - sent)) != 0) {
+        rc = rc < 0 ? -1 : 0;
+        goto done;
+    }
+    rc = -1;
+    /* Out: the whole message, as Python counts it (the rest is pending, not lost). */
+    if (add_to(conn, self->off_bout, n, SLOT(conn, self->off_bin)) < 0 ||
+        add_to(conn, self->off_mout, 1, SLOT(conn, self->off_min)) < 0)
+        goto done;
+    self->l_bout += n;
+    self->l_mout += 1;
+    if (SLOT(conn, self->off_dirty) != Py_True) { /* touch() once per snapshot */
+        if (flush_listener(self) < 0) goto done;
+        PyObject *r = PyObject_CallMethod(conn, "touch", NULL);
+        if (r == NULL) goto done;
+        Py_DECREF(r);
+    }
+    slot_set(item, self->off_active, Py_NewRef(now));
+    rc = 0;
+done:
+    Py_DECREF(conn);
+    return rc;
+}
+
+/* The item the Python loop would serve for fd (a borrowed reference), NULL when none
+ * (ended earlier in this pass) or on an error (then with an exception). */
+static PyObject *loop_item(EchoPass *self, int fd) {
+    PyObject *key = PyLong_FromLong(fd);
+    if (key == NULL) return NULL;
+    PyObject *item = PyDict_GetItemWithError(self->items, key);
+    Py_DECREF(key);
+    return item;
+}
+
+static PyObject *EchoPass_run(EchoPass *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "run(max_events, now)");
+        return NULL;
+    }
+    long max = PyLong_AsLong(args[0]);
+    if (max == -1 && PyErr_Occurred()) return NULL;
+    if (max < 1) max = 1;
+    if (max > MAX_EVENTS) max = MAX_EVENTS;
+    if (self->items == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the pass is closed");
+        return NULL;
+    }
+    PyObject *now = args[1];
+    struct epoll_event events[MAX_EVENTS];
+    int k;
+    do {
+        k = epoll_wait(self->epfd, events, (int)max, 0);
+    } while (k < 0 && errno == EINTR);
+    if (k < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    for (int i = 0; i < k; i++) {
+        int fd = events[i].data.fd;
+        uint32_t mask = events[i].events;
+        PyObject *item = (fd >= 0 && fd < self->size) ? self->table[fd] : NULL;
+        int rc;
+        if (item != NULL) {
+            Py_INCREF(item); /* a callback may forget it */
+            rc = 1;
+            if (mask == EPOLLIN && SLOT(item, self->off_pending) == Py_None)
+                rc = echo_one(self, item, fd, now);
+        } else {
+            item = loop_item(self, fd);
+            if (item == NULL) {
+                if (PyErr_Occurred()) goto fail;
+                continue; /* ended earlier in this pass */
+            }
+            Py_INCREF(item);
+            rc = 1;
+        }
+        if (rc == 1) {
+            PyObject *m = PyLong_FromUnsignedLong(mask);
+            rc = m ? call_python(self, self->handler, item, m) : -1;
+            Py_XDECREF(m);
+        }
+        Py_DECREF(item);
+        if (rc < 0) goto fail;
+    }
+    if (flush_listener(self) < 0) return NULL;
+    return PyLong_FromLong(k);
+fail:;
+    /* The listener's counters stay exact on the way out too. */
+    PyObject *exc = PyErr_GetRaisedException();
+    if (flush_listener(self) < 0) PyErr_Clear();
+    PyErr_SetRaisedException(exc);
+    return NULL;
+}
+
+static PyObject *EchoPass_adopt(EchoPass *self, PyObject *item) {
+    if (self->items == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the pass is closed");
+        return NULL;
+    }
+    if (!Py_IS_TYPE(item, self->item_type)) {
+        PyErr_Format(PyExc_TypeError, "not a %s", self->item_type->tp_name);
+        return NULL;
+    }
+    PyObject *conn = SLOT(item, self->off_conn);
+    if (conn == NULL || !Py_IS_TYPE(conn, self->conn_type)) {
+        PyErr_Format(PyExc_TypeError, "its conn is not a %s", self->conn_type->tp_name);
+        return NULL;
+    }
+    PyObject *fdobj = PyObject_GetAttrString(item, "fd");
+    if (fdobj == NULL) return NULL;
+    long fd = PyLong_AsLong(fdobj);
+    Py_DECREF(fdobj);
+    if (fd == -1 && PyErr_Occurred()) return NULL;
+    if (fd < 0 || fd > INT_MAX / 2) {
+        PyErr_SetString(PyExc_ValueError, "a bad file descriptor");
+        return NULL;
+    }
+    if (fd >= self->size) {
+        int size = self->size ? self->size : 64;
+        while (size <= fd) size *= 2;
+        PyObject **table = PyMem_Realloc(self->table, (size_t)size * sizeof(PyObject *));
+        if (table == NULL) return PyErr_NoMemory();
+        for (int i = self->size; i < size; i++) table[i] = NULL;
+        self->table = table;
+        self->size = size;
+    }
+    Py_XSETREF(self->table[fd], Py_NewRef(item));
+    Py_RETURN_NONE;
+}
+
+static PyObject *EchoPass_forget(EchoPass *self, PyObject *arg) {
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred()) return NULL;
+    if (fd >= 0 && fd < self->size) Py_CLEAR(self->table[fd]);
+    Py_RETURN_NONE;
+}
+
+static int EchoPass_clear(EchoPass *self) {
+    for (int i = 0; i < self->size; i++) Py_CLEAR(self->table[i]);
+    Py_CLEAR(self->items);
+    Py_CLEAR(self->handler);
+    Py_CLEAR(self->on_error);
+    Py_CLEAR(self->keep);
+    Py_CLEAR(self->listener);
+    Py_CLEAR(self->item_type);
+    Py_CLEAR(self->conn_type);
+    return 0;
+}
+
+static PyObject *EchoPass_close(EchoPass *self, PyObject *Py_UNUSED(arg)) {
+    EchoPass_clear(self);
+    Py_RETURN_NONE;
+}
+
+static int EchoPass_traverse(EchoPass *self, visitproc visit, void *arg) {
+    for (int i = 0; i < self->size; i++) Py_VISIT(self->table[i]);
+    Py_VISIT(self->items);
+    Py_VISIT(self->handler);
+    Py_VISIT(self->on_error);
+    Py_VISIT(self->keep);
+    Py_VISIT(self->listener);
+    Py_VISIT(self->item_type);
+    Py_VISIT(self->conn_type);
+    return 0;
+}
+
+static void EchoPass_dealloc(EchoPass *self) {
+    PyObject_GC_UnTrack(self);
+    EchoPass_clear(self);
+    PyMem_Free(self->table);
+    PyMem_Free(self->buf);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int EchoPass_init(EchoPass *self, PyObject *args, PyObject *kwds) {
+    static char *kw[] = {"epfd",      "items",     "handler", "on_error", "keep",
+                         "listener",  "item_type", "conn_type", "bufsize", NULL};
+    int epfd;
+    Py_ssize_t bufsize;
+    PyObject *items, *handler, *on_error, *keep, *listener;
+    PyTypeObject *item_type, *conn_type;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO!OOOOO!O!n", kw, &epfd, &PyDict_Type,
+                                     &items, &handler, &on_error, &keep, &listener, &PyType_Type,
+                                     &item_type, &PyType_Type, &conn_type, &bufsize))
+        return -1;
+    if (bufsize < 1) {
+        PyErr_SetString(PyExc_ValueError, "bufsize must be positive");
+        return -1;
+    }
+    if (slot_offset(item_type, "conn", &self->off_conn) < 0 ||
+        slot_offset(item_type, "pending", &self->off_pending) < 0 ||
+        slot_offset(item_type, "active_at", &self->off_active) < 0 ||
+        slot_offset(conn_type, "bytes_in", &self->off_bin) < 0 ||
+        slot_offset(conn_type, "bytes_out", &self->off_bout) < 0 ||
+        slot_offset(conn_type, "msgs_in", &self->off_min) < 0 ||
+        slot_offset(conn_type, "msgs_out", &self->off_mout) < 0 ||
+        slot_offset(conn_type, "dirty", &self->off_dirty) < 0)
+        return -1;
+    char *buf = PyMem_Realloc(self->buf, (size_t)bufsize);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    EchoPass_clear(self);
+    self->buf = buf;
+    self->bufsize = bufsize;
+    self->epfd = epfd;
+    self->items = Py_NewRef(items);
+    self->handler = Py_NewRef(handler);
+    self->on_error = Py_NewRef(on_error);
+    self->keep = Py_NewRef(keep);
+    self->listener = Py_NewRef(listener);
+    self->item_type = (PyTypeObject *)Py_NewRef(item_type);
+    self->conn_type = (PyTypeObject *)Py_NewRef(conn_type);
+    return 0;
+}
+
+static PyMethodDef EchoPass_methods[] = {
+    {"run", (PyCFunction)(void (*)(void))EchoPass_run, METH_FASTCALL,
+     "run(max_events, now) -> events: one pass over the epoll's ready sockets."},
+    {"adopt", (PyCFunction)EchoPass_adopt, METH_O,
+     "adopt(item): echo this plain connection here (it is served by the loop already)."},
+    {"forget", (PyCFunction)EchoPass_forget, METH_O,
+     "forget(fd): the item of fd is no longer served (idempotent)."},
+    {"close", (PyCFunction)EchoPass_close, METH_NOARGS,
+     "close(): let go of every item and callback (the loop has ended)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject EchoPassType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "app.native._tcpecho.EchoPass",
+    .tp_doc = "One ReadyLoop pass of a plain TCP echo, compiled (see the module's source).",
+    .tp_basicsize = sizeof(EchoPass),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)EchoPass_init,
+    .tp_dealloc = (destructor)EchoPass_dealloc,
+    .tp_traverse = (traverseproc)EchoPass_traverse,
+    .tp_clear = (inquiry)EchoPass_clear,
+    .tp_methods = EchoPass_methods,
+};
+
+static struct PyModuleDef tcpecho_module = {
+    PyModuleDef_HEAD_INIT, "_tcpecho", "The plain TCP echo's socket pass, compiled.", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__tcpecho(void) {
+    if (PyType_Ready(&EchoPassType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&tcpecho_module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddObjectRef(m, "EchoPass", (PyObject *)&EchoPassType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
