@@ -62,17 +62,19 @@ typedef struct {
     int size;                 /* entries of table */
     char *buf;
     Py_ssize_t bufsize;
-    long long l_bin, l_min, l_bout, l_mout; /* the listener's share not added yet */
+    long long l_bin, l_min, l_bout, l_mout; /* the listener's share not added yet (in
+                                               this order: see listener_names) */
 } EchoPass;
 
 /* The offset of a __slots__ attribute (a member descriptor of an object slot). */
 static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *out) {
     PyObject *d = PyObject_GetAttrString((PyObject *)type, name);
-    if (d == NULL) return -1;
-    int ok = Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+    if (d == NULL && !PyErr_ExceptionMatches(PyExc_AttributeError)) return -1;
+    PyErr_Clear();
+    int ok = d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) &&
              ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX;
     if (ok) *out = ((PyMemberDescrObject *)d)->d_member->offset;
-    Py_DECREF(d);
+    Py_XDECREF(d);
     if (!ok) PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", type->tp_name, name);
     return ok ? 0 : -1;
 }
@@ -86,23 +88,25 @@ static void slot_set(PyObject *obj, Py_ssize_t off, PyObject *v) {
     Py_XDECREF(old);
 }
 
+/* Interned names: the listener's counters (in the order of EchoPass.l_*) and touch. */
+static PyObject *listener_names[4], *str_touch;
+
 /* Add the listener's share of the pass to its counters (Python: listener.x += n). */
 static int flush_listener(EchoPass *self) {
-    static const char *names[4] = {"bytes_in", "msgs_in", "bytes_out", "msgs_out"};
-    long long *shares[4] = {&self->l_bin, &self->l_min, &self->l_bout, &self->l_mout};
+    long long *shares = &self->l_bin;
     for (int i = 0; i < 4; i++) {
-        if (*shares[i] == 0) continue;
-        PyObject *old = PyObject_GetAttrString(self->listener, names[i]);
+        if (shares[i] == 0) continue;
+        PyObject *old = PyObject_GetAttr(self->listener, listener_names[i]);
         if (old == NULL) return -1;
-        PyObject *n = PyLong_FromLongLong(*shares[i]);
+        PyObject *n = PyLong_FromLongLong(shares[i]);
         PyObject *sum = n ? PyNumber_Add(old, n) : NULL;
         Py_DECREF(old);
         Py_XDECREF(n);
         if (sum == NULL) return -1;
-        int rc = PyObject_SetAttrString(self->listener, names[i], sum);
+        int rc = PyObject_SetAttr(self->listener, listener_names[i], sum);
         Py_DECREF(sum);
         if (rc < 0) return -1;
-        *shares[i] = 0;
+        shares[i] = 0;
     }
     return 0;
 }
@@ -242,7 +246,7 @@ static int echo_one(EchoPass *self, PyObject *item, int fd, PyObject *now) {
     self->l_mout += 1;
     if (SLOT(conn, self->off_dirty) != Py_True) { /* touch() once per snapshot */
         if (flush_listener(self) < 0) goto done;
-        PyObject *r = PyObject_CallMethod(conn, "touch", NULL);
+        PyObject *r = PyObject_CallMethodNoArgs(conn, str_touch);
         if (r == NULL) goto done;
         Py_DECREF(r);
     }
@@ -415,15 +419,15 @@ static int EchoPass_init(EchoPass *self, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_ValueError, "bufsize must be positive");
         return -1;
     }
-    if (slot_offset(item_type, "conn", &self->off_conn) < 0 ||
-        slot_offset(item_type, "pending", &self->off_pending) < 0 ||
-        slot_offset(item_type, "active_at", &self->off_active) < 0 ||
-        slot_offset(conn_type, "bytes_in", &self->off_bin) < 0 ||
-        slot_offset(conn_type, "bytes_out", &self->off_bout) < 0 ||
-        slot_offset(conn_type, "msgs_in", &self->off_min) < 0 ||
-        slot_offset(conn_type, "msgs_out", &self->off_mout) < 0 ||
-        slot_offset(conn_type, "dirty", &self->off_dirty) < 0)
-        return -1;
+    static const char *item_slots[] = {"conn", "pending", "active_at"};
+    static const char *conn_slots[] = {"bytes_in", "bytes_out", "msgs_in", "msgs_out", "dirty"};
+    Py_ssize_t *item_offs[] = {&self->off_conn, &self->off_pending, &self->off_active};
+    Py_ssize_t *conn_offs[] = {&self->off_bin, &self->off_bout, &self->off_min, &self->off_mout,
+                               &self->off_dirty};
+    for (int i = 0; i < 3; i++)
+        if (slot_offset(item_type, item_slots[i], item_offs[i]) < 0) return -1;
+    for (int i = 0; i < 5; i++)
+        if (slot_offset(conn_type, conn_slots[i], conn_offs[i]) < 0) return -1;
     char *buf = PyMem_Realloc(self->buf, (size_t)bufsize);
     if (buf == NULL) {
         PyErr_NoMemory();
@@ -473,6 +477,10 @@ static struct PyModuleDef tcpecho_module = {
 };
 
 PyMODINIT_FUNC PyInit__tcpecho(void) {
+    static const char *names[4] = {"bytes_in", "msgs_in", "bytes_out", "msgs_out"};
+    for (int i = 0; i < 4; i++)
+        if ((listener_names[i] = PyUnicode_InternFromString(names[i])) == NULL) return NULL;
+    if ((str_touch = PyUnicode_InternFromString("touch")) == NULL) return NULL;
     if (PyType_Ready(&EchoPassType) < 0) return NULL;
     PyObject *m = PyModule_Create(&tcpecho_module);
     if (m == NULL) return NULL;
