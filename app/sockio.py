@@ -204,7 +204,8 @@ class NativePass(Protocol[S_contra]):
     """
 
     def run(self, max_events: int, now: float, /) -> int:
-        """One pass over at most ``max_events`` ready sockets; returns how many were."""
+        """Serve ready sockets until ``max_events`` were served or none is ready; returns
+        how many were served."""
 
     def adopt(self, item: S_contra, /) -> None:
         """Serve ``item`` (already added to the loop) in C."""
@@ -413,27 +414,24 @@ class ReadyLoop(Generic[S]):
             ep.close()
 
     async def _run_native(self, ep: select.epoll, native: NativePass[S]) -> NoReturn:
-        """:meth:`run` with the compiled pass: the same waits, yields and end."""
+        """:meth:`run` with the compiled pass, which polls again until it has served
+        ``size`` sockets or finds none ready: fewer than ``size`` means the epoll is
+        empty (wait for it, a yield), ``size`` that it yields for a turn."""
         pass_size = WEB.pass_size
         after_pass = self._after_pass
         current_time = trio.current_time
         run = native.run
-        served = 0
         try:
             while True:
                 size = pass_size()
                 self.now = now = current_time()
                 n = run(size, now)
-                if not n:
-                    await trio.lowlevel.wait_readable(ep)
-                    served = 0
-                    continue
-                if after_pass is not None:
+                if n and after_pass is not None:
                     after_pass()
-                served += n
-                if served >= size:
+                if n < size:
+                    await trio.lowlevel.wait_readable(ep)
+                else:
                     await trio.lowlevel.checkpoint()
-                    served = 0
         finally:
             self._ended = True
             self._native = None

@@ -267,6 +267,37 @@ static PyObject *loop_item(EchoPass *self, int fd) {
     return item;
 }
 
+/* Serve k ready sockets. 0, or -1 when the pass must end (with an exception). */
+static int serve(EchoPass *self, struct epoll_event *events, int k, PyObject *now) {
+    for (int i = 0; i < k; i++) {
+        int fd = events[i].data.fd;
+        uint32_t mask = events[i].events;
+        PyObject *item = (fd >= 0 && fd < self->size) ? self->table[fd] : NULL;
+        int rc = 1;
+        if (item != NULL) {
+            Py_INCREF(item); /* a callback may forget it */
+            if (mask == EPOLLIN && SLOT(item, self->off_pending) == Py_None)
+                rc = echo_one(self, item, fd, now);
+        } else if ((item = loop_item(self, fd)) != NULL) {
+            Py_INCREF(item);
+        } else if (PyErr_Occurred()) {
+            return -1;
+        } else {
+            continue; /* ended earlier in this pass */
+        }
+        if (rc == 1) {
+            PyObject *m = PyLong_FromUnsignedLong(mask);
+            rc = m ? call_python(self, self->handler, item, m) : -1;
+            Py_XDECREF(m);
+        }
+        Py_DECREF(item);
+        if (rc < 0) return -1;
+    }
+    return 0;
+}
+
+/* Poll and serve until max_events were served or a poll finds none ready: the caller
+ * waits for the epoll when fewer than max_events come back, and yields otherwise. */
 static PyObject *EchoPass_run(EchoPass *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "run(max_events, now)");
@@ -280,42 +311,23 @@ static PyObject *EchoPass_run(EchoPass *self, PyObject *const *args, Py_ssize_t 
         PyErr_SetString(PyExc_ValueError, "the pass is closed");
         return NULL;
     }
-    PyObject *now = args[1];
     struct epoll_event events[MAX_EVENTS];
-    int k;
-    do {
-        k = epoll_wait(self->epfd, events, (int)max, 0);
-    } while (k < 0 && errno == EINTR);
-    if (k < 0) return PyErr_SetFromErrno(PyExc_OSError);
-    for (int i = 0; i < k; i++) {
-        int fd = events[i].data.fd;
-        uint32_t mask = events[i].events;
-        PyObject *item = (fd >= 0 && fd < self->size) ? self->table[fd] : NULL;
-        int rc;
-        if (item != NULL) {
-            Py_INCREF(item); /* a callback may forget it */
-            rc = 1;
-            if (mask == EPOLLIN && SLOT(item, self->off_pending) == Py_None)
-                rc = echo_one(self, item, fd, now);
-        } else {
-            item = loop_item(self, fd);
-            if (item == NULL) {
-                if (PyErr_Occurred()) goto fail;
-                continue; /* ended earlier in this pass */
-            }
-            Py_INCREF(item);
-            rc = 1;
+    long served = 0;
+    while (served < max) {
+        int k;
+        do {
+            k = epoll_wait(self->epfd, events, (int)(max - served), 0);
+        } while (k < 0 && errno == EINTR);
+        if (k < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto fail;
         }
-        if (rc == 1) {
-            PyObject *m = PyLong_FromUnsignedLong(mask);
-            rc = m ? call_python(self, self->handler, item, m) : -1;
-            Py_XDECREF(m);
-        }
-        Py_DECREF(item);
-        if (rc < 0) goto fail;
+        if (k == 0) break;
+        served += k;
+        if (serve(self, events, k, args[1]) < 0) goto fail;
     }
     if (flush_listener(self) < 0) return NULL;
-    return PyLong_FromLong(k);
+    return PyLong_FromLong(served);
 fail:;
     /* The listener's counters stay exact on the way out too. */
     PyObject *exc = PyErr_GetRaisedException();
@@ -449,7 +461,7 @@ static int EchoPass_init(EchoPass *self, PyObject *args, PyObject *kwds) {
 
 static PyMethodDef EchoPass_methods[] = {
     {"run", (PyCFunction)(void (*)(void))EchoPass_run, METH_FASTCALL,
-     "run(max_events, now) -> events: one pass over the epoll's ready sockets."},
+     "run(max_events, now) -> served: passes over the ready sockets until max_events were served or none is ready."},
     {"adopt", (PyCFunction)EchoPass_adopt, METH_O,
      "adopt(item): echo this plain connection here (it is served by the loop already)."},
     {"forget", (PyCFunction)EchoPass_forget, METH_O,
