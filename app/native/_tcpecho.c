@@ -37,7 +37,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
+
+#include "pyslots.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -66,28 +67,6 @@ typedef struct {
                                                this order: see listener_names) */
 } EchoPass;
 
-/* The offset of a __slots__ attribute (a member descriptor of an object slot). */
-static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *out) {
-    PyObject *d = PyObject_GetAttrString((PyObject *)type, name);
-    if (d == NULL && !PyErr_ExceptionMatches(PyExc_AttributeError)) return -1;
-    PyErr_Clear();
-    int ok = d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) &&
-             ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX;
-    if (ok) *out = ((PyMemberDescrObject *)d)->d_member->offset;
-    Py_XDECREF(d);
-    if (!ok) PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", type->tp_name, name);
-    return ok ? 0 : -1;
-}
-
-#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
-
-/* Store v (a new reference, stolen) into a slot, releasing what it held. */
-static void slot_set(PyObject *obj, Py_ssize_t off, PyObject *v) {
-    PyObject *old = SLOT(obj, off);
-    SLOT(obj, off) = v;
-    Py_XDECREF(old);
-}
-
 /* Interned names: the listener's counters (in the order of EchoPass.l_*) and touch. */
 static PyObject *listener_names[4], *str_touch;
 
@@ -110,48 +89,6 @@ static int flush_listener(EchoPass *self) {
     }
     return 0;
 }
-
-/* The value of a counter (an int); -1 with an exception when it is not one. */
-static long long value_of(PyObject *v) {
-    if (v == NULL || !PyLong_CheckExact(v)) {
-        PyErr_SetString(PyExc_TypeError, "a counter is not an int");
-        return -1;
-    }
-    return PyLong_AsLongLong(v);
-}
-
-/* obj.<off> += n (Python's ``conn.bytes_in += n``). When the sum equals the counter
- * ``twin`` (bytes_out is bytes_in once a message is echoed) that int is shared, so an
- * echoed message makes two ints, not four. 0, or -1 with an exception. */
-static int add_to(PyObject *obj, Py_ssize_t off, long long n, PyObject *twin) {
-    long long v = value_of(SLOT(obj, off));
-    if (v == -1 && PyErr_Occurred()) return -1;
-    v += n;
-    PyObject *sum;
-    if (twin != NULL && PyLong_CheckExact(twin) && PyLong_AsLongLong(twin) == v) {
-        sum = Py_NewRef(twin);
-    } else if ((sum = PyLong_FromLongLong(v)) == NULL) {
-        return -1;
-    }
-    slot_set(obj, off, sum);
-    return 0;
-}
-
-#if PY_VERSION_HEX < 0x030C0000
-static PyObject *PyErr_GetRaisedException(void) {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL) PyException_SetTraceback(value, tb);
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return value;
-}
-
-static void PyErr_SetRaisedException(PyObject *exc) {
-    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
-}
-#endif
 
 /* Call fn(item, arg) as the Python loop calls its handler: an Exception goes to
  * on_error(item, exc). Returns -1 only when the pass must end (on_error failed, or a
