@@ -22,6 +22,7 @@ from app.listeners.base import Listener
 from app.listeners.modes.echo import EchoMode, _EchoConn
 from app.native import OFF, native
 from app.registry import Conn
+from app.sockio import ReadyLoop, Served
 from tests.helpers import echo_round_trip, wait_for
 from tests.listener_fixtures import open_manager, read_to_eof, start
 
@@ -276,3 +277,57 @@ def test_the_compiled_pass_refuses_an_item_that_is_not_a_plain_echo_connection()
     echo_pass.close()
     with pytest.raises(ValueError, match="closed"):
         echo_pass.run(1, 0.0)
+
+
+@pytest.mark.skipif(native("tcpecho") is None, reason="the compiled pass is not loaded")
+async def test_the_compiled_pass_gives_other_items_to_the_handler_and_its_errors_to_the_owner() -> (
+    None
+):
+    """A socket the pass did not adopt is served by the loop's handler, as in the Python
+    pass; what the handler raises ends that item, and its owner raises it."""
+    module = native("tcpecho")
+    assert module is not None
+    seen: list[int] = []
+
+    def handler(item: Served, mask: int) -> None:
+        seen.append(mask)
+        raise ValueError("the handler's own error")
+
+    def factory(epfd: int, items: Any, handler: Any, on_error: Any) -> Any:
+        return module.EchoPass(epfd, items, handler, on_error, print, None, _EchoConn, Conn, 64)
+
+    loop: ReadyLoop[Served] = ReadyLoop(handler, native=factory)
+    a, b = socket.socketpair()
+    with a, b, trio.fail_after(10):
+        a.setblocking(False)
+        item = Served(a)
+        loop.add(item, native=False)
+        assert loop.compiled
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(loop.run)
+            b.send(b"ready")
+            with pytest.raises(ValueError, match="own error"):
+                await loop.wait(item)
+            nursery.cancel_scope.cancel()
+    assert seen == [select.EPOLLIN]
+    assert not loop.items
+
+
+async def test_a_failure_while_counting_ends_that_connection_as_an_error_only() -> None:
+    """What goes wrong while a connection is served (here a counter that is not an int)
+    ends that connection, counted in errors, as an exception of the Python handler does;
+    the listener serves the others."""
+    async with open_manager() as manager:
+        listener = await start(manager, ECHO)
+        with trio.fail_after(20):
+            async with await trio.open_tcp_stream("127.0.0.1", listener.port) as broken:
+                await echo_round_trip(broken, b"first")
+                (conn,) = manager.registry
+                conn.bytes_in = "not a number"  # type: ignore[assignment]
+                await broken.send_all(b"second")
+                assert await read_to_eof(broken) == b""
+            async with await trio.open_tcp_stream("127.0.0.1", listener.port) as other:
+                await echo_round_trip(other, b"still served")
+    assert listener.errors == 1
+    assert (listener.closed_by_api, listener.idle_closed) == (0, 0)
+    assert manager.registry.get(conn.id) is None

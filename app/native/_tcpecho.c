@@ -90,9 +90,24 @@ static int flush_listener(EchoPass *self) {
     return 0;
 }
 
-/* Call fn(item, arg) as the Python loop calls its handler: an Exception goes to
- * on_error(item, exc). Returns -1 only when the pass must end (on_error failed, or a
- * BaseException). The listener's counters are exact before any Python code runs. */
+/* The exception raised (by the handler, or by the pass while serving item) goes to
+ * on_error(item, exc), as the Python loop does with a handler's Exception. 0, or -1 when
+ * the pass must end: a BaseException, or on_error failed. */
+static int handler_failed(EchoPass *self, PyObject *item) {
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *r = NULL;
+    if (flush_listener(self) == 0)
+        r = PyObject_CallFunctionObjArgs(self->on_error, item, exc, NULL);
+    Py_DECREF(exc);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Call fn(item, arg) as the Python loop calls its handler (an Exception goes to on_error).
+ * 0, or -1 when the pass must end. The listener's counters are exact before any Python
+ * code runs. */
 static int call_python(EchoPass *self, PyObject *fn, PyObject *item, PyObject *arg) {
     if (flush_listener(self) < 0) return -1;
     PyObject *r = PyObject_CallFunctionObjArgs(fn, item, arg, NULL);
@@ -100,13 +115,7 @@ static int call_python(EchoPass *self, PyObject *fn, PyObject *item, PyObject *a
         Py_DECREF(r);
         return 0;
     }
-    if (fn == self->on_error || !PyErr_ExceptionMatches(PyExc_Exception)) return -1;
-    PyObject *exc = PyErr_GetRaisedException();
-    r = PyObject_CallFunctionObjArgs(self->on_error, item, exc, NULL);
-    Py_DECREF(exc);
-    if (r == NULL) return -1;
-    Py_DECREF(r);
-    return 0;
+    return fn == self->on_error ? -1 : handler_failed(self, item);
 }
 
 /* on_error(item, OSError(err)): the OSError constructor picks the subclass
@@ -126,22 +135,18 @@ static int call_error(EchoPass *self, PyObject *item, int err) {
 static int keep_rest(EchoPass *self, PyObject *item, const char *rest, Py_ssize_t n) {
     if (flush_listener(self) < 0) return -1;
     PyObject *bytes = PyBytes_FromStringAndSize(rest, n);
-    if (bytes == NULL) return -1;
-    PyObject *r = PyObject_CallFunctionObjArgs(self->keep, item, bytes, NULL);
-    Py_DECREF(bytes);
+    PyObject *r = bytes ? PyObject_CallFunctionObjArgs(self->keep, item, bytes, NULL) : NULL;
+    Py_XDECREF(bytes);
     if (r != NULL) {
         Py_DECREF(r);
         return 0;
     }
-    if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
-    PyObject *exc = PyErr_GetRaisedException();
-    int rc = call_python(self, self->on_error, item, exc);
-    Py_DECREF(exc);
-    return rc < 0 ? -1 : 1;
+    return handler_failed(self, item) < 0 ? -1 : 1;
 }
 
 /* Echo one readable adopted socket (its reference held by the caller). 1: not handled
- * here (the handler's), 0: done, -1: the pass must end. */
+ * here (the handler's), 0: done, -1: the pass must end. What fails here (a counter that
+ * is not an int, no memory, touch() raising) goes to on_error as the handler's would. */
 static int echo_one(EchoPass *self, PyObject *item, int fd, PyObject *now) {
     PyObject *conn = SLOT(item, self->off_conn);
     if (conn == NULL || !Py_IS_TYPE(conn, self->conn_type)) return 1; /* before reading */
@@ -158,7 +163,7 @@ static int echo_one(EchoPass *self, PyObject *item, int fd, PyObject *now) {
     int rc = -1;
     /* In first, as in Python: a send that fails leaves the bytes counted in only. */
     if (add_to(conn, self->off_bin, n, NULL) < 0 || add_to(conn, self->off_min, 1, NULL) < 0)
-        goto done;
+        goto broken;
     self->l_bin += n;
     self->l_min += 1;
     ssize_t sent;
@@ -174,21 +179,23 @@ static int echo_one(EchoPass *self, PyObject *item, int fd, PyObject *now) {
         rc = rc < 0 ? -1 : 0;
         goto done;
     }
-    rc = -1;
     /* Out: the whole message, as Python counts it (the rest is pending, not lost). */
     if (add_to(conn, self->off_bout, n, SLOT(conn, self->off_bin)) < 0 ||
         add_to(conn, self->off_mout, 1, SLOT(conn, self->off_min)) < 0)
-        goto done;
+        goto broken;
     self->l_bout += n;
     self->l_mout += 1;
     if (SLOT(conn, self->off_dirty) != Py_True) { /* touch() once per snapshot */
-        if (flush_listener(self) < 0) goto done;
+        if (flush_listener(self) < 0) goto broken;
         PyObject *r = PyObject_CallMethodNoArgs(conn, str_touch);
-        if (r == NULL) goto done;
+        if (r == NULL) goto broken;
         Py_DECREF(r);
     }
     slot_set(item, self->off_active, Py_NewRef(now));
     rc = 0;
+    goto done;
+broken:
+    rc = handler_failed(self, item);
 done:
     Py_DECREF(conn);
     return rc;
@@ -197,6 +204,7 @@ done:
 /* The item the Python loop would serve for fd (a borrowed reference), NULL when none
  * (ended earlier in this pass) or on an error (then with an exception). */
 static PyObject *loop_item(EchoPass *self, int fd) {
+    if (self->items == NULL) return NULL; /* closed by a callback: serve nothing more */
     PyObject *key = PyLong_FromLong(fd);
     if (key == NULL) return NULL;
     PyObject *item = PyDict_GetItemWithError(self->items, key);
