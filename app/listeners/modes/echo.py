@@ -3,8 +3,11 @@
 Plain echo over TCP is the lab's hottest path: one task per listener serves every
 connection through a private epoll (:class:`~app.sockio.ReadyLoop`), reading into one
 preallocated buffer with ``recv_into`` and sending from a memoryview of it, touching only
-counters. A connection has no task of its own (the mode adopts its socket, see
-:meth:`EchoMode.adopt`): its idle timeout is an entry in the listener's
+counters. Where it is built, that pass is compiled (``app/native/_tcpecho.c``): it echoes
+and counts a readable connection in C and calls :meth:`EchoMode._on_ready` for everything
+else (an end, an error, a reply waiting for room); ``SOCKETLAB_NO_NATIVE=1`` leaves it all
+to :meth:`EchoMode._on_ready`. A connection has no task of its own (the mode adopts its
+socket, see :meth:`EchoMode.adopt`): its idle timeout is an entry in the listener's
 :class:`~app.listeners.idle.IdleDeadlines`, its close from the API a call into the loop.
 Plain echo over UDP uses the UDP server's inlined loop. TLS (and any other stream) goes
 through the one stream loop with an :class:`EchoSession`. With impairment options the work
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import select
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -130,8 +134,8 @@ class EchoMode(Mode):
         self,
         epfd: int,
         items: dict[int, _EchoConn],
-        handler: Any,
-        on_error: Any,
+        handler: Callable[[_EchoConn, int], None],
+        on_error: Callable[[_EchoConn, Exception], object],
     ) -> NativePass[_EchoConn]:
         """The compiled pass of the socket loop: it does what :meth:`_on_ready` does for a
         readable connection with nothing pending, and calls it for everything else."""
