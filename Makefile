@@ -76,6 +76,12 @@ UDP_TESTS := tests/test_mmsg.py tests/test_listeners_echo.py tests/test_listener
 # (SOCKETLAB_NO_NATIVE=1).
 NATIVE_TESTS := tests/test_native.py
 NATIVE_TESTS += tests/test_udpecho_c.py tests/test_udpecho_native.py
+# The plain TCP echo's compiled pass (app/native/_tcpecho.c; test_listeners_echo.py is in
+# UDP_TESTS already).
+NATIVE_TESTS += tests/test_tcpecho_native.py tests/test_listeners_adopted.py \
+                tests/test_sockio.py tests/test_listeners_stream_buffers.py \
+                tests/test_tcpinfo.py tests/test_tcpinfo_lab.py tests/test_tcpinfo_loss.py \
+                tests/test_tcpinfo_sampling.py
 
 pytest: $(VENV)/.installed-test system-deps
 	SOCKETLAB_PYTHON_STATSD=$(abspath $(VENV))/pystatsd $(BIN)/pytest $(PYTEST_ARGS)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import select
 import socket as stdsocket
 from collections.abc import Callable
-from typing import Generic, NoReturn, TypeVar
+from typing import Generic, NoReturn, Protocol, TypeVar
 
 import trio
 
@@ -192,6 +192,36 @@ class Served:
 
 
 S = TypeVar("S", bound=Served)
+S_contra = TypeVar("S_contra", bound=Served, contravariant=True)
+
+
+class NativePass(Protocol[S_contra]):
+    """A compiled pass of a :class:`ReadyLoop` (such as ``app.native._tcpecho.EchoPass``).
+
+    It polls the loop's epoll itself, serves the items it was given (:meth:`adopt`) in C,
+    and calls the loop's handler (and ``on_error``) for every other ready socket, as the
+    Python pass does.
+    """
+
+    def run(self, max_events: int, now: float, /) -> int:
+        """Serve ready sockets until ``max_events`` were served or none is ready; returns
+        how many were served."""
+
+    def adopt(self, item: S_contra, /) -> None:
+        """Serve ``item`` (already added to the loop) in C."""
+
+    def forget(self, fd: int, /) -> None:
+        """The item of ``fd`` has ended (idempotent)."""
+
+    def close(self) -> None:
+        """The loop has ended: let go of every item and callback."""
+
+
+# What a loop builds its native pass with: (epoll fd, items, handler, on_error).
+NativeFactory = Callable[
+    [int, dict[int, S], Callable[[S, int], None], Callable[[S, Exception], object]],
+    NativePass[S],
+]
 
 
 class ReadyLoop(Generic[S]):
@@ -226,11 +256,17 @@ class ReadyLoop(Generic[S]):
     made but never used (a mode built for a listener that serves UDP or TLS, or that failed
     to bind) opens nothing, so nothing waits for the garbage collector to close it.
 
+    Compiled passes: given ``native`` (a factory of a :class:`NativePass`), the loop's
+    passes run in C: the items added with ``native=True`` are served there without a
+    Python call, and every other ready socket goes to ``handler`` as before. The loop
+    waits, yields and ends the same way either way.
+
     Args:
         handler: Called with the item of each ready socket and its epoll event mask.
         on_error: Called when ``handler`` raised an ``Exception`` for that item.
         after_pass: Called after each pass (it must not await either): a client sends
             there what the pass's replies made room for, back to back.
+        native: Builds the compiled pass when the epoll opens (``None``: Python passes).
     """
 
     def __init__(
@@ -238,17 +274,23 @@ class ReadyLoop(Generic[S]):
         handler: Callable[[S, int], None],
         on_error: Callable[[S, Exception], object] | None = None,
         after_pass: Callable[[], None] | None = None,
+        native: NativeFactory[S] | None = None,
     ) -> None:
         self._after_pass = after_pass
         self._ep: select.epoll | None = None  # opened on first use: see Resource handling
         self._ended = False
         self._handler = handler
         self._on_error = on_error or self.finish
+        self._native_factory = native
+        self._native: NativePass[S] | None = None  # built with the epoll
         self.items: dict[int, S] = {}
         self.now = 0.0  # trio's clock when the current pass began
 
-    def add(self, item: S, mask: int = select.EPOLLIN) -> None:
+    def add(self, item: S, mask: int = select.EPOLLIN, *, native: bool = False) -> None:
         """Serve ``item`` (its socket is non-blocking).
+
+        Args:
+            native: Serve it in the compiled pass, when the loop has one.
 
         Raises:
             trio.ClosedResourceError: The loop has ended.
@@ -256,6 +298,13 @@ class ReadyLoop(Generic[S]):
         ep = self._open()
         self.items[item.fd] = item
         ep.register(item.fd, mask)
+        if native and self._native is not None:
+            self._native.adopt(item)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the passes run in C (a native factory was given, and the epoll is open)."""
+        return self._native is not None
 
     def _open(self) -> select.epoll:
         """The loop's epoll, opened now if it was not yet.
@@ -268,6 +317,10 @@ class ReadyLoop(Generic[S]):
         ep = self._ep
         if ep is None:
             ep = self._ep = select.epoll()
+            if self._native_factory is not None:
+                self._native = self._native_factory(
+                    ep.fileno(), self.items, self._handler, self._on_error
+                )
         return ep
 
     def finish(self, item: S, error: Exception | None = None) -> bool:
@@ -281,6 +334,8 @@ class ReadyLoop(Generic[S]):
         if self.items.get(fd) is not item:
             return False
         del self.items[fd]
+        if self._native is not None:
+            self._native.forget(fd)
         item.error = error
         try:
             if self._ep is not None:  # it is once an item was added
@@ -319,6 +374,8 @@ class ReadyLoop(Generic[S]):
             trio.ClosedResourceError: The loop has ended already.
         """
         ep = self._open()
+        if self._native is not None:
+            await self._run_native(ep, self._native)
         poll = ep.poll
         items = self.items
         handler = self._handler
@@ -354,4 +411,29 @@ class ReadyLoop(Generic[S]):
                     served = 0
         finally:
             self._ended = True
+            ep.close()
+
+    async def _run_native(self, ep: select.epoll, native: NativePass[S]) -> NoReturn:
+        """:meth:`run` with the compiled pass, which polls again until it has served
+        ``size`` sockets or finds none ready: fewer than ``size`` means the epoll is
+        empty (wait for it, a yield), ``size`` that it yields for a turn."""
+        pass_size = WEB.pass_size
+        after_pass = self._after_pass
+        current_time = trio.current_time
+        run = native.run
+        try:
+            while True:
+                size = pass_size()
+                self.now = now = current_time()
+                n = run(size, now)
+                if n and after_pass is not None:
+                    after_pass()
+                if n < size:
+                    await trio.lowlevel.wait_readable(ep)
+                else:
+                    await trio.lowlevel.checkpoint()
+        finally:
+            self._ended = True
+            self._native = None
+            native.close()
             ep.close()

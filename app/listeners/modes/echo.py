@@ -3,8 +3,11 @@
 Plain echo over TCP is the lab's hottest path: one task per listener serves every
 connection through a private epoll (:class:`~app.sockio.ReadyLoop`), reading into one
 preallocated buffer with ``recv_into`` and sending from a memoryview of it, touching only
-counters. A connection has no task of its own (the mode adopts its socket, see
-:meth:`EchoMode.adopt`): its idle timeout is an entry in the listener's
+counters. Where it is built, that pass is compiled (``app/native/_tcpecho.c``): it echoes
+and counts a readable connection in C and calls :meth:`EchoMode._on_ready` for everything
+else (an end, an error, a reply waiting for room); ``SOCKETLAB_NO_NATIVE=1`` leaves it all
+to :meth:`EchoMode._on_ready`. A connection has no task of its own (the mode adopts its
+socket, see :meth:`EchoMode.adopt`): its idle timeout is an entry in the listener's
 :class:`~app.listeners.idle.IdleDeadlines`, its close from the API a call into the loop.
 Plain echo over UDP uses the UDP server's inlined loop. TLS (and any other stream) goes
 through the one stream loop with an :class:`EchoSession`. With impairment options the work
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import select
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -23,8 +27,12 @@ from app.listeners.base import DatagramHandler, DatagramPort, Ended, EndReason, 
 from app.listeners.idle import IdleDeadlines
 from app.listeners.modes.impair import Impairment, impaired_datagram_handler, impaired_stream
 from app.listeners.stream import Replies, Transport
+from app.native import native
 from app.registry import Conn
-from app.sockio import Done, ReadyLoop, Served
+from app.sockio import Done, NativePass, ReadyLoop, Served
+
+# The compiled pass (app/native/_tcpecho.c), or None: then _on_ready serves every socket.
+_tcpecho = native("tcpecho")
 
 
 class EchoSession:
@@ -96,7 +104,9 @@ class EchoMode(Mode):
         # One read buffer for every plain TCP connection of this listener (see _on_ready).
         self._shared = bytearray(spec.max_message_size)
         self._view = memoryview(self._shared)
-        self._loop: ReadyLoop[_EchoConn] = ReadyLoop(self._on_ready, self._on_error)
+        self._loop: ReadyLoop[_EchoConn] = ReadyLoop(
+            self._on_ready, self._on_error, native=self._native_pass if _tcpecho else None
+        )
         items = self._loop.items
         self._idle = IdleDeadlines(
             spec.idle_timeout,
@@ -120,6 +130,23 @@ class EchoMode(Mode):
                 for state in list(self._loop.items.values()):
                     self._end(state, "shutdown")
 
+    def _native_pass(
+        self,
+        epfd: int,
+        items: dict[int, _EchoConn],
+        handler: Callable[[_EchoConn, int], None],
+        on_error: Callable[[_EchoConn, Exception], object],
+    ) -> NativePass[_EchoConn]:
+        """The compiled pass of the socket loop: it does what :meth:`_on_ready` does for a
+        readable connection with nothing pending, and calls it for everything else."""
+        assert _tcpecho is not None
+        size = self.listener.spec.max_message_size
+        listener = self.listener
+        echo_pass: NativePass[_EchoConn] = _tcpecho.EchoPass(
+            epfd, items, handler, on_error, self._keep, listener, _EchoConn, Conn, size
+        )
+        return echo_pass
+
     def open_session(self) -> EchoSession:
         return EchoSession()
 
@@ -142,7 +169,7 @@ class EchoMode(Mode):
         """
         state = _EchoConn(self, sock, conn, ended, trio.current_time())
         try:
-            self._loop.add(state)
+            self._loop.add(state, native=True)
         except trio.ClosedResourceError:  # the listener is stopping
             ended(conn, sock, "shutdown", None)
             return
@@ -203,8 +230,7 @@ class EchoMode(Mode):
             sent = 0
         if sent < n:
             # The shared buffer is the next reader's: keep the rest.
-            state.pending = memoryview(bytes(view[sent:n]))
-            self._loop.watch(state, select.EPOLLOUT)
+            self._keep(state, bytes(view[sent:n]))
         conn.bytes_out += n
         conn.msgs_out += 1
         listener.bytes_out += n
@@ -212,6 +238,12 @@ class EchoMode(Mode):
         if not conn.dirty:  # touch() once per snapshot: a call less per message after
             conn.touch()
         state.active_at = self._loop.now
+
+    def _keep(self, state: _EchoConn, rest: bytes) -> None:
+        """What the kernel did not take: sent when there is room, and nothing is read from
+        the connection before (backpressure on a client that does not read)."""
+        state.pending = memoryview(rest)
+        self._loop.watch(state, select.EPOLLOUT)
 
     def datagram_handler(self, port: DatagramPort) -> DatagramHandler:
         assert self.impairment is not None  # plain echo uses the UDP server's own loop
