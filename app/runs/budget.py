@@ -111,6 +111,17 @@ class Budget:
         self.bytes_left -= size
         return 0.0
 
+    @property
+    def unlimited(self) -> bool:
+        """No cap and not paused: :meth:`take` would charge nothing that matters and say go
+        to every message (a compiled sender asks this once per pass instead)."""
+        return (
+            self.bytes_left == math.inf
+            and not self._per_message
+            and not self._per_byte
+            and self._due != math.inf
+        )
+
     def pause(self) -> None:
         """Hold back every paced message until :meth:`resume`."""
         self._due = math.inf
