@@ -75,6 +75,9 @@ UDP_TESTS := tests/test_mmsg.py tests/test_listeners_echo.py tests/test_listener
 # The compiled fast paths (app/native) have the same second run, over their Python twins
 # (SOCKETLAB_NO_NATIVE=1).
 NATIVE_TESTS := tests/test_native.py
+# The pingpong client (app/native/_pingpong.c, app/runs/mux_native.py).
+NATIVE_TESTS += tests/test_runs_mux_native.py tests/test_runs_mux.py tests/test_runs_mux_udp.py \
+                tests/test_runs_pingpong.py tests/test_relay_truth.py tests/test_jitter_truth.py
 
 pytest: $(VENV)/.installed-test system-deps
 	SOCKETLAB_PYTHON_STATSD=$(abspath $(VENV))/pystatsd $(BIN)/pytest $(PYTEST_ARGS)

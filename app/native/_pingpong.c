@@ -163,19 +163,22 @@ static void touch(Engine *e, int fd, Slot *s) {
     }
 }
 
-/* A reply to the message sent at t0: its RTT into the histogram (FastHistogram.record_ns). */
-static void record(Engine *e, int64_t *counts, int64_t t0, Py_ssize_t bytes, int64_t from) {
-    if (t0 < from) return; /* sent in the warm-up: not counted */
-    uint64_t v = (uint64_t)(now_ns() - t0);
+/* One value into the histogram's counts, at FastHistogram.record_ns's slot. */
+static void record_value(Engine *e, int64_t *counts, uint64_t v) {
     int bucket = 64 - __builtin_clzll(v | e->mask) - e->bucket_offset;
     int64_t index = ((int64_t)(bucket + 1) << e->half_mag) + (int64_t)(v >> (bucket + e->shift)) -
                     e->half;
-    if (index < e->counts_len) {
-        counts[index]++;
-        e->recorded++;
-        if ((int64_t)v < e->min) e->min = (int64_t)v;
-        if ((int64_t)v > e->max) e->max = (int64_t)v;
-    }
+    if (index >= e->counts_len) return; /* out of range: not recorded, as record_ns */
+    counts[index]++;
+    e->recorded++;
+    if ((int64_t)v < e->min) e->min = (int64_t)v;
+    if ((int64_t)v > e->max) e->max = (int64_t)v;
+}
+
+/* A reply to the message sent at t0: counted, its RTT recorded (not in the warm-up). */
+static void record(Engine *e, int64_t *counts, int64_t t0, Py_ssize_t bytes, int64_t from) {
+    if (t0 < from) return;
+    record_value(e, counts, (uint64_t)(now_ns() - t0));
     e->received++;
     e->bytes_received += bytes;
 }
@@ -305,6 +308,41 @@ static int fold_run(Engine *e, PyObject *stats, PyObject *hist) {
     return 0;
 }
 
+/* The histogram's counts array (hdrh's, int64s: FastHistogram) to record into. */
+static int get_counts(Engine *e, PyObject *hist, Py_buffer *counts) {
+    PyObject *obj = PyObject_GetAttr(hist, s_counts);
+    if (!obj) return -1;
+    int r = PyObject_GetBuffer(obj, counts, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS);
+    Py_DECREF(obj);
+    if (r < 0) return -1;
+    if (counts->itemsize == 8 && counts->len / 8 >= e->counts_len) return 0;
+    PyBuffer_Release(counts);
+    PyErr_SetString(PyExc_ValueError, "the histogram's counts are not the layout's int64s");
+    return -1;
+}
+
+/* record(histogram, values): each value recorded as serve records an RTT (for tests). */
+static PyObject *Engine_record(Engine *e, PyObject *args) {
+    PyObject *hist, *values;
+    if (!PyArg_ParseTuple(args, "OO", &hist, &values)) return NULL;
+    PyObject *seq = PySequence_Fast(values, "values: a sequence of ints");
+    Py_buffer counts;
+    if (!seq || get_counts(e, hist, &counts) < 0) {
+        Py_XDECREF(seq);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        uint64_t v = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (PyErr_Occurred()) break;
+        record_value(e, counts.buf, v);
+    }
+    Py_DECREF(seq);
+    int rc = PyErr_Occurred() ? -1 : fold_run(e, Py_None, hist);
+    PyBuffer_Release(&counts);
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Engine_serve(Engine *e, PyObject *args) {
     int max_events, may_send;
     long long from;
@@ -320,17 +358,9 @@ static PyObject *Engine_serve(Engine *e, PyObject *args) {
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     if (n == 0) return PyLong_FromLong(0);
-    PyObject *counts_obj = PyObject_GetAttr(hist, s_counts);
     Py_buffer counts;
-    if (!counts_obj) return NULL;
-    int got = PyObject_GetBuffer(counts_obj, &counts, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS);
-    Py_DECREF(counts_obj);
-    if (got < 0) return NULL;
+    if (get_counts(e, hist, &counts) < 0) return NULL;
     int rc = 0;
-    if (counts.itemsize != 8 || counts.len / 8 < e->counts_len) {
-        PyErr_SetString(PyExc_ValueError, "the histogram's counts are not the layout's int64s");
-        rc = -1;
-    }
     e->ntouched = e->ndue = 0;
     for (int i = 0; i < n && !rc; i++) {
         int fd = ev[i].data.fd;
@@ -477,6 +507,7 @@ static PyMethodDef Engine_methods[] = {
      "serve(max_events, may_send, measure_from_ns, stats, histogram, handed) -> events"},
     {"adopt", (PyCFunction)Engine_adopt, METH_VARARGS,
      "adopt(fd, conn, buf, size, seq, first, quota, warmup, window, got, inflight)"},
+    {"record", (PyCFunction)Engine_record, METH_VARARGS, "record(histogram, values)"},
     {"release", (PyCFunction)Engine_release, METH_O,
      "release(fd) -> (seq, got, [(seq, t0), ...]) or None"},
     {"oldest", (PyCFunction)Engine_oldest, METH_O, "oldest(fd) -> send time of the oldest, or None"},
