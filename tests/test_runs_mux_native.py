@@ -145,8 +145,10 @@ async def test_rows_and_run_figures_agree_whenever_another_task_looks(
 ) -> None:
     use(path, monkeypatch)
     port = listener_port(lab, protocol)
+    # A timeout no loaded machine reaches: no reply is late (a late one is in the row's
+    # counts but not a reply the run counts).
     spec = {"target": f"{protocol}://127.0.0.1:{port}", "connections": 4, "duration": 60}
-    run = await lab.runs.start(parse_run_spec(spec))
+    run = await lab.runs.start(parse_run_spec({**spec, "timeout": 30}))
 
     def rows() -> list[Any]:
         return [c for c in lab.registry if c.run_id == run.id]
@@ -162,7 +164,6 @@ async def test_rows_and_run_figures_agree_whenever_another_task_looks(
         assert sum(c.bytes_out for c in conns) == stats.bytes_sent == SIZE * stats.sent
         assert stats.interval.get_total_count() <= stats.received
         assert all(0 <= c.msgs_out - c.msgs_in <= 1 for c in conns)  # one in flight each
-        assert all(c.dirty for c in conns if c.msgs_in)  # the next snapshot sends them
         await trio.lowlevel.checkpoint()
     lab.runs.stop(run.id)
     with trio.fail_after(20):

@@ -5,24 +5,28 @@
  * steady state (counted, not blocked, not parked, one message size, every message with a
  * probe header): from then on the engine owns what changes per message (the next sequence
  * number, the messages in flight and their send times, the bytes of a TCP reply read so
- * far). Engine.serve does one pass of the loop: epoll_wait (timeout 0, at most a
+ * far). Engine.serve does passes of the loop: epoll_wait (timeout 0, at most a
  * caller-given number of events); for each ready adopted flow it receives the replies,
  * matches them (TCP by order, UDP by the probe header's sequence number, as
  * app/runs/mux.py and mux_udp.py do), records each RTT into the interval histogram's
  * counts (FastHistogram's slot, hdrh's counts array through the buffer protocol); at the
  * end of the pass it stamps (sequence number and send time, app/wire/probe.py STAMP) and
  * sends the next messages of the flows answered in it, back to back, as the Python loop
- * does. Before it returns it adds what it counted to the run's figures (sent, received,
- * bytes, the histogram's total/min/max) and to each touched flow's registry row, so between
- * two passes (whenever any other task runs) every figure is exact.
+ * does. While nothing was handed back it polls again for the next pass, up to the
+ * caller's number of events in all (Python's cost per call, and the rows' updates, are then
+ * paid once for several passes). Before it returns it adds what it counted to the run's
+ * figures (sent, received, bytes, the histogram's total/min/max) and to each touched
+ * flow's registry row (pingpong_state.h), so whenever any other task runs, every figure is
+ * exact.
  *
  * Everything else is *handed back*: serve appends (fd, code, a, b) to a Python list and
  * leaves that flow alone for the rest of the pass; Python then takes the flow's state back
  * (Engine.release) and deals with it as its own code does (an event of a flow not adopted,
  * the end of the stream, an error, an unmatched/late/duplicate reply, EAGAIN or a partial
- * send, the deadline/caps/quota: see the codes below).
+ * send, the deadline/caps/quota: see the codes in pingpong_state.h). A call stops polling
+ * at its first hand-back, so Python sees each event once.
  *
- * Allocation: none per message; per pass, the attribute updates of the figures and rows
+ * Allocation: none per message; per call, the attribute updates of the figures and rows
  * that changed (Python ints), and a tuple per hand-back. Work per call is bounded by the
  * caller's event count and each flow's window. No call blocks (sockets are non-blocking).
  */
@@ -35,106 +39,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#define MAXWIN 16        /* the largest window served here; wider ones stay in Python */
-#define MAXEVENTS 256    /* events of one pass (the caller asks for at most this many) */
-#define HEADER_SIZE 28   /* app/wire/probe.py */
-#define SEQ_OFFSET 12
-#define PREFIX 0x534C01u /* "SL", version 1 */
-#define FLAG_WARMUP 0x01
-
-/* Hand-back codes (app/runs/mux_native.py has their meaning for Python). */
-enum { H_EVENT, H_CLOSED, H_ERROR, H_REFUSED, H_UNMATCHED, H_REFILL, H_BLOCKED, H_PARTIAL,
-       H_SEND_REFUSED };
-
-typedef struct {
-    int used, handed, touched, due;
-    PyObject *conn;           /* the flow's registry row (a strong reference) */
-    Py_buffer msg;            /* the flow's message buffer, its header stamped per message */
-    Py_ssize_t size, got;     /* message size; TCP: bytes of the oldest reply read so far */
-    uint64_t seq, first, quota;
-    int window, warmup, n;    /* n: messages in flight, oldest first */
-    uint64_t seqs[MAXWIN];
-    int64_t t0s[MAXWIN];
-    int64_t in_msgs, in_bytes, out_msgs, out_bytes; /* not yet added to the row */
-} Slot;
-
-typedef struct {
-    PyObject_HEAD
-    int epfd, udp;
-    Py_buffer rbuf;           /* the one receive buffer */
-    uint64_t mask;            /* FastHistogram's layout (hdrfast.py) */
-    int shift, half_mag, bucket_offset;
-    int64_t half, counts_len;
-    Slot *slots;              /* indexed by descriptor */
-    int nslots;
-    int touched[MAXEVENTS], ntouched, due[MAXEVENTS], ndue;
-    /* Figures of the current pass, added to the run's at its end. */
-    int64_t sent, bytes_sent, received, bytes_received, recorded, min, max;
-} Engine;
-
-static PyObject *s_bytes_in, *s_bytes_out, *s_msgs_in, *s_msgs_out, *s_dirty, *s_touch,
-    *s_sent, *s_bytes_sent, *s_received, *s_bytes_received, *s_counts, *s_total, *s_min,
-    *s_max;
-
-static int64_t now_ns(void) {
-    /* time.perf_counter_ns's clock on Linux: the send times Python stamps are comparable. */
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void put_be64(unsigned char *p, uint64_t v) {
-    for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (unsigned char)v;
-}
-
-static uint64_t get_be64(const unsigned char *p) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
-    return v;
-}
-
-/* obj.name += delta (skipped when delta is 0). */
-static int add_attr(PyObject *obj, PyObject *name, int64_t delta) {
-    if (!delta) return 0;
-    PyObject *old = PyObject_GetAttr(obj, name);
-    if (!old) return -1;
-    PyObject *d = PyLong_FromLongLong(delta);
-    PyObject *sum = d ? PyNumber_Add(old, d) : NULL;
-    Py_DECREF(old);
-    Py_XDECREF(d);
-    if (!sum) return -1;
-    int r = PyObject_SetAttr(obj, name, sum);
-    Py_DECREF(sum);
-    return r;
-}
-
-/* Add a slot's counts to its row, and mark the row changed for the next snapshot. */
-static int fold_row(Slot *s) {
-    if (!(s->in_msgs | s->out_msgs | s->in_bytes | s->out_bytes)) return 0;
-    if (add_attr(s->conn, s_bytes_in, s->in_bytes) || add_attr(s->conn, s_msgs_in, s->in_msgs) ||
-        add_attr(s->conn, s_bytes_out, s->out_bytes) || add_attr(s->conn, s_msgs_out, s->out_msgs))
-        return -1;
-    s->in_msgs = s->in_bytes = s->out_msgs = s->out_bytes = 0;
-    PyObject *dirty = PyObject_GetAttr(s->conn, s_dirty);
-    if (!dirty) return -1;
-    int is_dirty = PyObject_IsTrue(dirty);
-    Py_DECREF(dirty);
-    if (is_dirty) return is_dirty < 0 ? -1 : 0;
-    PyObject *r = PyObject_CallMethodNoArgs(s->conn, s_touch);
-    Py_XDECREF(r);
-    return r ? 0 : -1;
-}
-
-static void free_slot(Slot *s) {
-    if (!s->used) return;
-    PyBuffer_Release(&s->msg);
-    Py_CLEAR(s->conn);
-    s->used = 0;
-}
-
-static Slot *slot_of(Engine *e, int fd) {
-    return fd >= 0 && fd < e->nslots && e->slots[fd].used ? &e->slots[fd] : NULL;
-}
+#include "pingpong_state.h"
 
 /* Hand a flow's event back to Python; its slot is left alone until Python releases it. */
 static int hand(Engine *e, PyObject *out, int fd, int code, PyObject *a, PyObject *b) {
@@ -161,26 +66,6 @@ static void touch(Engine *e, int fd, Slot *s) {
         s->touched = 1;
         e->touched[e->ntouched++] = fd;
     }
-}
-
-/* One value into the histogram's counts, at FastHistogram.record_ns's slot. */
-static void record_value(Engine *e, int64_t *counts, uint64_t v) {
-    int bucket = 64 - __builtin_clzll(v | e->mask) - e->bucket_offset;
-    int64_t index = ((int64_t)(bucket + 1) << e->half_mag) + (int64_t)(v >> (bucket + e->shift)) -
-                    e->half;
-    if (index >= e->counts_len) return; /* out of range: not recorded, as record_ns */
-    counts[index]++;
-    e->recorded++;
-    if ((int64_t)v < e->min) e->min = (int64_t)v;
-    if ((int64_t)v > e->max) e->max = (int64_t)v;
-}
-
-/* A reply to the message sent at t0: counted, its RTT recorded (not in the warm-up). */
-static void record(Engine *e, int64_t *counts, int64_t t0, Py_ssize_t bytes, int64_t from) {
-    if (t0 < from) return;
-    record_value(e, counts, (uint64_t)(now_ns() - t0));
-    e->received++;
-    e->bytes_received += bytes;
 }
 
 static void pop(Slot *s, int i) {
@@ -280,45 +165,6 @@ static int refill(Engine *e, PyObject *out, int fd, Slot *s, int may_send, int64
     }
     /* Nothing in flight and nothing more to send: Python ends the flow. */
     return s->n ? 0 : hand_int(e, out, fd, H_REFILL, 0);
-}
-
-/* Add the pass's figures to the run's (stats) and to the interval histogram's. */
-static int fold_run(Engine *e, PyObject *stats, PyObject *hist) {
-    if (add_attr(stats, s_sent, e->sent) || add_attr(stats, s_bytes_sent, e->bytes_sent) ||
-        add_attr(stats, s_received, e->received) ||
-        add_attr(stats, s_bytes_received, e->bytes_received) || add_attr(hist, s_total, e->recorded))
-        return -1;
-    if (e->recorded) {
-        PyObject *names[2] = {s_min, s_max};
-        int64_t values[2] = {e->min, e->max};
-        int ops[2] = {Py_LT, Py_GT};
-        for (int i = 0; i < 2; i++) {
-            PyObject *v = PyLong_FromLongLong(values[i]);
-            PyObject *old = v ? PyObject_GetAttr(hist, names[i]) : NULL;
-            int better = old ? PyObject_RichCompareBool(v, old, ops[i]) : -1;
-            Py_XDECREF(old);
-            if (better > 0) better = PyObject_SetAttr(hist, names[i], v) ? -1 : 1;
-            Py_XDECREF(v);
-            if (better < 0) return -1;
-        }
-    }
-    e->sent = e->bytes_sent = e->received = e->bytes_received = e->recorded = 0;
-    e->min = INT64_MAX;
-    e->max = 0;
-    return 0;
-}
-
-/* The histogram's counts array (hdrh's, int64s: FastHistogram) to record into. */
-static int get_counts(Engine *e, PyObject *hist, Py_buffer *counts) {
-    PyObject *obj = PyObject_GetAttr(hist, s_counts);
-    if (!obj) return -1;
-    int r = PyObject_GetBuffer(obj, counts, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS);
-    Py_DECREF(obj);
-    if (r < 0) return -1;
-    if (counts->itemsize == 8 && counts->len / 8 >= e->counts_len) return 0;
-    PyBuffer_Release(counts);
-    PyErr_SetString(PyExc_ValueError, "the histogram's counts are not the layout's int64s");
-    return -1;
 }
 
 /* record(histogram, values): each value recorded as serve records an RTT (for tests). */

@@ -25,6 +25,11 @@ lost and sends another in its place, so one loss costs one slot of the window fo
 timeout, not the whole flow. A late reply is noticed between ``timeout`` and ``timeout +
 refresh`` after its send.
 
+Compiled steady state: when app/native/_pingpong.c is built (and SOCKETLAB_NO_NATIVE is not
+set), the loop is a :class:`~app.runs.mux_native.NativeLoop`: the flows in the steady state
+are served in C, and everything else comes back to the handlers here, which stay the
+reference (and the whole path without it).
+
 Error handling: an ``OSError`` ends the flow it happened on, counted by kind, and its
 unanswered messages are lost; any other exception there is a bug, raised in that flow's
 task, where the run's per-flow boundary logs it with the run and flow ids and counts it as

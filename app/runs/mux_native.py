@@ -14,12 +14,14 @@ messages in flight and the bytes of a TCP reply read so far; Python takes them b
 (:meth:`NativeLoop.reclaim`) before any code of its own looks at them: a hand-back, the
 sweep's deadlines, a live edit's retire, a finish (a close from the API, a stop, the end).
 
-The engine sends only while the run may (``may_send``, once per pass: before the send
+The engine sends only while the run may (``may_send``, once per call: before the send
 deadline and with a budget that holds nothing back, :attr:`Budget.unlimited`); otherwise
 it hands the flows it would refill back, and Python parks or ends them as it does.
 
 Every figure comes from one place either way: the engine adds its counts to the run's
-figures, the interval histogram and the flows' rows before each pass returns.
+figures, the interval histogram and the flows' rows before each call returns. One call
+serves passes one after the other while it hands nothing back, up to the loop's pass size
+in events: the checkpoints come as often as :class:`~app.sockio.ReadyLoop`'s.
 """
 
 from __future__ import annotations
