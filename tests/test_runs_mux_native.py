@@ -23,7 +23,7 @@ from hdrh.histogram import HdrHistogram
 from app.lab import Lab
 from app.native import native
 from app.runs import mux
-from app.runs.mux_native import NativeLoop
+from app.runs.mux_native import PARTIAL, NativeLoop
 from app.runs.muxflow import MuxFlow
 from app.runs.spec import parse_run_spec
 from app.runs.stats import new_histogram
@@ -89,7 +89,7 @@ def test_the_engine_records_each_value_in_hdrh_own_slot() -> None:
     ours = new_histogram()
     with select.epoll() as ep:
         assert ENGINE is not None
-        engine = ENGINE.Engine(ep.fileno(), True, bytearray(64), ours.layout())
+        engine = ENGINE.Engine(ep.fileno(), True, bytearray(64), ours.layout(), 0.1)
         engine.record(ours, values)
     library = HdrHistogram(1, 60_000_000_000, 3)  # the histogram a run makes, hdrh's own code
     for value in values:
@@ -300,3 +300,57 @@ async def test_a_close_from_the_api_ends_an_adopted_flow_only(
     assert summary["errors"] == 0 and summary["lost"] == 0
     assert 0 <= summary["sent"] - summary["received"] <= 2  # in flight at the close or the stop
     assert summary["received"] == sum(count for _, count in summary["histogram"])
+
+
+async def serve_small_window_echo(
+    *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A TCP echo whose sockets have a 64 KiB receive buffer."""
+
+    async def echo(stream: trio.SocketStream) -> None:
+        async with stream:
+            async for data in stream:
+                await stream.send_all(data)
+
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # the accepted ones inherit it
+    await sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    task_status.started(sock.getsockname()[1])
+    await trio.serve_listeners(echo, [trio.SocketListener(sock)])
+
+
+async def test_a_send_the_kernel_takes_part_of_is_finished_by_python_both_ways(
+    lab: Lab, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, adopted: set[int]
+) -> None:
+    # 1 MiB messages, 4 in flight, to an echo with a small receive buffer: the engine's
+    # sends fill the socket buffers, and it hands the rest of each message to Python
+    # (PARTIAL), which sends it when the socket is writable.
+    codes: list[int] = []
+    original = NativeLoop._handle
+
+    def spy(self: NativeLoop, flow: MuxFlow, code: int, a: object, b: object) -> None:
+        codes.append(code)
+        original(self, flow, code, a, b)
+
+    monkeypatch.setattr(NativeLoop, "_handle", spy)
+    size = 1_048_576
+    port = await nursery.start(serve_small_window_echo)
+    spec = {
+        "target": f"tcp://127.0.0.1:{port}",
+        "size": size,
+        "in_flight": 4,
+        "count": 40,
+        "timeout": 20,
+    }
+    for path in ("python", "native") if ENGINE is not None else ("python",):
+        use(path, monkeypatch)
+        adopted.clear()
+        codes.clear()
+        result = figures(await run_to_end(lab, spec))
+        assert (result["sent"], result["received"], result["recorded"]) == (40, 40, 40)
+        assert result["bytes_sent"] == result["bytes_received"] == 40 * size
+        assert result["errors_by_kind"] == {}
+        if path == "native":
+            assert adopted == {0}
+            assert PARTIAL in codes

@@ -129,11 +129,27 @@ static int on_udp(Engine *e, PyObject *out, int fd, Slot *s, int64_t *counts, in
     return 0;
 }
 
+/* Budget.take, the same arithmetic on the same doubles: 1 when the message is charged.
+ * A message it would hold back (the byte cap, the rate caps, a pause) is not charged:
+ * Python asks again and parks the flow or ends its sending, as its own answer says. */
+static int take(Engine *e, Py_ssize_t size) {
+    if ((double)size > e->bytes_left) return 0;
+    double due = e->pace_due;
+    if (due < e->now) due = e->now;
+    else if (due - e->slack > e->now) return 0;
+    double cost = (double)size * e->per_byte;
+    if (cost < e->per_message) cost = e->per_message;
+    e->pace_due = due + cost;
+    e->bytes_left -= (double)size;
+    return 1;
+}
+
 /* The end of a pass for one answered flow: send until its window is full. */
 static int refill(Engine *e, PyObject *out, int fd, Slot *s, int may_send, int64_t from) {
-    if (!may_send) return hand_int(e, out, fd, H_REFILL, 0); /* the deadline, a pause, caps */
+    if (!may_send) return hand_int(e, out, fd, H_REFILL, 0); /* past the send deadline */
     unsigned char *m = s->msg.buf;
     while (s->n < s->window && s->seq < s->quota) {
+        if (!take(e, s->size)) return hand_int(e, out, fd, H_REFILL, 0);
         int64_t t0 = now_ns();
         put_be64(m + SEQ_OFFSET, s->seq - s->first);
         put_be64(m + SEQ_OFFSET + 8, (uint64_t)t0);
@@ -192,9 +208,9 @@ static PyObject *Engine_record(Engine *e, PyObject *args) {
 static PyObject *Engine_serve(Engine *e, PyObject *args) {
     int max_events, may_send;
     long long from;
-    PyObject *stats, *hist, *out;
-    if (!PyArg_ParseTuple(args, "ipLOOO!", &max_events, &may_send, &from, &stats, &hist, &PyList_Type,
-                          &out))
+    PyObject *stats, *hist, *budget, *out;
+    if (!PyArg_ParseTuple(args, "ipdLOOOO!", &max_events, &may_send, &e->now, &from, &stats, &hist,
+                          &budget, &PyList_Type, &out))
         return NULL;
     if (max_events < 1 || max_events > MAXEVENTS) max_events = MAXEVENTS;
     struct epoll_event ev[MAXEVENTS];
@@ -204,6 +220,14 @@ static PyObject *Engine_serve(Engine *e, PyObject *args) {
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     if (n == 0) return PyLong_FromLong(0);
+    PyObject *names[4] = {s_bytes_left, s_due, s_per_message, s_per_byte};
+    double *fields[4] = {&e->bytes_left, &e->pace_due, &e->per_message, &e->per_byte}, start[4];
+    for (int i = 0; i < 4; i++) {
+        PyObject *v = PyObject_GetAttr(budget, names[i]);
+        start[i] = *fields[i] = v ? PyFloat_AsDouble(v) : -1.0;
+        Py_XDECREF(v);
+        if (PyErr_Occurred()) return NULL;
+    }
     Py_buffer counts;
     if (get_counts(e, hist, &counts) < 0) return NULL;
     int rc = 0, total = 0;
@@ -240,6 +264,12 @@ static PyObject *Engine_serve(Engine *e, PyObject *args) {
         if (s->used && fold_row(s) && !rc) rc = -1;
     }
     if (fold_run(e, stats, hist) && !rc) rc = -1;
+    for (int i = 0; i < 2; i++) { /* what take changed (an unlimited cap stays infinite) */
+        if (*fields[i] == start[i]) continue;
+        PyObject *v = PyFloat_FromDouble(*fields[i]);
+        if ((!v || PyObject_SetAttr(budget, names[i], v)) && !rc) rc = -1;
+        Py_XDECREF(v);
+    }
     PyBuffer_Release(&counts);
     return rc ? NULL : PyLong_FromLong(total);
 }
@@ -335,8 +365,8 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     PyObject *rbuf;
     unsigned long long mask;
     long long half, counts_len;
-    if (!PyArg_ParseTuple(args, "ipO(KiiiLL)", &e->epfd, &e->udp, &rbuf, &mask, &e->shift,
-                          &e->half_mag, &e->bucket_offset, &half, &counts_len))
+    if (!PyArg_ParseTuple(args, "ipO(KiiiLL)d", &e->epfd, &e->udp, &rbuf, &mask, &e->shift,
+                          &e->half_mag, &e->bucket_offset, &half, &counts_len, &e->slack))
         return -1;
     if (e->rbuf.obj) PyBuffer_Release(&e->rbuf);
     if (PyObject_GetBuffer(rbuf, &e->rbuf, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) return -1;
@@ -360,7 +390,7 @@ static void Engine_dealloc(Engine *e) {
 
 static PyMethodDef Engine_methods[] = {
     {"serve", (PyCFunction)Engine_serve, METH_VARARGS,
-     "serve(max_events, may_send, measure_from_ns, stats, histogram, handed) -> events"},
+     "serve(max_events, may_send, now, measure_from_ns, stats, histogram, budget, handed) -> events"},
     {"adopt", (PyCFunction)Engine_adopt, METH_VARARGS,
      "adopt(fd, conn, buf, size, seq, first, quota, warmup, window, got, inflight)"},
     {"record", (PyCFunction)Engine_record, METH_VARARGS, "record(histogram, values)"},
@@ -374,7 +404,7 @@ static PyTypeObject EngineType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "app.native._pingpong.Engine",
     .tp_basicsize = sizeof(Engine),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Engine(epoll_fd, udp, receive_buffer, histogram_layout)",
+    .tp_doc = "Engine(epoll_fd, udp, receive_buffer, histogram_layout, pace_slack)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Engine_init,
     .tp_dealloc = (destructor)Engine_dealloc,
@@ -397,6 +427,8 @@ PyMODINIT_FUNC PyInit__pingpong(void) {
         {&s_bytes_sent, "bytes_sent"}, {&s_received, "received"},
         {&s_bytes_received, "bytes_received"}, {&s_counts, "counts"},
         {&s_total, "total_count"}, {&s_min, "min_value"}, {&s_max, "max_value"},
+        {&s_bytes_left, "bytes_left"}, {&s_due, "_due"}, {&s_per_message, "_per_message"},
+        {&s_per_byte, "_per_byte"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!(*names[i].slot = PyUnicode_InternFromString(names[i].name))) return NULL;

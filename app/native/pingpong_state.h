@@ -44,11 +44,14 @@ typedef struct {
     int touched[MAXEVENTS], ntouched, due[MAXEVENTS], ndue;
     /* Figures of the current pass, added to the run's at its end. */
     int64_t sent, bytes_sent, received, bytes_received, recorded, min, max;
+    /* The run's Budget (app/runs/budget.py) during a call: its byte cap and its virtual
+     * schedule, charged per send as Budget.take charges them. */
+    double bytes_left, pace_due, per_message, per_byte, slack, now;
 } Engine;
 
 static PyObject *s_bytes_in, *s_bytes_out, *s_msgs_in, *s_msgs_out, *s_dirty, *s_touch,
     *s_sent, *s_bytes_sent, *s_received, *s_bytes_received, *s_counts, *s_total, *s_min,
-    *s_max;
+    *s_max, *s_bytes_left, *s_due, *s_per_message, *s_per_byte;
 
 static int64_t now_ns(void) {
     /* time.perf_counter_ns's clock on Linux: the send times Python stamps are comparable. */

@@ -28,6 +28,11 @@ refuses messages larger than one second of the bit-rate cap).
 
 Per message: a few float operations and comparisons, no clock read (the caller passes the
 time it already has), no allocation. Sans-IO: times are plain floats (trio's clock).
+
+The pingpong engine (app/native/_pingpong.c) charges a budget itself during each of its
+calls, with :meth:`Budget.take`'s arithmetic on ``bytes_left``, ``_due``, ``_per_message``
+and ``_per_byte`` (read at the start of the call, written back at its end): a change to
+either must change both.
 """
 
 from __future__ import annotations
@@ -110,17 +115,6 @@ class Budget:
         self._due = due + cost
         self.bytes_left -= size
         return 0.0
-
-    @property
-    def unlimited(self) -> bool:
-        """No cap and not paused: :meth:`take` would charge nothing that matters and say go
-        to every message (a compiled sender asks this once per pass instead)."""
-        return (
-            self.bytes_left == math.inf
-            and not self._per_message
-            and not self._per_byte
-            and self._due != math.inf
-        )
 
     def pause(self) -> None:
         """Hold back every paced message until :meth:`resume`."""

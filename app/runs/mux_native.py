@@ -15,8 +15,9 @@ messages in flight and the bytes of a TCP reply read so far; Python takes them b
 sweep's deadlines, a live edit's retire, a finish (a close from the API, a stop, the end).
 
 The engine sends only while the run may (``may_send``, once per call: before the send
-deadline and with a budget that holds nothing back, :attr:`Budget.unlimited`); otherwise
-it hands the flows it would refill back, and Python parks or ends them as it does.
+deadline), charging the run's caps before each send as :meth:`Budget.take` does (its
+arithmetic, on the budget's own fields); a message the caps or a pause hold back, or one
+past the deadline, is handed back, and Python parks the flow or ends it as it does.
 
 Every figure comes from one place either way: the engine adds its counts to the run's
 figures, the interval histogram and the flows' rows before each call returns. One call
@@ -33,6 +34,7 @@ from typing import NoReturn, Protocol
 
 import trio
 
+from app.runs.budget import PACE_SLACK
 from app.runs.context import FlowContext
 from app.runs.muxflow import MuxFlow
 from app.runs.stats import CLOSED_DETAIL, UNREACHABLE_DETAIL
@@ -100,7 +102,7 @@ class NativeLoop(ReadyLoop[MuxFlow]):
             ep = self._open()
             hist = self.mux.ctx.stats.interval
             self._engine = self._module.Engine(
-                ep.fileno(), self._udp, self.mux._rbuf, hist.layout()
+                ep.fileno(), self._udp, self.mux._rbuf, hist.layout(), PACE_SLACK
             )
         return self._engine
 
@@ -180,8 +182,9 @@ class NativeLoop(ReadyLoop[MuxFlow]):
             while True:
                 size = pass_size()
                 self.now = now = trio.current_time()
-                may_send = now < ctx.send_deadline and budget.unlimited
-                events = serve(size, may_send, ctx.measure_from_ns, stats, hist, handed)
+                may_send = now < ctx.send_deadline
+                from_ns = ctx.measure_from_ns
+                events = serve(size, may_send, now, from_ns, stats, hist, budget, handed)
                 if not events:
                     await trio.lowlevel.wait_readable(ep)  # yields: a checkpoint
                     served = 0
