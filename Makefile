@@ -75,6 +75,7 @@ UDP_TESTS := tests/test_mmsg.py tests/test_listeners_echo.py tests/test_listener
 # The compiled fast paths (app/native) have the same second run, over their Python twins
 # (SOCKETLAB_NO_NATIVE=1).
 NATIVE_TESTS := tests/test_native.py
+# The plain UDP echo's compiled drain (app/native/_udpecho.c).
 NATIVE_TESTS += tests/test_udpecho_c.py tests/test_udpecho_native.py
 # The plain TCP echo's compiled pass (app/native/_tcpecho.c; test_listeners_echo.py is in
 # UDP_TESTS already).
@@ -82,6 +83,9 @@ NATIVE_TESTS += tests/test_tcpecho_native.py tests/test_listeners_adopted.py \
                 tests/test_sockio.py tests/test_listeners_stream_buffers.py \
                 tests/test_tcpinfo.py tests/test_tcpinfo_lab.py tests/test_tcpinfo_loss.py \
                 tests/test_tcpinfo_sampling.py
+# The pingpong client (app/native/_pingpong.c, app/runs/mux_native.py).
+NATIVE_TESTS += tests/test_runs_mux_native.py tests/test_runs_mux.py tests/test_runs_mux_udp.py \
+                tests/test_runs_pingpong.py tests/test_relay_truth.py tests/test_jitter_truth.py
 
 pytest: $(VENV)/.installed-test system-deps
 	SOCKETLAB_PYTHON_STATSD=$(abspath $(VENV))/pystatsd $(BIN)/pytest $(PYTEST_ARGS)

@@ -28,6 +28,11 @@ refuses messages larger than one second of the bit-rate cap).
 
 Per message: a few float operations and comparisons, no clock read (the caller passes the
 time it already has), no allocation. Sans-IO: times are plain floats (trio's clock).
+
+The pingpong engine (app/native/_pingpong.c) charges a budget itself during each of its
+calls, with :meth:`Budget.take`'s arithmetic on ``bytes_left``, ``_due``, ``_per_message``
+and ``_per_byte`` (read at the start of the call, written back at its end): a change to
+either must change both.
 """
 
 from __future__ import annotations

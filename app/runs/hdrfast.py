@@ -31,6 +31,20 @@ class FastHistogram(HdrHistogram):  # type: ignore[misc]
         self._bucket_offset = self._shift + self._half_magnitude + 1
         self._half = int(self.sub_bucket_half_count)
 
+    def layout(self) -> tuple[int, int, int, int, int, int]:
+        """What a compiled recorder needs to find a value's slot as :meth:`record_ns` does
+        (app/native/_pingpong.c): the sub-bucket mask, the unit magnitude, the sub-bucket
+        half-count magnitude, the bucket offset, the sub-bucket half count and the number
+        of counts (``counts`` holds them as int64s)."""
+        return (
+            self._mask,
+            self._shift,
+            self._half_magnitude,
+            self._bucket_offset,
+            self._half,
+            int(self.counts_len),
+        )
+
     def record_value(self, value: int | float, count: int = 1) -> bool:
         """Record ``value`` ``count`` times; False (nothing recorded) when out of range."""
         if value < 0:

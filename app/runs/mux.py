@@ -25,6 +25,11 @@ lost and sends another in its place, so one loss costs one slot of the window fo
 timeout, not the whole flow. A late reply is noticed between ``timeout`` and ``timeout +
 refresh`` after its send.
 
+Compiled steady state: when app/native/_pingpong.c is built (and SOCKETLAB_NO_NATIVE is not
+set), the loop is a :class:`~app.runs.mux_native.NativeLoop`: the flows in the steady state
+are served in C, and everything else comes back to the handlers here, which stay the
+reference (and the whole path without it).
+
 Error handling: an ``OSError`` ends the flow it happened on, counted by kind, and its
 unanswered messages are lost; any other exception there is a bug, raised in that flow's
 task, where the run's per-flow boundary logs it with the run and flow ids and counts it as
@@ -37,16 +42,18 @@ import math
 import select
 import socket as stdsocket
 import time
-from collections import deque
 from collections.abc import Callable
 from functools import partial
 
 import trio
 
+from app.native import native
 from app.registry import Conn
 from app.runs.context import FlowContext
+from app.runs.mux_native import NativeLoop
+from app.runs.muxflow import MuxFlow as MuxFlow  # where mux_udp and the tests name it
 from app.runs.stats import CLOSED_DETAIL, error_detail, error_kind, timeout_detail
-from app.sockio import ReadyLoop, Served
+from app.sockio import ReadyLoop
 from app.wire import probe
 
 perf_ns = time.perf_counter_ns
@@ -59,55 +66,6 @@ WARMUP = probe.FLAG_WARMUP
 FLAGS_OFFSET = probe.FLAGS_OFFSET
 SEQ_OFFSET = probe.SEQ_OFFSET
 stamp = probe.STAMP.pack_into
-# ``first_counted`` until a flow sends a counted message (above every u64 seq number).
-NOT_COUNTED = 1 << 64
-
-
-class MuxFlow(Served):
-    """The state of one flow between two events."""
-
-    __slots__ = (
-        "blocked",
-        "buf",
-        "conn",
-        "first_counted",
-        "flow_id",
-        "got",
-        "inflight",
-        "lost_seqs",
-        "msg",
-        "outstanding",
-        "parked",
-        "pending",
-        "quota",
-        "seq",
-        "view",
-    )
-
-    def __init__(
-        self, sock: stdsocket.socket, conn: Conn, flow_id: int, quota: int | None, buf: bytearray
-    ) -> None:
-        super().__init__(sock)
-        self.conn = conn
-        self.flow_id = flow_id
-        self.quota = quota
-        self.seq = 0
-        self.buf = buf
-        self.view = memoryview(buf)
-        self.msg: memoryview | None = None  # the message view when every message has one size
-        # TCP: (send time, size) of the replies still due, bytes of the first one read so
-        # far, and what the kernel did not take of the last send.
-        self.outstanding: deque[tuple[int, int]] = deque()
-        self.got = 0
-        self.pending: memoryview | None = None
-        # UDP: sequence number → send time of the datagrams in flight (in send order), the
-        # lost ones remembered. Both: the first one counted (after the warm-up), from which
-        # the probe header numbers the counted messages.
-        self.inflight: dict[int, int] = {}
-        self.lost_seqs: dict[int, bool] = {}
-        self.first_counted = NOT_COUNTED
-        self.blocked = False
-        self.parked = False  # held back by the run's rate caps until the next sweep
 
 
 class Multiplexer:
@@ -120,10 +78,11 @@ class Multiplexer:
     receive buffer (:meth:`receive_size`).
     """
 
+    udp = False  # replies matched by order (UDP: by sequence number)
+
     def __init__(self, ctx: FlowContext) -> None:
         self.ctx = ctx
         self.refresh = min(ctx.timeout / 16, 0.1)
-        self._loop: ReadyLoop[MuxFlow] = ReadyLoop(self._handler(), self._on_error, self._send_due)
         # Flows whose replies came in this pass: they send at its end, one after the other
         # (see _send_due).
         self._due: list[MuxFlow] = []
@@ -142,6 +101,17 @@ class Multiplexer:
         # Every message carries a probe header: each flow's is written once (drive) and
         # only its sequence number and send time per message (probe.STAMP).
         self._all_headers = min(ctx.sizes) >= HEADER_SIZE
+        # The steady state in C when it is built (app.runs.mux_native), else in Python.
+        module = native("pingpong")
+        self._native: NativeLoop | None = None
+        self._adopt: Callable[[MuxFlow], None] | None = None
+        self._loop: ReadyLoop[MuxFlow]
+        if module is None:
+            self._loop = ReadyLoop(self._handler(), self._on_error, self._send_due)
+        else:
+            self._loop = self._native = NativeLoop(self, module, self.udp)
+            if self._native.serves:
+                self._adopt = self._native.adopt
 
     @staticmethod
     def receive_size(ctx: FlowContext) -> int:
@@ -193,6 +163,8 @@ class Multiplexer:
     def retire(self, flow: MuxFlow) -> None:
         """Send nothing more on ``flow`` (a live edit left the run fewer connections); it
         ends once the replies it waits for are in, as at the end of the run."""
+        if self._native is not None:
+            self._native.reclaim(flow)
         flow.quota = flow.seq
         if not (flow.outstanding or flow.inflight):
             self._loop.finish(flow)  # a parked one too: the sweep would only end it
@@ -205,8 +177,14 @@ class Multiplexer:
             if self._parked:
                 self._resume()
             oldest_allowed = perf_ns() - self._timeout_ns
+            native = self._native
             for flow in list(loop.items.values()):
                 try:
+                    if flow.native and native is not None:
+                        t0 = native.oldest(flow)
+                        if t0 is None or t0 >= oldest_allowed:
+                            continue
+                        native.reclaim(flow)  # overdue: Python's code counts it
                     self._overdue(flow, oldest_allowed)
                 except Exception as exc:
                     self._on_error(flow, exc)
@@ -292,6 +270,10 @@ class Multiplexer:
         self.ctx.stats.count_unanswered((t0 for t0, _ in outstanding), self.ctx.measure_from_ns)
         outstanding.clear()
 
+    def _unmatched(self, flow: MuxFlow, seq: int | None, n: int) -> None:
+        """A reply that answers nothing in flight: UDP's (TCP's come in order)."""
+        raise NotImplementedError
+
     def _on_tcp(self, flow: MuxFlow, mask: int) -> None:
         if mask & EPOLLOUT:
             self._flush(flow)
@@ -344,11 +326,14 @@ class Multiplexer:
         self._due = []
         items = self._loop.items
         refill = self._refill
+        adopt = self._adopt
         for flow in due:
             if items.get(flow.fd) is not flow:
                 continue  # ended in the pass (an error, a close from the API)
             try:
                 refill(flow)
+                if adopt is not None:
+                    adopt(flow)  # the compiled engine serves it from now on, if it may
             except Exception as exc:
                 self._on_error(flow, exc)
 

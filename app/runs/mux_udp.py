@@ -48,6 +48,8 @@ LATE_MEMORY = 1024
 class UdpMultiplexer(Multiplexer):
     """Drives the UDP pingpong flows of one run."""
 
+    udp = True
+
     def __init__(self, ctx: FlowContext) -> None:
         super().__init__(ctx)
         # Without a warm-up every message is counted and numbered as the flow numbers it.
