@@ -121,9 +121,12 @@ async def test_a_reset_mid_stream_is_one_error_and_leaves_counters_balanced() ->
                 await echo_round_trip(other, b"still served")
     assert listener.errors == 1
     assert (listener.closed_by_api, listener.idle_closed) == (0, 0)
-    # Whatever was read was counted out whole (sent, pending, or lost with the reset).
-    assert listener.bytes_in == listener.bytes_out
-    assert listener.msgs_in == listener.msgs_out
+    # Whatever was read was counted out whole (sent, or pending and lost with the reset),
+    # except the one read whose send met the reset itself: its bytes never left, so they
+    # are counted in and not out, by both paths alike.
+    unsent = listener.bytes_in - listener.bytes_out
+    assert (listener.msgs_in - listener.msgs_out, unsent > 0) in ((0, False), (1, True))
+    assert unsent <= len(_mode(listener)._shared)  # one read at most
 
 
 async def test_a_partial_send_under_a_full_peer_window_is_kept_and_sent_in_order(
