@@ -259,7 +259,7 @@ async def serve_udp_listener(
             task_status.started(listener.port)
             echo = None if handler else native_echo(sock, spec.max_message_size)
             if echo is not None:
-                await native_echo_loop(listener, flows, echo)
+                await native_echo_loop(listener, flows, echo, _SPIN)
             await _drain_loop(listener, flows, handler)
     finally:
         sock.close()

@@ -40,8 +40,6 @@ from app.wire.replyguard import ReplyGuard
 _udpecho = native("udpecho")
 # Datagrams served between checkpoints: as the Python loop's one full batch.
 BUDGET = SLOTS
-# Empty reads a busy call tries before it reports the socket drained (see udp._SPIN).
-SPINS = 16
 
 
 class Flows(Protocol):
@@ -118,11 +116,12 @@ class KnownFlows:
                 flow.touch()
 
 
-async def native_echo_loop(listener: Listener, flows: Flows, echo: Any) -> NoReturn:
+async def native_echo_loop(listener: Listener, flows: Flows, echo: Any, spins: int) -> NoReturn:
     """Serve a plain echo over ``echo`` (see the module docstring) forever.
 
     ``flows`` is the listener's :class:`~app.listeners.udp.UdpFlows`; its ``on_forget``
-    is pointed at this loop's table of known flows.
+    is pointed at this loop's table of known flows. ``spins``: the empty reads a busy call
+    tries before it reports the socket drained (the Python loop's own, ``udp._SPIN``).
     """
     assert _udpecho is not None
     handoff, error, drained = _udpecho.HANDOFF, _udpecho.ERROR, _udpecho.DRAINED
@@ -136,7 +135,7 @@ async def native_echo_loop(listener: Listener, flows: Flows, echo: Any) -> NoRet
         served = 0
         while True:
             status, read, msgs_in, bytes_in, msgs_out, bytes_out, errors = drain(
-                BUDGET - served, SPINS
+                BUDGET - served, spins
             )
             if msgs_in:
                 listener.msgs_in += msgs_in
