@@ -258,8 +258,10 @@ class ReadyLoop(Generic[S]):
 
     Compiled passes: given ``native`` (a factory of a :class:`NativePass`), the loop's
     passes run in C: the items added with ``native=True`` are served there without a
-    Python call, and every other ready socket goes to ``handler`` as before. The loop
-    waits, yields and ends the same way either way.
+    Python call, and every other ready socket goes to ``handler`` as before. A subclass
+    may do its passes its own way by overriding :meth:`_serve` (the pingpong client's
+    compiled engine, app.runs.mux_native). The loop waits, yields and ends the same way
+    whatever does the passes.
 
     Args:
         handler: Called with the item of each ready socket and its epoll event mask.
@@ -370,70 +372,70 @@ class ReadyLoop(Generic[S]):
     async def run(self) -> NoReturn:
         """Serve the registered sockets until cancelled; then the loop is closed.
 
+        One loop for every kind of pass (:meth:`_serve`: Python's, the compiled echo's, a
+        subclass's): the sockets served between two checkpoints are everyone else's wait
+        for a turn, :data:`app.turns.PASS_SIZE` or fewer while the web server answers a
+        request (see app.turns). Level triggering hands the sockets left out to the next
+        pass.
+
         Raises:
             trio.ClosedResourceError: The loop has ended already.
         """
         ep = self._open()
-        if self._native is not None:
-            await self._run_native(ep, self._native)
-        poll = ep.poll
-        items = self.items
-        handler = self._handler
+        serve = self._serve
         pass_size = WEB.pass_size
+        current_time = trio.current_time
         after_pass = self._after_pass
         served = 0  # ready sockets served since this task last yielded
         try:
             while True:
-                # The sockets served between two checkpoints are everyone else's wait
-                # for a turn: PASS_SIZE, or fewer while the web server answers a request
-                # (see app.turns). Level triggering hands the sockets left out to the
-                # next pass.
                 size = pass_size()
-                events = poll(0, size)
-                if not events:
+                self.now = now = current_time()
+                n, drained = serve(size, now)
+                if n and after_pass is not None:
+                    after_pass()
+                if drained:
                     await trio.lowlevel.wait_readable(ep)  # yields: a checkpoint
                     served = 0
                     continue
-                self.now = trio.current_time()
-                for fd, mask in events:
-                    item = items.get(fd)
-                    if item is None:
-                        continue  # ended earlier in this pass
-                    try:
-                        handler(item, mask)
-                    except Exception as exc:
-                        self._on_error(item, exc)
-                if after_pass is not None:
-                    after_pass()
-                served += len(events)
+                served += n
                 if served >= size:
                     await trio.lowlevel.checkpoint()
                     served = 0
         finally:
             self._ended = True
+            self._close_native()
             ep.close()
 
-    async def _run_native(self, ep: select.epoll, native: NativePass[S]) -> NoReturn:
-        """:meth:`run` with the compiled pass, which polls again until it has served
-        ``size`` sockets or finds none ready: fewer than ``size`` means the epoll is
-        empty (wait for it, a yield), ``size`` that it yields for a turn."""
-        pass_size = WEB.pass_size
-        after_pass = self._after_pass
-        current_time = trio.current_time
-        run = native.run
-        try:
-            while True:
-                size = pass_size()
-                self.now = now = current_time()
-                n = run(size, now)
-                if n and after_pass is not None:
-                    after_pass()
-                if n < size:
-                    await trio.lowlevel.wait_readable(ep)
-                else:
-                    await trio.lowlevel.checkpoint()
-        finally:
-            self._ended = True
+    def _serve(self, size: int, now: float) -> tuple[int, bool]:
+        """One pass over at most ``size`` ready sockets, begun at trio time ``now``.
+
+        Returns:
+            How many ready sockets it served, and whether it found the epoll empty (then
+            :meth:`run` waits for it rather than polling again).
+        """
+        native = self._native
+        if native is not None:
+            # The compiled pass polls again until it has served ``size`` sockets or finds
+            # none ready: fewer than ``size`` means the epoll was empty.
+            n = native.run(size, now)
+            return n, n < size
+        assert self._ep is not None  # opened by run
+        events = self._ep.poll(0, size)
+        items = self.items
+        handler = self._handler
+        for fd, mask in events:
+            item = items.get(fd)
+            if item is None:
+                continue  # ended earlier in this pass
+            try:
+                handler(item, mask)
+            except Exception as exc:
+                self._on_error(item, exc)
+        return len(events), not events
+
+    def _close_native(self) -> None:
+        native = self._native
+        if native is not None:
             self._native = None
             native.close()
-            ep.close()

@@ -22,7 +22,7 @@ past the deadline, is handed back, and Python parks the flow or ends it as it do
 Every figure comes from one place either way: the engine adds its counts to the run's
 figures, the interval histogram and the flows' rows before each call returns. One call
 serves passes one after the other while it hands nothing back, up to the loop's pass size
-in events: the checkpoints come as often as :class:`~app.sockio.ReadyLoop`'s.
+in events; waiting and yielding are :meth:`ReadyLoop.run <app.sockio.ReadyLoop.run>`'s own.
 """
 
 from __future__ import annotations
@@ -30,16 +30,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from types import ModuleType
-from typing import NoReturn, Protocol
-
-import trio
+from typing import Any, NoReturn, Protocol
 
 from app.runs.budget import PACE_SLACK
 from app.runs.context import FlowContext
 from app.runs.muxflow import MuxFlow
 from app.runs.stats import CLOSED_DETAIL, UNREACHABLE_DETAIL
 from app.sockio import ReadyLoop
-from app.turns import WEB
 
 # The engine's hand-back codes (app/native/_pingpong.c).
 (
@@ -53,6 +50,10 @@ from app.turns import WEB
     PARTIAL,
     SEND_REFUSED,
 ) = range(9)
+
+
+def _not_started(*_: object) -> int:
+    raise RuntimeError("the engine serves once the loop runs")
 
 
 class Driver(Protocol):
@@ -90,6 +91,8 @@ class NativeLoop(ReadyLoop[MuxFlow]):
         self._udp = udp
         self._engine: object | None = None
         self._handed: list[tuple[int, int, object, object]] = []
+        self._engine_serve: Callable[..., int] = _not_started
+        self._pass_args: tuple[Any, ...] = ()
         ctx = mux.ctx
         # What every adopted flow has in common (checked once): one message size, each
         # with a header, a window the engine holds.
@@ -168,37 +171,22 @@ class NativeLoop(ReadyLoop[MuxFlow]):
 
     async def run(self) -> NoReturn:
         """Serve the registered sockets until cancelled, each pass in the engine."""
-        ep = self._open()
-        serve = self.engine().serve  # type: ignore[attr-defined]
+        engine = self.engine()  # made with the epoll, before the first pass
         ctx = self.mux.ctx
         stats = ctx.stats
-        hist = stats.interval
-        budget = ctx.budget
-        handed = self._handed
-        after_pass = self.mux._send_due
-        pass_size = WEB.pass_size
-        served = 0  # ready sockets served since this task last yielded (see ReadyLoop.run)
-        try:
-            while True:
-                size = pass_size()
-                self.now = now = trio.current_time()
-                may_send = now < ctx.send_deadline
-                from_ns = ctx.measure_from_ns
-                events = serve(size, may_send, now, from_ns, stats, hist, budget, handed)
-                if not events:
-                    await trio.lowlevel.wait_readable(ep)  # yields: a checkpoint
-                    served = 0
-                    continue
-                if handed:
-                    self._hand_back()
-                after_pass()
-                served += events
-                if served >= size:
-                    served = 0
-                    await trio.lowlevel.checkpoint()
-        finally:
-            self._ended = True
-            ep.close()
+        self._pass_args = (stats, stats.interval, ctx.budget, self._handed)
+        self._engine_serve = engine.serve  # type: ignore[attr-defined]
+        await super().run()
+
+    def _serve(self, size: int, now: float) -> tuple[int, bool]:
+        """One call of the engine (passes until it has served ``size`` events or hands
+        something back), then what it handed back, as :meth:`ReadyLoop._serve` returns."""
+        ctx = self.mux.ctx
+        may_send = now < ctx.send_deadline
+        events: int = self._engine_serve(size, may_send, now, ctx.measure_from_ns, *self._pass_args)
+        if self._handed:
+            self._hand_back()
+        return events, not events
 
     def _hand_back(self) -> None:
         """Deal with what the engine handed back in a pass, as the Python loop would."""
