@@ -131,17 +131,24 @@ static int on_udp(Engine *e, PyObject *out, int fd, Slot *s, int64_t *counts, in
 
 /* Budget.take, the same arithmetic on the same doubles: 1 when the message is charged.
  * A message it would hold back (the byte cap, the rate caps, a pause) is not charged:
- * Python asks again and parks the flow or ends its sending, as its own answer says. */
-static int take(Engine *e, Py_ssize_t size) {
-    if ((double)size > e->bytes_left) return 0;
-    double due = e->pace_due;
-    if (due < e->now) due = e->now;
-    else if (due - e->slack > e->now) return 0;
-    double cost = (double)size * e->per_byte;
-    if (cost < e->per_message) cost = e->per_message;
-    e->pace_due = due + cost;
-    e->bytes_left -= (double)size;
+ * Python asks again and parks the flow or ends its sending, as its own answer says.
+ * tests/test_budget_native.py holds it equal to Budget.take through take() below. */
+static int charge(double *bytes_left, double *pace_due, double per_message, double per_byte,
+                  double slack, double now, double size) {
+    if (size > *bytes_left) return 0;
+    double due = *pace_due;
+    if (due < now) due = now;
+    else if (due - slack > now) return 0;
+    double cost = size * per_byte;
+    if (cost < per_message) cost = per_message;
+    *pace_due = due + cost;
+    *bytes_left -= size;
     return 1;
+}
+
+static int take(Engine *e, Py_ssize_t size) {
+    return charge(&e->bytes_left, &e->pace_due, e->per_message, e->per_byte, e->slack, e->now,
+                  (double)size);
 }
 
 /* The end of a pass for one answered flow: send until its window is full. */
@@ -411,8 +418,32 @@ static PyTypeObject EngineType = {
     .tp_methods = Engine_methods,
 };
 
+/* take(budget, size, now, slack): what the engine charges one message, on a Budget. */
+static PyObject *take_one(PyObject *module, PyObject *args) {
+    PyObject *budget;
+    double size, now, slack, f[4];
+    if (!PyArg_ParseTuple(args, "Oddd", &budget, &size, &now, &slack)) return NULL;
+    PyObject *names[4] = {s_bytes_left, s_due, s_per_message, s_per_byte};
+    for (int i = 0; i < 4; i++) {
+        PyObject *v = PyObject_GetAttr(budget, names[i]);
+        f[i] = v ? PyFloat_AsDouble(v) : -1.0;
+        Py_XDECREF(v);
+        if (PyErr_Occurred()) return NULL;
+    }
+    int charged = charge(&f[0], &f[1], f[2], f[3], slack, now, size);
+    for (int i = 0; i < 2; i++) {
+        PyObject *v = PyFloat_FromDouble(f[i]);
+        int rc = v ? PyObject_SetAttr(budget, names[i], v) : -1;
+        Py_XDECREF(v);
+        if (rc) return NULL;
+    }
+    return PyBool_FromLong(charged);
+}
+
 static PyMethodDef module_methods[] = {
     {"clock_ns", clock_ns, METH_NOARGS, "The engine's clock (perf_counter_ns's)."},
+    {"take", take_one, METH_VARARGS,
+     "take(budget, size, now, slack) -> whether the engine charges the message"},
     {NULL},
 };
 
