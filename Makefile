@@ -87,10 +87,13 @@ NATIVE_TESTS += tests/test_tcpecho_native.py tests/test_listeners_adopted.py \
 NATIVE_TESTS += tests/test_runs_mux_native.py tests/test_runs_mux.py tests/test_runs_mux_udp.py \
                 tests/test_runs_pingpong.py tests/test_relay_truth.py tests/test_jitter_truth.py
 
+# Both passes run whatever the first one finds, so one run reports every failure.
 pytest: $(VENV)/.installed-test system-deps
-	SOCKETLAB_PYTHON_STATSD=$(abspath $(VENV))/pystatsd $(BIN)/pytest $(PYTEST_ARGS)
+	status=0; \
+	SOCKETLAB_PYTHON_STATSD=$(abspath $(VENV))/pystatsd $(BIN)/pytest $(PYTEST_ARGS) || status=1; \
 	SOCKETLAB_NO_MMSG=1 SOCKETLAB_NO_NATIVE=1 SOCKETLAB_PYTHON_STATSD=$(abspath $(VENV))/pystatsd \
-	  $(BIN)/pytest -q $(UDP_TESTS) $(NATIVE_TESTS)
+	  $(BIN)/pytest -q $(UDP_TESTS) $(NATIVE_TESTS) || status=1; \
+	exit $$status
 
 test: lint typecheck pytest
 
