@@ -7,7 +7,8 @@ Chromium runs in the same namespace (``ip netns exec`` in front of it), so the p
 127.0.0.1 is the lab's. From the Fire form, "Compare TCP and UDP" fires a rate run at
 1,000 msg/s for 10 s over both transports at once; the compare view must show TCP with no
 message lost and retransmits above 0, UDP with 5 % ± 1 % round-trip loss, and every figure
-on it the API's (``GET /api/compare/{id}``) through the page's own formatter of its unit.
+on it the API's (``GET /api/compare/{id}``) through the page's own formatter of its unit;
+its address (``#fire/compare/<id>``) opens the same view afresh.
 
 With ``SOCKETLAB_DOCS=1`` the compare view is also saved as static/docs/compare-transports.png,
 the README's picture of the worked example.
@@ -150,6 +151,12 @@ def test_the_compare_view_shows_tcp_retransmitting_and_udp_losing_on_a_lossy_pat
                 view.scroll_into_view_if_needed()
                 view.screenshot(path=str(DOCS / "compare-transports.png"))
             screenshot(page, "compare-transports", scroll_to="#compare-view")
+            # The comparison has an address of its own: opened afresh, the same view.
+            assert page.url.endswith(f"#fire/compare/{compare_id}")
+            page.reload()
+            expect(page.locator("#compare-id")).to_have_text(compare_id, timeout=30_000)
+            expect(view).to_have_attribute("data-status", doc["status"], timeout=30_000)
+            reopened = page.evaluate(READ_VIEW)
         finally:
             browser.close()
 
@@ -169,6 +176,7 @@ def test_the_compare_view_shows_tcp_retransmitting_and_udp_losing_on_a_lossy_pat
 
     # Every figure on the view is the API's, through the page's formatter of its unit.
     assert [text for *_, text in shown] == expected
+    assert reopened == shown
     fields = {(t, f) for t, f, _, _ in shown}
     for transport in ("tcp", "udp"):
         for field in ("sent", "received", "lost", "loss_pct", "rtt_ms.p99", "rtt_ms.p999"):

@@ -210,6 +210,16 @@ def test_three_runs_are_compared_on_one_chart(served: ServedLab, page: Any) -> N
         assert ms == [rtt["p50"], rtt["p90"], rtt["p99"], rtt["p999"]]
     screenshot(page, "runs-compare-three-table", scroll_to="#compare-table")
     screenshot(page, "runs-compare-three", scroll_to="#compare-hist-markers")
+    # The comparison has an address of its own: opened afresh, it shows the same runs.
+    ids = ",".join(r["id"] for r in runs)
+    assert page.url.endswith(f"#runs/compare/{ids}")
+    page.reload()
+    page.wait_for_selector("#run-compare:not([hidden])", timeout=10000)
+    page.wait_for_function(
+        "() => document.querySelectorAll('#compare-hist-markers li').length === 12", timeout=5000
+    )
+    assert page.locator("#compare-table thead th").all_inner_texts() == headers
+    assert page.locator("#compare-table tr[data-key=sent] td").all_inner_texts() == sent
 
 
 def test_runs_are_searched_labelled_and_deleted_from_the_page(served: ServedLab, page: Any) -> None:

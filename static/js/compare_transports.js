@@ -4,6 +4,7 @@
 // (static/js/compare.js is another thing: saved runs on one chart.)
 import { $, api, el, figure, markField, showError } from "./util.js";
 import { specFromForm } from "./fire.js";
+import { COMPARE_ROUTE } from "./state.js";
 
 const form = $("#fire-form");
 const view = $("#compare-view");
@@ -86,6 +87,8 @@ async function follow(id) {
   }
 }
 
+document.addEventListener("socketlab:compare", (ev) => follow(ev.detail));
+
 $("#compare-transports-button").addEventListener("click", async () => {
   $("#fire-error").hidden = true;
   const button = $("#compare-transports-button");
@@ -94,7 +97,10 @@ $("#compare-transports-button").addEventListener("click", async () => {
     const spec = specFromForm();
     const ref = await api("POST", "/api/compare", spec);
     markField(form, null);
-    follow(ref.id);
+    // The comparison's own address (#fire/compare/<id>): the Fire section's route follows it.
+    const hash = `#fire/${COMPARE_ROUTE}${ref.id}`;
+    if (location.hash === hash) follow(ref.id);
+    else location.hash = hash;
   } catch (err) {
     markField(form, err.field);
     showError($("#fire-error"), err);

@@ -3,7 +3,7 @@ import { $, $$, api, el, figure, fmtMs, fmtMsgRate, fmtNum, kvRows, listenerTarg
 import { isTls } from "./tls.js";
 import { isGroupTarget } from "./receivers.js";
 import { feed } from "./feed.js";
-import { registerSection, state } from "./state.js";
+import { COMPARE_ROUTE, registerSection, state } from "./state.js";
 import { pctPairs, runCharts, summaryPairs } from "./runview.js";
 import { showFailures } from "./failures.js";
 import { showSteps } from "./steptable.js";
@@ -341,6 +341,11 @@ let started = false;
 registerSection("fire", {
   show(arg) {
     loadPresets();
+    if (arg.startsWith(COMPARE_ROUTE)) {
+      // #fire/compare/<id>: a comparison of transports (compare_transports.js shows it).
+      document.dispatchEvent(new CustomEvent("socketlab:compare", { detail: arg.slice(COMPARE_ROUTE.length) }));
+      return;
+    }
     if (arg) { showRun(arg); return; }
     if (!started) {
       started = true;

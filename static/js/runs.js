@@ -2,7 +2,7 @@
 // series), and any number of runs compared. Rows of running runs follow the live feed.
 import { $, api, cell, el, fmtMs, fmtMsgRate, fmtNum, fmtSeconds, kvRows, timeEl } from "./util.js";
 import { feed } from "./feed.js";
-import { registerSection, state } from "./state.js";
+import { COMPARE_ROUTE, registerSection, state } from "./state.js";
 import { Histogram } from "./histogram.js";
 import { compareRuns, setCompareLog } from "./compare.js";
 import { describeSpec, pctPairs, runCharts, statusPill, summaryPairs } from "./runview.js";
@@ -201,15 +201,24 @@ $("#rtt-log").addEventListener("change", () => {
   setCompareLog(logScale());
 });
 
-$("#compare-button").addEventListener("click", async () => {
-  if (ticked.size < 2) return;
+// A comparison has its own address, #runs/compare/<id>,<id>,..., to bookmark or send.
+
+async function showCompare(ids) {
   try {
-    await compareRuns([...ticked], { log: logScale() });
+    await compareRuns(ids, { log: logScale() });
     $("#run-detail").hidden = true;
     bringIntoView($("#run-compare"));
   } catch (err) {
     $("#runs-msg").textContent = err.message;
   }
+}
+
+$("#compare-button").addEventListener("click", () => {
+  if (ticked.size < 2) return;
+  const hash = `#runs/${COMPARE_ROUTE}${[...ticked].join(",")}`;
+  // The same hash again is no hashchange: show it here then.
+  if (location.hash === hash) showCompare([...ticked]);
+  else location.hash = hash;
 });
 $("#runs-refresh").addEventListener("click", loadList);
 document.addEventListener("socketlab:run-ended", () => { if (visible) loadList(); });
@@ -263,7 +272,11 @@ registerSection("runs", {
   show(arg) {
     visible = true;
     loadList();
-    if (arg) showDetail(arg, { scroll: true });
+    if (arg.startsWith(COMPARE_ROUTE)) {
+      const ids = arg.slice(COMPARE_ROUTE.length).split(",").filter(Boolean);
+      for (const id of ids) ticked.add(id);
+      showCompare(ids);
+    } else if (arg) showDetail(arg, { scroll: true });
   },
   hide() { visible = false; },
 });

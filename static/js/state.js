@@ -18,6 +18,10 @@ export function registerSection(name, hooks) {
   sections.set(name, hooks);
 }
 
+// A comparison's place in a section's address: #runs/compare/<id>,<id> (saved runs),
+// #fire/compare/<id> (transports compared).
+export const COMPARE_ROUTE = "compare/";
+
 export function sectionHooks(name) {
   return sections.get(name);
 }
