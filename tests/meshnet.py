@@ -47,12 +47,19 @@ print(json.dumps(out))
 """
 
 
-def address(node: str, other: str) -> str:
-    """``node``'s address on its link with ``other``."""
+def address(node: str, other: str, *, v6: bool = False) -> str:
+    """``node``'s address on its link with ``other`` (``v6``: in ``fd77:X::/64`` instead)."""
     for x, y, octet in LINKS:
         if {x, y} == {node, other}:
+            if v6:
+                return f"fd77:{octet}::{1 if node == x else 2}"
             return f"10.77.{octet}.{1 if node == x else 2}"
     raise KeyError((node, other))
+
+
+def in_url(host: str) -> str:
+    """``host`` as a URL's host: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 def interface(node: str, other: str) -> str:
@@ -102,12 +109,14 @@ class Node:
 class Triangle:
     nodes: dict[str, Node]
     hosts: dict[str, Path] = field(default_factory=dict)
+    v6: bool = False  # the links, the web servers and the peers are IPv6 only
 
     def ask(self, node: str, *paths: str, via: str | None = None) -> dict[str, Any]:
         """GET ``paths`` of ``node``'s API from inside namespace ``via`` (default: its own)."""
         via = via or node
-        host = "127.0.0.1" if via == node else address(node, via)
-        base = f"http://{host}:{WEB_PORT}"
+        loopback = "::1" if self.v6 else "127.0.0.1"
+        host = loopback if via == node else address(node, via, v6=self.v6)
+        base = f"http://{in_url(host)}:{WEB_PORT}"
         done = subprocess.run(
             in_ns(self.nodes[via].ns, sys.executable, "-c", CHECKER, TOKEN, base, *paths),
             capture_output=True,
@@ -134,12 +143,14 @@ class Triangle:
         return "\n".join(f"--- {n.name}\n{n.log.read_text()[-3000:]}" for n in self.nodes.values())
 
 
-def node_args(name: str, data: Path, *, dns: str | None, extra: tuple[str, ...]) -> list[str]:
+def node_args(
+    name: str, data: Path, *, dns: str | None, extra: tuple[str, ...], v6: bool = False
+) -> list[str]:
     others = [n for n in NAMES if n != name]
     args = [
         "serve",
         "--web",
-        f"0.0.0.0:{WEB_PORT}",
+        f"{'[::]' if v6 else '0.0.0.0'}:{WEB_PORT}",
         "--token",
         TOKEN,
         "--peer-token",
@@ -154,33 +165,42 @@ def node_args(name: str, data: Path, *, dns: str | None, extra: tuple[str, ...])
         *extra,
     ]
     for other in others:
-        args += ["--allow-host", address(name, other)]
+        args += ["--allow-host", in_url(address(name, other, v6=v6))]
         if dns is None:
-            args += ["--peer", f"http://{address(other, name)}:{WEB_PORT}"]
+            args += ["--peer", f"http://{in_url(address(other, name, v6=v6))}:{WEB_PORT}"]
     if dns is not None:
         args += ["--peers-dns", dns]
     return args
 
 
 def open_triangle(
-    stack: ExitStack, data: Path, *, dns: str | None = None, extra: tuple[str, ...] = ()
+    stack: ExitStack,
+    data: Path,
+    *,
+    dns: str | None = None,
+    extra: tuple[str, ...] = (),
+    v6: bool = False,
 ) -> Triangle:
     """Build the namespaces and links, start the three nodes; undone by ``stack``.
+
+    With ``v6``, the links carry only IPv6 addresses (a /64 each), the nodes serve on
+    ``[::]`` and know their peers by IPv6 address.
 
     With ``dns``, no ``--peer`` is given: every node finds the others through ``--peers-dns
     mesh.test:8000``, a name its namespace's hosts file gives all three nodes' addresses (its
     own first, then each other's address on their shared link).
     """
     spaces = {name: stack.enter_context(namespace(f"mesh{name}")) for name in NAMES}
+    prefix = "/64" if v6 else "/30"
     for x, y, _ in LINKS:
         link(
             spaces[x],
             spaces[y],
-            (f"{address(x, y)}/30",),
-            (f"{address(y, x)}/30",),
+            (address(x, y, v6=v6) + prefix,),
+            (address(y, x, v6=v6) + prefix,),
             names=(interface(x, y), interface(y, x)),
         )
-    triangle = Triangle({})
+    triangle = Triangle({}, v6=v6)
     if dns is not None:
         for name in NAMES:
             etc = Path("/etc/netns") / spaces[name]
@@ -195,7 +215,7 @@ def open_triangle(
     data.mkdir(parents=True, exist_ok=True)
     dns_arg = None if dns is None else f"{dns}:{WEB_PORT}"
     for name in NAMES:
-        args = node_args(name, data, dns=dns_arg, extra=extra)
+        args = node_args(name, data, dns=dns_arg, extra=extra, v6=v6)
         node = Node(name, spaces[name], args, data / f"{name}.log")
         triangle.nodes[name] = node
         stack.callback(node.stop)

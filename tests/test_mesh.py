@@ -1,4 +1,5 @@
-"""Mesh mode with three nodes as local processes in namespaces linked in a triangle.
+"""Mesh mode with three nodes as local processes in namespaces linked in a triangle (IPv4,
+and once IPv6 only).
 
 The truth comes from outside the nodes: nftables in a node's namespace drops 5 % of one
 link's packets (and counts what it dropped), and counts the UDP probes a node receives; the
@@ -243,3 +244,25 @@ def test_peers_found_through_a_name_resolving_to_every_node(dns_triangle: Triang
         return {p["dst"] for p in row["pairs"]} == {"b"}
 
     wait_for(without_c, 30.0, "a's row without c", triangle)
+
+
+@pytest.fixture
+def v6_triangle(tmp_path: Path) -> Iterator[Triangle]:
+    with ExitStack() as stack:
+        yield open_triangle(stack, tmp_path / "v6", extra=EXTRA, v6=True)
+
+
+def test_an_ipv6_only_mesh_measures_all_six_pairs_over_both_transports(
+    v6_triangle: Triangle,
+) -> None:
+    triangle = v6_triangle
+    wait_all_up(triangle)
+    pairs = wait_for(lambda: all_ok(triangle), 3 * START_TIMEOUT, "all 6 pairs ok", triangle)
+    for pair in pairs.values():
+        assert pair["udp"]["received"] > 0 and pair["tcp"]["received"] > 0
+    # The probes crossed the IPv6 links: what a's mesh echo received from b came from b's
+    # address on their link (its connections, as a's own API lists them).
+    b_on_ab = address("b", "a", v6=True)
+    conns = triangle.ask("a", "/api/connections?limit=500")["/api/connections?limit=500"]
+    remotes = {row["remote"] for row in conns["items"]}
+    assert any(row.startswith(f"[{b_on_ab}]:") for row in remotes), remotes
