@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+from typing import NoReturn
 
 from app.errors import BindError, SocketlabError, SpecError
 from app.runs.options import option_message
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
 # The flag to change for an address the lab could not serve on (BindError.field).
 _BIND_FLAGS = {"web": "--web HOST:PORT", "listen": "--listen URL"}
+
+
+def usage_error(message: str) -> NoReturn:
+    """Say ``message`` as the one line on stderr and exit with status 2 (bad usage)."""
+    sys.stderr.write(f"socketlab: error: {message}\n")
+    raise SystemExit(EXIT_USAGE)
 
 
 def socketlab_error(exc: BaseException) -> SocketlabError | None:

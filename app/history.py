@@ -4,7 +4,7 @@ Theory of operation: labels live in their own table (``run_labels``, one row per
 label) and each ended run's HDR histogram in the ``rtt_hdr`` column of its row (migration 4
 in :mod:`app.store`); a trigger deletes a run's labels with the run, so the retention that
 prunes old runs prunes their labels too. Everything here reads and writes through the
-store's connections and write-behind, like :class:`~app.store.AuditLog`.
+store's connections and write-behind, like :class:`~app.audit.AuditLog`.
 
 Error handling: label changes and deletes need an answer, so they are refused with
 :class:`~app.errors.StoreUnavailableError` (503) while the store cannot write; a run's

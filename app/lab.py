@@ -24,6 +24,7 @@ from typing import Any
 
 import trio
 
+from app.audit import AuditLog
 from app.demo import serve_demo
 from app.endpoint import Endpoint, host_port
 from app.errors import BindError, ConflictError, StoreUnavailableError
@@ -47,7 +48,7 @@ from app.runs.targets import TargetPolicy
 from app.scenarios import ScenarioTool
 from app.scenarios_store import ScenarioStore
 from app.settings import Settings, is_loopback, parse_listener_url
-from app.store import AuditLog, Store, open_store
+from app.store import Store, open_store
 from app.timeseries import LabSeries
 from app.web.deps import WebDeps
 

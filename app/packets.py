@@ -20,6 +20,7 @@ from typing import Any
 
 import trio
 
+from app.audit import AuditLog
 from app.endpoint import Endpoint
 from app.errors import ConflictError, TargetNotAllowedError
 from app.packets_store import PacketStore
@@ -30,7 +31,6 @@ from app.runs.spec import RunSpec
 from app.runs.stats import RunStats
 from app.runs.targets import TargetPolicy
 from app.settings import Settings
-from app.store import AuditLog
 
 # Sends going at once, at most: each holds a socket for up to its timeout (60 s).
 MAX_CONCURRENT_SENDS = 16

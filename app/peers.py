@@ -50,8 +50,9 @@ from app.runs.manager import RunManager
 from app.runs.outcome import Outcome, conclude
 from app.runs.run import LIVE_STATUSES, Run
 from app.runs.spec import parse_run_spec
+from app.web.listener_schemas import ListenerList, ProbeFigures
 from app.web.run_schemas import RunDoc, RunRef
-from app.web.schemas import ConnectionPage, ListenerList, ProbeFigures
+from app.web.schemas import ConnectionPage
 
 logger = logging.getLogger(__name__)
 

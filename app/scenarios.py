@@ -27,6 +27,7 @@ from typing import Any
 
 import trio
 
+from app.audit import AuditLog
 from app.errors import ConflictError, NotFoundError, SpecError
 from app.packets import audit_entry, checked_target
 from app.registry import Registry
@@ -38,7 +39,6 @@ from app.runs.steps import StepTable
 from app.runs.targets import TargetPolicy
 from app.scenarios_store import ScenarioStore
 from app.settings import Settings
-from app.store import AuditLog
 from app.wire.conversation import StepResult
 from app.wire.payload import to_hex, to_text
 from app.wire.scenario import Program

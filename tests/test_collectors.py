@@ -17,7 +17,7 @@ import trio
 from influxdb_client.client.write.point import Point as InfluxPoint
 
 from app.lab import Lab
-from app.web.schemas import ListenerInfo
+from app.web.listener_schemas import ListenerInfo
 from tests.collector_fixtures import WAIT, collector, recording, send_tcp, send_udp
 from tests.helpers import http, wait_for, wait_for_async
 from tests.listener_fixtures import open_manager

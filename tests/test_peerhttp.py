@@ -15,8 +15,8 @@ from app.errors import SpecError
 from app.peerhttp import PeerAnswerError, PeerLimits, answer_doc, check_run_id, one_line, peer_path
 from app.peers import parse_peer
 from app.settings import load_settings
+from app.web.listener_schemas import ListenerList
 from app.web.run_schemas import RunRef
-from app.web.schemas import ListenerList
 from app.wire.bounded import BodyTooLargeError, BoundedBody
 
 DOC = json.dumps({"items": [{"id": "x" * 100}] * 50}).encode()

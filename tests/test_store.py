@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 import trio
 
+from app.audit import AuditLog
 from app.errors import ConflictError, DataDirError, StoreUnavailableError
-from app.store import MIGRATIONS, AuditLog, Store, StoreLimits, check_data_dir, open_store
+from app.store import MIGRATIONS, Store, StoreLimits, check_data_dir, open_store
 from tests.helpers import wait_for
 
 LATEST = len(MIGRATIONS)

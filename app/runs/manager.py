@@ -25,6 +25,7 @@ from typing import Any
 
 import trio
 
+from app.audit import AuditLog
 from app.endpoint import Endpoint
 from app.errors import ConflictError, NotFoundError, SpecError, TargetNotAllowedError
 from app.history import RunHistory
@@ -39,7 +40,7 @@ from app.runs.spec import RunSpec
 from app.runs.targets import TargetPolicy
 from app.runs.totals import PatternTotals, RunTotals, run_key
 from app.settings import Settings
-from app.store import AuditLog, Store
+from app.store import Store
 
 logger = logging.getLogger(__name__)
 

@@ -16,6 +16,14 @@ from app.validation import validate
 from app.web import security
 from app.web.history_api import search_runs, with_labels
 from app.web.history_schemas import RunsQuery
+from app.web.listener_schemas import (
+    ListenerInfo,
+    ListenerList,
+    ListenerRequest,
+    ListenerStopped,
+    ProbeFigures,
+    StatsdSnapshot,
+)
 from app.web.openapi import document_empty, document_text
 from app.web.query import check_query, query_args
 from app.web.run_schemas import RunDoc, RunList, RunRef
@@ -25,17 +33,11 @@ from app.web.schemas import (
     ConnectionRow,
     Health,
     LabSeries,
-    ListenerInfo,
-    ListenerList,
-    ListenerRequest,
-    ListenerStopped,
     PageQuery,
     Preset,
     PresetList,
-    ProbeFigures,
     RunSpecBody,
     SeriesQuery,
-    StatsdSnapshot,
     document_errors,
 )
 

@@ -12,10 +12,10 @@ from quart_schema import document_request, document_response
 from app.errors import ConflictError
 from app.listeners.modes.statsd import StatsdMode
 from app.validation import validate
-from app.web.listener_schemas import FailedListenerList, RulesBody, TelemetryHistory
+from app.web.listener_schemas import FailedListenerList, ListenerInfo, RulesBody, TelemetryHistory
 from app.web.openapi import document_empty
 from app.web.query import check_query
-from app.web.schemas import ListenerInfo, document_errors
+from app.web.schemas import document_errors
 
 if TYPE_CHECKING:
     from app.listeners.manager import ListenerManager

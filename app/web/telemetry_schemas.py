@@ -11,8 +11,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.telemetry.points import FACILITIES, SEVERITIES
+from app.web.listener_schemas import StatsdSnapshot
 from app.web.query import ASCII_INTEGER
-from app.web.schemas import StatsdSnapshot, Strict
+from app.web.schemas import Strict
 
 # The most series or records one answer holds.
 MAX_LIMIT = 1000
