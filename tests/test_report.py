@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from app.lab import Lab
-from app.runs.stats import MAX_ERROR_SAMPLES, MAX_SAMPLE_CHARS, RunStats
+from app.runs.error_kinds import MAX_ERROR_SAMPLES, MAX_SAMPLE_CHARS
+from app.runs.stats import RunStats
 from app.web.factory import asset_dir
 from app.web.jsbundle import BundleError, bundle
 from app.web.report import REPORT_ENTRY
@@ -102,7 +103,7 @@ def test_error_samples_are_few_distinct_and_short() -> None:
     summary = stats.summary(1.0, final=True)
     assert summary["errors_by_kind"] == {"refused": 50, "timeout": 1, "reset": 1}
     samples = summary["error_samples"]
-    # The system's words, without the errno (app.runs.stats.error_detail).
+    # The system's words, without the errno (app.runs.error_kinds.error_detail).
     assert samples["refused"] == [f"refused #{i}" for i in range(MAX_ERROR_SAMPLES)]
     assert samples["timeout"] == ["no reply within the timeout"]
     assert samples["reset"] == ["x" * MAX_SAMPLE_CHARS]

@@ -6,7 +6,7 @@ socket directly (``recv_into`` a preallocated buffer, no allocation per message)
 for one bytes object per read, as ``SSLStream`` gives no ``recv_into``.
 
 Error handling: :func:`connect_stream` turns every failure into its error kind
-(:func:`app.runs.stats.error_kind`) via :class:`ConnectError`; the caller counts it.
+(:func:`app.runs.error_kinds.error_kind`) via :class:`ConnectError`; the caller counts it.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from typing import Protocol
 
 import trio
 
-from app.runs.stats import error_detail, error_kind
+from app.runs.error_kinds import error_detail, error_kind
 from app.sockio import DirectSocket
 from app.tcpinfo import SupportsGetsockopt
 
 
 class ConnectError(Exception):
     """A connection could not be made; ``kind`` is one of the error kinds, the message
-    says why in words (:func:`~app.runs.stats.error_detail`)."""
+    says why in words (:func:`~app.runs.error_kinds.error_detail`)."""
 
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(detail)

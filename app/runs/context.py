@@ -25,8 +25,9 @@ from app.registry import Conn, Registry
 from app.runs.budget import Budget
 from app.runs.channel import Channel, ConnectError, client_tls_context, connect_stream
 from app.runs.control import RunControl
+from app.runs.error_kinds import error_detail, error_kind
 from app.runs.spec import RunSpec
-from app.runs.stats import RunStats, error_detail, error_kind
+from app.runs.stats import RunStats
 from app.wire import probe
 
 # Sizes drawn in advance for runs with a size range: no random draw per message.

@@ -52,13 +52,14 @@ from app.registry import Registry
 from app.runs.budget import Budget
 from app.runs.context import FlowContext
 from app.runs.control import RunControl
+from app.runs.error_kinds import error_detail, error_kind
 from app.runs.flows import flow_kinds, one_flow
 from app.runs.flowset import FlowSet
 from app.runs.flowstats import one_way
 from app.runs.outcome import Outcome, conclude
 from app.runs.receivers import Receiver, gather
 from app.runs.spec import RunSpec
-from app.runs.stats import RunStats, error_detail, error_kind, new_histogram
+from app.runs.stats import RunStats, new_histogram
 from app.tcpinfo import refresh_all
 
 logger = logging.getLogger(__name__)

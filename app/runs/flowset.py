@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from app.runs.context import FlowContext
-from app.runs.stats import error_detail
+from app.runs.error_kinds import error_detail
 
 logger = logging.getLogger(__name__)
 

@@ -50,9 +50,9 @@ import trio
 from app.native import native
 from app.registry import Conn
 from app.runs.context import FlowContext
+from app.runs.error_kinds import CLOSED_DETAIL, error_detail, error_kind, timeout_detail
 from app.runs.mux_native import NativeLoop
 from app.runs.muxflow import MuxFlow as MuxFlow  # where mux_udp and the tests name it
-from app.runs.stats import CLOSED_DETAIL, error_detail, error_kind, timeout_detail
 from app.sockio import ReadyLoop
 from app.wire import probe
 

@@ -34,8 +34,8 @@ from typing import Any, NoReturn, Protocol
 
 from app.runs.budget import PACE_SLACK
 from app.runs.context import FlowContext
+from app.runs.error_kinds import CLOSED_DETAIL, UNREACHABLE_DETAIL
 from app.runs.muxflow import MuxFlow
-from app.runs.stats import CLOSED_DETAIL, UNREACHABLE_DETAIL
 from app.sockio import ReadyLoop
 
 # The engine's hand-back codes (app/native/_pingpong.c).

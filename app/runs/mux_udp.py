@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 
 from app.runs.context import FlowContext
+from app.runs.error_kinds import UNREACHABLE_DETAIL
 from app.runs.mux import (
     EPOLLOUT,
     HEADER_SIZE,
@@ -32,7 +33,6 @@ from app.runs.mux import (
     perf_ns,
     stamp,
 )
-from app.runs.stats import UNREACHABLE_DETAIL
 from app.wire import probe
 
 peek = probe.PEEK.unpack_from

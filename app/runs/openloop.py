@@ -40,9 +40,9 @@ import trio
 from app.registry import Conn
 from app.runs.channel import Channel
 from app.runs.context import FlowContext, serve_tcp_flow, serve_udp_flow
+from app.runs.error_kinds import CLOSED_DETAIL, UNREACHABLE_DETAIL, timeout_detail
 from app.runs.flowstats import FlowStats
 from app.runs.pacer import TIMER_SLACK_NS, Pacer
-from app.runs.stats import CLOSED_DETAIL, UNREACHABLE_DETAIL, timeout_detail
 from app.wire import probe
 
 perf_ns = time.perf_counter_ns

@@ -36,7 +36,7 @@ import trio
 from app.registry import Conn
 from app.runs.channel import Channel
 from app.runs.context import FlowContext, serve_tcp_flow, serve_udp_flow
-from app.runs.stats import CLOSED_DETAIL, timeout_detail
+from app.runs.error_kinds import CLOSED_DETAIL, timeout_detail
 from app.sockio import DirectSocket
 from app.wire import probe
 

@@ -25,8 +25,8 @@ import trio
 from app.registry import Conn
 from app.runs.channel import Channel
 from app.runs.context import FlowContext
+from app.runs.error_kinds import ERROR_MEANINGS, error_detail, error_kind
 from app.runs.spec import ScenarioSpec
-from app.runs.stats import ERROR_MEANINGS, error_detail, error_kind
 from app.runs.steps import StepTable
 from app.wire.conversation import (
     AwaitReply,

@@ -3,7 +3,8 @@
 Each pattern's model has only the fields that pattern uses, so a field it would ignore is
 refused by name (``rate`` on a pingpong run is a 422 naming ``rate``). The engine and the
 flows read every attribute of every pattern (``spec.rate``, ``spec.in_flight``...): where a
-pattern has no such field, its model answers with the fixed value it runs with.
+pattern has no such field, its model answers with the fixed value it runs with
+(:mod:`app.runs.fixed_fields`).
 :func:`parse_run_spec` picks the model by ``pattern`` (default ``pingpong``), so an error's
 location is the user's field name; :data:`RunSpec` is the union, discriminated by
 ``pattern``, for annotations and the OpenAPI document.
@@ -13,20 +14,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self, TypeAlias, get_args
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    PlainValidator,
-    PrivateAttr,
-    WithJsonSchema,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from app.endpoint import Endpoint
 from app.errors import SpecError
 from app.runs.directions import OneWay, bidir_field, check_directions, reverse_field
+from app.runs.fixed_fields import (
+    DEFAULT_BURST,
+    DEFAULT_CONNECTIONS,
+    DEFAULT_IN_FLIGHT,
+    DEFAULT_INTERVAL,
+    DEFAULT_SIZE,
+    AwaitsReplies,
+    NoBursts,
+    OneInFlight,
+    OwnBytes,
+    Unpaced,
+)
 from app.runs.multicast_spec import (
     NoMulticast,
     check_multicast,
@@ -35,6 +38,7 @@ from app.runs.multicast_spec import (
     ttl_field,
 )
 from app.runs.payload_spec import PayloadSpec
+from app.runs.target_spec import Target
 from app.validation import validate
 from app.wire.scenario import Program, Scenario, compile_scenario
 
@@ -44,29 +48,6 @@ MAX_TCP_SIZE = 1_048_576
 DEFAULT_DURATION = 5.0
 
 
-def _to_endpoint(value: Any) -> Endpoint:
-    # Looked up on the class at each call, so a test can count the parses.
-    if isinstance(value, Endpoint):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("target: give a URL such as tcp://127.0.0.1:9000")
-    return Endpoint.parse(value, field="target")
-
-
-# A run's target: parsed once into an Endpoint, written back as its URL (JSON, OpenAPI).
-Target = Annotated[
-    Endpoint,
-    PlainValidator(_to_endpoint),
-    PlainSerializer(lambda endpoint: endpoint.url, return_type=str),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "description": "tcp://host:port, udp://host:port or tls://host:port",
-            "examples": ["tcp://127.0.0.1:9000"],
-        }
-    ),
-]
-
 PATTERN_HELP = (
     "pingpong: closed loop; rate: open loop at a fixed rate; bulk: maximum throughput "
     "(UDP: at the rate cap); burst: K messages back to back every interval; packet: one "
@@ -74,13 +55,6 @@ PATTERN_HELP = (
 )
 # Fields that exclude each other: the models refuse both, the CLI makes them alternatives.
 EXCLUSIVE = (("duration", "count", "iterations"), ("rate", "bitrate"), ("reverse", "bidir"))
-
-# The values a pattern without such a field runs with (the engine reads them all).
-DEFAULT_CONNECTIONS = 1
-DEFAULT_SIZE = 64
-DEFAULT_BURST = 10
-DEFAULT_INTERVAL = 1.0
-DEFAULT_IN_FLIGHT = 1
 
 
 class _Base(BaseModel):
@@ -211,48 +185,6 @@ class _Paced(_Load):
         return None
 
 
-class _Unpaced:
-    """A pattern that sets its own pace: no rate."""
-
-    @property
-    def rate(self) -> float | None:
-        return None
-
-    @property
-    def bitrate(self) -> float | None:
-        return None
-
-    @property
-    def message_rate(self) -> float | None:
-        return None
-
-
-class _NoBursts:
-    @property
-    def burst(self) -> int:
-        return DEFAULT_BURST
-
-    @property
-    def interval(self) -> float:
-        return DEFAULT_INTERVAL
-
-
-class _OneInFlight:
-    @property
-    def in_flight(self) -> int:
-        return DEFAULT_IN_FLIGHT
-
-
-class _AwaitsReplies:
-    """A closed-loop pattern waits for each reply, so the field is not its to set; at a
-    socketlab sink, which answers nothing, the lab knows none will come (``None``: the lab
-    decides), so the run claims no loss and its ``remote`` says what arrived."""
-
-    @property
-    def expect_replies(self) -> bool | None:
-        return None
-
-
 def _expect_replies() -> Any:
     return Field(
         None,
@@ -261,7 +193,7 @@ def _expect_replies() -> Any:
     )
 
 
-class PingpongSpec(NoMulticast, OneWay, _Unpaced, _NoBursts, _AwaitsReplies, _Load):
+class PingpongSpec(NoMulticast, OneWay, Unpaced, NoBursts, AwaitsReplies, _Load):
     """Closed loop: each flow sends its next message when a reply has come back."""
 
     # The one pattern whose name may be left out: a spec without one is a pingpong run.
@@ -271,7 +203,7 @@ class PingpongSpec(NoMulticast, OneWay, _Unpaced, _NoBursts, _AwaitsReplies, _Lo
     )
 
 
-class RateSpec(_NoBursts, _OneInFlight, _Paced):
+class RateSpec(NoBursts, OneInFlight, _Paced):
     """Open loop at a fixed rate; latency from each message's intended send time."""
 
     pattern: Literal["rate"] = Field(description=PATTERN_HELP)
@@ -291,7 +223,7 @@ class RateSpec(_NoBursts, _OneInFlight, _Paced):
         return self
 
 
-class BulkSpec(NoMulticast, _NoBursts, _OneInFlight, _Paced):
+class BulkSpec(NoMulticast, NoBursts, OneInFlight, _Paced):
     """Maximum throughput: a TCP stream as fast as it goes, or a UDP blast at a rate cap."""
 
     pattern: Literal["bulk"] = Field(description=PATTERN_HELP)
@@ -320,7 +252,7 @@ class BulkSpec(NoMulticast, _NoBursts, _OneInFlight, _Paced):
         return self
 
 
-class BurstSpec(_Unpaced, _OneInFlight, _Load):
+class BurstSpec(Unpaced, OneInFlight, _Load):
     """``burst`` messages back to back every ``interval`` seconds."""
 
     pattern: Literal["burst"] = Field(description=PATTERN_HELP)
@@ -340,36 +272,11 @@ class BurstSpec(_Unpaced, _OneInFlight, _Load):
         return self
 
 
-class _OwnBytes:
-    """A pattern whose bytes are its own (a packet's payload, a scenario's steps): the
-    message sizes have their fixed values and nothing is left out as warm-up."""
-
-    @property
-    def size(self) -> int:
-        return DEFAULT_SIZE
-
-    @property
-    def size_max(self) -> int | None:
-        return None
-
-    @property
-    def largest_size(self) -> int:
-        return DEFAULT_SIZE
-
-    @property
-    def mean_size(self) -> float:
-        return DEFAULT_SIZE
-
-    @property
-    def warmup(self) -> float:
-        return 0.0
-
-
 _NO_PAYLOAD = PayloadSpec()  # type: ignore[call-arg]  # every field has a default
 
 
 class PacketSpec(
-    NoMulticast, OneWay, _Unpaced, _NoBursts, _OneInFlight, _AwaitsReplies, _OwnBytes, _Common
+    NoMulticast, OneWay, Unpaced, NoBursts, OneInFlight, AwaitsReplies, OwnBytes, _Common
 ):
     """One message and its reply, shown as hex and text."""
 
@@ -405,7 +312,7 @@ class PacketSpec(
 
 
 class ScenarioSpec(
-    NoMulticast, OneWay, _Unpaced, _NoBursts, _OneInFlight, _AwaitsReplies, _OwnBytes, _Base
+    NoMulticast, OneWay, Unpaced, NoBursts, OneInFlight, AwaitsReplies, OwnBytes, _Base
 ):
     """A scenario's steps (app.wire.scenario) over ``connections`` sessions at once, one
     session after another on each, for ``duration`` seconds or ``iterations`` sessions."""
@@ -469,21 +376,6 @@ for _pattern, _model in MODELS.items():
     for _name in _model.model_fields:
         FIELD_PATTERNS[_name] = (*FIELD_PATTERNS.get(_name, ()), _pattern)
 RUN_SPEC_FIELDS = tuple(FIELD_PATTERNS)
-
-
-def run_form() -> dict[str, Any]:
-    """What the dashboard's form needs from the models: each pattern's fields, and the
-    defaults to show (fields without one, or whose default is ``None``, are left out)."""
-    defaults: dict[str, Any] = {}
-    for model in MODELS.values():
-        for name, info in model.model_fields.items():
-            default = info.get_default(call_default_factory=False)
-            if isinstance(default, int | float) and not isinstance(default, bool):
-                defaults.setdefault(name, default)
-    return {
-        "fields": {pattern: list(model.model_fields) for pattern, model in MODELS.items()},
-        "defaults": defaults,
-    }
 
 
 def parse_run_spec(data: Any) -> RunSpec:

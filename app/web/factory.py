@@ -15,7 +15,7 @@ from werkzeug.routing import MapAdapter
 
 from app import __version__
 from app.errors import SocketlabError
-from app.runs.spec import run_form
+from app.runs.form import run_form
 from app.telemetry.points import FACILITIES, SEVERITIES
 from app.web import security
 from app.web.api import api
