@@ -211,7 +211,7 @@ def _send(args: argparse.Namespace) -> int:
 
 
 def _listen(args: argparse.Namespace) -> int:
-    from app.listeners.spec import parse_listener
+    from app.listeners.parse import parse_listener
     from app.listeners.standalone import run_listeners
 
     flags = {

@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import SpecError
-from app.listeners.policy import DEFAULT_MAX_LISTENERS, parse_bind_networks
 
 # Listener specs live with the listeners; re-exported here for config and CLI code.
+from app.listeners.parse import parse_listener as parse_listener
+from app.listeners.parse import parse_listener_url as parse_listener_url
+from app.listeners.policy import DEFAULT_MAX_LISTENERS, parse_bind_networks
 from app.listeners.spec import LISTENER_MODES as LISTENER_MODES
 from app.listeners.spec import LISTENER_PROTOCOLS as LISTENER_PROTOCOLS
 from app.listeners.spec import ListenerSpec as ListenerSpec
-from app.listeners.spec import parse_listener as parse_listener
-from app.listeners.spec import parse_listener_url as parse_listener_url
 from app.mesh.config import MeshSettings, mesh_settings
 from app.store import StoreLimits
 

@@ -81,7 +81,7 @@ def in_process(count: int, trace: bool, mode: str) -> None:
     import trio
 
     from app.listeners.manager import ListenerManager
-    from app.listeners.spec import parse_listener
+    from app.listeners.parse import parse_listener
     from app.registry import Registry
 
     async def main() -> None:

@@ -11,7 +11,7 @@ import trio
 
 from app.listeners.base import Listener
 from app.listeners.manager import ListenerManager
-from app.listeners.spec import parse_listener
+from app.listeners.parse import parse_listener
 from app.registry import Registry
 
 

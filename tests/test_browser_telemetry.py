@@ -22,7 +22,7 @@ import trio
 
 from app.lab import Lab
 from app.listeners.modes.statsd import StatsdMode
-from app.listeners.spec import parse_listener_url
+from app.listeners.parse import parse_listener_url
 from app.telemetry.logs import LogStore
 from app.telemetry.points import LogRecord, Point, tags_of
 from tests.browser import chromium_page, screenshot

@@ -13,7 +13,7 @@ from app.listeners.base import DatagramPort
 from app.listeners.modes import create_listener
 from app.listeners.modes.collector import LINES_PER_STEP
 from app.listeners.modes.syslog import SyslogMode
-from app.listeners.spec import parse_listener_url
+from app.listeners.parse import parse_listener_url
 from app.registry import Conn
 
 

@@ -15,7 +15,7 @@ from app.errors import SpecError, TargetNotAllowedError
 from app.listeners.base import Listener
 from app.listeners.modes.collector import CollectorMode
 from app.listeners.modes.statsd import StatsdMode
-from app.listeners.spec import parse_listener
+from app.listeners.parse import parse_listener
 from tests.collector_fixtures import frames_of
 from tests.helpers import wait_for
 from tests.listener_fixtures import open_manager, start

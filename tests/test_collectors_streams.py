@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from app.listeners.modes import create_listener
 from app.listeners.modes.collector import CollectorMode
-from app.listeners.spec import parse_listener
+from app.listeners.parse import parse_listener
 from app.listeners.tcp import handle_tcp_stream
 from app.registry import Registry
 

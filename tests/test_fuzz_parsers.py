@@ -26,7 +26,8 @@ from app.connview import ConnView, parse_view
 from app.endpoint import Endpoint
 from app.errors import SocketlabError
 from app.lab import Lab
-from app.listeners.spec import ListenerSpec, parse_listener, parse_listener_url
+from app.listeners.parse import parse_listener, parse_listener_url
+from app.listeners.spec import ListenerSpec
 from app.runs.spec import RUN_SPEC_FIELDS, RUN_SPEC_MODELS, parse_run_spec
 from app.settings import parse_hostport
 from app.web import security

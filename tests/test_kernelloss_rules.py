@@ -15,7 +15,7 @@ from app.listeners.nftrules import (
     netem_missing,
     stale_chains,
 )
-from app.listeners.spec import parse_listener
+from app.listeners.parse import parse_listener
 
 # What `nft -j list chain inet socketlab sl_29150_l1` printed for a UDP listener on
 # 127.0.0.1:9100 with kernel_loss=5, after a 10,000-datagram run (523 dropped).

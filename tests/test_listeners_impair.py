@@ -10,7 +10,7 @@ import trio
 
 from app.lab import Lab
 from app.listeners.modes.impair import DelayLine, Impairment
-from app.listeners.spec import parse_listener, parse_listener_url
+from app.listeners.parse import parse_listener, parse_listener_url
 from app.runs.manager import Run
 from app.runs.spec import parse_run_spec
 from tests.listener_fixtures import open_manager, read_until, start

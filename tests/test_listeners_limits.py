@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from app.listeners.modes import create_listener
-from app.listeners.spec import parse_listener
+from app.listeners.parse import parse_listener
 from app.listeners.tcp import handle_tcp_stream
 from app.registry import Registry
 from tests.helpers import echo_round_trip, wait_for

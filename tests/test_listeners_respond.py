@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from app.errors import SpecError
 from app.listeners.modes.respond import RespondSession
-from app.listeners.spec import MAX_MESSAGE_SIZE, parse_listener
+from app.listeners.parse import parse_listener
+from app.listeners.spec import MAX_MESSAGE_SIZE
 from app.wire.regex import MAX_MESSAGE_WORK
 from app.wire.rules import FrameTooLongError, Responder, Rule
 from tests.listener_fixtures import open_manager, read_to_eof, read_until, start

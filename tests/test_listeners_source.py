@@ -15,7 +15,7 @@ from app.lab import Lab
 from app.listeners.base import Listener
 from app.listeners.modes import create_listener
 from app.listeners.modes.source import REQUEST_QUEUE, SourceMode, policy_allows
-from app.listeners.spec import parse_listener
+from app.listeners.parse import parse_listener
 from app.listeners.udp import UdpFlows
 from app.registry import Registry
 from app.runs.targets import TargetPolicy

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.errors import SpecError
-from app.listeners.spec import ListenerSpec, parse_listener, parse_listener_url
+from app.listeners.parse import parse_listener, parse_listener_url
+from app.listeners.spec import ListenerSpec
 from app.settings import load_settings
 
 

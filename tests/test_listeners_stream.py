@@ -18,7 +18,7 @@ from app.listeners.modes.echo import EchoSession
 from app.listeners.modes.respond import RespondSession
 from app.listeners.modes.sink import FixedFramer, ProbeSink, SinkSession
 from app.listeners.modes.statsd import StatsdStream
-from app.listeners.spec import parse_listener
+from app.listeners.parse import parse_listener
 from app.listeners.stream import Replies, StreamSession
 from app.listeners.tcp import handle_tcp_socket, serve_tcp_listener
 from app.listeners.udp import UdpFlows, bind_udp

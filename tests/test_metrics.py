@@ -269,7 +269,7 @@ def test_promtool_is_told_apart_from_a_broken_exposition() -> None:
 
 async def test_statsd_metrics_are_re_exported_and_counters_survive_a_flush(lab: Lab) -> None:
     from app.listeners.modes.statsd import StatsdMode
-    from app.listeners.spec import parse_listener_url
+    from app.listeners.parse import parse_listener_url
 
     listener = await lab.listeners.start(
         parse_listener_url("udp://127.0.0.1:0?mode=statsd&flush_interval=3600")

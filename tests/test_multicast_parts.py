@@ -22,7 +22,7 @@ from app.listeners.multicast import (
     pack_group_req,
     pack_group_source_req,
 )
-from app.listeners.spec import parse_listener
+from app.listeners.parse import parse_listener
 from app.listeners.udp import bind_udp
 from app.peerhttp import PeerUnreachableError
 from app.runs.receivers import Receiver, gather

@@ -12,7 +12,7 @@ import trio
 from app.endpoint import Endpoint
 from app.lab import Lab
 from app.listeners.base import Listener
-from app.listeners.spec import parse_listener
+from app.listeners.parse import parse_listener
 from app.runs.spec import parse_run_spec
 from tests.conftest import listener_port
 from tests.helpers import http, wait_for

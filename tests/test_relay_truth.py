@@ -18,7 +18,7 @@ import trio
 
 from app.endpoint import Endpoint
 from app.lab import Lab
-from app.listeners.spec import parse_listener
+from app.listeners.parse import parse_listener
 from app.runs.flowstats import one_way
 from app.runs.spec import parse_run_spec
 from tests.conftest import listener_port

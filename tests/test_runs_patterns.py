@@ -252,7 +252,7 @@ async def test_cli_send_prints_hex_and_text(lab: Lab) -> None:
 
 
 async def test_a_run_against_our_own_sink_shows_both_ends(lab: Lab) -> None:
-    from app.listeners.spec import parse_listener_url
+    from app.listeners.parse import parse_listener_url
 
     sink = await lab.listeners.start(parse_listener_url("udp://127.0.0.1:0?mode=sink"))
     doc = await run_to_end(

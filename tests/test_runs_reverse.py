@@ -16,7 +16,7 @@ from app.endpoint import Endpoint
 from app.errors import SpecError
 from app.lab import Lab
 from app.listeners.modes.source import SourceMode
-from app.listeners.spec import parse_listener
+from app.listeners.parse import parse_listener
 from app.runs.spec import parse_run_spec
 from tests.conftest import listener_port
 from tests.helpers import http, wait_for

@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from app.lab import Lab
-from app.listeners.spec import parse_listener
+from app.listeners.parse import parse_listener
 from app.runs.spec import parse_run_spec
 
 

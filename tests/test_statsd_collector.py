@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from app.lab import Lab
 from app.listeners.base import Listener
 from app.listeners.modes.statsd import StatsdMode, StatsdStream
-from app.listeners.spec import parse_listener_url
+from app.listeners.parse import parse_listener_url
 from app.wire.rules import FrameTooLongError
 from app.wire.statsd import Aggregator
 from tests.helpers import http, wait_for, wait_for_async

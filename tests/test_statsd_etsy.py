@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from app.listeners.spec import parse_listener_url
+from app.listeners.parse import parse_listener_url
 from app.wire.dogstatsd import DogstatsdError, Event, ServiceCheck, parse_event, parse_service_check
 from app.wire.statsd import Aggregator, Metric, parse_packet, sanitize_name
 

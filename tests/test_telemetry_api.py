@@ -14,7 +14,7 @@ from app.listeners.base import Listener, Mode
 from app.listeners.collectors import collector_doc, collectors
 from app.listeners.modes import create_listener
 from app.listeners.modes.statsd import StatsdMode
-from app.listeners.spec import parse_listener_url
+from app.listeners.parse import parse_listener_url
 from app.telemetry.logs import LogStore
 from app.telemetry.points import LogRecord, Point, tags_of
 from app.telemetry.series import SeriesStore

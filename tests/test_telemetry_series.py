@@ -13,7 +13,7 @@ import trio
 from app.errors import SpecError
 from app.listeners.modes.statsd import StatsdMode
 from app.listeners.modes.statsd_series import key_tags, tags_key
-from app.listeners.spec import parse_listener_url
+from app.listeners.parse import parse_listener_url
 from app.telemetry.logs import LogQuery, LogStore
 from app.telemetry.points import LogRecord, Point, tags_of
 from app.telemetry.series import MAX_STRING, SeriesQuery, SeriesStore

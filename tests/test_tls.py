@@ -119,7 +119,7 @@ async def test_a_key_that_does_not_match_the_certificate_is_a_spec_error(tmp_pat
     spec = {"url": "tls://127.0.0.1:0", "cert": "cert.pem", "key": "key.pem"}
     async with open_manager() as manager:
         with pytest.raises(SpecError) as caught:
-            from app.listeners.spec import parse_listener
+            from app.listeners.parse import parse_listener
 
             await manager.start(parse_listener(spec, base_dir=tmp_path))
     assert caught.value.field == "cert"

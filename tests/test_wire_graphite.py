@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from app.listeners.modes import create_listener
 from app.listeners.modes.collector import CollectorMode
-from app.listeners.spec import parse_listener
+from app.listeners.parse import parse_listener
 from app.telemetry.points import Point, tags_of
 from app.wire.graphite import GraphiteError, format_point, parse_line
 

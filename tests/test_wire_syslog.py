@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from app.listeners.modes import create_listener
 from app.listeners.modes.collector import CollectorMode
-from app.listeners.spec import parse_listener
+from app.listeners.parse import parse_listener
 from app.telemetry.points import LogRecord
 from app.wire.syslog import SyslogError, format_rfc5424, parse_message
 

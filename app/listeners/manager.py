@@ -28,9 +28,10 @@ from app.listeners.kernelloss import KernelLoss
 from app.listeners.modes import create_listener
 from app.listeners.modes.respond import RespondMode
 from app.listeners.modes.source import SourceMode, policy_allows
+from app.listeners.parse import parse_listener
 from app.listeners.policy import ListenerPolicy
 from app.listeners.saved import SavedListeners
-from app.listeners.spec import ListenerSpec, parse_listener
+from app.listeners.spec import ListenerSpec
 from app.listeners.tcp import serve_tcp_listener
 from app.listeners.udp import serve_udp_listener
 from app.registry import Registry

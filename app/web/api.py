@@ -247,7 +247,7 @@ async def create_listener() -> tuple[dict[str, Any], int]:
     """
     import trio
 
-    from app.listeners.spec import parse_listener
+    from app.listeners.parse import parse_listener
 
     body = await _json_body()
     if not isinstance(body, dict):

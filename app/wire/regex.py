@@ -8,7 +8,7 @@ steps, where :attr:`Regex.cost` is the size of the compiled program. So
 :func:`compile_regex` refuses what RE2 cannot match in linear time (backreferences,
 lookaround, atomic groups, possessive repeats), and programs larger than
 :data:`MAX_PROGRAM_SIZE`; a listener also caps the sum of its rules' costs times its longest
-message at :data:`MAX_MESSAGE_WORK` (checked in :mod:`app.listeners.spec`).
+message at :data:`MAX_MESSAGE_WORK` (checked in :mod:`app.listeners.speccheck`).
 
 The syntax is RE2's (https://github.com/google/re2/wiki/Syntax): Python's without the
 features above, and these differences for patterns written for Python's ``re`` on bytes:

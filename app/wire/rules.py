@@ -244,7 +244,7 @@ class Responder:
     Error handling: :meth:`respond` never raises for any message, given a ``now`` that is a
     real clock reading. Its cost is linear in the message: at most about :attr:`cost` steps
     per byte (RE2 does not backtrack), so callers bound it by bounding message size
-    (framing does; :mod:`app.listeners.spec` checks the product).
+    (framing does; :mod:`app.listeners.speccheck` checks the product).
     """
 
     def __init__(
