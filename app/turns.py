@@ -1,6 +1,6 @@
 """Turns on the event loop: how long a socket pass may run before others get theirs.
 
-Theory of operation: one task serves many sockets in passes (:class:`app.sockio.ReadyLoop`),
+Theory of operation: one task serves many sockets in passes (:class:`app.readyloop.ReadyLoop`),
 each pass without a checkpoint, so that a saturated listener spends its time on sockets,
 not on scheduler rounds. A pass is as long as a turn of every other task. An HTTP request
 to the dashboard's API waits for about six turns between its bytes arriving and its answer

@@ -17,7 +17,8 @@ import pytest
 import trio
 import trio.testing
 
-from app.sockio import BUDGET, DirectSocket, ReadyLoop, Served
+from app.readyloop import ReadyLoop, Served
+from app.sockio import BUDGET, DirectSocket
 from app.turns import PASS_SIZE
 
 

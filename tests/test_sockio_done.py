@@ -1,4 +1,4 @@
-"""Done: the one-waiter event a served socket's owner waits on (app/sockio.py)."""
+"""Done: the one-waiter event a served socket's owner waits on (app/readyloop.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from app.sockio import Done
+from app.readyloop import Done
 
 
 async def test_set_wakes_the_waiter_and_a_set_event_returns_at_once() -> None:

@@ -21,8 +21,8 @@ import trio
 from app.listeners.base import Listener
 from app.listeners.modes.echo import EchoMode, _EchoConn
 from app.native import OFF, native
+from app.readyloop import ReadyLoop, Served
 from app.registry import Conn
-from app.sockio import ReadyLoop, Served
 from tests.helpers import echo_round_trip, wait_for
 from tests.listener_fixtures import open_manager, read_to_eof, start
 

@@ -1,7 +1,7 @@
 /* The steady state of a pingpong run's flows, served in C (app/runs/mux_native.py).
  *
  * Theory of operation: one Engine per run's multiplexer, over the epoll of its socket loop
- * (app/sockio.py ReadyLoop). Python *adopts* a flow into the engine once it is in the
+ * (app/readyloop.py ReadyLoop). Python *adopts* a flow into the engine once it is in the
  * steady state (counted, not blocked, not parked, one message size, every message with a
  * probe header): from then on the engine owns what changes per message (the next sequence
  * number, the messages in flight and their send times, the bytes of a TCP reply read so

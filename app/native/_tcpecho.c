@@ -1,7 +1,7 @@
 /* The plain TCP echo's pass over its ready sockets, compiled (app/listeners/modes/echo.py).
  *
  * Theory of operation: the echo mode serves every plain TCP connection of a listener from
- * one app.sockio.ReadyLoop (a private, level-triggered epoll). In Python each ready socket
+ * one app.readyloop.ReadyLoop (a private, level-triggered epoll). In Python each ready socket
  * costs a handler call, a recv_into, a send and eight counter updates: a few microseconds
  * of interpreter per round trip. An EchoPass does the loop's pass instead: one
  * epoll_wait(timeout 0) for at most the caller's number of events, then for each socket

@@ -3,7 +3,7 @@
 Theory of operation: a task per flow pays, for every reply, a trio scheduler round, a pair
 of ``epoll_ctl`` calls and a task switch: as much CPU as the system calls themselves. Here
 the plain TCP and UDP flows of a pingpong run are served by one
-:class:`~app.sockio.ReadyLoop`: for each ready socket, read the reply, record its RTT, send
+:class:`~app.readyloop.ReadyLoop`: for each ready socket, read the reply, record its RTT, send
 the next message. :class:`Multiplexer` serves TCP (replies matched by order);
 :class:`~app.runs.mux_udp.UdpMultiplexer` serves UDP on the same driver.
 
@@ -48,12 +48,12 @@ from functools import partial
 import trio
 
 from app.native import native
+from app.readyloop import ReadyLoop
 from app.registry import Conn
 from app.runs.context import FlowContext
 from app.runs.error_kinds import CLOSED_DETAIL, error_detail, error_kind, timeout_detail
 from app.runs.mux_native import NativeLoop
 from app.runs.muxflow import MuxFlow as MuxFlow  # where mux_udp and the tests name it
-from app.sockio import ReadyLoop
 from app.wire import probe
 
 perf_ns = time.perf_counter_ns

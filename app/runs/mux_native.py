@@ -22,7 +22,7 @@ past the deadline, is handed back, and Python parks the flow or ends it as it do
 Every figure comes from one place either way: the engine adds its counts to the run's
 figures, the interval histogram and the flows' rows before each call returns. One call
 serves passes one after the other while it hands nothing back, up to the loop's pass size
-in events; waiting and yielding are :meth:`ReadyLoop.run <app.sockio.ReadyLoop.run>`'s own.
+in events; waiting and yielding are :meth:`ReadyLoop.run <app.readyloop.ReadyLoop.run>`'s own.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any, NoReturn, Protocol
 
+from app.readyloop import ReadyLoop
 from app.runs.budget import PACE_SLACK
 from app.runs.context import FlowContext
 from app.runs.error_kinds import CLOSED_DETAIL, UNREACHABLE_DETAIL
 from app.runs.muxflow import MuxFlow
-from app.sockio import ReadyLoop
 
 # The engine's hand-back codes (app/native/_pingpong.c).
 (
@@ -76,7 +76,7 @@ class Driver(Protocol):
 
 
 class NativeLoop(ReadyLoop[MuxFlow]):
-    """A :class:`~app.sockio.ReadyLoop` whose passes the compiled engine does.
+    """A :class:`~app.readyloop.ReadyLoop` whose passes the compiled engine does.
 
     Args:
         mux: The multiplexer whose flows it serves (its handler, errors and refills).

@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket as stdsocket
 from collections import deque
 
+from app.readyloop import Served
 from app.registry import Conn
-from app.sockio import Served
 
 # ``first_counted`` until a flow sends a counted message (above every u64 seq number).
 NOT_COUNTED = 1 << 64

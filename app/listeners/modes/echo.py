@@ -1,7 +1,7 @@
 """Echo mode: every byte (TCP, TLS) or datagram (UDP) goes back to its sender.
 
 Plain echo over TCP is the lab's hottest path: one task per listener serves every
-connection through a private epoll (:class:`~app.sockio.ReadyLoop`), reading into one
+connection through a private epoll (:class:`~app.readyloop.ReadyLoop`), reading into one
 preallocated buffer with ``recv_into`` and sending from a memoryview of it, touching only
 counters. Where it is built, that pass is compiled (``app/native/_tcpecho.c``): it echoes
 and counts a readable connection in C and calls :meth:`EchoMode._on_ready` for everything
@@ -28,8 +28,8 @@ from app.listeners.idle import IdleDeadlines
 from app.listeners.modes.impair import Impairment, impaired_datagram_handler, impaired_stream
 from app.listeners.stream import Replies, Transport
 from app.native import native
+from app.readyloop import Done, NativePass, ReadyLoop, Served
 from app.registry import Conn
-from app.sockio import Done, NativePass, ReadyLoop, Served
 
 # The compiled pass (app/native/_tcpecho.c), or None: then _on_ready serves every socket.
 _tcpecho = native("tcpecho")
