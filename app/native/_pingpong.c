@@ -151,6 +151,21 @@ static int take(Engine *e, Py_ssize_t size) {
                   (double)size);
 }
 
+/* The Budget fields charge() works on, in this order: bytes_left, _due, _per_message,
+ * _per_byte (set up with the other names at import). */
+static PyObject *budget_names[4];
+
+/* Read a Budget's four fields into f; -1 with an exception set when one is missing. */
+static int read_budget(PyObject *budget, double f[4]) {
+    for (int i = 0; i < 4; i++) {
+        PyObject *v = PyObject_GetAttr(budget, budget_names[i]);
+        f[i] = v ? PyFloat_AsDouble(v) : -1.0;
+        Py_XDECREF(v);
+        if (PyErr_Occurred()) return -1;
+    }
+    return 0;
+}
+
 /* The end of a pass for one answered flow: send until its window is full. */
 static int refill(Engine *e, PyObject *out, int fd, Slot *s, int may_send, int64_t from) {
     if (!may_send) return hand_int(e, out, fd, H_REFILL, 0); /* past the send deadline */
@@ -227,14 +242,10 @@ static PyObject *Engine_serve(Engine *e, PyObject *args) {
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     if (n == 0) return PyLong_FromLong(0);
-    PyObject *names[4] = {s_bytes_left, s_due, s_per_message, s_per_byte};
+    PyObject **names = budget_names;
     double *fields[4] = {&e->bytes_left, &e->pace_due, &e->per_message, &e->per_byte}, start[4];
-    for (int i = 0; i < 4; i++) {
-        PyObject *v = PyObject_GetAttr(budget, names[i]);
-        start[i] = *fields[i] = v ? PyFloat_AsDouble(v) : -1.0;
-        Py_XDECREF(v);
-        if (PyErr_Occurred()) return NULL;
-    }
+    if (read_budget(budget, start) < 0) return NULL;
+    for (int i = 0; i < 4; i++) *fields[i] = start[i];
     Py_buffer counts;
     if (get_counts(e, hist, &counts) < 0) return NULL;
     int rc = 0, total = 0;
@@ -423,13 +434,8 @@ static PyObject *take_one(PyObject *module, PyObject *args) {
     PyObject *budget;
     double size, now, slack, f[4];
     if (!PyArg_ParseTuple(args, "Oddd", &budget, &size, &now, &slack)) return NULL;
-    PyObject *names[4] = {s_bytes_left, s_due, s_per_message, s_per_byte};
-    for (int i = 0; i < 4; i++) {
-        PyObject *v = PyObject_GetAttr(budget, names[i]);
-        f[i] = v ? PyFloat_AsDouble(v) : -1.0;
-        Py_XDECREF(v);
-        if (PyErr_Occurred()) return NULL;
-    }
+    PyObject **names = budget_names;
+    if (read_budget(budget, f) < 0) return NULL;
     int charged = charge(&f[0], &f[1], f[2], f[3], slack, now, size);
     for (int i = 0; i < 2; i++) {
         PyObject *v = PyFloat_FromDouble(f[i]);
@@ -463,6 +469,8 @@ PyMODINIT_FUNC PyInit__pingpong(void) {
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!(*names[i].slot = PyUnicode_InternFromString(names[i].name))) return NULL;
+    PyObject *budget[4] = {s_bytes_left, s_due, s_per_message, s_per_byte};
+    for (int i = 0; i < 4; i++) budget_names[i] = budget[i];
     if (PyType_Ready(&EngineType) < 0) return NULL;
     PyObject *m = PyModule_Create(&pingpong_module);
     if (m && PyModule_AddObjectRef(m, "Engine", (PyObject *)&EngineType) < 0) Py_CLEAR(m);
